@@ -1,0 +1,137 @@
+//! Accounts: registration and checking credentials.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Clock;
+use crate::error::{Error, StoreError};
+use crate::password::{Password, PasswordHasher, PasswordPolicy, Verification};
+use crate::store::UserStore;
+use crate::user::{User, UserId, Username};
+
+/// Who may create an account through `POST /v1/users`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    #[default]
+    Open,
+    Closed,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountsConfig {
+    pub registration: Registration,
+    pub password_policy: PasswordPolicy,
+}
+
+impl AccountsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.password_policy.validate()
+    }
+}
+
+/// The account service.
+#[derive(Clone)]
+pub struct Accounts {
+    users: Arc<dyn UserStore>,
+    hasher: PasswordHasher,
+    clock: Arc<dyn Clock>,
+    config: AccountsConfig,
+}
+
+impl Accounts {
+    pub fn new(
+        users: Arc<dyn UserStore>,
+        hasher: PasswordHasher,
+        clock: Arc<dyn Clock>,
+        config: AccountsConfig,
+    ) -> Self {
+        Self {
+            users,
+            hasher,
+            clock,
+            config,
+        }
+    }
+
+    /// Self-service registration, refused when registration is closed.
+    pub async fn register(&self, username: &str, password: &Password) -> Result<User, Error> {
+        if self.config.registration == Registration::Closed {
+            return Err(Error::RegistrationClosed);
+        }
+        self.create(username, password, Vec::new()).await
+    }
+
+    /// Creates an account whatever the registration setting (operators, admins).
+    #[tracing::instrument(skip(self, password))]
+    pub async fn create(
+        &self,
+        username: &str,
+        password: &Password,
+        roles: Vec<String>,
+    ) -> Result<User, Error> {
+        let username = Username::parse(username)?;
+        self.config.password_policy.check(password)?;
+        if self.users.user_by_username(&username).await?.is_some() {
+            return Err(Error::Conflict(format!(
+                "the username {username:?} is taken"
+            )));
+        }
+        let password_hash = self.hasher.hash(password).await?;
+        let now = self.clock.now();
+        let user = User {
+            id: UserId::generate()?,
+            username,
+            password_hash,
+            roles,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.users.create_user(&user).await {
+            Ok(()) => {
+                tracing::info!(user = %user.id, "user created");
+                Ok(user)
+            }
+            // Lost a race with another registration of the same name.
+            Err(StoreError::Conflict(_)) => Err(Error::Conflict(format!(
+                "the username {:?} is taken",
+                user.username.as_str()
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks a username and password. An unknown user, a wrong password and a disabled account
+    /// all give [`Error::InvalidCredentials`] after the same argon2 work (a dummy hash stands in
+    /// for the missing user). Rehashes the password when the hashing parameters changed.
+    #[tracing::instrument(skip(self, password))]
+    pub async fn authenticate(&self, username: &str, password: &Password) -> Result<User, Error> {
+        // A name that cannot exist still costs a hash, so its answer takes as long as any other.
+        let user = match Username::parse(username) {
+            Ok(name) => self.users.user_by_username(&name).await?,
+            Err(_) => None,
+        };
+        let verification = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        match (user, verification) {
+            (Some(user), Verification::Valid { rehash }) if !user.disabled => {
+                if let Some(new_hash) = rehash {
+                    self.users
+                        .set_password_hash(&user.id, &new_hash, self.clock.now())
+                        .await?;
+                    tracing::info!(user = %user.id, "password rehashed with the current parameters");
+                }
+                Ok(user)
+            }
+            _ => Err(Error::InvalidCredentials),
+        }
+    }
+
+    pub async fn user(&self, id: &UserId) -> Result<Option<User>, Error> {
+        Ok(self.users.user_by_id(id).await?)
+    }
+}

@@ -1,0 +1,60 @@
+//! Errors of the domain and of the stores.
+
+use thiserror::Error;
+
+/// What a store can fail with. Stores never panic on bad data: they report it here.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (a username that exists already).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backing service could not be reached or did not answer; callers fail closed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: data that does not decode, a failed migration.
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+/// What a core service can fail with. `tessera-http` maps each variant to one problem document.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Wrong username or password, or a disabled account: one answer for all of them.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// No valid credential was presented.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// A field of the request is not acceptable; the message says why (never echoing a secret).
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The request conflicts with the current state (a username already taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// Registration is closed by configuration.
+    #[error("registration is closed on this server")]
+    RegistrationClosed,
+    /// The result would exceed a configured size.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too much work queued (password hashing); try again shortly.
+    #[error("the server is busy; try again shortly")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A bug or an environment failure; details are logged, never sent to clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}

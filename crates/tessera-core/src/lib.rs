@@ -1,0 +1,25 @@
+//! Tessera's domain, free of I/O: accounts and password hashing, server-side sessions, CSRF tokens,
+//! the clock, and the store traits that `tessera-store` implements.
+//!
+//! HTTP speaks only to the services here ([`Accounts`], [`Sessions`]); the services speak only to the
+//! store traits ([`UserStore`], [`SessionStore`]).
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod clock;
+pub mod error;
+pub mod merge_patch;
+pub mod password;
+pub mod secret;
+pub mod session;
+pub mod store;
+pub mod user;
+
+pub use accounts::{Accounts, AccountsConfig, Registration};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::{Error, StoreError};
+pub use password::{Argon2Params, Password, PasswordHasher, PasswordPolicy};
+pub use secret::{CsrfToken, SessionId, TokenHash};
+pub use session::{ClientInfo, Session, SessionConfig, SessionHandle, Sessions};
+pub use store::{HealthCheck, SessionStore, UserStore};
+pub use user::{User, UserId, Username};

@@ -1,0 +1,444 @@
+//! Passwords: the policy a new password must meet, and argon2id hashing run off the async workers
+//! behind a semaphore, with a dummy hash so an unknown user costs the same as a wrong password.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier, Version,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::error::Error;
+
+/// A password as received from a client. The secret never appears in `Debug` output or logs.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Password(SecretString);
+
+impl Password {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(SecretString::from(secret.into()))
+    }
+
+    /// What is checked and hashed: the password after [`normalize`].
+    fn normalized(&self) -> String {
+        normalize(self.0.expose_secret())
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Passwords are compared after Unicode NFKC normalization (NIST SP 800-63B §5.1.1.2), so the same
+/// passphrase typed on two keyboards that compose characters differently is the same password.
+fn normalize(password: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    password.nfkc().collect()
+}
+
+static COMMON_PASSWORDS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("common-passwords.txt")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect()
+});
+
+/// The rules a new password must meet: NIST SP 800-63B. A minimum length, a generous maximum, any
+/// characters (spaces and Unicode included), no composition rules, and no password from the list of
+/// the most common ones (exact match).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordPolicy {
+    /// In Unicode scalar values, after normalization. At least 8.
+    pub min_length: usize,
+    /// In Unicode scalar values; long passphrases must fit.
+    pub max_length: usize,
+    /// Refuse passwords on the built-in list of common passwords.
+    pub refuse_common: bool,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            max_length: 1024,
+            refuse_common: true,
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// Checks a new password. The message says what is wrong without echoing the password.
+    pub fn check(&self, password: &Password) -> Result<(), Error> {
+        let normalized = password.normalized();
+        let length = normalized.chars().count();
+        if length < self.min_length {
+            return Err(Error::invalid(
+                "password",
+                format!("must be at least {} characters long", self.min_length),
+            ));
+        }
+        if length > self.max_length {
+            return Err(Error::invalid(
+                "password",
+                format!("must be at most {} characters long", self.max_length),
+            ));
+        }
+        if normalized.chars().any(|c| c == '\0') {
+            return Err(Error::invalid(
+                "password",
+                "must not contain NUL characters",
+            ));
+        }
+        if self.refuse_common && COMMON_PASSWORDS.contains(normalized.as_str()) {
+            return Err(Error::invalid(
+                "password",
+                "is one of the most commonly used passwords; choose another",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.min_length < 8 {
+            return Err("passwords.min_length must be at least 8".into());
+        }
+        if self.max_length < 64 || self.max_length < self.min_length {
+            return Err("passwords.max_length must be at least 64 and at least min_length".into());
+        }
+        Ok(())
+    }
+}
+
+/// argon2id cost parameters.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Argon2Params {
+    /// Memory in KiB (at least 19456).
+    pub memory_kib: u32,
+    /// Passes (at least 2).
+    pub iterations: u32,
+    /// Lanes (at least 1).
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    /// OWASP's recommendation for argon2id: m=19456 KiB, t=2, p=1.
+    fn default() -> Self {
+        Self {
+            memory_kib: 19_456,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+impl Argon2Params {
+    /// Refuses parameters weaker than the default.
+    pub fn validate(&self) -> Result<(), String> {
+        let min = Self::default();
+        if self.memory_kib < min.memory_kib
+            || self.iterations < min.iterations
+            || self.parallelism < 1
+        {
+            return Err(format!(
+                "argon2 parameters below the minimum (memory_kib >= {}, iterations >= {}, parallelism >= 1)",
+                min.memory_kib, min.iterations
+            ));
+        }
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None)
+            .map(|_| ())
+            .map_err(|e| format!("argon2 parameters rejected: {e}"))
+    }
+
+    /// Cheap parameters, so that test suites hash thousands of passwords quickly. Only built with
+    /// the `test-util` feature, which the binary never enables.
+    #[cfg(feature = "test-util")]
+    pub fn insecure_fast_for_tests() -> Self {
+        Self {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verification {
+    Invalid,
+    /// `rehash` holds a new hash when the stored one used other parameters than the current ones.
+    Valid {
+        rehash: Option<String>,
+    },
+}
+
+/// Hashes and verifies passwords with argon2id on the blocking pool, at most `max_concurrent` at a
+/// time; callers that wait longer than `queue_timeout` get [`Error::Busy`].
+#[derive(Clone)]
+pub struct PasswordHasher {
+    inner: Arc<HasherInner>,
+}
+
+struct HasherInner {
+    params: Params,
+    permits: Semaphore,
+    queue_timeout: Duration,
+    /// A real hash of a random password, verified when the user does not exist so that the answer
+    /// takes as long as for a wrong password.
+    dummy_hash: String,
+}
+
+impl PasswordHasher {
+    /// Builds a hasher. Parameters are not checked against the minimum here (tests use cheap ones):
+    /// configuration loading calls [`Argon2Params::validate`].
+    pub fn new(
+        params: Argon2Params,
+        max_concurrent: usize,
+        queue_timeout: Duration,
+    ) -> Result<Self, Error> {
+        let params = Params::new(
+            params.memory_kib,
+            params.iterations,
+            params.parallelism,
+            None,
+        )
+        .map_err(|e| Error::Internal(format!("argon2 parameters: {e}")))?;
+        let random: [u8; 32] = crate::secret::random_bytes()?;
+        let dummy_hash = argon2_for(&params)
+            .hash_password(&random)
+            .map_err(|e| Error::Internal(format!("argon2: {e}")))?
+            .to_string();
+        Ok(Self {
+            inner: Arc::new(HasherInner {
+                params,
+                permits: Semaphore::new(max_concurrent.max(1)),
+                queue_timeout,
+                dummy_hash,
+            }),
+        })
+    }
+
+    /// Hashes a password into a PHC string.
+    #[tracing::instrument(skip_all)]
+    pub async fn hash(&self, password: &Password) -> Result<String, Error> {
+        let normalized = password.normalized();
+        self.run(move |inner| {
+            argon2_for(&inner.params)
+                .hash_password(normalized.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| Error::Internal(format!("argon2: {e}")))
+        })
+        .await
+    }
+
+    /// Verifies `password` against `stored` (a PHC string), or against the dummy hash when there is
+    /// no stored hash, so both cases cost one argon2 computation.
+    #[tracing::instrument(skip_all)]
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Verification, Error> {
+        let normalized = password.normalized();
+        let stored = stored.map(str::to_owned);
+        self.run(move |inner| {
+            let (hash_str, real) = match &stored {
+                Some(s) => (s.as_str(), true),
+                None => (inner.dummy_hash.as_str(), false),
+            };
+            let Ok(parsed) = PasswordHash::new(hash_str) else {
+                tracing::error!("a stored password hash does not parse; refusing the login");
+                // Still spend the time, so a corrupt row is not distinguishable by timing.
+                let _ = argon2_for(&inner.params)
+                    .verify_password(normalized.as_bytes(), inner.dummy_hash.as_str());
+                return Ok(Verification::Invalid);
+            };
+            let ok = Argon2::default()
+                .verify_password(normalized.as_bytes(), &parsed)
+                .is_ok();
+            if !(ok && real) {
+                return Ok(Verification::Invalid);
+            }
+            let current = Params::try_from(&parsed).ok();
+            let same = parsed.algorithm == argon2::ARGON2ID_IDENT
+                && current.is_some_and(|p| {
+                    p.m_cost() == inner.params.m_cost()
+                        && p.t_cost() == inner.params.t_cost()
+                        && p.p_cost() == inner.params.p_cost()
+                });
+            let rehash = if same {
+                None
+            } else {
+                argon2_for(&inner.params)
+                    .hash_password(normalized.as_bytes())
+                    .map(|h| h.to_string())
+                    .ok()
+            };
+            Ok(Verification::Valid { rehash })
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&HasherInner) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let permit = tokio::time::timeout(self.inner.queue_timeout, self.inner.permits.acquire())
+            .await
+            .map_err(|_| Error::Busy)?
+            .map_err(|_| Error::Busy)?;
+        let inner = Arc::clone(&self.inner);
+        let result = tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|e| Error::Internal(format!("password hashing task failed: {e}")))?;
+        drop(permit);
+        result
+    }
+}
+
+fn argon2_for(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> Argon2Params {
+        Argon2Params {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    #[test]
+    fn policy_accepts_long_unicode_passphrases_and_refuses_common_ones() {
+        let policy = PasswordPolicy::default();
+        assert!(
+            policy
+                .check(&Password::new("correct horse battery staple"))
+                .is_ok()
+        );
+        assert!(policy.check(&Password::new("pässwörd ünïcödé 🦀")).is_ok());
+        assert!(policy.check(&Password::new("x".repeat(200))).is_ok());
+        assert!(policy.check(&Password::new("short")).is_err());
+        assert!(policy.check(&Password::new("password1")).is_err());
+        assert!(policy.check(&Password::new("iloveyou")).is_err());
+        // Exact match only: a common password inside a longer one is fine.
+        assert!(policy.check(&Password::new("password1 but longer")).is_ok());
+        assert!(policy.check(&Password::new("y".repeat(1025))).is_err());
+        let msg = policy
+            .check(&Password::new("password1"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !msg.contains("password1"),
+            "the message must not echo the password: {msg}"
+        );
+    }
+
+    #[test]
+    fn the_common_list_has_thousands_of_entries() {
+        assert!(COMMON_PASSWORDS.len() > 5000);
+        assert!(COMMON_PASSWORDS.iter().all(|p| p.chars().count() >= 8));
+    }
+
+    #[test]
+    fn length_counts_characters_after_normalization() {
+        let policy = PasswordPolicy::default();
+        // Seven characters, each two bytes: still too short.
+        assert!(policy.check(&Password::new("ééééééé")).is_err());
+    }
+
+    #[test]
+    fn minimum_params_are_enforced() {
+        assert!(Argon2Params::default().validate().is_ok());
+        assert!(fast().validate().is_err());
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify() {
+        let hasher = PasswordHasher::new(fast(), 2, Duration::from_secs(5)).unwrap();
+        let hash = hasher.hash(&Password::new("correct horse")).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert_eq!(
+            hasher
+                .verify(&Password::new("correct horse"), Some(&hash))
+                .await
+                .unwrap(),
+            Verification::Valid { rehash: None }
+        );
+        assert_eq!(
+            hasher
+                .verify(&Password::new("wrong horse"), Some(&hash))
+                .await
+                .unwrap(),
+            Verification::Invalid
+        );
+        // No stored hash: always invalid, even for the dummy's own (unknown) password.
+        assert_eq!(
+            hasher
+                .verify(&Password::new("correct horse"), None)
+                .await
+                .unwrap(),
+            Verification::Invalid
+        );
+        assert_eq!(
+            hasher
+                .verify(&Password::new("x"), Some("not a hash"))
+                .await
+                .unwrap(),
+            Verification::Invalid
+        );
+    }
+
+    #[tokio::test]
+    async fn composed_and_decomposed_forms_are_the_same_password() {
+        let hasher = PasswordHasher::new(fast(), 2, Duration::from_secs(5)).unwrap();
+        let hash = hasher
+            .hash(&Password::new("caf\u{e9} au lait"))
+            .await
+            .unwrap();
+        let v = hasher
+            .verify(&Password::new("cafe\u{301} au lait"), Some(&hash))
+            .await
+            .unwrap();
+        assert_eq!(v, Verification::Valid { rehash: None });
+    }
+
+    #[tokio::test]
+    async fn changed_parameters_ask_for_a_rehash() {
+        let old = PasswordHasher::new(fast(), 1, Duration::from_secs(5)).unwrap();
+        let hash = old.hash(&Password::new("correct horse")).await.unwrap();
+        let stronger = Argon2Params {
+            memory_kib: 128,
+            ..fast()
+        };
+        let new = PasswordHasher::new(stronger, 1, Duration::from_secs(5)).unwrap();
+        match new
+            .verify(&Password::new("correct horse"), Some(&hash))
+            .await
+            .unwrap()
+        {
+            Verification::Valid { rehash: Some(h) } => assert!(h.contains("m=128")),
+            other => panic!("expected a rehash, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        assert_eq!(
+            format!("{:?}", Password::new("hunter22")),
+            "Password(<redacted>)"
+        );
+    }
+}

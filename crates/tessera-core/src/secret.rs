@@ -1,0 +1,169 @@
+//! Secrets that travel to clients: session ids and CSRF tokens. 256 bits from the OS CSPRNG,
+//! base64url on the wire, compared in constant time, redacted in `Debug`, and stored only as a
+//! SHA-256 [`TokenHash`] where the store would otherwise hold a live credential.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+
+const SECRET_LEN: usize = 32;
+/// Length of a 32-byte secret in unpadded base64url.
+const ENCODED_LEN: usize = 43;
+
+/// 32 bytes from the operating system's CSPRNG.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Internal(format!("OS random source failed: {e}")))?;
+    Ok(bytes)
+}
+
+/// A random identifier that is not a secret (a user id, a session handle): `prefix` + 128 bits.
+pub(crate) fn random_public_id(prefix: &str) -> Result<String, Error> {
+    let bytes: [u8; 16] = random_bytes()?;
+    Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+fn decode_secret(encoded: &str) -> Option<[u8; SECRET_LEN]> {
+    if encoded.len() != ENCODED_LEN {
+        return None;
+    }
+    let mut out = [0u8; SECRET_LEN];
+    match URL_SAFE_NO_PAD.decode_slice(encoded, &mut out) {
+        Ok(SECRET_LEN) => Some(out),
+        _ => None,
+    }
+}
+
+/// SHA-256 of a secret: what the store keeps and looks secrets up by, so a copy of the database
+/// holds no live credential.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    pub fn of(secret: &[u8]) -> Self {
+        Self(Sha256::digest(secret).into())
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Builds a hash from a stored slice; `None` when it is not 32 bytes long.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Self)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only a prefix: enough to correlate log lines, not to look anything up.
+        write!(
+            f,
+            "TokenHash({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
+macro_rules! secret_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name([u8; SECRET_LEN]);
+
+        impl $name {
+            /// A fresh secret from the OS CSPRNG.
+            pub fn generate() -> Result<Self, Error> {
+                random_bytes().map(Self)
+            }
+
+            /// Parses the wire form; `None` for anything that is not exactly 32 base64url bytes.
+            pub fn parse(encoded: &str) -> Option<Self> {
+                decode_secret(encoded).map(Self)
+            }
+
+            /// The wire form (43 characters of unpadded base64url).
+            pub fn encode(&self) -> String {
+                URL_SAFE_NO_PAD.encode(self.0)
+            }
+
+            /// What the store keeps.
+            pub fn hash(&self) -> TokenHash {
+                TokenHash::of(&self.0)
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.ct_eq(&other.0).into()
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "(<redacted>)"))
+            }
+        }
+    };
+}
+
+secret_type!(
+    /// The secret in the session cookie. The server stores only its [`TokenHash`].
+    SessionId
+);
+
+secret_type!(
+    /// The synchronizer token a session-cookie client sends in `X-CSRF-Token` on unsafe requests.
+    /// Bound to one session: stored with it, compared in constant time.
+    CsrfToken
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_redaction() {
+        let id = SessionId::generate().unwrap();
+        let wire = id.encode();
+        assert_eq!(wire.len(), ENCODED_LEN);
+        assert_eq!(SessionId::parse(&wire), Some(id.clone()));
+        assert_eq!(format!("{id:?}"), "SessionId(<redacted>)");
+        assert!(!format!("{:?}", id.hash()).contains(&wire));
+    }
+
+    #[test]
+    fn rejects_malformed_wire_forms() {
+        let wire = SessionId::generate().unwrap().encode();
+        for bad in [
+            "",
+            "abc",
+            &wire[..42],
+            &format!("{wire}A"),
+            &format!("{}=", &wire[..42]),
+            &wire.replace(|c: char| c.is_ascii_alphanumeric(), "+"),
+        ] {
+            assert!(SessionId::parse(bad).is_none(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn generated_secrets_differ() {
+        let a = CsrfToken::generate().unwrap();
+        let b = CsrfToken::generate().unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a.hash(), b.hash());
+    }
+}

@@ -1,0 +1,281 @@
+//! The session model: state on the server, an opaque 256-bit id in a cookie, a synchronizer CSRF
+//! token, idle and absolute expiry with sliding renewal, and a JSON document of session data.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::{Clock, Timestamp};
+use crate::error::Error;
+use crate::merge_patch;
+use crate::secret::{CsrfToken, SessionId, TokenHash};
+use crate::store::{SessionStore, UserStore};
+use crate::user::{User, UserId};
+
+/// The public handle of a session (`ses_` + 128 random bits): listed to its owner, used to end it.
+/// It authenticates nothing, unlike the secret [`SessionId`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionHandle(String);
+
+impl SessionHandle {
+    pub fn generate() -> Result<Self, Error> {
+        crate::secret::random_public_id("ses_").map(Self)
+    }
+
+    pub fn from_stored(handle: String) -> Self {
+        Self(handle)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a client told us about itself at login, shown when a user lists their sessions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// A session as the store keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Session {
+    pub handle: SessionHandle,
+    pub user_id: UserId,
+    /// SHA-256 of the cookie secret: the store never sees the secret itself.
+    pub secret_hash: TokenHash,
+    pub csrf_token: CsrfToken,
+    pub created_at: Timestamp,
+    /// Last recorded activity; written at most once per `touch_interval`.
+    pub last_seen_at: Timestamp,
+    /// `min(last_seen_at + idle_timeout, absolute_expires_at)`: the sweep's index.
+    pub expires_at: Timestamp,
+    pub absolute_expires_at: Timestamp,
+    pub client: ClientInfo,
+    /// A JSON object.
+    pub data: Value,
+    /// Incremented by every data write; the compare-and-swap token against lost updates.
+    pub data_version: i64,
+}
+
+/// Session lifetimes and limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionConfig {
+    /// A session unused for this long ends.
+    pub idle_timeout: Duration,
+    /// A session ends this long after login, however active.
+    pub absolute_lifetime: Duration,
+    /// Activity is written to the store at most once per interval (sliding renewal without a write
+    /// on every request). The idle timeout is counted from the last write, so it may end up to this
+    /// much earlier than `idle_timeout` after the last request, never later.
+    pub touch_interval: Duration,
+    /// Largest session data document, in bytes of compact JSON.
+    pub max_data_bytes: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_lifetime: Duration::from_secs(12 * 3600),
+            touch_interval: Duration::from_secs(60),
+            max_data_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl SessionConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idle_timeout.is_zero() || self.absolute_lifetime.is_zero() {
+            return Err(
+                "sessions.idle_timeout and sessions.absolute_lifetime must be positive".into(),
+            );
+        }
+        if self.touch_interval >= self.idle_timeout {
+            return Err(
+                "sessions.touch_interval must be shorter than sessions.idle_timeout".into(),
+            );
+        }
+        if self.max_data_bytes < 2 {
+            return Err("sessions.max_data_bytes must be at least 2".into());
+        }
+        Ok(())
+    }
+}
+
+/// How many times a data patch is retried when another writer got in first.
+const PATCH_ATTEMPTS: usize = 32;
+
+/// The session service.
+#[derive(Clone)]
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    users: Arc<dyn UserStore>,
+    clock: Arc<dyn Clock>,
+    config: SessionConfig,
+}
+
+impl Sessions {
+    pub fn new(
+        store: Arc<dyn SessionStore>,
+        users: Arc<dyn UserStore>,
+        clock: Arc<dyn Clock>,
+        config: SessionConfig,
+    ) -> Self {
+        Self {
+            store,
+            users,
+            clock,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Starts a new session for `user` with a fresh id: a session id a client brought is never
+    /// adopted (no fixation).
+    #[tracing::instrument(skip_all, fields(user = %user.id))]
+    pub async fn start(
+        &self,
+        user: &User,
+        client: ClientInfo,
+    ) -> Result<(SessionId, Session), Error> {
+        let now = self.clock.now();
+        let secret = SessionId::generate()?;
+        let absolute = now.saturating_add(self.config.absolute_lifetime);
+        let session = Session {
+            handle: SessionHandle::generate()?,
+            user_id: user.id.clone(),
+            secret_hash: secret.hash(),
+            csrf_token: CsrfToken::generate()?,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.saturating_add(self.config.idle_timeout).min(absolute),
+            absolute_expires_at: absolute,
+            client,
+            data: Value::Object(serde_json::Map::new()),
+            data_version: 0,
+        };
+        self.store.create_session(&session).await?;
+        tracing::info!(session = %session.handle, "session started");
+        Ok((secret, session))
+    }
+
+    /// The live session for a cookie secret and its user. Expired sessions are deleted on sight;
+    /// a session of a missing or disabled user authenticates nothing. Activity is recorded at most
+    /// once per `touch_interval`.
+    pub async fn authenticate(&self, secret: &SessionId) -> Result<Option<(Session, User)>, Error> {
+        let Some(mut session) = self.store.session_by_secret(&secret.hash()).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        if now >= session.expires_at {
+            self.store.delete_session(&session.handle).await?;
+            return Ok(None);
+        }
+        let user = match self.users.user_by_id(&session.user_id).await? {
+            Some(user) if !user.disabled => user,
+            _ => return Ok(None),
+        };
+        if now.since(session.last_seen_at) >= self.config.touch_interval {
+            let expires_at = now
+                .saturating_add(self.config.idle_timeout)
+                .min(session.absolute_expires_at);
+            if !self
+                .store
+                .touch_session(&session.handle, now, expires_at)
+                .await?
+            {
+                return Ok(None);
+            }
+            session.last_seen_at = now;
+            session.expires_at = expires_at;
+        }
+        Ok(Some((session, user)))
+    }
+
+    /// Ends a session (logout). `false` when it was already gone.
+    #[tracing::instrument(skip_all, fields(session = %handle))]
+    pub async fn end(&self, handle: &SessionHandle) -> Result<bool, Error> {
+        let gone = self.store.delete_session(handle).await?;
+        if gone {
+            tracing::info!("session ended");
+        }
+        Ok(gone)
+    }
+
+    /// Applies a JSON merge patch (RFC 7396) to the session data and returns the new document.
+    /// Concurrent patches never lose each other's changes: each is applied to the latest version
+    /// with a compare-and-swap, retried when another writer got in first.
+    pub async fn patch_data(&self, secret: &SessionId, patch: &Value) -> Result<Value, Error> {
+        for _ in 0..PATCH_ATTEMPTS {
+            let Some(session) = self.store.session_by_secret(&secret.hash()).await? else {
+                return Err(Error::Unauthenticated);
+            };
+            if self.clock.now() >= session.expires_at {
+                return Err(Error::Unauthenticated);
+            }
+            let mut data = session.data.clone();
+            merge_patch::apply(&mut data, patch);
+            if !data.is_object() {
+                return Err(Error::invalid(
+                    "body",
+                    "session data must remain a JSON object; send an object as the merge patch",
+                ));
+            }
+            let size = serde_json::to_vec(&data)
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .len();
+            if size > self.config.max_data_bytes {
+                return Err(Error::TooLarge(format!(
+                    "session data would be {size} bytes; the limit is {} bytes",
+                    self.config.max_data_bytes
+                )));
+            }
+            if self
+                .store
+                .replace_session_data(&session.handle, session.data_version, &data)
+                .await?
+            {
+                return Ok(data);
+            }
+        }
+        Err(Error::Conflict(
+            "the session data is being changed by many requests at once; try again".into(),
+        ))
+    }
+
+    /// The sessions of a user that have not expired, oldest first.
+    pub async fn of_user(&self, user: &UserId) -> Result<Vec<Session>, Error> {
+        let now = self.clock.now();
+        let mut sessions = self.store.sessions_of_user(user).await?;
+        sessions.retain(|s| s.expires_at > now);
+        Ok(sessions)
+    }
+
+    /// Deletes expired sessions in batches of `batch`; returns how many went.
+    pub async fn sweep(&self, batch: usize) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let mut total = 0;
+        loop {
+            let n = self.store.delete_expired_sessions(now, batch).await?;
+            total += n;
+            if n < batch {
+                return Ok(total);
+            }
+        }
+    }
+}
