@@ -101,6 +101,17 @@ macro_rules! secret_type {
             pub fn hash(&self) -> TokenHash {
                 TokenHash::of(&self.0)
             }
+
+            /// The raw bytes, for a store that must keep the secret itself (a CSRF token is
+            /// handed back to its session's owner, so a hash would not do).
+            pub fn as_bytes(&self) -> &[u8; SECRET_LEN] {
+                &self.0
+            }
+
+            /// Rebuilds a secret from the raw bytes a store kept.
+            pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> Self {
+                Self(bytes)
+            }
         }
 
         impl PartialEq for $name {

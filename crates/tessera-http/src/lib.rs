@@ -1,1 +1,84 @@
+//! Tessera's HTTP surface (axum): routers per login model, extractors, layers, OpenAPI.
+//!
+//! ```no_run
+//! # async fn run(state: tessera_http::AppState) {
+//! let app = tessera_http::router(state);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
+//! tessera_http::serve(listener, app, std::future::pending()).await.unwrap();
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+
+pub mod csrf;
+pub mod extract;
+pub mod json;
+mod layers;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use problem::{ApiError, Problem};
+pub use state::{AppState, HttpConfig, origin_of};
+
+/// Every route of the server, with its layers, and `/openapi.json` generated from the same
+/// handlers.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(routes::ops::healthz))
+        .routes(routes!(routes::ops::readyz))
+        .routes(routes!(routes::accounts::register))
+        .routes(routes!(routes::accounts::me))
+        .routes(routes!(routes::session::login))
+        .routes(routes!(routes::session::current, routes::session::logout))
+        .routes(routes!(routes::session::csrf_token))
+        .routes(routes!(
+            routes::session::get_data,
+            routes::session::patch_data
+        ))
+        .split_for_parts();
+    let openapi_json = openapi::render(doc);
+    let body_limit = state.0.config.body_limit;
+    let https = state.0.https;
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || openapi::serve(openapi_json.clone())),
+    )
+    .fallback(layers::not_found)
+    .method_not_allowed_fallback(layers::method_not_allowed)
+    .with_state(state)
+    .layer(DefaultBodyLimit::max(body_limit))
+    .layer(axum::middleware::map_response(
+        layers::problem_for_bare_errors,
+    ))
+    .layer(axum::middleware::map_response(move |r| {
+        layers::security_headers(r, https)
+    }))
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        layers::panic_response,
+    ))
+    .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then finishes the requests in flight.
+/// The client's socket address is available to handlers (sessions record it).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,1 +1,74 @@
-fn main() {}
+//! `tessera`: the authentication server's command line.
+#![forbid(unsafe_code)]
+
+mod config;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Session, token and hybrid login from one server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ConfigArgs),
+}
+
+/// The options every command shares: they all read the same configuration.
+#[derive(Args)]
+struct ConfigArgs {
+    /// Configuration file (TOML). Default: ./tessera.toml when it exists.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Database: sqlite://PATH (default sqlite://tessera.db) or memory.
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
+    /// The URL clients reach this server at (default http://localhost:8080).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        Config::load(
+            self.config.as_deref(),
+            &Overrides {
+                listen: self.listen,
+                database: self.database.clone(),
+                public_url: self.public_url.clone(),
+            },
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => args.load().and_then(serve::run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Every error leaves as an RFC 9457 `application/problem+json` document with a clear `detail`.
+//! Internal failures are logged with their cause and answered with a generic 500.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tessera_core::{Error, StoreError};
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`urn:tessera:problem:…`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request field at fault, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// An error that a handler or extractor returns; renders as a problem document.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    slug: &'static str,
+    detail: String,
+    field: Option<String>,
+    headers: HeaderMap,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            slug,
+            detail: detail.into(),
+            field: None,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// 401 with a generic body: it never says which part of a credential was wrong.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "authentication required",
+        )
+    }
+
+    pub fn forbidden(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, slug, detail)
+    }
+
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, slug, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle the request; the failure has been logged",
+        )
+    }
+
+    fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail)
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    }
+
+    pub fn into_problem(self) -> (StatusCode, HeaderMap, Problem) {
+        let problem = Problem {
+            kind: format!("urn:tessera:problem:{}", self.slug),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            field: self.field,
+        };
+        (self.status, self.headers, problem)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidCredentials => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-credentials",
+                "invalid username or password",
+            ),
+            Error::Unauthenticated => Self::unauthenticated(),
+            Error::Invalid { field, message } => {
+                let mut err = Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-field",
+                    format!("{field} {message}"),
+                );
+                err.field = Some(field.to_owned());
+                err
+            }
+            Error::Conflict(detail) => Self::new(StatusCode::CONFLICT, "conflict", detail),
+            Error::RegistrationClosed => Self::forbidden(
+                "registration-closed",
+                "registration is closed on this server; ask an administrator for an account",
+            ),
+            Error::TooLarge(detail) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail)
+            }
+            Error::Busy => Self::unavailable("the server is busy; try again shortly"),
+            Error::Store(StoreError::Unavailable(cause)) => {
+                tracing::error!(%cause, "store unavailable");
+                Self::unavailable("a backing store is unavailable; try again shortly")
+            }
+            Error::Store(e) => {
+                tracing::error!(error = %e, "store failure");
+                Self::internal()
+            }
+            Error::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<tessera_core::StoreError> for ApiError {
+    fn from(e: tessera_core::StoreError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, headers, problem) = self.into_problem();
+        problem_response(status, headers, &problem)
+    }
+}
+
+pub(crate) fn problem_response(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    problem: &Problem,
+) -> Response {
+    let body = serde_json::to_vec(problem).unwrap_or_else(|_| b"{}".to_vec());
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    (status, headers, body).into_response()
+}

@@ -1,0 +1,75 @@
+//! Route handlers, one module per group of DESIGN.md's HTTP surface, and the JSON views they share.
+
+pub mod accounts;
+pub mod ops;
+pub mod session;
+
+use serde::Serialize;
+use tessera_core::{Session, Timestamp, User};
+use utoipa::ToSchema;
+
+/// A user as clients see it (never the password hash).
+#[derive(Serialize, ToSchema)]
+pub struct UserView {
+    #[schema(example = "usr_Nq1a4cVsb9yZx0dXxE3Z9A")]
+    pub id: String,
+    #[schema(example = "alice")]
+    pub username: String,
+    pub roles: Vec<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            username: u.username.to_string(),
+            roles: u.roles.clone(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// A session as its owner sees it (never its secret).
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    #[schema(example = "ses_2jv0wD3bQy8iKc1yq9rX8g")]
+    pub id: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen_at: Timestamp,
+    /// When the session ends if unused (idle timeout), or at the absolute lifetime if sooner.
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+    /// When the session ends however active it is.
+    #[schema(value_type = String, format = DateTime)]
+    pub absolute_expires_at: Timestamp,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        Self {
+            id: s.handle.to_string(),
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at,
+            absolute_expires_at: s.absolute_expires_at,
+            user_agent: s.client.user_agent.clone(),
+            ip: s.client.ip.clone(),
+        }
+    }
+}
+
+/// Username and password, for registration and every login route.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    #[schema(example = "alice")]
+    pub username: String,
+    #[schema(value_type = String, format = Password, example = "correct horse battery staple")]
+    pub password: tessera_core::Password,
+}

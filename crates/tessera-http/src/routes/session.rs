@@ -1,0 +1,197 @@
+//! The session model: login with a cookie, the current session, logout, CSRF token, session data.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use serde::Serialize;
+use serde_json::Value;
+use tessera_core::{Session, SessionId};
+use utoipa::ToSchema;
+
+use super::{Credentials, SessionView, UserView};
+use crate::csrf;
+use crate::extract::{ClientMeta, SESSION_COOKIE, SessionAuth};
+use crate::json::ApiJson;
+use crate::problem::{ApiError, Problem};
+use crate::state::AppState;
+
+/// The current session, its user, and its CSRF token.
+#[derive(Serialize, ToSchema)]
+pub struct SessionInfo {
+    pub user: UserView,
+    pub session: SessionView,
+    /// Send it back in `X-CSRF-Token` on every unsafe request made with the session cookie.
+    pub csrf_token: String,
+}
+
+impl SessionInfo {
+    fn new(auth_user: &tessera_core::User, session: &Session) -> Self {
+        Self {
+            user: auth_user.into(),
+            session: session.into(),
+            csrf_token: session.csrf_token.encode(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CsrfTokenBody {
+    pub csrf_token: String,
+}
+
+fn session_cookie(secret: &SessionId, session: &Session, now_ms: i64) -> Cookie<'static> {
+    let remaining_secs = (session.absolute_expires_at.unix_millis() - now_ms).max(0) / 1000;
+    Cookie::build((SESSION_COOKIE, secret.encode()))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Lax)
+        .path("/")
+        .max_age(time::Duration::seconds(remaining_secs))
+        .build()
+}
+
+/// An expired cookie that replaces the session cookie. It keeps `Secure` and `Path=/`, which the
+/// `__Host-` prefix requires for a browser to accept the removal.
+fn removal_cookie() -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, ""))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Lax)
+        .path("/")
+        .max_age(time::Duration::ZERO)
+        .expires(time::OffsetDateTime::UNIX_EPOCH)
+        .build()
+}
+
+/// Log in with a cookie session.
+///
+/// Sets `__Host-tessera` (Secure, HttpOnly, SameSite=Lax, Path=/) to a fresh session id: a cookie
+/// the client brought is never adopted. Cross-site requests are refused (login CSRF).
+#[utoipa::path(
+    post, path = "/v1/session/login", tag = "session",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Logged in; the session cookie is set", body = SessionInfo,
+            headers(("Set-Cookie" = String, description = "__Host-tessera=…; Secure; HttpOnly; SameSite=Lax; Path=/"))),
+        (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cross-site login refused", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    ClientMeta(client): ClientMeta,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<impl IntoResponse, ApiError> {
+    csrf::check_same_origin(&headers, &state.0.trusted_origins)?;
+    let user = state
+        .accounts()
+        .authenticate(&body.username, &body.password)
+        .await?;
+    // A session the browser already had ends: the new login gets a new id, never the old one.
+    if let Some(previous) = jar
+        .get(SESSION_COOKIE)
+        .and_then(|c| SessionId::parse(c.value()))
+        && let Some((old, _)) = state.sessions().authenticate(&previous).await?
+    {
+        state.sessions().end(&old.handle).await?;
+    }
+    let (secret, session) = state.sessions().start(&user, client).await?;
+    let cookie = session_cookie(&secret, &session, session.created_at.unix_millis());
+    Ok((jar.add(cookie), Json(SessionInfo::new(&user, &session))))
+}
+
+/// The current session and user.
+#[utoipa::path(
+    get, path = "/v1/session", tag = "session",
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, body = SessionInfo),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn current(auth: SessionAuth) -> Json<SessionInfo> {
+    Json(SessionInfo::new(&auth.user, &auth.session))
+}
+
+/// The session's CSRF token.
+#[utoipa::path(
+    get, path = "/v1/session/csrf", tag = "session",
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, body = CsrfTokenBody),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn csrf_token(auth: SessionAuth) -> Json<CsrfTokenBody> {
+    Json(CsrfTokenBody {
+        csrf_token: auth.session.csrf_token.encode(),
+    })
+}
+
+/// Log out: deletes the session on the server and expires the cookie.
+#[utoipa::path(
+    delete, path = "/v1/session", tag = "session",
+    security(("session_cookie" = [], "csrf_token" = [])),
+    responses(
+        (status = 204, description = "Logged out; the cookie is cleared"),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF token missing or wrong, or a cross-site request", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    auth: SessionAuth,
+) -> Result<impl IntoResponse, ApiError> {
+    state.sessions().end(&auth.session.handle).await?;
+    Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie())))
+}
+
+/// The session data: a JSON object the application keeps with the session.
+#[utoipa::path(
+    get, path = "/v1/session/data", tag = "session",
+    security(("session_cookie" = [])),
+    responses(
+        (status = 200, description = "The session data document", body = Object),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_data(auth: SessionAuth) -> Json<Value> {
+    Json(auth.session.data)
+}
+
+/// Change the session data with a JSON merge patch (RFC 7396).
+///
+/// Concurrent patches are applied one after the other; none is lost.
+#[utoipa::path(
+    patch, path = "/v1/session/data", tag = "session",
+    security(("session_cookie" = [], "csrf_token" = [])),
+    request_body(content = Object, content_type = "application/merge-patch+json",
+        description = "A JSON merge patch: members set to null are removed"),
+    responses(
+        (status = 200, description = "The session data after the patch", body = Object),
+        (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "CSRF token missing or wrong, or a cross-site request", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The data would exceed the configured limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The patch is not a JSON object", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn patch_data(
+    State(state): State<AppState>,
+    auth: SessionAuth,
+    ApiJson(patch): ApiJson<Value>,
+) -> Result<Json<Value>, ApiError> {
+    if !patch.is_object() {
+        return Err(tessera_core::Error::Invalid {
+            field: "body",
+            message: "must be a JSON object (a merge patch of the session data)".into(),
+        }
+        .into());
+    }
+    let data = state.sessions().patch_data(&auth.secret, &patch).await?;
+    Ok(Json(data))
+}

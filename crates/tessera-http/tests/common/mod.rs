@@ -1,0 +1,291 @@
+//! `TestApp`: starts the real server on 127.0.0.1:0 with a fresh store (memory or SQLite) and a
+//! manual clock, and talks HTTP to it. Cookies are handled explicitly, as a browser would, so tests
+//! can see and tamper with them.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use tessera_core::{
+    Accounts, AccountsConfig, Argon2Params, Clock, HealthCheck, ManualClock, PasswordHasher,
+    Registration, SessionConfig, SessionStore, Sessions, UserStore,
+};
+use tessera_http::{AppState, HttpConfig};
+use tessera_store::memory::MemoryStore;
+use tessera_store::sqlite::SqliteStore;
+
+pub const COOKIE: &str = "__Host-tessera";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+}
+
+/// Runs one async test body against every backend.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Backend::Memory).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::common::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+pub struct Options {
+    pub registration: Registration,
+    pub sessions: SessionConfig,
+    pub http: HttpConfig,
+    pub argon2: Argon2Params,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            registration: Registration::Open,
+            sessions: SessionConfig::default(),
+            http: HttpConfig::default(),
+            argon2: Argon2Params::insecure_fast_for_tests(),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub clock: ManualClock,
+    pub client: reqwest::Client,
+    pub origin: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    db_dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: Options) -> Self {
+        let (users, sessions, health, db_dir): (
+            Arc<dyn UserStore>,
+            Arc<dyn SessionStore>,
+            Arc<dyn HealthCheck>,
+            Option<tempfile::TempDir>,
+        ) = match backend {
+            Backend::Memory => {
+                let s = MemoryStore::new();
+                (Arc::new(s.clone()), Arc::new(s.clone()), Arc::new(s), None)
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let s = SqliteStore::open(&dir.path().join("tessera.db"))
+                    .await
+                    .expect("sqlite");
+                (
+                    Arc::new(s.clone()),
+                    Arc::new(s.clone()),
+                    Arc::new(s),
+                    Some(dir),
+                )
+            }
+        };
+        let clock = ManualClock::starting_now();
+        let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+        let hasher = PasswordHasher::new(options.argon2, 4, Duration::from_secs(30)).unwrap();
+        let accounts = Accounts::new(
+            users.clone(),
+            hasher,
+            clock_dyn.clone(),
+            AccountsConfig {
+                registration: options.registration,
+                ..AccountsConfig::default()
+            },
+        );
+        let sessions = Sessions::new(sessions, users, clock_dyn, options.sessions);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut http = options.http;
+        // The app's own origin, unless a test asked for an https one.
+        if !http.public_url.starts_with("https://") {
+            http.public_url = format!("http://localhost:{}", addr.port());
+        }
+        let origin = http.public_url.clone();
+        let state = AppState::new(accounts, sessions, health, http).unwrap();
+        let app = tessera_http::router(state);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            tessera_http::serve(listener, app, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Self {
+            addr,
+            clock,
+            client,
+            origin,
+            shutdown: Some(tx),
+            db_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Response {
+        self.request(Method::POST, "/v1/users")
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn login_response(&self, username: &str, password: &str) -> Response {
+        self.request(Method::POST, "/v1/session/login")
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers `username` with [`PASSWORD`] and logs in.
+    pub async fn user_with_session(&self, username: &str) -> Browser {
+        assert_eq!(
+            self.register(username, PASSWORD).await.status(),
+            StatusCode::CREATED
+        );
+        self.login(username, PASSWORD).await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Browser {
+        let response = self.login_response(username, password).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let cookie = session_cookie(&response).expect("login sets the session cookie");
+        let body: Value = response.json().await.unwrap();
+        Browser {
+            cookie: Some(cookie.value),
+            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+            login: body,
+        }
+    }
+
+    /// Sends a request as `browser` would: its cookie and, when `with_csrf`, its CSRF token.
+    pub fn as_browser(
+        &self,
+        browser: &Browser,
+        method: Method,
+        path: &str,
+        with_csrf: bool,
+    ) -> RequestBuilder {
+        let mut rb = self.request(method, path);
+        if let Some(cookie) = &browser.cookie {
+            rb = rb.header("cookie", format!("{COOKIE}={cookie}"));
+        }
+        if with_csrf {
+            rb = rb.header("x-csrf-token", &browser.csrf);
+        }
+        rb
+    }
+}
+
+/// What a browser holds after logging in.
+#[derive(Clone, Debug)]
+pub struct Browser {
+    pub cookie: Option<String>,
+    pub csrf: String,
+    pub login: Value,
+}
+
+/// A parsed `Set-Cookie` for the session cookie.
+#[derive(Debug)]
+pub struct SetCookie {
+    pub value: String,
+    pub attributes: Vec<String>,
+}
+
+impl SetCookie {
+    pub fn has(&self, attribute: &str) -> bool {
+        self.attributes
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(attribute))
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.attributes.iter().find_map(|a| {
+            let (k, v) = a.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+}
+
+pub fn session_cookie(response: &Response) -> Option<SetCookie> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let mut parts = v.split(';').map(str::trim);
+            let (name, value) = parts.next()?.split_once('=')?;
+            (name == COOKIE).then(|| SetCookie {
+                value: value.to_owned(),
+                attributes: parts.map(str::to_owned).collect(),
+            })
+        })
+}
+
+/// Reads a problem document and checks its media type and shape.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status, "unexpected status");
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:tessera:problem:")
+    );
+    assert!(!body["title"].as_str().unwrap().is_empty());
+    assert!(!body["detail"].as_str().unwrap().is_empty());
+    body
+}

@@ -1,0 +1,303 @@
+//! Configuration: defaults < `tessera.toml` (or `--config FILE`) < environment `TESSERA_…`
+//! (`__` for nesting) < command-line flags. A bad value is reported with where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::bail;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use tessera_core::{AccountsConfig, Argon2Params, PasswordPolicy, Registration, SessionConfig};
+
+/// The whole configuration. Every field has a default, so an empty file is a valid configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (the embedded default) or `memory` (nothing survives a restart).
+    pub database: String,
+    /// The URL clients reach this server at; its origin is trusted for cookie requests.
+    pub public_url: String,
+    pub accounts: AccountsSection,
+    pub http: HttpSection,
+    pub sessions: SessionsSection,
+    pub passwords: PasswordsSection,
+    pub log: LogSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database: "sqlite://tessera.db".into(),
+            public_url: "http://localhost:8080".into(),
+            accounts: AccountsSection::default(),
+            http: HttpSection::default(),
+            sessions: SessionsSection::default(),
+            passwords: PasswordsSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsSection {
+    /// `open` (anyone may register) or `closed`.
+    pub registration: Registration,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Other origins allowed to make cookie-authenticated unsafe requests.
+    pub trusted_origins: Vec<String>,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            trusted_origins: Vec::new(),
+            body_limit: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsSection {
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub absolute_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub touch_interval: Duration,
+    pub max_data_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for SessionsSection {
+    fn default() -> Self {
+        let core = SessionConfig::default();
+        Self {
+            idle_timeout: core.idle_timeout,
+            absolute_lifetime: core.absolute_lifetime,
+            touch_interval: core.touch_interval,
+            max_data_bytes: core.max_data_bytes,
+            sweep_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordsSection {
+    pub min_length: usize,
+    pub max_length: usize,
+    pub refuse_common: bool,
+    pub argon2: Argon2Params,
+    /// Password hashes computed at once; 0 means one per CPU.
+    pub max_concurrent: usize,
+    /// How long a login may wait for a hashing slot before a 503.
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+}
+
+impl Default for PasswordsSection {
+    fn default() -> Self {
+        let policy = PasswordPolicy::default();
+        Self {
+            min_length: policy.min_length,
+            max_length: policy.max_length,
+            refuse_common: policy.refuse_common,
+            argon2: Argon2Params::default(),
+            max_concurrent: 0,
+            queue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `tessera=debug,info`.
+    pub filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the database lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Memory,
+}
+
+/// Values given on the command line; they override everything else.
+#[derive(Debug, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+}
+
+impl Config {
+    /// Loads the configuration. Without `--config`, `./tessera.toml` is read when it exists.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+        let figment = Self::figment(file, overrides)?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| anyhow::anyhow!(describe(e)))?;
+        config.validate(&figment)?;
+        Ok(config)
+    }
+
+    fn figment(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Figment> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.is_file() {
+                    bail!("configuration file {} does not exist", path.display());
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None => figment = figment.merge(Toml::file_exact("tessera.toml")),
+        }
+        Ok(figment
+            .merge(Env::prefixed("TESSERA_").split("__"))
+            .merge(Serialized::defaults(overrides).profile(figment::Profile::Default)))
+    }
+
+    /// Checks what types alone cannot; each error names the key and where its value came from.
+    fn validate(&self, figment: &Figment) -> anyhow::Result<()> {
+        let source = |key: &str| -> String {
+            figment
+                .find_metadata(key)
+                .map(|m| match &m.source {
+                    Some(src) => format!("{} {src}", m.name),
+                    None => m.name.to_string(),
+                })
+                .unwrap_or_else(|| "defaults".into())
+        };
+        let fail = |key: &str, why: String| -> anyhow::Error {
+            anyhow::anyhow!("invalid configuration: {key} (from {}): {why}", source(key))
+        };
+        self.database().map_err(|e| fail("database", e))?;
+        tessera_http::origin_of(&self.public_url).map_err(|e| fail("public_url", e))?;
+        for o in &self.http.trusted_origins {
+            tessera_http::origin_of(o).map_err(|e| fail("http.trusted_origins", e))?;
+        }
+        if self.http.body_limit < 1024 {
+            return Err(fail(
+                "http.body_limit",
+                "must be at least 1024 bytes".into(),
+            ));
+        }
+        self.session_config()
+            .validate()
+            .map_err(|e| fail("sessions", e))?;
+        if self.sessions.sweep_interval.is_zero() {
+            return Err(fail("sessions.sweep_interval", "must be positive".into()));
+        }
+        self.accounts_config()
+            .validate()
+            .map_err(|e| fail("passwords", e))?;
+        self.passwords
+            .argon2
+            .validate()
+            .map_err(|e| fail("passwords.argon2", e))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter)
+            .map_err(|e| fail("log.filter", e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn database(&self) -> Result<Database, String> {
+        let url = self.database.trim();
+        if url == "memory" {
+            return Ok(Database::Memory);
+        }
+        match url.strip_prefix("sqlite://") {
+            Some(path) if !path.is_empty() => Ok(Database::Sqlite(PathBuf::from(path))),
+            _ => Err(format!(
+                "{url:?} is not a supported database URL: use sqlite://PATH or memory"
+            )),
+        }
+    }
+
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            idle_timeout: self.sessions.idle_timeout,
+            absolute_lifetime: self.sessions.absolute_lifetime,
+            touch_interval: self.sessions.touch_interval,
+            max_data_bytes: self.sessions.max_data_bytes,
+        }
+    }
+
+    pub fn accounts_config(&self) -> AccountsConfig {
+        AccountsConfig {
+            registration: self.accounts.registration,
+            password_policy: PasswordPolicy {
+                min_length: self.passwords.min_length,
+                max_length: self.passwords.max_length,
+                refuse_common: self.passwords.refuse_common,
+            },
+        }
+    }
+
+    pub fn http_config(&self) -> tessera_http::HttpConfig {
+        tessera_http::HttpConfig {
+            public_url: self.public_url.clone(),
+            trusted_origins: self.http.trusted_origins.clone(),
+            body_limit: self.http.body_limit,
+        }
+    }
+}
+
+/// figment's errors, one per line, each with the key and the source of the bad value.
+fn describe(errors: figment::Error) -> String {
+    let lines: Vec<String> = errors
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}: ", e.path.join("."))
+            };
+            let from = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(src) => format!(" (from {} {src})", m.name),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            format!("{key}{}{from}", e.kind)
+        })
+        .collect();
+    format!("invalid configuration:\n  {}", lines.join("\n  "))
+}
