@@ -21,5 +21,5 @@ pub use error::{Error, StoreError};
 pub use password::{Argon2Params, Password, PasswordHasher, PasswordPolicy};
 pub use secret::{CsrfToken, SessionId, TokenHash};
 pub use session::{ClientInfo, Session, SessionConfig, SessionHandle, Sessions};
-pub use store::{HealthCheck, SessionStore, UserStore};
+pub use store::{HealthCheck, SessionStore, Stores, UserStore};
 pub use user::{User, UserId, Username};

@@ -83,3 +83,26 @@ pub trait SessionStore: Send + Sync + 'static {
 pub trait HealthCheck: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
+
+/// The stores a server runs on. One backend may serve them all ([`Stores::from_one`]), or later a
+/// different one each (users in PostgreSQL, sessions in Redis).
+#[derive(Clone)]
+pub struct Stores {
+    pub users: std::sync::Arc<dyn UserStore>,
+    pub sessions: std::sync::Arc<dyn SessionStore>,
+    pub health: std::sync::Arc<dyn HealthCheck>,
+}
+
+impl Stores {
+    /// Every store from one backend.
+    pub fn from_one<S>(store: S) -> Self
+    where
+        S: UserStore + SessionStore + HealthCheck + Clone,
+    {
+        Self {
+            users: std::sync::Arc::new(store.clone()),
+            sessions: std::sync::Arc::new(store.clone()),
+            health: std::sync::Arc::new(store),
+        }
+    }
+}

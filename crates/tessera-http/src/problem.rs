@@ -30,7 +30,8 @@ pub struct ApiError {
     slug: &'static str,
     detail: String,
     field: Option<String>,
-    headers: HeaderMap,
+    /// Extra headers (`Retry-After`, `WWW-Authenticate`); rarely more than one.
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -40,12 +41,12 @@ impl ApiError {
             slug,
             detail: detail.into(),
             field: None,
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.headers.push((name, value));
         self
     }
 
@@ -91,7 +92,7 @@ impl ApiError {
             detail: self.detail,
             field: self.field,
         };
-        (self.status, self.headers, problem)
+        (self.status, self.headers.into_iter().collect(), problem)
     }
 }
 

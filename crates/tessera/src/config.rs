@@ -11,6 +11,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use tessera_core::{AccountsConfig, Argon2Params, PasswordPolicy, Registration, SessionConfig};
 
+/// Read when `--config` is not given and the file exists in the working directory.
+pub const DEFAULT_FILE: &str = "tessera.toml";
+
 /// The whole configuration. Every field has a default, so an empty file is a valid configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -186,7 +189,10 @@ impl Config {
                 }
                 figment = figment.merge(Toml::file_exact(path));
             }
-            None => figment = figment.merge(Toml::file_exact("tessera.toml")),
+            None if Path::new(DEFAULT_FILE).is_file() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_FILE));
+            }
+            None => {}
         }
         Ok(figment
             .merge(Env::prefixed("TESSERA_").split("__"))

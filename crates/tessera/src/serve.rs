@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tessera_core::{
-    Accounts, Clock, HealthCheck, PasswordHasher, SessionStore, Sessions, SystemClock, UserStore,
-};
+use tessera_core::{Accounts, Clock, PasswordHasher, Sessions, Stores, SystemClock};
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
 
@@ -35,12 +33,6 @@ fn init_logging(config: &Config) {
     }
 }
 
-struct Stores {
-    users: Arc<dyn UserStore>,
-    sessions: Arc<dyn SessionStore>,
-    health: Arc<dyn HealthCheck>,
-}
-
 async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     let database = config.database().map_err(anyhow::Error::msg)?;
     Ok(match database {
@@ -48,23 +40,14 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
             tracing::warn!(
                 "database = memory: accounts and sessions are lost when the server stops"
             );
-            let store = MemoryStore::new();
-            Stores {
-                users: Arc::new(store.clone()),
-                sessions: Arc::new(store.clone()),
-                health: Arc::new(store),
-            }
+            Stores::from_one(MemoryStore::new())
         }
         Database::Sqlite(path) => {
             let store = SqliteStore::open(&path)
                 .await
                 .with_context(|| format!("opening the SQLite database {}", path.display()))?;
             tracing::info!(path = %path.display(), "SQLite database ready");
-            Stores {
-                users: Arc::new(store.clone()),
-                sessions: Arc::new(store.clone()),
-                health: Arc::new(store),
-            }
+            Stores::from_one(store)
         }
     })
 }

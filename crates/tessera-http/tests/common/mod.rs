@@ -10,8 +10,8 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use tessera_core::{
-    Accounts, AccountsConfig, Argon2Params, Clock, HealthCheck, ManualClock, PasswordHasher,
-    Registration, SessionConfig, SessionStore, Sessions, UserStore,
+    Accounts, AccountsConfig, Argon2Params, Clock, ManualClock, PasswordHasher, Registration,
+    SessionConfig, Sessions, Stores,
 };
 use tessera_http::{AppState, HttpConfig};
 use tessera_store::memory::MemoryStore;
@@ -90,34 +90,21 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
-        let (users, sessions, health, db_dir): (
-            Arc<dyn UserStore>,
-            Arc<dyn SessionStore>,
-            Arc<dyn HealthCheck>,
-            Option<tempfile::TempDir>,
-        ) = match backend {
-            Backend::Memory => {
-                let s = MemoryStore::new();
-                (Arc::new(s.clone()), Arc::new(s.clone()), Arc::new(s), None)
-            }
+        let (stores, db_dir) = match backend {
+            Backend::Memory => (Stores::from_one(MemoryStore::new()), None),
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let s = SqliteStore::open(&dir.path().join("tessera.db"))
+                let store = SqliteStore::open(&dir.path().join("tessera.db"))
                     .await
                     .expect("sqlite");
-                (
-                    Arc::new(s.clone()),
-                    Arc::new(s.clone()),
-                    Arc::new(s),
-                    Some(dir),
-                )
+                (Stores::from_one(store), Some(dir))
             }
         };
         let clock = ManualClock::starting_now();
         let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
         let hasher = PasswordHasher::new(options.argon2, 4, Duration::from_secs(30)).unwrap();
         let accounts = Accounts::new(
-            users.clone(),
+            stores.users.clone(),
             hasher,
             clock_dyn.clone(),
             AccountsConfig {
@@ -125,7 +112,7 @@ impl TestApp {
                 ..AccountsConfig::default()
             },
         );
-        let sessions = Sessions::new(sessions, users, clock_dyn, options.sessions);
+        let sessions = Sessions::new(stores.sessions, stores.users, clock_dyn, options.sessions);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut http = options.http;
@@ -134,7 +121,7 @@ impl TestApp {
             http.public_url = format!("http://localhost:{}", addr.port());
         }
         let origin = http.public_url.clone();
-        let state = AppState::new(accounts, sessions, health, http).unwrap();
+        let state = AppState::new(accounts, sessions, stores.health, http).unwrap();
         let app = tessera_http::router(state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {

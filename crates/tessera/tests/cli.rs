@@ -1,0 +1,304 @@
+//! The `tessera` binary as an operator runs it: configuration sources and their precedence, errors
+//! that say where a bad value came from, the SQLite file, and graceful shutdown.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `tessera serve` in `dir` with `args` and `env`, and waits until it listens.
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.arg("serve")
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start tessera");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("tessera did not start:\n{}", log.lock().unwrap().join("\n"))
+            });
+        Server {
+            child,
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tessera did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tessera serve` expecting it to refuse to start; returns its stderr.
+fn refuses_to_start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        !out.status.success(),
+        "tessera started with a bad configuration"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn register_and_login(client: &reqwest::Client, base: &str, username: &str) -> StatusCode {
+    let r = client
+        .post(format!("{base}/v1/users"))
+        .json(&json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    login(client, base, username, None).await
+}
+
+async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+    origin: Option<&str>,
+) -> StatusCode {
+    let mut rb = client
+        .post(format!("{base}/v1/session/login"))
+        .json(&json!({"username": username, "password": PASSWORD}));
+    if let Some(o) = origin {
+        rb = rb.header("origin", o);
+    }
+    rb.send().await.unwrap().status()
+}
+
+#[tokio::test]
+async fn serves_on_the_embedded_default_and_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let client = reqwest::Client::new();
+    assert_eq!(
+        register_and_login(&client, &server.base, "alice").await,
+        StatusCode::OK
+    );
+    let db = dir.path().join("tessera.db");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&db).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the database holds password hashes: owner only"
+    );
+    let health: Value = client
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let status = server.stop();
+    assert!(status.success(), "exit status {status}");
+
+    // Accounts survive a restart.
+    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(
+        login(&client, &server.base, "alice", None).await,
+        StatusCode::OK
+    );
+    let log = server.log_text();
+    assert!(!log.contains(PASSWORD), "a password reached the log");
+    assert!(server.stop().success());
+}
+
+#[tokio::test]
+async fn flags_beat_environment_beat_file_beat_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tessera.toml"),
+        "public_url = \"http://file.example\"\ndatabase = \"memory\"\n[http]\nbody_limit = 2048\n",
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    // The public URL's origin is the one trusted for logins from a browser: a login from a trusted
+    // origin with an unknown user is a 401, from any other origin a 403.
+    let trusted = |base: String, origin: &'static str| {
+        let client = client.clone();
+        async move { login(&client, &base, "nobody", Some(origin)).await == StatusCode::UNAUTHORIZED }
+    };
+
+    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    assert!(trusted(server.base.clone(), "http://file.example").await);
+    // The nested file value applies: a 3 KB body is over the 2 KB limit.
+    let big = client
+        .post(format!("{}/v1/users", server.base))
+        .json(&json!({"username": "a", "password": "p".repeat(3000)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    drop(server);
+
+    let env = [
+        ("TESSERA_PUBLIC_URL", "http://env.example"),
+        ("TESSERA_HTTP__BODY_LIMIT", "8192"),
+    ];
+    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &env);
+    assert!(trusted(server.base.clone(), "http://env.example").await);
+    assert!(!trusted(server.base.clone(), "http://file.example").await);
+    let big = client
+        .post(format!("{}/v1/users", server.base))
+        .json(&json!({"username": "a", "password": "p".repeat(3000)}))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(
+        big.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "the environment beats the file"
+    );
+    drop(server);
+
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            "http://flag.example",
+        ],
+        &env,
+    );
+    assert!(trusted(server.base.clone(), "http://flag.example").await);
+    assert!(!trusted(server.base.clone(), "http://env.example").await);
+    drop(server);
+
+    // An explicit --config file replaces ./tessera.toml.
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        "public_url = \"http://other.example\"\ndatabase = \"memory\"\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            other.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(trusted(server.base.clone(), "http://other.example").await);
+}
+
+#[test]
+fn bad_values_are_reported_with_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tessera.toml");
+
+    std::fs::write(&file, "[sessions]\nidle_timeout = \"soon\"\n").unwrap();
+    let err = refuses_to_start(dir.path(), &[], &[]);
+    assert!(err.contains("sessions.idle_timeout"), "{err}");
+    assert!(err.contains("tessera.toml"), "{err}");
+
+    std::fs::write(&file, "[sessions]\nidel_timeout = \"5m\"\n").unwrap();
+    let err = refuses_to_start(dir.path(), &[], &[]);
+    assert!(err.contains("idel_timeout"), "{err}");
+
+    std::fs::write(
+        &file,
+        "[passwords.argon2]\nmemory_kib = 1024\niterations = 2\nparallelism = 1\n",
+    )
+    .unwrap();
+    let err = refuses_to_start(dir.path(), &[], &[]);
+    assert!(err.contains("passwords.argon2"), "{err}");
+    assert!(err.contains("tessera.toml"), "{err}");
+    std::fs::remove_file(&file).unwrap();
+
+    let err = refuses_to_start(
+        dir.path(),
+        &[],
+        &[("TESSERA_SESSIONS__MAX_DATA_BYTES", "lots")],
+    );
+    assert!(err.contains("sessions.max_data_bytes"), "{err}");
+    assert!(err.to_lowercase().contains("environment"), "{err}");
+
+    let err = refuses_to_start(dir.path(), &[], &[("TESSERA_PUBLIC_URL", "ftp://x")]);
+    assert!(err.contains("public_url"), "{err}");
+    assert!(err.to_lowercase().contains("environment"), "{err}");
+
+    let err = refuses_to_start(dir.path(), &["--database", "mysql://db"], &[]);
+    assert!(err.contains("database"), "{err}");
+
+    let err = refuses_to_start(dir.path(), &["--config", "/nonexistent/tessera.toml"], &[]);
+    assert!(err.contains("does not exist"), "{err}");
+
+    std::fs::write(&file, "[accounts]\nregistration = \"sometimes\"\n").unwrap();
+    let err = refuses_to_start(dir.path(), &[], &[]);
+    assert!(err.contains("accounts.registration"), "{err}");
+}
