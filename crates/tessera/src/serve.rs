@@ -26,7 +26,8 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.filter);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -91,10 +92,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    if !config.public_url.starts_with("https://") {
+    if !serves_secure_cookies(&config.public_url) {
         tracing::warn!(
             public_url = %config.public_url,
-            "the public URL is not https: browsers keep the Secure session cookie only on https or localhost"
+            "the public URL is neither https nor localhost: browsers will not keep the Secure session cookie"
         );
     }
     tracing::info!(%addr, "listening on http://{addr}");
@@ -143,4 +144,31 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Browsers keep `Secure` cookies on https, and on http only for localhost.
+fn serves_secure_cookies(public_url: &str) -> bool {
+    let Ok(uri) = public_url.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or("").to_ascii_lowercase();
+    uri.scheme_str() == Some("https")
+        || matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+        || host.ends_with(".localhost")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serves_secure_cookies;
+
+    #[test]
+    fn secure_cookie_hosts() {
+        assert!(serves_secure_cookies("https://auth.example.com"));
+        assert!(serves_secure_cookies("http://localhost:8080"));
+        assert!(serves_secure_cookies("http://localhost"));
+        assert!(serves_secure_cookies("http://127.0.0.1:9000"));
+        assert!(serves_secure_cookies("http://[::1]:9000"));
+        assert!(!serves_secure_cookies("http://auth.example.com"));
+        assert!(!serves_secure_cookies("http://localhost.evil.com"));
+    }
 }
