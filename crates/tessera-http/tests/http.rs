@@ -256,3 +256,27 @@ async fn openapi_documents_every_route_and_the_security_schemes() {
     let logout_responses = &doc["paths"]["/v1/session"]["delete"]["responses"];
     assert!(logout_responses["403"]["content"]["application/problem+json"].is_object());
 }
+
+/// With its store gone, the server fails closed: 503 problem documents, no panic, no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_store_fails_closed_with_503() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let browser = app.user_with_session("alice").await;
+    app.sqlite.as_ref().unwrap().close().await;
+    let ready = app.request(Method::GET, "/readyz").send().await.unwrap();
+    let p = problem(ready, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(p["detail"].as_str().unwrap().contains("unavailable"));
+    let login = app.login_response("alice", PASSWORD).await;
+    assert!(common::session_cookie(&login).is_none());
+    assert_eq!(login.headers()["retry-after"], "1");
+    problem(login, StatusCode::SERVICE_UNAVAILABLE).await;
+    let me = app
+        .as_browser(&browser, Method::GET, "/v1/me", false)
+        .send()
+        .await
+        .unwrap();
+    problem(me, StatusCode::SERVICE_UNAVAILABLE).await;
+    // Liveness does not depend on the store.
+    let live = app.request(Method::GET, "/healthz").send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+}

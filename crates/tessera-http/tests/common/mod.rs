@@ -72,6 +72,8 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub client: reqwest::Client,
     pub origin: String,
+    /// The SQLite store, for tests that take it away.
+    pub sqlite: Option<SqliteStore>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     db_dir: Option<tempfile::TempDir>,
 }
@@ -90,14 +92,14 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
-        let (stores, db_dir) = match backend {
-            Backend::Memory => (Stores::from_one(MemoryStore::new()), None),
+        let (stores, sqlite, db_dir) = match backend {
+            Backend::Memory => (Stores::from_one(MemoryStore::new()), None, None),
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let store = SqliteStore::open(&dir.path().join("tessera.db"))
                     .await
                     .expect("sqlite");
-                (Stores::from_one(store), Some(dir))
+                (Stores::from_one(store.clone()), Some(store), Some(dir))
             }
         };
         let clock = ManualClock::starting_now();
@@ -140,6 +142,7 @@ impl TestApp {
             clock,
             client,
             origin,
+            sqlite,
             shutdown: Some(tx),
             db_dir,
         }

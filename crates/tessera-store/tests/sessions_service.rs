@@ -1,0 +1,87 @@
+//! The session service over real stores: the background sweep deletes what expired and nothing
+//! else, and a session of a disabled or deleted user authenticates nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_core::{
+    Accounts, AccountsConfig, Argon2Params, ClientInfo, Clock, ManualClock, Password,
+    PasswordHasher, SessionConfig, SessionStore, Sessions, Stores,
+};
+use tessera_store::{MemoryStore, SqliteStore};
+
+async fn sweep_deletes_only_expired_sessions(stores: Stores) {
+    let clock = ManualClock::starting_at_millis(1_000_000_000);
+    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let hasher = PasswordHasher::new(
+        Argon2Params::insecure_fast_for_tests(),
+        2,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let accounts = Accounts::new(
+        stores.users.clone(),
+        hasher,
+        clock_dyn.clone(),
+        AccountsConfig::default(),
+    );
+    let config = SessionConfig {
+        idle_timeout: Duration::from_secs(600),
+        absolute_lifetime: Duration::from_secs(3600),
+        touch_interval: Duration::from_secs(10),
+        max_data_bytes: 1024,
+    };
+    let sessions = Sessions::new(
+        stores.sessions.clone(),
+        stores.users.clone(),
+        clock_dyn,
+        config,
+    );
+    let user = accounts
+        .create(
+            "alice",
+            &Password::new("correct horse battery staple"),
+            vec![],
+        )
+        .await
+        .unwrap();
+
+    let mut old = Vec::new();
+    for _ in 0..25 {
+        old.push(sessions.start(&user, ClientInfo::default()).await.unwrap());
+    }
+    clock.advance(Duration::from_secs(300));
+    let (kept_secret, _) = sessions.start(&user, ClientInfo::default()).await.unwrap();
+    // One of the old sessions stays active, so its idle expiry moves on.
+    assert!(sessions.authenticate(&old[0].0).await.unwrap().is_some());
+    clock.advance(Duration::from_secs(301));
+
+    // Small batches: the sweep loops until nothing expired is left.
+    assert_eq!(sessions.sweep(10).await.unwrap(), 24);
+    assert_eq!(sessions.sweep(10).await.unwrap(), 0);
+    assert!(sessions.authenticate(&kept_secret).await.unwrap().is_some());
+    assert!(sessions.authenticate(&old[0].0).await.unwrap().is_some());
+    for (secret, _) in &old[1..] {
+        assert!(sessions.authenticate(secret).await.unwrap().is_none());
+        assert!(
+            stores
+                .sessions
+                .session_by_secret(&secret.hash())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(sessions.of_user(&user.id).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn sweep_on_memory() {
+    sweep_deletes_only_expired_sessions(Stores::from_one(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn sweep_on_sqlite() {
+    let store = SqliteStore::open_in_memory().await.unwrap();
+    sweep_deletes_only_expired_sessions(Stores::from_one(store)).await;
+}
