@@ -8,18 +8,27 @@
 pub mod accounts;
 pub mod clock;
 pub mod error;
+pub mod events;
 pub mod merge_patch;
 pub mod password;
 pub mod secret;
 pub mod session;
 pub mod store;
+pub mod token;
 pub mod user;
 
 pub use accounts::{Accounts, AccountsConfig, Registration};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, StoreError};
 pub use password::{Argon2Params, Password, PasswordHasher, PasswordPolicy};
-pub use secret::{CsrfToken, SessionId, TokenHash};
+pub use secret::{CsrfToken, RefreshToken, SessionId, TokenHash};
 pub use session::{ClientInfo, Session, SessionConfig, SessionHandle, Sessions};
-pub use store::{HealthCheck, SessionStore, Stores, UserStore};
+pub use events::{EventKind, NewEvent, SecurityEvent};
+pub use store::{
+    AllStores, EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore,
+    Stores, UserStore,
+};
+pub use token::keyring::{KeyStatus, SigningAlgorithm, StoredKey};
+pub use token::refresh::{FamilyId, LoginModel, RefreshFamily, RefreshTokenRecord, Rotation};
+pub use token::revocation::{AllowedToken, RevocationEntry, Revoked};
 pub use user::{User, UserId, Username};

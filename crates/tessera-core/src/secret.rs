@@ -141,6 +141,11 @@ secret_type!(
     CsrfToken
 );
 
+secret_type!(
+    /// An opaque refresh token. The server stores only its [`TokenHash`]; every refresh replaces it.
+    RefreshToken
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

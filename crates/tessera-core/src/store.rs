@@ -4,11 +4,17 @@
 //! Stores are plain persistence: they enforce uniqueness and atomicity, never policy (expiry rules,
 //! password rules and CSRF live in the services).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::clock::Timestamp;
 use crate::error::StoreError;
+use crate::events::{NewEvent, SecurityEvent};
+use crate::token::keyring::StoredKey;
+use crate::token::refresh::{FamilyId, RefreshFamily, RefreshTokenRecord, Rotation};
+use crate::token::revocation::{AllowedToken, RevocationEntry};
 use crate::secret::TokenHash;
 use crate::session::{Session, SessionHandle};
 use crate::user::{User, UserId, Username};
@@ -84,25 +90,154 @@ pub trait HealthCheck: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// Signing keys. Private parts arrive sealed (encrypted with the master key); the store never sees
+/// them in the clear.
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Inserts a key; [`StoreError::Conflict`] when the kid exists.
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+
+    /// Every key, oldest first, whatever its status.
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// Moves an `Active` key to `Rotated` at `at` (it stops signing, keeps verifying for a while).
+    /// `false` when the key does not exist or is not active.
+    async fn mark_key_rotated(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Moves a key that is not yet retired to `Retired` at `at`: tokens it signed stop verifying.
+    /// `false` when the key does not exist or is already retired.
+    async fn mark_key_retired(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError>;
+}
+
+/// Refresh-token families and their tokens, looked up by the hash of the token secret.
+#[async_trait]
+pub trait RefreshStore: Send + Sync + 'static {
+    /// Inserts a family and its first token atomically.
+    async fn create_family(
+        &self,
+        family: &RefreshFamily,
+        first: &RefreshTokenRecord,
+    ) -> Result<(), StoreError>;
+
+    /// A token and its family, whatever their state (the service decides).
+    async fn refresh_token(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(RefreshTokenRecord, RefreshFamily)>, StoreError>;
+
+    /// Atomically: if the token `old` exists and is not rotated, marks it rotated at `now`, inserts
+    /// `new` (same family), and sets the family's `last_used_at = now` and `expires_at`. Of many
+    /// concurrent callers with the same `old`, exactly one gets [`Rotation::Rotated`].
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        new: &RefreshTokenRecord,
+        now: Timestamp,
+        family_expires_at: Timestamp,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Adds a token to its family without rotating another (a concurrent refresh inside the grace
+    /// window), and moves the family's `last_used_at`/`expires_at`. `false` when the family is gone
+    /// or revoked.
+    async fn add_refresh_token(
+        &self,
+        new: &RefreshTokenRecord,
+        now: Timestamp,
+        family_expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks a family revoked (its tokens stop refreshing). `false` when it does not exist or was
+    /// already revoked.
+    async fn revoke_family(
+        &self,
+        id: &FamilyId,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<bool, StoreError>;
+
+    async fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, StoreError>;
+
+    /// Every family of a user, revoked and expired ones included until swept, oldest first.
+    async fn families_of_user(&self, user: &UserId) -> Result<Vec<RefreshFamily>, StoreError>;
+
+    /// Deletes up to `limit` families (with their tokens) whose `expires_at` or
+    /// `absolute_expires_at` is at or before `now`; returns how many went.
+    async fn delete_expired_families(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;
+}
+
+/// Revocations of access tokens (denylist), and live access tokens (allowlist mode).
+#[async_trait]
+pub trait RevocationStore: Send + Sync + 'static {
+    /// Records a denylist entry; recording the same one twice is not an error.
+    async fn add_revocation(&self, entry: &RevocationEntry) -> Result<(), StoreError>;
+
+    /// Entries whose `expires_at` is after `now`.
+    async fn revocations(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError>;
+
+    /// Records a live access token (allowlist mode).
+    async fn allow_token(&self, token: &AllowedToken) -> Result<(), StoreError>;
+
+    /// Live access tokens whose `expires_at` is after `now`.
+    async fn allowed_tokens(&self, now: Timestamp) -> Result<Vec<AllowedToken>, StoreError>;
+
+    /// Removes one live access token; `false` when it was not there.
+    async fn disallow_token(&self, jti: &str) -> Result<bool, StoreError>;
+
+    /// Removes every live access token of a family; returns how many.
+    async fn disallow_family(&self, id: &FamilyId) -> Result<usize, StoreError>;
+
+    /// Removes every live access token of a user; returns how many.
+    async fn disallow_user(&self, user: &UserId) -> Result<usize, StoreError>;
+
+    /// Deletes denylist entries and allowlist tokens whose `expires_at` is at or before `now`.
+    async fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError>;
+}
+
+/// The audit trail.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends an event; the store assigns its id (increasing).
+    async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError>;
+
+    /// Up to `limit` events, newest first, with an id below `before` when given.
+    async fn events(&self, before: Option<i64>, limit: usize) -> Result<Vec<SecurityEvent>, StoreError>;
+}
+
 /// The stores a server runs on. One backend may serve them all ([`Stores::from_one`]), or later a
 /// different one each (users in PostgreSQL, sessions in Redis).
 #[derive(Clone)]
 pub struct Stores {
-    pub users: std::sync::Arc<dyn UserStore>,
-    pub sessions: std::sync::Arc<dyn SessionStore>,
-    pub health: std::sync::Arc<dyn HealthCheck>,
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub refresh: Arc<dyn RefreshStore>,
+    pub revocations: Arc<dyn RevocationStore>,
+    pub events: Arc<dyn EventStore>,
+    pub health: Arc<dyn HealthCheck>,
+}
+
+/// A backend that holds everything.
+pub trait AllStores:
+    UserStore + SessionStore + KeyStore + RefreshStore + RevocationStore + EventStore + HealthCheck + Clone
+{
+}
+
+impl<S> AllStores for S where
+    S: UserStore + SessionStore + KeyStore + RefreshStore + RevocationStore + EventStore + HealthCheck + Clone
+{
 }
 
 impl Stores {
     /// Every store from one backend.
-    pub fn from_one<S>(store: S) -> Self
-    where
-        S: UserStore + SessionStore + HealthCheck + Clone,
-    {
+    pub fn from_one<S: AllStores>(store: S) -> Self {
         Self {
-            users: std::sync::Arc::new(store.clone()),
-            sessions: std::sync::Arc::new(store.clone()),
-            health: std::sync::Arc::new(store),
+            users: Arc::new(store.clone()),
+            sessions: Arc::new(store.clone()),
+            keys: Arc::new(store.clone()),
+            refresh: Arc::new(store.clone()),
+            revocations: Arc::new(store.clone()),
+            events: Arc::new(store.clone()),
+            health: Arc::new(store),
         }
     }
 }

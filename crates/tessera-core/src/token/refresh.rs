@@ -1,0 +1,103 @@
+//! Refresh-token families: every refresh rotates the token; a rotated token presented again after
+//! the grace window revokes the whole family.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::error::Error;
+use crate::secret::TokenHash;
+use crate::session::ClientInfo;
+use crate::user::UserId;
+
+/// The public id of a refresh-token family (`fam_` + 128 random bits): one login of the token or
+/// hybrid model. Access tokens carry it (`fid`), so revoking the family reaches them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FamilyId(String);
+
+impl FamilyId {
+    pub fn generate() -> Result<Self, Error> {
+        crate::secret::random_public_id("fam_").map(Self)
+    }
+
+    pub fn from_stored(id: String) -> Self {
+        Self(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for FamilyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which login model created a family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginModel {
+    Session,
+    Token,
+    Hybrid,
+}
+
+impl LoginModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginModel::Session => "session",
+            LoginModel::Token => "token",
+            LoginModel::Hybrid => "hybrid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "session" => Some(LoginModel::Session),
+            "token" => Some(LoginModel::Token),
+            "hybrid" => Some(LoginModel::Hybrid),
+            _ => None,
+        }
+    }
+}
+
+/// One login's chain of refresh tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshFamily {
+    pub id: FamilyId,
+    pub user_id: UserId,
+    pub model: LoginModel,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+    /// Idle expiry: moves forward with every refresh, never past `absolute_expires_at`.
+    pub expires_at: Timestamp,
+    pub absolute_expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub revoked_reason: Option<String>,
+    pub client: ClientInfo,
+}
+
+/// One refresh token of a family, stored by the hash of its secret.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshTokenRecord {
+    pub hash: TokenHash,
+    pub family_id: FamilyId,
+    pub issued_at: Timestamp,
+    /// Set when the token was exchanged for a new one.
+    pub rotated_at: Option<Timestamp>,
+}
+
+/// The outcome of an atomic rotation attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live; it is now rotated and the new one stored.
+    Rotated,
+    /// Someone rotated it first, at this time.
+    AlreadyRotated { at: Timestamp },
+    /// No such token (or its family is gone).
+    Unknown,
+}
