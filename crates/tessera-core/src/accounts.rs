@@ -26,7 +26,8 @@ pub struct AccountsConfig {
 }
 
 impl AccountsConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the values; an error names the field at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         self.password_policy.validate()
     }
 }
@@ -75,7 +76,7 @@ impl Accounts {
         self.config.password_policy.check(password)?;
         if self.users.user_by_username(&username).await?.is_some() {
             return Err(Error::Conflict(format!(
-                "the username {username:?} is taken"
+                "the username \"{username}\" is taken"
             )));
         }
         let password_hash = self.hasher.hash(password).await?;
@@ -96,8 +97,8 @@ impl Accounts {
             }
             // Lost a race with another registration of the same name.
             Err(StoreError::Conflict(_)) => Err(Error::Conflict(format!(
-                "the username {:?} is taken",
-                user.username.as_str()
+                "the username \"{}\" is taken",
+                user.username
             ))),
             Err(e) => Err(e.into()),
         }

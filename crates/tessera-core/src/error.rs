@@ -22,6 +22,9 @@ pub enum Error {
     /// Wrong username or password, or a disabled account: one answer for all of them.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// A refresh token that is unknown, rotated, revoked or expired. One answer for all.
+    #[error("the refresh token is invalid, expired or revoked")]
+    InvalidGrant,
     /// No valid credential was presented.
     #[error("authentication required")]
     Unauthenticated,

@@ -20,10 +20,10 @@ pub mod user;
 pub use accounts::{Accounts, AccountsConfig, Registration};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, StoreError};
+pub use events::{EventKind, NewEvent, SecurityEvent};
 pub use password::{Argon2Params, Password, PasswordHasher, PasswordPolicy};
 pub use secret::{CsrfToken, RefreshToken, SessionId, TokenHash};
 pub use session::{ClientInfo, Session, SessionConfig, SessionHandle, Sessions};
-pub use events::{EventKind, NewEvent, SecurityEvent};
 pub use store::{
     AllStores, EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore,
     Stores, UserStore,

@@ -2,6 +2,7 @@
 //! behind a semaphore, with a dummy hash so an unknown user costs the same as a wrong password.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -106,12 +107,15 @@ impl PasswordPolicy {
         Ok(())
     }
 
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.min_length < 8 {
-            return Err("passwords.min_length must be at least 8".into());
+            return Err(("min_length", "must be at least 8".into()));
         }
         if self.max_length < 64 || self.max_length < self.min_length {
-            return Err("passwords.max_length must be at least 64 and at least min_length".into());
+            return Err((
+                "max_length",
+                "must be at least 64 and at least min_length".into(),
+            ));
         }
         Ok(())
     }
@@ -189,7 +193,9 @@ pub struct PasswordHasher {
 
 struct HasherInner {
     params: Params,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    /// Hashes running right now (for tests and metrics).
+    in_flight: AtomicUsize,
     queue_timeout: Duration,
     /// A real hash of a random password, verified when the user does not exist so that the answer
     /// takes as long as for a wrong password.
@@ -219,7 +225,8 @@ impl PasswordHasher {
         Ok(Self {
             inner: Arc::new(HasherInner {
                 params,
-                permits: Semaphore::new(max_concurrent.max(1)),
+                permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+                in_flight: AtomicUsize::new(0),
                 queue_timeout,
                 dummy_hash,
             }),
@@ -287,20 +294,34 @@ impl PasswordHasher {
         .await
     }
 
+    /// How many hashes are being computed right now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&HasherInner) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
-        let permit = tokio::time::timeout(self.inner.queue_timeout, self.inner.permits.acquire())
-            .await
-            .map_err(|_| Error::Busy)?
-            .map_err(|_| Error::Busy)?;
+        let permit = tokio::time::timeout(
+            self.inner.queue_timeout,
+            Arc::clone(&self.inner.permits).acquire_owned(),
+        )
+        .await
+        .map_err(|_| Error::Busy)?
+        .map_err(|_| Error::Busy)?;
         let inner = Arc::clone(&self.inner);
-        let result = tokio::task::spawn_blocking(move || work(&inner))
-            .await
-            .map_err(|e| Error::Internal(format!("password hashing task failed: {e}")))?;
-        drop(permit);
-        result
+        // The permit moves into the blocking task: if the caller goes away (a client that
+        // disconnects), the hash still holds its slot until it finishes, so the limit holds.
+        tokio::task::spawn_blocking(move || {
+            inner.in_flight.fetch_add(1, Ordering::SeqCst);
+            let result = work(&inner);
+            inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing task failed: {e}")))?
     }
 }
 
@@ -432,6 +453,77 @@ mod tests {
             Verification::Valid { rehash: Some(h) } => assert!(h.contains("m=128")),
             other => panic!("expected a rehash, got {other:?}"),
         }
+    }
+
+    /// Callers that give up (a client that disconnects) do not free their slot early: no more
+    /// than `max_concurrent` hashes ever run at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_callers_keep_the_concurrency_limit() {
+        let params = Argon2Params {
+            memory_kib: 4096,
+            iterations: 3,
+            parallelism: 1,
+        };
+        let hasher = PasswordHasher::new(params, 1, Duration::from_secs(30)).unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let h = hasher.clone();
+            tasks.push(tokio::spawn(async move {
+                h.hash(&Password::new("abandoned!")).await
+            }));
+        }
+        let watcher = {
+            let h = hasher.clone();
+            tokio::spawn(async move {
+                let mut max = 0;
+                for _ in 0..400 {
+                    max = max.max(h.in_flight());
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                }
+                max
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        // The first half give up (the one hashing among them); the rest keep waiting their turn.
+        for t in &tasks[..6] {
+            t.abort();
+        }
+        assert!(
+            watcher.await.unwrap() <= 1,
+            "more hashes than permits ran at once"
+        );
+        for t in tasks.drain(6..) {
+            assert!(t.await.unwrap().is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_busy() {
+        let params = Argon2Params {
+            memory_kib: 8192,
+            iterations: 4,
+            parallelism: 1,
+        };
+        let hasher = PasswordHasher::new(params, 1, Duration::from_millis(1)).unwrap();
+        let results = futures_join(
+            (0..4)
+                .map(|_| {
+                    let h = hasher.clone();
+                    tokio::spawn(async move { h.hash(&Password::new("busy busy")).await })
+                })
+                .collect(),
+        )
+        .await;
+        assert!(results.iter().any(|r| matches!(r, Err(Error::Busy))));
+        assert!(results.iter().any(|r| r.is_ok()));
+    }
+
+    async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
     }
 
     #[test]

@@ -40,6 +40,12 @@ fn decode_secret(encoded: &str) -> Option<[u8; SECRET_LEN]> {
     }
 }
 
+/// Compares two secrets without leaking where they differ or how long they are (their SHA-256
+/// digests are compared in constant time).
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    TokenHash::of(a).0.ct_eq(&TokenHash::of(b).0).into()
+}
+
 /// SHA-256 of a secret: what the store keeps and looks secrets up by, so a copy of the database
 /// holds no live credential.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -96,19 +96,19 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.idle_timeout.is_zero() || self.absolute_lifetime.is_zero() {
-            return Err(
-                "sessions.idle_timeout and sessions.absolute_lifetime must be positive".into(),
-            );
+    /// Checks the values; an error names the field at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.idle_timeout.is_zero() {
+            return Err(("idle_timeout", "must be positive".into()));
+        }
+        if self.absolute_lifetime.is_zero() {
+            return Err(("absolute_lifetime", "must be positive".into()));
         }
         if self.touch_interval >= self.idle_timeout {
-            return Err(
-                "sessions.touch_interval must be shorter than sessions.idle_timeout".into(),
-            );
+            return Err(("touch_interval", "must be shorter than idle_timeout".into()));
         }
         if self.max_data_bytes < 2 {
-            return Err("sessions.max_data_bytes must be at least 2".into());
+            return Err(("max_data_bytes", "must be at least 2".into()));
         }
         Ok(())
     }
@@ -124,7 +124,11 @@ pub struct Sessions {
     users: Arc<dyn UserStore>,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
+    patch_locks: Arc<[tokio::sync::Mutex<()>]>,
 }
+
+/// Locks that serialize data patches on this node, one per stripe of sessions.
+const PATCH_STRIPES: usize = 64;
 
 impl Sessions {
     pub fn new(
@@ -138,6 +142,9 @@ impl Sessions {
             users,
             clock,
             config,
+            patch_locks: (0..PATCH_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
     }
 
@@ -174,37 +181,64 @@ impl Sessions {
         Ok((secret, session))
     }
 
-    /// The live session for a cookie secret and its user. Expired sessions are deleted on sight;
-    /// a session of a missing or disabled user authenticates nothing. Activity is recorded at most
-    /// once per `touch_interval`.
-    pub async fn authenticate(&self, secret: &SessionId) -> Result<Option<(Session, User)>, Error> {
-        let Some(mut session) = self.store.session_by_secret(&secret.hash()).await? else {
+    /// The live session for a cookie secret and its user, without recording activity (see
+    /// [`Sessions::record_activity`]). Expired sessions are deleted on sight; a session of a missing
+    /// or disabled user authenticates nothing.
+    pub async fn find(&self, secret: &SessionId) -> Result<Option<(Session, User)>, Error> {
+        let Some(session) = self.store.session_by_secret(&secret.hash()).await? else {
             return Ok(None);
         };
-        let now = self.clock.now();
-        if now >= session.expires_at {
+        if self.clock.now() >= session.expires_at {
             self.store.delete_session(&session.handle).await?;
             return Ok(None);
         }
-        let user = match self.users.user_by_id(&session.user_id).await? {
-            Some(user) if !user.disabled => user,
-            _ => return Ok(None),
+        match self.users.user_by_id(&session.user_id).await? {
+            Some(user) if !user.disabled => Ok(Some((session, user))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Slides the idle timeout of a session that was just used, writing at most once per
+    /// `touch_interval`. `false` when the session disappeared meanwhile.
+    pub async fn record_activity(&self, session: &mut Session) -> Result<bool, Error> {
+        let now = self.clock.now();
+        if now.since(session.last_seen_at) < self.config.touch_interval {
+            return Ok(true);
+        }
+        let expires_at = now
+            .saturating_add(self.config.idle_timeout)
+            .min(session.absolute_expires_at);
+        if !self
+            .store
+            .touch_session(&session.handle, now, expires_at)
+            .await?
+        {
+            return Ok(false);
+        }
+        session.last_seen_at = now;
+        session.expires_at = expires_at;
+        Ok(true)
+    }
+
+    /// [`Sessions::find`] and [`Sessions::record_activity`] together: a request authenticated by
+    /// the cookie that needs no further check.
+    pub async fn authenticate(&self, secret: &SessionId) -> Result<Option<(Session, User)>, Error> {
+        let Some((mut session, user)) = self.find(secret).await? else {
+            return Ok(None);
         };
-        if now.since(session.last_seen_at) >= self.config.touch_interval {
-            let expires_at = now
-                .saturating_add(self.config.idle_timeout)
-                .min(session.absolute_expires_at);
-            if !self
-                .store
-                .touch_session(&session.handle, now, expires_at)
-                .await?
-            {
-                return Ok(None);
-            }
-            session.last_seen_at = now;
-            session.expires_at = expires_at;
+        if !self.record_activity(&mut session).await? {
+            return Ok(None);
         }
         Ok(Some((session, user)))
+    }
+
+    /// Ends the session a cookie secret names, if any. Used when a login replaces whatever
+    /// session the browser had: `false` when there was none.
+    pub async fn end_by_secret(&self, secret: &SessionId) -> Result<bool, Error> {
+        match self.store.session_by_secret(&secret.hash()).await? {
+            Some(session) => self.end(&session.handle).await,
+            None => Ok(false),
+        }
     }
 
     /// Ends a session (logout). `false` when it was already gone.
@@ -219,10 +253,19 @@ impl Sessions {
 
     /// Applies a JSON merge patch (RFC 7396) to the session data and returns the new document.
     /// Concurrent patches never lose each other's changes: each is applied to the latest version
-    /// with a compare-and-swap, retried when another writer got in first.
+    /// with a compare-and-swap. Patches of one session on this node take turns (a striped lock),
+    /// so the compare-and-swap only retries against writers on other nodes.
     pub async fn patch_data(&self, secret: &SessionId, patch: &Value) -> Result<Value, Error> {
-        for _ in 0..PATCH_ATTEMPTS {
-            let Some(session) = self.store.session_by_secret(&secret.hash()).await? else {
+        let hash = secret.hash();
+        let stripe = usize::from(hash.as_bytes()[0]) % self.patch_locks.len();
+        let _turn = self.patch_locks[stripe].lock().await;
+        for attempt in 0..PATCH_ATTEMPTS {
+            if attempt > 0 {
+                // Another node wrote in between: back off a little, with jitter.
+                let jitter = u64::from(crate::secret::random_bytes::<1>()?[0]);
+                tokio::time::sleep(Duration::from_micros(200 * attempt as u64 + jitter * 4)).await;
+            }
+            let Some(session) = self.store.session_by_secret(&hash).await? else {
                 return Err(Error::Unauthenticated);
             };
             if self.clock.now() >= session.expires_at {
@@ -233,7 +276,7 @@ impl Sessions {
             if !data.is_object() {
                 return Err(Error::invalid(
                     "body",
-                    "session data must remain a JSON object; send an object as the merge patch",
+                    "must be a JSON object (a merge patch of the session data)",
                 ));
             }
             let size = serde_json::to_vec(&data)

@@ -12,11 +12,11 @@ use serde_json::Value;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
 use crate::events::{NewEvent, SecurityEvent};
+use crate::secret::TokenHash;
+use crate::session::{Session, SessionHandle};
 use crate::token::keyring::StoredKey;
 use crate::token::refresh::{FamilyId, RefreshFamily, RefreshTokenRecord, Rotation};
 use crate::token::revocation::{AllowedToken, RevocationEntry};
-use crate::secret::TokenHash;
-use crate::session::{Session, SessionHandle};
 use crate::user::{User, UserId, Username};
 
 /// Accounts.
@@ -162,7 +162,11 @@ pub trait RefreshStore: Send + Sync + 'static {
 
     /// Deletes up to `limit` families (with their tokens) whose `expires_at` or
     /// `absolute_expires_at` is at or before `now`; returns how many went.
-    async fn delete_expired_families(&self, now: Timestamp, limit: usize) -> Result<usize, StoreError>;
+    async fn delete_expired_families(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
 }
 
 /// Revocations of access tokens (denylist), and live access tokens (allowlist mode).
@@ -200,7 +204,11 @@ pub trait EventStore: Send + Sync + 'static {
     async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError>;
 
     /// Up to `limit` events, newest first, with an id below `before` when given.
-    async fn events(&self, before: Option<i64>, limit: usize) -> Result<Vec<SecurityEvent>, StoreError>;
+    async fn events(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<SecurityEvent>, StoreError>;
 }
 
 /// The stores a server runs on. One backend may serve them all ([`Stores::from_one`]), or later a
@@ -218,12 +226,26 @@ pub struct Stores {
 
 /// A backend that holds everything.
 pub trait AllStores:
-    UserStore + SessionStore + KeyStore + RefreshStore + RevocationStore + EventStore + HealthCheck + Clone
+    UserStore
+    + SessionStore
+    + KeyStore
+    + RefreshStore
+    + RevocationStore
+    + EventStore
+    + HealthCheck
+    + Clone
 {
 }
 
 impl<S> AllStores for S where
-    S: UserStore + SessionStore + KeyStore + RefreshStore + RevocationStore + EventStore + HealthCheck + Clone
+    S: UserStore
+        + SessionStore
+        + KeyStore
+        + RefreshStore
+        + RevocationStore
+        + EventStore
+        + HealthCheck
+        + Clone
 {
 }
 

@@ -67,6 +67,14 @@ impl Username {
                 ),
             ));
         }
+        // "аlice" with a Cyrillic "а" must not pass for "alice": one script per name (digits and
+        // punctuation go with any).
+        if !unicode_security::MixedScript::is_single_script(normalized.as_str()) {
+            return Err(Error::invalid(
+                "username",
+                "must not mix letters of different scripts (such as Latin and Cyrillic)",
+            ));
+        }
         Ok(Self(normalized))
     }
 
@@ -126,6 +134,9 @@ mod tests {
             "bob.smith+x@example.com"
         );
         assert_eq!(Username::parse("Zoë").unwrap().as_str(), "zoë");
+        assert!(Username::parse("иван.petrov").is_err());
+        assert_eq!(Username::parse("иван_1990").unwrap().as_str(), "иван_1990");
+        assert_eq!(Username::parse("山田-2").unwrap().as_str(), "山田-2");
     }
 
     #[test]

@@ -9,9 +9,10 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use axum_extra::extract::cookie::CookieJar;
+use tessera_core::token::VerifiedClaims;
 use tessera_core::{ClientInfo, Session, SessionId, User};
 
 use crate::csrf;
@@ -23,8 +24,8 @@ use crate::state::AppState;
 pub const SESSION_COOKIE: &str = "__Host-tessera";
 
 /// The session secret in the request's cookie, if it parses.
-pub(crate) fn session_secret(parts: &Parts) -> Option<SessionId> {
-    CookieJar::from_headers(&parts.headers)
+pub(crate) fn session_secret(headers: &HeaderMap) -> Option<SessionId> {
+    CookieJar::from_headers(headers)
         .get(SESSION_COOKIE)
         .and_then(|c| SessionId::parse(c.value()))
 }
@@ -40,15 +41,22 @@ impl FromRequestParts<AppState> for SessionAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let secret = session_secret(parts).ok_or_else(ApiError::unauthenticated)?;
-        let (session, user) = state
+        let secret = session_secret(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+        let unsafe_method = csrf::is_unsafe(&parts.method);
+        if unsafe_method {
+            csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
+        }
+        let (mut session, user) = state
             .sessions()
-            .authenticate(&secret)
+            .find(&secret)
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
-        if csrf::is_unsafe(&parts.method) {
-            csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
+        if unsafe_method {
             csrf::check_token(&parts.headers, &session.csrf_token)?;
+        }
+        // Only a request that passed every check keeps the session alive.
+        if !state.sessions().record_activity(&mut session).await? {
+            return Err(ApiError::unauthenticated());
         }
         Ok(Self {
             session,
@@ -58,26 +66,101 @@ impl FromRequestParts<AppState> for SessionAuth {
     }
 }
 
+/// A request authenticated by `Authorization: Bearer <access token>`. Tokens are read from that
+/// header only, never from the query string or a form body. Needs no CSRF token: browsers never
+/// attach the header by themselves.
+pub struct BearerAuth {
+    pub claims: VerifiedClaims,
+}
+
+/// The bearer token of a request: `Ok(None)` without an `Authorization` header, an error for a
+/// header that is not a well-formed bearer credential.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| ApiError::invalid_token())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(ApiError::invalid_token)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::invalid_token());
+    }
+    Ok(Some(token))
+}
+
+impl FromRequestParts<AppState> for BearerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(&parts.headers)?.ok_or_else(ApiError::unauthenticated)?;
+        match state.tokens().verify(token) {
+            Ok(claims) => Ok(Self { claims }),
+            Err(reason) => {
+                tracing::debug!(?reason, "bearer token refused");
+                Err(ApiError::invalid_token())
+            }
+        }
+    }
+}
+
 /// How the caller was authenticated.
 pub enum AuthModel {
     Session(Box<Session>),
+    /// A bearer (token model) or cookie-held (hybrid model) access token.
+    Token(Box<VerifiedClaims>),
 }
 
-/// The caller's identity, from any login model.
+/// The caller's identity, from any login model. A request with an `Authorization` header is judged
+/// by it alone; otherwise by the session cookie.
 pub struct AuthUser {
     pub user: User,
     pub model: AuthModel,
+}
+
+impl AuthUser {
+    pub fn is_admin(&self) -> bool {
+        self.user.roles.iter().any(|r| r == "admin")
+    }
 }
 
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let BearerAuth { claims } = BearerAuth::from_request_parts(parts, state).await?;
+            // The account may have been disabled or deleted since the token was issued.
+            let user = match state.accounts().user(&claims.user_id()).await? {
+                Some(user) if !user.disabled => user,
+                _ => return Err(ApiError::invalid_token()),
+            };
+            return Ok(Self {
+                user,
+                model: AuthModel::Token(Box::new(claims)),
+            });
+        }
         let auth = SessionAuth::from_request_parts(parts, state).await?;
         Ok(Self {
             user: auth.user,
             model: AuthModel::Session(Box::new(auth.session)),
         })
+    }
+}
+
+/// An authenticated caller with the `admin` role.
+pub struct AdminUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if !user.is_admin() {
+            return Err(ApiError::forbidden(
+                "admin-only",
+                "this route needs the admin role",
+            ));
+        }
+        Ok(Self(user))
     }
 }
 

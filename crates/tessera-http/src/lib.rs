@@ -23,11 +23,13 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use problem::{ApiError, Problem};
-pub use state::{AppState, HttpConfig, origin_of};
+pub use state::{AppState, HttpConfig, IntrospectionClient, Services, Timeouts, origin_of};
 
 /// Every route of the server, with its layers, and `/openapi.json` generated from the same
 /// handlers.
@@ -44,9 +46,18 @@ pub fn router(state: AppState) -> Router {
             routes::session::get_data,
             routes::session::patch_data
         ))
+        .routes(routes!(routes::token::login))
+        .routes(routes!(routes::token::refresh))
+        .routes(routes!(routes::token::revoke))
+        .routes(routes!(routes::token::introspect))
+        .routes(routes!(routes::token::jwks))
+        .routes(routes!(routes::admin::list_keys))
+        .routes(routes!(routes::admin::rotate_key))
+        .routes(routes!(routes::admin::retire_key))
         .split_for_parts();
     let openapi_json = openapi::render(doc);
     let body_limit = state.0.config.body_limit;
+    let timeouts = state.0.config.timeouts;
     let https = state.0.https;
     api.route(
         "/openapi.json",
@@ -56,15 +67,21 @@ pub fn router(state: AppState) -> Router {
     .method_not_allowed_fallback(layers::method_not_allowed)
     .with_state(state)
     .layer(DefaultBodyLimit::max(body_limit))
+    // A client that trickles its body is cut off; so is any request that takes too long.
+    .layer(RequestBodyTimeoutLayer::new(timeouts.body))
+    .layer(TimeoutLayer::with_status_code(
+        StatusCode::SERVICE_UNAVAILABLE,
+        timeouts.request,
+    ))
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        layers::panic_response,
+    ))
     .layer(axum::middleware::map_response(
         layers::problem_for_bare_errors,
     ))
     .layer(axum::middleware::map_response(move |r| {
         layers::security_headers(r, https)
     }))
-    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-        layers::panic_response,
-    ))
     .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 

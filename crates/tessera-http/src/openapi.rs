@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::Modify;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::csrf::CSRF_HEADER;
 use crate::extract::SESSION_COOKIE;
@@ -20,6 +20,8 @@ use crate::extract::SESSION_COOKIE;
     tags(
         (name = "accounts", description = "Registration and identity"),
         (name = "session", description = "The session model: server-side state, an HttpOnly cookie, CSRF tokens"),
+        (name = "token", description = "The token model: JWT access tokens, rotating refresh tokens, revocation, JWKS"),
+        (name = "admin", description = "For users with the admin role"),
         (name = "ops", description = "Health and readiness"),
     )
 )]
@@ -43,6 +45,27 @@ impl Modify for SecuritySchemes {
                 "X-CSRF-Token",
                 "The session's CSRF token, required with the cookie on every unsafe request.",
             ))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token from POST /v1/token (RFC 9068)."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "introspection_client",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "A resource server's introspection credentials (configuration).",
+                    ))
+                    .build(),
+            ),
         );
         debug_assert_eq!(CSRF_HEADER, "x-csrf-token");
     }

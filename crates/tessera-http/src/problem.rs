@@ -50,12 +50,31 @@ impl ApiError {
         self
     }
 
-    /// 401 with a generic body: it never says which part of a credential was wrong.
+    /// 401 with a generic body: it never says which part of a credential was wrong. The challenge
+    /// names the bearer scheme (RFC 6750); cookie clients ignore it.
     pub fn unauthenticated() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthenticated",
             "authentication required",
+        )
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tessera\""),
+        )
+    }
+
+    /// 401 for a bearer token that failed verification: RFC 6750's `invalid_token`, and the same
+    /// generic body whatever the reason.
+    pub fn invalid_token() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "authentication required",
+        )
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"tessera\", error=\"invalid_token\""),
         )
     }
 
@@ -105,6 +124,11 @@ impl From<Error> for ApiError {
                 "invalid username or password",
             ),
             Error::Unauthenticated => Self::unauthenticated(),
+            Error::InvalidGrant => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-grant",
+                "the refresh token is invalid, expired or revoked; log in again",
+            ),
             Error::Invalid { field, message } => {
                 let mut err = Self::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -160,4 +184,32 @@ pub(crate) fn problem_response(
     let body = serde_json::to_vec(problem).unwrap_or_else(|_| b"{}".to_vec());
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     (status, headers, body).into_response()
+}
+
+/// The problems any route with a JSON body may answer, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum JsonBodyProblems {
+    /// The body is not valid JSON.
+    #[response(status = 400, content_type = "application/problem+json")]
+    Malformed(Problem),
+    /// The body is larger than the server accepts.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not JSON (Content-Type).
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// The body is JSON of the wrong shape, or a value is not acceptable.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Invalid(Problem),
+}
+
+/// The problems any route may answer when the server cannot serve it right now.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ServiceProblems {
+    /// A store is unreachable, password hashing is saturated, or the request took too long; retry
+    /// after `Retry-After` seconds.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
 }

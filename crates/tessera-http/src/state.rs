@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tessera_core::token::Tokens;
 use tessera_core::{Accounts, HealthCheck, Sessions};
 
 /// HTTP settings derived from the server configuration.
@@ -14,6 +15,43 @@ pub struct HttpConfig {
     pub trusted_origins: Vec<String>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    pub timeouts: Timeouts,
+    /// Resource servers allowed to call `POST /v1/token/introspect` with HTTP Basic.
+    pub introspection_clients: Vec<IntrospectionClient>,
+}
+
+/// A resource server's credentials for token introspection.
+#[derive(Clone)]
+pub struct IntrospectionClient {
+    pub id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for IntrospectionClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionClient")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Limits on how long a request may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Reading the request body.
+    pub body: std::time::Duration,
+    /// The whole request, body and handler; past it the answer is a 503.
+    pub request: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            body: std::time::Duration::from_secs(10),
+            request: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -22,6 +60,8 @@ impl Default for HttpConfig {
             public_url: "http://localhost:8080".into(),
             trusted_origins: Vec::new(),
             body_limit: 64 * 1024,
+            timeouts: Timeouts::default(),
+            introspection_clients: Vec::new(),
         }
     }
 }
@@ -50,9 +90,18 @@ pub fn origin_of(url: &str) -> Result<String, String> {
     })
 }
 
+/// The core services the routes speak to.
+pub struct Services {
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub tokens: Arc<Tokens>,
+    pub health: Arc<dyn HealthCheck>,
+}
+
 pub(crate) struct Inner {
     pub accounts: Accounts,
     pub sessions: Sessions,
+    pub tokens: Arc<Tokens>,
     pub health: Arc<dyn HealthCheck>,
     pub config: HttpConfig,
     /// The public origin followed by `config.trusted_origins`.
@@ -65,12 +114,13 @@ pub(crate) struct Inner {
 pub struct AppState(pub(crate) Arc<Inner>);
 
 impl AppState {
-    pub fn new(
-        accounts: Accounts,
-        sessions: Sessions,
-        health: Arc<dyn HealthCheck>,
-        config: HttpConfig,
-    ) -> Result<Self, String> {
+    pub fn new(services: Services, config: HttpConfig) -> Result<Self, String> {
+        let Services {
+            accounts,
+            sessions,
+            tokens,
+            health,
+        } = services;
         let public_origin = origin_of(&config.public_url)?;
         let https = public_origin.starts_with("https://");
         let mut trusted_origins = vec![public_origin];
@@ -80,6 +130,7 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             accounts,
             sessions,
+            tokens,
             health,
             config,
             trusted_origins,
@@ -93,6 +144,10 @@ impl AppState {
 
     pub fn accounts(&self) -> &Accounts {
         &self.0.accounts
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.0.tokens
     }
 }
 

@@ -202,21 +202,42 @@ async fn unsafe_requests_need_the_sessions_csrf_token(backend: Backend) {
 async fn cross_site_requests_are_refused(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let browser = app.user_with_session("alice").await;
-    let cases: [(&str, &str); 3] = [
-        ("sec-fetch-site", "cross-site"),
-        ("origin", "http://127.0.0.1:9"),
-        ("origin", "null"),
+    let cases: [&[(&str, &str)]; 4] = [
+        &[("sec-fetch-site", "cross-site")],
+        &[("origin", "http://127.0.0.1:9")],
+        &[("origin", "null")],
+        // A sibling subdomain is same-site, but not a trusted origin.
+        &[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "http://evil.localhost"),
+        ],
     ];
-    for (name, value) in cases {
-        let response = app
-            .as_browser(&browser, Method::DELETE, "/v1/session", true)
-            .header(name, value)
-            .send()
-            .await
-            .unwrap();
-        problem(response, StatusCode::FORBIDDEN).await;
+    for headers in cases {
+        for (method, path) in [
+            (Method::DELETE, "/v1/session"),
+            (Method::PATCH, "/v1/session/data"),
+        ] {
+            let mut request = app
+                .as_browser(&browser, method, path, true)
+                .json(&json!({"changed": true}));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let response = request.send().await.unwrap();
+            problem(response, StatusCode::FORBIDDEN).await;
+        }
     }
     assert!(alive(&app, &browser).await);
+    let data = app
+        .as_browser(&browser, Method::GET, "/v1/session/data", false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        data.json::<Value>().await.unwrap(),
+        json!({}),
+        "a refused PATCH changed data"
+    );
     // The app's own origin, as a browser sends it, is accepted.
     let own = app
         .as_browser(&browser, Method::DELETE, "/v1/session", true)
@@ -309,6 +330,19 @@ async fn activity_is_recorded_at_most_once_per_touch_interval(backend: Backend) 
     assert_ne!(touched, at_login, "a write once the interval has passed");
     app.clock.advance(Duration::from_secs(10));
     assert_eq!(last_seen().await, touched);
+    // A refused request (no CSRF token) does not count as activity: the idle timeout runs on.
+    app.clock.advance(Duration::from_secs(29 * 60));
+    let refused = app
+        .as_browser(&browser, Method::DELETE, "/v1/session", false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    app.clock.advance(Duration::from_secs(2 * 60));
+    assert!(
+        !alive(&app, &browser).await,
+        "a refused request kept the session alive"
+    );
 }
 
 async fn session_data_round_trips_with_merge_patch(backend: Backend) {

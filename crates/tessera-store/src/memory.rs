@@ -1,17 +1,22 @@
 //! A store in process memory: for tests and single-process experiments. Nothing survives a restart.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tessera_core::store::{HealthCheck, SessionStore, UserStore};
+use tessera_core::store::{
+    EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserStore,
+};
 use tessera_core::{
-    Session, SessionHandle, StoreError, Timestamp, TokenHash, User, UserId, Username,
+    AllowedToken, FamilyId, KeyStatus, NewEvent, RefreshFamily, RefreshTokenRecord,
+    RevocationEntry, Revoked, Rotation, SecurityEvent, Session, SessionHandle, StoreError,
+    StoredKey, Timestamp, TokenHash, User, UserId, Username,
 };
 
-/// Users and sessions in memory, with the same indexes a database would keep: sessions by secret
-/// hash, by user (oldest first) and by expiry, so the sweep costs what expired.
+/// Everything in memory, with the same indexes a database would keep: sessions and refresh
+/// families by user (oldest first) and by expiry, so a sweep costs what expired; refresh tokens by
+/// secret hash and by family; live access tokens by family, by user and by expiry.
 ///
 /// Cloning is cheap and every clone sees the same data. The lock is held only for map updates,
 /// never across an `.await`.
@@ -56,6 +61,26 @@ struct Inner {
     sessions_by_user: HashMap<UserId, BTreeSet<(Timestamp, SessionHandle)>>,
     /// `(expires_at, handle)` of every session: the sweep walks only the expired prefix.
     sessions_by_expiry: BTreeSet<(Timestamp, SessionHandle)>,
+
+    keys: HashMap<String, StoredKey>,
+
+    families: HashMap<FamilyId, RefreshFamily>,
+    /// Per user, `(created_at, id)`: iterates oldest first.
+    families_by_user: HashMap<UserId, BTreeSet<(Timestamp, FamilyId)>>,
+    /// `(deadline, id)` of every family, the deadline being whichever expiry comes first.
+    families_by_expiry: BTreeSet<(Timestamp, FamilyId)>,
+    refresh_tokens: HashMap<TokenHash, RefreshTokenRecord>,
+    tokens_by_family: HashMap<FamilyId, HashSet<TokenHash>>,
+
+    /// Each denylist entry and when it may be forgotten.
+    revocations: HashMap<Revoked, Timestamp>,
+    allowed: HashMap<String, AllowedToken>,
+    allowed_by_family: HashMap<FamilyId, HashSet<String>>,
+    allowed_by_user: HashMap<UserId, HashSet<String>>,
+    allowed_by_expiry: BTreeSet<(Timestamp, String)>,
+
+    /// Oldest first; ids strictly increase, so the order is also by id.
+    events: Vec<SecurityEvent>,
 }
 
 impl MemoryStore {
@@ -91,6 +116,87 @@ impl Inner {
             }
         }
         Some(session)
+    }
+
+    fn user_exists(&self, id: &UserId) -> Result<(), StoreError> {
+        if self.users.contains_key(id) {
+            Ok(())
+        } else {
+            // What SQLite's foreign key says: the owner must exist.
+            Err(StoreError::Other(format!("no user {id}")))
+        }
+    }
+
+    /// Moves a family's activity and idle expiry, keeping the expiry index in step.
+    fn touch_family(&mut self, id: &FamilyId, now: Timestamp, expires_at: Timestamp) {
+        let Some(family) = self.families.get_mut(id) else {
+            return;
+        };
+        let old_deadline = deadline(family);
+        family.last_used_at = now;
+        family.expires_at = expires_at;
+        let new_deadline = deadline(family);
+        self.families_by_expiry.remove(&(old_deadline, id.clone()));
+        self.families_by_expiry.insert((new_deadline, id.clone()));
+    }
+
+    fn insert_refresh_token(&mut self, token: &RefreshTokenRecord) {
+        self.tokens_by_family
+            .entry(token.family_id.clone())
+            .or_default()
+            .insert(token.hash);
+        self.refresh_tokens.insert(token.hash, token.clone());
+    }
+
+    /// Removes a family and every token of it.
+    fn remove_family(&mut self, id: &FamilyId) -> Option<RefreshFamily> {
+        let family = self.families.remove(id)?;
+        self.families_by_expiry
+            .remove(&(deadline(&family), id.clone()));
+        if let Some(of_user) = self.families_by_user.get_mut(&family.user_id) {
+            of_user.remove(&(family.created_at, id.clone()));
+            if of_user.is_empty() {
+                self.families_by_user.remove(&family.user_id);
+            }
+        }
+        for hash in self.tokens_by_family.remove(id).unwrap_or_default() {
+            self.refresh_tokens.remove(&hash);
+        }
+        Some(family)
+    }
+
+    fn remove_allowed(&mut self, jti: &str) -> Option<AllowedToken> {
+        let token = self.allowed.remove(jti)?;
+        self.allowed_by_expiry
+            .remove(&(token.expires_at, token.jti.clone()));
+        remove_from_index(&mut self.allowed_by_family, &token.family_id, jti);
+        remove_from_index(&mut self.allowed_by_user, &token.user_id, jti);
+        Some(token)
+    }
+
+    fn remove_allowed_all(&mut self, jtis: Option<HashSet<String>>) -> usize {
+        jtis.unwrap_or_default()
+            .iter()
+            .filter(|jti| self.remove_allowed(jti).is_some())
+            .count()
+    }
+}
+
+/// When a family ends: at whichever of its expiries comes first.
+fn deadline(family: &RefreshFamily) -> Timestamp {
+    family.expires_at.min(family.absolute_expires_at)
+}
+
+fn remove_from_index<K: Eq + std::hash::Hash>(
+    index: &mut HashMap<K, HashSet<String>>,
+    key: &K,
+    jti: &str,
+) {
+    if let Some(set) = index.get_mut(key) {
+        set.remove(jti);
+        if set.is_empty() {
+            index.remove(key);
+        }
     }
 }
 
@@ -147,6 +253,7 @@ impl UserStore for MemoryStore {
 impl SessionStore for MemoryStore {
     async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
+        inner.user_exists(&session.user_id)?;
         if inner.sessions.contains_key(&session.handle) {
             return Err(StoreError::Conflict(format!(
                 "session handle {} exists",
@@ -263,5 +370,339 @@ impl SessionStore for MemoryStore {
 impl HealthCheck for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.lock().map(drop)
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if inner.keys.contains_key(&key.kid) {
+            return Err(StoreError::Conflict(format!("key {} exists", key.kid)));
+        }
+        inner.keys.insert(key.kid.clone(), key.clone());
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let inner = self.lock()?;
+        let mut keys: Vec<StoredKey> = inner.keys.values().cloned().collect();
+        // A handful of keys: sorting on read is cheaper than keeping an index.
+        keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+        Ok(keys)
+    }
+
+    async fn mark_key_rotated(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.keys.get_mut(kid) {
+            Some(key) if key.status == KeyStatus::Active => {
+                key.status = KeyStatus::Rotated;
+                key.rotated_at = Some(at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn mark_key_retired(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.keys.get_mut(kid) {
+            Some(key) if key.status != KeyStatus::Retired => {
+                key.status = KeyStatus::Retired;
+                key.retired_at = Some(at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[async_trait]
+impl RefreshStore for MemoryStore {
+    async fn create_family(
+        &self,
+        family: &RefreshFamily,
+        first: &RefreshTokenRecord,
+    ) -> Result<(), StoreError> {
+        if first.family_id != family.id {
+            return Err(first_token_elsewhere(family, first));
+        }
+        let mut inner = self.lock()?;
+        inner.user_exists(&family.user_id)?;
+        if inner.families.contains_key(&family.id) {
+            return Err(StoreError::Conflict(format!(
+                "refresh family {} exists",
+                family.id
+            )));
+        }
+        if inner.refresh_tokens.contains_key(&first.hash) {
+            return Err(StoreError::Conflict("refresh token hash exists".into()));
+        }
+        inner
+            .families_by_user
+            .entry(family.user_id.clone())
+            .or_default()
+            .insert((family.created_at, family.id.clone()));
+        inner
+            .families_by_expiry
+            .insert((deadline(family), family.id.clone()));
+        inner.families.insert(family.id.clone(), family.clone());
+        inner.insert_refresh_token(first);
+        Ok(())
+    }
+
+    async fn refresh_token(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(RefreshTokenRecord, RefreshFamily)>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner.refresh_tokens.get(hash).and_then(|token| {
+            inner
+                .families
+                .get(&token.family_id)
+                .map(|family| (token.clone(), family.clone()))
+        }))
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        old: &TokenHash,
+        new: &RefreshTokenRecord,
+        now: Timestamp,
+        family_expires_at: Timestamp,
+    ) -> Result<Rotation, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(token) = inner.refresh_tokens.get(old) else {
+            return Ok(Rotation::Unknown);
+        };
+        if let Some(at) = token.rotated_at {
+            return Ok(Rotation::AlreadyRotated { at });
+        }
+        if !inner.families.contains_key(&token.family_id) {
+            return Ok(Rotation::Unknown);
+        }
+        if new.family_id != token.family_id {
+            return Err(new_token_elsewhere(&token.family_id, new));
+        }
+        if inner.refresh_tokens.contains_key(&new.hash) {
+            return Err(StoreError::Conflict("refresh token hash exists".into()));
+        }
+        // Every check passed: from here on nothing fails, so nothing is half done.
+        if let Some(token) = inner.refresh_tokens.get_mut(old) {
+            token.rotated_at = Some(now);
+        }
+        inner.insert_refresh_token(new);
+        inner.touch_family(&new.family_id, now, family_expires_at);
+        Ok(Rotation::Rotated)
+    }
+
+    async fn add_refresh_token(
+        &self,
+        new: &RefreshTokenRecord,
+        now: Timestamp,
+        family_expires_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.families.get(&new.family_id) {
+            Some(family) if family.revoked_at.is_none() => {}
+            _ => return Ok(false),
+        }
+        if inner.refresh_tokens.contains_key(&new.hash) {
+            return Err(StoreError::Conflict("refresh token hash exists".into()));
+        }
+        inner.insert_refresh_token(new);
+        inner.touch_family(&new.family_id, now, family_expires_at);
+        Ok(true)
+    }
+
+    async fn revoke_family(
+        &self,
+        id: &FamilyId,
+        at: Timestamp,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.families.get_mut(id) {
+            Some(family) if family.revoked_at.is_none() => {
+                family.revoked_at = Some(at);
+                family.revoked_reason = Some(reason.to_owned());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, StoreError> {
+        Ok(self.lock()?.families.get(id).cloned())
+    }
+
+    async fn families_of_user(&self, user: &UserId) -> Result<Vec<RefreshFamily>, StoreError> {
+        let inner = self.lock()?;
+        let Some(of_user) = inner.families_by_user.get(user) else {
+            return Ok(Vec::new());
+        };
+        Ok(of_user
+            .iter()
+            .filter_map(|(_, id)| inner.families.get(id))
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_expired_families(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut inner = self.lock()?;
+        let expired: Vec<FamilyId> = inner
+            .families_by_expiry
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .take(limit)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &expired {
+            inner.remove_family(id);
+        }
+        Ok(expired.len())
+    }
+}
+
+fn first_token_elsewhere(family: &RefreshFamily, first: &RefreshTokenRecord) -> StoreError {
+    StoreError::Other(format!(
+        "the first token of family {} names family {}",
+        family.id, first.family_id
+    ))
+}
+
+fn new_token_elsewhere(family: &FamilyId, new: &RefreshTokenRecord) -> StoreError {
+    StoreError::Other(format!(
+        "a token of family {family} cannot rotate into family {}",
+        new.family_id
+    ))
+}
+
+#[async_trait]
+impl RevocationStore for MemoryStore {
+    async fn add_revocation(&self, entry: &RevocationEntry) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        // Recorded twice, an entry lasts as long as the later of the two asks.
+        inner
+            .revocations
+            .entry(entry.revoked.clone())
+            .and_modify(|expires_at| *expires_at = (*expires_at).max(entry.expires_at))
+            .or_insert(entry.expires_at);
+        Ok(())
+    }
+
+    async fn revocations(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .revocations
+            .iter()
+            .filter(|(_, expires_at)| **expires_at > now)
+            .map(|(revoked, expires_at)| RevocationEntry {
+                revoked: revoked.clone(),
+                expires_at: *expires_at,
+            })
+            .collect())
+    }
+
+    async fn allow_token(&self, token: &AllowedToken) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        // Recorded again, a jti takes the new record's place.
+        inner.remove_allowed(&token.jti);
+        inner
+            .allowed_by_family
+            .entry(token.family_id.clone())
+            .or_default()
+            .insert(token.jti.clone());
+        inner
+            .allowed_by_user
+            .entry(token.user_id.clone())
+            .or_default()
+            .insert(token.jti.clone());
+        inner
+            .allowed_by_expiry
+            .insert((token.expires_at, token.jti.clone()));
+        inner.allowed.insert(token.jti.clone(), token.clone());
+        Ok(())
+    }
+
+    async fn allowed_tokens(&self, now: Timestamp) -> Result<Vec<AllowedToken>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .allowed_by_expiry
+            .iter()
+            .skip_while(|(expires_at, _)| *expires_at <= now)
+            .filter_map(|(_, jti)| inner.allowed.get(jti))
+            .cloned()
+            .collect())
+    }
+
+    async fn disallow_token(&self, jti: &str) -> Result<bool, StoreError> {
+        Ok(self.lock()?.remove_allowed(jti).is_some())
+    }
+
+    async fn disallow_family(&self, id: &FamilyId) -> Result<usize, StoreError> {
+        let mut inner = self.lock()?;
+        let jtis = inner.allowed_by_family.remove(id);
+        Ok(inner.remove_allowed_all(jtis))
+    }
+
+    async fn disallow_user(&self, user: &UserId) -> Result<usize, StoreError> {
+        let mut inner = self.lock()?;
+        let jtis = inner.allowed_by_user.remove(user);
+        Ok(inner.remove_allowed_all(jtis))
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut inner = self.lock()?;
+        let before = inner.revocations.len();
+        inner.revocations.retain(|_, expires_at| *expires_at > now);
+        let revocations = before - inner.revocations.len();
+        let expired: Vec<String> = inner
+            .allowed_by_expiry
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .map(|(_, jti)| jti.clone())
+            .collect();
+        for jti in &expired {
+            inner.remove_allowed(jti);
+        }
+        Ok(revocations + expired.len())
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        let id = inner.events.last().map_or(1, |last| last.id + 1);
+        inner.events.push(SecurityEvent {
+            id,
+            at: event.at,
+            kind: event.kind,
+            user_id: event.user_id.clone(),
+            detail: event.detail.clone(),
+        });
+        Ok(())
+    }
+
+    async fn events(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<SecurityEvent>, StoreError> {
+        let inner = self.lock()?;
+        let end = before.map_or(inner.events.len(), |before| {
+            inner.events.partition_point(|event| event.id < before)
+        });
+        Ok(inner.events[..end]
+            .iter()
+            .rev()
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tessera_core::{Timestamp, User, UserId, UserStore, Username};
+use tessera_core::{AllStores, Stores, Timestamp, User, UserId, UserStore, Username};
 use tessera_store::conformance::store_conformance;
 use tessera_store::{MemoryStore, SqliteStore};
 
@@ -37,6 +37,22 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Either store backs a whole server on its own.
+#[tokio::test]
+async fn each_store_holds_everything() {
+    fn holds_everything<S: AllStores>(store: S) -> Stores {
+        Stores::from_one(store)
+    }
+    let stores = [
+        holds_everything(MemoryStore::new()),
+        holds_everything(SqliteStore::open_in_memory().await.unwrap()),
+    ];
+    for stores in stores {
+        stores.health.ping().await.unwrap();
+        assert!(stores.keys.keys().await.unwrap().is_empty());
     }
 }
 

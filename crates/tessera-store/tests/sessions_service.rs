@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tessera_core::{
     Accounts, AccountsConfig, Argon2Params, ClientInfo, Clock, ManualClock, Password,
-    PasswordHasher, SessionConfig, SessionStore, Sessions, Stores,
+    PasswordHasher, SessionConfig, Sessions, Stores,
 };
 use tessera_store::{MemoryStore, SqliteStore};
 

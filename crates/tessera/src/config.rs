@@ -9,7 +9,10 @@ use anyhow::bail;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use tessera_core::{AccountsConfig, Argon2Params, PasswordPolicy, Registration, SessionConfig};
+use tessera_core::token::{RevocationMode, TokenConfig};
+use tessera_core::{
+    AccountsConfig, Argon2Params, PasswordPolicy, Registration, SessionConfig, SigningAlgorithm,
+};
 
 /// Read when `--config` is not given and the file exists in the working directory.
 pub const DEFAULT_FILE: &str = "tessera.toml";
@@ -28,6 +31,7 @@ pub struct Config {
     pub http: HttpSection,
     pub sessions: SessionsSection,
     pub passwords: PasswordsSection,
+    pub tokens: TokensSection,
     pub log: LogSection,
 }
 
@@ -41,6 +45,7 @@ impl Default for Config {
             http: HttpSection::default(),
             sessions: SessionsSection::default(),
             passwords: PasswordsSection::default(),
+            tokens: TokensSection::default(),
             log: LogSection::default(),
         }
     }
@@ -60,6 +65,15 @@ pub struct HttpSection {
     pub trusted_origins: Vec<String>,
     /// Largest request body in bytes.
     pub body_limit: usize,
+    /// Longest time to receive a request body.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Longest time for a whole request; past it the answer is a 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// After SIGINT/SIGTERM, how long requests in flight may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for HttpSection {
@@ -67,6 +81,9 @@ impl Default for HttpSection {
         Self {
             trusted_origins: Vec::new(),
             body_limit: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -122,6 +139,84 @@ impl Default for PasswordsSection {
             argon2: Argon2Params::default(),
             max_concurrent: 0,
             queue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensSection {
+    /// `EdDSA` (default), `ES256`, `RS256`, or `HS256` (one service only: no JWKS).
+    pub algorithm: SigningAlgorithm,
+    /// `iss` of access tokens; default: `public_url`.
+    pub issuer: Option<String>,
+    /// `aud` of access tokens: what resource servers check.
+    pub audience: String,
+    /// `client_id` of access tokens (RFC 9068).
+    pub client_id: String,
+    #[serde(with = "humantime_serde")]
+    pub access_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_idle_lifetime: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_absolute_lifetime: Duration,
+    /// A rotated refresh token presented again within this window is a concurrent refresh, not
+    /// theft.
+    #[serde(with = "humantime_serde")]
+    pub reuse_grace: Duration,
+    /// `denylist` (default), `allowlist` or `none`.
+    pub revocation: RevocationMode,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The key that seals signing keys at rest: 32 bytes of base64. Prefer the environment
+    /// (`TESSERA_TOKENS__MASTER_KEY`) or `master_key_file`.
+    pub master_key: Option<String>,
+    /// Where the master key lives when `master_key` is not set; created (mode 0600) on first
+    /// start. Ignored with `database = "memory"`, which uses a throwaway key.
+    pub master_key_file: PathBuf,
+    /// Resource servers allowed to introspect tokens with HTTP Basic: id = secret.
+    pub introspection_clients: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for TokensSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokensSection")
+            .field("algorithm", &self.algorithm)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("access_lifetime", &self.access_lifetime)
+            .field("revocation", &self.revocation)
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("master_key_file", &self.master_key_file)
+            .field(
+                "introspection_clients",
+                &self.introspection_clients.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TokensSection {
+    fn default() -> Self {
+        let core = TokenConfig::default();
+        Self {
+            algorithm: SigningAlgorithm::EdDSA,
+            issuer: None,
+            audience: core.audience,
+            client_id: core.client_id,
+            access_lifetime: core.access_lifetime,
+            refresh_idle_lifetime: core.refresh_idle_lifetime,
+            refresh_absolute_lifetime: core.refresh_absolute_lifetime,
+            reuse_grace: core.reuse_grace,
+            revocation: core.revocation,
+            leeway: core.leeway,
+            master_key: None,
+            master_key_file: PathBuf::from("tessera.key"),
+            introspection_clients: Default::default(),
         }
     }
 }
@@ -226,17 +321,49 @@ impl Config {
         }
         self.session_config()
             .validate()
-            .map_err(|e| fail("sessions", e))?;
+            .map_err(|(key, e)| fail(&format!("sessions.{key}"), e))?;
         if self.sessions.sweep_interval.is_zero() {
             return Err(fail("sessions.sweep_interval", "must be positive".into()));
         }
         self.accounts_config()
             .validate()
-            .map_err(|e| fail("passwords", e))?;
+            .map_err(|(key, e)| fail(&format!("passwords.{key}"), e))?;
+        for (key, value) in [
+            ("http.request_timeout", self.http.request_timeout),
+            ("http.body_timeout", self.http.body_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(fail(key, "must be positive".into()));
+            }
+        }
         self.passwords
             .argon2
             .validate()
             .map_err(|e| fail("passwords.argon2", e))?;
+        self.token_config()
+            .validate()
+            .map_err(|(key, e)| fail(&format!("tokens.{key}"), e))?;
+        if let Some(issuer) = &self.tokens.issuer {
+            tessera_http::origin_of(issuer).map_err(|e| fail("tokens.issuer", e))?;
+        }
+        if let Some(key) = &self.tokens.master_key {
+            tessera_core::token::MasterKey::parse_base64(key)
+                .map_err(|e| fail("tokens.master_key", e))?;
+        }
+        for (id, secret) in &self.tokens.introspection_clients {
+            if id.is_empty() || id.contains(':') {
+                return Err(fail(
+                    "tokens.introspection_clients",
+                    format!("client id {id:?} must be non-empty and contain no ':'"),
+                ));
+            }
+            if secret.len() < 16 {
+                return Err(fail(
+                    "tokens.introspection_clients",
+                    format!("the secret of client {id:?} must be at least 16 characters"),
+                ));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| fail("log.filter", e.to_string()))?;
         Ok(())
@@ -275,11 +402,42 @@ impl Config {
         }
     }
 
+    pub fn token_config(&self) -> TokenConfig {
+        TokenConfig {
+            issuer: self
+                .tokens
+                .issuer
+                .clone()
+                .unwrap_or_else(|| self.public_url.trim_end_matches('/').to_owned()),
+            audience: self.tokens.audience.clone(),
+            client_id: self.tokens.client_id.clone(),
+            access_lifetime: self.tokens.access_lifetime,
+            refresh_idle_lifetime: self.tokens.refresh_idle_lifetime,
+            refresh_absolute_lifetime: self.tokens.refresh_absolute_lifetime,
+            reuse_grace: self.tokens.reuse_grace,
+            revocation: self.tokens.revocation,
+            leeway: self.tokens.leeway,
+        }
+    }
+
     pub fn http_config(&self) -> tessera_http::HttpConfig {
         tessera_http::HttpConfig {
             public_url: self.public_url.clone(),
             trusted_origins: self.http.trusted_origins.clone(),
             body_limit: self.http.body_limit,
+            timeouts: tessera_http::Timeouts {
+                body: self.http.body_timeout,
+                request: self.http.request_timeout,
+            },
+            introspection_clients: self
+                .tokens
+                .introspection_clients
+                .iter()
+                .map(|(id, secret)| tessera_http::IntrospectionClient {
+                    id: id.clone(),
+                    secret: secret.clone(),
+                })
+                .collect(),
         }
     }
 }

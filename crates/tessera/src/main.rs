@@ -1,7 +1,9 @@
 //! `tessera`: the authentication server's command line.
 #![forbid(unsafe_code)]
 
+mod app;
 mod config;
+mod keys;
 mod serve;
 
 use std::net::SocketAddr;
@@ -27,6 +29,13 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ConfigArgs),
+    /// Manage the signing keys.
+    Keys {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 /// The options every command shares: they all read the same configuration.
@@ -63,6 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve::run),
+        Command::Keys { config, command } => config.load().and_then(|c| keys::run(c, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tessera_core::{Accounts, Clock, PasswordHasher, Sessions, Stores, SystemClock};
-use tessera_store::memory::MemoryStore;
-use tessera_store::sqlite::SqliteStore;
+use tessera_core::Sessions;
+use tessera_core::token::Tokens;
+use tessera_http::Services;
 
-use crate::config::{Config, Database, LogFormat};
+use crate::app::App;
+use crate::config::{Config, LogFormat};
 
 /// How many expired sessions one sweep statement deletes.
 const SWEEP_BATCH: usize = 1000;
@@ -34,59 +35,25 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
-    let database = config.database().map_err(anyhow::Error::msg)?;
-    Ok(match database {
-        Database::Memory => {
-            tracing::warn!(
-                "database = memory: accounts and sessions are lost when the server stops"
-            );
-            Stores::from_one(MemoryStore::new())
-        }
-        Database::Sqlite(path) => {
-            let store = SqliteStore::open(&path)
-                .await
-                .with_context(|| format!("opening the SQLite database {}", path.display()))?;
-            tracing::info!(path = %path.display(), "SQLite database ready");
-            Stores::from_one(store)
-        }
-    })
-}
-
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let stores = open_stores(&config).await?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let max_concurrent = match config.passwords.max_concurrent {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
-    let hasher = PasswordHasher::new(
-        config.passwords.argon2,
-        max_concurrent,
-        config.passwords.queue_timeout,
-    )?;
-    let accounts = Accounts::new(
-        stores.users.clone(),
-        hasher,
-        clock.clone(),
-        config.accounts_config(),
-    );
-    let sessions = Sessions::new(
-        stores.sessions.clone(),
-        stores.users.clone(),
-        clock,
-        config.session_config(),
-    );
+    let app = App::build(&config).await?;
     let state = tessera_http::AppState::new(
-        accounts,
-        sessions.clone(),
-        stores.health,
+        Services {
+            accounts: app.accounts.clone(),
+            sessions: app.sessions.clone(),
+            tokens: app.tokens.clone(),
+            health: app.stores.health.clone(),
+        },
         config.http_config(),
     )
     .map_err(anyhow::Error::msg)?;
-    let app = tessera_http::router(state);
+    let router = tessera_http::router(state);
 
-    let sweeper = tokio::spawn(sweep_forever(sessions, config.sessions.sweep_interval));
+    let sweeper = tokio::spawn(sweep_forever(
+        app.sessions.clone(),
+        app.tokens.clone(),
+        config.sessions.sweep_interval,
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -99,16 +66,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     tracing::info!(%addr, "listening on http://{addr}");
-    tessera_http::serve(listener, app, shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = Arc::clone(&stopping);
+        async move {
+            shutdown_signal().await;
+            stopping.notify_one();
+        }
+    };
+    let grace = config.http.shutdown_grace;
+    tokio::select! {
+        served = tessera_http::serve(listener, router, signal) => served.context("serving HTTP")?,
+        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "requests still in flight after the shutdown grace period; stopping anyway");
+        }
+    }
     sweeper.abort();
+    app.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Deletes expired sessions every `interval`.
-async fn sweep_forever(sessions: Sessions, interval: std::time::Duration) {
+/// Every `interval`: deletes expired sessions, refresh families and revocations, and picks up
+/// signing keys rotated by another process (`tessera keys rotate`).
+async fn sweep_forever(sessions: Sessions, tokens: Arc<Tokens>, interval: std::time::Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -117,6 +98,14 @@ async fn sweep_forever(sessions: Sessions, interval: std::time::Duration) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "expired sessions swept"),
             Err(e) => tracing::warn!(error = %e, "session sweep failed; will retry"),
+        }
+        match tokens.sweep(SWEEP_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired token state swept"),
+            Err(e) => tracing::warn!(error = %e, "token sweep failed; will retry"),
+        }
+        if let Err(e) = tokens.keyring().reload().await {
+            tracing::warn!(error = %e, "reloading the signing keys failed; will retry");
         }
     }
 }
@@ -159,7 +148,47 @@ fn serves_secure_cookies(public_url: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::serves_secure_cookies;
+    use super::*;
+    use std::time::Duration;
+    use tessera_core::{ClientInfo, ManualClock};
+
+    /// The background task sweeps on its own: expired sessions disappear without any request.
+    #[tokio::test(start_paused = true)]
+    async fn the_background_sweep_deletes_expired_sessions() {
+        let clock = ManualClock::starting_at_millis(1_000_000);
+        let config = Config {
+            database: "memory".into(),
+            ..Config::default()
+        };
+        let app = App::build_with_clock(&config, Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let user = app
+            .accounts
+            .create(
+                "sweep",
+                &tessera_core::Password::new("correct horse battery"),
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (secret, _) = app
+            .sessions
+            .start(&user, ClientInfo::default())
+            .await
+            .unwrap();
+        let task = tokio::spawn(sweep_forever(
+            app.sessions.clone(),
+            app.tokens.clone(),
+            Duration::from_secs(60),
+        ));
+        clock.advance(Duration::from_secs(31 * 60));
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        let hash = secret.hash();
+        let stored = app.stores.sessions.session_by_secret(&hash).await.unwrap();
+        assert!(stored.is_none(), "the expired session is still stored");
+        task.abort();
+    }
 
     #[test]
     fn secure_cookie_hosts() {

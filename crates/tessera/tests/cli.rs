@@ -60,18 +60,26 @@ impl Server {
     }
 
     /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) -> std::process::ExitStatus {
+    fn stop(self) -> std::process::ExitStatus {
+        self.signal("-TERM");
+        self.wait(Duration::from_secs(15))
+    }
+
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
+    }
+
+    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "tessera did not stop on SIGTERM");
+            assert!(Instant::now() < deadline, "tessera did not stop in time");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -301,4 +309,70 @@ fn bad_values_are_reported_with_their_source() {
     std::fs::write(&file, "[accounts]\nregistration = \"sometimes\"\n").unwrap();
     let err = refuses_to_start(dir.path(), &[], &[]);
     assert!(err.contains("accounts.registration"), "{err}");
+}
+
+/// Sends the head of a registration and part of its body; returns the connection.
+async fn half_sent_request(base: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncWriteExt;
+    let addr = base.trim_start_matches("http://");
+    let body = json!({"username": "late", "password": PASSWORD}).to_string();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/users HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    stream.flush().await.unwrap();
+    (stream, body[10..].to_owned())
+}
+
+#[tokio::test]
+async fn a_request_in_flight_at_sigterm_is_finished() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--database", "memory"],
+        &[],
+    );
+    let (mut stream, rest) = half_sent_request(&server.base).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(15)))
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_stuck_client_holds_shutdown_only_for_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--database", "memory"],
+        &[
+            ("TESSERA_HTTP__SHUTDOWN_GRACE", "1s"),
+            ("TESSERA_HTTP__BODY_TIMEOUT", "1h"),
+            ("TESSERA_HTTP__REQUEST_TIMEOUT", "1h"),
+        ],
+    );
+    let (_stream, _rest) = half_sent_request(&server.base).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    server.signal("-INT");
+    let status = tokio::task::spawn_blocking(move || server.wait(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "stopped before the grace period"
+    );
 }

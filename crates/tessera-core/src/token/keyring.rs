@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 
+pub use jsonwebtoken::jwk::JwkSet as Jwks;
+
 /// A JWS algorithm Tessera signs with. The algorithm belongs to the key; the token header is never
 /// trusted to choose it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -114,5 +116,561 @@ impl fmt::Debug for StoredKey {
             .field("rotated_at", &self.rotated_at)
             .field("retired_at", &self.retired_at)
             .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key material
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::store::KeyStore;
+
+/// The key that seals signing keys at rest (AES-256-GCM). Never printed.
+#[derive(Clone)]
+pub struct MasterKey(LessSafeKeyHolder);
+
+#[derive(Clone)]
+struct LessSafeKeyHolder(Arc<LessSafeKey>);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    pub const LEN: usize = 32;
+
+    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Result<Self, Error> {
+        let key = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| Error::Internal("the master key was refused by AES-256-GCM".into()))?;
+        Ok(Self(LessSafeKeyHolder(Arc::new(LessSafeKey::new(key)))))
+    }
+
+    /// A new random master key, and its bytes (to write to the key file).
+    pub fn generate() -> Result<(Self, [u8; Self::LEN]), Error> {
+        let bytes: [u8; Self::LEN] = crate::secret::random_bytes()?;
+        Ok((Self::from_bytes(&bytes)?, bytes))
+    }
+
+    /// Parses 32 bytes written as base64 (standard or URL-safe, padded or not). The message never
+    /// echoes the input.
+    pub fn parse_base64(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .or_else(|_| STANDARD.decode(text))
+            .map_err(|_| "the master key is not valid base64".to_owned())?;
+        let bytes: [u8; Self::LEN] = bytes
+            .try_into()
+            .map_err(|_| "the master key must be 32 bytes (44 characters of base64)".to_owned())?;
+        Self::from_bytes(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// nonce ‖ ciphertext ‖ tag, with the kid as associated data (a sealed key cannot be moved to
+    /// another kid).
+    fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        let nonce_bytes: [u8; NONCE_LEN] = crate::secret::random_bytes()?;
+        let mut in_out = plaintext.to_vec();
+        self.0
+            .0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(kid.as_bytes()),
+                &mut in_out,
+            )
+            .map_err(|_| Error::Internal("sealing a signing key failed".into()))?;
+        let mut sealed = nonce_bytes.to_vec();
+        sealed.extend_from_slice(&in_out);
+        Ok(sealed)
+    }
+
+    fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        let fail = || {
+            Error::Internal(format!(
+                "cannot unseal signing key {kid}: the master key is not the one it was sealed with, or the stored key is damaged"
+            ))
+        };
+        if sealed.len() < NONCE_LEN {
+            return Err(fail());
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
+        let mut in_out = ciphertext.to_vec();
+        let plain = self
+            .0
+            .0
+            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut in_out)
+            .map_err(|_| fail())?;
+        Ok(plain.to_vec())
+    }
+}
+
+fn jwt_algorithm(alg: SigningAlgorithm) -> Algorithm {
+    match alg {
+        SigningAlgorithm::EdDSA => Algorithm::EdDSA,
+        SigningAlgorithm::ES256 => Algorithm::ES256,
+        SigningAlgorithm::RS256 => Algorithm::RS256,
+        SigningAlgorithm::HS256 => Algorithm::HS256,
+    }
+}
+
+/// New private key material: PKCS#8 v1 DER for the asymmetric algorithms, 32 random bytes for
+/// HMAC.
+fn generate_private(alg: SigningAlgorithm) -> Result<Vec<u8>, Error> {
+    let failed = |what: &str| Error::Internal(format!("generating a {what} key failed"));
+    Ok(match alg {
+        SigningAlgorithm::EdDSA => Ed25519KeyPair::generate()
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(|_| failed("Ed25519"))?
+            .as_ref()
+            .to_vec(),
+        SigningAlgorithm::ES256 => EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .and_then(|k| k.to_pkcs8v1())
+            .map_err(|_| failed("P-256"))?
+            .as_ref()
+            .to_vec(),
+        SigningAlgorithm::RS256 => {
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .and_then(|k| k.as_der())
+                .map_err(|_| failed("RSA"))?
+                .as_ref()
+                .to_vec()
+        }
+        SigningAlgorithm::HS256 => crate::secret::random_bytes::<32>()?.to_vec(),
+    })
+}
+
+fn encoding_key(alg: SigningAlgorithm, private: &[u8]) -> Result<EncodingKey, Error> {
+    let bad = |e: jsonwebtoken::errors::Error| Error::Internal(format!("unusable {alg} key: {e}"));
+    Ok(match alg {
+        SigningAlgorithm::EdDSA => EncodingKey::from_ed_der(private),
+        SigningAlgorithm::ES256 => EncodingKey::from_ec_der(private),
+        // jsonwebtoken wants PKCS#1 for RSA; its PEM reader unwraps PKCS#8.
+        SigningAlgorithm::RS256 => {
+            EncodingKey::from_rsa_pem(pkcs8_pem(private).as_bytes()).map_err(bad)?
+        }
+        SigningAlgorithm::HS256 => EncodingKey::from_secret(private),
+    })
+}
+
+fn pkcs8_pem(der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
+}
+
+/// The public JWK of an asymmetric key: public members only, with kid, alg and `use: sig`.
+fn public_jwk(alg: SigningAlgorithm, kid: &str, key: &EncodingKey) -> Result<Jwk, Error> {
+    debug_assert!(
+        alg.is_asymmetric(),
+        "an HMAC key has no public part to publish"
+    );
+    let mut jwk = Jwk::from_encoding_key(key, jwt_algorithm(alg))
+        .map_err(|e| Error::Internal(format!("deriving the public {alg} key failed: {e}")))?;
+    jwk.common.key_id = Some(kid.to_owned());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    Ok(jwk)
+}
+
+/// A key ready for use: decoded once, when the ring loads.
+pub struct LoadedKey {
+    pub kid: String,
+    pub algorithm: SigningAlgorithm,
+    pub status: KeyStatus,
+    pub created_at: Timestamp,
+    pub rotated_at: Option<Timestamp>,
+    pub(crate) jwt_algorithm: Algorithm,
+    pub(crate) encoding: EncodingKey,
+    pub(crate) decoding: DecodingKey,
+    /// `None` for HMAC keys.
+    pub(crate) jwk: Option<Jwk>,
+}
+
+impl fmt::Debug for LoadedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedKey {
+    fn from_stored(stored: &StoredKey, master: &MasterKey) -> Result<Self, Error> {
+        let private = master.open(&stored.kid, &stored.sealed_private)?;
+        let encoding = encoding_key(stored.algorithm, &private)?;
+        let (decoding, jwk) = if stored.algorithm.is_asymmetric() {
+            let jwk = public_jwk(stored.algorithm, &stored.kid, &encoding)?;
+            let decoding = DecodingKey::from_jwk(&jwk)
+                .map_err(|e| Error::Internal(format!("public key of {}: {e}", stored.kid)))?;
+            (decoding, Some(jwk))
+        } else {
+            (DecodingKey::from_secret(&private), None)
+        };
+        Ok(Self {
+            kid: stored.kid.clone(),
+            algorithm: stored.algorithm,
+            status: stored.status,
+            created_at: stored.created_at,
+            rotated_at: stored.rotated_at,
+            jwt_algorithm: jwt_algorithm(stored.algorithm),
+            encoding,
+            decoding,
+            jwk,
+        })
+    }
+}
+
+/// What an operator sees of a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub algorithm: SigningAlgorithm,
+    pub status: KeyStatus,
+    /// Whether the key is in the JWKS (and verifies tokens) right now.
+    pub published: bool,
+    /// Whether new tokens are signed with it.
+    pub signing: bool,
+    pub created_at: Timestamp,
+    pub rotated_at: Option<Timestamp>,
+    pub retired_at: Option<Timestamp>,
+}
+
+struct KeySet {
+    /// The newest active key.
+    signing: Arc<LoadedKey>,
+    /// Every key that may verify: active ones, and rotated ones (their window is checked per use).
+    by_kid: HashMap<String, Arc<LoadedKey>>,
+}
+
+/// The signing keys, kept in memory and in the store.
+pub struct KeyRing {
+    store: Arc<dyn KeyStore>,
+    master: MasterKey,
+    clock: Arc<dyn Clock>,
+    algorithm: SigningAlgorithm,
+    /// How long a rotated key keeps verifying: the access-token lifetime plus clock leeway.
+    verify_after_rotation: Duration,
+    keys: RwLock<Arc<KeySet>>,
+}
+
+impl KeyRing {
+    /// Loads the keys from the store, creating a key of `algorithm` when there is no active one of
+    /// that algorithm (first start, or the configured algorithm changed).
+    pub async fn load(
+        store: Arc<dyn KeyStore>,
+        master: MasterKey,
+        clock: Arc<dyn Clock>,
+        algorithm: SigningAlgorithm,
+        verify_after_rotation: Duration,
+    ) -> Result<Self, Error> {
+        let stored = store.keys().await?;
+        let has_active = stored
+            .iter()
+            .any(|k| k.status == KeyStatus::Active && k.algorithm == algorithm);
+        let set = Self::build(&stored, &master)?;
+        let ring = Self {
+            store,
+            master,
+            clock,
+            algorithm,
+            verify_after_rotation,
+            keys: RwLock::new(Arc::new(set.unwrap_or_else(|| KeySet {
+                // Replaced just below by the first real key.
+                signing: Arc::new(placeholder()),
+                by_kid: HashMap::new(),
+            }))),
+        };
+        if !has_active {
+            ring.rotate().await?;
+        }
+        Ok(ring)
+    }
+
+    fn build(stored: &[StoredKey], master: &MasterKey) -> Result<Option<KeySet>, Error> {
+        let mut by_kid = HashMap::new();
+        let mut signing: Option<Arc<LoadedKey>> = None;
+        for key in stored.iter().filter(|k| k.status != KeyStatus::Retired) {
+            let loaded = Arc::new(LoadedKey::from_stored(key, master)?);
+            if key.status == KeyStatus::Active
+                && signing
+                    .as_ref()
+                    .is_none_or(|s| s.created_at <= loaded.created_at)
+            {
+                signing = Some(Arc::clone(&loaded));
+            }
+            by_kid.insert(key.kid.clone(), loaded);
+        }
+        Ok(signing.map(|signing| KeySet { signing, by_kid }))
+    }
+
+    /// Re-reads the keys from the store (after a change made here or by another process). Keys
+    /// are decoded again only when the set of keys or their status changed.
+    pub async fn reload(&self) -> Result<(), Error> {
+        let stored = self.store.keys().await?;
+        let unchanged = {
+            let current = self.current();
+            let live: Vec<&StoredKey> = stored
+                .iter()
+                .filter(|k| k.status != KeyStatus::Retired)
+                .collect();
+            live.len() == current.by_kid.len()
+                && live.iter().all(|k| {
+                    current
+                        .by_kid
+                        .get(&k.kid)
+                        .is_some_and(|l| l.status == k.status && l.rotated_at == k.rotated_at)
+                })
+        };
+        if unchanged {
+            return Ok(());
+        }
+        if let Some(set) = Self::build(&stored, &self.master)? {
+            *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        }
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn signing_key(&self) -> Arc<LoadedKey> {
+        Arc::clone(&self.current().signing)
+    }
+
+    /// The key that may verify a token with this `kid` right now: active, or rotated less than
+    /// the access-token lifetime ago. Unknown, retired and expired keys give `None`.
+    pub fn verification_key(&self, kid: &str) -> Option<Arc<LoadedKey>> {
+        let key = self.current().by_kid.get(kid).cloned()?;
+        self.in_window(&key).then_some(key)
+    }
+
+    fn in_window(&self, key: &LoadedKey) -> bool {
+        match (key.status, key.rotated_at) {
+            (KeyStatus::Active, _) => true,
+            (KeyStatus::Rotated, Some(at)) => {
+                self.clock.now() < at.saturating_add(self.verify_after_rotation)
+            }
+            _ => false,
+        }
+    }
+
+    /// The public keys that verify tokens now. Empty when signing with HMAC.
+    pub fn jwks(&self) -> JwkSet {
+        let set = self.current();
+        let mut keys: Vec<&Arc<LoadedKey>> =
+            set.by_kid.values().filter(|k| self.in_window(k)).collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+        JwkSet {
+            keys: keys.iter().filter_map(|k| k.jwk.clone()).collect(),
+        }
+    }
+
+    pub fn algorithm(&self) -> SigningAlgorithm {
+        self.algorithm
+    }
+
+    /// Every key the store holds, for operators.
+    pub async fn list(&self) -> Result<Vec<KeyInfo>, Error> {
+        let set = self.current();
+        Ok(self
+            .store
+            .keys()
+            .await?
+            .into_iter()
+            .map(|k| KeyInfo {
+                published: set.by_kid.get(&k.kid).is_some_and(|l| self.in_window(l))
+                    && k.algorithm.is_asymmetric(),
+                signing: set.signing.kid == k.kid,
+                kid: k.kid,
+                algorithm: k.algorithm,
+                status: k.status,
+                created_at: k.created_at,
+                rotated_at: k.rotated_at,
+                retired_at: k.retired_at,
+            })
+            .collect())
+    }
+
+    /// Creates a new key of the configured algorithm that signs from now on; the previous active
+    /// keys keep verifying the tokens they signed until those expire.
+    #[tracing::instrument(skip(self))]
+    pub async fn rotate(&self) -> Result<KeyInfo, Error> {
+        let now = self.clock.now();
+        let kid = crate::secret::random_public_id("k_")?;
+        let private = generate_private(self.algorithm)?;
+        let encoding = encoding_key(self.algorithm, &private)?;
+        let public_jwk = if self.algorithm.is_asymmetric() {
+            let jwk = public_jwk(self.algorithm, &kid, &encoding)?;
+            Some(serde_json::to_string(&jwk).map_err(|e| Error::Internal(e.to_string()))?)
+        } else {
+            None
+        };
+        let stored = StoredKey {
+            kid: kid.clone(),
+            algorithm: self.algorithm,
+            status: KeyStatus::Active,
+            sealed_private: self.master.seal(&kid, &private)?,
+            public_jwk,
+            created_at: now,
+            rotated_at: None,
+            retired_at: None,
+        };
+        let previous: Vec<String> = self
+            .store
+            .keys()
+            .await?
+            .into_iter()
+            .filter(|k| k.status == KeyStatus::Active)
+            .map(|k| k.kid)
+            .collect();
+        self.store.insert_key(&stored).await?;
+        // Between these two writes two keys are active; the newest signs, so that is harmless.
+        for old in previous {
+            self.store.mark_key_rotated(&old, now).await?;
+        }
+        self.reload().await?;
+        tracing::info!(%kid, algorithm = %self.algorithm, "signing key rotated");
+        Ok(KeyInfo {
+            kid,
+            algorithm: self.algorithm,
+            status: KeyStatus::Active,
+            published: self.algorithm.is_asymmetric(),
+            signing: true,
+            created_at: now,
+            rotated_at: None,
+            retired_at: None,
+        })
+    }
+
+    /// Retires a key: every token it signed stops verifying at once. Retiring the signing key
+    /// rotates first, so there is always a key to sign with. `false` when there is no such key or
+    /// it is retired already.
+    #[tracing::instrument(skip(self))]
+    pub async fn retire(&self, kid: &str) -> Result<bool, Error> {
+        if self.current().signing.kid == kid {
+            self.rotate().await?;
+        }
+        let retired = self.store.mark_key_retired(kid, self.clock.now()).await?;
+        self.reload().await?;
+        if retired {
+            tracing::info!(%kid, "signing key retired");
+        }
+        Ok(retired)
+    }
+}
+
+/// Stands in before the first key exists; never used to sign (load() rotates right away).
+fn placeholder() -> LoadedKey {
+    LoadedKey {
+        kid: String::new(),
+        algorithm: SigningAlgorithm::HS256,
+        status: KeyStatus::Retired,
+        created_at: Timestamp::from_unix_millis(0),
+        rotated_at: None,
+        jwt_algorithm: Algorithm::HS256,
+        encoding: EncodingKey::from_secret(&[]),
+        decoding: DecodingKey::from_secret(&[]),
+        jwk: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_signs_and_verifies_through_its_public_jwk() {
+        let master = MasterKey::generate().unwrap().0;
+        for alg in [
+            SigningAlgorithm::EdDSA,
+            SigningAlgorithm::ES256,
+            SigningAlgorithm::RS256,
+            SigningAlgorithm::HS256,
+        ] {
+            let private = generate_private(alg).unwrap();
+            let sealed = master.seal("kid1", &private).unwrap();
+            let stored = StoredKey {
+                kid: "kid1".into(),
+                algorithm: alg,
+                status: KeyStatus::Active,
+                sealed_private: sealed,
+                public_jwk: None,
+                created_at: Timestamp::from_unix_millis(0),
+                rotated_at: None,
+                retired_at: None,
+            };
+            let key = LoadedKey::from_stored(&stored, &master).unwrap();
+            let header = jsonwebtoken::Header::new(key.jwt_algorithm);
+            let claims = serde_json::json!({"sub": "x", "exp": 4_000_000_000u64});
+            let token = jsonwebtoken::encode(&header, &claims, &key.encoding).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(key.jwt_algorithm);
+            validation.validate_aud = false;
+            jsonwebtoken::decode::<serde_json::Value>(&token, &key.decoding, &validation)
+                .unwrap_or_else(|e| panic!("{alg}: {e}"));
+            match (alg.is_asymmetric(), &key.jwk) {
+                (true, Some(jwk)) => {
+                    let json = serde_json::to_value(jwk).unwrap();
+                    assert_eq!(json["kid"], "kid1");
+                    assert_eq!(json["use"], "sig");
+                    assert_eq!(json["alg"], alg.as_str());
+                    for private_member in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+                        assert!(
+                            json.get(private_member).is_none(),
+                            "{alg} publishes {private_member}"
+                        );
+                    }
+                }
+                (false, None) => {}
+                other => panic!("{alg}: unexpected jwk {:?}", other.1),
+            }
+        }
+    }
+
+    #[test]
+    fn sealed_keys_open_only_with_the_same_master_key_and_kid() {
+        let (master, _) = MasterKey::generate().unwrap();
+        let (other, _) = MasterKey::generate().unwrap();
+        let sealed = master.seal("kid1", b"secret material").unwrap();
+        assert!(!sealed.windows(15).any(|w| w == b"secret material"));
+        assert_eq!(master.open("kid1", &sealed).unwrap(), b"secret material");
+        assert!(master.open("kid2", &sealed).is_err());
+        assert!(other.open("kid1", &sealed).is_err());
+        assert!(master.open("kid1", &sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn master_keys_parse_from_base64_only_when_32_bytes() {
+        let (_, bytes) = MasterKey::generate().unwrap();
+        assert!(MasterKey::parse_base64(&STANDARD.encode(bytes)).is_ok());
+        assert!(MasterKey::parse_base64(&URL_SAFE_NO_PAD.encode(bytes)).is_ok());
+        let err = MasterKey::parse_base64("c2hvcnQ=").unwrap_err();
+        assert!(err.contains("32 bytes"));
+        assert!(MasterKey::parse_base64("not base64 at all!").is_err());
+        assert_eq!(
+            format!("{:?}", MasterKey::from_bytes(&bytes).unwrap()),
+            "MasterKey(<redacted>)"
+        );
     }
 }

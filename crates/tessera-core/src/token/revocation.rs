@@ -32,3 +32,208 @@ pub struct AllowedToken {
     pub user_id: UserId,
     pub expires_at: Timestamp,
 }
+
+// ---------------------------------------------------------------------------------------------
+// The in-process copy that every request checks
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::store::RevocationStore;
+
+/// How access tokens can be revoked before they expire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationMode {
+    /// Revoked tokens, families and users are listed; everything else is accepted (SEED.md's
+    /// 黑名單). The default.
+    #[default]
+    Denylist,
+    /// Only tokens listed as live are accepted: stateful tokens (SEED.md's 白名單).
+    Allowlist,
+    /// Access tokens live until they expire; only refresh tokens can be revoked. Pure stateless
+    /// JWT, for comparison.
+    None,
+}
+
+#[derive(Default)]
+struct State {
+    tokens: HashMap<String, Timestamp>,
+    families: HashMap<FamilyId, Timestamp>,
+    /// The latest "not before" per user.
+    users: HashMap<UserId, Timestamp>,
+    allowed: HashMap<String, AllowedToken>,
+}
+
+/// The revocation state, in memory (checked on every request) and in the store (so it survives a
+/// restart and, with a shared store, reaches other nodes).
+#[derive(Clone)]
+pub struct Revocations {
+    store: Arc<dyn RevocationStore>,
+    mode: RevocationMode,
+    state: Arc<RwLock<State>>,
+}
+
+/// Why an access token is no longer accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevokedReason {
+    Token,
+    Family,
+    User,
+    NotAllowed,
+}
+
+impl Revocations {
+    /// Loads the live entries from the store.
+    pub async fn load(
+        store: Arc<dyn RevocationStore>,
+        mode: RevocationMode,
+        now: Timestamp,
+    ) -> Result<Self, Error> {
+        let this = Self {
+            store,
+            mode,
+            state: Arc::new(RwLock::new(State::default())),
+        };
+        this.resync(now).await?;
+        Ok(this)
+    }
+
+    /// Replaces the in-memory state with the store's.
+    pub async fn resync(&self, now: Timestamp) -> Result<(), Error> {
+        let mut fresh = State::default();
+        if self.mode != RevocationMode::None {
+            for entry in self.store.revocations(now).await? {
+                fresh.apply(&entry);
+            }
+        }
+        if self.mode == RevocationMode::Allowlist {
+            for token in self.store.allowed_tokens(now).await? {
+                fresh.allowed.insert(token.jti.clone(), token);
+            }
+        }
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    pub fn mode(&self) -> RevocationMode {
+        self.mode
+    }
+
+    /// The per-request check: memory lookups only. `None` when the token is still good.
+    pub fn check(
+        &self,
+        jti: &str,
+        family: &FamilyId,
+        user: &UserId,
+        issued_at: Timestamp,
+        now: Timestamp,
+    ) -> Option<RevokedReason> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        match self.mode {
+            RevocationMode::None => None,
+            RevocationMode::Allowlist
+                if state.allowed.get(jti).is_none_or(|t| t.expires_at <= now) =>
+            {
+                Some(RevokedReason::NotAllowed)
+            }
+            // In allowlist mode the denylist is checked too: a token allowed just after its family
+            // was revoked (a refresh racing the revocation) is still refused.
+            RevocationMode::Allowlist | RevocationMode::Denylist => {
+                if state.tokens.get(jti).is_some_and(|until| *until > now) {
+                    Some(RevokedReason::Token)
+                } else if state.families.get(family).is_some_and(|until| *until > now) {
+                    Some(RevokedReason::Family)
+                } else if state
+                    .users
+                    .get(user)
+                    .is_some_and(|before| issued_at < *before)
+                {
+                    Some(RevokedReason::User)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Records an issued access token (allowlist mode; a no-op otherwise).
+    pub async fn allow(&self, token: AllowedToken) -> Result<(), Error> {
+        if self.mode != RevocationMode::Allowlist {
+            return Ok(());
+        }
+        self.store.allow_token(&token).await?;
+        self.state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .allowed
+            .insert(token.jti.clone(), token);
+        Ok(())
+    }
+
+    /// Revokes: writes the store first (so nothing is acknowledged that a restart would forget),
+    /// then the memory copy.
+    pub async fn revoke(&self, entry: RevocationEntry) -> Result<(), Error> {
+        if self.mode == RevocationMode::None {
+            return Ok(());
+        }
+        self.store.add_revocation(&entry).await?;
+        if self.mode == RevocationMode::Allowlist {
+            match &entry.revoked {
+                Revoked::Token { jti } => {
+                    self.store.disallow_token(jti).await?;
+                }
+                Revoked::Family { id } => {
+                    self.store.disallow_family(id).await?;
+                }
+                Revoked::UserBefore { user, .. } => {
+                    self.store.disallow_user(user).await?;
+                }
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if self.mode == RevocationMode::Allowlist {
+            match &entry.revoked {
+                Revoked::Token { jti } => {
+                    state.allowed.remove(jti);
+                }
+                Revoked::Family { id } => state.allowed.retain(|_, t| t.family_id != *id),
+                Revoked::UserBefore { user, .. } => state.allowed.retain(|_, t| t.user_id != *user),
+            }
+        }
+        state.apply(&entry);
+        Ok(())
+    }
+
+    /// Forgets what has expired, in memory and in the store.
+    pub async fn purge(&self, now: Timestamp) -> Result<usize, Error> {
+        let purged = self.store.purge_expired(now).await?;
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.tokens.retain(|_, until| *until > now);
+        state.families.retain(|_, until| *until > now);
+        state.allowed.retain(|_, t| t.expires_at > now);
+        Ok(purged)
+    }
+}
+
+impl State {
+    fn apply(&mut self, entry: &RevocationEntry) {
+        match &entry.revoked {
+            Revoked::Token { jti } => {
+                let until = self.tokens.entry(jti.clone()).or_insert(entry.expires_at);
+                *until = (*until).max(entry.expires_at);
+            }
+            Revoked::Family { id } => {
+                let until = self.families.entry(id.clone()).or_insert(entry.expires_at);
+                *until = (*until).max(entry.expires_at);
+            }
+            Revoked::UserBefore { user, before } => {
+                let at = self.users.entry(user.clone()).or_insert(*before);
+                *at = (*at).max(*before);
+            }
+        }
+    }
+}

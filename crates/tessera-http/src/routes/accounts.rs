@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 
 use super::{Credentials, UserView};
 use crate::json::ApiJson;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
 
 /// Register an account.
@@ -21,7 +21,8 @@ use crate::state::AppState;
         (status = 201, description = "The account was created", body = UserView),
         (status = 403, description = "Registration is closed", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The username or password is not acceptable", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
     )
 )]
 pub async fn register(
@@ -38,11 +39,18 @@ pub async fn register(
 /// How the caller of `/v1/me` is authenticated.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct AuthView {
-    /// `session` (cookie); `token` and `hybrid` come with those models.
+    /// `session` (cookie), `token` (bearer) or `hybrid` (token in a cookie).
     #[schema(example = "session")]
     pub model: &'static str,
     /// The session's public id, for the session model.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The login (refresh-token family) the access token belongs to, for the token models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family_id: Option<String>,
+    /// When the credential expires: the access token's `exp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -54,10 +62,11 @@ pub struct Me {
 /// The caller's identity, whichever login model authenticated it.
 #[utoipa::path(
     get, path = "/v1/me", tag = "accounts",
-    security(("session_cookie" = [])),
+    security(("bearer" = []), ("session_cookie" = [])),
     responses(
         (status = 200, body = Me),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
     )
 )]
 pub async fn me(auth: crate::extract::AuthUser) -> Json<Me> {
@@ -65,6 +74,14 @@ pub async fn me(auth: crate::extract::AuthUser) -> Json<Me> {
         crate::extract::AuthModel::Session(session) => AuthView {
             model: "session",
             session_id: Some(session.handle.to_string()),
+            family_id: None,
+            expires_at: None,
+        },
+        crate::extract::AuthModel::Token(claims) => AuthView {
+            model: claims.claims().model.as_str(),
+            session_id: None,
+            family_id: Some(claims.claims().fid.clone()),
+            expires_at: Some(claims.claims().exp),
         },
     };
     Json(Me {

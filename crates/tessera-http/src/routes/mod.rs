@@ -1,8 +1,10 @@
 //! Route handlers, one module per group of DESIGN.md's HTTP surface, and the JSON views they share.
 
 pub mod accounts;
+pub mod admin;
 pub mod ops;
 pub mod session;
+pub mod token;
 
 use serde::Serialize;
 use tessera_core::{Session, Timestamp, User};

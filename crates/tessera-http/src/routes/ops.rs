@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, Problem, ServiceProblems};
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -26,6 +26,7 @@ pub async fn healthz() -> Json<Health> {
     responses(
         (status = 200, body = Health),
         (status = 503, description = "The store cannot be reached", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {

@@ -12,9 +12,9 @@ use utoipa::ToSchema;
 
 use super::{Credentials, SessionView, UserView};
 use crate::csrf;
-use crate::extract::{ClientMeta, SESSION_COOKIE, SessionAuth};
+use crate::extract::{ClientMeta, SESSION_COOKIE, SessionAuth, session_secret};
 use crate::json::ApiJson;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
 
 /// The current session, its user, and its CSRF token.
@@ -77,6 +77,8 @@ fn removal_cookie() -> Cookie<'static> {
             headers(("Set-Cookie" = String, description = "__Host-tessera=…; Secure; HttpOnly; SameSite=Lax; Path=/"))),
         (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Cross-site login refused", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
     )
 )]
 pub async fn login(
@@ -92,12 +94,11 @@ pub async fn login(
         .authenticate(&body.username, &body.password)
         .await?;
     // A session the browser already had ends: the new login gets a new id, never the old one.
-    if let Some(previous) = jar
-        .get(SESSION_COOKIE)
-        .and_then(|c| SessionId::parse(c.value()))
-        && let Some((old, _)) = state.sessions().authenticate(&previous).await?
+    // Best effort: failing to clean up the old session must not fail the login.
+    if let Some(previous) = session_secret(&headers)
+        && let Err(e) = state.sessions().end_by_secret(&previous).await
     {
-        state.sessions().end(&old.handle).await?;
+        tracing::warn!(error = %e, "could not end the session the login replaces");
     }
     let (secret, session) = state.sessions().start(&user, client).await?;
     let cookie = session_cookie(&secret, &session, session.created_at.unix_millis());
@@ -111,6 +112,7 @@ pub async fn login(
     responses(
         (status = 200, body = SessionInfo),
         (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
     )
 )]
 pub async fn current(auth: SessionAuth) -> Json<SessionInfo> {
@@ -124,6 +126,7 @@ pub async fn current(auth: SessionAuth) -> Json<SessionInfo> {
     responses(
         (status = 200, body = CsrfTokenBody),
         (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
     )
 )]
 pub async fn csrf_token(auth: SessionAuth) -> Json<CsrfTokenBody> {
@@ -140,6 +143,7 @@ pub async fn csrf_token(auth: SessionAuth) -> Json<CsrfTokenBody> {
         (status = 204, description = "Logged out; the cookie is cleared"),
         (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "CSRF token missing or wrong, or a cross-site request", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
     )
 )]
 pub async fn logout(
@@ -158,6 +162,7 @@ pub async fn logout(
     responses(
         (status = 200, description = "The session data document", body = Object),
         (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
     )
 )]
 pub async fn get_data(auth: SessionAuth) -> Json<Value> {
@@ -176,8 +181,9 @@ pub async fn get_data(auth: SessionAuth) -> Json<Value> {
         (status = 200, description = "The session data after the patch", body = Object),
         (status = 401, description = "No live session", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "CSRF token missing or wrong, or a cross-site request", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The data would exceed the configured limit", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The patch is not a JSON object", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Too many concurrent changes to the same session data; retry", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
     )
 )]
 pub async fn patch_data(
@@ -185,13 +191,6 @@ pub async fn patch_data(
     auth: SessionAuth,
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    if !patch.is_object() {
-        return Err(tessera_core::Error::Invalid {
-            field: "body",
-            message: "must be a JSON object (a merge patch of the session data)".into(),
-        }
-        .into());
-    }
     let data = state.sessions().patch_data(&auth.secret, &patch).await?;
     Ok(Json(data))
 }

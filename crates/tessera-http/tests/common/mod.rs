@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
+use tessera_core::SigningAlgorithm;
+use tessera_core::token::{KeyRing, MasterKey, Revocations, TokenConfig, Tokens};
 use tessera_core::{
     Accounts, AccountsConfig, Argon2Params, Clock, ManualClock, PasswordHasher, Registration,
     SessionConfig, Sessions, Stores,
 };
-use tessera_http::{AppState, HttpConfig};
+use tessera_http::{AppState, HttpConfig, Services};
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
 
@@ -54,6 +56,9 @@ pub struct Options {
     pub sessions: SessionConfig,
     pub http: HttpConfig,
     pub argon2: Argon2Params,
+    /// `issuer` is replaced by the app's own origin.
+    pub tokens: TokenConfig,
+    pub algorithm: SigningAlgorithm,
 }
 
 impl Default for Options {
@@ -63,6 +68,8 @@ impl Default for Options {
             sessions: SessionConfig::default(),
             http: HttpConfig::default(),
             argon2: Argon2Params::insecure_fast_for_tests(),
+            tokens: TokenConfig::default(),
+            algorithm: SigningAlgorithm::EdDSA,
         }
     }
 }
@@ -74,6 +81,11 @@ pub struct TestApp {
     pub origin: String,
     /// The SQLite store, for tests that take it away.
     pub sqlite: Option<SqliteStore>,
+    /// The services behind the server, for tests that act as an operator would (create an admin,
+    /// rotate a key from the CLI's side).
+    pub accounts: Accounts,
+    pub tokens: Arc<Tokens>,
+    pub stores: Stores,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     db_dir: Option<tempfile::TempDir>,
 }
@@ -114,7 +126,12 @@ impl TestApp {
                 ..AccountsConfig::default()
             },
         );
-        let sessions = Sessions::new(stores.sessions, stores.users, clock_dyn, options.sessions);
+        let sessions = Sessions::new(
+            stores.sessions.clone(),
+            stores.users.clone(),
+            clock_dyn.clone(),
+            options.sessions,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut http = options.http;
@@ -123,7 +140,45 @@ impl TestApp {
             http.public_url = format!("http://localhost:{}", addr.port());
         }
         let origin = http.public_url.clone();
-        let state = AppState::new(accounts, sessions, stores.health, http).unwrap();
+        let token_config = TokenConfig {
+            issuer: origin.clone(),
+            ..options.tokens
+        };
+        let keyring = KeyRing::load(
+            stores.keys.clone(),
+            MasterKey::generate().unwrap().0,
+            clock_dyn.clone(),
+            options.algorithm,
+            token_config.access_lifetime + token_config.leeway,
+        )
+        .await
+        .unwrap();
+        let revocations = Revocations::load(
+            stores.revocations.clone(),
+            token_config.revocation,
+            clock.now(),
+        )
+        .await
+        .unwrap();
+        let tokens = Arc::new(Tokens::new(
+            Arc::new(keyring),
+            revocations,
+            stores.refresh.clone(),
+            stores.users.clone(),
+            stores.events.clone(),
+            clock_dyn,
+            token_config,
+        ));
+        let state = AppState::new(
+            Services {
+                accounts: accounts.clone(),
+                sessions,
+                tokens: tokens.clone(),
+                health: stores.health.clone(),
+            },
+            http,
+        )
+        .unwrap();
         let app = tessera_http::router(state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -143,6 +198,9 @@ impl TestApp {
             client,
             origin,
             sqlite,
+            accounts,
+            tokens,
+            stores,
             shutdown: Some(tx),
             db_dir,
         }

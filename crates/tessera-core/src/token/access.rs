@@ -1,0 +1,260 @@
+//! Access tokens: JWTs per RFC 9068, and the verify path every bearer request takes.
+//!
+//! The algorithm comes from the key the `kid` names, never from the header; `none`, embedded
+//! `jwk`, `jku`, `x5u`, `x5c` are refused without fetching anything; `typ` must be `at+jwt`;
+//! `iss`, `aud`, `exp`, `nbf` are always checked, against the injected clock. A verified-token cache
+//! makes a repeated token cost one hash lookup, while `exp`, the key's validity and every
+//! revocation are still checked on each use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::{Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Clock, Timestamp};
+use crate::secret::TokenHash;
+use crate::token::keyring::KeyRing;
+use crate::token::refresh::{FamilyId, LoginModel};
+use crate::token::revocation::{Revocations, RevokedReason};
+use crate::user::UserId;
+
+/// The `typ` header of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Tokens longer than this are refused before any parsing.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// The claims of a Tessera access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub client_id: String,
+    /// The refresh family this token was issued with: revoking the family revokes the token.
+    pub fid: String,
+    /// `token` or `hybrid`.
+    pub model: LoginModel,
+    pub roles: Vec<String>,
+}
+
+/// Why a token was refused. Clients only ever see a generic 401; this is for logs and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyError {
+    /// Not a JWS compact serialization we accept (segments, encoding, size).
+    Malformed,
+    /// A header member we refuse: `jwk`, `jku`, `x5u`, `x5c`, `crit`, or a missing `kid`.
+    ForbiddenHeader,
+    /// `typ` is not `at+jwt`.
+    WrongType,
+    /// No live key with that `kid`.
+    UnknownKey,
+    /// The signature, the algorithm, or the claims' shape is wrong.
+    Invalid,
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    Revoked(RevokedReason),
+}
+
+/// Claims that passed every check. Only the verifier builds one.
+#[derive(Clone, Debug)]
+pub struct VerifiedClaims {
+    claims: Arc<AccessClaims>,
+}
+
+impl VerifiedClaims {
+    pub fn claims(&self) -> &AccessClaims {
+        &self.claims
+    }
+
+    pub fn user_id(&self) -> UserId {
+        UserId::from_stored(self.claims.sub.clone())
+    }
+
+    pub fn family_id(&self) -> FamilyId {
+        FamilyId::from_stored(self.claims.fid.clone())
+    }
+}
+
+struct Cached {
+    claims: Arc<AccessClaims>,
+    kid: String,
+}
+
+/// Checks bearer tokens. Cheap to share.
+pub struct Verifier {
+    keyring: Arc<KeyRing>,
+    revocations: Revocations,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    audience: String,
+    /// Allowed clock skew for `exp` and `nbf`, in seconds.
+    leeway: i64,
+    cache: RwLock<HashMap<TokenHash, Cached>>,
+    cache_capacity: usize,
+}
+
+impl Verifier {
+    pub fn new(
+        keyring: Arc<KeyRing>,
+        revocations: Revocations,
+        clock: Arc<dyn Clock>,
+        issuer: String,
+        audience: String,
+        leeway_seconds: i64,
+        cache_capacity: usize,
+    ) -> Self {
+        Self {
+            keyring,
+            revocations,
+            clock,
+            issuer,
+            audience,
+            leeway: leeway_seconds,
+            cache: RwLock::new(HashMap::new()),
+            cache_capacity,
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// Verifies an access token completely: signature, header, claims, revocation.
+    pub fn verify(&self, token: &str) -> Result<VerifiedClaims, VerifyError> {
+        let claims = self.verify_unrevoked(token, true)?;
+        self.check_revocation(&claims)?;
+        Ok(VerifiedClaims { claims })
+    }
+
+    /// Verifies signature and claims but not revocation; `check_time = false` also accepts an
+    /// expired token (RFC 7009 revocation of a token that may have just expired).
+    pub(crate) fn verify_unrevoked(
+        &self,
+        token: &str,
+        check_time: bool,
+    ) -> Result<Arc<AccessClaims>, VerifyError> {
+        if token.len() > MAX_TOKEN_LEN || token.is_empty() {
+            return Err(VerifyError::Malformed);
+        }
+        let hash = TokenHash::of(token.as_bytes());
+        let cached = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&hash)
+                .map(|c| (Arc::clone(&c.claims), c.kid.clone()))
+        };
+        let claims = match cached {
+            // The key may have been retired since: check it is still live.
+            Some((claims, kid)) if self.keyring.verification_key(&kid).is_some() => claims,
+            _ => {
+                let (claims, kid) = self.verify_signature(token)?;
+                let claims = Arc::new(claims);
+                self.remember(hash, Arc::clone(&claims), kid);
+                claims
+            }
+        };
+        if check_time {
+            self.check_time(&claims)?;
+        }
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<(AccessClaims, String), VerifyError> {
+        if token.split('.').count() != 3 || token.bytes().any(|b| b.is_ascii_whitespace()) {
+            return Err(VerifyError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+        check_header(&header)?;
+        let kid = header.kid.as_deref().ok_or(VerifyError::ForbiddenHeader)?;
+        let key = self
+            .keyring
+            .verification_key(kid)
+            .ok_or(VerifyError::UnknownKey)?;
+        // The key decides the algorithm; a header naming another one fails here.
+        let mut validation = Validation::new(key.jwt_algorithm);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        // Time is checked against the injected clock, below.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::InvalidIssuer => VerifyError::WrongIssuer,
+                    ErrorKind::InvalidAudience => VerifyError::WrongAudience,
+                    _ => VerifyError::Invalid,
+                }
+            })?;
+        Ok((data.claims, key.kid.clone()))
+    }
+
+    fn check_time(&self, claims: &AccessClaims) -> Result<(), VerifyError> {
+        let now = self.clock.now().unix_seconds();
+        if now >= claims.exp.saturating_add(self.leeway) {
+            return Err(VerifyError::Expired);
+        }
+        if now.saturating_add(self.leeway) < claims.nbf {
+            return Err(VerifyError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    fn check_revocation(&self, claims: &AccessClaims) -> Result<(), VerifyError> {
+        let reason = self.revocations.check(
+            &claims.jti,
+            &FamilyId::from_stored(claims.fid.clone()),
+            &UserId::from_stored(claims.sub.clone()),
+            Timestamp::from_unix_millis(claims.iat.saturating_mul(1000)),
+            self.clock.now(),
+        );
+        match reason {
+            Some(r) => Err(VerifyError::Revoked(r)),
+            None => Ok(()),
+        }
+    }
+
+    fn remember(&self, hash: TokenHash, claims: Arc<AccessClaims>, kid: String) {
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= self.cache_capacity {
+            let now = self.clock.now().unix_seconds();
+            cache.retain(|_, c| c.claims.exp > now);
+            if cache.len() >= self.cache_capacity {
+                cache.clear();
+            }
+        }
+        cache.insert(hash, Cached { claims, kid });
+    }
+}
+
+fn check_header(header: &Header) -> Result<(), VerifyError> {
+    if header.jwk.is_some()
+        || header.jku.is_some()
+        || header.x5u.is_some()
+        || header.x5c.is_some()
+        || header.crit.is_some()
+    {
+        return Err(VerifyError::ForbiddenHeader);
+    }
+    let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+    });
+    if !typ_ok {
+        return Err(VerifyError::WrongType);
+    }
+    Ok(())
+}

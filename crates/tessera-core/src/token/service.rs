@@ -1,0 +1,570 @@
+//! The token service: login to a token pair, refresh with rotation and reuse detection,
+//! revocation (RFC 7009), introspection (RFC 7662).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Header;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::clock::{Clock, Timestamp};
+use crate::error::Error;
+use crate::events::{EventKind, NewEvent};
+use crate::secret::RefreshToken;
+use crate::session::ClientInfo;
+use crate::store::{EventStore, RefreshStore, UserStore};
+use crate::token::access::{ACCESS_TOKEN_TYP, AccessClaims, VerifiedClaims, Verifier, VerifyError};
+use crate::token::keyring::{KeyInfo, KeyRing};
+use crate::token::refresh::{FamilyId, LoginModel, RefreshFamily, RefreshTokenRecord, Rotation};
+use crate::token::revocation::{
+    AllowedToken, RevocationEntry, RevocationMode, Revocations, Revoked,
+};
+use crate::user::{User, UserId};
+
+/// Lifetimes and names of the token model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenConfig {
+    /// `iss` of every access token: this server's public URL.
+    pub issuer: String,
+    /// `aud` of every access token: the resource servers that accept them.
+    pub audience: String,
+    /// `client_id` of every access token (RFC 9068).
+    pub client_id: String,
+    pub access_lifetime: Duration,
+    /// A family unused this long ends.
+    pub refresh_idle_lifetime: Duration,
+    /// A family ends this long after login, however active.
+    pub refresh_absolute_lifetime: Duration,
+    /// A rotated refresh token presented again within this window (several tabs refreshing at
+    /// once) gets a fresh pair; after it, the presentation is treated as theft.
+    pub reuse_grace: Duration,
+    pub revocation: RevocationMode,
+    /// Allowed clock skew when checking `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "http://localhost:8080".into(),
+            audience: "tessera".into(),
+            client_id: "tessera".into(),
+            access_lifetime: Duration::from_secs(10 * 60),
+            refresh_idle_lifetime: Duration::from_secs(14 * 24 * 3600),
+            refresh_absolute_lifetime: Duration::from_secs(30 * 24 * 3600),
+            reuse_grace: Duration::from_secs(5),
+            revocation: RevocationMode::Denylist,
+            leeway: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TokenConfig {
+    /// Checks the values; an error names the field at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.access_lifetime < Duration::from_secs(30) {
+            return Err(("access_lifetime", "must be at least 30s".into()));
+        }
+        if self.refresh_idle_lifetime <= self.access_lifetime {
+            return Err((
+                "refresh_idle_lifetime",
+                "must be longer than access_lifetime".into(),
+            ));
+        }
+        if self.refresh_absolute_lifetime < self.refresh_idle_lifetime {
+            return Err((
+                "refresh_absolute_lifetime",
+                "must be at least refresh_idle_lifetime".into(),
+            ));
+        }
+        if self.reuse_grace > Duration::from_secs(60) {
+            return Err(("reuse_grace", "must be at most 60s".into()));
+        }
+        if self.leeway > Duration::from_secs(300) {
+            return Err(("leeway", "must be at most 5m".into()));
+        }
+        if self.issuer.is_empty() || self.audience.is_empty() || self.client_id.is_empty() {
+            return Err((
+                "issuer",
+                "issuer, audience and client_id must not be empty".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a login or refresh hands out.
+#[derive(Clone)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: RefreshToken,
+    pub family_id: FamilyId,
+    pub access_expires_at: Timestamp,
+    pub refresh_expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for TokenPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPair")
+            .field("family_id", &self.family_id)
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// RFC 7662's answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
+}
+
+/// The token service.
+pub struct Tokens {
+    keyring: Arc<KeyRing>,
+    verifier: Verifier,
+    revocations: Revocations,
+    refresh: Arc<dyn RefreshStore>,
+    users: Arc<dyn UserStore>,
+    events: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    config: TokenConfig,
+}
+
+/// Entries in the verified-token cache.
+const VERIFY_CACHE_CAPACITY: usize = 100_000;
+
+impl Tokens {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        keyring: Arc<KeyRing>,
+        revocations: Revocations,
+        refresh: Arc<dyn RefreshStore>,
+        users: Arc<dyn UserStore>,
+        events: Arc<dyn EventStore>,
+        clock: Arc<dyn Clock>,
+        config: TokenConfig,
+    ) -> Self {
+        let verifier = Verifier::new(
+            Arc::clone(&keyring),
+            revocations.clone(),
+            Arc::clone(&clock),
+            config.issuer.clone(),
+            config.audience.clone(),
+            i64::try_from(config.leeway.as_secs()).unwrap_or(0),
+            VERIFY_CACHE_CAPACITY,
+        );
+        Self {
+            keyring,
+            verifier,
+            revocations,
+            refresh,
+            users,
+            events,
+            clock,
+            config,
+        }
+    }
+
+    pub fn keyring(&self) -> &Arc<KeyRing> {
+        &self.keyring
+    }
+
+    pub fn config(&self) -> &TokenConfig {
+        &self.config
+    }
+
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
+    }
+
+    /// The per-request check of a bearer token: memory only.
+    pub fn verify(&self, token: &str) -> Result<VerifiedClaims, VerifyError> {
+        self.verifier.verify(token)
+    }
+
+    /// Starts a family for `user` and hands out its first pair.
+    #[tracing::instrument(skip_all, fields(user = %user.id, model = model.as_str()))]
+    pub async fn issue(
+        &self,
+        user: &User,
+        model: LoginModel,
+        client: ClientInfo,
+    ) -> Result<TokenPair, Error> {
+        let now = self.clock.now();
+        let absolute = now.saturating_add(self.config.refresh_absolute_lifetime);
+        let family = RefreshFamily {
+            id: FamilyId::generate()?,
+            user_id: user.id.clone(),
+            model,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now
+                .saturating_add(self.config.refresh_idle_lifetime)
+                .min(absolute),
+            absolute_expires_at: absolute,
+            revoked_at: None,
+            revoked_reason: None,
+            client,
+        };
+        let refresh_token = RefreshToken::generate()?;
+        let record = RefreshTokenRecord {
+            hash: refresh_token.hash(),
+            family_id: family.id.clone(),
+            issued_at: now,
+            rotated_at: None,
+        };
+        self.refresh.create_family(&family, &record).await?;
+        let pair = self
+            .pair(user, &family, refresh_token, family.expires_at)
+            .await?;
+        self.event(
+            EventKind::TokenIssued,
+            Some(&user.id),
+            json!({"family": family.id, "model": model}),
+        )
+        .await;
+        Ok(pair)
+    }
+
+    async fn pair(
+        &self,
+        user: &User,
+        family: &RefreshFamily,
+        refresh_token: RefreshToken,
+        refresh_expires_at: Timestamp,
+    ) -> Result<TokenPair, Error> {
+        let (access_token, claims) = self.sign_access_token(user, family)?;
+        self.revocations
+            .allow(AllowedToken {
+                jti: claims.jti.clone(),
+                family_id: family.id.clone(),
+                user_id: user.id.clone(),
+                expires_at: Timestamp::from_unix_millis(claims.exp.saturating_mul(1000)),
+            })
+            .await?;
+        Ok(TokenPair {
+            access_token,
+            expires_in: self.config.access_lifetime.as_secs(),
+            refresh_token,
+            family_id: family.id.clone(),
+            access_expires_at: Timestamp::from_unix_millis(claims.exp.saturating_mul(1000)),
+            refresh_expires_at,
+        })
+    }
+
+    fn sign_access_token(
+        &self,
+        user: &User,
+        family: &RefreshFamily,
+    ) -> Result<(String, AccessClaims), Error> {
+        let key = self.keyring.signing_key();
+        let now = self.clock.now().unix_seconds();
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: user.id.to_string(),
+            aud: self.config.audience.clone(),
+            exp: now + i64::try_from(self.config.access_lifetime.as_secs()).unwrap_or(i64::MAX / 2),
+            iat: now,
+            nbf: now,
+            jti: crate::secret::random_public_id("at_")?,
+            client_id: self.config.client_id.clone(),
+            fid: family.id.to_string(),
+            model: family.model,
+            roles: user.roles.clone(),
+        };
+        let mut header = Header::new(key.jwt_algorithm);
+        header.typ = Some(ACCESS_TOKEN_TYP.into());
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| Error::Internal(format!("signing an access token failed: {e}")))?;
+        Ok((token, claims))
+    }
+
+    /// Exchanges a refresh token for a new pair. The presented token is rotated out. A token
+    /// rotated less than `reuse_grace` ago (a concurrent refresh from another tab) still gets a
+    /// valid pair; one rotated earlier is treated as stolen: the whole family, and every access
+    /// token it issued, is revoked.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &RefreshToken) -> Result<TokenPair, Error> {
+        let hash = presented.hash();
+        let Some((record, family)) = self.refresh.refresh_token(&hash).await? else {
+            return Err(Error::InvalidGrant);
+        };
+        let now = self.clock.now();
+        if family.revoked_at.is_some()
+            || now >= family.expires_at
+            || now >= family.absolute_expires_at
+        {
+            return Err(Error::InvalidGrant);
+        }
+        let user = match self.users.user_by_id(&family.user_id).await? {
+            Some(user) if !user.disabled => user,
+            _ => return Err(Error::InvalidGrant),
+        };
+        let expires_at = now
+            .saturating_add(self.config.refresh_idle_lifetime)
+            .min(family.absolute_expires_at);
+        let next = RefreshToken::generate()?;
+        let next_record = RefreshTokenRecord {
+            hash: next.hash(),
+            family_id: family.id.clone(),
+            issued_at: now,
+            rotated_at: None,
+        };
+        let rotated_at = match record.rotated_at {
+            Some(at) => at,
+            None => match self
+                .refresh
+                .rotate_refresh_token(&hash, &next_record, now, expires_at)
+                .await?
+            {
+                Rotation::Rotated => {
+                    self.event(
+                        EventKind::TokenRefreshed,
+                        Some(&user.id),
+                        json!({"family": family.id}),
+                    )
+                    .await;
+                    return self.pair(&user, &family, next, expires_at).await;
+                }
+                Rotation::AlreadyRotated { at } => at,
+                Rotation::Unknown => return Err(Error::InvalidGrant),
+            },
+        };
+        if now.since(rotated_at) <= self.config.reuse_grace {
+            // Another tab refreshed with the same token a moment ago: not theft.
+            if !self
+                .refresh
+                .add_refresh_token(&next_record, now, expires_at)
+                .await?
+            {
+                return Err(Error::InvalidGrant);
+            }
+            return self.pair(&user, &family, next, expires_at).await;
+        }
+        tracing::warn!(family = %family.id, user = %user.id, "refresh token reuse detected; revoking the family");
+        self.revoke_family(&family.id, "refresh token reuse")
+            .await?;
+        self.event(
+            EventKind::RefreshReuseDetected,
+            Some(&user.id),
+            json!({"family": family.id, "rotated_ms_ago": now.since(rotated_at).as_millis() as u64}),
+        )
+        .await;
+        Err(Error::InvalidGrant)
+    }
+
+    /// Ends a family: its refresh tokens stop working, and so do the access tokens it issued.
+    pub async fn revoke_family(&self, id: &FamilyId, reason: &str) -> Result<bool, Error> {
+        let now = self.clock.now();
+        let newly = self.refresh.revoke_family(id, now, reason).await?;
+        self.revocations
+            .revoke(RevocationEntry {
+                revoked: Revoked::Family { id: id.clone() },
+                expires_at: self.access_tokens_outlive(now),
+            })
+            .await?;
+        Ok(newly)
+    }
+
+    /// Every access token issued before `before` to `user` stops working (password change,
+    /// forced logout, disabled account).
+    pub async fn revoke_user_before(&self, user: &UserId, before: Timestamp) -> Result<(), Error> {
+        self.revocations
+            .revoke(RevocationEntry {
+                revoked: Revoked::UserBefore {
+                    user: user.clone(),
+                    before,
+                },
+                expires_at: self.access_tokens_outlive(before),
+            })
+            .await
+    }
+
+    /// The moment after which no access token issued until `at` can still be valid.
+    fn access_tokens_outlive(&self, at: Timestamp) -> Timestamp {
+        at.saturating_add(self.config.access_lifetime)
+            .saturating_add(self.config.leeway)
+            .saturating_add(Duration::from_secs(1))
+    }
+
+    /// RFC 7009: revokes a refresh token (its family) or an access token (its `jti` until it
+    /// expires, and its family). Unknown and invalid tokens are not an error.
+    #[tracing::instrument(skip_all, fields(hint = hint.unwrap_or("")))]
+    pub async fn revoke(&self, token: &str, hint: Option<&str>) -> Result<(), Error> {
+        let as_refresh = || RefreshToken::parse(token);
+        let refresh_first = hint != Some("access_token");
+        if refresh_first && let Some(refresh) = as_refresh() {
+            if let Some((_, family)) = self.refresh.refresh_token(&refresh.hash()).await? {
+                self.revoke_family(&family.id, "revoked by the client")
+                    .await?;
+                self.event(
+                    EventKind::TokenRevoked,
+                    Some(&family.user_id),
+                    json!({"family": family.id, "token_type": "refresh_token"}),
+                )
+                .await;
+            }
+            return Ok(());
+        }
+        match self.verifier.verify_unrevoked(token, false) {
+            Ok(claims) => {
+                let now = self.clock.now();
+                self.revocations
+                    .revoke(RevocationEntry {
+                        revoked: Revoked::Token {
+                            jti: claims.jti.clone(),
+                        },
+                        expires_at: Timestamp::from_unix_millis(claims.exp.saturating_mul(1000))
+                            .saturating_add(self.config.leeway)
+                            .max(now),
+                    })
+                    .await?;
+                let family = FamilyId::from_stored(claims.fid.clone());
+                self.revoke_family(&family, "revoked by the client").await?;
+                let user = UserId::from_stored(claims.sub.clone());
+                self.event(
+                    EventKind::TokenRevoked,
+                    Some(&user),
+                    json!({"family": family, "token_type": "access_token"}),
+                )
+                .await;
+            }
+            Err(_) if !refresh_first => {
+                // Hinted as an access token but it is not one: try it as a refresh token.
+                if let Some(refresh) = as_refresh()
+                    && let Some((_, family)) = self.refresh.refresh_token(&refresh.hash()).await?
+                {
+                    self.revoke_family(&family.id, "revoked by the client")
+                        .await?;
+                }
+            }
+            Err(_) => {}
+        }
+        Ok(())
+    }
+
+    /// RFC 7662: what a resource server may know about a token.
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, Error> {
+        if let Ok(verified) = self.verifier.verify(token) {
+            let c = verified.claims();
+            let username = self
+                .users
+                .user_by_id(&verified.user_id())
+                .await?
+                .map(|u| u.username.to_string());
+            return Ok(Introspection {
+                active: true,
+                token_type: Some("access_token"),
+                sub: Some(c.sub.clone()),
+                username,
+                client_id: Some(c.client_id.clone()),
+                exp: Some(c.exp),
+                iat: Some(c.iat),
+                nbf: Some(c.nbf),
+                iss: Some(c.iss.clone()),
+                aud: Some(c.aud.clone()),
+                jti: Some(c.jti.clone()),
+                roles: Some(c.roles.clone()),
+            });
+        }
+        if let Some(refresh) = RefreshToken::parse(token)
+            && let Some((record, family)) = self.refresh.refresh_token(&refresh.hash()).await?
+        {
+            let now = self.clock.now();
+            let live = family.revoked_at.is_none()
+                && record.rotated_at.is_none()
+                && now < family.expires_at
+                && now < family.absolute_expires_at;
+            if live
+                && let Some(user) = self.users.user_by_id(&family.user_id).await?
+                && !user.disabled
+            {
+                return Ok(Introspection {
+                    active: true,
+                    token_type: Some("refresh_token"),
+                    sub: Some(user.id.to_string()),
+                    username: Some(user.username.to_string()),
+                    client_id: Some(self.config.client_id.clone()),
+                    exp: Some(family.expires_at.unix_seconds()),
+                    iat: Some(record.issued_at.unix_seconds()),
+                    iss: Some(self.config.issuer.clone()),
+                    ..Introspection::default()
+                });
+            }
+        }
+        Ok(Introspection::default())
+    }
+
+    /// Rotates the signing key (see [`KeyRing::rotate`]) and records who did.
+    pub async fn rotate_key(&self, by: Option<&UserId>) -> Result<KeyInfo, Error> {
+        let key = self.keyring.rotate().await?;
+        self.event(
+            EventKind::KeyRotated,
+            by,
+            json!({"kid": key.kid, "algorithm": key.algorithm}),
+        )
+        .await;
+        Ok(key)
+    }
+
+    /// Retires a key (see [`KeyRing::retire`]) and records who did.
+    pub async fn retire_key(&self, kid: &str, by: Option<&UserId>) -> Result<bool, Error> {
+        let retired = self.keyring.retire(kid).await?;
+        if retired {
+            self.event(EventKind::KeyRetired, by, json!({"kid": kid}))
+                .await;
+        }
+        Ok(retired)
+    }
+
+    /// Deletes expired families and forgets expired revocations.
+    pub async fn sweep(&self, batch: usize) -> Result<usize, Error> {
+        let now = self.clock.now();
+        let mut total = self.revocations.purge(now).await?;
+        loop {
+            let n = self.refresh.delete_expired_families(now, batch).await?;
+            total += n;
+            if n < batch {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn event(&self, kind: EventKind, user: Option<&UserId>, detail: serde_json::Value) {
+        let event = NewEvent {
+            at: self.clock.now(),
+            kind,
+            user_id: user.cloned(),
+            detail,
+        };
+        // The audit trail must not take the service down with it.
+        if let Err(e) = self.events.record_event(&event).await {
+            tracing::error!(error = %e, kind = kind.as_str(), "could not record a security event");
+        }
+    }
+}

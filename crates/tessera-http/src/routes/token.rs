@@ -1,0 +1,259 @@
+//! The token model: login to a token pair, refresh, revoke (RFC 7009), introspect (RFC 7662),
+//! and the JWKS that lets other services verify access tokens offline.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use tessera_core::token::{Introspection, TokenPair};
+use tessera_core::{LoginModel, RefreshToken};
+use utoipa::ToSchema;
+
+use super::Credentials;
+use crate::extract::{AuthUser, ClientMeta};
+use crate::json::{ApiJson, JsonOrForm};
+use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
+use crate::state::AppState;
+
+/// A token pair (RFC 6749 §5.1).
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// A JWT (RFC 9068) to send as `Authorization: Bearer …`.
+    pub access_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    #[schema(example = 600)]
+    pub expires_in: u64,
+    /// Opaque; exchange it at `POST /v1/token/refresh`. Every use replaces it.
+    pub refresh_token: String,
+}
+
+impl From<TokenPair> for TokenResponse {
+    fn from(pair: TokenPair) -> Self {
+        Self {
+            access_token: pair.access_token,
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+            refresh_token: pair.refresh_token.encode(),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    /// `refresh_token` when given (OAuth clients send it); nothing else is accepted.
+    #[serde(default)]
+    pub grant_type: Option<String>,
+    pub refresh_token: String,
+}
+
+/// Log in for a token pair.
+///
+/// For SPAs, mobile apps and services that send `Authorization: Bearer`. The access token is short
+/// lived; the refresh token rotates on every use.
+#[utoipa::path(
+    post, path = "/v1/token", tag = "token",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientMeta(client): ClientMeta,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let user = state
+        .accounts()
+        .authenticate(&body.username, &body.password)
+        .await?;
+    let pair = state
+        .tokens()
+        .issue(&user, LoginModel::Token, client)
+        .await?;
+    Ok(Json(pair.into()))
+}
+
+/// Exchange a refresh token for a new pair.
+///
+/// The presented token is rotated out. Presenting it again within a few seconds (another tab
+/// refreshing at the same time) still gets a valid pair; later, it is treated as stolen and the
+/// whole login (every refresh and access token of it) is revoked.
+#[utoipa::path(
+    post, path = "/v1/token/refresh", tag = "token",
+    request_body(content(
+        (RefreshRequest = "application/json"),
+        (RefreshRequest = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "A new pair", body = TokenResponse),
+        (status = 401, description = "The refresh token is invalid, expired, rotated or revoked", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    JsonOrForm(body): JsonOrForm<RefreshRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    if body
+        .grant_type
+        .as_deref()
+        .is_some_and(|g| g != "refresh_token")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported-grant-type",
+            "grant_type must be refresh_token (or absent)",
+        ));
+    }
+    let token =
+        RefreshToken::parse(&body.refresh_token).ok_or(tessera_core::Error::InvalidGrant)?;
+    let pair = state.tokens().refresh(&token).await?;
+    Ok(Json(pair.into()))
+}
+
+/// RFC 7009's request (also RFC 7662's).
+#[derive(Deserialize, ToSchema)]
+pub struct TokenRequest {
+    pub token: String,
+    /// `access_token` or `refresh_token`; a hint only.
+    #[serde(default)]
+    pub token_type_hint: Option<String>,
+}
+
+/// Revoke a token (RFC 7009).
+///
+/// A refresh token ends its whole login; an access token is refused from now on, and so is its
+/// login. The answer is 200 for unknown and invalid tokens too.
+#[utoipa::path(
+    post, path = "/v1/token/revoke", tag = "token",
+    request_body(content(
+        (TokenRequest = "application/x-www-form-urlencoded"),
+        (TokenRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "The token is not usable any more (or never was)"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn revoke(
+    State(state): State<AppState>,
+    JsonOrForm(body): JsonOrForm<TokenRequest>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .tokens()
+        .revoke(body.token.trim(), body.token_type_hint.as_deref())
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+/// Introspect a token (RFC 7662).
+///
+/// For resource servers: authenticate with HTTP Basic as a configured introspection client, or as
+/// an admin. Inactive, unknown and invalid tokens all answer `{"active": false}`.
+#[utoipa::path(
+    post, path = "/v1/token/introspect", tag = "token",
+    security(("introspection_client" = []), ("bearer" = [])),
+    request_body(content(
+        (TokenRequest = "application/x-www-form-urlencoded"),
+        (TokenRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "What the token is", body = Object),
+        (status = 401, description = "The caller is not an introspection client or an admin", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    caller: Result<AuthUser, ApiError>,
+    JsonOrForm(body): JsonOrForm<TokenRequest>,
+) -> Result<Json<Introspection>, ApiError> {
+    let allowed = caller.is_ok_and(|c| c.is_admin()) || introspection_client(&state, &headers);
+    if !allowed {
+        return Err(ApiError::unauthenticated().with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tessera-introspection\""),
+        ));
+    }
+    Ok(Json(state.tokens().introspect(body.token.trim()).await?))
+}
+
+/// Whether the request carries the HTTP Basic credentials of a configured introspection client.
+fn introspection_client(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(encoded) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+        })
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Some((id, secret)) = std::str::from_utf8(&decoded)
+        .ok()
+        .and_then(|s| s.split_once(':'))
+    else {
+        return false;
+    };
+    // Every client is compared, so timing does not tell which id exists.
+    state
+        .0
+        .config
+        .introspection_clients
+        .iter()
+        .fold(false, |found, c| {
+            let id_ok = tessera_core::secret::secrets_equal(c.id.as_bytes(), id.as_bytes());
+            let secret_ok =
+                tessera_core::secret::secrets_equal(c.secret.as_bytes(), secret.as_bytes());
+            found | (id_ok & secret_ok)
+        })
+}
+
+/// The public signing keys (RFC 7517), for services that verify access tokens offline.
+///
+/// Fetch again when a token names a `kid` you do not have. Absent (404) when tokens are signed
+/// with HS256, which has no public key.
+#[utoipa::path(
+    get, path = "/.well-known/jwks.json", tag = "token",
+    responses(
+        (status = 200, description = "The JWK set", body = Object),
+        (status = 404, description = "Tokens are signed with a shared secret (HS256): there is no public key", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let ring = state.tokens().keyring();
+    if !ring.algorithm().is_asymmetric() {
+        return Err(ApiError::not_found(
+            "tokens are signed with HS256 (a shared secret): there is no public key to publish",
+        ));
+    }
+    Ok((
+        [
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            ),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            ),
+        ],
+        Json(ring.jwks()),
+    )
+        .into_response())
+}

@@ -1,0 +1,156 @@
+//! Wiring shared by every command: the configured stores, the master key, and the core services.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tessera_core::token::{KeyRing, MasterKey, Revocations, Tokens};
+use tessera_core::{Accounts, Clock, PasswordHasher, Sessions, Stores, SystemClock};
+use tessera_store::memory::MemoryStore;
+use tessera_store::sqlite::SqliteStore;
+
+use crate::config::{Config, Database};
+
+/// Everything a command needs, built from the configuration.
+pub struct App {
+    pub stores: Stores,
+    /// The SQLite store itself, to close (and checkpoint) at the end.
+    sqlite: Option<SqliteStore>,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub tokens: Arc<Tokens>,
+}
+
+impl App {
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let database = config.database().map_err(anyhow::Error::msg)?;
+        let (stores, sqlite) = match &database {
+            Database::Memory => {
+                tracing::warn!("database = memory: everything is lost when the server stops");
+                (Stores::from_one(MemoryStore::new()), None)
+            }
+            Database::Sqlite(path) => {
+                let store = SqliteStore::open(path)
+                    .await
+                    .with_context(|| format!("opening the SQLite database {}", path.display()))?;
+                tracing::info!(path = %path.display(), "SQLite database ready");
+                (Stores::from_one(store.clone()), Some(store))
+            }
+        };
+        let max_concurrent = match config.passwords.max_concurrent {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let hasher = PasswordHasher::new(
+            config.passwords.argon2,
+            max_concurrent,
+            config.passwords.queue_timeout,
+        )?;
+        let accounts = Accounts::new(
+            stores.users.clone(),
+            hasher,
+            clock.clone(),
+            config.accounts_config(),
+        );
+        let sessions = Sessions::new(
+            stores.sessions.clone(),
+            stores.users.clone(),
+            clock.clone(),
+            config.session_config(),
+        );
+        let token_config = config.token_config();
+        let master = master_key(config, &database)?;
+        let keyring = KeyRing::load(
+            stores.keys.clone(),
+            master,
+            clock.clone(),
+            config.tokens.algorithm,
+            token_config.access_lifetime + token_config.leeway,
+        )
+        .await
+        .context("loading the signing keys")?;
+        let revocations = Revocations::load(
+            stores.revocations.clone(),
+            token_config.revocation,
+            clock.now(),
+        )
+        .await
+        .context("loading the revocation list")?;
+        let tokens = Arc::new(Tokens::new(
+            Arc::new(keyring),
+            revocations,
+            stores.refresh.clone(),
+            stores.users.clone(),
+            stores.events.clone(),
+            clock,
+            token_config,
+        ));
+        Ok(Self {
+            stores,
+            sqlite,
+            accounts,
+            sessions,
+            tokens,
+        })
+    }
+
+    /// Closes the stores (the SQLite WAL is checkpointed).
+    pub async fn close(self) {
+        if let Some(sqlite) = self.sqlite {
+            sqlite.close().await;
+        }
+    }
+}
+
+/// The master key: from the configuration (`tokens.master_key`, best set through the
+/// environment), else from `tokens.master_key_file`, created on first start. A memory database
+/// gets a throwaway key: nothing it seals outlives the process anyway.
+fn master_key(config: &Config, database: &Database) -> anyhow::Result<MasterKey> {
+    if let Some(text) = &config.tokens.master_key {
+        return MasterKey::parse_base64(text)
+            .map_err(|e| anyhow::anyhow!("tokens.master_key: {e}"));
+    }
+    if *database == Database::Memory {
+        return Ok(MasterKey::generate()?.0);
+    }
+    let path = &config.tokens.master_key_file;
+    if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the master key file {}", path.display()))?;
+        return MasterKey::parse_base64(&text)
+            .map_err(|e| anyhow::anyhow!("the master key file {}: {e}", path.display()));
+    }
+    let (key, bytes) = MasterKey::generate()?;
+    write_private_file(path, &base64_line(&bytes))
+        .with_context(|| format!("creating the master key file {}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "created a new master key file: back it up with the database; without it the signing keys cannot be used"
+    );
+    Ok(key)
+}
+
+fn base64_line(bytes: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "{}\n",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// Creates `path` with mode 0600 and writes `content`; fails if it exists.
+fn write_private_file(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content.as_bytes())?;
+    file.sync_all()
+}
