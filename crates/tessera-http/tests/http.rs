@@ -242,6 +242,14 @@ async fn openapi_documents_every_route_and_the_security_schemes() {
         ("/v1/session/data", "patch"),
         ("/healthz", "get"),
         ("/readyz", "get"),
+        ("/v1/token", "post"),
+        ("/v1/token/refresh", "post"),
+        ("/v1/token/revoke", "post"),
+        ("/v1/token/introspect", "post"),
+        ("/.well-known/jwks.json", "get"),
+        ("/v1/admin/keys", "get"),
+        ("/v1/admin/keys/rotate", "post"),
+        ("/v1/admin/keys/{kid}/retire", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -252,6 +260,17 @@ async fn openapi_documents_every_route_and_the_security_schemes() {
     assert_eq!(schemes["session_cookie"]["in"], "cookie");
     assert_eq!(schemes["session_cookie"]["name"], "__Host-tessera");
     assert_eq!(schemes["csrf_token"]["in"], "header");
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["bearer"]["bearerFormat"], "JWT");
+    assert_eq!(schemes["introspection_client"]["scheme"], "basic");
+    let refresh_body = &doc["paths"]["/v1/token/refresh"]["post"]["requestBody"]["content"];
+    assert!(refresh_body["application/x-www-form-urlencoded"].is_object());
+    for status in ["400", "413", "415", "422", "503"] {
+        assert!(
+            doc["paths"]["/v1/token"]["post"]["responses"][status].is_object(),
+            "POST /v1/token does not document {status}"
+        );
+    }
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     let logout_responses = &doc["paths"]["/v1/session"]["delete"]["responses"];
     assert!(logout_responses["403"]["content"]["application/problem+json"].is_object());

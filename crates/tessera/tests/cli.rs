@@ -376,3 +376,115 @@ async fn a_stuck_client_holds_shutdown_only_for_the_grace_period() {
         "stopped before the grace period"
     );
 }
+
+/// Runs `tessera keys …` in `dir`; returns (success, stdout, stderr).
+fn keys(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.arg("keys")
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn keys_are_listed_rotated_and_retired_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out, err) = keys(dir.path(), &["list"], &[]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(
+        rows[0].contains("EdDSA") && rows[0].contains("active"),
+        "{out}"
+    );
+    let key_file = dir.path().join("tessera.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the master key file is owner-only");
+
+    let (ok, new_kid, err) = keys(dir.path(), &["rotate"], &[]);
+    assert!(ok, "{err}");
+    let new_kid = new_kid.trim().to_owned();
+    let (_, out, _) = keys(dir.path(), &["list"], &[]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&new_kid) && l.contains("active")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.contains("rotated")), "{out}");
+
+    // A running server picks up a retirement made from the command line.
+    let server = Server::start(
+        dir.path(),
+        &["--listen", "127.0.0.1:0"],
+        &[("TESSERA_SESSIONS__SWEEP_INTERVAL", "200ms")],
+    );
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{}/v1/users", server.base))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let pair: Value = client
+        .post(format!("{}/v1/token", server.base))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let me = |token: String| {
+        let client = client.clone();
+        let url = format!("{}/v1/me", server.base);
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(me(access.clone()).await, StatusCode::OK);
+    let (ok, _, err) = keys(dir.path(), &["retire", &new_kid], &[]);
+    assert!(ok, "{err}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while me(access.clone()).await == StatusCode::OK {
+        assert!(
+            Instant::now() < deadline,
+            "the server kept accepting a token of a retired key"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(server);
+
+    let (ok, _, err) = keys(dir.path(), &["retire", "k_nope"], &[]);
+    assert!(!ok);
+    assert!(err.contains("k_nope"), "{err}");
+
+    // Another master key cannot open the stored keys: a clear error, not a panic.
+    let other = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let (ok, _, err) = keys(
+        dir.path(),
+        &["list"],
+        &[("TESSERA_TOKENS__MASTER_KEY", other)],
+    );
+    assert!(!ok);
+    assert!(err.contains("master key"), "{err}");
+}

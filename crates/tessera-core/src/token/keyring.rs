@@ -481,7 +481,8 @@ impl KeyRing {
         let set = self.current();
         let mut keys: Vec<&Arc<LoadedKey>> =
             set.by_kid.values().filter(|k| self.in_window(k)).collect();
-        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+        // The signing key first, then the newest.
+        keys.sort_by_key(|k| (k.kid != set.signing.kid, std::cmp::Reverse(k.created_at)));
         JwkSet {
             keys: keys.iter().filter_map(|k| k.jwk.clone()).collect(),
         }

@@ -304,6 +304,18 @@ impl Tokens {
         Ok((token, claims))
     }
 
+    /// Signs arbitrary claims with the current signing key and the given `typ` header, so tests
+    /// can present tokens the server would never issue (wrong `aud`, string `exp`, future `nbf`).
+    /// Only built with the `test-util` feature, which the binary never enables.
+    #[cfg(feature = "test-util")]
+    pub fn sign_for_tests(&self, typ: Option<&str>, claims: &serde_json::Value) -> String {
+        let key = self.keyring.signing_key();
+        let mut header = Header::new(key.jwt_algorithm);
+        header.typ = typ.map(str::to_owned);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap_or_default()
+    }
+
     /// Exchanges a refresh token for a new pair. The presented token is rotated out. A token
     /// rotated less than `reuse_grace` ago (a concurrent refresh from another tab) still gets a
     /// valid pair; one rotated earlier is treated as stolen: the whole family, and every access

@@ -1,0 +1,397 @@
+//! The access-token verify path, per signing algorithm, built as the server builds it
+//! (`KeyRing::load`, `Revocations::load`, `Tokens::new`, a token from `Tokens::issue`):
+//!
+//! - `cold`: a token this verifier has not seen, so the signature is checked. Each iteration gets
+//!   a freshly built `Tokens` (empty verified-token cache; building it is not timed) and the same
+//!   issued token. Pre-signing a pool and cycling through it would not work: the cache holds
+//!   100 000 entries, so after one pass every token would be a cache hit.
+//! - `cached`: the same token again on one `Tokens`: SHA-256 of the token, a cache lookup, the
+//!   key's window, `exp`/`nbf`, and the denylist lookups.
+//! - `cache_key_sha256`: one part of `cached` alone, the SHA-256 of the token that keys the cache.
+//! - `baseline/hashmap_lookup_32B`: a std `HashMap` lookup of a 32-byte key, measured in the same
+//!   run, so the other rows can be read as ratios on a noisy shared machine.
+//!
+//! Run with `cargo bench -p tessera-core --bench verify`.
+//!
+//! The stores are a minimal in-memory implementation below rather than `tessera_store::MemoryStore`:
+//! that would make `tessera-core`'s dev-dependencies pull in sqlx. Verification reads no store (the
+//! key ring and the revocation list are in memory), so the store only matters for setup.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use tessera_core::events::{NewEvent, SecurityEvent};
+use tessera_core::store::{EventStore, KeyStore, RefreshStore, RevocationStore, UserStore};
+use tessera_core::token::{KeyRing, MasterKey, RevocationMode, Revocations, TokenConfig, Tokens};
+use tessera_core::{
+    AllowedToken, ClientInfo, Clock, FamilyId, KeyStatus, LoginModel, RefreshFamily,
+    RefreshTokenRecord, RevocationEntry, Revoked, Rotation, SigningAlgorithm, StoreError,
+    StoredKey, SystemClock, Timestamp, TokenHash, User, UserId, Username,
+};
+
+/// Unrelated denylist entries of each kind, so the per-request revocation lookups search
+/// non-empty maps (an empty `HashMap` answers without hashing).
+const DENYLIST_ENTRIES: usize = 1_000;
+
+/// Entries in the baseline map, and how many of them the lookups cycle through.
+const BASELINE_ENTRIES: usize = 10_000;
+const BASELINE_PROBES: usize = 1_024;
+
+#[derive(Default)]
+struct Inner {
+    users: HashMap<UserId, User>,
+    keys: Vec<StoredKey>,
+    revocations: Vec<RevocationEntry>,
+}
+
+/// Just enough of a store for `KeyRing::load`, `Revocations::load` and `Tokens::issue`.
+#[derive(Clone, Default)]
+struct BenchStore(Arc<Mutex<Inner>>);
+
+impl BenchStore {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl UserStore for BenchStore {
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        self.inner().users.insert(user.id.clone(), user.clone());
+        Ok(())
+    }
+    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        Ok(self.inner().users.get(id).cloned())
+    }
+    async fn user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
+        Ok(self
+            .inner()
+            .users
+            .values()
+            .find(|u| u.username == *username)
+            .cloned())
+    }
+    async fn set_password_hash(
+        &self,
+        _: &UserId,
+        _: &str,
+        _: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+}
+
+#[async_trait]
+impl KeyStore for BenchStore {
+    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        self.inner().keys.push(key.clone());
+        Ok(())
+    }
+    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        Ok(self.inner().keys.clone())
+    }
+    async fn mark_key_rotated(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        let key = inner
+            .keys
+            .iter_mut()
+            .find(|k| k.kid == kid && k.status == KeyStatus::Active);
+        Ok(key
+            .map(|k| {
+                k.status = KeyStatus::Rotated;
+                k.rotated_at = Some(at);
+            })
+            .is_some())
+    }
+    async fn mark_key_retired(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let mut inner = self.inner();
+        let key = inner
+            .keys
+            .iter_mut()
+            .find(|k| k.kid == kid && k.status != KeyStatus::Retired);
+        Ok(key
+            .map(|k| {
+                k.status = KeyStatus::Retired;
+                k.retired_at = Some(at);
+            })
+            .is_some())
+    }
+}
+
+#[async_trait]
+impl RevocationStore for BenchStore {
+    async fn add_revocation(&self, entry: &RevocationEntry) -> Result<(), StoreError> {
+        self.inner().revocations.push(entry.clone());
+        Ok(())
+    }
+    async fn revocations(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
+        Ok(self
+            .inner()
+            .revocations
+            .iter()
+            .filter(|e| e.expires_at > now)
+            .cloned()
+            .collect())
+    }
+    async fn allow_token(&self, _: &AllowedToken) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn allowed_tokens(&self, _: Timestamp) -> Result<Vec<AllowedToken>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn disallow_token(&self, _: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    async fn disallow_family(&self, _: &FamilyId) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    async fn disallow_user(&self, _: &UserId) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    async fn purge_expired(&self, _: Timestamp) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl RefreshStore for BenchStore {
+    async fn create_family(
+        &self,
+        _: &RefreshFamily,
+        _: &RefreshTokenRecord,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn refresh_token(
+        &self,
+        _: &TokenHash,
+    ) -> Result<Option<(RefreshTokenRecord, RefreshFamily)>, StoreError> {
+        Ok(None)
+    }
+    async fn rotate_refresh_token(
+        &self,
+        _: &TokenHash,
+        _: &RefreshTokenRecord,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> Result<Rotation, StoreError> {
+        Ok(Rotation::Unknown)
+    }
+    async fn add_refresh_token(
+        &self,
+        _: &RefreshTokenRecord,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    async fn revoke_family(&self, _: &FamilyId, _: Timestamp, _: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    async fn family(&self, _: &FamilyId) -> Result<Option<RefreshFamily>, StoreError> {
+        Ok(None)
+    }
+    async fn families_of_user(&self, _: &UserId) -> Result<Vec<RefreshFamily>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn delete_expired_families(&self, _: Timestamp, _: usize) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+}
+
+#[async_trait]
+impl EventStore for BenchStore {
+    async fn record_event(&self, _: &NewEvent) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn events(&self, _: Option<i64>, _: usize) -> Result<Vec<SecurityEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// What a server holds for one signing algorithm, and an access token it issued.
+struct Setup {
+    keyring: Arc<KeyRing>,
+    revocations: Revocations,
+    store: BenchStore,
+    clock: Arc<dyn Clock>,
+    config: TokenConfig,
+    token: String,
+}
+
+impl Setup {
+    /// A `Tokens` as `tessera::app` builds it, with an empty verified-token cache.
+    fn tokens(&self) -> Tokens {
+        Tokens::new(
+            Arc::clone(&self.keyring),
+            self.revocations.clone(),
+            Arc::new(self.store.clone()),
+            Arc::new(self.store.clone()),
+            Arc::new(self.store.clone()),
+            Arc::clone(&self.clock),
+            self.config.clone(),
+        )
+    }
+}
+
+async fn setup(algorithm: SigningAlgorithm) -> Setup {
+    let store = BenchStore::default();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let config = TokenConfig {
+        issuer: "https://auth.example.com".into(),
+        revocation: RevocationMode::Denylist,
+        ..TokenConfig::default()
+    };
+    let keyring = KeyRing::load(
+        Arc::new(store.clone()),
+        MasterKey::generate().unwrap().0,
+        Arc::clone(&clock),
+        algorithm,
+        config.access_lifetime + config.leeway,
+    )
+    .await
+    .unwrap();
+    let revocations = Revocations::load(Arc::new(store.clone()), config.revocation, clock.now())
+        .await
+        .unwrap();
+    let setup = Setup {
+        keyring: Arc::new(keyring),
+        revocations,
+        store: store.clone(),
+        clock: Arc::clone(&clock),
+        config,
+        token: String::new(),
+    };
+    let tokens = setup.tokens();
+
+    let now = clock.now();
+    let user = User {
+        id: UserId::generate().unwrap(),
+        username: Username::parse("bench-user").unwrap(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$not-used-here".into(),
+        roles: vec!["user".into()],
+        disabled: false,
+        created_at: now,
+        updated_at: now,
+    };
+    store.create_user(&user).await.unwrap();
+
+    let until = now.saturating_add(Duration::from_secs(3600));
+    for i in 0..DENYLIST_ENTRIES {
+        let entries = [
+            Revoked::Token {
+                jti: format!("at_unrelated_{i:06}"),
+            },
+            Revoked::Family {
+                id: FamilyId::generate().unwrap(),
+            },
+            Revoked::UserBefore {
+                user: UserId::generate().unwrap(),
+                before: now,
+            },
+        ];
+        for revoked in entries {
+            tokens
+                .revocations()
+                .revoke(RevocationEntry {
+                    revoked,
+                    expires_at: until,
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    let pair = tokens
+        .issue(&user, LoginModel::Token, ClientInfo::default())
+        .await
+        .unwrap();
+    Setup {
+        token: pair.access_token,
+        ..setup
+    }
+}
+
+fn verify(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("verify");
+
+    // The reference row first, then each algorithm.
+    let mut map = HashMap::with_capacity(BASELINE_ENTRIES);
+    let keys: Vec<TokenHash> = (0..BASELINE_ENTRIES)
+        .map(|i| TokenHash::of(format!("key-{i}").as_bytes()))
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        map.insert(*key, i as u64);
+    }
+    let probes: Vec<TokenHash> = keys
+        .iter()
+        .step_by(BASELINE_ENTRIES / BASELINE_PROBES)
+        .take(BASELINE_PROBES)
+        .copied()
+        .collect();
+    let mut next = 0usize;
+    group.bench_function("baseline/hashmap_lookup_32B", |b| {
+        b.iter(|| {
+            next = (next + 1) % BASELINE_PROBES;
+            black_box(map.get(black_box(&probes[next])))
+        })
+    });
+
+    for algorithm in [
+        SigningAlgorithm::EdDSA,
+        SigningAlgorithm::ES256,
+        SigningAlgorithm::RS256,
+        SigningAlgorithm::HS256,
+    ] {
+        let setup = rt.block_on(setup(algorithm));
+        let token = setup.token.as_str();
+        eprintln!("{algorithm}: access token is {} bytes", token.len());
+
+        group.bench_function(format!("{algorithm}/cold"), |b| {
+            b.iter_batched_ref(
+                || setup.tokens(),
+                |tokens| {
+                    tokens
+                        .verify(black_box(token))
+                        .expect("the issued token verifies")
+                },
+                BatchSize::SmallInput,
+            )
+        });
+
+        let tokens = setup.tokens();
+        tokens.verify(token).expect("the issued token verifies");
+        group.bench_function(format!("{algorithm}/cached"), |b| {
+            b.iter(|| {
+                tokens
+                    .verify(black_box(token))
+                    .expect("the issued token verifies")
+            })
+        });
+
+        // Part of `cached`, alone: the cache key is SHA-256 of the whole token, so a hit costs
+        // time in proportion to the token's length.
+        group.bench_function(format!("{algorithm}/cache_key_sha256"), |b| {
+            b.iter(|| TokenHash::of(black_box(token).as_bytes()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // 13 rows × (1 s warm-up + 3 s measurement) plus setup: about a minute.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = verify
+}
+criterion_main!(benches);
