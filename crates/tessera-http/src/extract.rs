@@ -76,9 +76,14 @@ pub struct BearerAuth {
 /// The bearer token of a request: `Ok(None)` without an `Authorization` header, an error for a
 /// header that is not a well-formed bearer credential.
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    // Two credentials: refuse rather than guess which one the client meant.
+    if values.next().is_some() {
+        return Err(ApiError::invalid_token());
+    }
     let value = value.to_str().map_err(|_| ApiError::invalid_token())?;
     let (scheme, token) = value.split_once(' ').ok_or_else(ApiError::invalid_token)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
