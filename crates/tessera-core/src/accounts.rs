@@ -135,4 +135,90 @@ impl Accounts {
     pub async fn user(&self, id: &UserId) -> Result<Option<User>, Error> {
         Ok(self.users.user_by_id(id).await?)
     }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, Error> {
+        match Username::parse(username) {
+            Ok(name) => Ok(self.users.user_by_username(&name).await?),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Replaces a password after checking the current one (a wrong current password is
+    /// [`Error::InvalidCredentials`]). The new one must meet the policy and differ.
+    #[tracing::instrument(skip_all, fields(user = %user.id))]
+    pub async fn change_password(
+        &self,
+        user: &User,
+        current: &Password,
+        new: &Password,
+    ) -> Result<(), Error> {
+        match self
+            .hasher
+            .verify(current, Some(&user.password_hash))
+            .await?
+        {
+            Verification::Valid { .. } => {}
+            Verification::Invalid => {
+                return Err(Error::invalid("current_password", "is not correct"));
+            }
+        }
+        self.config.password_policy.check(new)?;
+        if matches!(
+            self.hasher.verify(new, Some(&user.password_hash)).await?,
+            Verification::Valid { .. }
+        ) {
+            return Err(Error::invalid(
+                "new_password",
+                "must differ from the current password",
+            ));
+        }
+        let hash = self.hasher.hash(new).await?;
+        if !self
+            .users
+            .set_password_hash(&user.id, &hash, self.clock.now())
+            .await?
+        {
+            return Err(Error::Unauthenticated);
+        }
+        tracing::info!("password changed");
+        Ok(())
+    }
+
+    /// Up to `limit` accounts in username order, after `after`.
+    pub async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<User>, Error> {
+        let after = after.map(Username::parse).transpose()?;
+        Ok(self.users.list_users(after.as_ref(), limit).await?)
+    }
+
+    /// `false` when there is no such user.
+    pub async fn set_disabled(&self, id: &UserId, disabled: bool) -> Result<bool, Error> {
+        Ok(self
+            .users
+            .set_user_disabled(id, disabled, self.clock.now())
+            .await?)
+    }
+
+    /// Replaces a user's roles (names of 1–32 characters: letters, digits, `-`, `_`, `.`, `:`).
+    /// `false` when there is no such user.
+    pub async fn set_roles(&self, id: &UserId, roles: &[String]) -> Result<bool, Error> {
+        for role in roles {
+            let ok = (1..=32).contains(&role.len())
+                && role
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+            if !ok {
+                return Err(Error::invalid(
+                    "roles",
+                    format!("{role:?} is not a role name (1-32 of letters, digits, - _ . :)"),
+                ));
+            }
+        }
+        let mut unique: Vec<String> = roles.to_vec();
+        unique.sort();
+        unique.dedup();
+        Ok(self
+            .users
+            .set_user_roles(id, &unique, self.clock.now())
+            .await?)
+    }
 }

@@ -21,6 +21,12 @@ pub enum EventKind {
     TokenRevoked,
     KeyRotated,
     KeyRetired,
+    PasswordChanged,
+    /// An admin ended every login of a user.
+    ForcedLogout,
+    UserDisabled,
+    UserEnabled,
+    RolesChanged,
 }
 
 impl EventKind {
@@ -35,6 +41,11 @@ impl EventKind {
             EventKind::TokenRevoked => "token_revoked",
             EventKind::KeyRotated => "key_rotated",
             EventKind::KeyRetired => "key_retired",
+            EventKind::PasswordChanged => "password_changed",
+            EventKind::ForcedLogout => "forced_logout",
+            EventKind::UserDisabled => "user_disabled",
+            EventKind::UserEnabled => "user_enabled",
+            EventKind::RolesChanged => "roles_changed",
         }
     }
 
@@ -49,6 +60,11 @@ impl EventKind {
             EventKind::TokenRevoked,
             EventKind::KeyRotated,
             EventKind::KeyRetired,
+            EventKind::PasswordChanged,
+            EventKind::ForcedLogout,
+            EventKind::UserDisabled,
+            EventKind::UserEnabled,
+            EventKind::RolesChanged,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

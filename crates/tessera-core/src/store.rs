@@ -29,11 +29,35 @@ pub trait UserStore: Send + Sync + 'static {
 
     async fn user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
 
-    /// Replaces a user's password hash; `false` when there is no such user.
+    /// Replaces a user's password hash and sets `updated_at`; `false` when there is no such user.
     async fn set_password_hash(
         &self,
         id: &UserId,
         password_hash: &str,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` users ordered by username (byte order, so the cursor and the order agree on
+    /// every backend), after `after` (exclusive) when given: the paging cursor of the admin list.
+    async fn list_users(
+        &self,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError>;
+
+    /// Sets `disabled` and `updated_at`; `false` when there is no such user.
+    async fn set_user_disabled(
+        &self,
+        id: &UserId,
+        disabled: bool,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces the roles and sets `updated_at`; `false` when there is no such user.
+    async fn set_user_roles(
+        &self,
+        id: &UserId,
+        roles: &[String],
         at: Timestamp,
     ) -> Result<bool, StoreError>;
 }
@@ -74,6 +98,13 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Every session of a user (expired ones included until swept), oldest first.
     async fn sessions_of_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError>;
+
+    /// Deletes every session of a user except `keep`; returns how many went.
+    async fn delete_sessions_of_user(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, StoreError>;
 
     /// Deletes up to `limit` sessions whose `expires_at` is at or before `now`, returning how many
     /// went. Implementations use an index on `expires_at`, so the cost follows what expired.

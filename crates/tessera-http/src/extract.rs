@@ -66,6 +66,86 @@ impl FromRequestParts<AppState> for SessionAuth {
     }
 }
 
+/// The hybrid model's access-token cookie (`__Host-`: Secure, Path=/, no Domain).
+pub const HYBRID_ACCESS_COOKIE: &str = "__Host-tessera-at";
+/// The hybrid model's refresh-token cookie, sent only to `/v1/hybrid` (so `__Secure-`, not
+/// `__Host-`, which requires Path=/).
+pub const HYBRID_REFRESH_COOKIE: &str = "__Secure-tessera-rt";
+/// Where the refresh cookie is sent.
+pub const HYBRID_REFRESH_PATH: &str = "/v1/hybrid";
+
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    CookieJar::from_headers(headers)
+        .get(name)
+        .map(|c| c.value().to_owned())
+}
+
+/// A request authenticated by the hybrid model's access-token cookie. On unsafe methods it also
+/// enforces the CSRF rules: a same-site origin and the login's CSRF token (an HMAC over its
+/// family id) in `X-CSRF-Token`.
+pub struct HybridAuth {
+    pub claims: VerifiedClaims,
+}
+
+impl HybridAuth {
+    /// `Ok(None)` without the cookie; 401 for a cookie that does not verify.
+    async fn from_cookie(parts: &Parts, state: &AppState) -> Result<Option<Self>, ApiError> {
+        let Some(token) = cookie_value(&parts.headers, HYBRID_ACCESS_COOKIE) else {
+            return Ok(None);
+        };
+        let unsafe_method = csrf::is_unsafe(&parts.method);
+        if unsafe_method {
+            csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
+        }
+        let claims = state.tokens().verify(&token).map_err(|reason| {
+            tracing::debug!(?reason, "hybrid access cookie refused");
+            ApiError::unauthenticated()
+        })?;
+        if unsafe_method {
+            check_hybrid_csrf(&parts.headers, state, &claims.claims().fid)?;
+        }
+        Ok(Some(Self { claims }))
+    }
+}
+
+/// Checks `X-CSRF-Token` against the token of the login (family) `family`.
+pub(crate) fn check_hybrid_csrf(
+    headers: &HeaderMap,
+    state: &AppState,
+    family: &str,
+) -> Result<(), ApiError> {
+    let Some(sent) = headers.get(csrf::CSRF_HEADER) else {
+        return Err(ApiError::forbidden(
+            "csrf-token-missing",
+            "this request needs the login's CSRF token in the X-CSRF-Token header (GET /v1/hybrid/session)",
+        ));
+    };
+    let ok = sent.to_str().is_ok_and(|sent| {
+        state
+            .tokens()
+            .keyring()
+            .verify_hybrid_csrf_token(family, sent)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "csrf-token-invalid",
+            "the X-CSRF-Token header does not match this login's CSRF token",
+        ))
+    }
+}
+
+impl FromRequestParts<AppState> for HybridAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Self::from_cookie(parts, state)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
 /// A request authenticated by `Authorization: Bearer <access token>`. Tokens are read from that
 /// header only, never from the query string or a form body. Needs no CSRF token: browsers never
 /// attach the header by themselves.
@@ -137,6 +217,22 @@ impl FromRequestParts<AppState> for AuthUser {
             let user = match state.accounts().user(&claims.user_id()).await? {
                 Some(user) if !user.disabled => user,
                 _ => return Err(ApiError::invalid_token()),
+            };
+            return Ok(Self {
+                user,
+                model: AuthModel::Token(Box::new(claims)),
+            });
+        }
+        // The hybrid cookie, when it is there and valid; otherwise the session cookie.
+        let hybrid = match HybridAuth::from_cookie(parts, state).await {
+            Ok(found) => found,
+            Err(e) if session_secret(&parts.headers).is_none() => return Err(e),
+            Err(_) => None,
+        };
+        if let Some(HybridAuth { claims }) = hybrid {
+            let user = match state.accounts().user(&claims.user_id()).await? {
+                Some(user) if !user.disabled => user,
+                _ => return Err(ApiError::unauthenticated()),
             };
             return Ok(Self {
                 user,

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod state;
+pub mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use utoipa_axum::routes;
 
 pub use problem::{ApiError, Problem};
 pub use state::{AppState, HttpConfig, IntrospectionClient, Services, Timeouts, origin_of};
+pub use throttle::{Rate, ThrottleConfig};
 
 /// Every route of the server, with its layers, and `/openapi.json` generated from the same
 /// handlers.
@@ -54,9 +56,24 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::admin::list_keys))
         .routes(routes!(routes::admin::rotate_key))
         .routes(routes!(routes::admin::retire_key))
+        .routes(routes!(routes::hybrid::login))
+        .routes(routes!(routes::hybrid::current, routes::hybrid::logout))
+        .routes(routes!(routes::hybrid::refresh))
+        .routes(routes!(routes::account::list, routes::account::end_others))
+        .routes(routes!(routes::account::end_one))
+        .routes(routes!(routes::account::change_password))
+        .routes(routes!(routes::admin::list_users))
+        .routes(routes!(routes::admin::get_user))
+        .routes(routes!(routes::admin::disable_user))
+        .routes(routes!(routes::admin::enable_user))
+        .routes(routes!(routes::admin::set_roles))
+        .routes(routes!(routes::admin::user_sessions))
+        .routes(routes!(routes::admin::force_logout))
+        .routes(routes!(routes::admin::events))
         .split_for_parts();
     let openapi_json = openapi::render(doc);
     let body_limit = state.0.config.body_limit;
+    let cors = layers::cors(&state.0.trusted_origins[1..]);
     let timeouts = state.0.config.timeouts;
     let https = state.0.https;
     api.route(
@@ -79,6 +96,7 @@ pub fn router(state: AppState) -> Router {
     .layer(axum::middleware::map_response(
         layers::problem_for_bare_errors,
     ))
+    .layer(cors)
     .layer(axum::middleware::map_response(move |r| {
         layers::security_headers(r, https)
     }))

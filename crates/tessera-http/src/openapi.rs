@@ -21,6 +21,8 @@ use crate::extract::SESSION_COOKIE;
         (name = "accounts", description = "Registration and identity"),
         (name = "session", description = "The session model: server-side state, an HttpOnly cookie, CSRF tokens"),
         (name = "token", description = "The token model: JWT access tokens, rotating refresh tokens, revocation, JWKS"),
+        (name = "hybrid", description = "The hybrid model: the access token in an HttpOnly cookie, plus a CSRF token"),
+        (name = "account", description = "A user's own logins (any model) and password"),
         (name = "admin", description = "For users with the admin role"),
         (name = "ops", description = "Health and readiness"),
     )
@@ -44,6 +46,13 @@ impl Modify for SecuritySchemes {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-CSRF-Token",
                 "The session's CSRF token, required with the cookie on every unsafe request.",
+            ))),
+        );
+        components.add_security_scheme(
+            "hybrid_cookies",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "__Host-tessera-at",
+                "The hybrid model's access-token cookie (with __Secure-tessera-rt on /v1/hybrid), set by POST /v1/hybrid/login.",
             ))),
         );
         components.add_security_scheme(

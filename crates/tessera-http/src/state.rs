@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use tessera_core::token::Tokens;
-use tessera_core::{Accounts, HealthCheck, Sessions};
+use tessera_core::{Accounts, HealthCheck, Logins, Sessions};
+
+use crate::throttle::{Throttle, ThrottleConfig};
 
 /// HTTP settings derived from the server configuration.
 #[derive(Clone, Debug)]
@@ -11,13 +13,15 @@ pub struct HttpConfig {
     /// The URL clients reach this server at, e.g. `https://auth.example.com`. Its origin is trusted
     /// for cookie-authenticated requests; `https` turns on HSTS.
     pub public_url: String,
-    /// Other origins whose pages may make cookie-authenticated unsafe requests (exact match).
+    /// Other origins whose pages may call this server with credentials: CORS with credentials,
+    /// and cookie-authenticated unsafe requests (exact match). Never a wildcard.
     pub trusted_origins: Vec<String>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
     pub timeouts: Timeouts,
     /// Resource servers allowed to call `POST /v1/token/introspect` with HTTP Basic.
     pub introspection_clients: Vec<IntrospectionClient>,
+    pub throttle: ThrottleConfig,
 }
 
 /// A resource server's credentials for token introspection.
@@ -62,6 +66,7 @@ impl Default for HttpConfig {
             body_limit: 64 * 1024,
             timeouts: Timeouts::default(),
             introspection_clients: Vec::new(),
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -95,6 +100,7 @@ pub struct Services {
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub tokens: Arc<Tokens>,
+    pub logins: Logins,
     pub health: Arc<dyn HealthCheck>,
 }
 
@@ -102,6 +108,8 @@ pub(crate) struct Inner {
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub tokens: Arc<Tokens>,
+    pub logins: Logins,
+    pub throttle: Throttle,
     pub health: Arc<dyn HealthCheck>,
     pub config: HttpConfig,
     /// The public origin followed by `config.trusted_origins`.
@@ -119,8 +127,10 @@ impl AppState {
             accounts,
             sessions,
             tokens,
+            logins,
             health,
         } = services;
+        let throttle = Throttle::new(&config.throttle);
         let public_origin = origin_of(&config.public_url)?;
         let https = public_origin.starts_with("https://");
         let mut trusted_origins = vec![public_origin];
@@ -131,6 +141,8 @@ impl AppState {
             accounts,
             sessions,
             tokens,
+            logins,
+            throttle,
             health,
             config,
             trusted_origins,
@@ -148,6 +160,14 @@ impl AppState {
 
     pub fn tokens(&self) -> &Tokens {
         &self.0.tokens
+    }
+
+    pub fn logins(&self) -> &Logins {
+        &self.0.logins
+    }
+
+    pub fn throttle(&self) -> &Throttle {
+        &self.0.throttle
     }
 }
 

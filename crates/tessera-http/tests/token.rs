@@ -39,7 +39,7 @@ fn token_options(revocation: RevocationMode) -> Options {
                 id: "api".into(),
                 secret: "a-long-introspection-secret".into(),
             }],
-            ..HttpConfig::default()
+            ..common::relaxed_http()
         },
         ..Options::default()
     }

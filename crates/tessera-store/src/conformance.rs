@@ -67,6 +67,10 @@ where
     users_round_trip(&make().await).await;
     usernames_are_unique(&make().await).await;
     password_hash_replacement(&make().await).await;
+    user_paging(&make().await).await;
+    user_paging_cursors(&make().await).await;
+    user_disabled(&make().await).await;
+    user_roles(&make().await).await;
     sessions_by_secret(&make().await).await;
     session_clashes(&make().await).await;
     touch(&make().await).await;
@@ -75,6 +79,7 @@ where
     concurrent_patches_lose_nothing(Arc::new(make().await)).await;
     delete(&make().await).await;
     sessions_of_user(&make().await).await;
+    delete_sessions_of_user(&make().await).await;
     sweep(&make().await).await;
     sweep_follows_touch(&make().await).await;
     data_round_trip(&make().await).await;
@@ -310,6 +315,297 @@ async fn password_hash_replacement<S: UserStore>(store: &S) {
             .await
             .expect("set_password_hash"),
         "set_password_hash on a missing user returns false"
+    );
+    assert_eq!(store.user_by_id(&ghost).await.expect("user_by_id"), None);
+}
+
+fn names(users: &[User]) -> Vec<&str> {
+    users.iter().map(|u| u.username.as_str()).collect()
+}
+
+fn name(raw: &str) -> Username {
+    Username::parse(raw).expect("valid username")
+}
+
+/// Five users, created out of order. "émile" sorts last: usernames are ordered by their bytes
+/// (code points), as SQLite's default collation and Rust's `str` order them, not by locale.
+async fn five_users<S: UserStore>(store: &S) -> Vec<User> {
+    let mut users = Vec::new();
+    for raw in ["dave", "émile", "alice", "carol", "bob"] {
+        users.push(with_user(store, raw).await);
+    }
+    users.sort_by(|a, b| a.username.as_str().cmp(b.username.as_str()));
+    users
+}
+
+async fn user_paging<S: UserStore>(store: &S) {
+    assert_eq!(
+        store.list_users(None, 10).await.expect("list_users"),
+        Vec::new(),
+        "a fresh store lists no users"
+    );
+    let users = five_users(store).await;
+    assert_eq!(
+        names(&users),
+        vec!["alice", "bob", "carol", "dave", "émile"]
+    );
+
+    let mut seen: Vec<User> = Vec::new();
+    let mut pages = Vec::new();
+    let mut cursor: Option<Username> = None;
+    loop {
+        let page = store
+            .list_users(cursor.as_ref(), 2)
+            .await
+            .expect("list_users");
+        assert!(page.len() <= 2, "a page holds at most `limit` users");
+        pages.push(page.len());
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.username.clone());
+        seen.extend(page);
+        assert!(pages.len() <= 5, "paging ends: {pages:?}");
+    }
+    assert_eq!(
+        pages,
+        vec![2, 2, 1, 0],
+        "two at a time: 2, 2, 1, then nothing"
+    );
+    assert_eq!(
+        seen, users,
+        "paging returns every user once, as stored, in username order"
+    );
+
+    assert_eq!(
+        store
+            .list_users(None, usize::MAX)
+            .await
+            .expect("list_users"),
+        users,
+        "an unbounded limit lists everyone"
+    );
+    assert_eq!(
+        store.list_users(None, 0).await.expect("list_users"),
+        Vec::new(),
+        "a limit of 0 lists nothing"
+    );
+    assert_eq!(
+        store
+            .list_users(Some(&users[1].username), 0)
+            .await
+            .expect("list_users"),
+        Vec::new(),
+        "a limit of 0 lists nothing, cursor or not"
+    );
+}
+
+async fn user_paging_cursors<S: UserStore>(store: &S) {
+    let users = five_users(store).await;
+    let after = |raw: &'static str, limit: usize| async move {
+        names(
+            &store
+                .list_users(Some(&name(raw)), limit)
+                .await
+                .expect("list_users"),
+        )
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        after("bob", 10).await,
+        vec!["carol", "dave", "émile"],
+        "`after` is exclusive"
+    );
+    assert_eq!(
+        after("bz", 2).await,
+        vec!["carol", "dave"],
+        "a cursor that names no user starts at the next name up"
+    );
+    assert_eq!(
+        after("a", 1).await,
+        vec!["alice"],
+        "a cursor below every name starts at the first"
+    );
+    assert_eq!(
+        after("alice", 1).await,
+        vec!["bob"],
+        "`after` the first name starts at the second"
+    );
+    assert_eq!(
+        after("zzz", 10).await,
+        vec!["émile"],
+        "ordered by bytes: \"émile\" comes after \"zzz\""
+    );
+    assert_eq!(
+        after("émile", 10).await,
+        Vec::<String>::new(),
+        "nothing comes after the last name"
+    );
+    assert_eq!(
+        after("ëzzz", 10).await,
+        Vec::<String>::new(),
+        "nothing comes after a cursor above every name"
+    );
+    // A user created mid-way shows up on a later page, and none is skipped or repeated.
+    let first = store.list_users(None, 2).await.expect("list_users");
+    let newcomer = with_user(store, "cat").await;
+    let rest = store
+        .list_users(Some(&first[1].username), 10)
+        .await
+        .expect("list_users");
+    assert_eq!(
+        names(&rest),
+        vec!["carol", "cat", "dave", "émile"],
+        "a cursor is a name, not a position"
+    );
+    assert_eq!(rest[1], newcomer);
+    assert_eq!(first, users[..2]);
+}
+
+async fn user_disabled<S: UserStore>(store: &S) {
+    let alice = with_user(store, "alice").await;
+    let bob = with_user(store, "bob").await;
+    assert!(
+        store
+            .set_user_disabled(&alice.id, true, at(T0 + HOUR))
+            .await
+            .expect("set_user_disabled"),
+        "set_user_disabled on an existing user returns true"
+    );
+    let disabled = User {
+        disabled: true,
+        updated_at: at(T0 + HOUR),
+        ..alice.clone()
+    };
+    assert_eq!(
+        store.user_by_id(&alice.id).await.expect("user_by_id"),
+        Some(disabled.clone()),
+        "only disabled and updated_at change"
+    );
+    assert_eq!(
+        store
+            .user_by_username(&alice.username)
+            .await
+            .expect("user_by_username"),
+        Some(disabled.clone())
+    );
+    assert_eq!(
+        store.list_users(None, 10).await.expect("list_users"),
+        vec![disabled, bob.clone()],
+        "a disabled user is still listed, as disabled"
+    );
+    assert!(
+        store
+            .set_user_disabled(&alice.id, true, at(T0 + 2 * HOUR))
+            .await
+            .expect("set_user_disabled"),
+        "setting the value it has returns true: the user exists"
+    );
+    assert!(
+        store
+            .set_user_disabled(&alice.id, false, at(T0 + 3 * HOUR))
+            .await
+            .expect("set_user_disabled")
+    );
+    assert_eq!(
+        store.user_by_id(&alice.id).await.expect("user_by_id"),
+        Some(User {
+            updated_at: at(T0 + 3 * HOUR),
+            ..alice.clone()
+        }),
+        "re-enabled, and updated_at moved again"
+    );
+    assert_eq!(
+        store.user_by_id(&bob.id).await.expect("user_by_id"),
+        Some(bob),
+        "other users are untouched"
+    );
+    let ghost = UserId::generate().expect("OS randomness");
+    assert!(
+        !store
+            .set_user_disabled(&ghost, true, at(T0))
+            .await
+            .expect("set_user_disabled"),
+        "set_user_disabled on a missing user returns false"
+    );
+    assert_eq!(store.user_by_id(&ghost).await.expect("user_by_id"), None);
+}
+
+async fn user_roles<S: UserStore>(store: &S) {
+    let alice = with_user(store, "alice").await;
+    let bob = with_user(store, "bob").await;
+    // Order kept as given; names are opaque strings, quotes and all.
+    let roles: Vec<String> = vec!["ops".into(), "admin".into(), "Grüß \"quoted\" 🦀".into()];
+    assert!(
+        store
+            .set_user_roles(&alice.id, &roles, at(T0 + HOUR))
+            .await
+            .expect("set_user_roles"),
+        "set_user_roles on an existing user returns true"
+    );
+    let with_roles = User {
+        roles: roles.clone(),
+        updated_at: at(T0 + HOUR),
+        ..alice.clone()
+    };
+    assert_eq!(
+        store.user_by_id(&alice.id).await.expect("user_by_id"),
+        Some(with_roles.clone()),
+        "roles read back as set, in order; only roles and updated_at change"
+    );
+    assert_eq!(
+        store
+            .user_by_username(&alice.username)
+            .await
+            .expect("user_by_username"),
+        Some(with_roles.clone())
+    );
+    assert_eq!(
+        store.list_users(None, 1).await.expect("list_users"),
+        vec![with_roles],
+        "the listing shows the new roles"
+    );
+    assert!(
+        store
+            .set_user_roles(&alice.id, &["viewer".into()], at(T0 + 2 * HOUR))
+            .await
+            .expect("set_user_roles")
+    );
+    assert_eq!(
+        store
+            .user_by_id(&alice.id)
+            .await
+            .expect("user_by_id")
+            .map(|u| (u.roles, u.updated_at)),
+        Some((vec!["viewer".to_owned()], at(T0 + 2 * HOUR))),
+        "roles are replaced, not merged, and updated_at moves again"
+    );
+    assert!(
+        store
+            .set_user_roles(&alice.id, &[], at(T0 + 3 * HOUR))
+            .await
+            .expect("set_user_roles")
+    );
+    assert_eq!(
+        store.user_by_id(&alice.id).await.expect("user_by_id"),
+        Some(User {
+            updated_at: at(T0 + 3 * HOUR),
+            ..alice.clone()
+        }),
+        "an empty list clears the roles"
+    );
+    assert_eq!(
+        store.user_by_id(&bob.id).await.expect("user_by_id"),
+        Some(bob),
+        "other users are untouched"
+    );
+    let ghost = UserId::generate().expect("OS randomness");
+    assert!(
+        !store
+            .set_user_roles(&ghost, &["admin".into()], at(T0))
+            .await
+            .expect("set_user_roles"),
+        "set_user_roles on a missing user returns false"
     );
     assert_eq!(store.user_by_id(&ghost).await.expect("user_by_id"), None);
 }
@@ -701,6 +997,153 @@ async fn sessions_of_user<S: UserStore + SessionStore>(store: &S) {
     assert_eq!(
         store
             .sessions_of_user(&ghost)
+            .await
+            .expect("sessions_of_user"),
+        Vec::new()
+    );
+}
+
+async fn delete_sessions_of_user<S: UserStore + SessionStore>(store: &S) {
+    let alice = with_user(store, "alice").await;
+    let bob = with_user(store, "bob").await;
+    let carol = with_user(store, "carol").await;
+    let first = session(&alice.id, T0, T0 + HOUR);
+    let current = session(&alice.id, T0 + 1, T0 + HOUR);
+    let third = session(&alice.id, T0 + 2, T0 + 2 * HOUR);
+    let bobs = session(&bob.id, T0, T0 + HOUR);
+    for s in [&first, &current, &third, &bobs] {
+        store.create_session(s).await.expect("create_session");
+    }
+
+    assert_eq!(
+        store
+            .delete_sessions_of_user(&alice.id, Some(&current.handle))
+            .await
+            .expect("delete_sessions_of_user"),
+        2,
+        "counts the sessions deleted, not the one kept"
+    );
+    assert_eq!(
+        store
+            .sessions_of_user(&alice.id)
+            .await
+            .expect("sessions_of_user"),
+        vec![current.clone()],
+        "only the kept session is left"
+    );
+    assert_eq!(
+        stored(store, &current).await,
+        current,
+        "`keep` is untouched"
+    );
+    for gone in [&first, &third] {
+        assert_eq!(
+            store
+                .session_by_secret(&gone.secret_hash)
+                .await
+                .expect("session_by_secret"),
+            None,
+            "a deleted session no longer resolves by its secret"
+        );
+        assert!(
+            !store
+                .touch_session(&gone.handle, at(T0 + 10), at(T0 + 3 * HOUR))
+                .await
+                .expect("touch_session"),
+            "a deleted session cannot be touched"
+        );
+    }
+    assert_eq!(
+        store
+            .sessions_of_user(&bob.id)
+            .await
+            .expect("sessions_of_user"),
+        vec![bobs.clone()],
+        "other users' sessions are untouched"
+    );
+    assert_eq!(stored(store, &bobs).await, bobs);
+
+    assert_eq!(
+        store
+            .delete_sessions_of_user(&alice.id, Some(&current.handle))
+            .await
+            .expect("delete_sessions_of_user"),
+        0,
+        "nothing is left but the kept session"
+    );
+    for nobody in [&carol.id, &UserId::generate().expect("OS randomness")] {
+        assert_eq!(
+            store
+                .delete_sessions_of_user(nobody, None)
+                .await
+                .expect("delete_sessions_of_user"),
+            0,
+            "a user without sessions, or no user at all, loses none"
+        );
+    }
+
+    // Nothing of the deleted sessions lingers in an index: handle and secret are free again.
+    let again = Session {
+        handle: first.handle.clone(),
+        secret_hash: first.secret_hash,
+        ..session(&alice.id, T0 + 3, T0 + HOUR)
+    };
+    store
+        .create_session(&again)
+        .await
+        .expect("a deleted session's handle and secret hash can be reused");
+    assert_eq!(
+        store
+            .sessions_of_user(&alice.id)
+            .await
+            .expect("sessions_of_user"),
+        vec![current.clone(), again.clone()]
+    );
+
+    // `keep` names a session of someone else: it protects nothing of this user's, and that
+    // session is not touched either.
+    assert_eq!(
+        store
+            .delete_sessions_of_user(&alice.id, Some(&bobs.handle))
+            .await
+            .expect("delete_sessions_of_user"),
+        2,
+        "without a session of theirs to keep, all of the user's sessions go"
+    );
+    assert_eq!(
+        store
+            .sessions_of_user(&alice.id)
+            .await
+            .expect("sessions_of_user"),
+        Vec::new()
+    );
+    assert_eq!(
+        stored(store, &bobs).await,
+        bobs,
+        "`keep` of another user is left alone"
+    );
+    let last = session(&alice.id, T0 + 4, T0 + HOUR);
+    store.create_session(&last).await.expect("create_session");
+    assert_eq!(
+        store
+            .delete_sessions_of_user(&alice.id, None)
+            .await
+            .expect("delete_sessions_of_user"),
+        1,
+        "with nothing to keep, every session of the user goes"
+    );
+
+    assert_eq!(
+        store
+            .delete_expired_sessions(at(T0 + 3 * HOUR), 100)
+            .await
+            .expect("delete_expired_sessions"),
+        1,
+        "deleted sessions are gone from the sweep: only bob's is left to expire"
+    );
+    assert_eq!(
+        store
+            .sessions_of_user(&bob.id)
             .await
             .expect("sessions_of_user"),
         Vec::new()

@@ -1,6 +1,7 @@
 //! A store in process memory: for tests and single-process experiments. Nothing survives a restart.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -14,8 +15,8 @@ use tessera_core::{
     StoredKey, Timestamp, TokenHash, User, UserId, Username,
 };
 
-/// Everything in memory, with the same indexes a database would keep: sessions and refresh
-/// families by user (oldest first) and by expiry, so a sweep costs what expired; refresh tokens by
+/// Everything in memory, with the same indexes a database would keep: users by username (in
+/// order, for paging), sessions and refresh families by user (oldest first) and by expiry, so a sweep costs what expired; refresh tokens by
 /// secret hash and by family; live access tokens by family, by user and by expiry.
 ///
 /// Cloning is cheap and every clone sees the same data. The lock is held only for map updates,
@@ -54,7 +55,9 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Inner {
     users: HashMap<UserId, User>,
-    user_by_name: HashMap<Username, UserId>,
+    /// Keyed by the normalized name, ordered as SQLite orders it (by bytes), so `list_users` can
+    /// page from a cursor.
+    user_by_name: BTreeMap<String, UserId>,
     sessions: HashMap<SessionHandle, Session>,
     session_by_secret: HashMap<TokenHash, SessionHandle>,
     /// Per user, `(created_at, handle)`: iterates oldest first.
@@ -204,7 +207,7 @@ fn remove_from_index<K: Eq + std::hash::Hash>(
 impl UserStore for MemoryStore {
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
-        if inner.user_by_name.contains_key(&user.username) {
+        if inner.user_by_name.contains_key(user.username.as_str()) {
             return Err(StoreError::Conflict(format!(
                 "username {} is taken",
                 user.username
@@ -215,7 +218,7 @@ impl UserStore for MemoryStore {
         }
         inner
             .user_by_name
-            .insert(user.username.clone(), user.id.clone());
+            .insert(user.username.as_str().to_owned(), user.id.clone());
         inner.users.insert(user.id.clone(), user.clone());
         Ok(())
     }
@@ -228,7 +231,7 @@ impl UserStore for MemoryStore {
         let inner = self.lock()?;
         Ok(inner
             .user_by_name
-            .get(username)
+            .get(username.as_str())
             .and_then(|id| inner.users.get(id))
             .cloned())
     }
@@ -244,6 +247,52 @@ impl UserStore for MemoryStore {
             return Ok(false);
         };
         user.password_hash = password_hash.to_owned();
+        user.updated_at = at;
+        Ok(true)
+    }
+
+    async fn list_users(
+        &self,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        let inner = self.lock()?;
+        let from = after.map_or(Bound::Unbounded, |after| Bound::Excluded(after.as_str()));
+        Ok(inner
+            .user_by_name
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(limit)
+            .filter_map(|(_, id)| inner.users.get(id))
+            .cloned()
+            .collect())
+    }
+
+    async fn set_user_disabled(
+        &self,
+        id: &UserId,
+        disabled: bool,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(user) = inner.users.get_mut(id) else {
+            return Ok(false);
+        };
+        user.disabled = disabled;
+        user.updated_at = at;
+        Ok(true)
+    }
+
+    async fn set_user_roles(
+        &self,
+        id: &UserId,
+        roles: &[String],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(user) = inner.users.get_mut(id) else {
+            return Ok(false);
+        };
+        user.roles = roles.to_vec();
         user.updated_at = at;
         Ok(true)
     }
@@ -344,6 +393,28 @@ impl SessionStore for MemoryStore {
             .filter_map(|(_, handle)| inner.sessions.get(handle))
             .cloned()
             .collect())
+    }
+
+    async fn delete_sessions_of_user(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(of_user) = inner.sessions_by_user.get(user) else {
+            return Ok(0);
+        };
+        let doomed: Vec<SessionHandle> = of_user
+            .iter()
+            .map(|(_, handle)| handle)
+            .filter(|handle| Some(*handle) != keep)
+            .cloned()
+            .collect();
+        // Through `remove_session`, so the secret, expiry and per-user indexes all let go.
+        Ok(doomed
+            .iter()
+            .filter(|handle| inner.remove_session(handle).is_some())
+            .count())
     }
 
     async fn delete_expired_sessions(

@@ -296,6 +296,67 @@ impl UserStore for SqliteStore {
             .map_err(store_error)?;
         Ok(done.rows_affected() > 0)
     }
+
+    async fn list_users(
+        &self,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<Vec<User>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // `username` is UNIQUE, so its index serves both the cursor and the order. The default
+        // BINARY collation orders by bytes, as `str` does in the memory store.
+        let query = match after {
+            Some(after) => sqlx::query(sql(format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username > ? ORDER BY username LIMIT ?"
+            )))
+            .bind(after.as_str()),
+            None => sqlx::query(sql(format!(
+                "SELECT {USER_COLUMNS} FROM users ORDER BY username LIMIT ?"
+            ))),
+        };
+        query
+            .bind(sql_limit(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn set_user_disabled(
+        &self,
+        id: &UserId,
+        disabled: bool,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?")
+            .bind(disabled)
+            .bind(at.unix_millis())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_user_roles(
+        &self,
+        id: &UserId,
+        roles: &[String],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET roles = ?, updated_at = ? WHERE id = ?")
+            .bind(serde_json::to_string(roles).map_err(json_error)?)
+            .bind(at.unix_millis())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() > 0)
+    }
 }
 
 #[async_trait]
@@ -399,6 +460,21 @@ impl SessionStore for SqliteStore {
         .collect()
     }
 
+    async fn delete_sessions_of_user(
+        &self,
+        user: &UserId,
+        keep: Option<&SessionHandle>,
+    ) -> Result<usize, StoreError> {
+        // One statement, so a session cannot slip in between a read and the delete.
+        let done = sqlx::query(DELETE_OF_USER)
+            .bind(user.as_str())
+            .bind(keep.map(SessionHandle::as_str))
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(sql_count(done.rows_affected()))
+    }
+
     async fn delete_expired_sessions(
         &self,
         now: Timestamp,
@@ -421,6 +497,10 @@ impl SessionStore for SqliteStore {
 
 const SWEEP: &str = "DELETE FROM sessions WHERE rowid IN \
      (SELECT rowid FROM sessions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)";
+
+/// Reads the per-user index. `IS NOT` rather than `<>`: with no session to keep the bound value is
+/// NULL, and `handle IS NOT NULL` holds for every row (`handle <> NULL` for none).
+const DELETE_OF_USER: &str = "DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?";
 
 /// `usize` limits as SQLite wants them: anything beyond `i64::MAX` means "no limit" anyway.
 fn sql_limit(limit: usize) -> i64 {
@@ -1072,6 +1152,53 @@ mod tests {
             !plan.iter().any(|step| step.starts_with("SCAN sessions")),
             "{plan:?}"
         );
+    }
+
+    async fn plan(store: &SqliteStore, statement: &str, binds: &[&str]) -> Vec<String> {
+        let statement = format!("EXPLAIN QUERY PLAN {statement}");
+        let mut query = sqlx::query(sql(statement));
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        query
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get::<String, _>("detail").unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn deleting_a_users_sessions_reads_the_user_index() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let plan = plan(&store, DELETE_OF_USER, &["usr_x", "ses_x"]).await;
+        assert!(
+            plan.iter().any(|step| step.contains("sessions_by_user")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN sessions")),
+            "{plan:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn listing_users_reads_the_username_index() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let plan = plan(
+            &store,
+            &format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username > ? ORDER BY username LIMIT 10"
+            ),
+            &["alice"],
+        )
+        .await;
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "no sort on read: {plan:?}"
+        );
+        assert!(!plan.iter().any(|step| step == "SCAN users"), "{plan:?}");
     }
 
     #[tokio::test]

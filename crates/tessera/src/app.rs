@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tessera_core::token::{KeyRing, MasterKey, Revocations, Tokens};
-use tessera_core::{Accounts, Clock, PasswordHasher, Sessions, Stores, SystemClock};
+use tessera_core::{Accounts, Clock, Logins, PasswordHasher, Sessions, Stores, SystemClock};
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
 
@@ -19,6 +19,7 @@ pub struct App {
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub tokens: Arc<Tokens>,
+    pub logins: Logins,
 }
 
 impl App {
@@ -86,15 +87,25 @@ impl App {
             stores.refresh.clone(),
             stores.users.clone(),
             stores.events.clone(),
-            clock,
+            clock.clone(),
             token_config,
         ));
+        let logins = Logins::new(
+            accounts.clone(),
+            sessions.clone(),
+            tokens.clone(),
+            stores.refresh.clone(),
+            stores.events.clone(),
+            clock,
+            config.accounts.max_logins_per_user,
+        );
         Ok(Self {
             stores,
             sqlite,
             accounts,
             sessions,
             tokens,
+            logins,
         })
     }
 

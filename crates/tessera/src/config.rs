@@ -32,6 +32,7 @@ pub struct Config {
     pub sessions: SessionsSection,
     pub passwords: PasswordsSection,
     pub tokens: TokensSection,
+    pub throttling: ThrottlingSection,
     pub log: LogSection,
 }
 
@@ -46,23 +47,71 @@ impl Default for Config {
             sessions: SessionsSection::default(),
             passwords: PasswordsSection::default(),
             tokens: TokensSection::default(),
+            throttling: ThrottlingSection::default(),
             log: LogSection::default(),
         }
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccountsSection {
     /// `open` (anyone may register) or `closed`.
     pub registration: Registration,
+    /// Live logins (sessions, token and hybrid logins) per user; the oldest end first. 0: no cap.
+    pub max_logins_per_user: usize,
+}
+
+impl Default for AccountsSection {
+    fn default() -> Self {
+        Self {
+            registration: Registration::Open,
+            max_logins_per_user: 100,
+        }
+    }
+}
+
+/// A rate: `burst` attempts at once, `per_minute` regained each minute.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSection {
+    pub burst: u32,
+    pub per_minute: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottlingSection {
+    /// Login attempts per account (any address).
+    pub per_account: RateSection,
+    /// Login and registration attempts per client address.
+    pub per_ip: RateSection,
+}
+
+impl Default for ThrottlingSection {
+    fn default() -> Self {
+        let d = tessera_http::ThrottleConfig::default();
+        Self {
+            per_account: RateSection {
+                burst: d.per_account.burst,
+                per_minute: d.per_account.per_minute,
+            },
+            per_ip: RateSection {
+                burst: d.per_ip.burst,
+                per_minute: d.per_ip.per_minute,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSection {
-    /// Other origins allowed to make cookie-authenticated unsafe requests.
+    /// Other origins allowed to call with credentials (CORS) and to make cookie-authenticated
+    /// unsafe requests. Exact origins, never a wildcard.
     pub trusted_origins: Vec<String>,
+    /// Reverse proxies (addresses or CIDR networks) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body in bytes.
     pub body_limit: usize,
     /// Longest time to receive a request body.
@@ -80,6 +129,7 @@ impl Default for HttpSection {
     fn default() -> Self {
         Self {
             trusted_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             body_limit: 64 * 1024,
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -364,6 +414,14 @@ impl Config {
                 ));
             }
         }
+        for (key, rate) in [
+            ("throttling.per_account", self.throttling.per_account),
+            ("throttling.per_ip", self.throttling.per_ip),
+        ] {
+            if rate.burst == 0 || rate.per_minute == 0 {
+                return Err(fail(key, "burst and per_minute must be at least 1".into()));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| fail("log.filter", e.to_string()))?;
         Ok(())
@@ -428,6 +486,17 @@ impl Config {
             timeouts: tessera_http::Timeouts {
                 body: self.http.body_timeout,
                 request: self.http.request_timeout,
+            },
+            throttle: tessera_http::ThrottleConfig {
+                per_account: tessera_http::Rate {
+                    burst: self.throttling.per_account.burst,
+                    per_minute: self.throttling.per_account.per_minute,
+                },
+                per_ip: tessera_http::Rate {
+                    burst: self.throttling.per_ip.burst,
+                    per_minute: self.throttling.per_ip.per_minute,
+                },
+                trusted_proxies: self.http.trusted_proxies.clone(),
             },
             introspection_clients: self
                 .tokens

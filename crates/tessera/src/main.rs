@@ -5,6 +5,7 @@ mod app;
 mod config;
 mod keys;
 mod serve;
+mod user;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +30,13 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ConfigArgs),
+    /// Manage accounts (the first admin, for one).
+    User {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
     /// Manage the signing keys.
     Keys {
         #[command(flatten)]
@@ -73,6 +81,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve::run),
         Command::Keys { config, command } => config.load().and_then(|c| keys::run(c, command)),
+        Command::User { config, command } => config.load().and_then(|c| user::run(c, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -42,6 +42,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             accounts: app.accounts.clone(),
             sessions: app.sessions.clone(),
             tokens: app.tokens.clone(),
+            logins: app.logins.clone(),
             health: app.stores.health.clone(),
         },
         config.http_config(),

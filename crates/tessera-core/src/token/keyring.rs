@@ -138,12 +138,14 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::store::KeyStore;
 
-/// The key that seals signing keys at rest (AES-256-GCM). Never printed.
+/// The key that seals signing keys at rest (AES-256-GCM), and from which the hybrid model's CSRF
+/// key is derived (HKDF-SHA256), so every node that shares the master key agrees on both. Never
+/// printed.
 #[derive(Clone)]
 pub struct MasterKey(LessSafeKeyHolder);
 
 #[derive(Clone)]
-struct LessSafeKeyHolder(Arc<LessSafeKey>);
+struct LessSafeKeyHolder(Arc<LessSafeKey>, Arc<aws_lc_rs::hmac::Key>);
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -157,7 +159,16 @@ impl MasterKey {
     pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Result<Self, Error> {
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| Error::Internal("the master key was refused by AES-256-GCM".into()))?;
-        Ok(Self(LessSafeKeyHolder(Arc::new(LessSafeKey::new(key)))))
+        let csrf_key: aws_lc_rs::hmac::Key =
+            aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
+                .extract(bytes)
+                .expand(&[b"tessera hybrid csrf v1"], aws_lc_rs::hmac::HMAC_SHA256)
+                .map_err(|_| Error::Internal("deriving the CSRF key failed".into()))?
+                .into();
+        Ok(Self(LessSafeKeyHolder(
+            Arc::new(LessSafeKey::new(key)),
+            Arc::new(csrf_key),
+        )))
     }
 
     /// A new random master key, and its bytes (to write to the key file).
@@ -196,6 +207,21 @@ impl MasterKey {
         let mut sealed = nonce_bytes.to_vec();
         sealed.extend_from_slice(&in_out);
         Ok(sealed)
+    }
+
+    /// The hybrid model's CSRF token for a login: HMAC-SHA256 over its family id. A token of
+    /// another login, or a cookie planted from elsewhere, does not match.
+    pub fn hybrid_csrf_token(&self, family: &str) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.0.1, family.as_bytes());
+        URL_SAFE_NO_PAD.encode(tag.as_ref())
+    }
+
+    /// Checks a hybrid CSRF token in constant time.
+    pub fn verify_hybrid_csrf_token(&self, family: &str, token: &str) -> bool {
+        match URL_SAFE_NO_PAD.decode(token.as_bytes()) {
+            Ok(tag) => aws_lc_rs::hmac::verify(&self.0.1, family.as_bytes(), &tag).is_ok(),
+            Err(_) => false,
+        }
     }
 
     fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
@@ -492,6 +518,16 @@ impl KeyRing {
         self.algorithm
     }
 
+    /// See [`MasterKey::hybrid_csrf_token`].
+    pub fn hybrid_csrf_token(&self, family: &str) -> String {
+        self.master.hybrid_csrf_token(family)
+    }
+
+    /// See [`MasterKey::verify_hybrid_csrf_token`].
+    pub fn verify_hybrid_csrf_token(&self, family: &str, token: &str) -> bool {
+        self.master.verify_hybrid_csrf_token(family, token)
+    }
+
     /// Every key the store holds, for operators.
     pub async fn list(&self) -> Result<Vec<KeyInfo>, Error> {
         let set = self.current();
@@ -659,6 +695,22 @@ mod tests {
         assert!(master.open("kid2", &sealed).is_err());
         assert!(other.open("kid1", &sealed).is_err());
         assert!(master.open("kid1", &sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn hybrid_csrf_tokens_are_bound_to_a_login_and_a_master_key() {
+        let (a, bytes) = MasterKey::generate().unwrap();
+        let same = MasterKey::from_bytes(&bytes).unwrap();
+        let (other, _) = MasterKey::generate().unwrap();
+        let token = a.hybrid_csrf_token("fam_1");
+        assert!(
+            same.verify_hybrid_csrf_token("fam_1", &token),
+            "another node with the same master key agrees"
+        );
+        assert!(!a.verify_hybrid_csrf_token("fam_2", &token));
+        assert!(!other.verify_hybrid_csrf_token("fam_1", &token));
+        assert!(!a.verify_hybrid_csrf_token("fam_1", "garbage!"));
+        assert!(!a.verify_hybrid_csrf_token("fam_1", ""));
     }
 
     #[test]

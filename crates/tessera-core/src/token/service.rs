@@ -390,6 +390,31 @@ impl Tokens {
         Err(Error::InvalidGrant)
     }
 
+    /// The live family a refresh token belongs to (not rotated out, not revoked, not expired),
+    /// without using the token up.
+    pub async fn live_family_of(
+        &self,
+        presented: &RefreshToken,
+    ) -> Result<Option<RefreshFamily>, Error> {
+        let Some((_, family)) = self.refresh.refresh_token(&presented.hash()).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let live = family.revoked_at.is_none()
+            && now < family.expires_at
+            && now < family.absolute_expires_at;
+        Ok(live.then_some(family))
+    }
+
+    /// An access token's claims if it is genuine, even when expired or revoked: for logout, which
+    /// must find the login an old cookie belonged to.
+    pub fn decode_access_token_for_logout(&self, token: &str) -> Option<FamilyId> {
+        self.verifier
+            .verify_unrevoked(token, false)
+            .ok()
+            .map(|c| FamilyId::from_stored(c.fid.clone()))
+    }
+
     /// Ends a family: its refresh tokens stop working, and so do the access tokens it issued.
     pub async fn revoke_family(&self, id: &FamilyId, reason: &str) -> Result<bool, Error> {
         let now = self.clock.now();
@@ -403,9 +428,26 @@ impl Tokens {
         Ok(newly)
     }
 
+    /// One access token, by `jti`, stops working (it would expire within the access lifetime).
+    pub async fn revoke_access_token(&self, jti: &str, now: Timestamp) -> Result<(), Error> {
+        self.revocations
+            .revoke(RevocationEntry {
+                revoked: Revoked::Token {
+                    jti: jti.to_owned(),
+                },
+                expires_at: self.access_tokens_outlive(now),
+            })
+            .await
+    }
+
     /// Every access token issued before `before` to `user` stops working (password change,
     /// forced logout, disabled account).
+    ///
+    /// `iat` counts whole seconds, so `before` is rounded down to one: a token issued right after
+    /// is never refused, and callers end the user's families too, which reaches tokens of the same
+    /// second precisely.
     pub async fn revoke_user_before(&self, user: &UserId, before: Timestamp) -> Result<(), Error> {
+        let before = Timestamp::from_unix_millis(before.unix_seconds().saturating_mul(1000));
         self.revocations
             .revoke(RevocationEntry {
                 revoked: Revoked::UserBefore {

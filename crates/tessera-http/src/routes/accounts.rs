@@ -27,8 +27,11 @@ use crate::state::AppState;
 )]
 pub async fn register(
     State(state): State<AppState>,
+    crate::throttle::ClientIp(ip): crate::throttle::ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Registrations spend the address's login budget: no account-creation floods.
+    state.throttle().check(ip, None)?;
     let user = state
         .accounts()
         .register(&body.username, &body.password)

@@ -1,14 +1,17 @@
-//! Admin routes: the signing keys.
+//! Admin routes: the signing keys, users, and the audit log.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tessera_core::token::KeyInfo;
-use utoipa::ToSchema;
+use tessera_core::{CurrentLogin, UserId};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::AdminUser;
-use crate::problem::{ApiError, Problem, ServiceProblems};
+use crate::extract::{AdminUser, AuthUser};
+use crate::json::ApiJson;
+use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
+use crate::routes::account::{Ended, LoginView};
 use crate::state::AppState;
 
 /// A signing key as admins see it (never its private part).
@@ -117,4 +120,337 @@ pub async fn retire_key(
             "no key {kid:?} that is not retired already"
         )))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users
+
+/// A user as admins see it.
+#[derive(Serialize, ToSchema)]
+pub struct AdminUserView {
+    pub id: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: tessera_core::Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: tessera_core::Timestamp,
+}
+
+impl From<&tessera_core::User> for AdminUserView {
+    fn from(u: &tessera_core::User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            username: u.username.to_string(),
+            roles: u.roles.clone(),
+            disabled: u.disabled,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct Page {
+    /// The cursor: the `next` of the previous page.
+    pub after: Option<String>,
+    /// 1 to 200; 50 by default.
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserPage {
+    pub users: Vec<AdminUserView>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit.unwrap_or(50) {
+        n @ 1..=200 => Ok(n),
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-limit",
+            "limit must be between 1 and 200",
+        )),
+    }
+}
+
+/// List users, in username order.
+#[utoipa::path(
+    get, path = "/v1/admin/users", tag = "admin", params(Page),
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, body = UserPage),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad limit", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn list_users(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Query(page): Query<Page>,
+) -> Result<Json<UserPage>, ApiError> {
+    let limit = page_limit(page.limit)?;
+    let users = state.accounts().list(page.after.as_deref(), limit).await?;
+    let next = (users.len() == limit)
+        .then(|| users.last().map(|u| u.username.to_string()))
+        .flatten();
+    Ok(Json(UserPage {
+        users: users.iter().map(AdminUserView::from).collect(),
+        next,
+    }))
+}
+
+async fn target(state: &AppState, id: &str) -> Result<tessera_core::User, ApiError> {
+    state
+        .accounts()
+        .user(&UserId::from_stored(id.to_owned()))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no user {id:?}")))
+}
+
+/// One user.
+#[utoipa::path(
+    get, path = "/v1/admin/users/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The user id")),
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, body = AdminUserView),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn get_user(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+) -> Result<Json<AdminUserView>, ApiError> {
+    Ok(Json(AdminUserView::from(&target(&state, &id).await?)))
+}
+
+async fn set_disabled(
+    state: &AppState,
+    admin: &AuthUser,
+    id: &str,
+    disabled: bool,
+) -> Result<Json<AdminUserView>, ApiError> {
+    let user = target(state, id).await?;
+    if disabled && user.id == admin.user.id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "self-lockout",
+            "admins cannot disable themselves",
+        ));
+    }
+    state
+        .logins()
+        .set_disabled(&user.id, disabled, Some(&admin.user.id))
+        .await?;
+    Ok(Json(AdminUserView::from(&target(state, id).await?)))
+}
+
+/// Disable a user: they cannot log in, and every credential they hold stops working at once.
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/disable", tag = "admin",
+    params(("id" = String, Path, description = "The user id")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    responses(
+        (status = 200, body = AdminUserView),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin cannot disable themselves", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn disable_user(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+) -> Result<Json<AdminUserView>, ApiError> {
+    set_disabled(&state, &admin, &id, true).await
+}
+
+/// Enable a disabled user again.
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/enable", tag = "admin",
+    params(("id" = String, Path, description = "The user id")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    responses(
+        (status = 200, body = AdminUserView),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn enable_user(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+) -> Result<Json<AdminUserView>, ApiError> {
+    set_disabled(&state, &admin, &id, false).await
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Roles {
+    #[schema(example = json!(["admin"]))]
+    pub roles: Vec<String>,
+}
+
+/// Replace a user's roles. Access tokens carry roles, so the user's current access tokens stop
+/// working; the next refresh carries the new roles.
+#[utoipa::path(
+    put, path = "/v1/admin/users/{id}/roles", tag = "admin",
+    params(("id" = String, Path, description = "The user id")),
+    request_body = Roles,
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    responses(
+        (status = 200, body = AdminUserView),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin cannot remove their own admin role", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn set_roles(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Roles>,
+) -> Result<Json<AdminUserView>, ApiError> {
+    let user = target(&state, &id).await?;
+    if user.id == admin.user.id && !body.roles.iter().any(|r| r == "admin") {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "self-lockout",
+            "admins cannot remove their own admin role",
+        ));
+    }
+    state
+        .logins()
+        .set_roles(&user.id, &body.roles, Some(&admin.user.id))
+        .await?;
+    Ok(Json(AdminUserView::from(&target(&state, &id).await?)))
+}
+
+/// A user's logins.
+#[utoipa::path(
+    get, path = "/v1/admin/users/{id}/sessions", tag = "admin",
+    params(("id" = String, Path, description = "The user id")),
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, body = Vec<LoginView>),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn user_sessions(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<LoginView>>, ApiError> {
+    let user = target(&state, &id).await?;
+    let logins = state.logins().list(&user.id, &CurrentLogin::None).await?;
+    Ok(Json(logins.into_iter().map(LoginView::from).collect()))
+}
+
+/// Force a user out: every session, login and access token of theirs is refused at once.
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/logout", tag = "admin",
+    params(("id" = String, Path, description = "The user id")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    responses(
+        (status = 200, body = Ended),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn force_logout(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+) -> Result<Json<Ended>, ApiError> {
+    let user = target(&state, &id).await?;
+    let ended = state
+        .logins()
+        .force_logout(&user.id, Some(&admin.user.id))
+        .await?;
+    Ok(Json(Ended { ended }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audit log
+
+#[derive(Deserialize, IntoParams)]
+pub struct EventPage {
+    /// The cursor: the `next` of the previous page (events older than this id).
+    pub before: Option<i64>,
+    /// 1 to 200; 50 by default.
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    pub id: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: tessera_core::Timestamp,
+    /// login_succeeded, login_failed, logout, token_issued, token_refreshed,
+    /// refresh_reuse_detected, token_revoked, key_rotated, key_retired, password_changed,
+    /// forced_logout, user_disabled, user_enabled, roles_changed.
+    pub kind: String,
+    pub user_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    /// Newest first.
+    pub events: Vec<EventView>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next: Option<i64>,
+}
+
+/// The audit log of security events, newest first.
+#[utoipa::path(
+    get, path = "/v1/admin/events", tag = "admin", params(EventPage),
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, body = EventList),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad limit", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    _admin: AdminUser,
+    Query(page): Query<EventPage>,
+) -> Result<Json<EventList>, ApiError> {
+    let limit = page_limit(page.limit)?;
+    let events = state.logins().events(page.before, limit).await?;
+    let next = (events.len() == limit)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(EventList {
+        events: events
+            .into_iter()
+            .map(|e| EventView {
+                id: e.id,
+                at: e.at,
+                kind: e.kind.as_str().to_owned(),
+                user_id: e.user_id.map(|u| u.to_string()),
+                detail: e.detail,
+            })
+            .collect(),
+        next,
+    }))
 }

@@ -1,7 +1,9 @@
 //! Route handlers, one module per group of DESIGN.md's HTTP surface, and the JSON views they share.
 
+pub mod account;
 pub mod accounts;
 pub mod admin;
+pub mod hybrid;
 pub mod ops;
 pub mod session;
 pub mod token;

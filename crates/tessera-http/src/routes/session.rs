@@ -16,6 +16,8 @@ use crate::extract::{ClientMeta, SESSION_COOKIE, SessionAuth, session_secret};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
+use crate::throttle::ClientIp;
+use tessera_core::LoginModel;
 
 /// The current session, its user, and its CSRF token.
 #[derive(Serialize, ToSchema)]
@@ -27,7 +29,7 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    fn new(auth_user: &tessera_core::User, session: &Session) -> Self {
+    pub(crate) fn new(auth_user: &tessera_core::User, session: &Session) -> Self {
         Self {
             user: auth_user.into(),
             session: session.into(),
@@ -41,7 +43,11 @@ pub struct CsrfTokenBody {
     pub csrf_token: String,
 }
 
-fn session_cookie(secret: &SessionId, session: &Session, now_ms: i64) -> Cookie<'static> {
+pub(crate) fn session_cookie(
+    secret: &SessionId,
+    session: &Session,
+    now_ms: i64,
+) -> Cookie<'static> {
     let remaining_secs = (session.absolute_expires_at.unix_millis() - now_ms).max(0) / 1000;
     Cookie::build((SESSION_COOKIE, secret.encode()))
         .http_only(true)
@@ -77,6 +83,7 @@ fn removal_cookie() -> Cookie<'static> {
             headers(("Set-Cookie" = String, description = "__Host-tessera=…; Secure; HttpOnly; SameSite=Lax; Path=/"))),
         (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Cross-site login refused", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
         ServiceProblems,
     )
@@ -85,13 +92,15 @@ pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
     jar: CookieJar,
+    ClientIp(ip): ClientIp,
     ClientMeta(client): ClientMeta,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
     csrf::check_same_origin(&headers, &state.0.trusted_origins)?;
+    state.throttle().check(ip, Some(&body.username))?;
     let user = state
-        .accounts()
-        .authenticate(&body.username, &body.password)
+        .logins()
+        .authenticate(&body.username, &body.password, LoginModel::Session, &client)
         .await?;
     // A session the browser already had ends: the new login gets a new id, never the old one.
     // Best effort: failing to clean up the old session must not fail the login.
@@ -101,6 +110,7 @@ pub async fn login(
         tracing::warn!(error = %e, "could not end the session the login replaces");
     }
     let (secret, session) = state.sessions().start(&user, client).await?;
+    state.logins().enforce_cap(&user.id).await?;
     let cookie = session_cookie(&secret, &session, session.created_at.unix_millis());
     Ok((jar.add(cookie), Json(SessionInfo::new(&user, &session))))
 }

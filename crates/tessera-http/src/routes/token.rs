@@ -16,6 +16,7 @@ use crate::extract::{AuthUser, ClientMeta};
 use crate::json::{ApiJson, JsonOrForm};
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
+use crate::throttle::ClientIp;
 
 /// A token pair (RFC 6749 §5.1).
 #[derive(Serialize, ToSchema)]
@@ -60,23 +61,27 @@ pub struct RefreshRequest {
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
         ServiceProblems,
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     ClientMeta(client): ClientMeta,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    state.throttle().check(ip, Some(&body.username))?;
     let user = state
-        .accounts()
-        .authenticate(&body.username, &body.password)
+        .logins()
+        .authenticate(&body.username, &body.password, LoginModel::Token, &client)
         .await?;
     let pair = state
         .tokens()
         .issue(&user, LoginModel::Token, client)
         .await?;
+    state.logins().enforce_cap(&user.id).await?;
     Ok(Json(pair.into()))
 }
 

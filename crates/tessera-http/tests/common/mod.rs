@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
+use tessera_core::Logins;
 use tessera_core::SigningAlgorithm;
 use tessera_core::token::{KeyRing, MasterKey, Revocations, TokenConfig, Tokens};
 use tessera_core::{
     Accounts, AccountsConfig, Argon2Params, Clock, ManualClock, PasswordHasher, Registration,
     SessionConfig, Sessions, Stores,
 };
-use tessera_http::{AppState, HttpConfig, Services};
+use tessera_http::{AppState, HttpConfig, Rate, Services, ThrottleConfig};
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
 
@@ -59,6 +60,26 @@ pub struct Options {
     /// `issuer` is replaced by the app's own origin.
     pub tokens: TokenConfig,
     pub algorithm: SigningAlgorithm,
+    pub max_logins_per_user: usize,
+}
+
+/// The default HTTP settings with throttling relaxed, so tests that log in often are not
+/// throttled; throttling tests set their own rates.
+pub fn relaxed_http() -> HttpConfig {
+    HttpConfig {
+        throttle: ThrottleConfig {
+            per_account: Rate {
+                burst: 10_000,
+                per_minute: 10_000,
+            },
+            per_ip: Rate {
+                burst: 10_000,
+                per_minute: 10_000,
+            },
+            trusted_proxies: Vec::new(),
+        },
+        ..HttpConfig::default()
+    }
 }
 
 impl Default for Options {
@@ -66,9 +87,10 @@ impl Default for Options {
         Self {
             registration: Registration::Open,
             sessions: SessionConfig::default(),
-            http: HttpConfig::default(),
+            http: relaxed_http(),
             argon2: Argon2Params::insecure_fast_for_tests(),
             tokens: TokenConfig::default(),
+            max_logins_per_user: 0,
             algorithm: SigningAlgorithm::EdDSA,
         }
     }
@@ -169,11 +191,21 @@ impl TestApp {
             clock_dyn,
             token_config,
         ));
+        let logins = Logins::new(
+            accounts.clone(),
+            sessions.clone(),
+            tokens.clone(),
+            stores.refresh.clone(),
+            stores.events.clone(),
+            Arc::new(clock.clone()),
+            options.max_logins_per_user,
+        );
         let state = AppState::new(
             Services {
                 accounts: accounts.clone(),
                 sessions,
                 tokens: tokens.clone(),
+                logins,
                 health: stores.health.clone(),
             },
             http,

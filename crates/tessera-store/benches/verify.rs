@@ -11,27 +11,23 @@
 //! - `baseline/hashmap_lookup_32B`: a std `HashMap` lookup of a 32-byte key, measured in the same
 //!   run, so the other rows can be read as ratios on a noisy shared machine.
 //!
-//! Run with `cargo bench -p tessera-core --bench verify`.
-//!
-//! The stores are a minimal in-memory implementation below rather than `tessera_store::MemoryStore`:
-//! that would make `tessera-core`'s dev-dependencies pull in sqlx. Verification reads no store (the
-//! key ring and the revocation list are in memory), so the store only matters for setup.
+//! Run with `cargo bench -p tessera-store --bench verify`. It lives in `tessera-store` so that it
+//! sets up with the real `MemoryStore` (verification itself reads no store: the key ring and the
+//! revocation list are in memory).
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use tessera_core::events::{NewEvent, SecurityEvent};
-use tessera_core::store::{EventStore, KeyStore, RefreshStore, RevocationStore, UserStore};
+use tessera_core::store::UserStore;
 use tessera_core::token::{KeyRing, MasterKey, RevocationMode, Revocations, TokenConfig, Tokens};
 use tessera_core::{
-    AllowedToken, ClientInfo, Clock, FamilyId, KeyStatus, LoginModel, RefreshFamily,
-    RefreshTokenRecord, RevocationEntry, Revoked, Rotation, SigningAlgorithm, StoreError,
-    StoredKey, SystemClock, Timestamp, TokenHash, User, UserId, Username,
+    ClientInfo, Clock, FamilyId, LoginModel, RevocationEntry, Revoked, SigningAlgorithm,
+    SystemClock, TokenHash, User, UserId, Username,
 };
+use tessera_store::MemoryStore;
 
 /// Unrelated denylist entries of each kind, so the per-request revocation lookups search
 /// non-empty maps (an empty `HashMap` answers without hashing).
@@ -41,183 +37,11 @@ const DENYLIST_ENTRIES: usize = 1_000;
 const BASELINE_ENTRIES: usize = 10_000;
 const BASELINE_PROBES: usize = 1_024;
 
-#[derive(Default)]
-struct Inner {
-    users: HashMap<UserId, User>,
-    keys: Vec<StoredKey>,
-    revocations: Vec<RevocationEntry>,
-}
-
-/// Just enough of a store for `KeyRing::load`, `Revocations::load` and `Tokens::issue`.
-#[derive(Clone, Default)]
-struct BenchStore(Arc<Mutex<Inner>>);
-
-impl BenchStore {
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.0.lock().unwrap()
-    }
-}
-
-#[async_trait]
-impl UserStore for BenchStore {
-    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
-        self.inner().users.insert(user.id.clone(), user.clone());
-        Ok(())
-    }
-    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        Ok(self.inner().users.get(id).cloned())
-    }
-    async fn user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
-        Ok(self
-            .inner()
-            .users
-            .values()
-            .find(|u| u.username == *username)
-            .cloned())
-    }
-    async fn set_password_hash(
-        &self,
-        _: &UserId,
-        _: &str,
-        _: Timestamp,
-    ) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-}
-
-#[async_trait]
-impl KeyStore for BenchStore {
-    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        self.inner().keys.push(key.clone());
-        Ok(())
-    }
-    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        Ok(self.inner().keys.clone())
-    }
-    async fn mark_key_rotated(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError> {
-        let mut inner = self.inner();
-        let key = inner
-            .keys
-            .iter_mut()
-            .find(|k| k.kid == kid && k.status == KeyStatus::Active);
-        Ok(key
-            .map(|k| {
-                k.status = KeyStatus::Rotated;
-                k.rotated_at = Some(at);
-            })
-            .is_some())
-    }
-    async fn mark_key_retired(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError> {
-        let mut inner = self.inner();
-        let key = inner
-            .keys
-            .iter_mut()
-            .find(|k| k.kid == kid && k.status != KeyStatus::Retired);
-        Ok(key
-            .map(|k| {
-                k.status = KeyStatus::Retired;
-                k.retired_at = Some(at);
-            })
-            .is_some())
-    }
-}
-
-#[async_trait]
-impl RevocationStore for BenchStore {
-    async fn add_revocation(&self, entry: &RevocationEntry) -> Result<(), StoreError> {
-        self.inner().revocations.push(entry.clone());
-        Ok(())
-    }
-    async fn revocations(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
-        Ok(self
-            .inner()
-            .revocations
-            .iter()
-            .filter(|e| e.expires_at > now)
-            .cloned()
-            .collect())
-    }
-    async fn allow_token(&self, _: &AllowedToken) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn allowed_tokens(&self, _: Timestamp) -> Result<Vec<AllowedToken>, StoreError> {
-        Ok(Vec::new())
-    }
-    async fn disallow_token(&self, _: &str) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-    async fn disallow_family(&self, _: &FamilyId) -> Result<usize, StoreError> {
-        Ok(0)
-    }
-    async fn disallow_user(&self, _: &UserId) -> Result<usize, StoreError> {
-        Ok(0)
-    }
-    async fn purge_expired(&self, _: Timestamp) -> Result<usize, StoreError> {
-        Ok(0)
-    }
-}
-
-#[async_trait]
-impl RefreshStore for BenchStore {
-    async fn create_family(
-        &self,
-        _: &RefreshFamily,
-        _: &RefreshTokenRecord,
-    ) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn refresh_token(
-        &self,
-        _: &TokenHash,
-    ) -> Result<Option<(RefreshTokenRecord, RefreshFamily)>, StoreError> {
-        Ok(None)
-    }
-    async fn rotate_refresh_token(
-        &self,
-        _: &TokenHash,
-        _: &RefreshTokenRecord,
-        _: Timestamp,
-        _: Timestamp,
-    ) -> Result<Rotation, StoreError> {
-        Ok(Rotation::Unknown)
-    }
-    async fn add_refresh_token(
-        &self,
-        _: &RefreshTokenRecord,
-        _: Timestamp,
-        _: Timestamp,
-    ) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-    async fn revoke_family(&self, _: &FamilyId, _: Timestamp, _: &str) -> Result<bool, StoreError> {
-        Ok(false)
-    }
-    async fn family(&self, _: &FamilyId) -> Result<Option<RefreshFamily>, StoreError> {
-        Ok(None)
-    }
-    async fn families_of_user(&self, _: &UserId) -> Result<Vec<RefreshFamily>, StoreError> {
-        Ok(Vec::new())
-    }
-    async fn delete_expired_families(&self, _: Timestamp, _: usize) -> Result<usize, StoreError> {
-        Ok(0)
-    }
-}
-
-#[async_trait]
-impl EventStore for BenchStore {
-    async fn record_event(&self, _: &NewEvent) -> Result<(), StoreError> {
-        Ok(())
-    }
-    async fn events(&self, _: Option<i64>, _: usize) -> Result<Vec<SecurityEvent>, StoreError> {
-        Ok(Vec::new())
-    }
-}
-
 /// What a server holds for one signing algorithm, and an access token it issued.
 struct Setup {
     keyring: Arc<KeyRing>,
     revocations: Revocations,
-    store: BenchStore,
+    store: MemoryStore,
     clock: Arc<dyn Clock>,
     config: TokenConfig,
     token: String,
@@ -239,7 +63,7 @@ impl Setup {
 }
 
 async fn setup(algorithm: SigningAlgorithm) -> Setup {
-    let store = BenchStore::default();
+    let store = MemoryStore::new();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = TokenConfig {
         issuer: "https://auth.example.com".into(),

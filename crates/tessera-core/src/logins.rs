@@ -1,0 +1,355 @@
+//! A user's logins across the three models — server sessions and refresh-token families (token and
+//! hybrid) — seen and ended together: listing, ending one or all others, the per-user cap, password
+//! change, forced logout and disabling an account. Also the login audit events.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::accounts::Accounts;
+use crate::clock::{Clock, Timestamp};
+use crate::error::Error;
+use crate::events::{EventKind, NewEvent};
+use crate::password::Password;
+use crate::session::{ClientInfo, SessionHandle, Sessions};
+use crate::store::{EventStore, RefreshStore};
+use crate::token::refresh::{FamilyId, LoginModel};
+use crate::token::service::Tokens;
+use crate::user::{User, UserId};
+
+/// One login as its owner (or an admin) sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LoginInfo {
+    /// A session handle (`ses_…`) or a refresh family id (`fam_…`).
+    pub id: String,
+    pub model: LoginModel,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// Whether this is the login the request came with.
+    pub current: bool,
+}
+
+/// The login a request came with, so it can be told apart (and spared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CurrentLogin {
+    Session(SessionHandle),
+    Family(FamilyId),
+    /// The caller is not one of the user's logins (an admin acting on another user).
+    None,
+}
+
+impl CurrentLogin {
+    fn is(&self, id: &str) -> bool {
+        match self {
+            CurrentLogin::Session(h) => h.as_str() == id,
+            CurrentLogin::Family(f) => f.as_str() == id,
+            CurrentLogin::None => false,
+        }
+    }
+}
+
+/// The service that sees every login of a user.
+#[derive(Clone)]
+pub struct Logins {
+    accounts: Accounts,
+    sessions: Sessions,
+    tokens: Arc<Tokens>,
+    families: Arc<dyn RefreshStore>,
+    events: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+    /// At most this many live logins per user; the oldest end first. 0: no cap.
+    max_per_user: usize,
+}
+
+impl Logins {
+    pub fn new(
+        accounts: Accounts,
+        sessions: Sessions,
+        tokens: Arc<Tokens>,
+        families: Arc<dyn RefreshStore>,
+        events: Arc<dyn EventStore>,
+        clock: Arc<dyn Clock>,
+        max_per_user: usize,
+    ) -> Self {
+        Self {
+            accounts,
+            sessions,
+            tokens,
+            families,
+            events,
+            clock,
+            max_per_user,
+        }
+    }
+
+    /// Checks credentials and records the attempt in the audit log (the attempted username for a
+    /// failure; never the password).
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &Password,
+        model: LoginModel,
+        client: &ClientInfo,
+    ) -> Result<User, Error> {
+        match self.accounts.authenticate(username, password).await {
+            Ok(user) => {
+                self.record(
+                    EventKind::LoginSucceeded,
+                    Some(&user.id),
+                    json!({"model": model, "ip": client.ip}),
+                )
+                .await;
+                Ok(user)
+            }
+            Err(Error::InvalidCredentials) => {
+                let attempted: String = username.chars().take(64).collect();
+                self.record(
+                    EventKind::LoginFailed,
+                    None,
+                    json!({"model": model, "username": attempted, "ip": client.ip}),
+                )
+                .await;
+                Err(Error::InvalidCredentials)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every live login of a user, oldest first.
+    pub async fn list(
+        &self,
+        user: &UserId,
+        current: &CurrentLogin,
+    ) -> Result<Vec<LoginInfo>, Error> {
+        let now = self.clock.now();
+        let mut logins: Vec<LoginInfo> = self
+            .sessions
+            .of_user(user)
+            .await?
+            .into_iter()
+            .map(|s| LoginInfo {
+                current: current.is(s.handle.as_str()),
+                id: s.handle.to_string(),
+                model: LoginModel::Session,
+                created_at: s.created_at,
+                last_seen_at: s.last_seen_at,
+                expires_at: s.expires_at,
+                user_agent: s.client.user_agent,
+                ip: s.client.ip,
+            })
+            .collect();
+        for f in self.families.families_of_user(user).await? {
+            if f.revoked_at.is_some() || now >= f.expires_at || now >= f.absolute_expires_at {
+                continue;
+            }
+            logins.push(LoginInfo {
+                current: current.is(f.id.as_str()),
+                id: f.id.to_string(),
+                model: f.model,
+                created_at: f.created_at,
+                last_seen_at: f.last_used_at,
+                expires_at: f.expires_at.min(f.absolute_expires_at),
+                user_agent: f.client.user_agent,
+                ip: f.client.ip,
+            });
+        }
+        logins.sort_by(|a, b| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(logins)
+    }
+
+    /// Ends one login of `user` by id. `false` when the user has no live login with that id (so a
+    /// user cannot end someone else's).
+    pub async fn end(&self, user: &UserId, id: &str, reason: &str) -> Result<bool, Error> {
+        let Some(login) = self
+            .list(user, &CurrentLogin::None)
+            .await?
+            .into_iter()
+            .find(|l| l.id == id)
+        else {
+            return Ok(false);
+        };
+        self.end_login(user, &login, reason).await?;
+        Ok(true)
+    }
+
+    async fn end_login(&self, user: &UserId, login: &LoginInfo, reason: &str) -> Result<(), Error> {
+        match login.model {
+            LoginModel::Session => {
+                self.sessions
+                    .end(&SessionHandle::from_stored(login.id.clone()))
+                    .await?;
+            }
+            LoginModel::Token | LoginModel::Hybrid => {
+                self.tokens
+                    .revoke_family(&FamilyId::from_stored(login.id.clone()), reason)
+                    .await?;
+            }
+        }
+        self.record(
+            EventKind::Logout,
+            Some(user),
+            json!({"login": login.id, "reason": reason}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Ends every login of `user` but the current one; returns how many ended.
+    pub async fn end_others(
+        &self,
+        user: &UserId,
+        current: &CurrentLogin,
+        reason: &str,
+    ) -> Result<usize, Error> {
+        let mut ended = 0;
+        for login in self.list(user, current).await? {
+            if !login.current {
+                self.end_login(user, &login, reason).await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Keeps a user within the cap after a new login: the oldest logins end first.
+    pub async fn enforce_cap(&self, user: &UserId) -> Result<(), Error> {
+        if self.max_per_user == 0 {
+            return Ok(());
+        }
+        let logins = self.list(user, &CurrentLogin::None).await?;
+        if logins.len() <= self.max_per_user {
+            return Ok(());
+        }
+        let excess = logins.len() - self.max_per_user;
+        for login in logins.iter().take(excess) {
+            self.end_login(user, login, "session cap reached").await?;
+        }
+        Ok(())
+    }
+
+    /// Every credential of a user stops working at once: sessions deleted, families revoked,
+    /// and every access token issued until now refused.
+    pub async fn force_logout(&self, user: &UserId, by: Option<&UserId>) -> Result<usize, Error> {
+        let ended = self
+            .end_others(user, &CurrentLogin::None, "forced logout")
+            .await?;
+        self.tokens
+            .revoke_user_before(user, self.clock.now())
+            .await?;
+        self.record(
+            EventKind::ForcedLogout,
+            Some(user),
+            json!({"by": by, "logins": ended}),
+        )
+        .await;
+        Ok(ended)
+    }
+
+    /// Changes a password after checking the current one. Every other login ends, and access
+    /// tokens issued before stop working — the caller's own included (a token caller refreshes; a
+    /// session caller gets a new session id from the HTTP layer).
+    pub async fn change_password(
+        &self,
+        user: &User,
+        current_password: &Password,
+        new_password: &Password,
+        current: &CurrentLogin,
+        current_jti: Option<&str>,
+    ) -> Result<(), Error> {
+        self.accounts
+            .change_password(user, current_password, new_password)
+            .await?;
+        self.end_others(&user.id, current, "password changed")
+            .await?;
+        self.tokens
+            .revoke_user_before(&user.id, self.clock.now())
+            .await?;
+        if let Some(jti) = current_jti {
+            self.tokens
+                .revoke_access_token(jti, self.clock.now())
+                .await?;
+        }
+        self.record(EventKind::PasswordChanged, Some(&user.id), json!({}))
+            .await;
+        Ok(())
+    }
+
+    /// Disables or enables an account. A disabled user cannot log in and loses every credential.
+    pub async fn set_disabled(
+        &self,
+        user: &UserId,
+        disabled: bool,
+        by: Option<&UserId>,
+    ) -> Result<bool, Error> {
+        if !self.accounts.set_disabled(user, disabled).await? {
+            return Ok(false);
+        }
+        if disabled {
+            self.force_logout(user, by).await?;
+        }
+        self.record(
+            if disabled {
+                EventKind::UserDisabled
+            } else {
+                EventKind::UserEnabled
+            },
+            Some(user),
+            json!({"by": by}),
+        )
+        .await;
+        Ok(true)
+    }
+
+    /// Replaces a user's roles. Access tokens carry roles, so the user's current access tokens
+    /// stop working (a privilege change); their logins live on and the next refresh carries the
+    /// new roles. `false` when there is no such user.
+    pub async fn set_roles(
+        &self,
+        user: &UserId,
+        roles: &[String],
+        by: Option<&UserId>,
+    ) -> Result<bool, Error> {
+        if !self.accounts.set_roles(user, roles).await? {
+            return Ok(false);
+        }
+        self.tokens
+            .revoke_user_before(user, self.clock.now())
+            .await?;
+        self.record(
+            EventKind::RolesChanged,
+            Some(user),
+            json!({"by": by, "roles": roles}),
+        )
+        .await;
+        Ok(true)
+    }
+
+    /// The audit log, newest first: up to `limit` events with an id below `before`.
+    pub async fn events(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<crate::events::SecurityEvent>, Error> {
+        Ok(self.events.events(before, limit).await?)
+    }
+
+    pub async fn record(&self, kind: EventKind, user: Option<&UserId>, detail: serde_json::Value) {
+        let event = NewEvent {
+            at: self.clock.now(),
+            kind,
+            user_id: user.cloned(),
+            detail,
+        };
+        if let Err(e) = self.events.record_event(&event).await {
+            tracing::error!(error = %e, kind = kind.as_str(), "could not record a security event");
+        }
+    }
+}

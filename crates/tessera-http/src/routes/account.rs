@@ -1,0 +1,205 @@
+//! A user's control over their own logins and password, whatever the login model.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::CookieJar;
+use serde::{Deserialize, Serialize};
+use tessera_core::{CurrentLogin, LoginInfo, Password, Timestamp};
+use utoipa::ToSchema;
+
+use crate::extract::{AuthModel, AuthUser, ClientMeta};
+use crate::json::ApiJson;
+use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
+use crate::routes::session::{SessionInfo, session_cookie};
+use crate::state::AppState;
+use crate::throttle::ClientIp;
+
+/// One of the caller's logins.
+#[derive(Serialize, ToSchema)]
+pub struct LoginView {
+    /// `ses_…` for a session, `fam_…` for a token or hybrid login.
+    pub id: String,
+    /// `session`, `token` or `hybrid`.
+    pub model: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: Timestamp,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// The login this request came with.
+    pub current: bool,
+}
+
+impl From<LoginInfo> for LoginView {
+    fn from(l: LoginInfo) -> Self {
+        Self {
+            id: l.id,
+            model: l.model.as_str().to_owned(),
+            created_at: l.created_at,
+            last_seen_at: l.last_seen_at,
+            expires_at: l.expires_at,
+            user_agent: l.user_agent,
+            ip: l.ip,
+            current: l.current,
+        }
+    }
+}
+
+pub(crate) fn current_login(auth: &AuthUser) -> CurrentLogin {
+    match &auth.model {
+        AuthModel::Session(s) => CurrentLogin::Session(s.handle.clone()),
+        AuthModel::Token(c) => CurrentLogin::Family(c.family_id()),
+    }
+}
+
+/// List my logins: sessions, token and hybrid logins alike.
+#[utoipa::path(
+    get, path = "/v1/sessions", tag = "account",
+    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
+    responses(
+        (status = 200, body = Vec<LoginView>),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<Json<Vec<LoginView>>, ApiError> {
+    let logins = state
+        .logins()
+        .list(&auth.user.id, &current_login(&auth))
+        .await?;
+    Ok(Json(logins.into_iter().map(LoginView::from).collect()))
+}
+
+/// End one of my logins.
+#[utoipa::path(
+    delete, path = "/v1/sessions/{id}", tag = "account",
+    params(("id" = String, Path, description = "A login id from GET /v1/sessions")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
+    responses(
+        (status = 204, description = "Ended"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such login of mine", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn end_one(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state
+        .logins()
+        .end(&auth.user.id, &id, "ended by the user")
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "you have no live login {id:?}"
+        )))
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Ended {
+    /// How many logins ended.
+    pub ended: usize,
+}
+
+/// End all my other logins (every one but the current).
+#[utoipa::path(
+    delete, path = "/v1/sessions", tag = "account",
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
+    responses(
+        (status = 200, body = Ended),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn end_others(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<Json<Ended>, ApiError> {
+    let ended = state
+        .logins()
+        .end_others(&auth.user.id, &current_login(&auth), "ended by the user")
+        .await?;
+    Ok(Json(Ended { ended }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    #[schema(value_type = String, format = Password)]
+    pub current_password: Password,
+    #[schema(value_type = String, format = Password)]
+    pub new_password: Password,
+}
+
+/// Change my password.
+///
+/// Needs the current password. Every other login ends, and access tokens issued before stop
+/// working at once — a token or hybrid caller refreshes; a session caller gets a new session id
+/// (a new cookie and CSRF token in the answer).
+#[utoipa::path(
+    post, path = "/v1/account/password", tag = "account",
+    request_body = PasswordChange,
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
+    responses(
+        (status = 200, description = "Changed; a session caller gets its new session", body = SessionInfo),
+        (status = 204, description = "Changed (token and hybrid callers)"),
+        (status = 401, description = "Not authenticated, or the current password is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn change_password(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    auth: AuthUser,
+    ClientIp(ip): ClientIp,
+    ClientMeta(client): ClientMeta,
+    ApiJson(body): ApiJson<PasswordChange>,
+) -> Result<Response, ApiError> {
+    state
+        .throttle()
+        .check(ip, Some(auth.user.username.as_str()))?;
+    let current = current_login(&auth);
+    let jti = match &auth.model {
+        AuthModel::Token(c) => Some(c.claims().jti.clone()),
+        AuthModel::Session(_) => None,
+    };
+    state
+        .logins()
+        .change_password(
+            &auth.user,
+            &body.current_password,
+            &body.new_password,
+            &current,
+            jti.as_deref(),
+        )
+        .await?;
+    match auth.model {
+        // A privilege change: the session gets a new id.
+        AuthModel::Session(old) => {
+            state.sessions().end(&old.handle).await?;
+            let (secret, session) = state.sessions().start(&auth.user, client).await?;
+            let cookie = session_cookie(&secret, &session, session.created_at.unix_millis());
+            Ok((
+                jar.add(cookie),
+                Json(SessionInfo::new(&auth.user, &session)),
+            )
+                .into_response())
+        }
+        AuthModel::Token(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
