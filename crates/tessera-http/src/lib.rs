@@ -80,6 +80,15 @@ pub fn router(state: AppState) -> Router {
         "/openapi.json",
         axum::routing::get(move || openapi::serve(openapi_json.clone())),
     )
+    .route("/", axum::routing::get(routes::playground::page))
+    .route(
+        "/playground.js",
+        axum::routing::get(routes::playground::script),
+    )
+    .route(
+        "/playground.css",
+        axum::routing::get(routes::playground::style),
+    )
     .fallback(layers::not_found)
     .method_not_allowed_fallback(layers::method_not_allowed)
     .with_state(state)

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod admin;
 pub mod hybrid;
 pub mod ops;
+pub mod playground;
 pub mod session;
 pub mod token;
 

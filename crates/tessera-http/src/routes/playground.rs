@@ -1,0 +1,45 @@
+//! The playground page: SEED.md's comparison as something to click. Static files compiled into
+//! the binary; no inline script, so the page's CSP can forbid it.
+
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+/// Scripts and styles from this origin only; requests to this origin only; no framing.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+     img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(PAGE_CSP),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn page() -> Response {
+    asset(
+        "text/html; charset=utf-8",
+        include_str!("../playground/index.html"),
+    )
+}
+
+pub async fn script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../playground/playground.js"),
+    )
+}
+
+pub async fn style() -> Response {
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../playground/playground.css"),
+    )
+}
