@@ -488,3 +488,77 @@ async fn keys_are_listed_rotated_and_retired_from_the_command_line() {
     assert!(!ok);
     assert!(err.contains("master key"), "{err}");
 }
+
+#[tokio::test]
+async fn the_first_admin_is_made_from_the_command_line() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["user", "add", "Root", "--admin"])
+        .current_dir(dir.path())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .starts_with("usr_")
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
+
+    // A weak password is refused with the policy's reason.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["user", "add", "weak"])
+        .current_dir(dir.path())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"password1\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("common"));
+
+    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let client = reqwest::Client::new();
+    let pair: Value = client
+        .post(format!("{}/v1/token", server.base))
+        .json(&json!({"username": "root", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let users = client
+        .get(format!("{}/v1/admin/users", server.base))
+        .bearer_auth(pair["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users.status(), StatusCode::OK);
+    let users: Value = users.json().await.unwrap();
+    assert_eq!(users["users"][0]["username"], "root");
+    assert_eq!(users["users"][0]["roles"], json!(["admin"]));
+}
