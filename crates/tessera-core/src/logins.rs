@@ -219,17 +219,17 @@ impl Logins {
         Ok(ended)
     }
 
-    /// Keeps a user within the cap after a new login: the oldest logins end first.
-    pub async fn enforce_cap(&self, user: &UserId) -> Result<(), Error> {
+    /// Keeps a user within the cap after the login `new`: the oldest other logins end first.
+    pub async fn enforce_cap(&self, user: &UserId, new: &CurrentLogin) -> Result<(), Error> {
         if self.max_per_user == 0 {
             return Ok(());
         }
-        let logins = self.list(user, &CurrentLogin::None).await?;
+        let logins = self.list(user, new).await?;
         if logins.len() <= self.max_per_user {
             return Ok(());
         }
         let excess = logins.len() - self.max_per_user;
-        for login in logins.iter().take(excess) {
+        for login in logins.iter().filter(|l| !l.current).take(excess) {
             self.end_login(user, login, "session cap reached").await?;
         }
         Ok(())

@@ -201,6 +201,11 @@ impl Tokens {
         &self.revocations
     }
 
+    /// The service's clock's time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     /// The per-request check of a bearer token: memory only.
     pub fn verify(&self, token: &str) -> Result<VerifiedClaims, VerifyError> {
         self.verifier.verify(token)

@@ -138,7 +138,13 @@ pub async fn login(
         .tokens()
         .issue(&user, LoginModel::Hybrid, client)
         .await?;
-    state.logins().enforce_cap(&user.id).await?;
+    state
+        .logins()
+        .enforce_cap(
+            &user.id,
+            &tessera_core::CurrentLogin::Family(pair.family_id.clone()),
+        )
+        .await?;
     let body = session_body(&state, &user, &pair);
     Ok((
         jar.add(access_cookie(&pair)).add(refresh_cookie(&pair)),
@@ -174,7 +180,7 @@ pub async fn current(
         Some(user) if !user.disabled => user,
         _ => return Err(ApiError::unauthenticated()),
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = state.tokens().now().unix_seconds();
     let expires_in = cookie_value(&headers, HYBRID_ACCESS_COOKIE)
         .and_then(|t| state.tokens().verify(&t).ok())
         .map_or(0, |c| u64::try_from(c.claims().exp - now).unwrap_or(0));

@@ -110,7 +110,13 @@ pub async fn login(
         tracing::warn!(error = %e, "could not end the session the login replaces");
     }
     let (secret, session) = state.sessions().start(&user, client).await?;
-    state.logins().enforce_cap(&user.id).await?;
+    state
+        .logins()
+        .enforce_cap(
+            &user.id,
+            &tessera_core::CurrentLogin::Session(session.handle.clone()),
+        )
+        .await?;
     let cookie = session_cookie(&secret, &session, session.created_at.unix_millis());
     Ok((jar.add(cookie), Json(SessionInfo::new(&user, &session))))
 }

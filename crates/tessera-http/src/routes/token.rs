@@ -81,7 +81,13 @@ pub async fn login(
         .tokens()
         .issue(&user, LoginModel::Token, client)
         .await?;
-    state.logins().enforce_cap(&user.id).await?;
+    state
+        .logins()
+        .enforce_cap(
+            &user.id,
+            &tessera_core::CurrentLogin::Family(pair.family_id.clone()),
+        )
+        .await?;
     Ok(Json(pair.into()))
 }
 
