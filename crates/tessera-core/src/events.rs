@@ -1,10 +1,14 @@
 //! Security events: the audit trail of logins, logouts, refreshes, reuse detections, revocations
 //! and key rotations.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::clock::Timestamp;
+use crate::clock::{Clock, Timestamp};
+use crate::error::Error;
+use crate::store::EventStore;
 use crate::user::UserId;
 
 /// What happened.
@@ -89,4 +93,39 @@ pub struct SecurityEvent {
     pub kind: EventKind,
     pub user_id: Option<UserId>,
     pub detail: Value,
+}
+
+/// Records security events with the service clock's time. A failure to record is logged, never
+/// passed on: the audit trail must not take the service down with it.
+#[derive(Clone)]
+pub struct Audit {
+    store: Arc<dyn EventStore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Audit {
+    pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { store, clock }
+    }
+
+    pub async fn record(&self, kind: EventKind, user: Option<&UserId>, detail: Value) {
+        let event = NewEvent {
+            at: self.clock.now(),
+            kind,
+            user_id: user.cloned(),
+            detail,
+        };
+        if let Err(e) = self.store.record_event(&event).await {
+            tracing::error!(error = %e, kind = kind.as_str(), "could not record a security event");
+        }
+    }
+
+    /// Newest first: up to `limit` events with an id below `before`.
+    pub async fn events(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<SecurityEvent>, Error> {
+        Ok(self.store.events(before, limit).await?)
+    }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::accounts::Accounts;
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
-use crate::events::{EventKind, NewEvent};
+use crate::events::{Audit, EventKind, SecurityEvent};
 use crate::password::Password;
 use crate::session::{ClientInfo, SessionHandle, Sessions};
 use crate::store::{EventStore, RefreshStore};
@@ -59,7 +59,7 @@ pub struct Logins {
     sessions: Sessions,
     tokens: Arc<Tokens>,
     families: Arc<dyn RefreshStore>,
-    events: Arc<dyn EventStore>,
+    audit: Audit,
     clock: Arc<dyn Clock>,
     /// At most this many live logins per user; the oldest end first. 0: no cap.
     max_per_user: usize,
@@ -80,7 +80,7 @@ impl Logins {
             sessions,
             tokens,
             families,
-            events,
+            audit: Audit::new(events, Arc::clone(&clock)),
             clock,
             max_per_user,
         }
@@ -337,19 +337,11 @@ impl Logins {
         &self,
         before: Option<i64>,
         limit: usize,
-    ) -> Result<Vec<crate::events::SecurityEvent>, Error> {
-        Ok(self.events.events(before, limit).await?)
+    ) -> Result<Vec<SecurityEvent>, Error> {
+        self.audit.events(before, limit).await
     }
 
     pub async fn record(&self, kind: EventKind, user: Option<&UserId>, detail: serde_json::Value) {
-        let event = NewEvent {
-            at: self.clock.now(),
-            kind,
-            user_id: user.cloned(),
-            detail,
-        };
-        if let Err(e) = self.events.record_event(&event).await {
-            tracing::error!(error = %e, kind = kind.as_str(), "could not record a security event");
-        }
+        self.audit.record(kind, user, detail).await;
     }
 }

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
-use crate::events::{EventKind, NewEvent};
+use crate::events::{Audit, EventKind};
 use crate::secret::RefreshToken;
 use crate::session::ClientInfo;
 use crate::store::{EventStore, RefreshStore, UserStore};
@@ -149,7 +149,7 @@ pub struct Tokens {
     revocations: Revocations,
     refresh: Arc<dyn RefreshStore>,
     users: Arc<dyn UserStore>,
-    events: Arc<dyn EventStore>,
+    audit: Audit,
     clock: Arc<dyn Clock>,
     config: TokenConfig,
 }
@@ -183,7 +183,7 @@ impl Tokens {
             revocations,
             refresh,
             users,
-            events,
+            audit: Audit::new(events, Arc::clone(&clock)),
             clock,
             config,
         }
@@ -615,15 +615,6 @@ impl Tokens {
     }
 
     async fn event(&self, kind: EventKind, user: Option<&UserId>, detail: serde_json::Value) {
-        let event = NewEvent {
-            at: self.clock.now(),
-            kind,
-            user_id: user.cloned(),
-            detail,
-        };
-        // The audit trail must not take the service down with it.
-        if let Err(e) = self.events.record_event(&event).await {
-            tracing::error!(error = %e, kind = kind.as_str(), "could not record a security event");
-        }
+        self.audit.record(kind, user, detail).await;
     }
 }

@@ -119,11 +119,7 @@ pub async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
     csrf::check_same_origin(&headers, &state.0.trusted_origins)?;
-    state.throttle().check(ip, Some(&body.username))?;
-    let user = state
-        .logins()
-        .authenticate(&body.username, &body.password, LoginModel::Hybrid, &client)
-        .await?;
+    let user = super::authenticate(&state, ip, &client, &body, LoginModel::Hybrid).await?;
     // A login the browser already had ends: never two hybrid logins in one cookie jar.
     if let Some(previous) =
         cookie_value(&headers, HYBRID_REFRESH_COOKIE).and_then(|v| RefreshToken::parse(&v))

@@ -78,3 +78,19 @@ pub struct Credentials {
     #[schema(value_type = String, format = Password, example = "correct horse battery staple")]
     pub password: tessera_core::Password,
 }
+
+/// Every login route's first step: the throttle (per client address and per account), then the
+/// credentials, with the attempt recorded in the audit log.
+pub(crate) async fn authenticate(
+    state: &crate::state::AppState,
+    ip: Option<std::net::IpAddr>,
+    client: &tessera_core::ClientInfo,
+    credentials: &Credentials,
+    model: tessera_core::LoginModel,
+) -> Result<User, crate::problem::ApiError> {
+    state.throttle().check(ip, Some(&credentials.username))?;
+    Ok(state
+        .logins()
+        .authenticate(&credentials.username, &credentials.password, model, client)
+        .await?)
+}

@@ -97,11 +97,7 @@ pub async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
     csrf::check_same_origin(&headers, &state.0.trusted_origins)?;
-    state.throttle().check(ip, Some(&body.username))?;
-    let user = state
-        .logins()
-        .authenticate(&body.username, &body.password, LoginModel::Session, &client)
-        .await?;
+    let user = super::authenticate(&state, ip, &client, &body, LoginModel::Session).await?;
     // A session the browser already had ends: the new login gets a new id, never the old one.
     // Best effort: failing to clean up the old session must not fail the login.
     if let Some(previous) = session_secret(&headers)

@@ -72,11 +72,7 @@ pub async fn login(
     ClientMeta(client): ClientMeta,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    state.throttle().check(ip, Some(&body.username))?;
-    let user = state
-        .logins()
-        .authenticate(&body.username, &body.password, LoginModel::Token, &client)
-        .await?;
+    let user = super::authenticate(&state, ip, &client, &body, LoginModel::Token).await?;
     let pair = state
         .tokens()
         .issue(&user, LoginModel::Token, client)
