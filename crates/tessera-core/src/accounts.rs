@@ -162,7 +162,16 @@ impl Accounts {
                 return Err(Error::invalid("current_password", "is not correct"));
             }
         }
-        self.config.password_policy.check(new)?;
+        self.config
+            .password_policy
+            .check(new)
+            .map_err(|e| match e {
+                Error::Invalid { message, .. } => Error::Invalid {
+                    field: "new_password",
+                    message,
+                },
+                other => other,
+            })?;
         if matches!(
             self.hasher.verify(new, Some(&user.password_hash)).await?,
             Verification::Valid { .. }

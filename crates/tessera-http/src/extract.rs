@@ -6,9 +6,7 @@
 //! - [`AuthUser`]: the caller's identity, whichever model authenticated it.
 //! - [`ClientMeta`]: user agent and socket IP, recorded with a session.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum_extra::extract::cookie::CookieJar;
@@ -18,6 +16,7 @@ use tessera_core::{ClientInfo, Session, SessionId, User};
 use crate::csrf;
 use crate::problem::ApiError;
 use crate::state::AppState;
+use crate::throttle::ClientIp;
 
 /// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain, so a
 /// sibling subdomain cannot plant or overwrite it.
@@ -268,20 +267,23 @@ impl FromRequestParts<AppState> for AdminUser {
 /// What a session records about the client that created it.
 pub struct ClientMeta(pub ClientInfo);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
+impl FromRequestParts<AppState> for ClientMeta {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(256).collect());
-        // The socket address only: forwarded headers are trusted once trusted proxies exist.
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
-        Ok(Self(ClientInfo { user_agent, ip }))
+        // The address the throttle sees: the socket's, or the client behind a trusted proxy.
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        Ok(Self(ClientInfo {
+            user_agent,
+            ip: ip.map(|ip| ip.to_string()),
+        }))
     }
 }

@@ -94,7 +94,11 @@ impl Throttle {
             ));
         }
         if let Some(account) = account {
-            let key = account.trim().to_lowercase();
+            // The name as login normalizes it (NFKC, lower case), so "ａｌｉｃｅ" spends alice's
+            // budget; a name that cannot parse is throttled as typed.
+            let key = tessera_core::Username::parse(account)
+                .map(|u| u.as_str().to_owned())
+                .unwrap_or_else(|_| account.trim().to_lowercase());
             if let Err(not_until) = self.per_account.check_key(&key) {
                 return Err(too_many(
                     not_until.wait_time_from(clock.now()),

@@ -160,6 +160,19 @@ impl Revocations {
         }
     }
 
+    /// The latest "not before" of a user: access tokens issued earlier are refused.
+    pub fn user_not_before(&self, user: &UserId) -> Option<Timestamp> {
+        if self.mode == RevocationMode::None {
+            return None;
+        }
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .users
+            .get(user)
+            .copied()
+    }
+
     /// Records an issued access token (allowlist mode; a no-op otherwise).
     pub async fn allow(&self, token: AllowedToken) -> Result<(), Error> {
         if self.mode != RevocationMode::Allowlist {

@@ -287,7 +287,16 @@ impl Tokens {
         family: &RefreshFamily,
     ) -> Result<(String, AccessClaims), Error> {
         let key = self.keyring.signing_key();
-        let now = self.clock.now().unix_seconds();
+        // Never earlier than the user's "not before" (a password change a moment ago), which is a
+        // whole second up to one second ahead: the new token must not look issued before it.
+        let now = match self.revocations.user_not_before(&user.id) {
+            Some(not_before) => self
+                .clock
+                .now()
+                .unix_seconds()
+                .max(not_before.unix_seconds()),
+            None => self.clock.now().unix_seconds(),
+        };
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
             sub: user.id.to_string(),
@@ -401,11 +410,16 @@ impl Tokens {
         &self,
         presented: &RefreshToken,
     ) -> Result<Option<RefreshFamily>, Error> {
-        let Some((_, family)) = self.refresh.refresh_token(&presented.hash()).await? else {
+        let Some((record, family)) = self.refresh.refresh_token(&presented.hash()).await? else {
             return Ok(None);
         };
         let now = self.clock.now();
-        let live = family.revoked_at.is_none()
+        // A token rotated out within the grace window still counts (another tab's refresh).
+        let current = record
+            .rotated_at
+            .is_none_or(|at| now.since(at) <= self.config.reuse_grace);
+        let live = current
+            && family.revoked_at.is_none()
             && now < family.expires_at
             && now < family.absolute_expires_at;
         Ok(live.then_some(family))
@@ -448,11 +462,14 @@ impl Tokens {
     /// Every access token issued before `before` to `user` stops working (password change,
     /// forced logout, disabled account).
     ///
-    /// `iat` counts whole seconds, so `before` is rounded down to one: a token issued right after
-    /// is never refused, and callers end the user's families too, which reaches tokens of the same
-    /// second precisely.
+    /// `iat` counts whole seconds, so `before` is rounded up to the next one: every token issued
+    /// until now is refused, whatever its second. Tokens issued from now on get an `iat` of at
+    /// least that second (see `sign_access_token`), so they are never refused.
     pub async fn revoke_user_before(&self, user: &UserId, before: Timestamp) -> Result<(), Error> {
-        let before = Timestamp::from_unix_millis(before.unix_seconds().saturating_mul(1000));
+        let ms = before.unix_millis();
+        let before = Timestamp::from_unix_millis(
+            ms.saturating_add(999).div_euclid(1000).saturating_mul(1000),
+        );
         self.revocations
             .revoke(RevocationEntry {
                 revoked: Revoked::UserBefore {

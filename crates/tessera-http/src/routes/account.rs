@@ -156,7 +156,7 @@ pub struct PasswordChange {
     responses(
         (status = 200, description = "Changed; a session caller gets its new session", body = SessionInfo),
         (status = 204, description = "Changed (token and hybrid callers)"),
-        (status = 401, description = "Not authenticated, or the current password is wrong", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
         ServiceProblems,

@@ -65,7 +65,7 @@ pub struct Me {
 /// The caller's identity, whichever login model authenticated it.
 #[utoipa::path(
     get, path = "/v1/me", tag = "accounts",
-    security(("bearer" = []), ("session_cookie" = [])),
+    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = Me),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),

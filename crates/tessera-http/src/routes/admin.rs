@@ -53,7 +53,7 @@ impl From<KeyInfo> for KeyView {
 /// List the signing keys.
 #[utoipa::path(
     get, path = "/v1/admin/keys", tag = "admin",
-    security(("bearer" = []), ("session_cookie" = [])),
+    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = Vec<KeyView>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
@@ -75,7 +75,7 @@ pub async fn list_keys(
 /// until they expire, then that key leaves the JWKS.
 #[utoipa::path(
     post, path = "/v1/admin/keys/rotate", tag = "admin",
-    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 201, description = "The new signing key", body = KeyView),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
@@ -95,7 +95,7 @@ pub async fn rotate_key(
 #[utoipa::path(
     post, path = "/v1/admin/keys/{kid}/retire", tag = "admin",
     params(("kid" = String, Path, description = "The key id")),
-    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 204, description = "Retired"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
@@ -180,7 +180,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 /// List users, in username order.
 #[utoipa::path(
     get, path = "/v1/admin/users", tag = "admin", params(Page),
-    security(("bearer" = []), ("session_cookie" = [])),
+    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = UserPage),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
@@ -217,7 +217,7 @@ async fn target(state: &AppState, id: &str) -> Result<tessera_core::User, ApiErr
 #[utoipa::path(
     get, path = "/v1/admin/users/{id}", tag = "admin",
     params(("id" = String, Path, description = "The user id")),
-    security(("bearer" = []), ("session_cookie" = [])),
+    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = AdminUserView),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
@@ -258,7 +258,7 @@ async fn set_disabled(
 #[utoipa::path(
     post, path = "/v1/admin/users/{id}/disable", tag = "admin",
     params(("id" = String, Path, description = "The user id")),
-    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, body = AdminUserView),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
@@ -279,7 +279,7 @@ pub async fn disable_user(
 #[utoipa::path(
     post, path = "/v1/admin/users/{id}/enable", tag = "admin",
     params(("id" = String, Path, description = "The user id")),
-    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, body = AdminUserView),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
@@ -308,7 +308,7 @@ pub struct Roles {
     put, path = "/v1/admin/users/{id}/roles", tag = "admin",
     params(("id" = String, Path, description = "The user id")),
     request_body = Roles,
-    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, body = AdminUserView),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
@@ -343,7 +343,7 @@ pub async fn set_roles(
 #[utoipa::path(
     get, path = "/v1/admin/users/{id}/sessions", tag = "admin",
     params(("id" = String, Path, description = "The user id")),
-    security(("bearer" = []), ("session_cookie" = [])),
+    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = Vec<LoginView>),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
@@ -365,7 +365,7 @@ pub async fn user_sessions(
 #[utoipa::path(
     post, path = "/v1/admin/users/{id}/logout", tag = "admin",
     params(("id" = String, Path, description = "The user id")),
-    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = [])),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, body = Ended),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
@@ -422,7 +422,7 @@ pub struct EventList {
 /// The audit log of security events, newest first.
 #[utoipa::path(
     get, path = "/v1/admin/events", tag = "admin", params(EventPage),
-    security(("bearer" = []), ("session_cookie" = [])),
+    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = EventList),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
