@@ -1,0 +1,147 @@
+//! The change feed: how a change made on one node reaches every node's in-process state
+//! (revocations, keys, cached sessions and users). Implementations use an existing engine —
+//! Redis pub/sub, PostgreSQL LISTEN/NOTIFY — or stay in process for a single node.
+//!
+//! Delivery is at-most-once: a subscriber that loses its connection may miss changes. Every
+//! implementation therefore reports [`FeedEvent::Gap`] when its subscription was interrupted and
+//! is listening again; consumers then stop trusting their caches, re-read the store, and only
+//! then trust them again. A revoked credential is never served after a reconnect.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::error::StoreError;
+use crate::token::refresh::FamilyId;
+use crate::user::UserId;
+
+/// A change other nodes must apply. Small, and never a secret: sessions are named by the hex
+/// SHA-256 of their id, which is what the store keys them by anyway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A session ended (logout, expiry, an admin): drop it from caches.
+    SessionEnded { secret_hash: String },
+    /// Every session of a user may have ended or changed (forced logout, password change).
+    UserSessionsChanged { user: UserId },
+    /// A user's account changed (disabled, roles): drop the cached account.
+    UserChanged { user: UserId },
+    /// An access token was revoked.
+    TokenRevoked { jti: String, expires_at: Timestamp },
+    /// Every access token of a login was revoked.
+    FamilyRevoked { family: FamilyId, expires_at: Timestamp },
+    /// Access tokens of a user issued before `before` are refused.
+    UserRevokedBefore {
+        user: UserId,
+        before: Timestamp,
+        expires_at: Timestamp,
+    },
+    /// An access token became live (allowlist mode).
+    TokenAllowed {
+        jti: String,
+        family: FamilyId,
+        user: UserId,
+        expires_at: Timestamp,
+    },
+    /// Signing keys were rotated or retired: reload them.
+    KeysChanged,
+}
+
+/// What a subscriber receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FeedEvent {
+    Change(Change),
+    /// The subscription was interrupted and is back: changes may have been missed.
+    Gap,
+}
+
+/// A feed shared by every node.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync + 'static {
+    /// Sends a change to every subscriber, on every node (this one included). An error means it
+    /// may not have reached other nodes: callers have already written the store, so other nodes
+    /// catch up at their next resync, and the error is logged.
+    async fn publish(&self, change: &Change) -> Result<(), StoreError>;
+
+    /// A stream of events. The first event is always [`FeedEvent::Gap`] (nothing was heard before
+    /// subscribing), and another follows every reconnection. Dropping the receiver unsubscribes.
+    async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<FeedEvent>, StoreError>;
+}
+
+/// The feed of a single process: a broadcast channel. It never has gaps after the first.
+pub struct LocalFeed {
+    sender: tokio::sync::broadcast::Sender<Change>,
+}
+
+impl Default for LocalFeed {
+    fn default() -> Self {
+        Self {
+            sender: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
+}
+
+impl LocalFeed {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for LocalFeed {
+    async fn publish(&self, change: &Change) -> Result<(), StoreError> {
+        // No subscriber yet is fine: nobody has state to update.
+        let _ = self.sender.send(change.clone());
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<FeedEvent>, StoreError> {
+        let mut changes = self.sender.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(async move {
+            if tx.send(FeedEvent::Gap).await.is_err() {
+                return;
+            }
+            loop {
+                let event = match changes.recv().await {
+                    Ok(change) => FeedEvent::Change(change),
+                    // A slow subscriber missed changes: that is a gap too.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => FeedEvent::Gap,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_feed_starts_with_a_gap_then_delivers_in_order() {
+        let feed = LocalFeed::new();
+        let mut rx = feed.subscribe().await.unwrap();
+        assert_eq!(rx.recv().await, Some(FeedEvent::Gap));
+        feed.publish(&Change::KeysChanged).await.unwrap();
+        let user = UserId::from_stored("usr_1".into());
+        feed.publish(&Change::UserChanged { user: user.clone() }).await.unwrap();
+        assert_eq!(rx.recv().await, Some(FeedEvent::Change(Change::KeysChanged)));
+        assert_eq!(rx.recv().await, Some(FeedEvent::Change(Change::UserChanged { user })));
+    }
+
+    #[test]
+    fn changes_serialize_as_tagged_json() {
+        let change = Change::FamilyRevoked {
+            family: FamilyId::from_stored("fam_1".into()),
+            expires_at: Timestamp::from_unix_millis(0),
+        };
+        let json = serde_json::to_string(&change).unwrap();
+        assert!(json.starts_with("{\"kind\":\"family_revoked\""), "{json}");
+        assert_eq!(serde_json::from_str::<Change>(&json).unwrap(), change);
+    }
+}
