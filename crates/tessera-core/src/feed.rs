@@ -3,25 +3,27 @@
 //! Redis pub/sub, PostgreSQL LISTEN/NOTIFY — or stay in process for a single node.
 //!
 //! Delivery is at-most-once: a subscriber that loses its connection may miss changes. Every
-//! implementation therefore reports [`FeedEvent::Gap`] when its subscription was interrupted and
-//! is listening again; consumers then stop trusting their caches, re-read the store, and only
-//! then trust them again. A revoked credential is never served after a reconnect.
+//! implementation therefore reports [`FeedEvent::Lost`] as soon as it notices its subscription
+//! broke, and [`FeedEvent::Gap`] when it is listening again. From `Lost` until the state is
+//! re-read after the next `Gap`, consumers stop trusting their caches; then they trust them again.
+//! A revoked credential is never served after a reconnect.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::error::StoreError;
+use crate::session::SessionHandle;
 use crate::token::refresh::FamilyId;
 use crate::user::UserId;
 
-/// A change other nodes must apply. Small, and never a secret: sessions are named by the hex
-/// SHA-256 of their id, which is what the store keys them by anyway.
+/// A change other nodes must apply. Small, and never a secret: sessions are named by their public
+/// handle, not their id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
-    /// A session ended (logout, expiry, an admin): drop it from caches.
-    SessionEnded { secret_hash: String },
+    /// A session ended or changed (logout, an admin, new session data): drop it from caches.
+    SessionChanged { handle: SessionHandle },
     /// Every session of a user may have ended or changed (forced logout, password change).
     UserSessionsChanged { user: UserId },
     /// A user's account changed (disabled, roles): drop the cached account.
@@ -29,7 +31,10 @@ pub enum Change {
     /// An access token was revoked.
     TokenRevoked { jti: String, expires_at: Timestamp },
     /// Every access token of a login was revoked.
-    FamilyRevoked { family: FamilyId, expires_at: Timestamp },
+    FamilyRevoked {
+        family: FamilyId,
+        expires_at: Timestamp,
+    },
     /// Access tokens of a user issued before `before` are refused.
     UserRevokedBefore {
         user: UserId,
@@ -53,6 +58,8 @@ pub enum FeedEvent {
     Change(Change),
     /// The subscription was interrupted and is back: changes may have been missed.
     Gap,
+    /// The subscription just broke: changes are not heard until the next `Gap`.
+    Lost,
 }
 
 /// A feed shared by every node.
@@ -129,9 +136,17 @@ mod tests {
         assert_eq!(rx.recv().await, Some(FeedEvent::Gap));
         feed.publish(&Change::KeysChanged).await.unwrap();
         let user = UserId::from_stored("usr_1".into());
-        feed.publish(&Change::UserChanged { user: user.clone() }).await.unwrap();
-        assert_eq!(rx.recv().await, Some(FeedEvent::Change(Change::KeysChanged)));
-        assert_eq!(rx.recv().await, Some(FeedEvent::Change(Change::UserChanged { user })));
+        feed.publish(&Change::UserChanged { user: user.clone() })
+            .await
+            .unwrap();
+        assert_eq!(
+            rx.recv().await,
+            Some(FeedEvent::Change(Change::KeysChanged))
+        );
+        assert_eq!(
+            rx.recv().await,
+            Some(FeedEvent::Change(Change::UserChanged { user }))
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod password;
 pub mod secret;
 pub mod session;
 pub mod store;
+pub mod sync;
 pub mod token;
 pub mod user;
 

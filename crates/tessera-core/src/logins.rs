@@ -244,6 +244,7 @@ impl Logins {
         self.tokens
             .revoke_user_before(user, self.clock.now())
             .await?;
+        self.sessions.user_changed(user).await;
         self.record(
             EventKind::ForcedLogout,
             Some(user),
@@ -292,6 +293,7 @@ impl Logins {
         if !self.accounts.set_disabled(user, disabled).await? {
             return Ok(false);
         }
+        self.sessions.user_changed(user).await;
         if disabled {
             self.force_logout(user, by).await?;
         }
@@ -320,6 +322,7 @@ impl Logins {
         if !self.accounts.set_roles(user, roles).await? {
             return Ok(false);
         }
+        self.sessions.user_changed(user).await;
         self.tokens
             .revoke_user_before(user, self.clock.now())
             .await?;

@@ -1,8 +1,10 @@
 //! The session model: state on the server, an opaque 256-bit id in a cookie, a synchronizer CSRF
 //! token, idle and absolute expiry with sliding renewal, and a JSON document of session data.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +12,7 @@ use serde_json::Value;
 
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
+use crate::feed::{Change, ChangeFeed};
 use crate::merge_patch;
 use crate::secret::{CsrfToken, SessionId, TokenHash};
 use crate::store::{SessionStore, UserStore};
@@ -125,6 +128,41 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     config: SessionConfig,
     patch_locks: Arc<[tokio::sync::Mutex<()>]>,
+    cache: Arc<NearCache>,
+    feed: Option<Arc<dyn ChangeFeed>>,
+}
+
+/// How long a cached session answers without asking the store. The change feed evicts changed
+/// sessions at once; this bounds what a missed message could cost.
+const NEAR_CACHE_TTL: Duration = Duration::from_secs(5);
+const NEAR_CACHE_CAPACITY: usize = 100_000;
+
+struct Cached {
+    session: Session,
+    user: User,
+    fetched: Timestamp,
+}
+
+/// The near cache: recently used sessions by the hash of their id, so a request costs a memory
+/// lookup. Trusted only while the change feed is live.
+#[derive(Default)]
+struct NearCache {
+    entries: RwLock<NearEntries>,
+    distrusted: AtomicBool,
+}
+
+#[derive(Default)]
+struct NearEntries {
+    by_hash: HashMap<TokenHash, Cached>,
+    hash_of: HashMap<SessionHandle, TokenHash>,
+}
+
+impl NearEntries {
+    fn remove_handle(&mut self, handle: &SessionHandle) {
+        if let Some(hash) = self.hash_of.remove(handle) {
+            self.by_hash.remove(&hash);
+        }
+    }
 }
 
 /// Locks that serialize data patches on this node, one per stripe of sessions.
@@ -145,7 +183,121 @@ impl Sessions {
             patch_locks: (0..PATCH_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            cache: Arc::new(NearCache::default()),
+            feed: None,
         }
+    }
+
+    /// Publishes session changes on `feed`, so other nodes evict them from their near caches.
+    pub fn with_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// The change feed is lost: stop answering from the near cache until it is back.
+    pub fn feed_lost(&self) {
+        self.cache.distrusted.store(true, Ordering::SeqCst);
+        self.clear_cache();
+    }
+
+    /// The change feed is back: the near cache starts empty and may be trusted again.
+    pub fn feed_resumed(&self) {
+        self.clear_cache();
+        self.cache.distrusted.store(false, Ordering::SeqCst);
+    }
+
+    fn clear_cache(&self) {
+        let mut entries = self
+            .cache
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        entries.by_hash.clear();
+        entries.hash_of.clear();
+    }
+
+    /// Applies a change heard on the feed to the near cache.
+    pub fn apply(&self, change: &Change) {
+        let mut entries = self
+            .cache
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match change {
+            Change::SessionChanged { handle } => entries.remove_handle(handle),
+            Change::UserSessionsChanged { user } | Change::UserChanged { user } => {
+                let handles: Vec<SessionHandle> = entries
+                    .by_hash
+                    .values()
+                    .filter(|c| c.session.user_id == *user)
+                    .map(|c| c.session.handle.clone())
+                    .collect();
+                for handle in handles {
+                    entries.remove_handle(&handle);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Evicts locally, and tells the other nodes.
+    async fn changed(&self, change: Change) {
+        self.apply(&change);
+        if let Some(feed) = &self.feed
+            && let Err(e) = feed.publish(&change).await
+        {
+            tracing::warn!(error = %e, "could not publish a session change on the change feed");
+        }
+    }
+
+    /// Tells every node that a user's sessions or account changed (forced logout, disabled).
+    pub async fn user_changed(&self, user: &UserId) {
+        self.changed(Change::UserSessionsChanged { user: user.clone() })
+            .await;
+    }
+
+    fn cached(&self, hash: &TokenHash, now: Timestamp) -> Option<(Session, User)> {
+        if self.cache.distrusted.load(Ordering::SeqCst) {
+            return None;
+        }
+        let entries = self.cache.entries.read().unwrap_or_else(|e| e.into_inner());
+        let c = entries.by_hash.get(hash)?;
+        let fresh =
+            now.since(c.fetched) < NEAR_CACHE_TTL && now < c.session.expires_at && !c.user.disabled;
+        fresh.then(|| (c.session.clone(), c.user.clone()))
+    }
+
+    fn remember(&self, session: &Session, user: &User, now: Timestamp) {
+        if self.cache.distrusted.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut entries = self
+            .cache
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if entries.by_hash.len() >= NEAR_CACHE_CAPACITY {
+            entries
+                .by_hash
+                .retain(|_, c| now.since(c.fetched) < NEAR_CACHE_TTL);
+            if entries.by_hash.len() >= NEAR_CACHE_CAPACITY {
+                entries.by_hash.clear();
+            }
+            let live: std::collections::HashSet<TokenHash> =
+                entries.by_hash.keys().copied().collect();
+            entries.hash_of.retain(|_, h| live.contains(h));
+        }
+        entries
+            .hash_of
+            .insert(session.handle.clone(), session.secret_hash);
+        entries.by_hash.insert(
+            session.secret_hash,
+            Cached {
+                session: session.clone(),
+                user: user.clone(),
+                fetched: now,
+            },
+        );
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -185,15 +337,23 @@ impl Sessions {
     /// [`Sessions::record_activity`]). Expired sessions are deleted on sight; a session of a missing
     /// or disabled user authenticates nothing.
     pub async fn find(&self, secret: &SessionId) -> Result<Option<(Session, User)>, Error> {
-        let Some(session) = self.store.session_by_secret(&secret.hash()).await? else {
+        let hash = secret.hash();
+        let now = self.clock.now();
+        if let Some(hit) = self.cached(&hash, now) {
+            return Ok(Some(hit));
+        }
+        let Some(session) = self.store.session_by_secret(&hash).await? else {
             return Ok(None);
         };
-        if self.clock.now() >= session.expires_at {
+        if now >= session.expires_at {
             self.store.delete_session(&session.handle).await?;
             return Ok(None);
         }
         match self.users.user_by_id(&session.user_id).await? {
-            Some(user) if !user.disabled => Ok(Some((session, user))),
+            Some(user) if !user.disabled => {
+                self.remember(&session, &user, now);
+                Ok(Some((session, user)))
+            }
             _ => Ok(None),
         }
     }
@@ -217,6 +377,15 @@ impl Sessions {
         }
         session.last_seen_at = now;
         session.expires_at = expires_at;
+        let mut entries = self
+            .cache
+            .entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = entries.by_hash.get_mut(&session.secret_hash) {
+            cached.session.last_seen_at = now;
+            cached.session.expires_at = expires_at;
+        }
         Ok(true)
     }
 
@@ -245,6 +414,10 @@ impl Sessions {
     #[tracing::instrument(skip_all, fields(session = %handle))]
     pub async fn end(&self, handle: &SessionHandle) -> Result<bool, Error> {
         let gone = self.store.delete_session(handle).await?;
+        self.changed(Change::SessionChanged {
+            handle: handle.clone(),
+        })
+        .await;
         if gone {
             tracing::info!("session ended");
         }
@@ -293,6 +466,10 @@ impl Sessions {
                 .replace_session_data(&session.handle, session.data_version, &data)
                 .await?
             {
+                self.changed(Change::SessionChanged {
+                    handle: session.handle.clone(),
+                })
+                .await;
                 return Ok(data);
             }
         }

@@ -253,6 +253,9 @@ pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     pub events: Arc<dyn EventStore>,
     pub health: Arc<dyn HealthCheck>,
+    /// How changes reach every node: in process for a single node; Redis pub/sub or PostgreSQL
+    /// LISTEN/NOTIFY for many.
+    pub feed: Arc<dyn crate::feed::ChangeFeed>,
 }
 
 /// A backend that holds everything.
@@ -281,7 +284,7 @@ impl<S> AllStores for S where
 }
 
 impl Stores {
-    /// Every store from one backend.
+    /// Every store from one backend, with the in-process change feed (one node).
     pub fn from_one<S: AllStores>(store: S) -> Self {
         Self {
             users: Arc::new(store.clone()),
@@ -291,6 +294,7 @@ impl Stores {
             revocations: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
             health: Arc::new(store),
+            feed: Arc::new(crate::feed::LocalFeed::new()),
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum_extra::extract::cookie::CookieJar;
-use tessera_core::token::VerifiedClaims;
+use tessera_core::token::{VerifiedClaims, VerifyError};
 use tessera_core::{ClientInfo, Session, SessionId, User};
 
 use crate::csrf;
@@ -97,6 +97,9 @@ impl HybridAuth {
             csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
         }
         let claims = state.tokens().verify(&token).map_err(|reason| {
+            if reason == VerifyError::StateUnavailable {
+                return state_unavailable();
+            }
             tracing::debug!(?reason, "hybrid access cookie refused");
             ApiError::unauthenticated()
         })?;
@@ -105,6 +108,11 @@ impl HybridAuth {
         }
         Ok(Some(Self { claims }))
     }
+}
+
+/// Fail closed: the node cannot tell whether a token was revoked.
+fn state_unavailable() -> ApiError {
+    tessera_core::StoreError::Unavailable("the revocation state is being re-read".into()).into()
 }
 
 /// Checks `X-CSRF-Token` against the token of the login (family) `family`.
@@ -178,6 +186,7 @@ impl FromRequestParts<AppState> for BearerAuth {
         let token = bearer_token(&parts.headers)?.ok_or_else(ApiError::unauthenticated)?;
         match state.tokens().verify(token) {
             Ok(claims) => Ok(Self { claims }),
+            Err(VerifyError::StateUnavailable) => Err(state_unavailable()),
             Err(reason) => {
                 tracing::debug!(?reason, "bearer token refused");
                 Err(ApiError::invalid_token())

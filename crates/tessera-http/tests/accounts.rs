@@ -169,21 +169,22 @@ async fn unknown_user_costs_the_same_hash_as_a_wrong_password(backend: Backend) 
         app.register("frank", PASSWORD).await.status(),
         StatusCode::CREATED
     );
-    async fn fastest(app: &TestApp, user: &str) -> Duration {
-        let mut best = Duration::MAX;
-        for _ in 0..7 {
-            let start = Instant::now();
-            let r = app.login_response(user, "wrong password here").await;
-            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-            best = best.min(start.elapsed());
-        }
-        best
+    async fn attempt(app: &TestApp, user: &str) -> Duration {
+        let start = Instant::now();
+        let r = app.login_response(user, "wrong password here").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        start.elapsed()
     }
-    let wrong = fastest(&app, "frank").await;
-    let unknown = fastest(&app, "nobody-at-all").await;
+    // Alternate the two kinds, so both see the same load from whatever else runs on the machine.
+    let (mut wrong, mut unknown) = (Duration::MAX, Duration::MAX);
+    for _ in 0..12 {
+        wrong = wrong.min(attempt(&app, "frank").await);
+        unknown = unknown.min(attempt(&app, "nobody-at-all").await);
+    }
+    // Without the dummy hash an unknown user answers in about a twentieth of the time.
     let ratio = unknown.as_secs_f64() / wrong.as_secs_f64();
     assert!(
-        (0.5..2.0).contains(&ratio),
+        (0.35..3.0).contains(&ratio),
         "unknown user {unknown:?} vs wrong password {wrong:?}"
     );
 }

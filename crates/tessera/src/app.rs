@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tessera_core::sync::Follower;
 use tessera_core::token::{KeyRing, MasterKey, Revocations, Tokens};
 use tessera_core::{Accounts, Clock, Logins, PasswordHasher, Sessions, Stores, SystemClock};
 use tessera_store::memory::MemoryStore;
@@ -62,7 +63,8 @@ impl App {
             stores.users.clone(),
             clock.clone(),
             config.session_config(),
-        );
+        )
+        .with_feed(stores.feed.clone());
         let token_config = config.token_config();
         let master = master_key(config, &database)?;
         let keyring = KeyRing::load(
@@ -73,16 +75,28 @@ impl App {
             token_config.access_lifetime + token_config.leeway,
         )
         .await
-        .context("loading the signing keys")?;
+        .context("loading the signing keys")?
+        .with_feed(stores.feed.clone());
         let revocations = Revocations::load(
             stores.revocations.clone(),
             token_config.revocation,
             clock.now(),
         )
         .await
-        .context("loading the revocation list")?;
+        .context("loading the revocation list")?
+        .with_feed(stores.feed.clone());
+        let keyring = Arc::new(keyring);
+        tokio::spawn(
+            Follower {
+                revocations: revocations.clone(),
+                keyring: keyring.clone(),
+                sessions: sessions.clone(),
+                clock: clock.clone(),
+            }
+            .run(stores.feed.clone()),
+        );
         let tokens = Arc::new(Tokens::new(
-            Arc::new(keyring),
+            keyring,
             revocations,
             stores.refresh.clone(),
             stores.users.clone(),

@@ -62,6 +62,9 @@ pub enum VerifyError {
     WrongIssuer,
     WrongAudience,
     Revoked(RevokedReason),
+    /// The revocation state cannot be trusted right now (the change feed is lost and the store
+    /// could not be re-read): fail closed.
+    StateUnavailable,
 }
 
 /// Claims that passed every check. Only the verifier builds one.
@@ -215,6 +218,9 @@ impl Verifier {
     }
 
     fn check_revocation(&self, claims: &AccessClaims) -> Result<(), VerifyError> {
+        if !self.revocations.trusted(self.clock.now()) {
+            return Err(VerifyError::StateUnavailable);
+        }
         let reason = self.revocations.check(
             &claims.jti,
             &FamilyId::from_stored(claims.fid.clone()),

@@ -398,6 +398,7 @@ pub struct KeyRing {
     /// How long a rotated key keeps verifying: the access-token lifetime plus clock leeway.
     verify_after_rotation: Duration,
     keys: RwLock<Arc<KeySet>>,
+    feed: Option<Arc<dyn crate::feed::ChangeFeed>>,
 }
 
 impl KeyRing {
@@ -421,6 +422,7 @@ impl KeyRing {
             clock,
             algorithm,
             verify_after_rotation,
+            feed: None,
             keys: RwLock::new(Arc::new(set.unwrap_or_else(|| KeySet {
                 // Replaced just below by the first real key.
                 signing: Arc::new(placeholder()),
@@ -448,6 +450,20 @@ impl KeyRing {
             by_kid.insert(key.kid.clone(), loaded);
         }
         Ok(signing.map(|signing| KeySet { signing, by_kid }))
+    }
+
+    /// Publishes rotations and retirements on `feed`, so other nodes reload their keys at once.
+    pub fn with_feed(mut self, feed: Arc<dyn crate::feed::ChangeFeed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    async fn keys_changed(&self) {
+        if let Some(feed) = &self.feed
+            && let Err(e) = feed.publish(&crate::feed::Change::KeysChanged).await
+        {
+            tracing::warn!(error = %e, "could not publish a key change on the change feed");
+        }
     }
 
     /// Re-reads the keys from the store (after a change made here or by another process). Keys
@@ -588,6 +604,7 @@ impl KeyRing {
             self.store.mark_key_rotated(&old, now).await?;
         }
         self.reload().await?;
+        self.keys_changed().await;
         tracing::info!(%kid, algorithm = %self.algorithm, "signing key rotated");
         Ok(KeyInfo {
             kid,
@@ -611,6 +628,7 @@ impl KeyRing {
         }
         let retired = self.store.mark_key_retired(kid, self.clock.now()).await?;
         self.reload().await?;
+        self.keys_changed().await;
         if retired {
             tracing::info!(%kid, "signing key retired");
         }

@@ -41,7 +41,10 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use crate::error::Error;
+use crate::feed::{Change, ChangeFeed};
 use crate::store::RevocationStore;
 
 /// How access tokens can be revoked before they expire.
@@ -73,9 +76,16 @@ struct State {
 #[derive(Clone)]
 pub struct Revocations {
     store: Arc<dyn RevocationStore>,
+    feed: Option<Arc<dyn ChangeFeed>>,
     mode: RevocationMode,
     state: Arc<RwLock<State>>,
+    /// Until when the memory copy may be trusted (unix ms): `i64::MAX` while the change feed is
+    /// live; while it is lost, the time of the last re-read of the store plus a short bound.
+    trusted_until: Arc<AtomicI64>,
 }
+
+/// While the change feed is lost, a re-read of the store is trusted this long.
+pub const STALE_READ_BOUND: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Why an access token is no longer accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,11 +105,117 @@ impl Revocations {
     ) -> Result<Self, Error> {
         let this = Self {
             store,
+            feed: None,
             mode,
             state: Arc::new(RwLock::new(State::default())),
+            trusted_until: Arc::new(AtomicI64::new(i64::MAX)),
         };
         this.resync(now).await?;
         Ok(this)
+    }
+
+    /// Publishes every revocation on `feed`, so other nodes apply it at once.
+    pub fn with_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// The change feed is lost: from now on the memory copy is trusted only for
+    /// [`STALE_READ_BOUND`] after each re-read of the store.
+    pub fn feed_lost(&self, now: Timestamp) {
+        self.trusted_until.store(
+            now.saturating_add(STALE_READ_BOUND).unix_millis(),
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Re-reads the store while the feed is lost, extending trust by [`STALE_READ_BOUND`].
+    pub async fn refresh_while_lost(&self, now: Timestamp) -> Result<(), Error> {
+        self.resync(now).await?;
+        let until = now.saturating_add(STALE_READ_BOUND).unix_millis();
+        // Only extend a bounded trust; a live feed (i64::MAX) stays as it is.
+        let _ = self
+            .trusted_until
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
+                (current != i64::MAX).then_some(until.max(current))
+            });
+        Ok(())
+    }
+
+    /// The feed is back and the store was re-read after it: trust the memory copy again.
+    pub async fn feed_resumed(&self, now: Timestamp) -> Result<(), Error> {
+        self.resync(now).await?;
+        self.trusted_until.store(i64::MAX, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether the memory copy may answer right now.
+    pub fn trusted(&self, now: Timestamp) -> bool {
+        self.mode == RevocationMode::None
+            || now.unix_millis() < self.trusted_until.load(Ordering::SeqCst)
+    }
+
+    /// Applies a change heard on the feed (memory only: the node that made it wrote the store).
+    pub fn apply(&self, change: &Change) {
+        if self.mode == RevocationMode::None {
+            return;
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let entry = match change {
+            Change::TokenRevoked { jti, expires_at } => RevocationEntry {
+                revoked: Revoked::Token { jti: jti.clone() },
+                expires_at: *expires_at,
+            },
+            Change::FamilyRevoked { family, expires_at } => RevocationEntry {
+                revoked: Revoked::Family { id: family.clone() },
+                expires_at: *expires_at,
+            },
+            Change::UserRevokedBefore {
+                user,
+                before,
+                expires_at,
+            } => RevocationEntry {
+                revoked: Revoked::UserBefore {
+                    user: user.clone(),
+                    before: *before,
+                },
+                expires_at: *expires_at,
+            },
+            Change::TokenAllowed {
+                jti,
+                family,
+                user,
+                expires_at,
+            } => {
+                if self.mode == RevocationMode::Allowlist {
+                    state.allowed.insert(
+                        jti.clone(),
+                        AllowedToken {
+                            jti: jti.clone(),
+                            family_id: family.clone(),
+                            user_id: user.clone(),
+                            expires_at: *expires_at,
+                        },
+                    );
+                }
+                return;
+            }
+            _ => return,
+        };
+        if self.mode == RevocationMode::Allowlist {
+            state.forget_allowed(&entry.revoked);
+        }
+        state.apply(&entry);
+    }
+
+    async fn publish(&self, change: Change) {
+        let Some(feed) = &self.feed else {
+            return;
+        };
+        if let Err(e) = feed.publish(&change).await {
+            // The store has it: other nodes catch up at their next re-read.
+            tracing::warn!(error = %e, "could not publish a revocation on the change feed");
+        }
     }
 
     /// Replaces the in-memory state with the store's.
@@ -123,7 +239,8 @@ impl Revocations {
         self.mode
     }
 
-    /// The per-request check: memory lookups only. `None` when the token is still good.
+    /// The per-request check: memory lookups only. `None` when the token is still good. Callers
+    /// first make sure the copy is [`Revocations::trusted`].
     pub fn check(
         &self,
         jti: &str,
@@ -183,7 +300,14 @@ impl Revocations {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .allowed
-            .insert(token.jti.clone(), token);
+            .insert(token.jti.clone(), token.clone());
+        self.publish(Change::TokenAllowed {
+            jti: token.jti,
+            family: token.family_id,
+            user: token.user_id,
+            expires_at: token.expires_at,
+        })
+        .await;
         Ok(())
     }
 
@@ -207,17 +331,29 @@ impl Revocations {
                 }
             }
         }
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if self.mode == RevocationMode::Allowlist {
-            match &entry.revoked {
-                Revoked::Token { jti } => {
-                    state.allowed.remove(jti);
-                }
-                Revoked::Family { id } => state.allowed.retain(|_, t| t.family_id != *id),
-                Revoked::UserBefore { user, .. } => state.allowed.retain(|_, t| t.user_id != *user),
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if self.mode == RevocationMode::Allowlist {
+                state.forget_allowed(&entry.revoked);
             }
+            state.apply(&entry);
         }
-        state.apply(&entry);
+        self.publish(match entry.revoked {
+            Revoked::Token { jti } => Change::TokenRevoked {
+                jti,
+                expires_at: entry.expires_at,
+            },
+            Revoked::Family { id } => Change::FamilyRevoked {
+                family: id,
+                expires_at: entry.expires_at,
+            },
+            Revoked::UserBefore { user, before } => Change::UserRevokedBefore {
+                user,
+                before,
+                expires_at: entry.expires_at,
+            },
+        })
+        .await;
         Ok(())
     }
 
@@ -233,6 +369,17 @@ impl Revocations {
 }
 
 impl State {
+    /// Allowlist mode: the live tokens a revocation ends.
+    fn forget_allowed(&mut self, revoked: &Revoked) {
+        match revoked {
+            Revoked::Token { jti } => {
+                self.allowed.remove(jti);
+            }
+            Revoked::Family { id } => self.allowed.retain(|_, t| t.family_id != *id),
+            Revoked::UserBefore { user, .. } => self.allowed.retain(|_, t| t.user_id != *user),
+        }
+    }
+
     fn apply(&mut self, entry: &RevocationEntry) {
         match &entry.revoked {
             Revoked::Token { jti } => {

@@ -153,7 +153,8 @@ impl TestApp {
             stores.users.clone(),
             clock_dyn.clone(),
             options.sessions,
-        );
+        )
+        .with_feed(stores.feed.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut http = options.http;
@@ -174,16 +175,28 @@ impl TestApp {
             token_config.access_lifetime + token_config.leeway,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .with_feed(stores.feed.clone());
+        let keyring = Arc::new(keyring);
         let revocations = Revocations::load(
             stores.revocations.clone(),
             token_config.revocation,
             clock.now(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .with_feed(stores.feed.clone());
+        tokio::spawn(
+            tessera_core::sync::Follower {
+                revocations: revocations.clone(),
+                keyring: keyring.clone(),
+                sessions: sessions.clone(),
+                clock: clock_dyn.clone(),
+            }
+            .run(stores.feed.clone()),
+        );
         let tokens = Arc::new(Tokens::new(
-            Arc::new(keyring),
+            keyring,
             revocations,
             stores.refresh.clone(),
             stores.users.clone(),

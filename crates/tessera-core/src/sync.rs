@@ -1,0 +1,105 @@
+//! Keeps this node's in-process state exact: applies the changes other nodes publish on the change
+//! feed, and when the feed breaks, stops trusting that state until the store has been re-read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::feed::{Change, ChangeFeed, FeedEvent};
+use crate::session::Sessions;
+use crate::token::keyring::KeyRing;
+use crate::token::revocation::{Revocations, STALE_READ_BOUND};
+
+/// Follows the change feed for one node.
+pub struct Follower {
+    pub revocations: Revocations,
+    pub keyring: Arc<KeyRing>,
+    pub sessions: Sessions,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Follower {
+    /// Runs until the process ends: subscribes, applies changes, and re-subscribes whenever the
+    /// subscription ends.
+    pub async fn run(self, feed: Arc<dyn ChangeFeed>) {
+        let mut lost = false;
+        loop {
+            let mut events = match feed.subscribe().await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to the change feed; retrying");
+                    self.lose(&mut lost);
+                    self.refresh_while_lost().await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            loop {
+                // While lost, re-read the store often enough that trust never lapses for long.
+                let poll = tokio::time::sleep(if lost {
+                    STALE_READ_BOUND / 2
+                } else {
+                    Duration::from_secs(3600)
+                });
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(FeedEvent::Change(change)) => self.apply(&change).await,
+                        Some(FeedEvent::Gap) => self.resume(&mut lost).await,
+                        Some(FeedEvent::Lost) => self.lose(&mut lost),
+                        None => {
+                            self.lose(&mut lost);
+                            break;
+                        }
+                    },
+                    () = poll, if lost => self.refresh_while_lost().await,
+                }
+            }
+        }
+    }
+
+    async fn apply(&self, change: &Change) {
+        self.revocations.apply(change);
+        self.sessions.apply(change);
+        if *change == Change::KeysChanged
+            && let Err(e) = self.keyring.reload().await
+        {
+            tracing::warn!(error = %e, "reloading the signing keys after a change failed");
+        }
+    }
+
+    fn lose(&self, lost: &mut bool) {
+        if !*lost {
+            tracing::warn!("the change feed is lost: caches are not trusted until it is back");
+        }
+        *lost = true;
+        self.revocations.feed_lost(self.clock.now());
+        self.sessions.feed_lost();
+    }
+
+    async fn refresh_while_lost(&self) {
+        if let Err(e) = self.revocations.refresh_while_lost(self.clock.now()).await {
+            tracing::warn!(error = %e, "re-reading the revocations failed; bearer requests fail closed");
+        }
+    }
+
+    /// After a gap: re-read everything, then trust the caches again. If the store cannot be read,
+    /// the node stays distrustful and keeps trying.
+    async fn resume(&self, lost: &mut bool) {
+        match self.revocations.feed_resumed(self.clock.now()).await {
+            Ok(()) => {
+                if let Err(e) = self.keyring.reload().await {
+                    tracing::warn!(error = %e, "reloading the signing keys after a gap failed");
+                }
+                self.sessions.feed_resumed();
+                if *lost {
+                    tracing::info!("the change feed is back; state re-read from the store");
+                }
+                *lost = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-reading the revocations after a gap failed; retrying");
+                self.lose(lost);
+            }
+        }
+    }
+}
