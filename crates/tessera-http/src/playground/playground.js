@@ -88,10 +88,20 @@ const actions = {
   },
 };
 
+// After a reload the CSRF tokens are gone from memory: ask for them again (the cookies are
+// still there, and only this origin can read the answers).
+async function restore() {
+  const session = await fetch("/v1/session/csrf", { credentials: "same-origin" });
+  if (session.ok) state.sessionCsrf = (await session.json()).csrf_token;
+  const hybrid = await fetch("/v1/hybrid/session", { credentials: "same-origin" });
+  if (hybrid.ok) state.hybridCsrf = (await hybrid.json()).csrf_token;
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   $("register").addEventListener("click", () => actions.register());
   for (const button of document.querySelectorAll("button[data-action]")) {
     button.addEventListener("click", () => actions[button.dataset.action]());
   }
   show();
+  restore();
 });
