@@ -298,3 +298,29 @@ impl Stores {
         }
     }
 }
+
+/// Login-attempt budgets shared by every node (GCRA), so a limit holds across the cluster.
+#[async_trait]
+pub trait AttemptLimiter: Send + Sync + 'static {
+    /// Spends one attempt of `key`: `burst` attempts at once, `per_minute` regained each minute.
+    /// `Ok(Ok(()))` when allowed, `Ok(Err(wait))` when over the limit.
+    async fn take_attempt(
+        &self,
+        key: &str,
+        burst: u32,
+        per_minute: u32,
+    ) -> Result<Result<(), std::time::Duration>, StoreError>;
+}
+
+/// Ready only when every part is: several stores behind one readiness check.
+pub struct AllHealthy(pub Vec<Arc<dyn HealthCheck>>);
+
+#[async_trait]
+impl HealthCheck for AllHealthy {
+    async fn ping(&self) -> Result<(), StoreError> {
+        for part in &self.0 {
+            part.ping().await?;
+        }
+        Ok(())
+    }
+}

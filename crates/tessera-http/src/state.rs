@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tessera_core::token::Tokens;
-use tessera_core::{Accounts, HealthCheck, Logins, Sessions};
+use tessera_core::{Accounts, AttemptLimiter, HealthCheck, Logins, Sessions};
 
 use crate::throttle::{Throttle, ThrottleConfig};
 
@@ -102,6 +102,8 @@ pub struct Services {
     pub tokens: Arc<Tokens>,
     pub logins: Logins,
     pub health: Arc<dyn HealthCheck>,
+    /// A login-attempt budget shared by every node (Redis); `None`: per node, in memory.
+    pub limiter: Option<Arc<dyn AttemptLimiter>>,
 }
 
 pub(crate) struct Inner {
@@ -129,8 +131,9 @@ impl AppState {
             tokens,
             logins,
             health,
+            limiter,
         } = services;
-        let throttle = Throttle::new(&config.throttle);
+        let throttle = Throttle::new(&config.throttle, limiter);
         let public_origin = origin_of(&config.public_url)?;
         let https = public_origin.starts_with("https://");
         let mut trusted_origins = vec![public_origin];

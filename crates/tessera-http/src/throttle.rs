@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -14,6 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
+use tessera_core::AttemptLimiter;
 
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -52,11 +54,13 @@ impl Default for ThrottleConfig {
     }
 }
 
-/// The limiters. Per-node: several nodes each allow the configured rate (a shared Redis budget
-/// comes with the multi-node stores).
+/// The limiters: in process (one node), or a shared budget (Redis) so the limit holds across
+/// nodes.
 pub struct Throttle {
     per_account: DefaultKeyedRateLimiter<String>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    rates: (Rate, Rate),
+    shared: Option<Arc<dyn AttemptLimiter>>,
     trusted_proxies: Vec<IpNet>,
     checks: AtomicU64,
 }
@@ -68,17 +72,47 @@ fn quota(rate: Rate) -> Quota {
 }
 
 impl Throttle {
-    pub fn new(config: &ThrottleConfig) -> Self {
+    pub fn new(config: &ThrottleConfig, shared: Option<Arc<dyn AttemptLimiter>>) -> Self {
         Self {
             per_account: RateLimiter::keyed(quota(config.per_account)),
             per_ip: RateLimiter::keyed(quota(config.per_ip)),
+            rates: (config.per_ip, config.per_account),
+            shared,
             trusted_proxies: config.trusted_proxies.clone(),
             checks: AtomicU64::new(0),
         }
     }
 
     /// Spends one attempt of `ip` and, when given, of `account`; a 429 when either is exhausted.
-    pub fn check(&self, ip: Option<IpAddr>, account: Option<&str>) -> Result<(), ApiError> {
+    /// With a shared budget that cannot be reached, a 503: fail closed.
+    pub async fn check(&self, ip: Option<IpAddr>, account: Option<&str>) -> Result<(), ApiError> {
+        let account = account.map(normalize_account);
+        let Some(shared) = &self.shared else {
+            return self.check_local(ip, account.as_deref());
+        };
+        let (per_ip, per_account) = self.rates;
+        if let Some(ip) = ip
+            && let Err(wait) = shared
+                .take_attempt(&format!("ip:{ip}"), per_ip.burst, per_ip.per_minute)
+                .await?
+        {
+            return Err(too_many(wait, "from this address"));
+        }
+        if let Some(account) = account
+            && let Err(wait) = shared
+                .take_attempt(
+                    &format!("acct:{account}"),
+                    per_account.burst,
+                    per_account.per_minute,
+                )
+                .await?
+        {
+            return Err(too_many(wait, "for this account"));
+        }
+        Ok(())
+    }
+
+    fn check_local(&self, ip: Option<IpAddr>, account: Option<&str>) -> Result<(), ApiError> {
         // Forget idle keys now and then, so the maps do not grow without bound.
         if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
             self.per_account.retain_recent();
@@ -93,18 +127,13 @@ impl Throttle {
                 "from this address",
             ));
         }
-        if let Some(account) = account {
-            // The name as login normalizes it (NFKC, lower case), so "ａｌｉｃｅ" spends alice's
-            // budget; a name that cannot parse is throttled as typed.
-            let key = tessera_core::Username::parse(account)
-                .map(|u| u.as_str().to_owned())
-                .unwrap_or_else(|_| account.trim().to_lowercase());
-            if let Err(not_until) = self.per_account.check_key(&key) {
-                return Err(too_many(
-                    not_until.wait_time_from(clock.now()),
-                    "for this account",
-                ));
-            }
+        if let Some(account) = account
+            && let Err(not_until) = self.per_account.check_key(&account.to_owned())
+        {
+            return Err(too_many(
+                not_until.wait_time_from(clock.now()),
+                "for this account",
+            ));
         }
         Ok(())
     }
@@ -137,6 +166,14 @@ impl Throttle {
     fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
+}
+
+/// The name as login normalizes it (NFKC, lower case), so "ａｌｉｃｅ" spends alice's budget; a
+/// name that cannot parse is throttled as typed.
+fn normalize_account(account: &str) -> String {
+    tessera_core::Username::parse(account)
+        .map(|u| u.as_str().to_owned())
+        .unwrap_or_else(|_| account.trim().to_lowercase())
 }
 
 fn too_many(wait: std::time::Duration, what: &str) -> ApiError {
@@ -179,17 +216,20 @@ mod tests {
     use super::*;
 
     fn throttle(proxies: &[&str]) -> Throttle {
-        Throttle::new(&ThrottleConfig {
-            per_account: Rate {
-                burst: 3,
-                per_minute: 1,
+        Throttle::new(
+            &ThrottleConfig {
+                per_account: Rate {
+                    burst: 3,
+                    per_minute: 1,
+                },
+                per_ip: Rate {
+                    burst: 5,
+                    per_minute: 1,
+                },
+                trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
             },
-            per_ip: Rate {
-                burst: 5,
-                per_minute: 1,
-            },
-            trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
-        })
+            None,
+        )
     }
 
     #[test]
@@ -197,15 +237,15 @@ mod tests {
         let t = throttle(&[]);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..3 {
-            t.check(Some(ip), Some("alice")).unwrap();
+            t.check_local(Some(ip), Some("alice")).unwrap();
         }
-        let err = t.check(Some(ip), Some("Alice")).unwrap_err();
+        let err = t.check_local(Some(ip), Some("alice")).unwrap_err();
         assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
         // Another account from the same address still has budget, until the address runs out.
-        t.check(Some(ip), Some("bob")).unwrap();
-        assert!(t.check(Some(ip), Some("carol")).is_err());
+        t.check_local(Some(ip), Some("bob")).unwrap();
+        assert!(t.check_local(Some(ip), Some("carol")).is_err());
         assert!(
-            t.check(Some("192.0.2.2".parse().unwrap()), Some("carol"))
+            t.check_local(Some("192.0.2.2".parse().unwrap()), Some("carol"))
                 .is_ok()
         );
     }

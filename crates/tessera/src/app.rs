@@ -6,11 +6,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use tessera_core::sync::Follower;
 use tessera_core::token::{KeyRing, MasterKey, Revocations, Tokens};
-use tessera_core::{Accounts, Clock, Logins, PasswordHasher, Sessions, Stores, SystemClock};
+use tessera_core::{
+    Accounts, AllHealthy, AttemptLimiter, Clock, Logins, PasswordHasher, Sessions, Stores,
+    SystemClock,
+};
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
+use tessera_store::{PostgresStore, RedisStore};
 
-use crate::config::{Config, Database};
+use crate::config::{Config, Database, SessionStoreKind};
 
 /// Everything a command needs, built from the configuration.
 pub struct App {
@@ -21,6 +25,8 @@ pub struct App {
     pub sessions: Sessions,
     pub tokens: Arc<Tokens>,
     pub logins: Logins,
+    /// The shared login-attempt budget (Redis), when sessions live in Redis.
+    pub limiter: Option<Arc<dyn AttemptLimiter>>,
 }
 
 impl App {
@@ -30,7 +36,7 @@ impl App {
 
     pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let database = config.database().map_err(anyhow::Error::msg)?;
-        let (stores, sqlite) = match &database {
+        let (mut stores, sqlite) = match &database {
             Database::Memory => {
                 tracing::warn!("database = memory: everything is lost when the server stops");
                 (Stores::from_one(MemoryStore::new()), None)
@@ -42,7 +48,33 @@ impl App {
                 tracing::info!(path = %path.display(), "SQLite database ready");
                 (Stores::from_one(store.clone()), Some(store))
             }
+            Database::Postgres(url) => {
+                let store = PostgresStore::connect(url, config.postgres.schema.as_deref())
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                tracing::info!("PostgreSQL ready");
+                let mut stores = Stores::from_one(store.clone());
+                // Nodes sharing the database hear each other through LISTEN/NOTIFY.
+                stores.feed = Arc::new(store);
+                (stores, None)
+            }
         };
+        let mut limiter: Option<Arc<dyn AttemptLimiter>> = None;
+        if config.sessions.store == SessionStoreKind::Redis {
+            let url = config.redis.url.as_deref().unwrap_or_default();
+            let redis = RedisStore::connect(url, &config.redis.prefix)
+                .await
+                .context("connecting to Redis")?;
+            tracing::info!(prefix = %config.redis.prefix, "Redis ready: sessions, revocations, throttling and the change feed");
+            stores.sessions = Arc::new(redis.clone());
+            stores.revocations = Arc::new(redis.clone());
+            stores.feed = Arc::new(redis.clone());
+            stores.health = Arc::new(AllHealthy(vec![
+                stores.health.clone(),
+                Arc::new(redis.clone()),
+            ]));
+            limiter = Some(Arc::new(redis));
+        }
         let max_concurrent = match config.passwords.max_concurrent {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
@@ -120,6 +152,7 @@ impl App {
             sessions,
             tokens,
             logins,
+            limiter,
         })
     }
 

@@ -33,6 +33,8 @@ pub struct Config {
     pub passwords: PasswordsSection,
     pub tokens: TokensSection,
     pub throttling: ThrottlingSection,
+    pub postgres: PostgresSection,
+    pub redis: RedisSection,
     pub log: LogSection,
 }
 
@@ -48,6 +50,8 @@ impl Default for Config {
             passwords: PasswordsSection::default(),
             tokens: TokensSection::default(),
             throttling: ThrottlingSection::default(),
+            postgres: PostgresSection::default(),
+            redis: RedisSection::default(),
             log: LogSection::default(),
         }
     }
@@ -150,6 +154,43 @@ pub struct SessionsSection {
     pub max_data_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// `database` (the default) or `redis` (with `redis.url`): where sessions live. With Redis,
+    /// revocations, login throttling and the change feed live there too.
+    pub store: SessionStoreKind,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStoreKind {
+    #[default]
+    Database,
+    Redis,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// `redis://host:port/db`; needed when `sessions.store = "redis"`.
+    pub url: Option<String>,
+    /// Every key starts with this, so several deployments (or test runs) can share a server.
+    pub prefix: String,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "tessera:".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSection {
+    /// The schema Tessera's tables live in (created when missing); default: the connection's
+    /// search path (usually `public`).
+    pub schema: Option<String>,
 }
 
 impl Default for SessionsSection {
@@ -161,6 +202,7 @@ impl Default for SessionsSection {
             touch_interval: core.touch_interval,
             max_data_bytes: core.max_data_bytes,
             sweep_interval: Duration::from_secs(60),
+            store: SessionStoreKind::Database,
         }
     }
 }
@@ -300,6 +342,8 @@ pub enum LogFormat {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Database {
     Sqlite(PathBuf),
+    /// A connection URL; several nodes share it.
+    Postgres(String),
     Memory,
 }
 
@@ -359,6 +403,34 @@ impl Config {
             anyhow::anyhow!("invalid configuration: {key} (from {}): {why}", source(key))
         };
         self.database().map_err(|e| fail("database", e))?;
+        if self.sessions.store == SessionStoreKind::Redis {
+            match &self.redis.url {
+                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {}
+                Some(url) => {
+                    return Err(fail("redis.url", format!("{url:?} is not a redis:// URL")));
+                }
+                None => {
+                    return Err(fail(
+                        "redis.url",
+                        "sessions.store = \"redis\" needs redis.url".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(schema) = &self.postgres.schema
+            && (schema.is_empty()
+                || schema.len() > 63
+                || !schema
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                || schema.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            return Err(fail(
+                "postgres.schema",
+                "must be 1-63 of lower-case letters, digits and _, not starting with a digit"
+                    .into(),
+            ));
+        }
         tessera_http::origin_of(&self.public_url).map_err(|e| fail("public_url", e))?;
         for o in &self.http.trusted_origins {
             tessera_http::origin_of(o).map_err(|e| fail("http.trusted_origins", e))?;
@@ -432,10 +504,13 @@ impl Config {
         if url == "memory" {
             return Ok(Database::Memory);
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Database::Postgres(url.to_owned()));
+        }
         match url.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => Ok(Database::Sqlite(PathBuf::from(path))),
             _ => Err(format!(
-                "{url:?} is not a supported database URL: use sqlite://PATH or memory"
+                "{url:?} is not a supported database URL: use sqlite://PATH, postgres://… or memory"
             )),
         }
     }

@@ -44,6 +44,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tokens: app.tokens.clone(),
             logins: app.logins.clone(),
             health: app.stores.health.clone(),
+            limiter: app.limiter.clone(),
         },
         config.http_config(),
     )

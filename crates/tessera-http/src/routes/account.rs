@@ -172,7 +172,8 @@ pub async fn change_password(
 ) -> Result<Response, ApiError> {
     state
         .throttle()
-        .check(ip, Some(auth.user.username.as_str()))?;
+        .check(ip, Some(auth.user.username.as_str()))
+        .await?;
     let current = current_login(&auth);
     let jti = match &auth.model {
         AuthModel::Token(c) => Some(c.claims().jti.clone()),

@@ -31,7 +31,7 @@ pub async fn register(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
     // Registrations spend the address's login budget: no account-creation floods.
-    state.throttle().check(ip, None)?;
+    state.throttle().check(ip, None).await?;
     let user = state
         .accounts()
         .register(&body.username, &body.password)

@@ -88,7 +88,10 @@ pub(crate) async fn authenticate(
     credentials: &Credentials,
     model: tessera_core::LoginModel,
 ) -> Result<User, crate::problem::ApiError> {
-    state.throttle().check(ip, Some(&credentials.username))?;
+    state
+        .throttle()
+        .check(ip, Some(&credentials.username))
+        .await?;
     Ok(state
         .logins()
         .authenticate(&credentials.username, &credentials.password, model, client)

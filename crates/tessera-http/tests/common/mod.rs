@@ -220,6 +220,7 @@ impl TestApp {
                 tokens: tokens.clone(),
                 logins,
                 health: stores.health.clone(),
+                limiter: None,
             },
             http,
         )

@@ -1,0 +1,53 @@
+//! Login throttling shared by every node: GCRA (the generic cell rate algorithm, as redis-cell and
+//! governor implement it) in one script, on Redis's clock, so every node spends one budget.
+
+use std::time::Duration;
+
+use tessera_core::StoreError;
+
+use super::scripts::GCRA;
+use super::{RedisStore, call};
+
+impl RedisStore {
+    /// Spends one attempt of `key`: up to `burst` at once, regained at `per_minute` (both at least
+    /// 1). `Ok(Err(retry_after))` when the budget is spent, with how long until the next attempt
+    /// would be allowed. The key expires once it would no longer hold anything back.
+    ///
+    /// Callers fail closed: an `Err` (Redis unavailable) should refuse the login, not skip the
+    /// check.
+    pub async fn take_attempt(
+        &self,
+        key: &str,
+        burst: u32,
+        per_minute: u32,
+    ) -> Result<Result<(), Duration>, StoreError> {
+        let mut conn = self.conn();
+        let (allowed, wait_micros): (i64, i64) = call(
+            "take attempt",
+            GCRA.call()
+                .key(self.keys.throttle(key))
+                .arg(burst.max(1))
+                .arg(per_minute.max(1))
+                .run(&mut conn),
+        )
+        .await?;
+        if allowed == 1 {
+            Ok(Ok(()))
+        } else {
+            let wait = u64::try_from(wait_micros).unwrap_or(0).max(1);
+            Ok(Err(Duration::from_micros(wait)))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl tessera_core::AttemptLimiter for RedisStore {
+    async fn take_attempt(
+        &self,
+        key: &str,
+        burst: u32,
+        per_minute: u32,
+    ) -> Result<Result<(), std::time::Duration>, tessera_core::StoreError> {
+        RedisStore::take_attempt(self, key, burst, per_minute).await
+    }
+}
