@@ -1,0 +1,1110 @@
+//! Three `tessera serve` processes (A, B, C) sharing one PostgreSQL schema and one Redis key
+//! prefix, as a multi-node deployment runs them: a login made on one node works on the others,
+//! and a logout, a revocation, a key rotation or a forced logout made on one node is enforced by
+//! the others. The test also measures how long a revocation takes to reach the other nodes.
+//!
+//! It needs PostgreSQL (`TESSERA_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`) and Redis (`TESSERA_TEST_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`), and fails, never skips, when either cannot be reached. Each run
+//! uses its own schema and key prefix and removes both when it ends, also when it fails.
+//!
+//! `cargo test -p tessera --test multinode -- --nocapture` shows the latency table.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, SET_COOKIE};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection};
+
+const PASSWORD: &str = "correct horse battery staple";
+const ADMIN_PASSWORD: &str = "a long admin passphrase for the test";
+/// The issuer, and the origin the nodes trust; the same for every node.
+const PUBLIC_URL: &str = "http://localhost:8080";
+
+const SESSION_COOKIE: &str = "__Host-tessera";
+const HYBRID_ACCESS_COOKIE: &str = "__Host-tessera-at";
+const HYBRID_REFRESH_COOKIE: &str = "__Secure-tessera-rt";
+
+/// How many revocations the latency measurement makes. Each needs a login of its own (revoking
+/// an access token ends its whole login, so tokens from refreshing one login cannot be revoked
+/// one by one), and a login costs an argon2id hash.
+const REVOCATIONS: usize = 200;
+/// Users the measurement's logins are spread over: the default cap is 100 live logins per user.
+const BENCH_USERS: usize = 4;
+/// The issue's target for the 99th percentile on loopback.
+const P99_TARGET: Duration = Duration::from_millis(50);
+/// How long a functional check waits for a change to reach another node before failing. Far
+/// above the target: these checks are about correctness, the measurement is about speed.
+const PATIENCE: Duration = Duration::from_secs(2);
+
+fn postgres_url() -> String {
+    std::env::var("TESSERA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("TESSERA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Random hex, for names no other run uses and for the master key.
+fn random_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    format!("{:016x}", hasher.finish())
+}
+
+/// Fails the test with a clear message when PostgreSQL or Redis cannot be reached.
+async fn require_services() {
+    let url = postgres_url();
+    let pg = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&url)).await;
+    match pg {
+        Ok(Ok(conn)) => drop(conn.close().await),
+        Ok(Err(e)) => panic!(
+            "PostgreSQL is not reachable at {url} ({e}). This test needs a running server: \
+             start one, or point TESSERA_TEST_POSTGRES_URL at one"
+        ),
+        Err(_) => panic!("PostgreSQL at {url} did not answer within 5 s"),
+    }
+    let url = redis_url();
+    let pong: redis::RedisResult<String> = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        .and_then(|mut conn| redis::cmd("PING").query(&mut conn));
+    if let Err(e) = pong {
+        panic!(
+            "Redis is not reachable at {url} ({e}). This test needs a running server: start \
+             one, or point TESSERA_TEST_REDIS_URL at one"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The nodes
+
+/// One `tessera serve` process; killed when dropped.
+struct Node {
+    name: &'static str,
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process started but not yet known to listen.
+struct Starting {
+    name: &'static str,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    listening: Receiver<String>,
+}
+
+impl Starting {
+    fn ready(mut self) -> Node {
+        let addr = self
+            .listening
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "node {} did not start:\n{}",
+                    self.name,
+                    self.log.lock().unwrap().join("\n")
+                )
+            });
+        Node {
+            name: self.name,
+            child: self.child,
+            base: format!("http://{addr}"),
+            log: self.log,
+        }
+    }
+}
+
+/// The shared schema, key prefix and configuration, and the nodes. Dropping it kills the nodes,
+/// then drops the schema and deletes the prefix's keys, also when the test panicked.
+struct Cluster {
+    nodes: Vec<Node>,
+    schema: String,
+    prefix: String,
+    master_key: String,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let id = random_hex();
+        let key: Vec<u8> = (0..4)
+            .flat_map(|_| {
+                u64::from_str_radix(&random_hex(), 16)
+                    .unwrap()
+                    .to_le_bytes()
+            })
+            .collect();
+        Self {
+            nodes: Vec::new(),
+            schema: format!("tessera_mn_{id}"),
+            prefix: format!("tessera-mn:{id}:"),
+            master_key: base64::engine::general_purpose::STANDARD.encode(key),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The configuration every node and the CLI share.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("TESSERA_DATABASE", postgres_url()),
+            ("TESSERA_POSTGRES__SCHEMA", self.schema.clone()),
+            ("TESSERA_SESSIONS__STORE", "redis".into()),
+            ("TESSERA_REDIS__URL", redis_url()),
+            ("TESSERA_REDIS__PREFIX", self.prefix.clone()),
+            ("TESSERA_TOKENS__MASTER_KEY", self.master_key.clone()),
+            ("TESSERA_PUBLIC_URL", PUBLIC_URL.into()),
+            (
+                "TESSERA_THROTTLING__PER_ACCOUNT",
+                "{burst=10000,per_minute=10000}".into(),
+            ),
+            (
+                "TESSERA_THROTTLING__PER_IP",
+                "{burst=10000,per_minute=10000}".into(),
+            ),
+        ]
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// `tessera user add NAME --admin`, the password on stdin; returns the user id.
+    fn add_admin(&self, name: &str) -> String {
+        let mut child = self
+            .command()
+            .args(["user", "add", name, "--admin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run tessera user add");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "tessera user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn spawn(&self, name: &'static str) -> Starting {
+        let mut child = self
+            .command()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tessera serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, listening) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Starting {
+            name,
+            child,
+            log,
+            listening,
+        }
+    }
+
+    /// Starts A, B and C at once and waits until all three listen.
+    fn start_nodes(&mut self) {
+        let starting: Vec<Starting> = ["A", "B", "C"].iter().map(|n| self.spawn(n)).collect();
+        for s in starting {
+            let node = s.ready();
+            self.nodes.push(node);
+        }
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    /// Keys under this run's prefix.
+    fn redis_keys(&self) -> redis::RedisResult<Vec<String>> {
+        let client = redis::Client::open(redis_url())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        // The prefix is made of [a-z0-9:-]: nothing to escape for the glob.
+        let pattern = format!("{}*", self.prefix);
+        let mut cursor = String::from("0");
+        let mut keys = Vec::new();
+        loop {
+            let (next, page): (String, Vec<String>) = redis::cmd("SCAN")
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut conn)?;
+            keys.extend(page);
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    fn delete_redis_keys(&self) -> redis::RedisResult<()> {
+        let keys = self.redis_keys()?;
+        let client = redis::Client::open(redis_url())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        for chunk in keys.chunks(500) {
+            let _: i64 = redis::cmd("DEL").arg(chunk).query(&mut conn)?;
+        }
+        Ok(())
+    }
+
+    /// Tables in this run's schema.
+    async fn tables(&self) -> Vec<String> {
+        let mut conn = PgConnection::connect(&postgres_url()).await.unwrap();
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+        )
+        .bind(&self.schema)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        rows.into_iter().map(|(t,)| t).collect()
+    }
+}
+
+async fn drop_schema(schema: String) -> Result<(), sqlx::Error> {
+    let mut conn = PgConnection::connect(&postgres_url()).await?;
+    let statement = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    conn.execute(sqlx::AssertSqlSafe(statement)).await?;
+    conn.close().await
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for node in &self.nodes {
+                let log = node.log.lock().unwrap();
+                let tail = &log[log.len().saturating_sub(40)..];
+                eprintln!(
+                    "---- node {} ({}), last log lines ----\n{}",
+                    node.name,
+                    node.base,
+                    tail.join("\n")
+                );
+            }
+        }
+        // The nodes first: they hold connections to the schema and write under the prefix.
+        self.nodes.clear();
+        if let Err(e) = self.delete_redis_keys() {
+            eprintln!("cannot delete the Redis keys under {}: {e}", self.prefix);
+        }
+        // From a thread of its own: this may run inside the test's runtime, which cannot be
+        // blocked on.
+        let schema = self.schema.clone();
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(drop_schema(schema))
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("cannot drop schema {}: {e}", self.schema),
+            Err(_) => eprintln!("cannot drop schema {}: the cleanup panicked", self.schema),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP, as a curl-like client: no cookie jar, no Origin; cookies are passed by hand, so each
+// request says exactly which credential it carries to which node.
+
+#[derive(Clone)]
+struct Http(reqwest::Client);
+
+/// A session-model login: the cookie (`name=value`) and its CSRF token.
+struct SessionLogin {
+    cookie: String,
+    csrf: String,
+    user_id: String,
+}
+
+/// A token-model pair.
+#[derive(Clone)]
+struct Pair {
+    access: String,
+    refresh: String,
+}
+
+/// A hybrid login: both cookies (`name=value`) and the CSRF token.
+struct HybridLogin {
+    access_cookie: String,
+    refresh_cookie: String,
+    csrf: String,
+}
+
+/// `name=value` of the cookie `name` that the response sets.
+fn set_cookie(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("no {name} cookie set: {:?}", response.headers()))
+        .to_owned()
+}
+
+/// The `kid` in a JWT's header.
+fn kid(jwt: &str) -> String {
+    let header = jwt.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url JWT header");
+    let header: Value = serde_json::from_slice(&bytes).expect("JSON JWT header");
+    header["kid"].as_str().expect("a kid").to_owned()
+}
+
+impl Http {
+    fn new() -> Self {
+        Self(
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        )
+    }
+
+    async fn register(&self, node: &Node, username: &str) {
+        let r = self
+            .0
+            .post(format!("{}/v1/users", node.base))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "register {username}");
+    }
+
+    async fn session_login(&self, node: &Node, username: &str) -> SessionLogin {
+        let r = self
+            .0
+            .post(format!("{}/v1/session/login", node.base))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "session login on {}", node.name);
+        let cookie = set_cookie(&r, SESSION_COOKIE);
+        let body: Value = r.json().await.unwrap();
+        SessionLogin {
+            cookie,
+            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+            user_id: body["user"]["id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn token_login_as(&self, node: &Node, username: &str, password: &str) -> Pair {
+        let r = self
+            .0
+            .post(format!("{}/v1/token", node.base))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "token login on {}", node.name);
+        let body: Value = r.json().await.unwrap();
+        Pair {
+            access: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn token_login(&self, node: &Node, username: &str) -> Pair {
+        self.token_login_as(node, username, PASSWORD).await
+    }
+
+    async fn hybrid_login(&self, node: &Node, username: &str) -> HybridLogin {
+        let r = self
+            .0
+            .post(format!("{}/v1/hybrid/login", node.base))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "hybrid login on {}", node.name);
+        let access_cookie = set_cookie(&r, HYBRID_ACCESS_COOKIE);
+        let refresh_cookie = set_cookie(&r, HYBRID_REFRESH_COOKIE);
+        let body: Value = r.json().await.unwrap();
+        HybridLogin {
+            access_cookie,
+            refresh_cookie,
+            csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn me_with_cookie(&self, node: &Node, cookie: &str) -> StatusCode {
+        self.0
+            .get(format!("{}/v1/me", node.base))
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    async fn me_with_bearer(&self, node: &Node, token: &str) -> StatusCode {
+        self.0
+            .get(format!("{}/v1/me", node.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// `POST /v1/token/refresh`: the new pair, or the refusal's status.
+    async fn refresh(&self, node: &Node, refresh_token: &str) -> Result<Pair, StatusCode> {
+        let r = self
+            .0
+            .post(format!("{}/v1/token/refresh", node.base))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ])
+            .send()
+            .await
+            .unwrap();
+        if r.status() != StatusCode::OK {
+            return Err(r.status());
+        }
+        let body: Value = r.json().await.unwrap();
+        Ok(Pair {
+            access: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        })
+    }
+
+    async fn hybrid_refresh(&self, node: &Node, login: &HybridLogin) -> StatusCode {
+        self.0
+            .post(format!("{}/v1/hybrid/refresh", node.base))
+            .header(
+                COOKIE,
+                format!("{}; {}", login.access_cookie, login.refresh_cookie),
+            )
+            .header("X-CSRF-Token", &login.csrf)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    async fn revoke(&self, node: &Node, token: &str) {
+        let r = self
+            .0
+            .post(format!("{}/v1/token/revoke", node.base))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "revoke on {}", node.name);
+    }
+
+    async fn jwks_kids(&self, node: &Node) -> Vec<String> {
+        let jwks: Value = self
+            .0
+            .get(format!("{}/.well-known/jwks.json", node.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Asks `probe` until it answers 401; fails on any answer other than 200 and 401, or after
+/// [`PATIENCE`]. Returns how long it took from `since`, and how many 200s came before.
+async fn refused_within<F, Fut>(what: &str, since: Instant, mut probe: F) -> (Duration, usize)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StatusCode>,
+{
+    let mut accepted = 0;
+    loop {
+        match probe().await {
+            StatusCode::UNAUTHORIZED => return (since.elapsed(), accepted),
+            StatusCode::OK => accepted += 1,
+            other => panic!("{what}: unexpected {other}"),
+        }
+        assert!(
+            since.elapsed() < PATIENCE,
+            "{what}: still accepted {PATIENCE:?} later"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_share_logins_revocations_and_keys() {
+    let started = Instant::now();
+    require_services().await;
+    let mut cluster = Cluster::new();
+    let admin_id = cluster.add_admin("root");
+    assert!(admin_id.starts_with("usr_"), "{admin_id}");
+    cluster.start_nodes();
+    let http = Http::new();
+    let (a, b, c) = (cluster.node("A"), cluster.node("B"), cluster.node("C"));
+    println!(
+        "nodes: A {} · B {} · C {} (schema {}, Redis prefix {})",
+        a.base, b.base, c.base, cluster.schema, cluster.prefix
+    );
+
+    http.register(a, "alice").await;
+    http.register(b, "bob").await;
+
+    // ---- Session model: log in on A, use the cookie on B and C, log out on C. ----
+    let session = http.session_login(a, "alice").await;
+    for node in [a, b, c] {
+        assert_eq!(
+            http.me_with_cookie(node, &session.cookie).await,
+            StatusCode::OK,
+            "a session made on A works on {}",
+            node.name
+        );
+    }
+    let r = http
+        .0
+        .delete(format!("{}/v1/session", c.base))
+        .header(COOKIE, &session.cookie)
+        .header("X-CSRF-Token", &session.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "logout on C");
+    let logged_out = Instant::now();
+    for node in [a, b, c] {
+        let took = refused_within(
+            &format!("the session logged out on C, on {}", node.name),
+            logged_out,
+            || http.me_with_cookie(node, &session.cookie),
+        )
+        .await;
+        println!(
+            "session logged out on C: refused on {} {} after the logout's answer \
+             (accepted {} times before; nodes checked in turn)",
+            node.name,
+            ms(took.0),
+            took.1
+        );
+    }
+
+    // ---- Token model: log in on A, use the bearer on B and C, revoke on B. ----
+    let pair = http.token_login(a, "alice").await;
+    for node in [a, b, c] {
+        assert_eq!(
+            http.me_with_bearer(node, &pair.access).await,
+            StatusCode::OK,
+            "a token issued on A works on {}",
+            node.name
+        );
+    }
+    http.revoke(b, &pair.access).await;
+    let revoked = Instant::now();
+    for node in [a, c, b] {
+        let took = refused_within(
+            &format!("the token revoked on B, on {}", node.name),
+            revoked,
+            || http.me_with_bearer(node, &pair.access),
+        )
+        .await;
+        println!(
+            "token revoked on B: refused on {} {} after the revoke's answer \
+             (accepted {} times before; nodes checked in turn)",
+            node.name,
+            ms(took.0),
+            took.1
+        );
+    }
+    // Revoking the access token ended its login: its refresh token is dead on every node.
+    for node in [c, a] {
+        assert_eq!(
+            http.refresh(node, &pair.refresh).await.err(),
+            Some(StatusCode::UNAUTHORIZED),
+            "the refresh token of a revoked login, on {}",
+            node.name
+        );
+    }
+
+    // ---- Key rotation on A: B and C sign with the new key and still accept the old one. ----
+    let admin = http.token_login_as(a, "root", ADMIN_PASSWORD).await;
+    let before_rotation = http.token_login(b, "alice").await;
+    let old_kid = kid(&before_rotation.access);
+    let r = http
+        .0
+        .post(format!("{}/v1/admin/keys/rotate", a.base))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "rotate on A");
+    let rotated = Instant::now();
+    let new_kid = r.json::<Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+    // Refreshing is cheap (no argon2): ask until the node signs with the new key.
+    let mut refresh_token = before_rotation.refresh.clone();
+    for node in [b, c] {
+        loop {
+            let next = http
+                .refresh(node, &refresh_token)
+                .await
+                .unwrap_or_else(|s| panic!("refresh on {}: {s}", node.name));
+            refresh_token = next.refresh;
+            if kid(&next.access) == new_kid {
+                break;
+            }
+            assert!(
+                rotated.elapsed() < PATIENCE,
+                "{} still signs with {} {PATIENCE:?} after the rotation on A",
+                node.name,
+                kid(&next.access)
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        println!(
+            "key rotated on A, signing on {}: {}",
+            node.name,
+            ms(rotated.elapsed())
+        );
+    }
+    let mut fresh = Vec::new();
+    for node in [b, c] {
+        let pair = http.token_login(node, "alice").await;
+        assert_eq!(
+            kid(&pair.access),
+            new_kid,
+            "a fresh login on {} is signed with the key rotated on A",
+            node.name
+        );
+        fresh.push((node.name, pair));
+    }
+    for node in [a, b, c] {
+        assert_eq!(
+            http.me_with_bearer(node, &before_rotation.access).await,
+            StatusCode::OK,
+            "{} accepts a token signed with the previous key",
+            node.name
+        );
+        for (issuer, pair) in &fresh {
+            assert_eq!(
+                http.me_with_bearer(node, &pair.access).await,
+                StatusCode::OK,
+                "{} accepts a new-key token issued on {issuer}",
+                node.name
+            );
+        }
+        let kids = http.jwks_kids(node).await;
+        assert!(
+            kids.contains(&old_kid) && kids.contains(&new_kid),
+            "the JWKS of {} publishes both keys: {kids:?}",
+            node.name
+        );
+    }
+
+    // ---- Forced logout on A: every credential of bob is refused on every node. ----
+    let bob_session = http.session_login(b, "bob").await;
+    let bob_id = bob_session.user_id.clone();
+    let bob_pair = http.token_login(c, "bob").await;
+    let bob_hybrid = http.hybrid_login(a, "bob").await;
+    // A refresh on another node than the login's: it works, and gives the refresh token to test.
+    let bob_refreshed = http.refresh(b, &bob_pair.refresh).await.unwrap();
+    let alice_pair = http.token_login(c, "alice").await;
+    for node in [a, b, c] {
+        for (what, status) in [
+            (
+                "session cookie",
+                http.me_with_cookie(node, &bob_session.cookie).await,
+            ),
+            ("bearer", http.me_with_bearer(node, &bob_pair.access).await),
+            (
+                "refreshed bearer",
+                http.me_with_bearer(node, &bob_refreshed.access).await,
+            ),
+            (
+                "hybrid cookie",
+                http.me_with_cookie(node, &bob_hybrid.access_cookie).await,
+            ),
+        ] {
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "bob's {what} on {} before the forced logout",
+                node.name
+            );
+        }
+    }
+    let r = http
+        .0
+        .post(format!("{}/v1/admin/users/{bob_id}/logout", a.base))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "forced logout on A");
+    let forced = Instant::now();
+    let ended = r.json::<Value>().await.unwrap()["ended"].as_u64().unwrap();
+    assert!(
+        ended >= 3,
+        "the session, the token login and the hybrid login end: {ended}"
+    );
+    let mut slowest = Duration::ZERO;
+    let mut stale_probes = 0;
+    for node in [a, b, c] {
+        let n = node.name;
+        let took = [
+            refused_within(&format!("bob's session cookie on {n}"), forced, || {
+                http.me_with_cookie(node, &bob_session.cookie)
+            })
+            .await,
+            refused_within(&format!("bob's bearer on {n}"), forced, || {
+                http.me_with_bearer(node, &bob_pair.access)
+            })
+            .await,
+            refused_within(&format!("bob's refreshed bearer on {n}"), forced, || {
+                http.me_with_bearer(node, &bob_refreshed.access)
+            })
+            .await,
+            refused_within(&format!("bob's hybrid cookie on {n}"), forced, || {
+                http.me_with_cookie(node, &bob_hybrid.access_cookie)
+            })
+            .await,
+        ];
+        for (elapsed, accepted) in took {
+            slowest = slowest.max(elapsed);
+            stale_probes += accepted;
+        }
+        assert_eq!(
+            http.refresh(node, &bob_refreshed.refresh).await.err(),
+            Some(StatusCode::UNAUTHORIZED),
+            "bob's refresh token on {n}"
+        );
+        assert_eq!(
+            http.hybrid_refresh(node, &bob_hybrid).await,
+            StatusCode::UNAUTHORIZED,
+            "bob's hybrid refresh cookie on {n}"
+        );
+        assert_eq!(
+            http.me_with_bearer(node, &alice_pair.access).await,
+            StatusCode::OK,
+            "another user's token on {n} survives bob's forced logout"
+        );
+    }
+    println!(
+        "forced logout on A ended {ended} logins: every credential refused on every node \
+         {} after the answer (accepted {stale_probes} times before; checked in turn)",
+        ms(slowest)
+    );
+
+    // ---- Revocation propagation: revoke on A, poll B and C until they refuse. ----
+    let setup = Instant::now();
+    let tokens = issue_logins(&http, &cluster).await;
+    println!(
+        "{} logins for the measurement in {}",
+        tokens.len(),
+        ms(setup.elapsed())
+    );
+    let measured = measure_revocations(&http, &cluster, &tokens).await;
+    report(&measured);
+
+    // The nodes really shared PostgreSQL and Redis under this run's names.
+    assert!(
+        !cluster.tables().await.is_empty(),
+        "no table in schema {}",
+        cluster.schema
+    );
+    assert!(
+        !cluster.redis_keys().unwrap().is_empty(),
+        "no Redis key under {}",
+        cluster.prefix
+    );
+    for m in &measured.observed {
+        let from_send = Stats::of(&m.from_send);
+        assert!(
+            from_send.p99 < P99_TARGET,
+            "revocation on A reached {} in p99 {} (from sending the revoke), over the {} target",
+            m.node,
+            ms(from_send.p99),
+            ms(P99_TARGET)
+        );
+    }
+    drop(cluster);
+    println!("total {}", ms(started.elapsed()));
+}
+
+/// [`REVOCATIONS`] access tokens, each of a login of its own, from logins spread over the nodes.
+async fn issue_logins(http: &Http, cluster: &Cluster) -> Vec<String> {
+    let names: Vec<String> = (0..BENCH_USERS).map(|i| format!("bench{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        http.register(&cluster.nodes[i % 3], name).await;
+    }
+    let bases: Vec<(&'static str, String)> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.name, n.base.clone()))
+        .collect();
+    let mut workers = tokio::task::JoinSet::new();
+    for (w, name) in names.into_iter().enumerate() {
+        let http = http.clone();
+        let bases = bases.clone();
+        workers.spawn(async move {
+            let mut tokens = Vec::new();
+            for j in 0..REVOCATIONS / BENCH_USERS {
+                let (_, base) = &bases[(w + j) % bases.len()];
+                let body: Value = http
+                    .0
+                    .post(format!("{base}/v1/token"))
+                    .json(&json!({"username": name, "password": PASSWORD}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .error_for_status()
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                tokens.push(body["access_token"].as_str().unwrap().to_owned());
+            }
+            tokens
+        });
+    }
+    let mut tokens = Vec::new();
+    while let Some(batch) = workers.join_next().await {
+        tokens.extend(batch.unwrap());
+    }
+    assert_eq!(tokens.len(), REVOCATIONS);
+    tokens
+}
+
+/// What one observing node saw over all revocations.
+struct Observed {
+    node: &'static str,
+    /// From just before the revoke request was sent to A to the first 401 from this node.
+    from_send: Vec<Duration>,
+    /// From A's answer to the revoke to the first 401 from this node (zero when it came first).
+    from_answer: Vec<Duration>,
+    /// Revocations this node refused before A's answer to the revoke had arrived.
+    refused_before_answer: usize,
+    /// Revocations this node still accepted at least once after A had answered.
+    stale: usize,
+    /// Requests answered 200 after A had answered, over all revocations.
+    stale_requests: usize,
+}
+
+/// The measurement: the revoke round trip on A, and what B and C saw.
+struct Measured {
+    revoke: Vec<Duration>,
+    observed: Vec<Observed>,
+}
+
+/// For each token: both other nodes accept it (so their verified-token caches hold it), then A
+/// is sent the revoke while B and C are polled back to back, concurrently, from the same
+/// instant, until each refuses it.
+async fn measure_revocations(http: &Http, cluster: &Cluster, tokens: &[String]) -> Measured {
+    let a = cluster.node("A");
+    let others = [cluster.node("B"), cluster.node("C")];
+    let mut revoke = Vec::with_capacity(tokens.len());
+    let mut observed: Vec<Observed> = others
+        .iter()
+        .map(|n| Observed {
+            node: n.name,
+            from_send: Vec::with_capacity(tokens.len()),
+            from_answer: Vec::with_capacity(tokens.len()),
+            refused_before_answer: 0,
+            stale: 0,
+            stale_requests: 0,
+        })
+        .collect();
+    for token in tokens {
+        for node in others {
+            assert_eq!(
+                http.me_with_bearer(node, token).await,
+                StatusCode::OK,
+                "a fresh token on {}",
+                node.name
+            );
+        }
+        let sent = Instant::now();
+        let (answered, b, c) = tokio::join!(
+            async {
+                http.revoke(a, token).await;
+                Instant::now()
+            },
+            poll_until_refused(http, others[0], token, sent),
+            poll_until_refused(http, others[1], token, sent),
+        );
+        revoke.push(answered - sent);
+        for (o, (refused, accepted)) in observed.iter_mut().zip([b, c]) {
+            o.from_send.push(refused - sent);
+            o.from_answer
+                .push(refused.saturating_duration_since(answered));
+            if refused <= answered {
+                o.refused_before_answer += 1;
+            }
+            let late = accepted.iter().filter(|&&at| at > answered).count();
+            if late > 0 {
+                o.stale += 1;
+                o.stale_requests += late;
+            }
+        }
+    }
+    Measured { revoke, observed }
+}
+
+/// Asks `node` back to back until it refuses `token`; returns when the refusal arrived and when
+/// each earlier acceptance did.
+async fn poll_until_refused(
+    http: &Http,
+    node: &Node,
+    token: &str,
+    sent: Instant,
+) -> (Instant, Vec<Instant>) {
+    let mut accepted = Vec::new();
+    loop {
+        match http.me_with_bearer(node, token).await {
+            StatusCode::UNAUTHORIZED => return (Instant::now(), accepted),
+            StatusCode::OK => accepted.push(Instant::now()),
+            other => panic!("{}: unexpected {other} while polling", node.name),
+        }
+        assert!(
+            sent.elapsed() < PATIENCE,
+            "{} still accepts a token revoked on A {PATIENCE:?} ago",
+            node.name
+        );
+    }
+}
+
+/// Nearest-rank percentiles.
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn of(samples: &[Duration]) -> Self {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        let rank = |p: usize| sorted[(sorted.len() * p).div_ceil(100).max(1) - 1];
+        Self {
+            p50: rank(50),
+            p99: rank(99),
+            max: *sorted.last().unwrap(),
+        }
+    }
+}
+
+fn report(m: &Measured) {
+    let n = m.revoke.len();
+    println!();
+    println!(
+        "Revocation propagation: {n} access tokens, each of its own login, each revoked on A \
+         (POST /v1/token/revoke) while GET /v1/me is polled back to back on B and C until 401."
+    );
+    println!("| what | p50 | p99 | max | refused before A answered | accepted after A answered |");
+    println!("|---|---|---|---|---|---|");
+    let s = Stats::of(&m.revoke);
+    println!(
+        "| revoke round trip on A | {} | {} | {} | | |",
+        ms(s.p50),
+        ms(s.p99),
+        ms(s.max)
+    );
+    for o in &m.observed {
+        let s = Stats::of(&o.from_send);
+        println!(
+            "| first 401 on {} after the revoke was sent | {} | {} | {} | {} of {n} | {} of {n} ({} requests) |",
+            o.node,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.max),
+            o.refused_before_answer,
+            o.stale,
+            o.stale_requests
+        );
+        let s = Stats::of(&o.from_answer);
+        println!(
+            "| first 401 on {} after A answered (0 if before) | {} | {} | {} | | |",
+            o.node,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.max)
+        );
+    }
+    println!();
+}
