@@ -30,8 +30,8 @@ pub use password::{Argon2Params, Password, PasswordHasher, PasswordPolicy};
 pub use secret::{CsrfToken, RefreshToken, SessionId, TokenHash};
 pub use session::{ClientInfo, Session, SessionConfig, SessionHandle, Sessions};
 pub use store::{
-    AllHealthy, AllStores, AttemptLimiter, EventStore, HealthCheck, KeyStore, RefreshStore,
-    RevocationStore, SessionStore, Stores, UserStore,
+    AllHealthy, AllStores, AttemptLimiter, EventStore, HealthCheck, KeyStore, MirroredRevocations,
+    RefreshStore, RevocationStore, SessionStore, Stores, UserStore,
 };
 pub use token::keyring::{KeyStatus, SigningAlgorithm, StoredKey};
 pub use token::refresh::{FamilyId, LoginModel, RefreshFamily, RefreshTokenRecord, Rotation};

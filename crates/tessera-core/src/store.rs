@@ -324,3 +324,52 @@ impl HealthCheck for AllHealthy {
         Ok(())
     }
 }
+
+/// Revocations in a fast store (Redis) with every denylist entry also written to a durable one
+/// (the database) first. A fast store that comes back empty (Redis keeps nothing on disk) then
+/// forgets no revocation: the union of both is read back. Live tokens of allowlist mode stay in
+/// the fast store only — losing them refuses tokens, which is safe.
+pub struct MirroredRevocations {
+    pub fast: Arc<dyn RevocationStore>,
+    pub durable: Arc<dyn RevocationStore>,
+}
+
+#[async_trait]
+impl RevocationStore for MirroredRevocations {
+    async fn add_revocation(&self, entry: &RevocationEntry) -> Result<(), StoreError> {
+        self.durable.add_revocation(entry).await?;
+        self.fast.add_revocation(entry).await
+    }
+
+    async fn revocations(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
+        // The fast store answers for liveness: when it is down, this fails (and callers fail
+        // closed) even though the durable copy could answer.
+        let mut all = self.fast.revocations(now).await?;
+        all.extend(self.durable.revocations(now).await?);
+        Ok(all)
+    }
+
+    async fn allow_token(&self, token: &AllowedToken) -> Result<(), StoreError> {
+        self.fast.allow_token(token).await
+    }
+
+    async fn allowed_tokens(&self, now: Timestamp) -> Result<Vec<AllowedToken>, StoreError> {
+        self.fast.allowed_tokens(now).await
+    }
+
+    async fn disallow_token(&self, jti: &str) -> Result<bool, StoreError> {
+        self.fast.disallow_token(jti).await
+    }
+
+    async fn disallow_family(&self, id: &FamilyId) -> Result<usize, StoreError> {
+        self.fast.disallow_family(id).await
+    }
+
+    async fn disallow_user(&self, user: &UserId) -> Result<usize, StoreError> {
+        self.fast.disallow_user(user).await
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError> {
+        Ok(self.durable.purge_expired(now).await? + self.fast.purge_expired(now).await?)
+    }
+}

@@ -7,8 +7,8 @@ use anyhow::Context;
 use tessera_core::sync::Follower;
 use tessera_core::token::{KeyRing, MasterKey, Revocations, Tokens};
 use tessera_core::{
-    Accounts, AllHealthy, AttemptLimiter, Clock, Logins, PasswordHasher, Sessions, Stores,
-    SystemClock,
+    Accounts, AllHealthy, AttemptLimiter, Clock, Logins, MirroredRevocations, PasswordHasher,
+    Sessions, Stores, SystemClock,
 };
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
@@ -67,7 +67,12 @@ impl App {
                 .context("connecting to Redis")?;
             tracing::info!(prefix = %config.redis.prefix, "Redis ready: sessions, revocations, throttling and the change feed");
             stores.sessions = Arc::new(redis.clone());
-            stores.revocations = Arc::new(redis.clone());
+            // Every denylist entry is also written to the database, so a Redis that restarts
+            // empty forgets no revocation.
+            stores.revocations = Arc::new(MirroredRevocations {
+                fast: Arc::new(redis.clone()),
+                durable: stores.revocations.clone(),
+            });
             stores.feed = Arc::new(redis.clone());
             stores.health = Arc::new(AllHealthy(vec![
                 stores.health.clone(),

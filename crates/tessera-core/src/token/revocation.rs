@@ -123,10 +123,13 @@ impl Revocations {
     /// The change feed is lost: from now on the memory copy is trusted only for
     /// [`STALE_READ_BOUND`] after each re-read of the store.
     pub fn feed_lost(&self, now: Timestamp) {
-        self.trusted_until.store(
-            now.saturating_add(STALE_READ_BOUND).unix_millis(),
-            Ordering::SeqCst,
-        );
+        // Only the first loss starts the bound; telling it again must not extend trust.
+        let until = now.saturating_add(STALE_READ_BOUND).unix_millis();
+        let _ = self
+            .trusted_until
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
+                (current == i64::MAX).then_some(until)
+            });
     }
 
     /// Re-reads the store while the feed is lost, extending trust by [`STALE_READ_BOUND`].

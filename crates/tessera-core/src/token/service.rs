@@ -546,7 +546,17 @@ impl Tokens {
 
     /// RFC 7662: what a resource server may know about a token.
     pub async fn introspect(&self, token: &str) -> Result<Introspection, Error> {
-        if let Ok(verified) = self.verifier.verify(token) {
+        let verified = match self.verifier.verify(token) {
+            Ok(verified) => Some(verified),
+            // "Inactive" would make a resource server drop a good login over an outage.
+            Err(VerifyError::StateUnavailable) => {
+                return Err(Error::Store(crate::error::StoreError::Unavailable(
+                    "the revocation state is being re-read".into(),
+                )));
+            }
+            Err(_) => None,
+        };
+        if let Some(verified) = verified {
             let c = verified.claims();
             let username = self
                 .users
