@@ -30,6 +30,15 @@ pub async fn healthz() -> Json<Health> {
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.0.health.ping().await?;
+    // A readiness probe wants an answer quickly, not the store's full connection timeout.
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.0.health.ping()).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(tessera_core::StoreError::Unavailable(
+                "the store did not answer within 2 s".into(),
+            )
+            .into());
+        }
+    }
     Ok(Json(Health { status: "ok" }))
 }
