@@ -149,6 +149,9 @@ struct Cached {
 struct NearCache {
     entries: RwLock<NearEntries>,
     distrusted: AtomicBool,
+    /// Bumped by every eviction: a store read that began before an eviction must not be cached
+    /// after it (it may hold what the eviction was about).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -191,6 +194,8 @@ impl Sessions {
     /// Publishes session changes on `feed`, so other nodes evict them from their near caches.
     pub fn with_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
         self.feed = Some(feed);
+        // Nothing is heard until the follower has subscribed: no near cache until then.
+        self.cache.distrusted.store(true, Ordering::SeqCst);
         self
     }
 
@@ -212,6 +217,7 @@ impl Sessions {
             .entries
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        self.cache.generation.fetch_add(1, Ordering::SeqCst);
         entries.by_hash.clear();
         entries.hash_of.clear();
     }
@@ -223,6 +229,7 @@ impl Sessions {
             .entries
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        self.cache.generation.fetch_add(1, Ordering::SeqCst);
         match change {
             Change::SessionChanged { handle } => entries.remove_handle(handle),
             Change::UserSessionsChanged { user } | Change::UserChanged { user } => {
@@ -267,7 +274,7 @@ impl Sessions {
         fresh.then(|| (c.session.clone(), c.user.clone()))
     }
 
-    fn remember(&self, session: &Session, user: &User, now: Timestamp) {
+    fn remember(&self, session: &Session, user: &User, now: Timestamp, generation: u64) {
         if self.cache.distrusted.load(Ordering::SeqCst) {
             return;
         }
@@ -276,6 +283,9 @@ impl Sessions {
             .entries
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        if self.cache.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
         if entries.by_hash.len() >= NEAR_CACHE_CAPACITY {
             entries
                 .by_hash
@@ -342,6 +352,7 @@ impl Sessions {
         if let Some(hit) = self.cached(&hash, now) {
             return Ok(Some(hit));
         }
+        let generation = self.cache.generation.load(Ordering::SeqCst);
         let Some(session) = self.store.session_by_secret(&hash).await? else {
             return Ok(None);
         };
@@ -351,7 +362,7 @@ impl Sessions {
         }
         match self.users.user_by_id(&session.user_id).await? {
             Some(user) if !user.disabled => {
-                self.remember(&session, &user, now);
+                self.remember(&session, &user, now, generation);
                 Ok(Some((session, user)))
             }
             _ => Ok(None),
@@ -413,11 +424,13 @@ impl Sessions {
     /// Ends a session (logout). `false` when it was already gone.
     #[tracing::instrument(skip_all, fields(session = %handle))]
     pub async fn end(&self, handle: &SessionHandle) -> Result<bool, Error> {
-        let gone = self.store.delete_session(handle).await?;
+        let deleted = self.store.delete_session(handle).await;
+        // Evict everywhere even when the store reported an error: the delete may have happened.
         self.changed(Change::SessionChanged {
             handle: handle.clone(),
         })
         .await;
+        let gone = deleted?;
         if gone {
             tracing::info!("session ended");
         }

@@ -5,10 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::Clock;
+use crate::error::{Error, StoreError};
 use crate::feed::{Change, ChangeFeed, FeedEvent};
 use crate::session::Sessions;
 use crate::token::keyring::KeyRing;
 use crate::token::revocation::{Revocations, STALE_READ_BOUND};
+
+/// The longest a store call of the follower may take: a hung store must not hang the follower.
+const STORE_CALL_LIMIT: Duration = Duration::from_secs(5);
 
 /// Follows the change feed for one node.
 pub struct Follower {
@@ -23,6 +27,8 @@ impl Follower {
     /// subscription ends.
     pub async fn run(self, feed: Arc<dyn ChangeFeed>) {
         let mut lost = false;
+        // A gap was heard but re-reading after it failed: retry the re-read, not just a refresh.
+        let mut gap_pending = false;
         loop {
             let mut events = match feed.subscribe().await {
                 Ok(events) => events,
@@ -44,14 +50,27 @@ impl Follower {
                 tokio::select! {
                     event = events.recv() => match event {
                         Some(FeedEvent::Change(change)) => self.apply(&change).await,
-                        Some(FeedEvent::Gap) => self.resume(&mut lost).await,
-                        Some(FeedEvent::Lost) => self.lose(&mut lost),
+                        Some(FeedEvent::Gap) => {
+                            gap_pending = true;
+                            self.resume(&mut lost, &mut gap_pending).await;
+                        }
+                        Some(FeedEvent::Lost) => {
+                            gap_pending = false;
+                            self.lose(&mut lost);
+                        }
                         None => {
+                            gap_pending = false;
                             self.lose(&mut lost);
                             break;
                         }
                     },
-                    () = poll, if lost => self.refresh_while_lost().await,
+                    () = poll, if lost => {
+                        if gap_pending {
+                            self.resume(&mut lost, &mut gap_pending).await;
+                        } else {
+                            self.refresh_while_lost().await;
+                        }
+                    }
                 }
             }
         }
@@ -77,17 +96,40 @@ impl Follower {
     }
 
     async fn refresh_while_lost(&self) {
-        if let Err(e) = self.revocations.refresh_while_lost(self.clock.now()).await {
+        let refreshed = tokio::time::timeout(
+            STORE_CALL_LIMIT,
+            self.revocations.refresh_while_lost(self.clock.now()),
+        )
+        .await
+        .unwrap_or_else(|_| Err(Error::Store(StoreError::Unavailable("timed out".into()))));
+        if let Err(e) = refreshed {
             tracing::warn!(error = %e, "re-reading the revocations failed; bearer requests fail closed");
         }
     }
 
     /// After a gap: re-read everything, then trust the caches again. If the store cannot be read,
     /// the node stays distrustful and keeps trying.
-    async fn resume(&self, lost: &mut bool) {
-        match self.revocations.feed_resumed(self.clock.now()).await {
+    async fn resume(&self, lost: &mut bool, gap_pending: &mut bool) {
+        let resumed = tokio::time::timeout(
+            STORE_CALL_LIMIT,
+            self.revocations.feed_resumed(self.clock.now()),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Store(StoreError::Unavailable(
+                "re-reading the revocations timed out".into(),
+            )))
+        });
+        match resumed {
             Ok(()) => {
-                if let Err(e) = self.keyring.reload().await {
+                *gap_pending = false;
+                if let Ok(Err(e)) | Err(e) =
+                    tokio::time::timeout(STORE_CALL_LIMIT, self.keyring.reload())
+                        .await
+                        .map_err(|_| {
+                            Error::Store(StoreError::Unavailable("reloading keys timed out".into()))
+                        })
+                {
                     tracing::warn!(error = %e, "reloading the signing keys after a gap failed");
                 }
                 self.sessions.feed_resumed();

@@ -442,6 +442,8 @@ async fn a_password_change_stops_earlier_access_tokens_of_the_callers_login(back
     let Login::Token(first) = login(&app, "token", "alice").await else {
         unreachable!()
     };
+    // A millisecond later (the test clock only moves when told): still the same second.
+    app.clock.advance(std::time::Duration::from_millis(1));
     let mut latest = first.clone();
     assert_eq!(latest.refresh(&app).await, StatusCode::OK);
     let first = Login::Token(first);

@@ -489,6 +489,8 @@ async fn a_role_change_stops_access_tokens_issued_in_the_same_second(backend: Ba
     let eve = token_login(&app, "eve").await;
     assert_eq!(support::claims(&eve.access)["roles"], json!(["admin"]));
     let eve_id = user_id(&app, "eve").await;
+    // A millisecond later (the test clock only moves when told): still the same second.
+    app.clock.advance(std::time::Duration::from_millis(1));
     let r = app
         .request(Method::PUT, &format!("/v1/admin/users/{eve_id}/roles"))
         .bearer_auth(&root.access)

@@ -1266,9 +1266,9 @@ async fn relay(
                             %channel,
                             error = %e,
                             bytes = notification.payload().len(),
-                            "skipping a change notification that does not decode"
+                            "a change notification does not decode; treating it as a gap"
                         );
-                        continue;
+                        FeedEvent::Gap
                     }
                 }
             }

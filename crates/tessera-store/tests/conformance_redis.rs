@@ -499,7 +499,7 @@ async fn a_change_reaches_every_node() {
 
     let user = UserId::generate().unwrap();
     one.publish(&Change::KeysChanged).await.unwrap();
-    // Not a change: skipped, and the feed goes on.
+    // Not a change this node can read: a gap (re-read everything), and the feed goes on.
     let client = redis::Client::open(redis_url()).unwrap();
     let mut raw = client.get_connection().unwrap();
     let _: i64 = redis::cmd("PUBLISH")
@@ -515,6 +515,7 @@ async fn a_change_reaches_every_node() {
             next_event(events, second).await,
             FeedEvent::Change(Change::KeysChanged)
         );
+        assert_eq!(next_event(events, second).await, FeedEvent::Gap);
         assert_eq!(
             next_event(events, second).await,
             FeedEvent::Change(Change::UserChanged { user: user.clone() })

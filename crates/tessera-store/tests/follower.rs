@@ -74,7 +74,7 @@ async fn node(stores: &Stores, feed: Arc<dyn ChangeFeed>, clock: &ManualClock) -
     )
     .await
     .unwrap()
-    .with_feed(feed.clone());
+    .with_feed(feed.clone(), clock.now());
     let sessions = Sessions::new(
         stores.sessions.clone(),
         stores.users.clone(),

@@ -121,7 +121,7 @@ impl App {
         )
         .await
         .context("loading the revocation list")?
-        .with_feed(stores.feed.clone());
+        .with_feed(stores.feed.clone(), clock.now());
         let keyring = Arc::new(keyring);
         tokio::spawn(
             Follower {

@@ -109,6 +109,10 @@ async fn sweep_forever(sessions: Sessions, tokens: Arc<Tokens>, interval: std::t
         if let Err(e) = tokens.keyring().reload().await {
             tracing::warn!(error = %e, "reloading the signing keys failed; will retry");
         }
+        // Heals what the feed could not carry (a publish that failed after the store write).
+        if let Err(e) = tokens.revocations().resync(tokens.now()).await {
+            tracing::warn!(error = %e, "re-reading the revocations failed; will retry");
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub struct AccessClaims {
     pub aud: String,
     pub exp: i64,
     pub iat: i64,
+    /// When it was issued, in milliseconds: what a user's "not before" (password change, role
+    /// change, forced logout) is compared with.
+    pub iat_ms: i64,
     pub nbf: i64,
     pub jti: String,
     pub client_id: String,
@@ -225,7 +228,7 @@ impl Verifier {
             &claims.jti,
             &FamilyId::from_stored(claims.fid.clone()),
             &UserId::from_stored(claims.sub.clone()),
-            Timestamp::from_unix_millis(claims.iat.saturating_mul(1000)),
+            Timestamp::from_unix_millis(claims.iat_ms),
             self.clock.now(),
         );
         match reason {

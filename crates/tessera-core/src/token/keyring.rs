@@ -399,6 +399,9 @@ pub struct KeyRing {
     verify_after_rotation: Duration,
     keys: RwLock<Arc<KeySet>>,
     feed: Option<Arc<dyn crate::feed::ChangeFeed>>,
+    /// One reload at a time: a slow reload that read the store earlier must not install its
+    /// older picture over a newer one.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl KeyRing {
@@ -423,6 +426,7 @@ impl KeyRing {
             algorithm,
             verify_after_rotation,
             feed: None,
+            reloading: tokio::sync::Mutex::new(()),
             keys: RwLock::new(Arc::new(set.unwrap_or_else(|| KeySet {
                 // Replaced just below by the first real key.
                 signing: Arc::new(placeholder()),
@@ -469,6 +473,7 @@ impl KeyRing {
     /// Re-reads the keys from the store (after a change made here or by another process). Keys
     /// are decoded again only when the set of keys or their status changed.
     pub async fn reload(&self) -> Result<(), Error> {
+        let _one_at_a_time = self.reloading.lock().await;
         let stored = self.store.keys().await?;
         let unchanged = {
             let current = self.current();
@@ -623,7 +628,16 @@ impl KeyRing {
     /// it is retired already.
     #[tracing::instrument(skip(self))]
     pub async fn retire(&self, kid: &str) -> Result<bool, Error> {
-        if self.current().signing.kid == kid {
+        // Decided on the store, not on this node's picture (another process may have rotated):
+        // retiring the last active key would leave nothing to sign with.
+        let active_others = self
+            .store
+            .keys()
+            .await?
+            .iter()
+            .filter(|k| k.status == KeyStatus::Active && k.kid != kid)
+            .count();
+        if active_others == 0 {
             self.rotate().await?;
         }
         let retired = self.store.mark_key_retired(kid, self.clock.now()).await?;

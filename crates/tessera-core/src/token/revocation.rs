@@ -115,8 +115,14 @@ impl Revocations {
     }
 
     /// Publishes every revocation on `feed`, so other nodes apply it at once.
-    pub fn with_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
+    pub fn with_feed(mut self, feed: Arc<dyn ChangeFeed>, now: Timestamp) -> Self {
         self.feed = Some(feed);
+        // The state was just read; until the follower has subscribed (its first gap), trust it
+        // only as long as a re-read while the feed is lost.
+        self.trusted_until.store(
+            now.saturating_add(STALE_READ_BOUND).unix_millis(),
+            Ordering::SeqCst,
+        );
         self
     }
 
@@ -278,19 +284,6 @@ impl Revocations {
                 }
             }
         }
-    }
-
-    /// The latest "not before" of a user: access tokens issued earlier are refused.
-    pub fn user_not_before(&self, user: &UserId) -> Option<Timestamp> {
-        if self.mode == RevocationMode::None {
-            return None;
-        }
-        self.state
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .users
-            .get(user)
-            .copied()
     }
 
     /// Records an issued access token (allowlist mode; a no-op otherwise).

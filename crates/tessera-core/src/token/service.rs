@@ -262,7 +262,16 @@ impl Tokens {
         refresh_token: RefreshToken,
         refresh_expires_at: Timestamp,
     ) -> Result<TokenPair, Error> {
-        let (access_token, claims) = self.sign_access_token(user, family)?;
+        // The token says what the account was at `as_of`: read it again now, after noting the
+        // time, so a role or password change recorded after that time refuses this token, and one
+        // recorded before is in the data it carries.
+        let as_of = self.clock.now();
+        let user = match self.users.user_by_id(&user.id).await? {
+            Some(fresh) if !fresh.disabled => fresh,
+            _ => return Err(Error::InvalidGrant),
+        };
+        let user = &user;
+        let (access_token, claims) = self.sign_access_token(user, family, as_of)?;
         self.revocations
             .allow(AllowedToken {
                 jti: claims.jti.clone(),
@@ -285,24 +294,17 @@ impl Tokens {
         &self,
         user: &User,
         family: &RefreshFamily,
+        as_of: Timestamp,
     ) -> Result<(String, AccessClaims), Error> {
         let key = self.keyring.signing_key();
-        // Never earlier than the user's "not before" (a password change a moment ago), which is a
-        // whole second up to one second ahead: the new token must not look issued before it.
-        let now = match self.revocations.user_not_before(&user.id) {
-            Some(not_before) => self
-                .clock
-                .now()
-                .unix_seconds()
-                .max(not_before.unix_seconds()),
-            None => self.clock.now().unix_seconds(),
-        };
+        let now = self.clock.now().unix_seconds();
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
             sub: user.id.to_string(),
             aud: self.config.audience.clone(),
             exp: now + i64::try_from(self.config.access_lifetime.as_secs()).unwrap_or(i64::MAX / 2),
             iat: now,
+            iat_ms: as_of.unix_millis(),
             nbf: now,
             jti: crate::secret::random_public_id("at_")?,
             client_id: self.config.client_id.clone(),
@@ -462,14 +464,9 @@ impl Tokens {
     /// Every access token issued before `before` to `user` stops working (password change,
     /// forced logout, disabled account).
     ///
-    /// `iat` counts whole seconds, so `before` is rounded up to the next one: every token issued
-    /// until now is refused, whatever its second. Tokens issued from now on get an `iat` of at
-    /// least that second (see `sign_access_token`), so they are never refused.
+    /// Compared with the token's `iat_ms`: `iat` has whole seconds only, which cannot tell a
+    /// token issued just before a password change from one issued just after in the same second.
     pub async fn revoke_user_before(&self, user: &UserId, before: Timestamp) -> Result<(), Error> {
-        let ms = before.unix_millis();
-        let before = Timestamp::from_unix_millis(
-            ms.saturating_add(999).div_euclid(1000).saturating_mul(1000),
-        );
         self.revocations
             .revoke(RevocationEntry {
                 revoked: Revoked::UserBefore {

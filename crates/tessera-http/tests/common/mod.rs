@@ -185,7 +185,7 @@ impl TestApp {
         )
         .await
         .unwrap()
-        .with_feed(stores.feed.clone());
+        .with_feed(stores.feed.clone(), clock.now());
         tokio::spawn(
             tessera_core::sync::Follower {
                 revocations: revocations.clone(),

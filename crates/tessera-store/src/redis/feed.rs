@@ -131,10 +131,10 @@ impl Listener {
                     match push.kind {
                         PushKind::Disconnection => return Ended::Broken,
                         PushKind::Message => {
-                            let Some(change) = decode(push) else {
-                                continue;
-                            };
-                            if events.send(FeedEvent::Change(change)).await.is_err() {
+                            // A message this node cannot read (a newer node's change, during a
+                            // rolling upgrade) may have been a revocation: re-read everything.
+                            let event = decode(push).map_or(FeedEvent::Gap, FeedEvent::Change);
+                            if events.send(event).await.is_err() {
                                 return Ended::Unsubscribed;
                             }
                         }
@@ -179,7 +179,7 @@ fn decode(push: PushInfo) -> Option<Change> {
     match serde_json::from_slice(msg.get_payload_bytes()) {
         Ok(change) => Some(change),
         Err(e) => {
-            tracing::warn!(error = %e, "skipping a malformed message on the Redis change feed");
+            tracing::warn!(error = %e, "a message on the Redis change feed does not decode; treating it as a gap");
             None
         }
     }
