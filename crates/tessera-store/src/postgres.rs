@@ -1220,6 +1220,7 @@ impl ChangeFeed for PostgresStore {
             listener,
             self.options.clone(),
             Arc::clone(&self.channel),
+            self.pool.clone(),
             sender,
         ));
         Ok(receiver)
@@ -1246,18 +1247,49 @@ async fn relay(
     mut listener: PgListener,
     options: PgConnectOptions,
     channel: Arc<str>,
+    pool: PgPool,
     sender: mpsc::Sender<FeedEvent>,
 ) {
     // Nothing was heard before subscribing.
     if sender.send(FeedEvent::Gap).await.is_err() {
         return;
     }
+    // A connection can die silently (a partition, a half-open socket): every HEARTBEAT a
+    // heartbeat goes out on the channel, and if none came back by the next one, the listener is
+    // treated as lost. Any node's heartbeat proves the listener hears.
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut awaiting_heartbeat = false;
     loop {
         let received = tokio::select! {
             () = sender.closed() => return,
             received = listener.try_recv() => received,
+            _ = heartbeat.tick() => {
+                if awaiting_heartbeat {
+                    tracing::warn!(%channel, "no heartbeat came back on the change feed");
+                    Ok(None)
+                } else {
+                    awaiting_heartbeat = true;
+                    let sent = tokio::time::timeout(
+                        HEARTBEAT / 2,
+                        sqlx::query("SELECT pg_notify($1, $2)")
+                            .bind(&*channel)
+                            .bind(HEARTBEAT_PAYLOAD)
+                            .execute(&pool),
+                    )
+                    .await;
+                    if !matches!(sent, Ok(Ok(_))) {
+                        tracing::debug!(%channel, "could not send a change-feed heartbeat");
+                    }
+                    continue;
+                }
+            }
         };
         let event = match received {
+            Ok(Some(notification)) if notification.payload() == HEARTBEAT_PAYLOAD => {
+                awaiting_heartbeat = false;
+                continue;
+            }
             Ok(Some(notification)) => {
                 match serde_json::from_str::<Change>(notification.payload()) {
                     Ok(change) => FeedEvent::Change(change),
@@ -1290,6 +1322,8 @@ async fn relay(
                     return;
                 };
                 listener = again;
+                awaiting_heartbeat = false;
+                heartbeat.reset();
                 tracing::info!(%channel, "change feed listening again");
                 FeedEvent::Gap
             }
@@ -1299,6 +1333,11 @@ async fn relay(
         }
     }
 }
+
+/// How often the change feed checks that its listener still hears.
+const HEARTBEAT: Duration = Duration::from_secs(3);
+/// Not a `Change`: listeners skip it.
+const HEARTBEAT_PAYLOAD: &str = "tessera-heartbeat";
 
 /// Retries [`listen`] with a growing pause until it works, or until the receiver is dropped
 /// (`None`).

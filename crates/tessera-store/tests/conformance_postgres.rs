@@ -617,3 +617,65 @@ async fn a_long_schema_name_still_has_a_feed() {
     assert_eq!(next_event(&mut events).await, FeedEvent::Change(change));
     schemas.drop_all().await;
 }
+
+/// A listener whose connection goes silent without closing (a partition, a half-open socket)
+/// never errors; the feed must notice by its heartbeat. The listener's server process is frozen
+/// (SIGSTOP) to make exactly that happen, then thawed and ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_listener_is_noticed_by_its_heartbeat() {
+    let schemas = Schemas::default();
+    let store = schemas.store().await;
+    let mut events = store.subscribe().await.unwrap();
+    assert_eq!(next_event(&mut events).await, FeedEvent::Gap);
+    let mut raw = admin().await;
+    let pid: i32 = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 \
+         AND query LIKE 'LISTEN%' AND position($2 IN query) > 0",
+    )
+    .bind(FEED_APPLICATION_NAME)
+    .bind(store.feed_channel())
+    .fetch_one(&mut raw)
+    .await
+    .unwrap();
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "cannot send {sig} to the listener's server process {pid}"
+        );
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let event = tokio::time::timeout(Duration::from_secs(15), events.recv()).await;
+    signal("-CONT");
+    assert_eq!(
+        event.expect("the feed noticed within 15 s").expect("open"),
+        FeedEvent::Lost,
+        "a silent listener must be reported lost"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(next_event(&mut events).await, FeedEvent::Gap);
+    let change = user_changed();
+    store.publish(&change).await.unwrap();
+    // The thawed old listener may still deliver a stale notification first; look for the change.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the change never arrived after the gap"
+        );
+        if next_event(&mut events).await == FeedEvent::Change(change.clone()) {
+            break;
+        }
+    }
+    drop(events);
+    schemas.drop_all().await;
+}

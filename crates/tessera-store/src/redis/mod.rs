@@ -158,6 +158,7 @@ impl RedisStore {
             .set_protocol(ProtocolVersion::RESP3);
         let feed_client = Client::open(info.set_redis_settings(resp3))
             .map_err(|e| StoreError::Other(format!("Redis feed client: {:?}", e.kind())))?;
+        warn_unless_noeviction(conn.clone()).await;
         Ok(Self {
             conn,
             feed_client,
@@ -318,5 +319,29 @@ impl HealthCheck for RedisStore {
                 "Redis answered PING with {pong:?}"
             )))
         }
+    }
+}
+
+/// Every key has a TTL, so a `volatile-*` or `allkeys-*` eviction policy may drop a live session,
+/// a user's session index (a forced logout would then miss sessions) or the allowlist under memory
+/// pressure. Tessera needs `noeviction`; managed services that refuse `CONFIG` get no check.
+async fn warn_unless_noeviction(mut conn: ConnectionManager) {
+    let policy: Result<Vec<String>, _> = tokio::time::timeout(
+        RESPONSE_TIMEOUT,
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn),
+    )
+    .await
+    .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out"))));
+    match policy {
+        Ok(pair) if pair.get(1).is_some_and(|p| p == "noeviction") => {}
+        Ok(pair) => tracing::warn!(
+            policy = pair.get(1).map(String::as_str).unwrap_or("unknown"),
+            "Redis may evict keys under memory pressure (maxmemory-policy is not noeviction): \
+             sessions could vanish and a forced logout could miss some; set noeviction"
+        ),
+        Err(e) => tracing::debug!(error = %e, "cannot read Redis's maxmemory-policy"),
     }
 }
