@@ -185,10 +185,11 @@ impl Verifier {
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
         check_header(&header)?;
         let kid = header.kid.as_deref().ok_or(VerifyError::ForbiddenHeader)?;
-        let key = self
-            .keyring
-            .verification_key(kid)
-            .ok_or(VerifyError::UnknownKey)?;
+        let Some(key) = self.keyring.verification_key(kid) else {
+            // Perhaps a key another node just made, whose announcement this node missed.
+            self.keyring.reload_soon();
+            return Err(VerifyError::UnknownKey);
+        };
         // The key decides the algorithm; a header naming another one fails here.
         let mut validation = Validation::new(key.jwt_algorithm);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);

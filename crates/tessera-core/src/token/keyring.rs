@@ -402,6 +402,8 @@ pub struct KeyRing {
     /// One reload at a time: a slow reload that read the store earlier must not install its
     /// older picture over a newer one.
     reloading: tokio::sync::Mutex<()>,
+    /// When `reload_soon` last started a reload (unix ms): at most one a second.
+    last_eager_reload: std::sync::atomic::AtomicI64,
 }
 
 impl KeyRing {
@@ -427,6 +429,7 @@ impl KeyRing {
             verify_after_rotation,
             feed: None,
             reloading: tokio::sync::Mutex::new(()),
+            last_eager_reload: std::sync::atomic::AtomicI64::new(0),
             keys: RwLock::new(Arc::new(set.unwrap_or_else(|| KeySet {
                 // Replaced just below by the first real key.
                 signing: Arc::new(placeholder()),
@@ -468,6 +471,31 @@ impl KeyRing {
         {
             tracing::warn!(error = %e, "could not publish a key change on the change feed");
         }
+    }
+
+    /// Starts a reload in the background, at most once a second (tokens naming unknown keys may
+    /// come in floods), when a token names a kid this node does not know.
+    pub fn reload_soon(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let now = self.clock.now().unix_millis();
+        let last = self.last_eager_reload.load(Ordering::SeqCst);
+        if now.saturating_sub(last) < 1000
+            || self
+                .last_eager_reload
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ring = Arc::clone(self);
+        runtime.spawn(async move {
+            if let Err(e) = ring.reload().await {
+                tracing::debug!(error = %e, "reloading keys for an unknown kid failed");
+            }
+        });
     }
 
     /// Re-reads the keys from the store (after a change made here or by another process). Keys
@@ -577,7 +605,11 @@ impl KeyRing {
     pub async fn rotate(&self) -> Result<KeyInfo, Error> {
         let now = self.clock.now();
         let kid = crate::secret::random_public_id("k_")?;
-        let private = generate_private(self.algorithm)?;
+        // RSA key generation takes a while: off the async workers.
+        let algorithm = self.algorithm;
+        let private = tokio::task::spawn_blocking(move || generate_private(algorithm))
+            .await
+            .map_err(|e| Error::Internal(format!("key generation task failed: {e}")))??;
         let encoding = encoding_key(self.algorithm, &private)?;
         let public_jwk = if self.algorithm.is_asymmetric() {
             let jwk = public_jwk(self.algorithm, &kid, &encoding)?;
