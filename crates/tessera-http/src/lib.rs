@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::ops::readyz))
         .routes(routes!(routes::accounts::register))
         .routes(routes!(routes::accounts::me))
+        .routes(routes!(routes::accounts::verify))
         .routes(routes!(routes::session::login))
         .routes(routes!(routes::session::current, routes::session::logout))
         .routes(routes!(routes::session::csrf_token))

@@ -215,3 +215,53 @@ async fn me_requires_authentication(backend: Backend) {
     assert_eq!(me["auth"]["model"], "session");
     assert_eq!(me["auth"]["session_id"], browser.login["session"]["id"]);
 }
+
+/// Forward-auth answers a reverse proxy with the identity in headers, whatever the login model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_passes_the_identity_in_headers() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let anonymous = app.request(Method::GET, "/v1/verify").send().await.unwrap();
+    problem(anonymous, StatusCode::UNAUTHORIZED).await;
+
+    let browser = app.user_with_session("grace").await;
+    let r = app
+        .as_browser(&browser, Method::GET, "/v1/verify", false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-tessera-username"], "grace");
+    assert_eq!(r.headers()["x-tessera-model"], "session");
+    assert!(
+        r.headers()["x-tessera-user"]
+            .to_str()
+            .unwrap()
+            .starts_with("usr_")
+    );
+
+    let pair: Value = app
+        .request(Method::POST, "/v1/token")
+        .json(&json!({"username": "grace", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .request(Method::GET, "/v1/verify")
+        .bearer_auth(pair["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-tessera-model"], "token");
+    assert_eq!(r.headers()["x-tessera-roles"], "");
+    let forged = app
+        .request(Method::GET, "/v1/verify")
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    problem(forged, StatusCode::UNAUTHORIZED).await;
+}

@@ -234,6 +234,7 @@ async fn openapi_documents_every_route_and_the_security_schemes() {
     for (path, method) in [
         ("/v1/users", "post"),
         ("/v1/me", "get"),
+        ("/v1/verify", "get"),
         ("/v1/session/login", "post"),
         ("/v1/session", "get"),
         ("/v1/session", "delete"),

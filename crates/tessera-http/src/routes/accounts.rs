@@ -92,3 +92,48 @@ pub async fn me(auth: crate::extract::AuthUser) -> Json<Me> {
         auth: auth_view,
     })
 }
+
+/// Forward-auth: for a reverse proxy (nginx `auth_request`, Traefik ForwardAuth, Caddy
+/// `forward_auth`) to ask whether a request may pass. 200 with the identity in headers, or 401.
+///
+/// Accepts any login model. Unsafe proxied requests with a cookie are not CSRF-checked here (the
+/// proxy forwards this as a GET): apps behind forward-auth must defend their own unsafe routes.
+#[utoipa::path(
+    get, path = "/v1/verify", tag = "accounts",
+    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
+    responses(
+        (status = 200, description = "Authenticated; see the X-Tessera-* headers",
+            headers(
+                ("X-Tessera-User" = String, description = "The user id"),
+                ("X-Tessera-Username" = String, description = "The username"),
+                ("X-Tessera-Roles" = String, description = "Roles, comma-separated"),
+                ("X-Tessera-Model" = String, description = "session, token or hybrid"),
+            )),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn verify(auth: crate::extract::AuthUser) -> Result<impl IntoResponse, ApiError> {
+    let model = match &auth.model {
+        crate::extract::AuthModel::Session(_) => "session",
+        crate::extract::AuthModel::Token(claims) => claims.claims().model.as_str(),
+    };
+    let header = |value: &str| {
+        axum::http::HeaderValue::from_str(value).map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "an identity value cannot be sent as a header",
+            )
+        })
+    };
+    Ok((
+        StatusCode::OK,
+        [
+            ("x-tessera-user", header(auth.user.id.as_str())?),
+            ("x-tessera-username", header(auth.user.username.as_str())?),
+            ("x-tessera-roles", header(&auth.user.roles.join(","))?),
+            ("x-tessera-model", header(model)?),
+        ],
+    ))
+}
