@@ -95,7 +95,14 @@ impl Logins {
         model: LoginModel,
         client: &ClientInfo,
     ) -> Result<User, Error> {
-        match self.accounts.authenticate(username, password).await {
+        let outcome = self.accounts.authenticate(username, password).await;
+        metrics::counter!(
+            "tessera_logins_total",
+            "model" => model.as_str(),
+            "outcome" => if outcome.is_ok() { "success" } else { "failure" },
+        )
+        .increment(1);
+        match outcome {
             Ok(user) => {
                 self.record(
                     EventKind::LoginSucceeded,

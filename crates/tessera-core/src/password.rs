@@ -314,9 +314,11 @@ impl PasswordHasher {
         // The permit moves into the blocking task: if the caller goes away (a client that
         // disconnects), the hash still holds its slot until it finishes, so the limit holds.
         tokio::task::spawn_blocking(move || {
-            inner.in_flight.fetch_add(1, Ordering::SeqCst);
+            let running = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            metrics::gauge!("tessera_password_hashes_in_flight").set(running as f64);
             let result = work(&inner);
-            inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let running = inner.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
+            metrics::gauge!("tessera_password_hashes_in_flight").set(running as f64);
             drop(permit);
             result
         })

@@ -87,7 +87,9 @@ impl Follower {
     }
 
     fn lose(&self, lost: &mut bool) {
+        metrics::gauge!("tessera_change_feed_trusted").set(0.0);
         if !*lost {
+            metrics::counter!("tessera_change_feed_lost_total").increment(1);
             tracing::warn!("the change feed is lost: caches are not trusted until it is back");
         }
         *lost = true;
@@ -133,6 +135,7 @@ impl Follower {
                     tracing::warn!(error = %e, "reloading the signing keys after a gap failed");
                 }
                 self.sessions.feed_resumed();
+                metrics::gauge!("tessera_change_feed_trusted").set(1.0);
                 if *lost {
                     tracing::info!("the change feed is back; state re-read from the store");
                 }

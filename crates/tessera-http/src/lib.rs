@@ -13,6 +13,7 @@ pub mod csrf;
 pub mod extract;
 pub mod json;
 mod layers;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -73,6 +74,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::admin::events))
         .split_for_parts();
     let openapi_json = openapi::render(doc);
+    // Installed now, so counters recorded by the core from the first request on are kept.
+    let _ = metrics::handle();
+    let api = api.route_layer(axum::middleware::from_fn(metrics::track));
     let body_limit = state.0.config.body_limit;
     let cors = layers::cors(&state.0.trusted_origins[1..]);
     let timeouts = state.0.config.timeouts;
@@ -81,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         "/openapi.json",
         axum::routing::get(move || openapi::serve(openapi_json.clone())),
     )
+    .route("/metrics", axum::routing::get(metrics::render))
     .route("/", axum::routing::get(routes::playground::page))
     .route(
         "/playground.js",

@@ -177,6 +177,12 @@ fn normalize_account(account: &str) -> String {
 }
 
 fn too_many(wait: std::time::Duration, what: &str) -> ApiError {
+    let scope = if what.contains("account") {
+        "account"
+    } else {
+        "address"
+    };
+    metrics::counter!("tessera_throttled_total", "scope" => scope).increment(1);
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,

@@ -300,3 +300,49 @@ async fn a_lost_store_fails_closed_with_503() {
     let live = app.request(Method::GET, "/healthz").send().await.unwrap();
     assert_eq!(live.status(), StatusCode::OK);
 }
+
+/// Operators scrape request counts per route template and the domain counters; no user, address
+/// or token appears in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_per_route_and_logins() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    let browser = app.user_with_session("metrics-user").await;
+    let r = app
+        .as_browser(&browser, Method::GET, "/v1/me", false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    app.login_response("metrics-user", "wrong password!").await;
+    app.request(Method::DELETE, "/v1/sessions/ses_someone")
+        .send()
+        .await
+        .unwrap();
+
+    let r = app.request(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    for expected in [
+        "tessera_http_requests_total{route=\"/v1/me\",method=\"GET\",status=\"200\"}",
+        "tessera_http_requests_total{route=\"/v1/sessions/{id}\",method=\"DELETE\",status=\"401\"}",
+        "tessera_http_request_duration_seconds_bucket{route=\"/v1/me\",method=\"GET\",le=\"0.005\"}",
+        "tessera_logins_total{model=\"session\",outcome=\"success\"}",
+        "tessera_logins_total{model=\"session\",outcome=\"failure\"}",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    for secret in [
+        "metrics-user",
+        "ses_someone",
+        "127.0.0.1",
+        browser.cookie.as_deref().unwrap(),
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked into the metrics");
+    }
+}

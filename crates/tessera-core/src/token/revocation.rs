@@ -314,6 +314,12 @@ impl Revocations {
             return Ok(());
         }
         self.store.add_revocation(&entry).await?;
+        let kind = match entry.revoked {
+            Revoked::Token { .. } => "token",
+            Revoked::Family { .. } => "family",
+            Revoked::UserBefore { .. } => "user",
+        };
+        metrics::counter!("tessera_revocations_total", "kind" => kind).increment(1);
         if self.mode == RevocationMode::Allowlist {
             match &entry.revoked {
                 Revoked::Token { jti } => {

@@ -371,6 +371,8 @@ impl Tokens {
                 .await?
             {
                 Rotation::Rotated => {
+                    metrics::counter!("tessera_token_refreshes_total", "outcome" => "rotated")
+                        .increment(1);
                     self.event(
                         EventKind::TokenRefreshed,
                         Some(&user.id),
@@ -385,6 +387,7 @@ impl Tokens {
         };
         if now.since(rotated_at) <= self.config.reuse_grace {
             // Another tab refreshed with the same token a moment ago: not theft.
+            metrics::counter!("tessera_token_refreshes_total", "outcome" => "grace").increment(1);
             if !self
                 .refresh
                 .add_refresh_token(&next_record, now, expires_at)
