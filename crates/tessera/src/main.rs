@@ -3,6 +3,7 @@
 
 mod app;
 mod config;
+mod init;
 mod keys;
 mod serve;
 mod user;
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ConfigArgs),
+    /// Ask SEED.md's three questions and write a commented tessera.toml.
+    Init(init::InitArgs),
     /// Manage accounts (the first admin, for one).
     User {
         #[command(flatten)]
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve::run),
+        Command::Init(args) => init::run(args),
         Command::Keys { config, command } => config.load().and_then(|c| keys::run(c, command)),
         Command::User { config, command } => config.load().and_then(|c| user::run(c, command)),
     };

@@ -562,3 +562,64 @@ async fn the_first_admin_is_made_from_the_command_line() {
     assert_eq!(users["users"][0]["username"], "root");
     assert_eq!(users["users"][0]["roles"], json!(["admin"]));
 }
+
+#[test]
+fn init_writes_a_configuration_from_the_three_questions() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let init = |answers: &str, extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("init")
+            .args(extra)
+            .current_dir(dir.path())
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answers.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = init("n\nn\ny\n", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("session"));
+    let written = std::fs::read_to_string(dir.path().join("tessera.toml")).unwrap();
+    assert!(written.contains("registration = \"closed\""), "{written}");
+    assert!(
+        written.contains("database = \"sqlite://tessera.db\""),
+        "{written}"
+    );
+    // It does not overwrite without --force, and a bad answer writes nothing.
+    assert!(!init("y\ny\ny\n", &[]).status.success());
+    assert!(!init("y\nperhaps\ny\n", &["--force"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("tessera.toml")).unwrap(),
+        written
+    );
+    assert!(init("y\ny\nn\n", &["--force"]).status.success());
+    let replaced = std::fs::read_to_string(dir.path().join("tessera.toml")).unwrap();
+    assert!(replaced.contains("store = \"redis\""), "{replaced}");
+    // The server accepts what init wrote (it refuses to start on a bad value).
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "memory",
+            "--config",
+            "tessera.toml",
+        ],
+        &[("TESSERA_SESSIONS__STORE", "database")],
+    );
+    assert!(server.stop().success());
+}
