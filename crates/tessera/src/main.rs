@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod compare;
 mod config;
 mod init;
 mod keys;
@@ -33,6 +34,8 @@ enum Command {
     Serve(ConfigArgs),
     /// Ask SEED.md's three questions and write a commented tessera.toml.
     Init(init::InitArgs),
+    /// Measure SEED.md's comparison of the login models on this machine.
+    Compare(compare::CompareArgs),
     /// Manage accounts (the first admin, for one).
     User {
         #[command(flatten)]
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => args.load().and_then(serve::run),
         Command::Init(args) => init::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Keys { config, command } => config.load().and_then(|c| keys::run(c, command)),
         Command::User { config, command } => config.load().and_then(|c| user::run(c, command)),
     };
