@@ -398,6 +398,8 @@ impl Tokens {
             return self.pair(&user, &family, next, expires_at).await;
         }
         tracing::warn!(family = %family.id, user = %user.id, "refresh token reuse detected; revoking the family");
+        metrics::counter!("tessera_token_refreshes_total", "outcome" => "reuse_detected")
+            .increment(1);
         self.revoke_family(&family.id, "refresh token reuse")
             .await?;
         self.event(

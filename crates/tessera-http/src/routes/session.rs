@@ -164,6 +164,14 @@ pub async fn logout(
     auth: SessionAuth,
 ) -> Result<impl IntoResponse, ApiError> {
     state.sessions().end(&auth.session.handle).await?;
+    state
+        .logins()
+        .record(
+            tessera_core::EventKind::Logout,
+            Some(&auth.user.id),
+            serde_json::json!({"login": auth.session.handle, "model": "session"}),
+        )
+        .await;
     Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie())))
 }
 
