@@ -67,12 +67,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "the public URL is neither https nor localhost: browsers will not keep the Secure session cookie"
         );
     }
+    // The handlers are in place before anyone can learn the address: a SIGTERM right after
+    // "listening" is a graceful stop, never the default kill.
+    let signals = ShutdownSignals::install()?;
     tracing::info!(%addr, "listening on http://{addr}");
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let stopping = Arc::clone(&stopping);
         async move {
-            shutdown_signal().await;
+            signals.wait().await;
             stopping.notify_one();
         }
     };
@@ -116,29 +119,28 @@ async fn sweep_forever(sessions: Sessions, tokens: Arc<Tokens>, interval: std::t
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+/// SIGINT and SIGTERM, registered at once (not when first awaited).
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
     }
-    tracing::info!("shutting down: finishing requests in flight");
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+    }
 }
 
 /// Browsers keep `Secure` cookies on https, and on http only for localhost.
