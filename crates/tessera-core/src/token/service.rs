@@ -103,6 +103,8 @@ pub struct TokenPair {
     pub family_id: FamilyId,
     pub access_expires_at: Timestamp,
     pub refresh_expires_at: Timestamp,
+    /// The account as the access token describes it (read just before signing).
+    pub user: User,
 }
 
 impl std::fmt::Debug for TokenPair {
@@ -287,6 +289,7 @@ impl Tokens {
             family_id: family.id.clone(),
             access_expires_at: Timestamp::from_unix_millis(claims.exp.saturating_mul(1000)),
             refresh_expires_at,
+            user: user.clone(),
         })
     }
 

@@ -222,18 +222,7 @@ pub async fn refresh(
         ));
     }
     let pair = state.tokens().refresh(&presented).await?;
-    let user = state
-        .accounts()
-        .user(&tessera_core::UserId::from_stored(
-            state
-                .tokens()
-                .verify(&pair.access_token)
-                .map(|c| c.claims().sub.clone())
-                .unwrap_or_default(),
-        ))
-        .await?
-        .ok_or_else(ApiError::unauthenticated)?;
-    let body = session_body(&state, &user, &pair);
+    let body = session_body(&state, &pair.user, &pair);
     Ok((
         jar.add(access_cookie(&pair)).add(refresh_cookie(&pair)),
         Json(body),
