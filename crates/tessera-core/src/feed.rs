@@ -26,8 +26,11 @@ pub enum Change {
     SessionChanged { handle: SessionHandle },
     /// Every session of a user may have ended or changed (forced logout, password change).
     UserSessionsChanged { user: UserId },
-    /// A user's account changed (disabled, roles): drop the cached account.
+    /// A user's account changed (password, roles): drop the cached account.
     UserChanged { user: UserId },
+    /// An account was disabled or enabled: drop the cached account; resource servers following
+    /// the revocation stream refuse a disabled user's tokens.
+    UserDisabled { user: UserId, disabled: bool },
     /// An access token was revoked.
     TokenRevoked { jti: String, expires_at: Timestamp },
     /// Every access token of a login was revoked.

@@ -19,6 +19,7 @@ pub mod store;
 pub mod sync;
 pub mod token;
 pub mod user;
+pub mod user_cache;
 
 pub use accounts::{Accounts, AccountsConfig, Registration};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

@@ -272,9 +272,17 @@ impl Logins {
         current: &CurrentLogin,
         current_jti: Option<&str>,
     ) -> Result<(), Error> {
+        // The current password is checked against the stored account, never a cached copy.
+        let user = &self
+            .accounts
+            .user(&user.id)
+            .await?
+            .filter(|u| !u.disabled)
+            .ok_or(Error::Unauthenticated)?;
         self.accounts
             .change_password(user, current_password, new_password)
             .await?;
+        self.sessions.user_changed(&user.id).await;
         self.end_others(&user.id, current, "password changed")
             .await?;
         self.tokens
@@ -300,7 +308,7 @@ impl Logins {
         if !self.accounts.set_disabled(user, disabled).await? {
             return Ok(false);
         }
-        self.sessions.user_changed(user).await;
+        self.sessions.user_disabled(user, disabled).await;
         if disabled {
             self.force_logout(user, by).await?;
         }

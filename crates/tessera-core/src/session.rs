@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use crate::merge_patch;
 use crate::secret::{CsrfToken, SessionId, TokenHash};
 use crate::store::{SessionStore, UserStore};
 use crate::user::{User, UserId};
+use crate::user_cache::{self, UserCache};
 
 /// The public handle of a session (`ses_` + 128 random bits): listed to its owner, used to end it.
 /// It authenticates nothing, unlike the secret [`SessionId`].
@@ -124,7 +125,7 @@ const PATCH_ATTEMPTS: usize = 32;
 #[derive(Clone)]
 pub struct Sessions {
     store: Arc<dyn SessionStore>,
-    users: Arc<dyn UserStore>,
+    users: Arc<UserCache>,
     clock: Arc<dyn Clock>,
     config: SessionConfig,
     patch_locks: Arc<[tokio::sync::Mutex<()>]>,
@@ -132,38 +133,136 @@ pub struct Sessions {
     feed: Option<Arc<dyn ChangeFeed>>,
 }
 
-/// How long a cached session answers without asking the store. The change feed evicts changed
-/// sessions at once; this bounds what a missed message could cost.
-const NEAR_CACHE_TTL: Duration = Duration::from_secs(5);
-const NEAR_CACHE_CAPACITY: usize = 100_000;
+/// Sessions the near cache may hold by default, in bytes (about 100k sessions with small data).
+const NEAR_CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 
-struct Cached {
-    session: Session,
-    user: User,
-    fetched: Timestamp,
+#[derive(Clone)]
+struct SessionWeighter;
+
+impl quick_cache::Weighter<TokenHash, Arc<Session>> for SessionWeighter {
+    fn weight(&self, _key: &TokenHash, s: &Arc<Session>) -> u64 {
+        // The data document dominates; its compact JSON length is a fair estimate of its memory.
+        let data = if s.data.as_object().is_some_and(|o| o.is_empty()) {
+            0
+        } else {
+            s.data.to_string().len() * 2
+        };
+        (std::mem::size_of::<Session>()
+            + 96
+            + s.handle.as_str().len()
+            + s.user_id.as_str().len()
+            + s.client.user_agent.as_ref().map_or(0, String::len)
+            + s.client.ip.as_ref().map_or(0, String::len)
+            + data) as u64
+    }
 }
 
-/// The near cache: recently used sessions by the hash of their id, so a request costs a memory
-/// lookup. Trusted only while the change feed is live.
-#[derive(Default)]
+/// The near cache: sessions by the hash of their id, so a repeated check costs a memory lookup.
+/// An entry answers until the session's cached expiry (then the store is asked, since another
+/// node may have renewed it) or until the change feed says the session changed. Bounded by bytes
+/// with an eviction policy (S3-FIFO); trusted only while the change feed is live.
 struct NearCache {
-    entries: RwLock<NearEntries>,
+    by_hash: quick_cache::sync::Cache<TokenHash, Arc<Session>, SessionWeighter>,
+    /// Which cached hash a public handle names, and whose it is: feed messages name sessions by
+    /// handle, or a whole user. Pruned of entries the cache has evicted.
+    index: std::sync::Mutex<HashMap<SessionHandle, (TokenHash, UserId)>>,
     distrusted: AtomicBool,
     /// Bumped by every eviction: a store read that began before an eviction must not be cached
     /// after it (it may hold what the eviction was about).
-    generation: std::sync::atomic::AtomicU64,
+    generation: AtomicU64,
 }
 
-#[derive(Default)]
-struct NearEntries {
-    by_hash: HashMap<TokenHash, Cached>,
-    hash_of: HashMap<SessionHandle, TokenHash>,
-}
+impl NearCache {
+    fn new(capacity_bytes: u64) -> Self {
+        let estimated_items = usize::try_from(capacity_bytes / 640)
+            .unwrap_or(100_000)
+            .max(16);
+        Self {
+            by_hash: quick_cache::sync::Cache::with_weighter(
+                estimated_items,
+                capacity_bytes,
+                SessionWeighter,
+            ),
+            index: std::sync::Mutex::new(HashMap::new()),
+            distrusted: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+        }
+    }
 
-impl NearEntries {
-    fn remove_handle(&mut self, handle: &SessionHandle) {
-        if let Some(hash) = self.hash_of.remove(handle) {
+    fn index(&self) -> std::sync::MutexGuard<'_, HashMap<SessionHandle, (TokenHash, UserId)>> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, hash: &TokenHash, now: Timestamp) -> Option<Session> {
+        if self.distrusted.load(Ordering::SeqCst) {
+            return None;
+        }
+        let session = self.by_hash.get(hash)?;
+        (now < session.expires_at).then(|| Session::clone(&session))
+    }
+
+    fn insert(&self, session: &Session, generation: u64) {
+        let mut index = self.index();
+        if self.distrusted.load(Ordering::SeqCst)
+            || self.generation.load(Ordering::SeqCst) != generation
+        {
+            return;
+        }
+        // Keep the index near the cache's size: forget handles whose session was evicted.
+        if index.len() >= 2 * self.by_hash.len() + 1024 {
+            index.retain(|_, (hash, _)| self.by_hash.contains_key(hash));
+        }
+        index.insert(
+            session.handle.clone(),
+            (session.secret_hash, session.user_id.clone()),
+        );
+        self.by_hash
+            .insert(session.secret_hash, Arc::new(session.clone()));
+    }
+
+    /// Records a renewal made on this node, if the session is still cached.
+    fn renewed(&self, session: &Session) {
+        let _index = self.index();
+        if let Some(cached) = self.by_hash.get(&session.secret_hash) {
+            let mut fresh = Session::clone(&cached);
+            fresh.last_seen_at = session.last_seen_at;
+            fresh.expires_at = session.expires_at;
+            self.by_hash.insert(session.secret_hash, Arc::new(fresh));
+        }
+    }
+
+    fn remove_handle(&self, handle: &SessionHandle) {
+        let mut index = self.index();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some((hash, _)) = index.remove(handle) {
             self.by_hash.remove(&hash);
+        }
+    }
+
+    /// Every cached session of `user` (a forced logout, a password change). Rare: a scan.
+    fn remove_user(&self, user: &UserId) {
+        let mut index = self.index();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        index.retain(|_, (hash, owner)| {
+            if owner == user {
+                self.by_hash.remove(hash);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn clear(&self, distrusted: bool) {
+        let mut index = self.index();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if distrusted {
+            self.distrusted.store(true, Ordering::SeqCst);
+        }
+        index.clear();
+        self.by_hash.clear();
+        if !distrusted {
+            self.distrusted.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -180,13 +279,13 @@ impl Sessions {
     ) -> Self {
         Self {
             store,
-            users,
+            users: Arc::new(UserCache::new(users, user_cache::DEFAULT_CAPACITY_BYTES)),
             clock,
             config,
             patch_locks: (0..PATCH_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
-            cache: Arc::new(NearCache::default()),
+            cache: Arc::new(NearCache::new(NEAR_CACHE_CAPACITY_BYTES)),
             feed: None,
         }
     }
@@ -195,53 +294,38 @@ impl Sessions {
     pub fn with_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
         self.feed = Some(feed);
         // Nothing is heard until the follower has subscribed: no near cache until then.
-        self.cache.distrusted.store(true, Ordering::SeqCst);
+        self.cache.clear(true);
+        self.users.distrust();
         self
     }
 
-    /// The change feed is lost: stop answering from the near cache until it is back.
+    /// The accounts cache that every request check (any model) reads users from.
+    pub fn users(&self) -> &UserCache {
+        &self.users
+    }
+
+    /// The change feed is lost: stop answering from the near caches until it is back.
     pub fn feed_lost(&self) {
-        self.cache.distrusted.store(true, Ordering::SeqCst);
-        self.clear_cache();
+        self.cache.clear(true);
+        self.users.distrust();
     }
 
-    /// The change feed is back: the near cache starts empty and may be trusted again.
+    /// The change feed is back: the near caches start empty and may be trusted again.
     pub fn feed_resumed(&self) {
-        self.clear_cache();
-        self.cache.distrusted.store(false, Ordering::SeqCst);
+        self.cache.clear(false);
+        self.users.trust();
     }
 
-    fn clear_cache(&self) {
-        let mut entries = self
-            .cache
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        self.cache.generation.fetch_add(1, Ordering::SeqCst);
-        entries.by_hash.clear();
-        entries.hash_of.clear();
-    }
-
-    /// Applies a change heard on the feed to the near cache.
+    /// Applies a change heard on the feed to the near caches.
     pub fn apply(&self, change: &Change) {
-        let mut entries = self
-            .cache
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        self.cache.generation.fetch_add(1, Ordering::SeqCst);
         match change {
-            Change::SessionChanged { handle } => entries.remove_handle(handle),
-            Change::UserSessionsChanged { user } | Change::UserChanged { user } => {
-                let handles: Vec<SessionHandle> = entries
-                    .by_hash
-                    .values()
-                    .filter(|c| c.session.user_id == *user)
-                    .map(|c| c.session.handle.clone())
-                    .collect();
-                for handle in handles {
-                    entries.remove_handle(&handle);
-                }
+            Change::SessionChanged { handle } => self.cache.remove_handle(handle),
+            Change::UserSessionsChanged { user } => {
+                self.cache.remove_user(user);
+                self.users.evict(user);
+            }
+            Change::UserChanged { user } | Change::UserDisabled { user, .. } => {
+                self.users.evict(user);
             }
             _ => {}
         }
@@ -257,57 +341,20 @@ impl Sessions {
         }
     }
 
-    /// Tells every node that a user's sessions or account changed (forced logout, disabled).
+    /// Tells every node that a user's sessions or account changed (forced logout, password
+    /// change, roles).
     pub async fn user_changed(&self, user: &UserId) {
         self.changed(Change::UserSessionsChanged { user: user.clone() })
             .await;
     }
 
-    fn cached(&self, hash: &TokenHash, now: Timestamp) -> Option<(Session, User)> {
-        if self.cache.distrusted.load(Ordering::SeqCst) {
-            return None;
-        }
-        let entries = self.cache.entries.read().unwrap_or_else(|e| e.into_inner());
-        let c = entries.by_hash.get(hash)?;
-        let fresh =
-            now.since(c.fetched) < NEAR_CACHE_TTL && now < c.session.expires_at && !c.user.disabled;
-        fresh.then(|| (c.session.clone(), c.user.clone()))
-    }
-
-    fn remember(&self, session: &Session, user: &User, now: Timestamp, generation: u64) {
-        if self.cache.distrusted.load(Ordering::SeqCst) {
-            return;
-        }
-        let mut entries = self
-            .cache
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if self.cache.generation.load(Ordering::SeqCst) != generation {
-            return;
-        }
-        if entries.by_hash.len() >= NEAR_CACHE_CAPACITY {
-            entries
-                .by_hash
-                .retain(|_, c| now.since(c.fetched) < NEAR_CACHE_TTL);
-            if entries.by_hash.len() >= NEAR_CACHE_CAPACITY {
-                entries.by_hash.clear();
-            }
-            let live: std::collections::HashSet<TokenHash> =
-                entries.by_hash.keys().copied().collect();
-            entries.hash_of.retain(|_, h| live.contains(h));
-        }
-        entries
-            .hash_of
-            .insert(session.handle.clone(), session.secret_hash);
-        entries.by_hash.insert(
-            session.secret_hash,
-            Cached {
-                session: session.clone(),
-                user: user.clone(),
-                fetched: now,
-            },
-        );
+    /// Tells every node that an account was disabled or enabled.
+    pub async fn user_disabled(&self, user: &UserId, disabled: bool) {
+        self.changed(Change::UserDisabled {
+            user: user.clone(),
+            disabled,
+        })
+        .await;
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -346,25 +393,26 @@ impl Sessions {
     /// The live session for a cookie secret and its user, without recording activity (see
     /// [`Sessions::record_activity`]). Expired sessions are deleted on sight; a session of a missing
     /// or disabled user authenticates nothing.
-    pub async fn find(&self, secret: &SessionId) -> Result<Option<(Session, User)>, Error> {
+    pub async fn find(&self, secret: &SessionId) -> Result<Option<(Session, Arc<User>)>, Error> {
         let hash = secret.hash();
         let now = self.clock.now();
-        if let Some(hit) = self.cached(&hash, now) {
-            return Ok(Some(hit));
-        }
-        let generation = self.cache.generation.load(Ordering::SeqCst);
-        let Some(session) = self.store.session_by_secret(&hash).await? else {
-            return Ok(None);
-        };
-        if now >= session.expires_at {
-            self.store.delete_session(&session.handle).await?;
-            return Ok(None);
-        }
-        match self.users.user_by_id(&session.user_id).await? {
-            Some(user) if !user.disabled => {
-                self.remember(&session, &user, now, generation);
-                Ok(Some((session, user)))
+        let session = match self.cache.get(&hash, now) {
+            Some(hit) => hit,
+            None => {
+                let generation = self.cache.generation.load(Ordering::SeqCst);
+                let Some(session) = self.store.session_by_secret(&hash).await? else {
+                    return Ok(None);
+                };
+                if now >= session.expires_at {
+                    self.store.delete_session(&session.handle).await?;
+                    return Ok(None);
+                }
+                self.cache.insert(&session, generation);
+                session
             }
+        };
+        match self.users.get(&session.user_id).await? {
+            Some(user) if !user.disabled => Ok(Some((session, user))),
             _ => Ok(None),
         }
     }
@@ -388,21 +436,16 @@ impl Sessions {
         }
         session.last_seen_at = now;
         session.expires_at = expires_at;
-        let mut entries = self
-            .cache
-            .entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = entries.by_hash.get_mut(&session.secret_hash) {
-            cached.session.last_seen_at = now;
-            cached.session.expires_at = expires_at;
-        }
+        self.cache.renewed(session);
         Ok(true)
     }
 
     /// [`Sessions::find`] and [`Sessions::record_activity`] together: a request authenticated by
     /// the cookie that needs no further check.
-    pub async fn authenticate(&self, secret: &SessionId) -> Result<Option<(Session, User)>, Error> {
+    pub async fn authenticate(
+        &self,
+        secret: &SessionId,
+    ) -> Result<Option<(Session, Arc<User>)>, Error> {
         let Some((mut session, user)) = self.find(secret).await? else {
             return Ok(None);
         };

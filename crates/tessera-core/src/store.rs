@@ -45,6 +45,9 @@ pub trait UserStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<User>, StoreError>;
 
+    /// The ids of every disabled account (few: what the revocation stream tells resource servers).
+    async fn disabled_user_ids(&self) -> Result<Vec<UserId>, StoreError>;
+
     /// Sets `disabled` and `updated_at`; `false` when there is no such user.
     async fn set_user_disabled(
         &self,

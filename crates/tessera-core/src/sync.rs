@@ -79,10 +79,28 @@ impl Follower {
     async fn apply(&self, change: &Change) {
         self.revocations.apply(change);
         self.sessions.apply(change);
-        if *change == Change::KeysChanged
-            && let Err(e) = self.keyring.reload().await
-        {
-            tracing::warn!(error = %e, "reloading the signing keys after a change failed");
+        match change {
+            Change::UserDisabled { user, disabled } => {
+                self.revocations
+                    .log()
+                    .set_disabled(user.as_str(), *disabled);
+            }
+            Change::KeysChanged => {
+                if let Err(e) = self.keyring.reload().await {
+                    tracing::warn!(error = %e, "reloading the signing keys after a change failed");
+                }
+                self.announce_retired_keys().await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Tells the revocation stream which keys are retired (a store read: key changes are rare).
+    async fn announce_retired_keys(&self) {
+        match tokio::time::timeout(STORE_CALL_LIMIT, self.keyring.recently_retired()).await {
+            Ok(Ok(kids)) => self.revocations.log().set_retired_keys(kids),
+            Ok(Err(e)) => tracing::warn!(error = %e, "listing retired keys failed"),
+            Err(_) => tracing::warn!("listing retired keys timed out"),
         }
     }
 
@@ -94,6 +112,7 @@ impl Follower {
         }
         *lost = true;
         self.revocations.feed_lost(self.clock.now());
+        self.revocations.log().lost();
         self.sessions.feed_lost();
     }
 
@@ -135,6 +154,19 @@ impl Follower {
                     tracing::warn!(error = %e, "reloading the signing keys after a gap failed");
                 }
                 self.sessions.feed_resumed();
+                match tokio::time::timeout(STORE_CALL_LIMIT, self.sessions.users().disabled_ids())
+                    .await
+                {
+                    Ok(Ok(disabled)) => {
+                        self.revocations
+                            .log()
+                            .resync(disabled.into_iter().map(|u| u.to_string()));
+                        self.announce_retired_keys().await;
+                    }
+                    // The stream stays closed until a later resume manages to read them.
+                    Ok(Err(e)) => tracing::warn!(error = %e, "listing disabled accounts failed"),
+                    Err(_) => tracing::warn!("listing disabled accounts timed out"),
+                }
                 metrics::gauge!("tessera_change_feed_trusted").set(1.0);
                 if *lost {
                     tracing::info!("the change feed is back; state re-read from the store");

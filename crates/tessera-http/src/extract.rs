@@ -6,6 +6,8 @@
 //! - [`AuthUser`]: the caller's identity, whichever model authenticated it.
 //! - [`ClientMeta`]: user agent and socket IP, recorded with a session.
 
+use std::sync::Arc;
+
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -32,7 +34,7 @@ pub(crate) fn session_secret(headers: &HeaderMap) -> Option<SessionId> {
 /// A request authenticated by the session cookie.
 pub struct SessionAuth {
     pub session: Session,
-    pub user: User,
+    pub user: Arc<User>,
     pub secret: SessionId,
 }
 
@@ -205,7 +207,9 @@ pub enum AuthModel {
 /// The caller's identity, from any login model. A request with an `Authorization` header is judged
 /// by it alone; otherwise by the session cookie.
 pub struct AuthUser {
-    pub user: User,
+    /// The account, from this node's accounts cache (read from the store once, then kept current
+    /// by the change feed).
+    pub user: Arc<User>,
     pub model: AuthModel,
 }
 
@@ -221,11 +225,9 @@ impl FromRequestParts<AppState> for AuthUser {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if parts.headers.contains_key(header::AUTHORIZATION) {
             let BearerAuth { claims } = BearerAuth::from_request_parts(parts, state).await?;
-            // The account may have been disabled or deleted since the token was issued.
-            let user = match state.accounts().user(&claims.user_id()).await? {
-                Some(user) if !user.disabled => user,
-                _ => return Err(ApiError::invalid_token()),
-            };
+            let user = token_user(state, &claims)
+                .await?
+                .ok_or_else(ApiError::invalid_token)?;
             return Ok(Self {
                 user,
                 model: AuthModel::Token(Box::new(claims)),
@@ -238,10 +240,9 @@ impl FromRequestParts<AppState> for AuthUser {
             Err(_) => None,
         };
         if let Some(HybridAuth { claims }) = hybrid {
-            let user = match state.accounts().user(&claims.user_id()).await? {
-                Some(user) if !user.disabled => user,
-                _ => return Err(ApiError::unauthenticated()),
-            };
+            let user = token_user(state, &claims)
+                .await?
+                .ok_or_else(ApiError::unauthenticated)?;
             return Ok(Self {
                 user,
                 model: AuthModel::Token(Box::new(claims)),
@@ -253,6 +254,20 @@ impl FromRequestParts<AppState> for AuthUser {
             model: AuthModel::Session(Box::new(auth.session)),
         })
     }
+}
+
+/// The account a verified access token belongs to, from the accounts cache: `None` when it was
+/// deleted or disabled since the token was issued.
+async fn token_user(
+    state: &AppState,
+    claims: &VerifiedClaims,
+) -> Result<Option<Arc<User>>, ApiError> {
+    Ok(state
+        .sessions()
+        .users()
+        .get(&claims.user_id())
+        .await?
+        .filter(|user| !user.disabled))
 }
 
 /// An authenticated caller with the `admin` role.

@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::token::revoke))
         .routes(routes!(routes::token::introspect))
         .routes(routes!(routes::token::jwks))
+        .routes(routes!(routes::revocations::stream))
         .routes(routes!(routes::admin::list_keys))
         .routes(routes!(routes::admin::rotate_key))
         .routes(routes!(routes::admin::retire_key))

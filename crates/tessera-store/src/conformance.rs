@@ -494,6 +494,11 @@ async fn user_disabled<S: UserStore>(store: &S) {
         vec![disabled, bob.clone()],
         "a disabled user is still listed, as disabled"
     );
+    assert_eq!(
+        store.disabled_user_ids().await.expect("disabled_user_ids"),
+        vec![alice.id.clone()],
+        "disabled_user_ids lists exactly the disabled accounts"
+    );
     assert!(
         store
             .set_user_disabled(&alice.id, true, at(T0 + 2 * HOUR))
@@ -514,6 +519,14 @@ async fn user_disabled<S: UserStore>(store: &S) {
             ..alice.clone()
         }),
         "re-enabled, and updated_at moved again"
+    );
+    assert!(
+        store
+            .disabled_user_ids()
+            .await
+            .expect("disabled_user_ids")
+            .is_empty(),
+        "a re-enabled account is no longer listed as disabled"
     );
     assert_eq!(
         store.user_by_id(&bob.id).await.expect("user_by_id"),

@@ -50,6 +50,8 @@ use tessera_core::{
 #[derive(Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// Every call, read or write: lets tests prove a path asks no store at all.
+    calls: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Default)]
@@ -91,7 +93,13 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// How many store calls were made so far (every method counts once or more).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // A panic while holding the lock may have left the indexes disagreeing with each other:
         // fail closed rather than answer from them.
         self.inner
@@ -265,6 +273,18 @@ impl UserStore for MemoryStore {
             .filter_map(|(_, id)| inner.users.get(id))
             .cloned()
             .collect())
+    }
+
+    async fn disabled_user_ids(&self) -> Result<Vec<UserId>, StoreError> {
+        let inner = self.lock()?;
+        let mut ids: Vec<UserId> = inner
+            .users
+            .values()
+            .filter(|u| u.disabled)
+            .map(|u| u.id.clone())
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     async fn set_user_disabled(

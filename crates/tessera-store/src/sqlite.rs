@@ -326,6 +326,18 @@ impl UserStore for SqliteStore {
             .collect()
     }
 
+    async fn disabled_user_ids(&self) -> Result<Vec<UserId>, StoreError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM users WHERE disabled <> 0 ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id,)| UserId::from_stored(id))
+            .collect())
+    }
+
     async fn set_user_disabled(
         &self,
         id: &UserId,

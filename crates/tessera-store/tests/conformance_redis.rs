@@ -148,6 +148,10 @@ impl UserStore for UsersAndSessions {
         self.users.list_users(after, limit).await
     }
 
+    async fn disabled_user_ids(&self) -> Result<Vec<UserId>, StoreError> {
+        self.users.disabled_user_ids().await
+    }
+
     async fn set_user_disabled(
         &self,
         id: &UserId,

@@ -6,8 +6,7 @@
 //! makes a repeated token cost one hash lookup, while `exp`, the key's validity and every
 //! revocation are still checked on each use.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -95,6 +94,25 @@ struct Cached {
     kid: String,
 }
 
+#[derive(Clone)]
+struct CachedWeighter;
+
+impl quick_cache::Weighter<TokenHash, Arc<Cached>> for CachedWeighter {
+    fn weight(&self, _key: &TokenHash, c: &Arc<Cached>) -> u64 {
+        let claims = &c.claims;
+        (std::mem::size_of::<AccessClaims>()
+            + 96
+            + c.kid.len()
+            + claims.iss.len()
+            + claims.sub.len()
+            + claims.aud.len()
+            + claims.jti.len()
+            + claims.client_id.len()
+            + claims.fid.len()
+            + claims.roles.iter().map(|r| r.len() + 24).sum::<usize>()) as u64
+    }
+}
+
 /// Checks bearer tokens. Cheap to share.
 pub struct Verifier {
     keyring: Arc<KeyRing>,
@@ -104,8 +122,8 @@ pub struct Verifier {
     audience: String,
     /// Allowed clock skew for `exp` and `nbf`, in seconds.
     leeway: i64,
-    cache: RwLock<HashMap<TokenHash, Cached>>,
-    cache_capacity: usize,
+    /// Verified tokens by hash, bounded by bytes with an eviction policy (S3-FIFO).
+    cache: quick_cache::sync::Cache<TokenHash, Arc<Cached>, CachedWeighter>,
 }
 
 impl Verifier {
@@ -116,8 +134,11 @@ impl Verifier {
         issuer: String,
         audience: String,
         leeway_seconds: i64,
-        cache_capacity: usize,
+        cache_capacity_bytes: u64,
     ) -> Self {
+        let estimated_items = usize::try_from(cache_capacity_bytes / 512)
+            .unwrap_or(100_000)
+            .max(16);
         Self {
             keyring,
             revocations,
@@ -125,8 +146,11 @@ impl Verifier {
             issuer,
             audience,
             leeway: leeway_seconds,
-            cache: RwLock::new(HashMap::new()),
-            cache_capacity,
+            cache: quick_cache::sync::Cache::with_weighter(
+                estimated_items,
+                cache_capacity_bytes,
+                CachedWeighter,
+            ),
         }
     }
 
@@ -156,15 +180,9 @@ impl Verifier {
             return Err(VerifyError::Malformed);
         }
         let hash = TokenHash::of(token.as_bytes());
-        let cached = {
-            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-            cache
-                .get(&hash)
-                .map(|c| (Arc::clone(&c.claims), c.kid.clone()))
-        };
-        let claims = match cached {
+        let claims = match self.cache.get(&hash) {
             // The key may have been retired since: check it is still live.
-            Some((claims, kid)) if self.keyring.verification_key(&kid).is_some() => claims,
+            Some(c) if self.keyring.verification_key(&c.kid).is_some() => Arc::clone(&c.claims),
             _ => {
                 let (claims, kid) = self.verify_signature(token)?;
                 let claims = Arc::new(claims);
@@ -239,15 +257,7 @@ impl Verifier {
     }
 
     fn remember(&self, hash: TokenHash, claims: Arc<AccessClaims>, kid: String) {
-        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= self.cache_capacity {
-            let now = self.clock.now().unix_seconds();
-            cache.retain(|_, c| c.claims.exp > now);
-            if cache.len() >= self.cache_capacity {
-                cache.clear();
-            }
-        }
-        cache.insert(hash, Cached { claims, kid });
+        self.cache.insert(hash, Arc::new(Cached { claims, kid }));
     }
 }
 

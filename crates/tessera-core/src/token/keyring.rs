@@ -599,6 +599,24 @@ impl KeyRing {
             .collect())
     }
 
+    /// The kids of keys retired so recently that tokens they signed may still be unexpired
+    /// (resource servers must refuse those whatever their copy of the JWKS says).
+    pub async fn recently_retired(&self) -> Result<Vec<String>, Error> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .keys()
+            .await?
+            .into_iter()
+            .filter(|k| {
+                k.status == KeyStatus::Retired
+                    && k.retired_at
+                        .is_none_or(|at| now < at.saturating_add(self.verify_after_rotation))
+            })
+            .map(|k| k.kid)
+            .collect())
+    }
+
     /// Creates a new key of the configured algorithm that signs from now on; the previous active
     /// keys keep verifying the tokens they signed until those expire.
     #[tracing::instrument(skip(self))]

@@ -6,6 +6,7 @@ pub mod keyring;
 pub mod refresh;
 pub mod revocation;
 pub mod service;
+pub mod stream;
 
 pub use access::{AccessClaims, VerifiedClaims, Verifier, VerifyError};
 pub use keyring::{KeyInfo, KeyRing, MasterKey};

@@ -46,6 +46,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use crate::error::Error;
 use crate::feed::{Change, ChangeFeed};
 use crate::store::RevocationStore;
+use crate::token::stream::RevocationLog;
 
 /// How access tokens can be revoked before they expire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,8 +67,8 @@ pub enum RevocationMode {
 struct State {
     tokens: HashMap<String, Timestamp>,
     families: HashMap<FamilyId, Timestamp>,
-    /// The latest "not before" per user.
-    users: HashMap<UserId, Timestamp>,
+    /// The latest "not before" per user, and until when it matters.
+    users: HashMap<UserId, (Timestamp, Timestamp)>,
     allowed: HashMap<String, AllowedToken>,
 }
 
@@ -82,6 +83,8 @@ pub struct Revocations {
     /// Until when the memory copy may be trusted (unix ms): `i64::MAX` while the change feed is
     /// live; while it is lost, the time of the last re-read of the store plus a short bound.
     trusted_until: Arc<AtomicI64>,
+    /// What the revocation stream sends resource servers.
+    log: Arc<RevocationLog>,
 }
 
 /// While the change feed is lost, a re-read of the store is trusted this long.
@@ -109,6 +112,7 @@ impl Revocations {
             mode,
             state: Arc::new(RwLock::new(State::default())),
             trusted_until: Arc::new(AtomicI64::new(i64::MAX)),
+            log: Arc::new(RevocationLog::new()),
         };
         this.resync(now).await?;
         Ok(this)
@@ -214,7 +218,13 @@ impl Revocations {
         if self.mode == RevocationMode::Allowlist {
             state.forget_allowed(&entry.revoked);
         }
-        state.apply(&entry);
+        let changed = state.apply(&entry);
+        // Pushed after the state lock is released (a stream subscriber takes the log's lock, then
+        // the state's). Revocations commute, so the order between two pushes does not matter.
+        drop(state);
+        if changed {
+            self.log.push(entry.to_wire());
+        }
     }
 
     async fn publish(&self, change: Change) {
@@ -240,8 +250,44 @@ impl Revocations {
                 fresh.allowed.insert(token.jti.clone(), token);
             }
         }
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        let missed: Vec<RevocationEntry> = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let missed = fresh.entries().filter(|e| !state.has(e)).collect();
+            *state = fresh;
+            missed
+        };
+        // What the store has that this node did not (a missed message) reaches the stream too.
+        for entry in missed {
+            self.log.push(entry.to_wire());
+        }
         Ok(())
+    }
+
+    /// What the revocation stream sends resource servers.
+    pub fn log(&self) -> &RevocationLog {
+        &self.log
+    }
+
+    /// Every denylist entry still in force, for the revocation stream.
+    pub fn snapshot(&self, now: Timestamp) -> tessera_wire::Snapshot {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut snapshot = tessera_wire::Snapshot {
+            mode: Some(match self.mode {
+                RevocationMode::Denylist => tessera_wire::Mode::Denylist,
+                RevocationMode::Allowlist => tessera_wire::Mode::Allowlist,
+                RevocationMode::None => tessera_wire::Mode::None,
+            }),
+            ..Default::default()
+        };
+        for entry in state.entries().filter(|e| e.expires_at > now) {
+            match entry.to_wire() {
+                tessera_wire::Revocation::Token(t) => snapshot.tokens.push(t),
+                tessera_wire::Revocation::Family(f) => snapshot.families.push(f),
+                tessera_wire::Revocation::UserNotBefore(u) => snapshot.users.push(u),
+                _ => {}
+            }
+        }
+        snapshot
     }
 
     pub fn mode(&self) -> RevocationMode {
@@ -276,7 +322,7 @@ impl Revocations {
                 } else if state
                     .users
                     .get(user)
-                    .is_some_and(|before| issued_at < *before)
+                    .is_some_and(|(before, _)| issued_at < *before)
                 {
                     Some(RevokedReason::User)
                 } else {
@@ -333,12 +379,15 @@ impl Revocations {
                 }
             }
         }
-        {
+        let changed = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
             if self.mode == RevocationMode::Allowlist {
                 state.forget_allowed(&entry.revoked);
             }
-            state.apply(&entry);
+            state.apply(&entry)
+        };
+        if changed {
+            self.log.push(entry.to_wire());
         }
         self.publish(match entry.revoked {
             Revoked::Token { jti } => Change::TokenRevoked {
@@ -365,6 +414,7 @@ impl Revocations {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.tokens.retain(|_, until| *until > now);
         state.families.retain(|_, until| *until > now);
+        state.users.retain(|_, (_, until)| *until > now);
         state.allowed.retain(|_, t| t.expires_at > now);
         Ok(purged)
     }
@@ -382,19 +432,103 @@ impl State {
         }
     }
 
-    fn apply(&mut self, entry: &RevocationEntry) {
+    /// Records an entry; `true` when it changed what is refused (a new entry, or a later
+    /// "not before").
+    fn apply(&mut self, entry: &RevocationEntry) -> bool {
+        fn extend(until: &mut Timestamp, to: Timestamp) -> bool {
+            let longer = to > *until;
+            *until = (*until).max(to);
+            longer
+        }
         match &entry.revoked {
-            Revoked::Token { jti } => {
-                let until = self.tokens.entry(jti.clone()).or_insert(entry.expires_at);
-                *until = (*until).max(entry.expires_at);
-            }
-            Revoked::Family { id } => {
-                let until = self.families.entry(id.clone()).or_insert(entry.expires_at);
-                *until = (*until).max(entry.expires_at);
-            }
+            Revoked::Token { jti } => match self.tokens.get_mut(jti) {
+                Some(until) => {
+                    extend(until, entry.expires_at);
+                    false
+                }
+                None => {
+                    self.tokens.insert(jti.clone(), entry.expires_at);
+                    true
+                }
+            },
+            Revoked::Family { id } => match self.families.get_mut(id) {
+                Some(until) => {
+                    extend(until, entry.expires_at);
+                    false
+                }
+                None => {
+                    self.families.insert(id.clone(), entry.expires_at);
+                    true
+                }
+            },
+            Revoked::UserBefore { user, before } => match self.users.get_mut(user) {
+                Some((at, until)) => {
+                    extend(until, entry.expires_at);
+                    extend(at, *before)
+                }
+                None => {
+                    self.users.insert(user.clone(), (*before, entry.expires_at));
+                    true
+                }
+            },
+        }
+    }
+
+    /// Whether this state already refuses everything `entry` does.
+    fn has(&self, entry: &RevocationEntry) -> bool {
+        match &entry.revoked {
+            Revoked::Token { jti } => self.tokens.contains_key(jti),
+            Revoked::Family { id } => self.families.contains_key(id),
             Revoked::UserBefore { user, before } => {
-                let at = self.users.entry(user.clone()).or_insert(*before);
-                *at = (*at).max(*before);
+                self.users.get(user).is_some_and(|(at, _)| at >= before)
+            }
+        }
+    }
+
+    /// The denylist, as entries.
+    fn entries(&self) -> impl Iterator<Item = RevocationEntry> + '_ {
+        let tokens = self.tokens.iter().map(|(jti, until)| RevocationEntry {
+            revoked: Revoked::Token { jti: jti.clone() },
+            expires_at: *until,
+        });
+        let families = self.families.iter().map(|(id, until)| RevocationEntry {
+            revoked: Revoked::Family { id: id.clone() },
+            expires_at: *until,
+        });
+        let users = self
+            .users
+            .iter()
+            .map(|(user, (before, until))| RevocationEntry {
+                revoked: Revoked::UserBefore {
+                    user: user.clone(),
+                    before: *before,
+                },
+                expires_at: *until,
+            });
+        tokens.chain(families).chain(users)
+    }
+}
+
+impl RevocationEntry {
+    /// The entry as the revocation stream sends it.
+    pub fn to_wire(&self) -> tessera_wire::Revocation {
+        use tessera_wire as wire;
+        let expires_at = self.expires_at.unix_millis();
+        match &self.revoked {
+            Revoked::Token { jti } => wire::Revocation::Token(wire::RevokedToken {
+                jti: jti.clone(),
+                expires_at,
+            }),
+            Revoked::Family { id } => wire::Revocation::Family(wire::RevokedFamily {
+                fid: id.to_string(),
+                expires_at,
+            }),
+            Revoked::UserBefore { user, before } => {
+                wire::Revocation::UserNotBefore(wire::UserNotBefore {
+                    sub: user.to_string(),
+                    not_before: before.unix_millis(),
+                    expires_at,
+                })
             }
         }
     }

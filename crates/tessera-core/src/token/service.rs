@@ -156,8 +156,8 @@ pub struct Tokens {
     config: TokenConfig,
 }
 
-/// Entries in the verified-token cache.
-const VERIFY_CACHE_CAPACITY: usize = 100_000;
+/// Bytes the verified-token cache may hold (about 100k tokens).
+const VERIFY_CACHE_CAPACITY_BYTES: u64 = 48 * 1024 * 1024;
 
 impl Tokens {
     #[allow(clippy::too_many_arguments)]
@@ -177,7 +177,7 @@ impl Tokens {
             config.issuer.clone(),
             config.audience.clone(),
             i64::try_from(config.leeway.as_secs()).unwrap_or(0),
-            VERIFY_CACHE_CAPACITY,
+            VERIFY_CACHE_CAPACITY_BYTES,
         );
         Self {
             keyring,

@@ -88,7 +88,7 @@ pub async fn me(auth: crate::extract::AuthUser) -> Json<Me> {
         },
     };
     Json(Me {
-        user: UserView::from(&auth.user),
+        user: UserView::from(&*auth.user),
         auth: auth_view,
     })
 }

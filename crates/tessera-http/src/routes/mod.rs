@@ -6,6 +6,7 @@ pub mod admin;
 pub mod hybrid;
 pub mod ops;
 pub mod playground;
+pub mod revocations;
 pub mod session;
 pub mod token;
 

@@ -197,7 +197,7 @@ pub async fn introspect(
 }
 
 /// Whether the request carries the HTTP Basic credentials of a configured introspection client.
-fn introspection_client(state: &AppState, headers: &HeaderMap) -> bool {
+pub(crate) fn introspection_client(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(encoded) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -103,6 +103,8 @@ pub struct TestApp {
     pub origin: String,
     /// The SQLite store, for tests that take it away.
     pub sqlite: Option<SqliteStore>,
+    /// The memory store, for tests that count its calls.
+    pub memory: Option<MemoryStore>,
     /// The services behind the server, for tests that act as an operator would (create an admin,
     /// rotate a key from the CLI's side).
     pub accounts: Accounts,
@@ -126,14 +128,22 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, options: Options) -> Self {
-        let (stores, sqlite, db_dir) = match backend {
-            Backend::Memory => (Stores::from_one(MemoryStore::new()), None, None),
+        let (stores, sqlite, db_dir, memory) = match backend {
+            Backend::Memory => {
+                let memory = MemoryStore::new();
+                (Stores::from_one(memory.clone()), None, None, Some(memory))
+            }
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let store = SqliteStore::open(&dir.path().join("tessera.db"))
                     .await
                     .expect("sqlite");
-                (Stores::from_one(store.clone()), Some(store), Some(dir))
+                (
+                    Stores::from_one(store.clone()),
+                    Some(store),
+                    Some(dir),
+                    None,
+                )
             }
         };
         let clock = ManualClock::starting_now();
@@ -244,6 +254,7 @@ impl TestApp {
             client,
             origin,
             sqlite,
+            memory,
             accounts,
             tokens,
             stores,

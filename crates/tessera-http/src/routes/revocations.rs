@@ -1,0 +1,147 @@
+//! The revocation stream: what resource servers follow to refuse revoked tokens offline.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
+use futures_util::stream::{self, Stream};
+use tessera_core::token::stream::{StreamItem, StreamStart, Subscription};
+use tessera_wire as wire;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::problem::{ApiError, Problem};
+use crate::routes::token::introspection_client;
+use crate::state::AppState;
+
+/// How often an idle stream sends a comment, well within the promised 15 s.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Follow revocations (Server-Sent Events), for resource servers that verify tokens offline.
+///
+/// For a service client of `tokens.introspection_clients` (HTTP Basic). The stream starts with a
+/// `snapshot` event (every revoked token id, revoked login, per-user "not before", disabled
+/// account and retired key still in force), then sends each change as a `revocation` event as
+/// soon as any node makes it. Reconnect with `Last-Event-ID` to get only what was missed (or a
+/// fresh snapshot when that is too old). A `: keep-alive` comment comes at least every 15 s; a
+/// stream that falls silent longer is lost. Answers 503 while this node re-reads its state.
+#[utoipa::path(
+    get, path = "/v1/revocations/stream", tag = "token",
+    security(("introspection_client" = [])),
+    params(("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received, to resume")),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No or wrong service client credentials", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A user's credential: the stream is for service clients", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This node is re-reading its revocation state; retry", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !introspection_client(&state, &headers) {
+        let user_token = crate::extract::bearer_token(&headers)
+            .ok()
+            .flatten()
+            .is_some_and(|token| state.tokens().verify(token).is_ok());
+        if user_token {
+            return Err(ApiError::forbidden(
+                "service-client-only",
+                "the revocation stream is for service clients (HTTP Basic with a client of tokens.introspection_clients), not users",
+            ));
+        }
+        return Err(ApiError::unauthenticated().with_header(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tessera-revocations\""),
+        ));
+    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let tokens = state.0.tokens.clone();
+    let subscription = {
+        let revocations = tokens.revocations();
+        revocations
+            .log()
+            .subscribe(last_event_id, || revocations.snapshot(tokens.now()))
+    };
+    let Some(subscription) = subscription else {
+        return Err(tessera_core::StoreError::Unavailable(
+            "this node is re-reading its revocation state".into(),
+        )
+        .into());
+    };
+    metrics::gauge!("tessera_revocation_streams").increment(1.0);
+    let events = events(tokens, subscription);
+    Ok((
+        // Proxies must pass events on as they come.
+        [("x-accel-buffering", HeaderValue::from_static("no"))],
+        Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT).text("keep-alive")),
+    )
+        .into_response())
+}
+
+/// Counts open streams down when one ends, however it ends.
+struct Open;
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        metrics::gauge!("tessera_revocation_streams").decrement(1.0);
+    }
+}
+
+fn snapshot_event(id: String, snapshot: &wire::Snapshot) -> Event {
+    Event::default()
+        .event(wire::SNAPSHOT_EVENT)
+        .id(id)
+        .json_data(snapshot)
+        .unwrap_or_else(|_| Event::default().comment("snapshot unavailable"))
+}
+
+fn revocation_event(id: String, revocation: &wire::Revocation) -> Event {
+    Event::default()
+        .event(wire::REVOCATION_EVENT)
+        .id(id)
+        .json_data(revocation)
+        .unwrap_or_else(|_| Event::default().comment("revocation unavailable"))
+}
+
+fn events(
+    tokens: Arc<tessera_core::token::Tokens>,
+    subscription: Subscription,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let Subscription { start, changes } = subscription;
+    let first: Vec<Event> = match start {
+        StreamStart::Snapshot { id, snapshot } => vec![snapshot_event(id, &snapshot)],
+        StreamStart::Replay(missed) => missed
+            .into_iter()
+            .map(|(id, r)| revocation_event(id, &r))
+            .collect(),
+    };
+    let fresh_snapshot = move |tokens: &tessera_core::token::Tokens| {
+        let revocations = tokens.revocations();
+        let (id, snapshot) = revocations
+            .log()
+            .snapshot(|| revocations.snapshot(tokens.now()));
+        snapshot_event(id, &snapshot)
+    };
+    let rest = stream::unfold(
+        (tokens, changes, Open),
+        move |(tokens, mut changes, open)| async move {
+            let event = match changes.recv().await {
+                Ok(StreamItem::Revocation { id, revocation }) => revocation_event(id, &revocation),
+                // This node re-read its state, or this connection fell behind: start over.
+                Ok(StreamItem::Resync) | Err(RecvError::Lagged(_)) => fresh_snapshot(&tokens),
+                Ok(StreamItem::Closed) | Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(event), (tokens, changes, open)))
+        },
+    );
+    stream::iter(first.into_iter().map(Ok)).chain(rest)
+}
