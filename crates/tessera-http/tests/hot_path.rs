@@ -60,6 +60,8 @@ async fn a_change_reaches_the_next_check_although_it_is_served_from_memory() {
         assert_eq!(login.me(&app).await, StatusCode::OK);
         logins.push(login);
     }
+    // (A later millisecond than the tokens' issue: the server's clock is the test's.)
+    app.clock.advance(std::time::Duration::from_millis(1));
     // A role change: the cached account is dropped, so the next check shows the new roles (a
     // session) or refuses the token issued with the old ones.
     let put = app

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
@@ -55,7 +55,12 @@ pub async fn stream(
                 "the revocation stream is for service clients (HTTP Basic with a client of tokens.introspection_clients), not users",
             ));
         }
-        return Err(ApiError::unauthenticated().with_header(
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the revocation stream needs a service client's HTTP Basic credentials",
+        )
+        .with_header(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"tessera-revocations\""),
         ));
