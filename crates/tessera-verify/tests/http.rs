@@ -1,0 +1,180 @@
+//! The axum extractor and the tower layer: what a client sees.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::routing::get;
+use axum::{Extension, Router};
+use serde_json::Value;
+use support::{AUDIENCE, CLIENT_ID, CLIENT_SECRET, FakeTessera, ISSUER, SigningKey, claims};
+use tessera_verify::{RequireBearerLayer, VerifiedToken, Verifier};
+use tower::ServiceExt;
+
+async fn verifier(fake: &FakeTessera) -> Verifier {
+    let v = Verifier::builder(ISSUER, AUDIENCE)
+        .server_url(&fake.base)
+        .service_credentials(CLIENT_ID, CLIENT_SECRET)
+        .build()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), v.ready())
+        .await
+        .unwrap();
+    v
+}
+
+fn routes(verifier: Verifier) -> Router {
+    let layered = Router::new()
+        .route(
+            "/layered",
+            get(|Extension(t): Extension<VerifiedToken>| async move { t.subject().to_owned() }),
+        )
+        .route(
+            // The extractor reuses what the layer verified.
+            "/layered-extractor",
+            get(|t: VerifiedToken| async move { t.subject().to_owned() }),
+        )
+        .route_layer(RequireBearerLayer::new(verifier.clone()));
+    Router::new()
+        .route(
+            "/extractor",
+            get(|t: VerifiedToken| async move { t.subject().to_owned() }),
+        )
+        .route(
+            "/optional",
+            get(|t: Option<VerifiedToken>| async move {
+                t.map_or("anonymous".to_owned(), |t| t.subject().to_owned())
+            }),
+        )
+        .merge(layered)
+        .with_state(verifier)
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn problem(&self) -> Value {
+        assert_eq!(
+            self.headers[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let doc: Value = serde_json::from_slice(&self.body).unwrap();
+        assert_eq!(doc["status"], self.status.as_u16());
+        assert!(doc["detail"].is_string());
+        doc
+    }
+
+    fn challenge(&self) -> Option<&str> {
+        self.headers
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap())
+    }
+}
+
+async fn call(app: &Router, path: &str, authorization: &[&str]) -> Answer {
+    let mut request = Request::get(path);
+    for value in authorization {
+        request = request.header(header::AUTHORIZATION, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap()
+        .to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn the_extractor_and_the_layer_answer_alike() {
+    let key = SigningKey::ed25519("k1");
+    let fake = FakeTessera::start(&[&key]).await;
+    let app = routes(verifier(&fake).await);
+    let token = key.sign(&claims("usr_1", "j1"));
+    let bearer = format!("Bearer {token}");
+    let lower = format!("bearer {token}");
+    let bad = key.sign(&serde_json::json!({"sub": "usr_1"}));
+    let bad = format!("Bearer {bad}");
+
+    for path in ["/extractor", "/layered", "/layered-extractor"] {
+        for auth in [&bearer, &lower] {
+            let ok = call(&app, path, &[auth]).await;
+            assert_eq!(ok.status, StatusCode::OK, "{path}");
+            assert_eq!(ok.body, b"usr_1");
+        }
+
+        let missing = call(&app, path, &[]).await;
+        assert_eq!(missing.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.challenge(), Some("Bearer"));
+        missing.problem();
+
+        let basic = call(&app, path, &["Basic dXNlcjpwYXNz"]).await;
+        assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(basic.challenge(), Some("Bearer"));
+
+        let invalid = call(&app, path, &[&bad]).await;
+        assert_eq!(invalid.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(invalid.challenge(), Some("Bearer error=\"invalid_token\""));
+        let doc = invalid.problem();
+        assert_eq!(doc["title"], "Unauthorized");
+
+        let two = call(&app, path, &[&bearer, &bearer]).await;
+        assert_eq!(
+            two.status,
+            StatusCode::BAD_REQUEST,
+            "two Authorization headers"
+        );
+        assert_eq!(two.challenge(), Some("Bearer error=\"invalid_request\""));
+        two.problem();
+
+        for malformed in ["Bearer", "Bearer ", "Bearer a b"] {
+            let answer = call(&app, path, &[malformed]).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{malformed:?}");
+        }
+    }
+
+    assert_eq!(call(&app, "/optional", &[]).await.body, b"anonymous");
+    assert_eq!(call(&app, "/optional", &[&bearer]).await.body, b"usr_1");
+    assert_eq!(
+        call(&app, "/optional", &[&bad]).await.status,
+        StatusCode::UNAUTHORIZED,
+        "a token that is there must be valid"
+    );
+}
+
+#[tokio::test]
+async fn unavailable_state_is_a_503_not_a_401() {
+    let key = SigningKey::ed25519("k1");
+    let fake = FakeTessera::start(&[&key]).await;
+    // The stream never delivers a snapshot: refused connections.
+    fake.refuse_streams(true);
+    let verifier = Verifier::builder(ISSUER, AUDIENCE)
+        .server_url(&fake.base)
+        .service_credentials(CLIENT_ID, CLIENT_SECRET)
+        .build()
+        .unwrap();
+    let app = routes(verifier);
+    let token = key.sign(&claims("usr_1", "j1"));
+    for path in ["/extractor", "/layered"] {
+        let answer = call(&app, path, &[&format!("Bearer {token}")]).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers[header::RETRY_AFTER], "1");
+        assert_eq!(answer.challenge(), None);
+        answer.problem();
+    }
+}
