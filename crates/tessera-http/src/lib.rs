@@ -11,6 +11,7 @@
 
 pub mod csrf;
 pub mod extract;
+pub mod forward_auth;
 pub mod json;
 mod layers;
 pub mod metrics;

@@ -22,6 +22,8 @@ pub struct HttpConfig {
     /// Resource servers allowed to call `POST /v1/token/introspect` with HTTP Basic.
     pub introspection_clients: Vec<IntrospectionClient>,
     pub throttle: ThrottleConfig,
+    /// Forward-auth (`GET /v1/verify`): route rules and the login page browsers are sent to.
+    pub verify: crate::forward_auth::VerifyConfig,
 }
 
 /// A resource server's credentials for token introspection.
@@ -67,6 +69,7 @@ impl Default for HttpConfig {
             timeouts: Timeouts::default(),
             introspection_clients: Vec::new(),
             throttle: ThrottleConfig::default(),
+            verify: crate::forward_auth::VerifyConfig::default(),
         }
     }
 }

@@ -36,6 +36,7 @@ pub struct Config {
     pub postgres: PostgresSection,
     pub redis: RedisSection,
     pub log: LogSection,
+    pub verify: VerifySection,
 }
 
 impl Default for Config {
@@ -53,6 +54,7 @@ impl Default for Config {
             postgres: PostgresSection::default(),
             redis: RedisSection::default(),
             log: LogSection::default(),
+            verify: VerifySection::default(),
         }
     }
 }
@@ -313,6 +315,32 @@ impl Default for TokensSection {
     }
 }
 
+/// Forward-auth (`GET /v1/verify`) for reverse proxies.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifySection {
+    /// Where a browser without a valid credential is sent (an absolute http(s) URL), with
+    /// `return_to` set to the page it asked for. Unset: browsers get a 401 like API clients.
+    pub login_url: Option<String>,
+    /// Route rules: `[[verify.rules]] prefix = "/admin" role = "admin"`, or `public = true`;
+    /// optionally `host = "app.example.com"`. A path without a rule needs a login.
+    pub rules: Vec<VerifyRuleSection>,
+}
+
+/// One route rule: requests under `prefix` need `role`, or nothing when `public`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRuleSection {
+    pub prefix: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+    /// Only for requests whose `X-Forwarded-Host` is this host (any port unless one is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
@@ -496,6 +524,7 @@ impl Config {
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| fail("log.filter", e.to_string()))?;
+        self.verify_config().map_err(|e| fail(e.key, e.message))?;
         Ok(())
     }
 
@@ -553,6 +582,50 @@ impl Config {
         }
     }
 
+    /// The forward-auth rules, checked: a rule is either public or needs a role.
+    pub fn verify_config(
+        &self,
+    ) -> Result<
+        tessera_http::forward_auth::VerifyConfig,
+        tessera_http::forward_auth::VerifyConfigError,
+    > {
+        use tessera_http::forward_auth::{Access, RouteRule, VerifyConfig, VerifyConfigError};
+        let mut rules = Vec::with_capacity(self.verify.rules.len());
+        for (i, rule) in self.verify.rules.iter().enumerate() {
+            let access = match (&rule.role, rule.public) {
+                (Some(role), false) => Access::Role(role.clone()),
+                (None, true) => Access::Public,
+                (Some(_), true) => {
+                    return Err(VerifyConfigError {
+                        key: "verify.rules",
+                        message: format!(
+                            "rule {} (prefix {:?}): role and public = true exclude each other",
+                            i + 1,
+                            rule.prefix
+                        ),
+                    });
+                }
+                (None, false) => {
+                    return Err(VerifyConfigError {
+                        key: "verify.rules",
+                        message: format!(
+                            "rule {} (prefix {:?}): needs role = \"…\" or public = true (a path \
+                             without a rule already needs a login)",
+                            i + 1,
+                            rule.prefix
+                        ),
+                    });
+                }
+            };
+            rules.push(RouteRule {
+                prefix: rule.prefix.clone(),
+                host: rule.host.clone(),
+                access,
+            });
+        }
+        VerifyConfig::new(rules, self.verify.login_url.clone())
+    }
+
     pub fn http_config(&self) -> tessera_http::HttpConfig {
         tessera_http::HttpConfig {
             public_url: self.public_url.clone(),
@@ -582,6 +655,11 @@ impl Config {
                     secret: secret.clone(),
                 })
                 .collect(),
+            // `load` has refused an invalid configuration; one built by hand that is invalid
+            // refuses every check rather than letting requests through.
+            verify: self.verify_config().unwrap_or_else(|e| {
+                tessera_http::forward_auth::VerifyConfig::refusing(e.to_string())
+            }),
         }
     }
 }
