@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use tessera_wire::{REVOCATION_EVENT, Revocation, SNAPSHOT_EVENT, Snapshot};
+use tokio::time::Instant;
 
 use crate::sse::{SseItem, SseParser};
 use crate::verifier::{ServiceCredentials, Shared};
@@ -22,6 +23,7 @@ pub(crate) struct StreamConfig {
     pub(crate) backoff_min: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) max_event_bytes: usize,
+    pub(crate) replay_settle: Duration,
 }
 
 /// Why a connection ended.
@@ -150,13 +152,30 @@ async fn connect(
         .fetch_add(1, Ordering::Relaxed);
     let mut parser = SseParser::new(config.max_event_bytes);
     let mut items = Vec::new();
+    let mut last_byte = Instant::now();
     loop {
-        let chunk = match tokio::time::timeout(config.heartbeat_timeout, response.chunk()).await {
+        let silent_at = last_byte + config.heartbeat_timeout;
+        // A resumed connection replays what was missed at once, in one burst, then says nothing
+        // until the next change or keep-alive: a short quiet spell after the burst means the
+        // replay is complete. (A comment says so at once.)
+        let settling = resuming && !*caught_up;
+        let deadline = if settling {
+            silent_at.min(last_byte + config.replay_settle)
+        } else {
+            silent_at
+        };
+        let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Err(_) if settling && deadline < silent_at => {
+                *caught_up = true;
+                shared.gate.live();
+                continue;
+            }
             Err(_) => return Ended::Silent(config.heartbeat_timeout),
             Ok(Err(e)) => return Ended::Read(e.without_url()),
             Ok(Ok(None)) => return Ended::Closed,
             Ok(Ok(Some(chunk))) => chunk,
         };
+        last_byte = Instant::now();
         if let Err(e) = parser.feed(&chunk, &mut items) {
             return e.into();
         }
@@ -165,7 +184,7 @@ async fn connect(
                 SseItem::Comment(_) => {
                     // The server writes in order: a comment after a resumed connection's replay
                     // means everything missed has been applied. Without `Last-Event-ID` only a
-                    // snapshot brings the state up to date.
+                    // snapshot brings the state up to date (a comment before it says nothing).
                     if resuming && !*caught_up {
                         *caught_up = true;
                         shared.gate.live();

@@ -169,6 +169,7 @@ enum StreamChoice {
 /// when absent); an unknown `kid` refetches the JWKS at most once per second; the revocation
 /// stream is presumed lost after 20 s of silence (the server's 15 s heartbeat plus 5 s), and
 /// tokens are accepted for a 5 s grace after a loss; reconnection backs off from 100 ms to 5 s;
+/// a resumed stream counts as caught up after its replay and 1 s of quiet (or a comment);
 /// the verified-token cache holds about 32 MiB; HTTP requests time out after 10 s.
 pub struct VerifierBuilder {
     issuer: String,
@@ -187,6 +188,7 @@ pub struct VerifierBuilder {
     backoff_max: Duration,
     cache_bytes: u64,
     max_event_bytes: usize,
+    replay_settle: Duration,
     http_timeout: Duration,
     client: Option<reqwest::Client>,
     clock: Arc<dyn Clock>,
@@ -224,6 +226,7 @@ impl Verifier {
             backoff_max: Duration::from_secs(5),
             cache_bytes: 32 * 1024 * 1024,
             max_event_bytes: 64 * 1024 * 1024,
+            replay_settle: Duration::from_secs(1),
             http_timeout: Duration::from_secs(10),
             client: None,
             clock: Arc::new(SystemClock),
@@ -425,6 +428,15 @@ impl VerifierBuilder {
         self
     }
 
+    /// After reconnecting with `Last-Event-ID`, how long the stream must stay quiet after the
+    /// server's replay before the state counts as current again (default 1 s; a comment from the
+    /// server ends the wait at once). The server writes a replay in one burst; until then the
+    /// grace, if still running, covers the gap, and past it tokens are refused.
+    pub fn replay_settle(mut self, settle: Duration) -> Self {
+        self.replay_settle = settle;
+        self
+    }
+
     /// Timeout for a JWKS request (default 10 s).
     pub fn http_timeout(mut self, timeout: Duration) -> Self {
         self.http_timeout = timeout;
@@ -476,6 +488,7 @@ impl VerifierBuilder {
                     backoff_min: self.backoff_min,
                     backoff_max: self.backoff_max.max(self.backoff_min),
                     max_event_bytes: self.max_event_bytes,
+                    replay_settle: self.replay_settle,
                 })
             }
         };
@@ -828,7 +841,7 @@ fn check_header(header: &Header) -> Result<(), VerifyError> {
 }
 
 /// Keeps the JWKS fresh: fetched at start, then again when its freshness runs out; after a
-/// failure, retried with backoff (1 s doubling to 60 s) while the keys already held stay in use.
+/// failure, retried with backoff (1 s doubling to 32 s) while the keys already held stay in use.
 async fn refresh_keys(shared: Arc<Shared>) {
     let mut failures: u32 = 0;
     loop {

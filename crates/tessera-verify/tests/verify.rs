@@ -675,33 +675,58 @@ async fn reconnects_with_last_event_id_and_misses_nothing() {
 }
 
 #[tokio::test]
-async fn a_replay_is_trusted_only_once_the_server_has_caught_up() {
+async fn a_replay_is_trusted_once_the_server_has_caught_up() {
     let key = SigningKey::ed25519("k1");
     let fake = FakeTessera::start(&[&key]).await;
     fake.set_announce_caught_up(false);
-    let verifier = ready(builder(&fake).stream_grace(Duration::ZERO)).await;
+    let settle = Duration::from_millis(800);
+    let verifier = ready(
+        builder(&fake)
+            .stream_grace(Duration::ZERO)
+            .replay_settle(settle),
+    )
+    .await;
     let token = key.sign(&claims("usr_1", "j1"));
-    fake.revoke(
-        json!({"kind": "token", "jti": "other", "expires_at": support::now_millis() + 600_000}),
-    );
+    let far = support::now_millis() + 600_000;
+    fake.revoke(json!({"kind": "token", "jti": "other", "expires_at": far}));
     eventually(PATIENCE, || verifier.status().revocations == 1)
         .await
         .unwrap();
+
+    // Resumed, the replay (empty here) written, and nothing said since: not yet known to be
+    // current. A comment (a keep-alive) shows the replay is complete.
     fake.drop_streams();
-    eventually(PATIENCE, || fake.stream_requests() >= 2)
+    eventually(PATIENCE, || fake.open_streams() == 1)
         .await
         .unwrap();
-    // Resumed with nothing to replay and nothing said yet: not known to be current.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         verifier.verify_offline(&token).unwrap_err(),
         VerifyError::StateUnavailable
     );
-    // Anything the server writes after the replay (a keep-alive) shows it is complete.
     fake.comment("keep-alive");
+    let took = eventually(PATIENCE, || verifier.verify_offline(&token).is_ok())
+        .await
+        .unwrap();
+    assert!(took < Duration::from_millis(300), "{took:?}");
+
+    // Without a comment, a quiet spell after the replay does it.
+    fake.drop_streams();
+    eventually(PATIENCE, || {
+        verifier.status().stream == StreamStatus::Unavailable
+    })
+    .await
+    .unwrap();
+    let lost = tokio::time::Instant::now();
     eventually(PATIENCE, || verifier.verify_offline(&token).is_ok())
         .await
         .unwrap();
+    assert!(
+        lost.elapsed() >= settle,
+        "trusted {:?} after the loss",
+        lost.elapsed()
+    );
+    assert_eq!(verifier.status().snapshots, 1, "resumed both times");
 }
 
 #[tokio::test]
