@@ -139,6 +139,11 @@ pub fn claims(sub: &str, jti: &str) -> Value {
     })
 }
 
+pub fn with_roles(mut claims: Value, roles: &[&str]) -> Value {
+    claims["roles"] = json!(roles);
+    claims
+}
+
 pub fn jwks(keys: &[&SigningKey]) -> Value {
     json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
 }
