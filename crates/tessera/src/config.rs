@@ -271,6 +271,9 @@ pub struct TokensSection {
     pub master_key_file: PathBuf,
     /// Resource servers allowed to introspect tokens with HTTP Basic: id = secret.
     pub introspection_clients: std::collections::BTreeMap<String, String>,
+    /// Memory for verified access tokens, in bytes (about 450 bytes a token); 0 turns the cache
+    /// off, so every request pays the signature check.
+    pub verify_cache_bytes: u64,
 }
 
 impl std::fmt::Debug for TokensSection {
@@ -311,6 +314,7 @@ impl Default for TokensSection {
             master_key: None,
             master_key_file: PathBuf::from("tessera.key"),
             introspection_clients: Default::default(),
+            verify_cache_bytes: core.verify_cache_bytes,
         }
     }
 }
@@ -579,6 +583,7 @@ impl Config {
             reuse_grace: self.tokens.reuse_grace,
             revocation: self.tokens.revocation,
             leeway: self.tokens.leeway,
+            verify_cache_bytes: self.tokens.verify_cache_bytes,
         }
     }
 

@@ -74,9 +74,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let stopping = Arc::clone(&stopping);
+        let tokens = app.tokens.clone();
         async move {
             signals.wait().await;
             stopping.notify_one();
+            // Revocation streams never end by themselves: end them, so that the requests still
+            // in flight are the only thing a graceful stop waits for. Their clients reconnect to
+            // another node.
+            tokens.revocations().log().shutdown();
         }
     };
     let grace = config.http.shutdown_grace;

@@ -179,6 +179,11 @@ impl RevocationLog {
         }
     }
 
+    /// The server is stopping: end every stream and take no new connection.
+    pub fn shutdown(&self) {
+        self.lost();
+    }
+
     /// Whether this node's state is complete enough to stream.
     pub fn available(&self) -> bool {
         self.log().available
