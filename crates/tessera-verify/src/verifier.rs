@@ -91,6 +91,8 @@ struct JwksSource {
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     /// A refetch scheduled from [`Verifier::verify_offline`] is pending.
     background_pending: AtomicBool,
+    /// Fetches completed (or failed), so a caller that waited during one does not start another.
+    generation: AtomicU64,
 }
 
 #[derive(Default)]
@@ -234,7 +236,8 @@ impl Verifier {
     }
 
     /// Verifies an access token completely: size, header, signature with the key its `kid`
-    /// names (refetching the JWKS once if the `kid` is unknown and the rate limit allows),
+    /// names (if the `kid` is unknown, after one JWKS refetch, which may wait up to the refetch
+    /// interval for its turn),
     /// claims, time, and revocation. A token seen before costs a cache lookup plus the checks
     /// that can change: the key still being in force, `exp`/`nbf`, and every revocation.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
@@ -372,7 +375,8 @@ impl VerifierBuilder {
     }
 
     /// The shortest time between two JWKS fetches caused by tokens naming an unknown `kid`
-    /// (default 1 s). Bounds what a stream of made-up `kid`s can cost the JWKS endpoint.
+    /// (default 1 s). Bounds what a stream of made-up `kid`s can cost the JWKS endpoint; a token
+    /// naming a new key waits at most this long (plus the request) for the refetch.
     pub fn jwks_refetch_interval(mut self, interval: Duration) -> Self {
         self.refetch_interval = interval;
         self
@@ -525,6 +529,7 @@ impl VerifierBuilder {
                 default_age: self.default_age,
                 last_fetch: tokio::sync::Mutex::new(None),
                 background_pending: AtomicBool::new(false),
+                generation: AtomicU64::new(0),
             },
             keys_loaded: watch::Sender::new(false),
             counters: Counters::default(),
@@ -704,6 +709,7 @@ impl Shared {
         if result.is_err() {
             self.counters.jwks_failures.fetch_add(1, Ordering::Relaxed);
         }
+        self.jwks.generation.fetch_add(1, Ordering::AcqRel);
         result
     }
 
@@ -756,22 +762,26 @@ impl Shared {
         ))
     }
 
-    /// A token named `kid`, which we do not have: fetch the JWKS again unless one began less
-    /// than the refetch interval ago. Concurrent callers wait for one fetch. Returns whether
-    /// the key is now known.
+    /// A token named `kid`, which we do not have: fetch the JWKS again, but never sooner than
+    /// the refetch interval after the previous fetch (waiting for that moment if needed), and
+    /// never twice for one caller: whoever was waiting while a fetch completed takes that
+    /// fetch's answer. So a key that appeared just after a fetch is found within the interval,
+    /// and made-up `kid`s cost at most one request per interval. Returns whether the key is now
+    /// known.
     async fn refetch_for(&self, kid: &str) -> bool {
+        let seen = self.jwks.generation.load(Ordering::Acquire);
         let mut last = self.jwks.last_fetch.lock().await;
         if self.keys.get(kid).is_some() {
             return true;
         }
-        if self.keys.is_retired(kid) {
+        if self.keys.is_retired(kid) || self.jwks.generation.load(Ordering::Acquire) != seen {
             return false;
         }
-        let now = Instant::now();
-        if last.is_some_and(|at| now < at + self.jwks.refetch_interval) {
-            return false;
+        if let Some(at) = *last {
+            // Callers arriving meanwhile queue on the lock and take this fetch's answer.
+            tokio::time::sleep_until(at + self.jwks.refetch_interval).await;
         }
-        *last = Some(now);
+        *last = Some(Instant::now());
         if let Err(error) = self.fetch_jwks().await {
             tracing::warn!(url = %self.jwks.url, %error, "JWKS refetch for an unknown kid failed");
         }
