@@ -39,6 +39,9 @@ const REVOCATIONS: usize = 200;
 const BENCH_USERS: usize = 4;
 /// The target for the 99th percentile on loopback.
 const P99_TARGET: Duration = Duration::from_millis(50);
+/// The service client that follows the nodes' revocation streams.
+const STREAM_CLIENT: &str = "streamwatch";
+const STREAM_SECRET: &str = "a service secret for the stream measurement";
 /// How long a functional check waits for a change to reach another node before failing. Far
 /// above the target: these checks are about correctness, the measurement is about speed.
 const PATIENCE: Duration = Duration::from_secs(2);
@@ -185,6 +188,10 @@ impl Cluster {
             (
                 "TESSERA_THROTTLING__PER_IP",
                 "{burst=10000,per_minute=10000}".into(),
+            ),
+            (
+                "TESSERA_TOKENS__INTROSPECTION_CLIENTS",
+                format!("{{{STREAM_CLIENT}=\"{STREAM_SECRET}\"}}"),
             ),
         ]
     }
@@ -879,8 +886,14 @@ async fn three_nodes_share_logins_revocations_and_keys() {
         tokens.len(),
         ms(setup.elapsed())
     );
+    // Every node's revocation stream, followed as a resource server would.
+    let mut watches = Vec::new();
+    for node in &cluster.nodes {
+        watches.push(StreamWatch::open(node).await);
+    }
     let measured = measure_revocations(&http, &cluster, &tokens).await;
     report(&measured);
+    let stream_p99 = report_streams(&watches, &tokens, &measured).await;
 
     // The nodes really shared PostgreSQL and Redis under this run's names.
     assert!(
@@ -893,6 +906,14 @@ async fn three_nodes_share_logins_revocations_and_keys() {
         "no Redis key under {}",
         cluster.prefix
     );
+    for (node, p99) in stream_p99 {
+        assert!(
+            p99 < P99_TARGET,
+            "revocations on A reached the stream of {node} in p99 {}, over the {} target",
+            ms(p99),
+            ms(P99_TARGET)
+        );
+    }
     for m in &measured.observed {
         let from_send = Stats::of(&m.from_send);
         assert!(
@@ -968,6 +989,8 @@ struct Observed {
 
 /// The measurement: the revoke round trip on A, and what B and C saw.
 struct Measured {
+    /// When each revoke was sent, in the order of the tokens.
+    sent: Vec<Instant>,
     revoke: Vec<Duration>,
     observed: Vec<Observed>,
 }
@@ -979,6 +1002,7 @@ async fn measure_revocations(http: &Http, cluster: &Cluster, tokens: &[String]) 
     let a = cluster.node("A");
     let others = [cluster.node("B"), cluster.node("C")];
     let mut revoke = Vec::with_capacity(tokens.len());
+    let mut sent_at = Vec::with_capacity(tokens.len());
     let mut observed: Vec<Observed> = others
         .iter()
         .map(|n| Observed {
@@ -1009,6 +1033,7 @@ async fn measure_revocations(http: &Http, cluster: &Cluster, tokens: &[String]) 
             poll_until_refused(http, others[1], token, sent),
         );
         revoke.push(answered - sent);
+        sent_at.push(sent);
         for (o, (refused, accepted)) in observed.iter_mut().zip([b, c]) {
             o.from_send.push(refused - sent);
             o.from_answer
@@ -1023,7 +1048,11 @@ async fn measure_revocations(http: &Http, cluster: &Cluster, tokens: &[String]) 
             }
         }
     }
-    Measured { revoke, observed }
+    Measured {
+        sent: sent_at,
+        revoke,
+        observed,
+    }
 }
 
 /// Asks `node` back to back until it refuses `token`; returns when the refusal arrived and when
@@ -1047,6 +1076,134 @@ async fn poll_until_refused(
             node.name
         );
     }
+}
+
+/// One node's revocation stream, read as it comes: when each revoked token id first appeared.
+struct StreamWatch {
+    node: &'static str,
+    seen: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StreamWatch {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl StreamWatch {
+    /// Connects, and returns once the stream's snapshot has arrived.
+    async fn open(node: &Node) -> Self {
+        // No overall timeout: the stream stays open for the whole measurement.
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let mut response = client
+            .get(format!("{}/v1/revocations/stream", node.base))
+            .basic_auth(STREAM_CLIENT, Some(STREAM_SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "the stream of {}",
+            node.name
+        );
+        let seen = Arc::new(Mutex::new(std::collections::HashMap::new()));
+        let (ready, snapshot) = tokio::sync::oneshot::channel();
+        let reader = tokio::spawn({
+            let seen = Arc::clone(&seen);
+            async move {
+                let mut ready = Some(ready);
+                let mut buffer = String::new();
+                while let Ok(Some(chunk)) = response.chunk().await {
+                    let at = Instant::now();
+                    buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = buffer.find("\n\n") {
+                        let event: String = buffer.drain(..end + 2).collect();
+                        if event.lines().any(|l| l == "event: snapshot")
+                            && let Some(ready) = ready.take()
+                        {
+                            let _ = ready.send(());
+                        }
+                        let data = event.lines().find_map(|l| l.strip_prefix("data:"));
+                        if let Some(Ok(data)) =
+                            data.map(|d| serde_json::from_str::<Value>(d.trim()))
+                            && data["kind"] == "token"
+                            && let Some(jti) = data["jti"].as_str()
+                        {
+                            seen.lock().unwrap().entry(jti.to_owned()).or_insert(at);
+                        }
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(PATIENCE, snapshot)
+            .await
+            .expect("a snapshot first")
+            .expect("the stream stays open");
+        Self {
+            node: node.name,
+            seen,
+            reader,
+        }
+    }
+}
+
+/// The `jti` claim of a JWT.
+fn jti(jwt: &str) -> String {
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url JWT payload");
+    let claims: Value = serde_json::from_slice(&bytes).expect("JSON JWT payload");
+    claims["jti"].as_str().expect("a jti").to_owned()
+}
+
+/// From each revoke sent to A to the revoked token id's event on each node's stream; returns
+/// the p99 per node.
+async fn report_streams(
+    watches: &[StreamWatch],
+    tokens: &[String],
+    measured: &Measured,
+) -> Vec<(&'static str, Duration)> {
+    // The last events may still be on their way.
+    let deadline = Instant::now() + PATIENCE;
+    let ids: Vec<String> = tokens.iter().map(|t| jti(t)).collect();
+    let mut p99s = Vec::new();
+    println!("| revocation event on the stream of | p50 | p99 | max |");
+    println!("|---|---|---|---|");
+    for watch in watches {
+        let samples: Vec<Duration> = loop {
+            let samples: Option<Vec<Duration>> = {
+                let seen = watch.seen.lock().unwrap();
+                ids.iter()
+                    .zip(&measured.sent)
+                    .map(|(id, sent)| seen.get(id).map(|at| at.saturating_duration_since(*sent)))
+                    .collect()
+            };
+            match samples {
+                Some(samples) => break samples,
+                None if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                None => panic!(
+                    "a revocation never appeared on the stream of {}",
+                    watch.node
+                ),
+            }
+        };
+        let s = Stats::of(&samples);
+        println!(
+            "| {} (after the revoke was sent to A) | {} | {} | {} |",
+            watch.node,
+            ms(s.p50),
+            ms(s.p99),
+            ms(s.max)
+        );
+        p99s.push((watch.node, s.p99));
+    }
+    println!();
+    p99s
 }
 
 /// Nearest-rank percentiles.
