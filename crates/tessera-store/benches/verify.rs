@@ -200,6 +200,27 @@ fn verify(c: &mut Criterion) {
             })
         });
 
+        // Part of `cold`, alone: the Ed25519 signature check itself (aws-lc), without parsing
+        // the token. What bounds a never-seen token's cost.
+        if algorithm == SigningAlgorithm::EdDSA {
+            use base64::Engine;
+            use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let jwks = serde_json::to_value(tokens.keyring().jwks()).unwrap();
+            let x = URL_SAFE_NO_PAD
+                .decode(jwks["keys"][0]["x"].as_str().unwrap())
+                .unwrap();
+            let (message, signature) = token.rsplit_once('.').unwrap();
+            let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            let key =
+                aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, x);
+            group.bench_function(format!("{algorithm}/signature_only"), |b| {
+                b.iter(|| {
+                    key.verify(black_box(message.as_bytes()), black_box(&signature))
+                        .expect("the signature verifies")
+                })
+            });
+        }
+
         // Part of `cached`, alone: the cache key is SHA-256 of the whole token, so a hit costs
         // time in proportion to the token's length.
         group.bench_function(format!("{algorithm}/cache_key_sha256"), |b| {
