@@ -1,4 +1,4 @@
-//! Verify [Tessera](https://github.com/) access tokens offline, in any Rust service.
+//! Verify Tessera access tokens offline, in any Rust service.
 //!
 //! A [`Verifier`] fetches the server's public keys (the JWKS at `/.well-known/jwks.json`) and
 //! follows its revocation stream (`/v1/revocations/stream`), then checks each bearer token in

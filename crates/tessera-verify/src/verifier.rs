@@ -604,13 +604,16 @@ impl Shared {
         }
         if let Some(hit) = self.cache.get(token) {
             match hit.inner.key.state() {
-                KeyState::Live => {}
+                KeyState::Live => {
+                    self.check_time(hit.claims())?;
+                    self.check_revocation(hit.claims())?;
+                    return Ok(hit);
+                }
                 KeyState::Retired => return Err(VerifyError::KeyRetired.into()),
-                KeyState::Withdrawn => return Err(VerifyError::UnknownKey.into()),
+                // The key left the JWKS, perhaps only for one fetch: judge the token afresh
+                // against the keys in force now.
+                KeyState::Withdrawn => {}
             }
-            self.check_time(hit.claims())?;
-            self.check_revocation(hit.claims())?;
-            return Ok(hit);
         }
         let verified = self.verify_signature(token)?;
         self.check_time(verified.claims())?;
@@ -889,7 +892,6 @@ async fn prune_revocations(shared: Arc<Shared>) {
     }
 }
 
-/// Which revocation matched, for callers that log it.
 impl From<RevokedReason> for VerifyError {
     fn from(reason: RevokedReason) -> Self {
         Self::Revoked(reason)

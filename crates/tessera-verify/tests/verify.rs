@@ -335,9 +335,13 @@ async fn a_cached_token_is_still_checked_for_time_keys_and_revocations() {
         VerifyError::UnknownKey
     );
     assert_eq!(
-        verifier.verify(&t3).await.unwrap_err(),
+        verifier.verify_offline(&t3).unwrap_err(),
         VerifyError::UnknownKey
     );
+    // Published again (a JWKS that missed it once): its tokens are accepted again.
+    fake.set_keys(&[&k1, &k2]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(verifier.verify(&t3).await.is_ok());
 
     // A key retired on the stream: refused from the cache at once.
     let t4 = k1.sign(&claims("usr_4", "j4"));
