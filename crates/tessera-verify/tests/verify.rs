@@ -396,7 +396,7 @@ async fn an_unknown_kid_refetches_at_most_once_per_interval() {
     let rotated = k2.sign(&claims("usr_1", "j1"));
     let started = tokio::time::Instant::now();
     assert!(verifier.verify(&rotated).await.is_ok());
-    assert!(started.elapsed() < interval + Duration::from_millis(300));
+    assert!(started.elapsed() < interval + Duration::from_secs(1));
     assert_eq!(fake.jwks_fetches(), 2);
 
     // Made-up kids, many at once: they share one fetch.
@@ -427,7 +427,7 @@ async fn an_unknown_kid_refetches_at_most_once_per_interval() {
         i += 1;
     }
     let fetches = fake.jwks_fetches() - 3;
-    assert!((3..=5).contains(&fetches), "{fetches} fetches in 2 s");
+    assert!((2..=5).contains(&fetches), "{fetches} fetches in 2 s");
     assert_eq!(verifier.status().jwks_fetches as usize, fake.jwks_fetches());
 }
 
@@ -578,7 +578,7 @@ async fn fails_closed_after_the_grace_and_recovers_by_itself() {
         "refused {after:?} after the loss, before the grace ended"
     );
     assert!(
-        refused < grace + Duration::from_millis(300),
+        refused < grace + Duration::from_secs(1),
         "refused late: {refused:?}"
     );
     assert_eq!(verifier.status().stream, StreamStatus::Unavailable);
@@ -624,7 +624,7 @@ async fn a_silent_stream_counts_as_lost() {
         .await
         .unwrap();
     assert!(took >= Duration::from_millis(500), "refused after {took:?}");
-    assert!(took < Duration::from_millis(1200), "refused after {took:?}");
+    assert!(took < Duration::from_millis(2500), "refused after {took:?}");
     assert_eq!(
         verifier.verify_offline(&token).unwrap_err(),
         VerifyError::StateUnavailable
@@ -684,7 +684,7 @@ async fn a_replay_is_trusted_once_the_server_has_caught_up() {
     let key = SigningKey::ed25519("k1");
     let fake = FakeTessera::start(&[&key]).await;
     fake.set_announce_caught_up(false);
-    let settle = Duration::from_millis(800);
+    let settle = Duration::from_secs(3);
     let verifier = ready(
         builder(&fake)
             .stream_grace(Duration::ZERO)
@@ -713,7 +713,7 @@ async fn a_replay_is_trusted_once_the_server_has_caught_up() {
     let took = eventually(PATIENCE, || verifier.verify_offline(&token).is_ok())
         .await
         .unwrap();
-    assert!(took < Duration::from_millis(300), "{took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
 
     // Without a comment, a quiet spell after the replay does it.
     fake.drop_streams();

@@ -602,7 +602,7 @@ async fn a_lost_stream_fails_closed_and_a_replay_misses_nothing() {
     println!("stream cut -> tokens refused after {refused_after:?} (grace {grace:?})");
     assert!(refused_after >= grace, "refused before the grace ended");
     assert!(
-        refused_after < grace + Duration::from_millis(700),
+        refused_after < grace + Duration::from_millis(1500),
         "refused late"
     );
     assert_eq!(verifier.status().stream, StreamStatus::Unavailable);
