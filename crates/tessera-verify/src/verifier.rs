@@ -93,6 +93,9 @@ struct JwksSource {
     background_pending: AtomicBool,
     /// Fetches completed (or failed), so a caller that waited during one does not start another.
     generation: AtomicU64,
+    /// The last fetch failed: callers do not wait for the next one (the server is in trouble;
+    /// the refresh task keeps retrying).
+    last_failed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -130,6 +133,8 @@ pub struct Status {
     pub cached_tokens: usize,
     /// Estimated bytes the cache holds.
     pub cache_bytes: u64,
+    /// The id of the last stream event applied: what a reconnection sends as `Last-Event-ID`.
+    pub last_event_id: Option<String>,
 }
 
 /// The service client a resource server uses on the revocation stream (HTTP Basic). `Debug`
@@ -301,6 +306,11 @@ impl Verifier {
                 .len(),
             cached_tokens: shared.cache.len(),
             cache_bytes: shared.cache.weight(),
+            last_event_id: shared
+                .last_event_id
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -530,6 +540,7 @@ impl VerifierBuilder {
                 last_fetch: tokio::sync::Mutex::new(None),
                 background_pending: AtomicBool::new(false),
                 generation: AtomicU64::new(0),
+                last_failed: AtomicBool::new(false),
             },
             keys_loaded: watch::Sender::new(false),
             counters: Counters::default(),
@@ -712,6 +723,9 @@ impl Shared {
         if result.is_err() {
             self.counters.jwks_failures.fetch_add(1, Ordering::Relaxed);
         }
+        self.jwks
+            .last_failed
+            .store(result.is_err(), Ordering::Release);
         self.jwks.generation.fetch_add(1, Ordering::AcqRel);
         result
     }
@@ -781,8 +795,13 @@ impl Shared {
             return false;
         }
         if let Some(at) = *last {
+            let turn = at + self.jwks.refetch_interval;
+            if Instant::now() < turn && self.jwks.last_failed.load(Ordering::Acquire) {
+                // The server just failed to answer: refuse now rather than pile requests up.
+                return false;
+            }
             // Callers arriving meanwhile queue on the lock and take this fetch's answer.
-            tokio::time::sleep_until(at + self.jwks.refetch_interval).await;
+            tokio::time::sleep_until(turn).await;
         }
         *last = Some(Instant::now());
         if let Err(error) = self.fetch_jwks().await {

@@ -157,6 +157,47 @@ async fn the_extractor_and_the_layer_answer_alike() {
     );
 }
 
+/// An application state that holds the verifier among other things.
+#[derive(Clone)]
+struct AppState {
+    verifier: Verifier,
+    greeting: &'static str,
+}
+
+impl axum::extract::FromRef<AppState> for Verifier {
+    fn from_ref(state: &AppState) -> Verifier {
+        state.verifier.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_extractor_finds_the_verifier_in_a_larger_state() {
+    let key = SigningKey::ed25519("k1");
+    let fake = FakeTessera::start(&[&key]).await;
+    let state = AppState {
+        verifier: verifier(&fake).await,
+        greeting: "hello",
+    };
+    let app = Router::new()
+        .route(
+            "/hello",
+            get(
+                |axum::extract::State(s): axum::extract::State<AppState>, t: VerifiedToken| async move {
+                    format!("{} {}", s.greeting, t.subject())
+                },
+            ),
+        )
+        .with_state(state);
+    let token = key.sign(&claims("usr_1", "j1"));
+    let answer = call(&app, "/hello", &[&format!("Bearer {token}")]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, b"hello usr_1");
+    assert_eq!(
+        call(&app, "/hello", &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[tokio::test]
 async fn unavailable_state_is_a_503_not_a_401() {
     let key = SigningKey::ed25519("k1");

@@ -672,6 +672,11 @@ async fn reconnects_with_last_event_id_and_misses_nothing() {
         "resumed after the last event applied: {ids:?}"
     );
     assert_eq!(
+        verifier.status().last_event_id.as_deref(),
+        Some("4"),
+        "the replayed events' ids"
+    );
+    assert_eq!(
         verifier.status().snapshots,
         1,
         "replayed, not a new snapshot"
@@ -816,9 +821,16 @@ async fn keys_unavailable_until_the_jwks_is_fetched() {
         .build()
         .unwrap();
     let token = SigningKey::ed25519("k1").sign(&claims("usr_1", "j1"));
+    eventually(PATIENCE, || verifier.status().jwks_fetch_failures >= 1)
+        .await
+        .unwrap();
+    // The fetch just failed: answered at once, not after waiting for the next one.
+    let started = tokio::time::Instant::now();
     let err = verifier.verify(&token).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(500));
     assert_eq!(err, VerifyError::KeysUnavailable);
     assert!(err.is_unavailable());
+    assert!(!verifier.status().keys_loaded);
 }
 
 #[tokio::test]
