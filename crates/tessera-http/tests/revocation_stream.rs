@@ -73,6 +73,17 @@ impl Events {
 
     /// The next event (comments skipped), waiting at most a few seconds.
     async fn next(&mut self) -> Event {
+        self.next_block(false).await.0
+    }
+
+    /// Reads until the comment `text`; panics if an event comes first.
+    async fn expect_comment(&mut self, text: &str) {
+        let (_, comment) = self.next_block(true).await;
+        assert_eq!(comment.as_deref(), Some(text));
+    }
+
+    /// The next event, or with `comments` the next comment (an event first is a failure).
+    async fn next_block(&mut self, comments: bool) -> (Event, Option<String>) {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -87,13 +98,24 @@ impl Events {
                     }
                 }
                 if name.is_empty() {
-                    continue; // a comment: the heartbeat
+                    if comments {
+                        let comment = block.trim().trim_start_matches(':').trim().to_owned();
+                        let none = Event {
+                            id: None,
+                            name,
+                            data: Value::Null,
+                        };
+                        return (none, Some(comment));
+                    }
+                    continue; // a comment: the heartbeat, or "caught up"
                 }
-                return Event {
+                assert!(!comments, "an event where a comment was expected: {block}");
+                let event = Event {
                     id,
                     name,
                     data: serde_json::from_str(&data).unwrap(),
                 };
+                return (event, None);
             }
             let chunk = tokio::time::timeout(Duration::from_secs(5), self.response.chunk())
                 .await
@@ -241,6 +263,7 @@ async fn a_client_that_resumes_gets_exactly_what_it_missed(backend: Backend) {
     app.register("alice", common::PASSWORD).await;
     let mut events = Events::open(&app, None).await;
     let snapshot = events.next().await;
+    events.expect_comment("caught up").await;
     let last = snapshot.id.unwrap();
     drop(events);
     // Missed while disconnected.
@@ -258,6 +281,8 @@ async fn a_client_that_resumes_gets_exactly_what_it_missed(backend: Backend) {
     assert_eq!(first.name, "revocation", "a replay, not a snapshot");
     assert_eq!(first.data["kind"], "family");
     assert_eq!(first.data["fid"], pair.family().as_str());
+    // That was all that was missed: the replay says it is complete.
+    resumed.expect_comment("caught up").await;
     // An id this server never gave: a fresh snapshot.
     let mut fresh = Events::open(&app, Some("e-unknown.7")).await;
     let first = fresh.next().await;

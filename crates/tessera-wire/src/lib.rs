@@ -25,6 +25,7 @@
 //! - its `kid` is in `retired_keys` → refused, whatever the JWKS still says.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,9 @@ pub const SNAPSHOT_EVENT: &str = "snapshot";
 pub const REVOCATION_EVENT: &str = "revocation";
 /// The longest the server stays silent on a healthy stream.
 pub const HEARTBEAT_SECONDS: u64 = 15;
+/// The comment the server sends once the snapshot, or the replay of what a reconnecting client
+/// missed, has been sent in full: from then on the client is live.
+pub const CAUGHT_UP_COMMENT: &str = "caught up";
 /// The path of the stream on a Tessera server.
 pub const STREAM_PATH: &str = "/v1/revocations/stream";
 
@@ -42,43 +46,60 @@ pub const STREAM_PATH: &str = "/v1/revocations/stream";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Revoked tokens, logins and users are listed; everything else is accepted (the default).
     Denylist,
+    /// Only tokens the server lists as live are accepted; revocations are listed too.
     Allowlist,
     /// Access tokens are never revoked before they expire; the stream still carries disabled
     /// users and retired keys.
     None,
+    /// A mode this version does not know (a newer server): informational only, so a snapshot
+    /// still parses.
+    #[serde(other)]
+    Unknown,
 }
 
 /// One revoked access token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedToken {
+    /// The token's `jti` claim.
     pub jti: String,
+    /// Unix ms after which the entry may be forgotten.
     pub expires_at: i64,
 }
 
 /// A revoked login: every access token whose `fid` claim is this.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevokedFamily {
+    /// The login's id: the tokens' `fid` claim.
     pub fid: String,
+    /// Unix ms after which the entry may be forgotten.
     pub expires_at: i64,
 }
 
 /// A user's access tokens issued before `not_before` are refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserNotBefore {
+    /// The user: the tokens' `sub` claim.
     pub sub: String,
+    /// Unix ms: tokens whose `iat_ms` is earlier are refused.
     pub not_before: i64,
+    /// Unix ms after which the entry may be forgotten.
     pub expires_at: i64,
 }
 
 /// Everything in force when it was sent.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The server's `tokens.revocation` setting.
     pub mode: Option<Mode>,
+    /// Revoked access tokens.
     #[serde(default)]
     pub tokens: Vec<RevokedToken>,
+    /// Revoked logins.
     #[serde(default)]
     pub families: Vec<RevokedFamily>,
+    /// Per-user "not before" times.
     #[serde(default)]
     pub users: Vec<UserNotBefore>,
     /// Ids (`sub`) of disabled accounts.
@@ -93,12 +114,27 @@ pub struct Snapshot {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Revocation {
+    /// An access token was revoked.
     Token(RevokedToken),
+    /// A login was revoked (logout, refresh-token reuse, an admin).
     Family(RevokedFamily),
+    /// A user's earlier tokens were revoked (password or role change, forced logout, disable).
     UserNotBefore(UserNotBefore),
-    UserDisabled { sub: String },
-    UserEnabled { sub: String },
-    KeyRetired { kid: String },
+    /// An account was disabled: refuse its tokens.
+    UserDisabled {
+        /// The user: the tokens' `sub` claim.
+        sub: String,
+    },
+    /// An account was enabled again (its earlier tokens stay refused by `user_not_before`).
+    UserEnabled {
+        /// The user: the tokens' `sub` claim.
+        sub: String,
+    },
+    /// A signing key was retired: refuse tokens with this `kid`.
+    KeyRetired {
+        /// The key's id.
+        kid: String,
+    },
 }
 
 #[cfg(test)]
@@ -116,6 +152,12 @@ mod tests {
         assert_eq!(serde_json::from_str::<Revocation>(&json).unwrap(), r);
         let json = serde_json::to_string(&Revocation::KeyRetired { kid: "k1".into() }).unwrap();
         assert_eq!(json, r#"{"kind":"key_retired","kid":"k1"}"#);
+    }
+
+    #[test]
+    fn an_unknown_mode_still_parses() {
+        let s: Snapshot = serde_json::from_str(r#"{"mode":"someday"}"#).unwrap();
+        assert_eq!(s.mode, Some(Mode::Unknown));
     }
 
     #[test]

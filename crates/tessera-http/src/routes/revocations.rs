@@ -101,20 +101,22 @@ impl Drop for Open {
     }
 }
 
-fn snapshot_event(id: String, snapshot: &wire::Snapshot) -> Event {
+/// A snapshot as an SSE event; `None` if it cannot be encoded (the stream then ends rather than
+/// leave a silent gap: the client reconnects and gets a fresh snapshot).
+fn snapshot_event(id: String, snapshot: &wire::Snapshot) -> Option<Event> {
     Event::default()
         .event(wire::SNAPSHOT_EVENT)
         .id(id)
         .json_data(snapshot)
-        .unwrap_or_else(|_| Event::default().comment("snapshot unavailable"))
+        .ok()
 }
 
-fn revocation_event(id: String, revocation: &wire::Revocation) -> Event {
+fn revocation_event(id: String, revocation: &wire::Revocation) -> Option<Event> {
     Event::default()
         .event(wire::REVOCATION_EVENT)
         .id(id)
         .json_data(revocation)
-        .unwrap_or_else(|_| Event::default().comment("revocation unavailable"))
+        .ok()
 }
 
 fn events(
@@ -122,20 +124,25 @@ fn events(
     subscription: Subscription,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let Subscription { start, changes } = subscription;
-    let first: Vec<Event> = match start {
-        StreamStart::Snapshot { id, snapshot } => vec![snapshot_event(id, &snapshot)],
-        StreamStart::Replay(missed) => missed
-            .into_iter()
-            .map(|(id, r)| revocation_event(id, &r))
-            .collect(),
-    };
-    let fresh_snapshot = move |tokens: &tessera_core::token::Tokens| {
-        let revocations = tokens.revocations();
-        let (id, snapshot) = revocations
-            .log()
-            .snapshot(|| revocations.snapshot(tokens.now()));
-        snapshot_event(id, &snapshot)
-    };
+    let mut first: Vec<Event> = Vec::new();
+    match start {
+        StreamStart::Snapshot { id, snapshot } => first.extend(snapshot_event(id, &snapshot)),
+        StreamStart::Replay(missed) => {
+            for (id, r) in missed {
+                match revocation_event(id, &r) {
+                    Some(event) => first.push(event),
+                    // Never a silent gap: send a snapshot instead of a partial replay.
+                    None => {
+                        first.clear();
+                        first.extend(fresh_snapshot(&tokens));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Tells the client that what it missed has all been sent: from here on, it is live.
+    first.push(Event::default().comment(wire::CAUGHT_UP_COMMENT));
     let rest = stream::unfold(
         (tokens, changes, Open),
         move |(tokens, mut changes, open)| async move {
@@ -143,10 +150,19 @@ fn events(
                 Ok(StreamItem::Revocation { id, revocation }) => revocation_event(id, &revocation),
                 // This node re-read its state, or this connection fell behind: start over.
                 Ok(StreamItem::Resync) | Err(RecvError::Lagged(_)) => fresh_snapshot(&tokens),
-                Ok(StreamItem::Closed) | Err(RecvError::Closed) => return None,
-            };
+                Ok(StreamItem::Closed) | Err(RecvError::Closed) => None,
+            }?;
             Some((Ok(event), (tokens, changes, open)))
         },
     );
     stream::iter(first.into_iter().map(Ok)).chain(rest)
+}
+
+/// Everything in force now, as an event.
+fn fresh_snapshot(tokens: &tessera_core::token::Tokens) -> Option<Event> {
+    let revocations = tokens.revocations();
+    let (id, snapshot) = revocations
+        .log()
+        .snapshot(|| revocations.snapshot(tokens.now()));
+    snapshot_event(id, &snapshot)
 }
