@@ -8,6 +8,8 @@
 //! re-read after the next `Gap`, consumers stop trusting their caches; then they trust them again.
 //! A revoked credential is never served after a reconnect.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +78,44 @@ pub trait ChangeFeed: Send + Sync + 'static {
     /// A stream of events. The first event is always [`FeedEvent::Gap`] (nothing was heard before
     /// subscribing), and another follows every reconnection. Dropping the receiver unsubscribes.
     async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<FeedEvent>, StoreError>;
+}
+
+/// The longest a change can go unnoticed by another node when its announcement is lost (a
+/// publish that failed for good, a node that died between its write and its publish): caches
+/// re-read an entry older than this, and every node re-reads revocations and keys this often.
+pub const ANNOUNCEMENT_LOSS_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Publishes `change`; when that fails (the connection broke), keeps trying in the background
+/// with backoff, so a brief fault on the publishing side delays the news instead of losing it.
+/// Changes are idempotent: a late or repeated one is harmless. `what` names the change in logs.
+pub async fn publish_or_retry(feed: &Arc<dyn ChangeFeed>, change: Change, what: &'static str) {
+    let Err(e) = feed.publish(&change).await else {
+        return;
+    };
+    tracing::warn!(error = %e, what, "could not publish a change on the change feed; retrying in the background");
+    let feed = Arc::clone(feed);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let started = tokio::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(50);
+        loop {
+            tokio::time::sleep(wait).await;
+            match feed.publish(&change).await {
+                Ok(()) => {
+                    tracing::info!(what, "published a change after retrying");
+                    return;
+                }
+                // Past this, every node has re-read the store anyway.
+                Err(e) if started.elapsed() >= ANNOUNCEMENT_LOSS_BOUND => {
+                    tracing::warn!(error = %e, what, "gave up publishing a change; other nodes pick it up at their next re-read");
+                    return;
+                }
+                Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(2)),
+            }
+        }
+    });
 }
 
 /// The feed of a single process: a broadcast channel. It never has gaps after the first.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
-use crate::feed::{Change, ChangeFeed};
+use crate::feed::{ANNOUNCEMENT_LOSS_BOUND, Change, ChangeFeed};
 use crate::merge_patch;
 use crate::secret::{CsrfToken, SessionId, TokenHash};
 use crate::store::{SessionStore, UserStore};
@@ -139,8 +139,15 @@ const NEAR_CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Clone)]
 struct SessionWeighter;
 
-impl quick_cache::Weighter<TokenHash, Arc<Session>> for SessionWeighter {
-    fn weight(&self, _key: &TokenHash, s: &Arc<Session>) -> u64 {
+/// A session as read, and when it was read.
+struct Cached {
+    session: Session,
+    fetched: Timestamp,
+}
+
+impl quick_cache::Weighter<TokenHash, Arc<Cached>> for SessionWeighter {
+    fn weight(&self, _key: &TokenHash, cached: &Arc<Cached>) -> u64 {
+        let s = &cached.session;
         // The data document dominates; its compact JSON length is a fair estimate of its memory.
         let data = if s.data.as_object().is_some_and(|o| o.is_empty()) {
             0
@@ -159,10 +166,11 @@ impl quick_cache::Weighter<TokenHash, Arc<Session>> for SessionWeighter {
 
 /// The near cache: sessions by the hash of their id, so a repeated check costs a memory lookup.
 /// An entry answers until the session's cached expiry (then the store is asked, since another
-/// node may have renewed it) or until the change feed says the session changed. Bounded by bytes
+/// node may have renewed it) or until the change feed says the session changed (or, should that
+/// announcement be lost, for at most [`ANNOUNCEMENT_LOSS_BOUND`]). Bounded by bytes
 /// with an eviction policy (S3-FIFO); trusted only while the change feed is live.
 struct NearCache {
-    by_hash: quick_cache::sync::Cache<TokenHash, Arc<Session>, SessionWeighter>,
+    by_hash: quick_cache::sync::Cache<TokenHash, Arc<Cached>, SessionWeighter>,
     /// Which cached hash a public handle names, and whose it is: feed messages name sessions by
     /// handle, or a whole user. Pruned of entries the cache has evicted.
     index: std::sync::Mutex<HashMap<SessionHandle, (TokenHash, UserId)>>,
@@ -197,11 +205,12 @@ impl NearCache {
         if self.distrusted.load(Ordering::SeqCst) {
             return None;
         }
-        let session = self.by_hash.get(hash)?;
-        (now < session.expires_at).then(|| Session::clone(&session))
+        let cached = self.by_hash.get(hash)?;
+        (now < cached.session.expires_at && now.since(cached.fetched) < ANNOUNCEMENT_LOSS_BOUND)
+            .then(|| cached.session.clone())
     }
 
-    fn insert(&self, session: &Session, generation: u64) {
+    fn insert(&self, session: &Session, fetched: Timestamp, generation: u64) {
         let mut index = self.index();
         if self.distrusted.load(Ordering::SeqCst)
             || self.generation.load(Ordering::SeqCst) != generation
@@ -216,18 +225,25 @@ impl NearCache {
             session.handle.clone(),
             (session.secret_hash, session.user_id.clone()),
         );
-        self.by_hash
-            .insert(session.secret_hash, Arc::new(session.clone()));
+        let cached = Cached {
+            session: session.clone(),
+            fetched,
+        };
+        self.by_hash.insert(session.secret_hash, Arc::new(cached));
     }
 
     /// Records a renewal made on this node, if the session is still cached.
     fn renewed(&self, session: &Session) {
         let _index = self.index();
         if let Some(cached) = self.by_hash.get(&session.secret_hash) {
-            let mut fresh = Session::clone(&cached);
+            let mut fresh = cached.session.clone();
             fresh.last_seen_at = session.last_seen_at;
             fresh.expires_at = session.expires_at;
-            self.by_hash.insert(session.secret_hash, Arc::new(fresh));
+            let renewed = Cached {
+                session: fresh,
+                fetched: cached.fetched,
+            };
+            self.by_hash.insert(session.secret_hash, Arc::new(renewed));
         }
     }
 
@@ -279,7 +295,11 @@ impl Sessions {
     ) -> Self {
         Self {
             store,
-            users: Arc::new(UserCache::new(users, user_cache::DEFAULT_CAPACITY_BYTES)),
+            users: Arc::new(UserCache::new(
+                users,
+                Arc::clone(&clock),
+                user_cache::DEFAULT_CAPACITY_BYTES,
+            )),
             clock,
             config,
             patch_locks: (0..PATCH_STRIPES)
@@ -334,10 +354,8 @@ impl Sessions {
     /// Evicts locally, and tells the other nodes.
     async fn changed(&self, change: Change) {
         self.apply(&change);
-        if let Some(feed) = &self.feed
-            && let Err(e) = feed.publish(&change).await
-        {
-            tracing::warn!(error = %e, "could not publish a session change on the change feed");
+        if let Some(feed) = &self.feed {
+            crate::feed::publish_or_retry(feed, change, "session or account change").await;
         }
     }
 
@@ -407,7 +425,7 @@ impl Sessions {
                     self.store.delete_session(&session.handle).await?;
                     return Ok(None);
                 }
-                self.cache.insert(&session, generation);
+                self.cache.insert(&session, now, generation);
                 session
             }
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::error::{Error, StoreError};
-use crate::feed::{Change, ChangeFeed, FeedEvent};
+use crate::feed::{ANNOUNCEMENT_LOSS_BOUND, Change, ChangeFeed, FeedEvent};
 use crate::session::Sessions;
 use crate::token::keyring::KeyRing;
 use crate::token::revocation::{Revocations, STALE_READ_BOUND};
@@ -29,6 +29,7 @@ impl Follower {
         let mut lost = false;
         // A gap was heard but re-reading after it failed: retry the re-read, not just a refresh.
         let mut gap_pending = false;
+        let mut next_reread = tokio::time::Instant::now() + ANNOUNCEMENT_LOSS_BOUND;
         loop {
             let mut events = match feed.subscribe().await {
                 Ok(events) => events,
@@ -41,11 +42,13 @@ impl Follower {
                 }
             };
             loop {
-                // While lost, re-read the store often enough that trust never lapses for long.
-                let poll = tokio::time::sleep(if lost {
-                    STALE_READ_BOUND / 2
+                // While lost, re-read the store often enough that trust never lapses for long;
+                // while live, now and then (however busy the feed), in case an announcement was
+                // lost.
+                let poll = tokio::time::sleep_until(if lost {
+                    tokio::time::Instant::now() + STALE_READ_BOUND / 2
                 } else {
-                    Duration::from_secs(3600)
+                    next_reread
                 });
                 tokio::select! {
                     event = events.recv() => match event {
@@ -64,11 +67,14 @@ impl Follower {
                             break;
                         }
                     },
-                    () = poll, if lost => {
+                    () = poll => {
                         if gap_pending {
                             self.resume(&mut lost, &mut gap_pending).await;
-                        } else {
+                        } else if lost {
                             self.refresh_while_lost().await;
+                        } else {
+                            self.reread().await;
+                            next_reread = tokio::time::Instant::now() + ANNOUNCEMENT_LOSS_BOUND;
                         }
                     }
                 }
@@ -126,6 +132,31 @@ impl Follower {
         if let Err(e) = refreshed {
             tracing::warn!(error = %e, "re-reading the revocations failed; bearer requests fail closed");
         }
+        // A key retired meanwhile must stop verifying here too (a no-op when nothing changed).
+        self.reload_keys().await;
+    }
+
+    /// With the feed live: re-reads what an announcement lost on the way (a publish that failed
+    /// for good) would have told, so such a change is enforced here within
+    /// [`ANNOUNCEMENT_LOSS_BOUND`]. The caches bound their entries' age the same way.
+    async fn reread(&self) {
+        let resynced =
+            tokio::time::timeout(STORE_CALL_LIMIT, self.revocations.resync(self.clock.now()))
+                .await
+                .unwrap_or_else(|_| Err(Error::Store(StoreError::Unavailable("timed out".into()))));
+        if let Err(e) = resynced {
+            tracing::warn!(error = %e, "the periodic re-read of the revocations failed");
+        }
+        self.reload_keys().await;
+        self.announce_retired_keys().await;
+    }
+
+    async fn reload_keys(&self) {
+        match tokio::time::timeout(STORE_CALL_LIMIT, self.keyring.reload()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "reloading the signing keys failed"),
+            Err(_) => tracing::warn!("reloading the signing keys timed out"),
+        }
     }
 
     /// After a gap: re-read everything, then trust the caches again. If the store cannot be read,
@@ -141,32 +172,27 @@ impl Follower {
                 "re-reading the revocations timed out".into(),
             )))
         });
+        // The stream's list of disabled accounts is part of what must be re-read.
+        let resumed = match resumed {
+            Ok(()) => tokio::time::timeout(STORE_CALL_LIMIT, self.sessions.users().disabled_ids())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Unavailable(
+                        "listing disabled accounts timed out".into(),
+                    ))
+                })
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
         match resumed {
-            Ok(()) => {
+            Ok(disabled) => {
                 *gap_pending = false;
-                if let Ok(Err(e)) | Err(e) =
-                    tokio::time::timeout(STORE_CALL_LIMIT, self.keyring.reload())
-                        .await
-                        .map_err(|_| {
-                            Error::Store(StoreError::Unavailable("reloading keys timed out".into()))
-                        })
-                {
-                    tracing::warn!(error = %e, "reloading the signing keys after a gap failed");
-                }
+                self.reload_keys().await;
                 self.sessions.feed_resumed();
-                match tokio::time::timeout(STORE_CALL_LIMIT, self.sessions.users().disabled_ids())
-                    .await
-                {
-                    Ok(Ok(disabled)) => {
-                        self.revocations
-                            .log()
-                            .resync(disabled.into_iter().map(|u| u.to_string()));
-                        self.announce_retired_keys().await;
-                    }
-                    // The stream stays closed until a later resume manages to read them.
-                    Ok(Err(e)) => tracing::warn!(error = %e, "listing disabled accounts failed"),
-                    Err(_) => tracing::warn!("listing disabled accounts timed out"),
-                }
+                self.revocations
+                    .log()
+                    .resync(disabled.into_iter().map(|u| u.to_string()));
+                self.announce_retired_keys().await;
                 metrics::gauge!("tessera_change_feed_trusted").set(1.0);
                 if *lost {
                     tracing::info!("the change feed is back; state re-read from the store");
@@ -174,7 +200,7 @@ impl Follower {
                 *lost = false;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "re-reading the revocations after a gap failed; retrying");
+                tracing::warn!(error = %e, "re-reading the state after a gap failed; retrying");
                 self.lose(lost);
             }
         }

@@ -1,12 +1,15 @@
 //! The accounts every request check needs (disabled flag, roles, the identity it returns), kept in
 //! memory so that a check reads no store: an account is read once per node, then served from here
-//! until the change feed says it changed. Bounded by bytes, with an eviction policy (S3-FIFO), and
-//! never trusted while the feed is lost (every lookup then reads the store).
+//! until the change feed says it changed (or, should that announcement be lost, for at most
+//! [`ANNOUNCEMENT_LOSS_BOUND`]). Bounded by bytes, with an eviction policy (S3-FIFO), and never
+//! trusted while the feed is lost (every lookup then reads the store).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::clock::{Clock, Timestamp};
 use crate::error::StoreError;
+use crate::feed::ANNOUNCEMENT_LOSS_BOUND;
 use crate::store::UserStore;
 use crate::user::{User, UserId};
 
@@ -16,16 +19,23 @@ pub const DEFAULT_CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
 #[derive(Clone)]
 struct UserWeighter;
 
-impl quick_cache::Weighter<UserId, Option<Arc<User>>> for UserWeighter {
-    fn weight(&self, key: &UserId, user: &Option<Arc<User>>) -> u64 {
-        let user_bytes = user.as_ref().map_or(0, |u| {
+/// An account as read, or its absence, and when it was read.
+#[derive(Clone)]
+struct Entry {
+    user: Option<Arc<User>>,
+    fetched: Timestamp,
+}
+
+impl quick_cache::Weighter<UserId, Entry> for UserWeighter {
+    fn weight(&self, key: &UserId, entry: &Entry) -> u64 {
+        let user_bytes = entry.user.as_ref().map_or(0, |u| {
             std::mem::size_of::<User>()
                 + u.id.as_str().len()
                 + u.username.as_str().len()
                 + u.password_hash.len()
                 + u.roles.iter().map(|r| r.len() + 24).sum::<usize>()
         });
-        (64 + key.as_str().len() + user_bytes) as u64
+        (80 + key.as_str().len() + user_bytes) as u64
     }
 }
 
@@ -33,7 +43,8 @@ impl quick_cache::Weighter<UserId, Option<Arc<User>>> for UserWeighter {
 /// tokens of a deleted account cannot make every request read the store.
 pub struct UserCache {
     store: Arc<dyn UserStore>,
-    entries: quick_cache::sync::Cache<UserId, Option<Arc<User>>, UserWeighter>,
+    clock: Arc<dyn Clock>,
+    entries: quick_cache::sync::Cache<UserId, Entry, UserWeighter>,
     /// While the change feed is lost, nothing here is trusted or added.
     distrusted: AtomicBool,
     /// Bumped by every eviction: a store read that began before an eviction must not be cached
@@ -44,13 +55,14 @@ pub struct UserCache {
 }
 
 impl UserCache {
-    pub fn new(store: Arc<dyn UserStore>, capacity_bytes: u64) -> Self {
+    pub fn new(store: Arc<dyn UserStore>, clock: Arc<dyn Clock>, capacity_bytes: u64) -> Self {
         // quick_cache wants an estimate of the number of items to size its tables.
         let estimated_items = usize::try_from(capacity_bytes / 320)
             .unwrap_or(100_000)
             .max(16);
         Self {
             store,
+            clock,
             entries: quick_cache::sync::Cache::with_weighter(
                 estimated_items,
                 capacity_bytes,
@@ -66,8 +78,12 @@ impl UserCache {
     /// changed since), else from the store.
     pub async fn get(&self, id: &UserId) -> Result<Option<Arc<User>>, StoreError> {
         let trusted = !self.distrusted.load(Ordering::SeqCst);
-        if trusted && let Some(hit) = self.entries.get(id) {
-            return Ok(hit);
+        let now = self.clock.now();
+        if trusted
+            && let Some(hit) = self.entries.get(id)
+            && now.since(hit.fetched) < ANNOUNCEMENT_LOSS_BOUND
+        {
+            return Ok(hit.user);
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let user = self.store.user_by_id(id).await?.map(Arc::new);
@@ -76,7 +92,11 @@ impl UserCache {
             if !self.distrusted.load(Ordering::SeqCst)
                 && self.generation.load(Ordering::SeqCst) == generation
             {
-                self.entries.insert(id.clone(), user.clone());
+                let entry = Entry {
+                    user: user.clone(),
+                    fetched: now,
+                };
+                self.entries.insert(id.clone(), entry);
             }
         }
         Ok(user)

@@ -180,8 +180,10 @@ impl VerifyConfig {
     }
 
     /// The rule deciding `path` on `host`: the longest prefix matching whole segments (compared
-    /// without regard to ASCII case), a host-bound rule before one for every host.
+    /// by [`match_key`], so no spelling an application might treat as the same name gets around
+    /// a rule), a host-bound rule before one for every host.
     fn rule_for(&self, host: Option<&str>, path: &[String]) -> Option<&CompiledRule> {
+        let path: Vec<String> = path.iter().map(|segment| match_key(segment)).collect();
         self.0.rules.iter().find(|rule| {
             let host_ok = match (&rule.host, host) {
                 (None, _) => true,
@@ -193,10 +195,31 @@ impl VerifyConfig {
                 && rule
                     .segments
                     .iter()
-                    .zip(path)
-                    .all(|(want, got)| want.eq_ignore_ascii_case(got))
+                    .zip(&path)
+                    .all(|(want, got)| want == got)
         })
     }
+}
+
+/// How a path segment is compared with a rule: what applications that match names loosely
+/// could take it for. Compatibility forms are folded (NFKC: `ｆｕｌｌｗｉｄｔｈ`, `ſ`, the Kelvin
+/// sign), case is folded through upper case (so Turkish `ı` and `İ` compare as `i`, as Java's
+/// `equalsIgnoreCase` does), and trailing dots and spaces are dropped (as Windows file systems
+/// do). A segment that only looks like a rule's matches it, which can only make a route
+/// stricter.
+fn match_key(segment: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    if segment.is_ascii() {
+        return segment.trim_end_matches(['.', ' ']).to_ascii_lowercase();
+    }
+    let folded: String = segment
+        .nfkc()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        // `İ` lower-cases to `i` and a combining dot above.
+        .filter(|&c| c != '\u{307}')
+        .collect();
+    folded.trim_end_matches(['.', ' ']).to_owned()
 }
 
 /// Role names as accounts hold them: 1–32 of letters, digits, `-`, `_`, `.`, `:`.
@@ -246,6 +269,12 @@ fn normalize_host(host: &str) -> Option<String> {
         return None;
     }
     let (name, port) = split_host_port(host)?;
+    // `example.com.` is `example.com` (the root label written out): proxies route both alike,
+    // so a rule for one must hold for the other.
+    let name = match name.strip_suffix('.') {
+        Some(stripped) if !name.starts_with('[') => stripped,
+        _ => name,
+    };
     let name_ok = if let Some(inner) = name.strip_prefix('[') {
         let inner = inner.strip_suffix(']')?;
         !inner.is_empty()
@@ -259,7 +288,12 @@ fn normalize_host(host: &str) -> Option<String> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
     };
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok());
-    (name_ok && port_ok).then(|| host.to_ascii_lowercase())
+    let name_ok = name_ok && !name.ends_with('.');
+    let canonical = match port {
+        Some(port) => format!("{name}:{port}"),
+        None => name.to_owned(),
+    };
+    (name_ok && port_ok).then(|| canonical.to_ascii_lowercase())
 }
 
 /// `host[:port]` → (host, port); an IPv6 address is bracketed.
@@ -860,6 +894,34 @@ mod tests {
         );
         assert_eq!(decide(Some("app.example.com"), "/admin/x"), role("admin"));
         assert_eq!(decide(None, "/"), role("member"));
+        // Spellings an application may take for /admin: Turkish dotless and dotted i, the long
+        // s, fullwidth letters, trailing dots and spaces.
+        for path in [
+            "/adm%C4%B1n",
+            "/ADM%C4%B0N",
+            "/%EF%BC%A1dmin",
+            "/admin.",
+            "/admin..",
+            "/admin%2e",
+            "/admin%20",
+            "/admin%20./x",
+        ] {
+            assert_eq!(decide(None, path), role("admin"), "{path}");
+        }
+    }
+
+    #[test]
+    fn a_trailing_dot_does_not_make_another_host() {
+        assert_eq!(
+            normalize_host("ops.example.com.").as_deref(),
+            Some("ops.example.com")
+        );
+        assert_eq!(
+            normalize_host("OPS.example.com.:443").as_deref(),
+            Some("ops.example.com:443")
+        );
+        assert_eq!(normalize_host("ops.example.com.."), None);
+        assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]:8080"));
     }
 
     #[test]

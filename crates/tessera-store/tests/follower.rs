@@ -193,3 +193,73 @@ async fn revocations_and_key_changes_are_published() {
         )
     );
 }
+
+/// A feed whose publishes fail a few times before they go through.
+struct FlakyFeed {
+    inner: HandFeed,
+    failures_left: Mutex<usize>,
+}
+
+#[async_trait]
+impl ChangeFeed for FlakyFeed {
+    async fn publish(&self, change: &Change) -> Result<(), StoreError> {
+        {
+            let mut left = self.failures_left.lock().unwrap();
+            if *left > 0 {
+                *left -= 1;
+                return Err(StoreError::Unavailable("broken pipe".into()));
+            }
+        }
+        self.inner.publish(change).await
+    }
+
+    async fn subscribe(&self) -> Result<tokio::sync::mpsc::Receiver<FeedEvent>, StoreError> {
+        self.inner.subscribe().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_fails_is_retried_until_it_goes_through() {
+    let clock = ManualClock::starting_now();
+    let stores = Stores::from_one(MemoryStore::new());
+    let feed = Arc::new(FlakyFeed {
+        inner: HandFeed::default(),
+        failures_left: Mutex::new(3),
+    });
+    let b = node(&stores, feed.clone(), &clock).await;
+    b.revocations
+        .revoke(revocation("fam_4", &clock))
+        .await
+        .unwrap();
+    eventually(|| {
+        feed.inner.published.lock().unwrap().iter().any(
+            |c| matches!(c, Change::FamilyRevoked { family, .. } if family.as_str() == "fam_4"),
+        )
+    })
+    .await;
+}
+
+/// A revocation whose announcement was lost for good (written by another node that then failed
+/// to publish) is picked up by the periodic re-read, although the feed stays healthy.
+#[tokio::test(start_paused = true)]
+async fn a_lost_announcement_is_picked_up_by_the_periodic_re_read() {
+    let clock = ManualClock::starting_now();
+    let stores = Stores::from_one(MemoryStore::new());
+    let feed = Arc::new(HandFeed::default());
+    let b = node(&stores, feed.clone(), &clock).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let silent = Revocations::load(
+        stores.revocations.clone(),
+        RevocationMode::Denylist,
+        clock.now(),
+    )
+    .await
+    .unwrap();
+    silent.revoke(revocation("fam_5", &clock)).await.unwrap();
+    let family = FamilyId::from_stored("fam_5".into());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!family_revoked(&b, &family, &clock), "nobody announced it");
+    tokio::time::sleep(tessera_core::feed::ANNOUNCEMENT_LOSS_BOUND).await;
+    eventually(|| family_revoked(&b, &family, &clock)).await;
+    assert!(b.revocations.trusted(clock.now()), "the feed never broke");
+}

@@ -85,3 +85,101 @@ async fn sweep_on_sqlite() {
     let store = SqliteStore::open_in_memory().await.unwrap();
     sweep_deletes_only_expired_sessions(Stores::from_one(store)).await;
 }
+
+/// A change whose announcement never arrived (made straight in the store here) is still enforced
+/// once the cached copies are older than the bound: the near caches never answer from an entry
+/// read longer ago than that.
+#[tokio::test]
+async fn cached_sessions_and_accounts_are_re_read_after_the_announcement_loss_bound() {
+    let stores = Stores::from_one(MemoryStore::new());
+    let clock = ManualClock::starting_at_millis(1_000_000_000);
+    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+    let hasher = PasswordHasher::new(
+        Argon2Params::insecure_fast_for_tests(),
+        2,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let accounts = Accounts::new(
+        stores.users.clone(),
+        hasher,
+        clock_dyn.clone(),
+        AccountsConfig::default(),
+    );
+    let sessions = Sessions::new(
+        stores.sessions.clone(),
+        stores.users.clone(),
+        clock_dyn,
+        SessionConfig::default(),
+    );
+    let user = accounts
+        .create(
+            "bob",
+            &Password::new("correct horse battery staple"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (secret, _) = sessions.start(&user, ClientInfo::default()).await.unwrap();
+    let (_, seen) = sessions.authenticate(&secret).await.unwrap().unwrap();
+    assert!(seen.roles.is_empty());
+
+    // Changed behind the caches' back, as if the announcement had been lost.
+    let at = clock.now();
+    stores
+        .users
+        .set_user_roles(&user.id, &["admin".to_owned()], at)
+        .await
+        .unwrap();
+    let (_, cached) = sessions.authenticate(&secret).await.unwrap().unwrap();
+    assert!(
+        cached.roles.is_empty(),
+        "served from memory within the bound"
+    );
+    assert!(
+        sessions
+            .users()
+            .get(&user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .roles
+            .is_empty(),
+        "the accounts cache too"
+    );
+
+    clock.advance(tessera_core::feed::ANNOUNCEMENT_LOSS_BOUND);
+    let (_, fresh) = sessions.authenticate(&secret).await.unwrap().unwrap();
+    assert_eq!(
+        fresh.roles,
+        vec!["admin".to_owned()],
+        "re-read once past the bound"
+    );
+
+    // A disabled account, and a deleted session, likewise.
+    stores
+        .users
+        .set_user_disabled(&user.id, true, clock.now())
+        .await
+        .unwrap();
+    let handle = stores
+        .sessions
+        .session_by_secret(&secret.hash())
+        .await
+        .unwrap()
+        .unwrap()
+        .handle;
+    stores.sessions.delete_session(&handle).await.unwrap();
+    clock.advance(tessera_core::feed::ANNOUNCEMENT_LOSS_BOUND);
+    assert!(sessions.authenticate(&secret).await.unwrap().is_none());
+    assert!(
+        sessions
+            .users()
+            .get(&user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled,
+        "the account is re-read too"
+    );
+}

@@ -466,10 +466,9 @@ impl KeyRing {
     }
 
     async fn keys_changed(&self) {
-        if let Some(feed) = &self.feed
-            && let Err(e) = feed.publish(&crate::feed::Change::KeysChanged).await
-        {
-            tracing::warn!(error = %e, "could not publish a key change on the change feed");
+        if let Some(feed) = &self.feed {
+            crate::feed::publish_or_retry(feed, crate::feed::Change::KeysChanged, "key change")
+                .await;
         }
     }
 

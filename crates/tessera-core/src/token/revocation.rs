@@ -228,12 +228,8 @@ impl Revocations {
     }
 
     async fn publish(&self, change: Change) {
-        let Some(feed) = &self.feed else {
-            return;
-        };
-        if let Err(e) = feed.publish(&change).await {
-            // The store has it: other nodes catch up at their next re-read.
-            tracing::warn!(error = %e, "could not publish a revocation on the change feed");
+        if let Some(feed) = &self.feed {
+            crate::feed::publish_or_retry(feed, change, "revocation").await;
         }
     }
 
