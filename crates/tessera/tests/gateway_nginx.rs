@@ -3,12 +3,14 @@
 //! the two cannot drift): requests without a credential are refused, the three login models
 //! reach the application with the identity headers, role rules refuse and admit, browsers are
 //! sent to the login page with a safe return address, client-sent identity headers are dropped,
-//! and a logout or revocation is enforced through nginx within a second.
+//! and a logout or revocation is enforced through nginx within a second. The application is the
+//! example service (`examples/resource-service`), which also verifies bearer tokens itself with
+//! `tessera-verify`: a revoked token sent straight to it is refused within a second too, learnt
+//! from the revocation stream.
 //!
 //! Needs Debian's `nginx` (with the auth_request module) on the PATH or in /usr/sbin; fails,
 //! never skips, without it (`scripts/test` installs it). Everything listens on 127.0.0.1.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -17,7 +19,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
@@ -231,28 +232,29 @@ fn start_tessera(dir: &Path, env: &[(&str, String)]) -> (Process, String, Arc<Mu
     (process, addr, log)
 }
 
-/// The application behind nginx: answers every path with the `x-tessera-*` headers it got, and
-/// counts the requests that reached it.
-async fn start_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+/// The service client the example service follows the revocation stream with.
+const STREAM_CLIENT: &str = "example-service";
+const STREAM_SECRET: &str = "the example service's stream secret";
+
+/// The application behind nginx: the example service, following `tessera`'s revocation stream,
+/// with a count of the requests that reached it.
+async fn start_upstream(tessera: &str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let verifier = tessera_verify::Verifier::builder("http://localhost:8080", "tessera")
+        .server_url(format!("http://{tessera}"))
+        .service_credentials(STREAM_CLIENT, STREAM_SECRET)
+        .build()
+        .expect("a verifier");
+    tokio::time::timeout(Duration::from_secs(10), verifier.ready())
+        .await
+        .expect("the example service gets the keys and the first snapshot");
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&hits);
-    let app = axum::Router::new().fallback(move |headers: HeaderMap, uri: axum::http::Uri| {
-        let counter = Arc::clone(&counter);
-        async move {
+    let app = resource_service::app(verifier).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
             counter.fetch_add(1, Ordering::SeqCst);
-            let identity: BTreeMap<String, String> = headers
-                .iter()
-                .filter(|(name, _)| name.as_str().starts_with("x-tessera-"))
-                .map(|(name, value)| {
-                    (
-                        name.as_str().to_owned(),
-                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            axum::Json(json!({"path": uri.path(), "headers": identity}))
-        }
-    });
+            next.run(request)
+        },
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -331,7 +333,8 @@ impl Gateway {
         assert_eq!(r.status(), StatusCode::OK, "{path} through nginx");
         assert_eq!(self.hits.load(Ordering::SeqCst), before + 1);
         let body: Value = r.json().await.unwrap();
-        assert_eq!(body["path"], path.split('?').next().unwrap());
+        let route = path.split('?').next().unwrap();
+        assert_eq!(body["path"], route.strip_prefix("/gateway/").unwrap());
         body["headers"].clone()
     }
 
@@ -369,7 +372,6 @@ impl Gateway {
 async fn nginx_auth_request_in_front_of_an_application() {
     let nginx_binary = nginx_binary();
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, hits) = start_upstream().await;
     let port = free_port();
     let env: Vec<(&str, String)> = vec![
         (
@@ -395,9 +397,14 @@ async fn nginx_auth_request_in_front_of_an_application() {
             "TESSERA_THROTTLING__PER_IP",
             "{burst=10000,per_minute=10000}".into(),
         ),
+        (
+            "TESSERA_TOKENS__INTROSPECTION_CLIENTS",
+            format!("{{{STREAM_CLIENT:?}={STREAM_SECRET:?}}}"),
+        ),
     ];
     add_admin(dir.path(), &env);
     let (_tessera, tessera_addr, _log) = start_tessera(dir.path(), &env);
+    let (upstream, hits) = start_upstream(&tessera_addr).await;
     let nginx_dir = dir.path().join("nginx");
     std::fs::create_dir(&nginx_dir).unwrap();
     assert!(nginx_binary.is_file());
@@ -489,7 +496,8 @@ async fn nginx_auth_request_in_front_of_an_application() {
             "{model}"
         );
     }
-    // A form post goes through too: nginx sends the check as a GET.
+    // A form post goes through too: nginx sends the check as a GET. (The example service itself
+    // only answers GET there: its 405 shows the post reached it.)
     let before = g.hits.load(Ordering::SeqCst);
     let r = g
         .http
@@ -499,7 +507,7 @@ async fn nginx_auth_request_in_front_of_an_application() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(g.hits.load(Ordering::SeqCst), before + 1);
 
     // The admin passes the role route.
@@ -593,6 +601,20 @@ async fn nginx_auth_request_in_front_of_an_application() {
         &[(COOKIE.as_str(), &session_cookie)],
     )
     .await;
+    // The example service verifies the bearer token itself, offline.
+    let direct = format!("http://{upstream}/me");
+    let r = g
+        .http
+        .get(&direct)
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the token, straight to the service"
+    );
     let r = g
         .http
         .post(format!("{}/v1/token/revoke", g.tessera))
@@ -601,8 +623,29 @@ async fn nginx_auth_request_in_front_of_an_application() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let revoked = Instant::now();
     g.refused_within_a_second("the revoked token", &[("authorization", &bearer)])
         .await;
+    // Straight to the service: refused within a second of the revoke too, learnt from the stream.
+    loop {
+        let status = g
+            .http
+            .get(&direct)
+            .header("authorization", &bearer)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "the revoked token at the service");
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "the example service still accepts the token a second after its revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let r = g
         .http
         .delete(format!("{}/v1/hybrid/session", g.tessera))
