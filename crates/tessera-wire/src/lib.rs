@@ -23,6 +23,20 @@
 //!   forced logout, disabled account);
 //! - its `sub` is in `disabled_users` → refused;
 //! - its `kid` is in `retired_keys` → refused, whatever the JWKS still says.
+//!
+//! Reading an event's `data`:
+//!
+//! ```
+//! use tessera_wire::{Revocation, RevokedFamily};
+//!
+//! let data = r#"{"kind":"family","fid":"fam_x","expires_at":1764400600000}"#;
+//! let revocation: Revocation = serde_json::from_str(data)?;
+//! assert_eq!(
+//!     revocation,
+//!     Revocation::Family(RevokedFamily { fid: "fam_x".into(), expires_at: 1764400600000 })
+//! );
+//! # Ok::<(), serde_json::Error>(())
+//! ```
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
