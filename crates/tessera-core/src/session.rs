@@ -429,7 +429,7 @@ impl Sessions {
                 session
             }
         };
-        match self.users.get(&session.user_id).await? {
+        match self.users.get(session.user_id.as_str()).await? {
             Some(user) if !user.disabled => Ok(Some((session, user))),
             _ => Ok(None),
         }

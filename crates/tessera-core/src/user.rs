@@ -27,6 +27,14 @@ impl UserId {
     }
 }
 
+/// Lookups by `&str` (a token's `sub`) without allocating: the derived `Hash` and `Eq` of the
+/// wrapped `String` agree with `str`'s.
+impl std::borrow::Borrow<str> for UserId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

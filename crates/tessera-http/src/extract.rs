@@ -265,7 +265,7 @@ async fn token_user(
     Ok(state
         .sessions()
         .users()
-        .get(&claims.user_id())
+        .get(&claims.claims().sub)
         .await?
         .filter(|user| !user.disabled))
 }

@@ -139,7 +139,7 @@ async fn cached_sessions_and_accounts_are_re_read_after_the_announcement_loss_bo
     assert!(
         sessions
             .users()
-            .get(&user.id)
+            .get(user.id.as_str())
             .await
             .unwrap()
             .unwrap()
@@ -175,7 +175,7 @@ async fn cached_sessions_and_accounts_are_re_read_after_the_announcement_loss_bo
     assert!(
         sessions
             .users()
-            .get(&user.id)
+            .get(user.id.as_str())
             .await
             .unwrap()
             .unwrap()

@@ -245,8 +245,8 @@ impl Verifier {
         }
         let reason = self.revocations.check(
             &claims.jti,
-            &FamilyId::from_stored(claims.fid.clone()),
-            &UserId::from_stored(claims.sub.clone()),
+            &claims.fid,
+            &claims.sub,
             Timestamp::from_unix_millis(claims.iat_ms),
             self.clock.now(),
         );

@@ -31,6 +31,14 @@ impl FamilyId {
     }
 }
 
+/// Lookups by `&str` (a token's `fid`) without allocating: the derived `Hash` and `Eq` of the
+/// wrapped `String` agree with `str`'s.
+impl std::borrow::Borrow<str> for FamilyId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for FamilyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -295,8 +295,8 @@ impl Revocations {
     pub fn check(
         &self,
         jti: &str,
-        family: &FamilyId,
-        user: &UserId,
+        family: &str,
+        user: &str,
         issued_at: Timestamp,
         now: Timestamp,
     ) -> Option<RevokedReason> {
