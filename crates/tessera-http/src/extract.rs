@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use axum_extra::extract::cookie::CookieJar;
+use axum_extra::extract::cookie::Cookie;
 use tessera_core::token::{VerifiedClaims, VerifyError};
 use tessera_core::{ClientInfo, Session, SessionId, User};
 
@@ -26,9 +26,7 @@ pub const SESSION_COOKIE: &str = "__Host-tessera";
 
 /// The session secret in the request's cookie, if it parses.
 pub(crate) fn session_secret(headers: &HeaderMap) -> Option<SessionId> {
-    CookieJar::from_headers(headers)
-        .get(SESSION_COOKIE)
-        .and_then(|c| SessionId::parse(c.value()))
+    cookie_value(headers, SESSION_COOKIE).and_then(|v| SessionId::parse(&v))
 }
 
 /// A request authenticated by the session cookie.
@@ -75,10 +73,26 @@ pub const HYBRID_REFRESH_COOKIE: &str = "__Secure-tessera-rt";
 /// Where the refresh cookie is sent.
 pub const HYBRID_REFRESH_PATH: &str = "/v1/hybrid";
 
+/// The value of the credential cookie named exactly `name`. Names are compared as the browser
+/// stores them, never decoded (`__%48ost-tessera` is not `__Host-tessera`). A request carrying the
+/// cookie more than once gets `None`: a sibling subdomain can add a second cookie of that name,
+/// and nothing tells which one this site set, so neither is trusted.
 pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    CookieJar::from_headers(headers)
-        .get(name)
-        .map(|c| c.value().to_owned())
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        for cookie in Cookie::split_parse(text).flatten() {
+            if cookie.name() == name {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(cookie.value().to_owned());
+            }
+        }
+    }
+    found
 }
 
 /// A request authenticated by the hybrid model's access-token cookie. On unsafe methods it also

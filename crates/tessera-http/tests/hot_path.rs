@@ -99,3 +99,58 @@ async fn a_change_reaches_the_next_check_although_it_is_served_from_memory() {
     assert_eq!(disable.status(), StatusCode::OK);
     assert_eq!(logins[0].me(&app).await, StatusCode::UNAUTHORIZED);
 }
+
+/// Credential cookies are found by their exact names, and one sent twice is trusted in neither
+/// copy: a sibling subdomain can plant a second cookie of the same name (or one whose name only
+/// decodes to it), and the server cannot tell which one it set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_cookies_are_read_by_exact_name_and_never_twice() {
+    let app = TestApp::spawn(Backend::Memory).await;
+    app.register("alice", common::PASSWORD).await;
+    app.register("mallory", common::PASSWORD).await;
+    let alice = app.login("alice", common::PASSWORD).await;
+    let mallory = app.login("mallory", common::PASSWORD).await;
+    let (a, m) = (alice.cookie.unwrap(), mallory.cookie.unwrap());
+    let alice_hybrid = support::hybrid_login(&app, "alice").await;
+    let mallory_hybrid = support::hybrid_login(&app, "mallory").await;
+    let (ah, mh) = (alice_hybrid.at.unwrap(), mallory_hybrid.at.unwrap());
+    let me = async |cookie: String| {
+        app.request(Method::GET, "/v1/me")
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(me(format!("__Host-tessera={a}")).await, StatusCode::OK);
+    assert_eq!(me(format!("__Host-tessera-at={ah}")).await, StatusCode::OK);
+    for cookie in [
+        // Two values, in either order, in one header or two.
+        format!("__Host-tessera={a}; __Host-tessera={m}"),
+        format!("__Host-tessera={m}; __Host-tessera={a}"),
+        format!("__Host-tessera-at={ah}; __Host-tessera-at={mh}"),
+        // Names that only decode to ours.
+        format!("__%48ost-tessera={m}"),
+        format!("__Host%2Dtessera={m}"),
+        format!("__host-tessera={m}"),
+        format!("__%48ost-tessera-at={mh}"),
+    ] {
+        assert_eq!(
+            me(cookie.clone()).await,
+            StatusCode::UNAUTHORIZED,
+            "{cookie}"
+        );
+    }
+    // The same cookie in two Cookie headers is two values too.
+    let r = app
+        .request(Method::GET, "/v1/me")
+        .header("cookie", format!("__Host-tessera={a}"))
+        .header("cookie", format!("__Host-tessera={m}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A decoded look-alike next to the genuine cookie neither replaces nor spoils it.
+    let r = me(format!("__Host-tessera={a}; __%48ost-tessera={m}")).await;
+    assert_eq!(r, StatusCode::OK);
+}
