@@ -141,7 +141,8 @@ struct SessionWeighter;
 
 /// A session as read, and when it was read.
 struct Cached {
-    session: Session,
+    /// Shared with the requests it answers: a hit clones no field.
+    session: Arc<Session>,
     fetched: Timestamp,
 }
 
@@ -201,16 +202,16 @@ impl NearCache {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, hash: &TokenHash, now: Timestamp) -> Option<Session> {
+    fn get(&self, hash: &TokenHash, now: Timestamp) -> Option<Arc<Session>> {
         if self.distrusted.load(Ordering::SeqCst) {
             return None;
         }
         let cached = self.by_hash.get(hash)?;
         (now < cached.session.expires_at && now.since(cached.fetched) < ANNOUNCEMENT_LOSS_BOUND)
-            .then(|| cached.session.clone())
+            .then(|| Arc::clone(&cached.session))
     }
 
-    fn insert(&self, session: &Session, fetched: Timestamp, generation: u64) {
+    fn insert(&self, session: &Arc<Session>, fetched: Timestamp, generation: u64) {
         let mut index = self.index();
         if self.distrusted.load(Ordering::SeqCst)
             || self.generation.load(Ordering::SeqCst) != generation
@@ -226,7 +227,7 @@ impl NearCache {
             (session.secret_hash, session.user_id.clone()),
         );
         let cached = Cached {
-            session: session.clone(),
+            session: Arc::clone(session),
             fetched,
         };
         self.by_hash.insert(session.secret_hash, Arc::new(cached));
@@ -236,11 +237,11 @@ impl NearCache {
     fn renewed(&self, session: &Session) {
         let _index = self.index();
         if let Some(cached) = self.by_hash.get(&session.secret_hash) {
-            let mut fresh = cached.session.clone();
+            let mut fresh = Session::clone(&cached.session);
             fresh.last_seen_at = session.last_seen_at;
             fresh.expires_at = session.expires_at;
             let renewed = Cached {
-                session: fresh,
+                session: Arc::new(fresh),
                 fetched: cached.fetched,
             };
             self.by_hash.insert(session.secret_hash, Arc::new(renewed));
@@ -411,7 +412,10 @@ impl Sessions {
     /// The live session for a cookie secret and its user, without recording activity (see
     /// [`Sessions::record_activity`]). Expired sessions are deleted on sight; a session of a missing
     /// or disabled user authenticates nothing.
-    pub async fn find(&self, secret: &SessionId) -> Result<Option<(Session, Arc<User>)>, Error> {
+    pub async fn find(
+        &self,
+        secret: &SessionId,
+    ) -> Result<Option<(Arc<Session>, Arc<User>)>, Error> {
         let hash = secret.hash();
         let now = self.clock.now();
         let session = match self.cache.get(&hash, now) {
@@ -425,6 +429,7 @@ impl Sessions {
                     self.store.delete_session(&session.handle).await?;
                     return Ok(None);
                 }
+                let session = Arc::new(session);
                 self.cache.insert(&session, now, generation);
                 session
             }
@@ -437,7 +442,7 @@ impl Sessions {
 
     /// Slides the idle timeout of a session that was just used, writing at most once per
     /// `touch_interval`. `false` when the session disappeared meanwhile.
-    pub async fn record_activity(&self, session: &mut Session) -> Result<bool, Error> {
+    pub async fn record_activity(&self, session: &mut Arc<Session>) -> Result<bool, Error> {
         let now = self.clock.now();
         if now.since(session.last_seen_at) < self.config.touch_interval {
             return Ok(true);
@@ -452,8 +457,10 @@ impl Sessions {
         {
             return Ok(false);
         }
-        session.last_seen_at = now;
-        session.expires_at = expires_at;
+        // Copied only here, once per touch interval: every other hit shares the cached one.
+        let renewed = Arc::make_mut(session);
+        renewed.last_seen_at = now;
+        renewed.expires_at = expires_at;
         self.cache.renewed(session);
         Ok(true)
     }
@@ -463,7 +470,7 @@ impl Sessions {
     pub async fn authenticate(
         &self,
         secret: &SessionId,
-    ) -> Result<Option<(Session, Arc<User>)>, Error> {
+    ) -> Result<Option<(Arc<Session>, Arc<User>)>, Error> {
         let Some((mut session, user)) = self.find(secret).await? else {
             return Ok(None);
         };

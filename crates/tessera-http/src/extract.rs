@@ -31,7 +31,7 @@ pub(crate) fn session_secret(headers: &HeaderMap) -> Option<SessionId> {
 
 /// A request authenticated by the session cookie.
 pub struct SessionAuth {
-    pub session: Session,
+    pub session: Arc<Session>,
     pub user: Arc<User>,
     pub secret: SessionId,
 }
@@ -213,7 +213,7 @@ impl FromRequestParts<AppState> for BearerAuth {
 
 /// How the caller was authenticated.
 pub enum AuthModel {
-    Session(Box<Session>),
+    Session(Arc<Session>),
     /// A bearer (token model) or cookie-held (hybrid model) access token.
     Token(Box<VerifiedClaims>),
 }
@@ -265,7 +265,7 @@ impl FromRequestParts<AppState> for AuthUser {
         let auth = SessionAuth::from_request_parts(parts, state).await?;
         Ok(Self {
             user: auth.user,
-            model: AuthModel::Session(Box::new(auth.session)),
+            model: AuthModel::Session(auth.session),
         })
     }
 }

@@ -186,7 +186,7 @@ pub async fn logout(
     )
 )]
 pub async fn get_data(auth: SessionAuth) -> Json<Value> {
-    Json(auth.session.data)
+    Json(auth.session.data.clone())
 }
 
 /// Change the session data with a JSON merge patch (RFC 7396).
