@@ -1,4 +1,4 @@
-//! `tessera compare`: SEED.md's comparison of the login models, measured on this machine with a
+//! `tessera compare`: the comparison of the login models, measured on this machine with a
 //! throwaway in-memory server: what a login costs, what the per-request check costs, how big the
 //! credential is, and what logout or revocation does to a credential already handed out.
 
@@ -191,7 +191,7 @@ async fn compare(n: u32) -> anyhow::Result<()> {
             hybrid: token_after.into(),
         },
     ];
-    println!("SEED.md's comparison, measured here ({n} checks each, in-memory store):\n");
+    println!("Session vs token vs hybrid, measured here ({n} checks each, in-memory store):\n");
     for row in rows {
         println!("{}", row.what);
         println!("  session  {}", row.session);

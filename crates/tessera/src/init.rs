@@ -1,4 +1,4 @@
-//! `tessera init`: asks SEED.md's three questions and writes a commented `tessera.toml` that
+//! `tessera init`: asks the three questions for choosing a login model and writes a commented `tessera.toml` that
 //! follows the answers: which login model to use, which stores, which lifetimes.
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -17,7 +17,7 @@ pub struct InitArgs {
     force: bool,
 }
 
-/// The answers to SEED.md's three questions.
+/// The answers to the three questions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answers {
     /// 1. Must logins be shared across domains or clients (SPA on another origin, mobile app)?
@@ -85,7 +85,7 @@ pub fn ask(input: &mut impl BufRead, interactive: bool) -> anyhow::Result<Answer
     })
 }
 
-/// SEED.md's advice, in one line.
+/// The advice that follows from the answers, in one line.
 pub fn model(a: Answers) -> &'static str {
     match (a.cross_domain, a.high_security) {
         (true, true) => "token for other clients and domains, hybrid for your own browser app",
@@ -102,7 +102,7 @@ pub fn render(a: Answers) -> String {
         out.push_str(s);
         out.push('\n');
     };
-    line("# Tessera configuration, written by `tessera init` from SEED.md's three questions:");
+    line("# Tessera configuration, written by `tessera init` from three questions:");
     line(&format!(
         "#   cross-domain or many clients: {}",
         yes_no(a.cross_domain)

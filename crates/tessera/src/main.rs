@@ -32,9 +32,9 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(ConfigArgs),
-    /// Ask SEED.md's three questions and write a commented tessera.toml.
+    /// Ask the three questions for choosing a login model and write a commented tessera.toml.
     Init(init::InitArgs),
-    /// Measure SEED.md's comparison of the login models on this machine.
+    /// Measure the comparison of the login models on this machine.
     Compare(compare::CompareArgs),
     /// Manage accounts (the first admin, for one).
     User {

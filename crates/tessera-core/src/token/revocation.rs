@@ -52,11 +52,11 @@ use crate::token::stream::RevocationLog;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RevocationMode {
-    /// Revoked tokens, families and users are listed; everything else is accepted (SEED.md's
-    /// 黑名單). The default.
+    /// Revoked tokens, families and users are listed; everything else is accepted (a
+    /// denylist). The default.
     #[default]
     Denylist,
-    /// Only tokens listed as live are accepted: stateful tokens (SEED.md's 白名單).
+    /// Only tokens listed as live are accepted: stateful tokens (an allowlist).
     Allowlist,
     /// Access tokens live until they expire; only refresh tokens can be revoked. Pure stateless
     /// JWT, for comparison.

@@ -1,4 +1,4 @@
-//! The hybrid model (SEED.md's compromise): the access token lives in an HttpOnly cookie, the
+//! The hybrid model (the usual compromise): the access token lives in an HttpOnly cookie, the
 //! refresh token in another one sent only to `/v1/hybrid`, and unsafe requests carry a CSRF token
 //! bound to the login (an HMAC over its family id). Script never sees a token.
 

@@ -1,4 +1,4 @@
-//! Route handlers, one module per group of DESIGN.md's HTTP surface, and the JSON views they share.
+//! Route handlers, one module per group of the HTTP surface, and the JSON views they share.
 
 pub mod account;
 pub mod accounts;

@@ -1,4 +1,4 @@
-//! The playground page: SEED.md's comparison as something to click. Static files compiled into
+//! The playground page: the comparison of the login models as something to click. Static files compiled into
 //! the binary; no inline script, so the page's CSP can forbid it.
 
 use axum::http::{HeaderValue, header};
