@@ -10,7 +10,8 @@ use tessera_core::{
 };
 use tessera_store::{MemoryStore, SqliteStore};
 
-async fn sweep_deletes_only_expired_sessions(stores: Stores) {
+/// The account and session services over `stores`, on a manual clock.
+fn services(stores: &Stores, config: SessionConfig) -> (ManualClock, Accounts, Sessions) {
     let clock = ManualClock::starting_at_millis(1_000_000_000);
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
     let hasher = PasswordHasher::new(
@@ -25,18 +26,23 @@ async fn sweep_deletes_only_expired_sessions(stores: Stores) {
         clock_dyn.clone(),
         AccountsConfig::default(),
     );
-    let config = SessionConfig {
-        idle_timeout: Duration::from_secs(600),
-        absolute_lifetime: Duration::from_secs(3600),
-        touch_interval: Duration::from_secs(10),
-        max_data_bytes: 1024,
-    };
     let sessions = Sessions::new(
         stores.sessions.clone(),
         stores.users.clone(),
         clock_dyn,
         config,
     );
+    (clock, accounts, sessions)
+}
+
+async fn sweep_deletes_only_expired_sessions(stores: Stores) {
+    let config = SessionConfig {
+        idle_timeout: Duration::from_secs(600),
+        absolute_lifetime: Duration::from_secs(3600),
+        touch_interval: Duration::from_secs(10),
+        max_data_bytes: 1024,
+    };
+    let (clock, accounts, sessions) = services(&stores, config);
     let user = accounts
         .create(
             "alice",
@@ -92,26 +98,7 @@ async fn sweep_on_sqlite() {
 #[tokio::test]
 async fn cached_sessions_and_accounts_are_re_read_after_the_announcement_loss_bound() {
     let stores = Stores::from_one(MemoryStore::new());
-    let clock = ManualClock::starting_at_millis(1_000_000_000);
-    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let hasher = PasswordHasher::new(
-        Argon2Params::insecure_fast_for_tests(),
-        2,
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let accounts = Accounts::new(
-        stores.users.clone(),
-        hasher,
-        clock_dyn.clone(),
-        AccountsConfig::default(),
-    );
-    let sessions = Sessions::new(
-        stores.sessions.clone(),
-        stores.users.clone(),
-        clock_dyn,
-        SessionConfig::default(),
-    );
+    let (clock, accounts, sessions) = services(&stores, SessionConfig::default());
     let user = accounts
         .create(
             "bob",
