@@ -43,6 +43,15 @@ pub enum Error {
     /// The result would exceed a configured size.
     #[error("{0}")]
     TooLarge(String),
+    /// Too many login attempts from one address or against one account; the budget refills with
+    /// time (no lockout).
+    #[error("too many login attempts; try again in {} s", retry_after.as_secs().max(1))]
+    Throttled {
+        /// How long until the next attempt is allowed.
+        retry_after: std::time::Duration,
+        /// Whose budget ran out.
+        scope: crate::throttle::ThrottleScope,
+    },
     /// Too much work queued (password hashing); try again shortly.
     #[error("the server is busy; try again shortly")]
     Busy,

@@ -1,7 +1,10 @@
 //! A user's logins across the three models — server sessions and refresh-token families (token and
-//! hybrid) — seen and ended together: listing, ending one or all others, the per-user cap, password
-//! change, forced logout and disabling an account. Also the login audit events.
+//! hybrid): the one login pipeline every model goes through (throttle, check the credentials,
+//! audit, start the login, keep the user within the cap), and the logins seen and ended together:
+//! listing, logout, ending one or all others, password change, forced logout and disabling an
+//! account. Also the login audit events.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -12,10 +15,12 @@ use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::events::{Audit, EventKind, SecurityEvent};
 use crate::password::Password;
-use crate::session::{ClientInfo, SessionHandle, Sessions};
-use crate::store::{EventStore, RefreshStore};
+use crate::secret::{RefreshToken, SessionId};
+use crate::session::{ClientInfo, Session, SessionHandle, Sessions};
+use crate::store::{RefreshStore, Stores};
+use crate::throttle::Throttle;
 use crate::token::refresh::{FamilyId, LoginModel};
-use crate::token::service::Tokens;
+use crate::token::service::{TokenPair, Tokens};
 use crate::user::{User, UserId};
 
 /// One login as its owner (or an admin) sees it.
@@ -52,12 +57,36 @@ impl CurrentLogin {
     }
 }
 
+/// A login request, whichever model it asks for.
+pub struct LoginAttempt<'a> {
+    pub username: &'a str,
+    pub password: &'a Password,
+    /// The client's address, whose attempt budget the login spends.
+    pub ip: Option<IpAddr>,
+    /// What the new login records about the client.
+    pub client: ClientInfo,
+}
+
+/// A login of the session model: the cookie's secret and the session it names.
+pub struct SessionLogin {
+    pub user: User,
+    pub secret: SessionId,
+    pub session: Session,
+}
+
+/// A login of the token or hybrid model: the token pair.
+pub struct TokenLogin {
+    pub user: User,
+    pub pair: TokenPair,
+}
+
 /// The service that sees every login of a user.
 #[derive(Clone)]
 pub struct Logins {
     accounts: Accounts,
     sessions: Sessions,
     tokens: Arc<Tokens>,
+    throttle: Arc<Throttle>,
     families: Arc<dyn RefreshStore>,
     audit: Audit,
     clock: Arc<dyn Clock>,
@@ -66,24 +95,139 @@ pub struct Logins {
 }
 
 impl Logins {
-    pub fn new(
+    /// Built by [`crate::Services::build`], over the other services.
+    pub(crate) fn new(
         accounts: Accounts,
         sessions: Sessions,
         tokens: Arc<Tokens>,
-        families: Arc<dyn RefreshStore>,
-        events: Arc<dyn EventStore>,
+        throttle: Throttle,
+        stores: &Stores,
         clock: Arc<dyn Clock>,
         max_per_user: usize,
     ) -> Self {
+        let families = stores.refresh.clone();
+        let events = stores.events.clone();
         Self {
             accounts,
             sessions,
             tokens,
+            throttle: Arc::new(throttle),
             families,
             audit: Audit::new(events, Arc::clone(&clock)),
             clock,
             max_per_user,
         }
+    }
+
+    /// The login-attempt budgets (registration and password changes spend them too).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// Logs in with a server session. `replacing` is the session the browser already had: it
+    /// ends, so a login always gets a fresh id, never one the client brought (best effort: failing
+    /// to end it does not fail the login).
+    pub async fn login_session(
+        &self,
+        attempt: LoginAttempt<'_>,
+        replacing: Option<&SessionId>,
+    ) -> Result<SessionLogin, Error> {
+        let (user, (secret, session)) = self
+            .login(attempt, LoginModel::Session, async |user, client| {
+                if let Some(previous) = replacing
+                    && let Err(e) = self.sessions.end_by_secret(previous).await
+                {
+                    tracing::warn!(error = %e, "could not end the session the login replaces");
+                }
+                let (secret, session) = self.sessions.start(user, client).await?;
+                let current = CurrentLogin::Session(session.handle.clone());
+                Ok(((secret, session), current))
+            })
+            .await?;
+        Ok(SessionLogin {
+            user,
+            secret,
+            session,
+        })
+    }
+
+    /// Logs in for a token pair: `model` is [`LoginModel::Token`] (bearer) or
+    /// [`LoginModel::Hybrid`] (cookies). `replacing` is the refresh token of the hybrid login the
+    /// browser already had: that login ends, never two in one cookie jar.
+    pub async fn login_tokens(
+        &self,
+        attempt: LoginAttempt<'_>,
+        model: LoginModel,
+        replacing: Option<&RefreshToken>,
+    ) -> Result<TokenLogin, Error> {
+        let (user, pair) = self
+            .login(attempt, model, async |user, client| {
+                if let Some(previous) = replacing
+                    && let Ok(Some(family)) = self.tokens.live_family_of(previous).await
+                {
+                    self.tokens
+                        .revoke_family(&family.id, "replaced by a new login")
+                        .await?;
+                }
+                let pair = self.tokens.issue(user, model, client).await?;
+                let current = CurrentLogin::Family(pair.family_id.clone());
+                Ok((pair, current))
+            })
+            .await?;
+        Ok(TokenLogin { user, pair })
+    }
+
+    /// The pipeline every login goes through: spend an attempt of the address and the account,
+    /// check the credentials (audited), `start` the login in its model, then keep the user within
+    /// the cap (the new login is spared).
+    async fn login<T>(
+        &self,
+        attempt: LoginAttempt<'_>,
+        model: LoginModel,
+        start: impl AsyncFnOnce(&User, ClientInfo) -> Result<(T, CurrentLogin), Error>,
+    ) -> Result<(User, T), Error> {
+        let LoginAttempt {
+            username,
+            password,
+            ip,
+            client,
+        } = attempt;
+        self.throttle.check(ip, Some(username)).await?;
+        let user = self
+            .authenticate(username, password, model, &client)
+            .await?;
+        let (started, current) = start(&user, client).await?;
+        self.enforce_cap(&user.id, &current).await?;
+        Ok((user, started))
+    }
+
+    /// Logs out of a session: it is deleted on every node, and the logout is audited.
+    pub async fn logout_session(
+        &self,
+        user: &UserId,
+        session: &SessionHandle,
+    ) -> Result<(), Error> {
+        self.sessions.end(session).await?;
+        self.record(
+            EventKind::Logout,
+            Some(user),
+            json!({"login": session, "model": LoginModel::Session}),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Logs out of a hybrid login: its family is revoked (refresh and access tokens), and the
+    /// logout is audited.
+    pub async fn logout_hybrid(&self, family: &FamilyId) -> Result<(), Error> {
+        self.tokens.revoke_family(family, "logout").await?;
+        self.record(
+            EventKind::Logout,
+            None,
+            json!({"login": family, "model": LoginModel::Hybrid}),
+        )
+        .await;
+        Ok(())
     }
 
     /// Checks credentials and records the attempt in the audit log (the attempted username for a

@@ -259,6 +259,8 @@ pub struct Stores {
     /// How changes reach every node: in process for a single node; Redis pub/sub or PostgreSQL
     /// LISTEN/NOTIFY for many.
     pub feed: Arc<dyn crate::feed::ChangeFeed>,
+    /// Login-attempt budgets shared by every node (Redis); `None`: each node keeps its own.
+    pub limiter: Option<Arc<dyn AttemptLimiter>>,
 }
 
 /// A backend that holds everything.
@@ -298,6 +300,7 @@ impl Stores {
             events: Arc::new(store.clone()),
             health: Arc::new(store),
             feed: Arc::new(crate::feed::LocalFeed::new()),
+            limiter: None,
         }
     }
 }

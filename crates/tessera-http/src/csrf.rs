@@ -1,11 +1,18 @@
-//! Cross-site request defence for cookie-authenticated requests: the request must not come from
-//! another site (`Sec-Fetch-Site`, `Origin`), and it must carry the session's synchronizer token.
-//! Bearer requests need neither: browsers never attach an `Authorization` header by themselves.
+//! Every cross-site request rule, for cookie-authenticated requests: the request must not come
+//! from another site (`Sec-Fetch-Site`, `Origin`), and an unsafe one must carry the login's CSRF
+//! token — the session's synchronizer token (session model), or an HMAC over the login's family id
+//! (hybrid model). Bearer requests need neither: browsers never attach an `Authorization` header by
+//! themselves.
+//!
+//! The extractors apply these rules ([`crate::extract`]); a login route takes [`SameOrigin`].
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use tessera_core::CsrfToken;
 
 use crate::problem::ApiError;
+use crate::state::AppState;
 
 /// The header that carries the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -47,8 +54,21 @@ pub fn check_same_origin(headers: &HeaderMap, trusted_origins: &[String]) -> Res
     Ok(())
 }
 
+/// A request that is not cross-site: what a login route requires (login CSRF: another site must
+/// not log a victim's browser into the attacker's account).
+pub struct SameOrigin;
+
+impl FromRequestParts<AppState> for SameOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        check_same_origin(&parts.headers, &state.0.trusted_origins)?;
+        Ok(Self)
+    }
+}
+
 /// Checks the `X-CSRF-Token` header against the session's token, in constant time.
-pub fn check_token(headers: &HeaderMap, expected: &CsrfToken) -> Result<(), ApiError> {
+pub fn check_session_token(headers: &HeaderMap, expected: &CsrfToken) -> Result<(), ApiError> {
     let Some(sent) = headers.get(CSRF_HEADER) else {
         return Err(ApiError::forbidden(
             "csrf-token-missing",
@@ -66,6 +86,47 @@ pub fn check_token(headers: &HeaderMap, expected: &CsrfToken) -> Result<(), ApiE
         Err(ApiError::forbidden(
             "csrf-token-invalid",
             "the X-CSRF-Token header does not match this session's CSRF token",
+        ))
+    }
+}
+
+/// Checks `X-CSRF-Token` against the CSRF token of the hybrid login (refresh family) `family`.
+pub(crate) fn check_hybrid_token(
+    headers: &HeaderMap,
+    state: &AppState,
+    family: &str,
+) -> Result<(), ApiError> {
+    let Some(sent) = headers.get(CSRF_HEADER) else {
+        return Err(ApiError::forbidden(
+            "csrf-token-missing",
+            "this request needs the login's CSRF token in the X-CSRF-Token header (GET /v1/hybrid/session)",
+        ));
+    };
+    let ok = sent.to_str().is_ok_and(|sent| {
+        state
+            .tokens()
+            .keyring()
+            .verify_hybrid_csrf_token(family, sent)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "csrf-token-invalid",
+            "the X-CSRF-Token header does not match this login's CSRF token",
+        ))
+    }
+}
+
+/// Requires an `X-CSRF-Token` header without checking its value: for a hybrid refresh token that
+/// names no live login, whose CSRF token cannot be known.
+pub(crate) fn require_token_header(headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.contains_key(CSRF_HEADER) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "csrf-token-missing",
+            "this request needs the login's CSRF token in the X-CSRF-Token header",
         ))
     }
 }
@@ -121,12 +182,12 @@ mod tests {
         let token = CsrfToken::generate().unwrap();
         let other = CsrfToken::generate().unwrap();
         let mut h = HeaderMap::new();
-        assert!(check_token(&h, &token).is_err());
+        assert!(check_session_token(&h, &token).is_err());
         h.insert(CSRF_HEADER, HeaderValue::from_str(&other.encode()).unwrap());
-        assert!(check_token(&h, &token).is_err());
+        assert!(check_session_token(&h, &token).is_err());
         h.insert(CSRF_HEADER, HeaderValue::from_static("garbage"));
-        assert!(check_token(&h, &token).is_err());
+        assert!(check_session_token(&h, &token).is_err());
         h.insert(CSRF_HEADER, HeaderValue::from_str(&token.encode()).unwrap());
-        assert!(check_token(&h, &token).is_ok());
+        assert!(check_session_token(&h, &token).is_ok());
     }
 }

@@ -9,6 +9,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod client_ip;
 pub mod csrf;
 pub mod extract;
 pub mod forward_auth;
@@ -19,7 +20,6 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod state;
-pub mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,8 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use problem::{ApiError, Problem};
-pub use state::{AppState, HttpConfig, IntrospectionClient, Services, Timeouts, origin_of};
-pub use throttle::{Rate, ThrottleConfig};
+pub use state::{AppState, HttpConfig, IntrospectionClient, Timeouts, origin_of};
 
 /// Every route of the server, with its layers, and `/openapi.json` generated from the same
 /// handlers.

@@ -4,6 +4,7 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tessera_core::throttle::ThrottleScope;
 use tessera_core::{Error, StoreError};
 use utoipa::ToSchema;
 
@@ -145,6 +146,19 @@ impl From<Error> for ApiError {
             ),
             Error::TooLarge(detail) => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail)
+            }
+            Error::Throttled { retry_after, scope } => {
+                let what = match scope {
+                    ThrottleScope::Address => "from this address",
+                    ThrottleScope::Account => "for this account",
+                };
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-attempts",
+                    format!("too many login attempts {what}; try again in {seconds} s"),
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
             }
             Error::Busy => Self::unavailable("the server is busy; try again shortly"),
             Error::Store(StoreError::Unavailable(cause)) => {

@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
+use ipnet::IpNet;
 use tessera_core::token::Tokens;
-use tessera_core::{Accounts, AttemptLimiter, HealthCheck, Logins, Sessions};
-
-use crate::throttle::{Throttle, ThrottleConfig};
+use tessera_core::{Accounts, HealthCheck, Logins, Services, Sessions, Throttle};
 
 /// HTTP settings derived from the server configuration.
 #[derive(Clone, Debug)]
@@ -21,7 +20,9 @@ pub struct HttpConfig {
     pub timeouts: Timeouts,
     /// Resource servers allowed to call `POST /v1/token/introspect` with HTTP Basic.
     pub introspection_clients: Vec<IntrospectionClient>,
-    pub throttle: ThrottleConfig,
+    /// Proxies whose `X-Forwarded-For` is believed (the client address the throttle and the audit
+    /// log see).
+    pub trusted_proxies: Vec<IpNet>,
     /// Forward-auth (`GET /v1/verify`): route rules and the login page browsers are sent to.
     pub verify: crate::forward_auth::VerifyConfig,
 }
@@ -68,7 +69,7 @@ impl Default for HttpConfig {
             body_limit: 64 * 1024,
             timeouts: Timeouts::default(),
             introspection_clients: Vec::new(),
-            throttle: ThrottleConfig::default(),
+            trusted_proxies: Vec::new(),
             verify: crate::forward_auth::VerifyConfig::default(),
         }
     }
@@ -98,24 +99,8 @@ pub fn origin_of(url: &str) -> Result<String, String> {
     })
 }
 
-/// The core services the routes speak to.
-pub struct Services {
-    pub accounts: Accounts,
-    pub sessions: Sessions,
-    pub tokens: Arc<Tokens>,
-    pub logins: Logins,
-    pub health: Arc<dyn HealthCheck>,
-    /// A login-attempt budget shared by every node (Redis); `None`: per node, in memory.
-    pub limiter: Option<Arc<dyn AttemptLimiter>>,
-}
-
 pub(crate) struct Inner {
-    pub accounts: Accounts,
-    pub sessions: Sessions,
-    pub tokens: Arc<Tokens>,
-    pub logins: Logins,
-    pub throttle: Throttle,
-    pub health: Arc<dyn HealthCheck>,
+    pub services: Services,
     pub config: HttpConfig,
     /// The public origin followed by `config.trusted_origins`.
     pub trusted_origins: Vec<String>,
@@ -127,16 +112,9 @@ pub(crate) struct Inner {
 pub struct AppState(pub(crate) Arc<Inner>);
 
 impl AppState {
+    /// The routes' state over `services` (built by [`Services::build`]); an error names a
+    /// configured URL that is not an http(s) origin.
     pub fn new(services: Services, config: HttpConfig) -> Result<Self, String> {
-        let Services {
-            accounts,
-            sessions,
-            tokens,
-            logins,
-            health,
-            limiter,
-        } = services;
-        let throttle = Throttle::new(&config.throttle, limiter);
         let public_origin = origin_of(&config.public_url)?;
         let https = public_origin.starts_with("https://");
         let mut trusted_origins = vec![public_origin];
@@ -144,12 +122,7 @@ impl AppState {
             trusted_origins.push(origin_of(o)?);
         }
         Ok(Self(Arc::new(Inner {
-            accounts,
-            sessions,
-            tokens,
-            logins,
-            throttle,
-            health,
+            services,
             config,
             trusted_origins,
             https,
@@ -157,23 +130,27 @@ impl AppState {
     }
 
     pub fn sessions(&self) -> &Sessions {
-        &self.0.sessions
+        &self.0.services.sessions
     }
 
     pub fn accounts(&self) -> &Accounts {
-        &self.0.accounts
+        &self.0.services.accounts
     }
 
     pub fn tokens(&self) -> &Tokens {
-        &self.0.tokens
+        &self.0.services.tokens
     }
 
     pub fn logins(&self) -> &Logins {
-        &self.0.logins
+        &self.0.services.logins
     }
 
     pub fn throttle(&self) -> &Throttle {
-        &self.0.throttle
+        self.0.services.logins.throttle()
+    }
+
+    pub fn health(&self) -> &Arc<dyn HealthCheck> {
+        &self.0.services.stores.health
     }
 }
 

@@ -50,7 +50,7 @@ async fn spawn(backend: Backend) -> TestApp {
             http: HttpConfig {
                 trusted_origins: vec![APP_ORIGIN.into()],
                 verify: VerifyConfig::new(rules(), Some(LOGIN_URL.into())).unwrap(),
-                ..common::relaxed_http()
+                ..tessera_http::HttpConfig::default()
             },
             ..Options::default()
         },

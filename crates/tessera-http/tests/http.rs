@@ -86,7 +86,7 @@ async fn an_oversized_body_is_a_413(backend: Backend) {
         Options {
             http: HttpConfig {
                 body_limit: 4096,
-                ..common::relaxed_http()
+                ..tessera_http::HttpConfig::default()
             },
             ..Options::default()
         },
@@ -197,7 +197,7 @@ async fn hsts_when_the_public_url_is_https() {
         Options {
             http: HttpConfig {
                 public_url: "https://auth.example".into(),
-                ..common::relaxed_http()
+                ..tessera_http::HttpConfig::default()
             },
             ..Options::default()
         },

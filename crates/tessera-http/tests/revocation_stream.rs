@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use common::{Backend, Options, TestApp, problem, relaxed_http};
+use common::{Backend, Options, TestApp, problem};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 use support::{admin, login, token_login, user_id};
@@ -30,7 +30,7 @@ async fn spawn(backend: Backend) -> TestApp {
                     id: CLIENT.into(),
                     secret: SECRET.into(),
                 }],
-                ..relaxed_http()
+                ..tessera_http::HttpConfig::default()
             },
             ..Options::default()
         },

@@ -6,11 +6,12 @@ mod support;
 
 use std::time::Duration;
 
-use common::{Backend, Options, PASSWORD, TestApp, problem, relaxed_http, session_cookie};
+use common::{Backend, Options, PASSWORD, TestApp, problem, session_cookie};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 use support::{Login, MODELS, login, login_response, my_logins, token_login};
-use tessera_http::{HttpConfig, Rate, ThrottleConfig};
+use tessera_core::{Rate, ThrottleConfig};
+use tessera_http::HttpConfig;
 
 on_every_backend!(
     the_fourth_attempt_for_an_account_is_throttled_whatever_the_model,
@@ -29,12 +30,12 @@ on_every_backend!(
 fn throttled(per_account: Rate, per_ip: Rate, trusted_proxies: &[&str]) -> Options {
     Options {
         http: HttpConfig {
-            throttle: ThrottleConfig {
-                per_account,
-                per_ip,
-                trusted_proxies: trusted_proxies.iter().map(|p| p.parse().unwrap()).collect(),
-            },
+            trusted_proxies: trusted_proxies.iter().map(|p| p.parse().unwrap()).collect(),
             ..HttpConfig::default()
+        },
+        throttle: ThrottleConfig {
+            per_account,
+            per_ip,
         },
         ..Options::default()
     }
@@ -297,7 +298,7 @@ fn with_trusted_origin() -> Options {
     Options {
         http: HttpConfig {
             trusted_origins: vec!["http://app.example".into()],
-            ..relaxed_http()
+            ..tessera_http::HttpConfig::default()
         },
         ..Options::default()
     }

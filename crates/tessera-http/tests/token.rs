@@ -39,7 +39,7 @@ fn token_options(revocation: RevocationMode) -> Options {
                 id: "api".into(),
                 secret: "a-long-introspection-secret".into(),
             }],
-            ..common::relaxed_http()
+            ..tessera_http::HttpConfig::default()
         },
         ..Options::default()
     }

@@ -1,10 +1,10 @@
-//! The access-token verify path, per signing algorithm, built as the server builds it
-//! (`KeyRing::load`, `Revocations::load`, `Tokens::new`, a token from `Tokens::issue`):
+//! The access-token verify path, per signing algorithm, on services built as the server builds
+//! them (`Services::build`, a token from `Tokens::issue`):
 //!
-//! - `cold`: a token this verifier has not seen, so the signature is checked. Each iteration gets
-//!   a freshly built `Tokens` (empty verified-token cache; building it is not timed) and the same
-//!   issued token. Pre-signing a pool and cycling through it would not work: the cache holds
-//!   100 000 entries, so after one pass every token would be a cache hit.
+//! - `cold`: a token whose signature is checked every time: the same services built a second time
+//!   over the same store with the verified-token cache off (`verify_cache_bytes = 0`). Pre-signing
+//!   a pool and cycling through it would not work: the cache holds 100 000 entries, so after one
+//!   pass every token would be a cache hit.
 //! - `cached`: the same token again on one `Tokens`: SHA-256 of the token, a cache lookup, the
 //!   key's window, `exp`/`nbf`, and the denylist lookups.
 //! - `cache_key_sha256`: one part of `cached` alone, the SHA-256 of the token that keys the cache.
@@ -20,12 +20,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use tessera_core::store::UserStore;
-use tessera_core::token::{KeyRing, MasterKey, RevocationMode, Revocations, TokenConfig, Tokens};
+use tessera_core::token::{MasterKey, RevocationMode, TokenConfig};
 use tessera_core::{
-    ClientInfo, Clock, FamilyId, LoginModel, RevocationEntry, Revoked, SigningAlgorithm,
-    SystemClock, TokenHash, User, UserId, Username,
+    ClientInfo, FamilyId, LoginModel, RevocationEntry, Revoked, Services, ServicesConfig,
+    SigningAlgorithm, Stores, SystemClock, TokenHash, User, UserId, Username,
 };
 use tessera_store::MemoryStore;
 
@@ -37,61 +37,48 @@ const DENYLIST_ENTRIES: usize = 1_000;
 const BASELINE_ENTRIES: usize = 10_000;
 const BASELINE_PROBES: usize = 1_024;
 
-/// What a server holds for one signing algorithm, and an access token it issued.
+/// What a server holds for one signing algorithm, twice (with and without the verified-token
+/// cache), and an access token it issued.
 struct Setup {
-    keyring: Arc<KeyRing>,
-    revocations: Revocations,
-    store: MemoryStore,
-    clock: Arc<dyn Clock>,
-    config: TokenConfig,
+    cached: Services,
+    uncached: Services,
     token: String,
 }
 
-impl Setup {
-    /// A `Tokens` as `tessera::app` builds it, with an empty verified-token cache.
-    fn tokens(&self) -> Tokens {
-        Tokens::new(
-            Arc::clone(&self.keyring),
-            self.revocations.clone(),
-            Arc::new(self.store.clone()),
-            Arc::new(self.store.clone()),
-            Arc::new(self.store.clone()),
-            Arc::clone(&self.clock),
-            self.config.clone(),
-        )
-    }
+/// Services over `store`, as the server builds them.
+async fn services(
+    store: &MemoryStore,
+    master_key: &[u8; 32],
+    algorithm: SigningAlgorithm,
+    verify_cache_bytes: Option<u64>,
+) -> Services {
+    let defaults = TokenConfig::default();
+    let config = ServicesConfig {
+        tokens: TokenConfig {
+            issuer: "https://auth.example.com".into(),
+            revocation: RevocationMode::Denylist,
+            verify_cache_bytes: verify_cache_bytes.unwrap_or(defaults.verify_cache_bytes),
+            ..defaults
+        },
+        signing_algorithm: algorithm,
+        ..ServicesConfig::default()
+    };
+    Services::build(
+        Stores::from_one(store.clone()),
+        Arc::new(SystemClock),
+        MasterKey::from_bytes(master_key).unwrap(),
+        config,
+    )
+    .await
+    .unwrap()
 }
 
 async fn setup(algorithm: SigningAlgorithm) -> Setup {
     let store = MemoryStore::new();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = TokenConfig {
-        issuer: "https://auth.example.com".into(),
-        revocation: RevocationMode::Denylist,
-        ..TokenConfig::default()
-    };
-    let keyring = KeyRing::load(
-        Arc::new(store.clone()),
-        MasterKey::generate().unwrap().0,
-        Arc::clone(&clock),
-        algorithm,
-        config.access_lifetime + config.leeway,
-    )
-    .await
-    .unwrap();
-    let revocations = Revocations::load(Arc::new(store.clone()), config.revocation, clock.now())
-        .await
-        .unwrap();
-    let setup = Setup {
-        keyring: Arc::new(keyring),
-        revocations,
-        store: store.clone(),
-        clock: Arc::clone(&clock),
-        config,
-        token: String::new(),
-    };
-    let tokens = setup.tokens();
-
+    let master_key = [7u8; 32];
+    let cached = services(&store, &master_key, algorithm, None).await;
+    let tokens = &cached.tokens;
+    let clock = &cached.clock;
     let now = clock.now();
     let user = User {
         id: UserId::generate().unwrap(),
@@ -134,9 +121,12 @@ async fn setup(algorithm: SigningAlgorithm) -> Setup {
         .issue(&user, LoginModel::Token, ClientInfo::default())
         .await
         .unwrap();
+    // Built after the revocations are stored, so it loads the same list.
+    let uncached = services(&store, &master_key, algorithm, Some(0)).await;
     Setup {
+        cached,
+        uncached,
         token: pair.access_token,
-        ..setup
     }
 }
 
@@ -178,19 +168,16 @@ fn verify(c: &mut Criterion) {
         let token = setup.token.as_str();
         eprintln!("{algorithm}: access token is {} bytes", token.len());
 
+        let uncached = &setup.uncached.tokens;
         group.bench_function(format!("{algorithm}/cold"), |b| {
-            b.iter_batched_ref(
-                || setup.tokens(),
-                |tokens| {
-                    tokens
-                        .verify(black_box(token))
-                        .expect("the issued token verifies")
-                },
-                BatchSize::SmallInput,
-            )
+            b.iter(|| {
+                uncached
+                    .verify(black_box(token))
+                    .expect("the issued token verifies")
+            })
         });
 
-        let tokens = setup.tokens();
+        let tokens = &setup.cached.tokens;
         tokens.verify(token).expect("the issued token verifies");
         group.bench_function(format!("{algorithm}/cached"), |b| {
             b.iter(|| {

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tessera_core::feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
-use tessera_core::sync::Follower;
-use tessera_core::token::{KeyRing, MasterKey, RevocationMode, Revocations};
+use tessera_core::token::{MasterKey, RevocationMode, Revocations, TokenConfig};
 use tessera_core::{
-    Clock, FamilyId, ManualClock, RevocationEntry, Revoked, SessionConfig, Sessions,
+    Clock, FamilyId, ManualClock, RevocationEntry, Revoked, Services, ServicesConfig,
     SigningAlgorithm, StoreError, Stores, UserId,
 };
 use tessera_store::MemoryStore;
@@ -53,45 +52,27 @@ struct Node {
     revocations: Revocations,
 }
 
+/// A node as the server builds it, hearing the others through `feed`.
 async fn node(stores: &Stores, feed: Arc<dyn ChangeFeed>, clock: &ManualClock) -> Node {
-    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let keyring = Arc::new(
-        KeyRing::load(
-            stores.keys.clone(),
-            master_key(),
-            clock_dyn.clone(),
-            SigningAlgorithm::HS256,
-            Duration::from_secs(600),
-        )
+    let stores = Stores {
+        feed,
+        ..stores.clone()
+    };
+    let config = ServicesConfig {
+        signing_algorithm: SigningAlgorithm::HS256,
+        tokens: TokenConfig {
+            revocation: RevocationMode::Denylist,
+            ..TokenConfig::default()
+        },
+        ..ServicesConfig::default()
+    };
+    let services = Services::build(stores, Arc::new(clock.clone()), master_key(), config)
         .await
-        .unwrap()
-        .with_feed(feed.clone()),
-    );
-    let revocations = Revocations::load(
-        stores.revocations.clone(),
-        RevocationMode::Denylist,
-        clock.now(),
-    )
-    .await
-    .unwrap()
-    .with_feed(feed.clone(), clock.now());
-    let sessions = Sessions::new(
-        stores.sessions.clone(),
-        stores.users.clone(),
-        clock_dyn.clone(),
-        SessionConfig::default(),
-    )
-    .with_feed(feed.clone());
-    tokio::spawn(
-        Follower {
-            revocations: revocations.clone(),
-            keyring,
-            sessions,
-            clock: clock_dyn,
-        }
-        .run(feed),
-    );
-    Node { revocations }
+        .unwrap();
+    services.spawn_follower();
+    Node {
+        revocations: services.tokens.revocations().clone(),
+    }
 }
 
 fn family_revoked(node: &Node, family: &FamilyId, clock: &ManualClock) -> bool {

@@ -4,35 +4,38 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_core::token::MasterKey;
 use tessera_core::{
-    Accounts, AccountsConfig, Argon2Params, ClientInfo, Clock, ManualClock, Password,
-    PasswordHasher, SessionConfig, Sessions, Stores,
+    Accounts, Argon2Params, ClientInfo, Clock, ManualClock, Password, PasswordsConfig, Services,
+    ServicesConfig, SessionConfig, Sessions, Stores,
 };
 use tessera_store::{MemoryStore, SqliteStore};
 
-/// The account and session services over `stores`, on a manual clock.
-fn services(stores: &Stores, config: SessionConfig) -> (ManualClock, Accounts, Sessions) {
+/// The account and session services over `stores`, on a manual clock, built as the server
+/// builds them.
+async fn services(stores: &Stores, config: SessionConfig) -> (ManualClock, Accounts, Sessions) {
     let clock = ManualClock::starting_at_millis(1_000_000_000);
-    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let hasher = PasswordHasher::new(
-        Argon2Params::insecure_fast_for_tests(),
-        2,
-        Duration::from_secs(5),
-    )
-    .unwrap();
-    let accounts = Accounts::new(
-        stores.users.clone(),
-        hasher,
-        clock_dyn.clone(),
-        AccountsConfig::default(),
-    );
-    let sessions = Sessions::new(
-        stores.sessions.clone(),
-        stores.users.clone(),
-        clock_dyn,
+    let config = ServicesConfig {
+        passwords: PasswordsConfig {
+            argon2: Argon2Params::insecure_fast_for_tests(),
+            max_concurrent: 2,
+            queue_timeout: Duration::from_secs(5),
+        },
+        sessions: config,
+        ..ServicesConfig::default()
+    };
+    let services = Services::build(
+        stores.clone(),
+        Arc::new(clock.clone()),
+        MasterKey::generate().unwrap().0,
         config,
-    );
-    (clock, accounts, sessions)
+    )
+    .await
+    .unwrap();
+    // The near caches answer only while the change feed is followed, as on a server.
+    services.spawn_follower();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (clock, services.accounts, services.sessions)
 }
 
 async fn sweep_deletes_only_expired_sessions(stores: Stores) {
@@ -42,7 +45,7 @@ async fn sweep_deletes_only_expired_sessions(stores: Stores) {
         touch_interval: Duration::from_secs(10),
         max_data_bytes: 1024,
     };
-    let (clock, accounts, sessions) = services(&stores, config);
+    let (clock, accounts, sessions) = services(&stores, config).await;
     let user = accounts
         .create(
             "alice",
@@ -98,7 +101,7 @@ async fn sweep_on_sqlite() {
 #[tokio::test]
 async fn cached_sessions_and_accounts_are_re_read_after_the_announcement_loss_bound() {
     let stores = Stores::from_one(MemoryStore::new());
-    let (clock, accounts, sessions) = services(&stores, SessionConfig::default());
+    let (clock, accounts, sessions) = services(&stores, SessionConfig::default()).await;
     let user = accounts
         .create(
             "bob",

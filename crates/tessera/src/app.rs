@@ -1,32 +1,34 @@
-//! Wiring shared by every command: the configured stores, the master key, and the core services.
+//! Wiring shared by every command: the configured stores and the master key, from which
+//! [`Services::build`] builds the core services (the one constructor the tests use too).
 
+use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tessera_core::sync::Follower;
-use tessera_core::token::{KeyRing, MasterKey, Revocations, Tokens};
-use tessera_core::{
-    Accounts, AllHealthy, AttemptLimiter, Clock, Logins, MirroredRevocations, PasswordHasher,
-    Sessions, Stores, SystemClock,
-};
+use tessera_core::token::MasterKey;
+use tessera_core::{AllHealthy, Clock, MirroredRevocations, Services, Stores, SystemClock};
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
 use tessera_store::{PostgresStore, RedisStore};
 
 use crate::config::{Config, Database, SessionStoreKind};
 
-/// Everything a command needs, built from the configuration.
+/// Everything a command needs, built from the configuration: the services (`app.sessions`, …
+/// through `Deref`) and the stores under them.
 pub struct App {
-    pub stores: Stores,
+    services: Services,
     /// The SQLite store itself, to close (and checkpoint) at the end.
     sqlite: Option<SqliteStore>,
-    pub accounts: Accounts,
-    pub sessions: Sessions,
-    pub tokens: Arc<Tokens>,
-    pub logins: Logins,
-    /// The shared login-attempt budget (Redis), when sessions live in Redis.
-    pub limiter: Option<Arc<dyn AttemptLimiter>>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Deref for App {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 impl App {
@@ -34,139 +36,85 @@ impl App {
         Self::build_with_clock(config, Arc::new(SystemClock)).await
     }
 
+    /// Builds the stores and the services, and starts following the change feed (without it a
+    /// node stops trusting its revocation state). `serve` also starts the sweeper.
     pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let database = config.database().map_err(anyhow::Error::msg)?;
-        let (mut stores, sqlite) = match &database {
-            Database::Memory => {
-                tracing::warn!("database = memory: everything is lost when the server stops");
-                (Stores::from_one(MemoryStore::new()), None)
-            }
-            Database::Sqlite(path) => {
-                let store = SqliteStore::open(path)
-                    .await
-                    .with_context(|| format!("opening the SQLite database {}", path.display()))?;
-                tracing::info!(path = %path.display(), "SQLite database ready");
-                (Stores::from_one(store.clone()), Some(store))
-            }
-            Database::Postgres(url) => {
-                let store = PostgresStore::connect(url, config.postgres.schema.as_deref())
-                    .await
-                    .context("connecting to PostgreSQL")?;
-                tracing::info!("PostgreSQL ready");
-                let mut stores = Stores::from_one(store.clone());
-                // Nodes sharing the database hear each other through LISTEN/NOTIFY.
-                stores.feed = Arc::new(store);
-                (stores, None)
-            }
-        };
-        let mut limiter: Option<Arc<dyn AttemptLimiter>> = None;
-        if config.sessions.store == SessionStoreKind::Redis {
-            let url = config.redis.url.as_deref().unwrap_or_default();
-            let redis = RedisStore::connect(url, &config.redis.prefix)
-                .await
-                .context("connecting to Redis")?;
-            tracing::info!(prefix = %config.redis.prefix, "Redis ready: sessions, revocations, throttling and the change feed");
-            stores.sessions = Arc::new(redis.clone());
-            // Every denylist entry is also written to the database, so a Redis that restarts
-            // empty forgets no revocation.
-            stores.revocations = Arc::new(MirroredRevocations {
-                fast: Arc::new(redis.clone()),
-                durable: stores.revocations.clone(),
-            });
-            stores.feed = Arc::new(redis.clone());
-            stores.health = Arc::new(AllHealthy(vec![
-                stores.health.clone(),
-                Arc::new(redis.clone()),
-            ]));
-            limiter = Some(Arc::new(redis));
-        }
-        let max_concurrent = match config.passwords.max_concurrent {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-        let hasher = PasswordHasher::new(
-            config.passwords.argon2,
-            max_concurrent,
-            config.passwords.queue_timeout,
-        )?;
-        let accounts = Accounts::new(
-            stores.users.clone(),
-            hasher,
-            clock.clone(),
-            config.accounts_config(),
-        );
-        let sessions = Sessions::new(
-            stores.sessions.clone(),
-            stores.users.clone(),
-            clock.clone(),
-            config.session_config(),
-        )
-        .with_feed(stores.feed.clone());
-        let token_config = config.token_config();
+        let (stores, sqlite) = stores(config, &database).await?;
         let master = master_key(config, &database)?;
-        let keyring = KeyRing::load(
-            stores.keys.clone(),
-            master,
-            clock.clone(),
-            config.tokens.algorithm,
-            token_config.access_lifetime + token_config.leeway,
-        )
-        .await
-        .context("loading the signing keys")?
-        .with_feed(stores.feed.clone());
-        let revocations = Revocations::load(
-            stores.revocations.clone(),
-            token_config.revocation,
-            clock.now(),
-        )
-        .await
-        .context("loading the revocation list")?
-        .with_feed(stores.feed.clone(), clock.now());
-        let keyring = Arc::new(keyring);
-        tokio::spawn(
-            Follower {
-                revocations: revocations.clone(),
-                keyring: keyring.clone(),
-                sessions: sessions.clone(),
-                clock: clock.clone(),
-            }
-            .run(stores.feed.clone()),
-        );
-        let tokens = Arc::new(Tokens::new(
-            keyring,
-            revocations,
-            stores.refresh.clone(),
-            stores.users.clone(),
-            stores.events.clone(),
-            clock.clone(),
-            token_config,
-        ));
-        let logins = Logins::new(
-            accounts.clone(),
-            sessions.clone(),
-            tokens.clone(),
-            stores.refresh.clone(),
-            stores.events.clone(),
-            clock,
-            config.accounts.max_logins_per_user,
-        );
+        let services = Services::build(stores, clock, master, config.services_config()).await?;
+        let follower = services.spawn_follower();
         Ok(Self {
-            stores,
+            services,
             sqlite,
-            accounts,
-            sessions,
-            tokens,
-            logins,
-            limiter,
+            follower,
         })
+    }
+
+    /// The services, to hand to the HTTP layer.
+    pub fn services(&self) -> &Services {
+        &self.services
     }
 
     /// Closes the stores (the SQLite WAL is checkpointed).
     pub async fn close(self) {
+        self.follower.abort();
         if let Some(sqlite) = self.sqlite {
             sqlite.close().await;
         }
     }
+}
+
+/// The configured stores: one database for everything, or sessions, revocations, throttling and
+/// the change feed in Redis beside it.
+async fn stores(
+    config: &Config,
+    database: &Database,
+) -> anyhow::Result<(Stores, Option<SqliteStore>)> {
+    let (mut stores, sqlite) = match database {
+        Database::Memory => {
+            tracing::warn!("database = memory: everything is lost when the server stops");
+            (Stores::from_one(MemoryStore::new()), None)
+        }
+        Database::Sqlite(path) => {
+            let store = SqliteStore::open(path)
+                .await
+                .with_context(|| format!("opening the SQLite database {}", path.display()))?;
+            tracing::info!(path = %path.display(), "SQLite database ready");
+            (Stores::from_one(store.clone()), Some(store))
+        }
+        Database::Postgres(url) => {
+            let store = PostgresStore::connect(url, config.postgres.schema.as_deref())
+                .await
+                .context("connecting to PostgreSQL")?;
+            tracing::info!("PostgreSQL ready");
+            let mut stores = Stores::from_one(store.clone());
+            // Nodes sharing the database hear each other through LISTEN/NOTIFY.
+            stores.feed = Arc::new(store);
+            (stores, None)
+        }
+    };
+    if config.sessions.store == SessionStoreKind::Redis {
+        let url = config.redis.url.as_deref().unwrap_or_default();
+        let redis = RedisStore::connect(url, &config.redis.prefix)
+            .await
+            .context("connecting to Redis")?;
+        tracing::info!(prefix = %config.redis.prefix, "Redis ready: sessions, revocations, throttling and the change feed");
+        stores.sessions = Arc::new(redis.clone());
+        // Every denylist entry is also written to the database, so a Redis that restarts
+        // empty forgets no revocation.
+        stores.revocations = Arc::new(MirroredRevocations {
+            fast: Arc::new(redis.clone()),
+            durable: stores.revocations.clone(),
+        });
+        stores.feed = Arc::new(redis.clone());
+        stores.health = Arc::new(AllHealthy(vec![
+            stores.health.clone(),
+            Arc::new(redis.clone()),
+        ]));
+        stores.limiter = Some(Arc::new(redis));
+    }
+    Ok((stores, sqlite))
 }
 
 /// The master key: from the configuration (`tokens.master_key`, best set through the

@@ -96,7 +96,7 @@ pub struct ThrottlingSection {
 
 impl Default for ThrottlingSection {
     fn default() -> Self {
-        let d = tessera_http::ThrottleConfig::default();
+        let d = tessera_core::ThrottleConfig::default();
         Self {
             per_account: RateSection {
                 burst: d.per_account.burst,
@@ -548,6 +548,32 @@ impl Config {
         }
     }
 
+    /// What the core services are built with.
+    pub fn services_config(&self) -> tessera_core::ServicesConfig {
+        tessera_core::ServicesConfig {
+            accounts: self.accounts_config(),
+            passwords: tessera_core::PasswordsConfig {
+                argon2: self.passwords.argon2,
+                max_concurrent: self.passwords.max_concurrent,
+                queue_timeout: self.passwords.queue_timeout,
+            },
+            sessions: self.session_config(),
+            tokens: self.token_config(),
+            signing_algorithm: self.tokens.algorithm,
+            throttle: tessera_core::ThrottleConfig {
+                per_account: tessera_core::Rate {
+                    burst: self.throttling.per_account.burst,
+                    per_minute: self.throttling.per_account.per_minute,
+                },
+                per_ip: tessera_core::Rate {
+                    burst: self.throttling.per_ip.burst,
+                    per_minute: self.throttling.per_ip.per_minute,
+                },
+            },
+            max_logins_per_user: self.accounts.max_logins_per_user,
+        }
+    }
+
     pub fn session_config(&self) -> SessionConfig {
         SessionConfig {
             idle_timeout: self.sessions.idle_timeout,
@@ -640,17 +666,7 @@ impl Config {
                 body: self.http.body_timeout,
                 request: self.http.request_timeout,
             },
-            throttle: tessera_http::ThrottleConfig {
-                per_account: tessera_http::Rate {
-                    burst: self.throttling.per_account.burst,
-                    per_minute: self.throttling.per_account.per_minute,
-                },
-                per_ip: tessera_http::Rate {
-                    burst: self.throttling.per_ip.burst,
-                    per_minute: self.throttling.per_ip.per_minute,
-                },
-                trusted_proxies: self.http.trusted_proxies.clone(),
-            },
+            trusted_proxies: self.http.trusted_proxies.clone(),
             introspection_clients: self
                 .tokens
                 .introspection_clients

@@ -4,15 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use tessera_core::Sessions;
-use tessera_core::token::Tokens;
-use tessera_http::Services;
 
 use crate::app::App;
 use crate::config::{Config, LogFormat};
-
-/// How many expired sessions one sweep statement deletes.
-const SWEEP_BATCH: usize = 1000;
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
@@ -37,25 +31,10 @@ fn init_logging(config: &Config) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(&config).await?;
-    let state = tessera_http::AppState::new(
-        Services {
-            accounts: app.accounts.clone(),
-            sessions: app.sessions.clone(),
-            tokens: app.tokens.clone(),
-            logins: app.logins.clone(),
-            health: app.stores.health.clone(),
-            limiter: app.limiter.clone(),
-        },
-        config.http_config(),
-    )
-    .map_err(anyhow::Error::msg)?;
+    let state = tessera_http::AppState::new(app.services().clone(), config.http_config())
+        .map_err(anyhow::Error::msg)?;
     let router = tessera_http::router(state);
-
-    let sweeper = tokio::spawn(sweep_forever(
-        app.sessions.clone(),
-        app.tokens.clone(),
-        config.sessions.sweep_interval,
-    ));
+    let sweeper = app.spawn_sweeper(config.sessions.sweep_interval);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -95,33 +74,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Every `interval`: deletes expired sessions, refresh families and revocations, and picks up
-/// signing keys rotated by another process (`tessera keys rotate`).
-async fn sweep_forever(sessions: Sessions, tokens: Arc<Tokens>, interval: std::time::Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        match sessions.sweep(SWEEP_BATCH).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(deleted = n, "expired sessions swept"),
-            Err(e) => tracing::warn!(error = %e, "session sweep failed; will retry"),
-        }
-        match tokens.sweep(SWEEP_BATCH).await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(deleted = n, "expired token state swept"),
-            Err(e) => tracing::warn!(error = %e, "token sweep failed; will retry"),
-        }
-        if let Err(e) = tokens.keyring().reload().await {
-            tracing::warn!(error = %e, "reloading the signing keys failed; will retry");
-        }
-        // Heals what the feed could not carry (a publish that failed after the store write).
-        if let Err(e) = tokens.revocations().resync(tokens.now()).await {
-            tracing::warn!(error = %e, "re-reading the revocations failed; will retry");
-        }
-    }
 }
 
 /// SIGINT and SIGTERM, registered at once (not when first awaited).
@@ -190,11 +142,7 @@ mod tests {
             .start(&user, ClientInfo::default())
             .await
             .unwrap();
-        let task = tokio::spawn(sweep_forever(
-            app.sessions.clone(),
-            app.tokens.clone(),
-            Duration::from_secs(60),
-        ));
+        let task = app.spawn_sweeper(Duration::from_secs(60));
         clock.advance(Duration::from_secs(31 * 60));
         tokio::time::sleep(Duration::from_secs(61)).await;
         let hash = secret.hash();

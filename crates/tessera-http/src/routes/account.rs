@@ -14,7 +14,6 @@ use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::routes::session::{SessionInfo, session_cookie};
 use crate::state::AppState;
-use crate::throttle::ClientIp;
 
 /// One of the caller's logins.
 #[derive(Serialize, ToSchema)]
@@ -166,13 +165,12 @@ pub async fn change_password(
     State(state): State<AppState>,
     jar: CookieJar,
     auth: AuthUser,
-    ClientIp(ip): ClientIp,
-    ClientMeta(client): ClientMeta,
+    client: ClientMeta,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
     state
         .throttle()
-        .check(ip, Some(auth.user.username.as_str()))
+        .check(client.ip, Some(auth.user.username.as_str()))
         .await?;
     let current = current_login(&auth);
     let jti = match &auth.model {
@@ -193,7 +191,7 @@ pub async fn change_password(
         // A privilege change: the session gets a new id.
         AuthModel::Session(old) => {
             state.sessions().end(&old.handle).await?;
-            let (secret, session) = state.sessions().start(&auth.user, client).await?;
+            let (secret, session) = state.sessions().start(&auth.user, client.info).await?;
             let cookie = session_cookie(&secret, &session, session.created_at.unix_millis());
             Ok((
                 jar.add(cookie),

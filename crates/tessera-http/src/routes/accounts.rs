@@ -27,7 +27,7 @@ use crate::state::AppState;
 )]
 pub async fn register(
     State(state): State<AppState>,
-    crate::throttle::ClientIp(ip): crate::throttle::ClientIp,
+    crate::client_ip::ClientIp(ip): crate::client_ip::ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
     // Registrations spend the address's login budget: no account-creation floods.

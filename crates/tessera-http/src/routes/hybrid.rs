@@ -4,24 +4,23 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Serialize;
 use tessera_core::token::TokenPair;
-use tessera_core::{LoginModel, RefreshToken, User};
+use tessera_core::{LoginModel, User};
 use utoipa::ToSchema;
 
 use super::{Credentials, UserView};
-use crate::csrf;
+use crate::csrf::SameOrigin;
 use crate::extract::{
-    ClientMeta, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HYBRID_REFRESH_PATH,
-    check_hybrid_csrf, cookie_value,
+    ClientMeta, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HYBRID_REFRESH_PATH, HybridLogin,
+    HybridLogout, HybridRefresh, HybridRefreshCookie,
 };
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
-use crate::throttle::ClientIp;
 
 /// A hybrid login: who, and the CSRF token for unsafe requests. The tokens are only in cookies.
 #[derive(Serialize, ToSchema)]
@@ -112,38 +111,20 @@ fn session_body(state: &AppState, user: &User, pair: &TokenPair) -> HybridSessio
 )]
 pub async fn login(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: SameOrigin,
+    HybridRefreshCookie(previous): HybridRefreshCookie,
+    client: ClientMeta,
     jar: CookieJar,
-    ClientIp(ip): ClientIp,
-    ClientMeta(client): ClientMeta,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    csrf::check_same_origin(&headers, &state.0.trusted_origins)?;
-    let user = super::authenticate(&state, ip, &client, &body, LoginModel::Hybrid).await?;
-    // A login the browser already had ends: never two hybrid logins in one cookie jar.
-    if let Some(previous) =
-        cookie_value(&headers, HYBRID_REFRESH_COOKIE).and_then(|v| RefreshToken::parse(&v))
-        && let Ok(Some(family)) = state.tokens().live_family_of(&previous).await
-    {
-        state
-            .tokens()
-            .revoke_family(&family.id, "replaced by a new login")
-            .await?;
-    }
-    let pair = state
-        .tokens()
-        .issue(&user, LoginModel::Hybrid, client)
-        .await?;
-    state
+    let login = state
         .logins()
-        .enforce_cap(
-            &user.id,
-            &tessera_core::CurrentLogin::Family(pair.family_id.clone()),
-        )
+        .login_tokens(body.attempt(client), LoginModel::Hybrid, previous.as_ref())
         .await?;
-    let body = session_body(&state, &user, &pair);
+    let body = session_body(&state, &login.user, &login.pair);
     Ok((
-        jar.add(access_cookie(&pair)).add(refresh_cookie(&pair)),
+        jar.add(access_cookie(&login.pair))
+            .add(refresh_cookie(&login.pair)),
         Json(body),
     ))
 }
@@ -160,35 +141,20 @@ pub async fn login(
         ServiceProblems,
     )
 )]
-pub async fn current(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<HybridSession>, ApiError> {
-    let refresh = cookie_value(&headers, HYBRID_REFRESH_COOKIE)
-        .and_then(|v| RefreshToken::parse(&v))
-        .ok_or_else(ApiError::unauthenticated)?;
-    let family = state
-        .tokens()
-        .live_family_of(&refresh)
-        .await?
-        .ok_or_else(ApiError::unauthenticated)?;
-    let user = match state.accounts().user(&family.user_id).await? {
-        Some(user) if !user.disabled => user,
-        _ => return Err(ApiError::unauthenticated()),
-    };
+pub async fn current(State(state): State<AppState>, login: HybridLogin) -> Json<HybridSession> {
     let now = state.tokens().now().unix_seconds();
-    let expires_in = cookie_value(&headers, HYBRID_ACCESS_COOKIE)
-        .and_then(|t| state.tokens().verify(&t).ok())
+    let expires_in = login
+        .access
         .map_or(0, |c| u64::try_from(c.claims().exp - now).unwrap_or(0));
-    Ok(Json(HybridSession {
-        user: (&user).into(),
+    Json(HybridSession {
+        user: (&login.user).into(),
         csrf_token: state
             .tokens()
             .keyring()
-            .hybrid_csrf_token(family.id.as_str()),
-        login_id: family.id.to_string(),
+            .hybrid_csrf_token(login.family.id.as_str()),
+        login_id: login.family.id.to_string(),
         expires_in,
-    }))
+    })
 }
 
 /// Refresh: rotates both cookies (same reuse rules as the token model).
@@ -204,23 +170,9 @@ pub async fn current(
 )]
 pub async fn refresh(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    HybridRefresh { presented }: HybridRefresh,
     jar: CookieJar,
 ) -> Result<impl IntoResponse, ApiError> {
-    csrf::check_same_origin(&headers, &state.0.trusted_origins)?;
-    let presented = cookie_value(&headers, HYBRID_REFRESH_COOKIE)
-        .and_then(|v| RefreshToken::parse(&v))
-        .ok_or(tessera_core::Error::InvalidGrant)?;
-    // The CSRF token is bound to the login: find the login first, without using the token up.
-    // A rotated-out token finds no live family here, and goes on to the reuse check below.
-    if let Some(family) = state.tokens().live_family_of(&presented).await? {
-        check_hybrid_csrf(&headers, &state, family.id.as_str())?;
-    } else if headers.get(csrf::CSRF_HEADER).is_none() {
-        return Err(ApiError::forbidden(
-            "csrf-token-missing",
-            "this request needs the login's CSRF token in the X-CSRF-Token header",
-        ));
-    }
     let pair = state.tokens().refresh(&presented).await?;
     let body = session_body(&state, &pair.user, &pair);
     Ok((
@@ -241,31 +193,11 @@ pub async fn refresh(
 )]
 pub async fn logout(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    HybridLogout { family }: HybridLogout,
     jar: CookieJar,
 ) -> Result<impl IntoResponse, ApiError> {
-    let from_refresh =
-        match cookie_value(&headers, HYBRID_REFRESH_COOKIE).and_then(|v| RefreshToken::parse(&v)) {
-            Some(token) => state.tokens().live_family_of(&token).await?.map(|f| f.id),
-            None => None,
-        };
-    let family = from_refresh.or_else(|| {
-        cookie_value(&headers, HYBRID_ACCESS_COOKIE)
-            .and_then(|t| state.tokens().decode_access_token_for_logout(&t))
-    });
-    // A live login is only ended by its own page; with none, there is nothing to protect.
     if let Some(family) = family {
-        csrf::check_same_origin(&headers, &state.0.trusted_origins)?;
-        check_hybrid_csrf(&headers, &state, family.as_str())?;
-        state.tokens().revoke_family(&family, "logout").await?;
-        state
-            .logins()
-            .record(
-                tessera_core::EventKind::Logout,
-                None,
-                serde_json::json!({"login": family, "model": "hybrid"}),
-            )
-            .await;
+        state.logins().logout_hybrid(&family).await?;
     }
     Ok((StatusCode::NO_CONTENT, cleared(jar)))
 }

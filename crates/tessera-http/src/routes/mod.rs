@@ -80,21 +80,17 @@ pub struct Credentials {
     pub password: tessera_core::Password,
 }
 
-/// Every login route's first step: the throttle (per client address and per account), then the
-/// credentials, with the attempt recorded in the audit log.
-pub(crate) async fn authenticate(
-    state: &crate::state::AppState,
-    ip: Option<std::net::IpAddr>,
-    client: &tessera_core::ClientInfo,
-    credentials: &Credentials,
-    model: tessera_core::LoginModel,
-) -> Result<User, crate::problem::ApiError> {
-    state
-        .throttle()
-        .check(ip, Some(&credentials.username))
-        .await?;
-    Ok(state
-        .logins()
-        .authenticate(&credentials.username, &credentials.password, model, client)
-        .await?)
+impl Credentials {
+    /// The login attempt these credentials make, from `client`.
+    pub(crate) fn attempt(
+        &self,
+        client: crate::extract::ClientMeta,
+    ) -> tessera_core::LoginAttempt<'_> {
+        tessera_core::LoginAttempt {
+            username: &self.username,
+            password: &self.password,
+            ip: client.ip,
+            client: client.info,
+        }
+    }
 }

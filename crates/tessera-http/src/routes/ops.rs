@@ -31,7 +31,7 @@ pub async fn healthz() -> Json<Health> {
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     // A readiness probe wants an answer quickly, not the store's full connection timeout.
-    match tokio::time::timeout(std::time::Duration::from_secs(2), state.0.health.ping()).await {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.health().ping()).await {
         Ok(result) => result?,
         Err(_) => {
             return Err(tessera_core::StoreError::Unavailable(

@@ -69,7 +69,7 @@ pub async fn stream(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let tokens = state.0.tokens.clone();
+    let tokens = state.0.services.tokens.clone();
     let subscription = {
         let revocations = tokens.revocations();
         revocations

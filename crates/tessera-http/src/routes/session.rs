@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use serde::Serialize;
@@ -11,13 +11,11 @@ use tessera_core::{Session, SessionId};
 use utoipa::ToSchema;
 
 use super::{Credentials, SessionView, UserView};
-use crate::csrf;
-use crate::extract::{ClientMeta, SESSION_COOKIE, SessionAuth, session_secret};
+use crate::csrf::SameOrigin;
+use crate::extract::{ClientMeta, SESSION_COOKIE, SessionAuth, SessionCookie};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
-use crate::throttle::ClientIp;
-use tessera_core::LoginModel;
 
 /// The current session, its user, and its CSRF token.
 #[derive(Serialize, ToSchema)]
@@ -90,31 +88,22 @@ fn removal_cookie() -> Cookie<'static> {
 )]
 pub async fn login(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: SameOrigin,
+    SessionCookie(previous): SessionCookie,
+    client: ClientMeta,
     jar: CookieJar,
-    ClientIp(ip): ClientIp,
-    ClientMeta(client): ClientMeta,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    csrf::check_same_origin(&headers, &state.0.trusted_origins)?;
-    let user = super::authenticate(&state, ip, &client, &body, LoginModel::Session).await?;
-    // A session the browser already had ends: the new login gets a new id, never the old one.
-    // Best effort: failing to clean up the old session must not fail the login.
-    if let Some(previous) = session_secret(&headers)
-        && let Err(e) = state.sessions().end_by_secret(&previous).await
-    {
-        tracing::warn!(error = %e, "could not end the session the login replaces");
-    }
-    let (secret, session) = state.sessions().start(&user, client).await?;
-    state
+    let login = state
         .logins()
-        .enforce_cap(
-            &user.id,
-            &tessera_core::CurrentLogin::Session(session.handle.clone()),
-        )
+        .login_session(body.attempt(client), previous.as_ref())
         .await?;
-    let cookie = session_cookie(&secret, &session, session.created_at.unix_millis());
-    Ok((jar.add(cookie), Json(SessionInfo::new(&user, &session))))
+    let session = &login.session;
+    let cookie = session_cookie(&login.secret, session, session.created_at.unix_millis());
+    Ok((
+        jar.add(cookie),
+        Json(SessionInfo::new(&login.user, session)),
+    ))
 }
 
 /// The current session and user.
@@ -163,15 +152,10 @@ pub async fn logout(
     jar: CookieJar,
     auth: SessionAuth,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.sessions().end(&auth.session.handle).await?;
     state
         .logins()
-        .record(
-            tessera_core::EventKind::Logout,
-            Some(&auth.user.id),
-            serde_json::json!({"login": auth.session.handle, "model": "session"}),
-        )
-        .await;
+        .logout_session(&auth.user.id, &auth.session.handle)
+        .await?;
     Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie())))
 }
 

@@ -16,7 +16,6 @@ use crate::extract::{AuthUser, ClientMeta};
 use crate::json::{ApiJson, JsonOrForm};
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
-use crate::throttle::ClientIp;
 
 /// A token pair (RFC 6749 §5.1).
 #[derive(Serialize, ToSchema)]
@@ -68,23 +67,14 @@ pub struct RefreshRequest {
 )]
 pub async fn login(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
-    ClientMeta(client): ClientMeta,
+    client: ClientMeta,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let user = super::authenticate(&state, ip, &client, &body, LoginModel::Token).await?;
-    let pair = state
-        .tokens()
-        .issue(&user, LoginModel::Token, client)
-        .await?;
-    state
+    let login = state
         .logins()
-        .enforce_cap(
-            &user.id,
-            &tessera_core::CurrentLogin::Family(pair.family_id.clone()),
-        )
+        .login_tokens(body.attempt(client), LoginModel::Token, None)
         .await?;
-    Ok(Json(pair.into()))
+    Ok(Json(login.pair.into()))
 }
 
 /// Exchange a refresh token for a new pair.

@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
-use tessera_core::Logins;
 use tessera_core::SigningAlgorithm;
-use tessera_core::token::{KeyRing, MasterKey, Revocations, TokenConfig, Tokens};
+use tessera_core::token::{MasterKey, TokenConfig, Tokens};
 use tessera_core::{
-    Accounts, AccountsConfig, Argon2Params, Clock, ManualClock, PasswordHasher, Registration,
-    SessionConfig, Sessions, Stores,
+    Accounts, AccountsConfig, Argon2Params, ManualClock, PasswordsConfig, Rate, Registration,
+    Services, ServicesConfig, SessionConfig, Stores, ThrottleConfig,
 };
-use tessera_http::{AppState, HttpConfig, Rate, Services, ThrottleConfig};
+use tessera_http::{AppState, HttpConfig};
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
 
@@ -56,6 +55,7 @@ pub struct Options {
     pub registration: Registration,
     pub sessions: SessionConfig,
     pub http: HttpConfig,
+    pub throttle: ThrottleConfig,
     pub argon2: Argon2Params,
     /// `issuer` is replaced by the app's own origin.
     pub tokens: TokenConfig,
@@ -63,22 +63,18 @@ pub struct Options {
     pub max_logins_per_user: usize,
 }
 
-/// The default HTTP settings with throttling relaxed, so tests that log in often are not
-/// throttled; throttling tests set their own rates.
-pub fn relaxed_http() -> HttpConfig {
-    HttpConfig {
-        throttle: ThrottleConfig {
-            per_account: Rate {
-                burst: 10_000,
-                per_minute: 10_000,
-            },
-            per_ip: Rate {
-                burst: 10_000,
-                per_minute: 10_000,
-            },
-            trusted_proxies: Vec::new(),
+/// Throttling relaxed, so tests that log in often are not throttled; throttling tests set their
+/// own rates.
+pub fn relaxed_throttle() -> ThrottleConfig {
+    ThrottleConfig {
+        per_account: Rate {
+            burst: 10_000,
+            per_minute: 10_000,
         },
-        ..HttpConfig::default()
+        per_ip: Rate {
+            burst: 10_000,
+            per_minute: 10_000,
+        },
     }
 }
 
@@ -87,7 +83,8 @@ impl Default for Options {
         Self {
             registration: Registration::Open,
             sessions: SessionConfig::default(),
-            http: relaxed_http(),
+            http: HttpConfig::default(),
+            throttle: relaxed_throttle(),
             argon2: Argon2Params::insecure_fast_for_tests(),
             tokens: TokenConfig::default(),
             max_logins_per_user: 0,
@@ -111,6 +108,7 @@ pub struct TestApp {
     pub tokens: Arc<Tokens>,
     pub stores: Stores,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    follower: tokio::task::JoinHandle<()>,
     db_dir: Option<tempfile::TempDir>,
 }
 
@@ -119,6 +117,7 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.follower.abort();
     }
 }
 
@@ -147,24 +146,6 @@ impl TestApp {
             }
         };
         let clock = ManualClock::starting_now();
-        let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-        let hasher = PasswordHasher::new(options.argon2, 4, Duration::from_secs(30)).unwrap();
-        let accounts = Accounts::new(
-            stores.users.clone(),
-            hasher,
-            clock_dyn.clone(),
-            AccountsConfig {
-                registration: options.registration,
-                ..AccountsConfig::default()
-            },
-        );
-        let sessions = Sessions::new(
-            stores.sessions.clone(),
-            stores.users.clone(),
-            clock_dyn.clone(),
-            options.sessions,
-        )
-        .with_feed(stores.feed.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut http = options.http;
@@ -173,68 +154,35 @@ impl TestApp {
             http.public_url = format!("http://localhost:{}", addr.port());
         }
         let origin = http.public_url.clone();
-        let token_config = TokenConfig {
-            issuer: origin.clone(),
-            ..options.tokens
-        };
-        let keyring = KeyRing::load(
-            stores.keys.clone(),
-            MasterKey::generate().unwrap().0,
-            clock_dyn.clone(),
-            options.algorithm,
-            token_config.access_lifetime + token_config.leeway,
-        )
-        .await
-        .unwrap()
-        .with_feed(stores.feed.clone());
-        let keyring = Arc::new(keyring);
-        let revocations = Revocations::load(
-            stores.revocations.clone(),
-            token_config.revocation,
-            clock.now(),
-        )
-        .await
-        .unwrap()
-        .with_feed(stores.feed.clone(), clock.now());
-        tokio::spawn(
-            tessera_core::sync::Follower {
-                revocations: revocations.clone(),
-                keyring: keyring.clone(),
-                sessions: sessions.clone(),
-                clock: clock_dyn.clone(),
-            }
-            .run(stores.feed.clone()),
-        );
-        let tokens = Arc::new(Tokens::new(
-            keyring,
-            revocations,
-            stores.refresh.clone(),
-            stores.users.clone(),
-            stores.events.clone(),
-            clock_dyn,
-            token_config,
-        ));
-        let logins = Logins::new(
-            accounts.clone(),
-            sessions.clone(),
-            tokens.clone(),
-            stores.refresh.clone(),
-            stores.events.clone(),
-            Arc::new(clock.clone()),
-            options.max_logins_per_user,
-        );
-        let state = AppState::new(
-            Services {
-                accounts: accounts.clone(),
-                sessions,
-                tokens: tokens.clone(),
-                logins,
-                health: stores.health.clone(),
-                limiter: None,
+        let config = ServicesConfig {
+            accounts: AccountsConfig {
+                registration: options.registration,
+                ..AccountsConfig::default()
             },
-            http,
+            passwords: PasswordsConfig {
+                argon2: options.argon2,
+                max_concurrent: 4,
+                queue_timeout: Duration::from_secs(30),
+            },
+            sessions: options.sessions,
+            tokens: TokenConfig {
+                issuer: origin.clone(),
+                ..options.tokens
+            },
+            signing_algorithm: options.algorithm,
+            throttle: options.throttle,
+            max_logins_per_user: options.max_logins_per_user,
+        };
+        let services = Services::build(
+            stores,
+            Arc::new(clock.clone()),
+            MasterKey::generate().unwrap().0,
+            config,
         )
+        .await
         .unwrap();
+        let follower = services.spawn_follower();
+        let state = AppState::new(services.clone(), http).unwrap();
         let app = tessera_http::router(state);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -255,9 +203,10 @@ impl TestApp {
             origin,
             sqlite,
             memory,
-            accounts,
-            tokens,
-            stores,
+            accounts: services.accounts.clone(),
+            tokens: services.tokens.clone(),
+            stores: services.stores.clone(),
+            follower,
             shutdown: Some(tx),
             db_dir,
         }

@@ -1,0 +1,220 @@
+//! The one place the services are built: from the stores, a clock, the master key and the
+//! configuration. The server, the HTTP tests and the benchmarks all build them here, so none of
+//! them can run on wiring the others do not use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::accounts::{Accounts, AccountsConfig};
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::logins::Logins;
+use crate::password::{Argon2Params, PasswordHasher};
+use crate::session::{SessionConfig, Sessions};
+use crate::store::Stores;
+use crate::sync::Follower;
+use crate::throttle::{Throttle, ThrottleConfig};
+use crate::token::keyring::SigningAlgorithm;
+use crate::token::{KeyRing, MasterKey, Revocations, TokenConfig, Tokens};
+
+/// How many expired sessions, families or revocations one sweep statement deletes.
+const SWEEP_BATCH: usize = 1000;
+
+/// Password hashing: the argon2 cost and how much of the machine it may take.
+#[derive(Clone, Copy, Debug)]
+pub struct PasswordsConfig {
+    pub argon2: Argon2Params,
+    /// Hashes computed at once; 0: one per core.
+    pub max_concurrent: usize,
+    /// How long a login may wait for a hashing slot before it is refused as busy.
+    pub queue_timeout: Duration,
+}
+
+impl Default for PasswordsConfig {
+    fn default() -> Self {
+        Self {
+            argon2: Argon2Params::default(),
+            max_concurrent: 0,
+            queue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything the services are configured with.
+#[derive(Clone, Debug)]
+pub struct ServicesConfig {
+    pub accounts: AccountsConfig,
+    pub passwords: PasswordsConfig,
+    pub sessions: SessionConfig,
+    pub tokens: TokenConfig,
+    /// The algorithm new signing keys use.
+    pub signing_algorithm: SigningAlgorithm,
+    pub throttle: ThrottleConfig,
+    /// At most this many live logins per user (every model together); the oldest end first.
+    /// 0: no cap.
+    pub max_logins_per_user: usize,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            accounts: AccountsConfig::default(),
+            passwords: PasswordsConfig::default(),
+            sessions: SessionConfig::default(),
+            tokens: TokenConfig::default(),
+            signing_algorithm: SigningAlgorithm::EdDSA,
+            throttle: ThrottleConfig::default(),
+            max_logins_per_user: 0,
+        }
+    }
+}
+
+/// Why the services could not be built.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error("password hashing: {0}")]
+    Passwords(Error),
+    #[error("loading the signing keys: {0}")]
+    Keys(Error),
+    #[error("loading the revocation list: {0}")]
+    Revocations(Error),
+}
+
+/// Every core service of one node, sharing one set of stores. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub stores: Stores,
+    pub clock: Arc<dyn Clock>,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub tokens: Arc<Tokens>,
+    pub logins: Logins,
+}
+
+impl Services {
+    /// Builds every service: loads the signing keys (creating the first one on a new store) and
+    /// the revocation list. Starts no task: see [`Services::spawn_follower`] and
+    /// [`Services::spawn_sweeper`].
+    pub async fn build(
+        stores: Stores,
+        clock: Arc<dyn Clock>,
+        master_key: MasterKey,
+        config: ServicesConfig,
+    ) -> Result<Self, BuildError> {
+        let max_concurrent = match config.passwords.max_concurrent {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let hasher = PasswordHasher::new(
+            config.passwords.argon2,
+            max_concurrent,
+            config.passwords.queue_timeout,
+        )
+        .map_err(BuildError::Passwords)?;
+        let accounts = Accounts::new(stores.users.clone(), hasher, clock.clone(), config.accounts);
+        let sessions = Sessions::new(
+            stores.sessions.clone(),
+            stores.users.clone(),
+            clock.clone(),
+            config.sessions,
+        )
+        .with_feed(stores.feed.clone());
+        let token_config = config.tokens;
+        let keyring = KeyRing::load(
+            stores.keys.clone(),
+            master_key,
+            clock.clone(),
+            config.signing_algorithm,
+            token_config.access_lifetime + token_config.leeway,
+        )
+        .await
+        .map_err(BuildError::Keys)?
+        .with_feed(stores.feed.clone());
+        let revocations = Revocations::load(
+            stores.revocations.clone(),
+            token_config.revocation,
+            clock.now(),
+        )
+        .await
+        .map_err(BuildError::Revocations)?
+        .with_feed(stores.feed.clone(), clock.now());
+        let tokens = Arc::new(Tokens::new(
+            Arc::new(keyring),
+            revocations,
+            stores.refresh.clone(),
+            stores.users.clone(),
+            stores.events.clone(),
+            clock.clone(),
+            token_config,
+        ));
+        let logins = Logins::new(
+            accounts.clone(),
+            sessions.clone(),
+            tokens.clone(),
+            Throttle::new(config.throttle, stores.limiter.clone()),
+            &stores,
+            clock.clone(),
+            config.max_logins_per_user,
+        );
+        Ok(Self {
+            stores,
+            clock,
+            accounts,
+            sessions,
+            tokens,
+            logins,
+        })
+    }
+
+    /// Starts following the change feed: what other nodes change (revocations, keys, sessions,
+    /// accounts) reaches this node's caches. Runs until aborted.
+    pub fn spawn_follower(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(
+            Follower {
+                revocations: self.tokens.revocations().clone(),
+                keyring: self.tokens.keyring().clone(),
+                sessions: self.sessions.clone(),
+                clock: self.clock.clone(),
+            }
+            .run(self.stores.feed.clone()),
+        )
+    }
+
+    /// Starts the periodic upkeep (see [`Services::sweep`]), every `interval`. Runs until aborted.
+    pub fn spawn_sweeper(&self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let services = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                services.sweep().await;
+            }
+        })
+    }
+
+    /// One pass of upkeep: deletes expired sessions, refresh families and revocations, picks up
+    /// signing keys rotated by another process (`tessera keys rotate`), and re-reads the
+    /// revocations to heal what the feed could not carry (a publish that failed after the store
+    /// write). Failures are logged and retried on the next pass.
+    pub async fn sweep(&self) {
+        match self.sessions.sweep(SWEEP_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired sessions swept"),
+            Err(e) => tracing::warn!(error = %e, "session sweep failed; will retry"),
+        }
+        match self.tokens.sweep(SWEEP_BATCH).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired token state swept"),
+            Err(e) => tracing::warn!(error = %e, "token sweep failed; will retry"),
+        }
+        if let Err(e) = self.tokens.keyring().reload().await {
+            tracing::warn!(error = %e, "reloading the signing keys failed; will retry");
+        }
+        if let Err(e) = self.tokens.revocations().resync(self.tokens.now()).await {
+            tracing::warn!(error = %e, "re-reading the revocations failed; will retry");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The client's address, as the login throttle and the audit log see it: the socket's, unless the
+//! socket belongs to a configured trusted proxy; then the right-most address of `X-Forwarded-For`
+//! that is not itself a trusted proxy (a client cannot spoof its way in by prepending addresses).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use ipnet::IpNet;
+
+use crate::state::AppState;
+
+/// The client's IP address (see the module documentation).
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let socket = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(Self(client_ip(
+            &state.0.config.trusted_proxies,
+            socket,
+            forwarded,
+        )))
+    }
+}
+
+/// The client's address given the socket's and `X-Forwarded-For`.
+fn client_ip(
+    trusted_proxies: &[IpNet],
+    socket: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+) -> Option<IpAddr> {
+    let trusts = |ip: IpAddr| trusted_proxies.iter().any(|net| net.contains(&ip));
+    let socket = socket?;
+    if !trusts(socket) {
+        return Some(socket);
+    }
+    let Some(list) = forwarded_for else {
+        return Some(socket);
+    };
+    let mut client = socket;
+    for hop in list.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !trusts(ip) {
+                    break;
+                }
+            }
+            // A malformed entry: stop at the last address we could read.
+            Err(_) => break,
+        }
+    }
+    Some(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |socket, forwarded| client_ip(&proxies, Some(socket), forwarded);
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(ip(stranger, Some("1.2.3.4")), Some(stranger));
+        assert_eq!(ip(proxy, Some("203.0.113.9")), Some(client));
+        // A client cannot spoof its way in by prepending addresses.
+        assert_eq!(
+            ip(proxy, Some("1.1.1.1, 203.0.113.9, 10.0.0.5")),
+            Some(client)
+        );
+        assert_eq!(ip(proxy, None), Some(proxy));
+        assert_eq!(ip(proxy, Some("garbage")), Some(proxy));
+    }
+}

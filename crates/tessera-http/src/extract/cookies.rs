@@ -1,0 +1,48 @@
+//! The credential cookies: their names, and how a request's value for one is read.
+
+use axum::http::{HeaderMap, header};
+use axum_extra::extract::cookie::Cookie;
+use tessera_core::{RefreshToken, SessionId};
+
+/// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain, so a
+/// sibling subdomain cannot plant or overwrite it.
+pub const SESSION_COOKIE: &str = "__Host-tessera";
+/// The hybrid model's access-token cookie (`__Host-`: Secure, Path=/, no Domain).
+pub const HYBRID_ACCESS_COOKIE: &str = "__Host-tessera-at";
+/// The hybrid model's refresh-token cookie, sent only to `/v1/hybrid` (so `__Secure-`, not
+/// `__Host-`, which requires Path=/).
+pub const HYBRID_REFRESH_COOKIE: &str = "__Secure-tessera-rt";
+/// Where the refresh cookie is sent.
+pub const HYBRID_REFRESH_PATH: &str = "/v1/hybrid";
+
+/// The value of the credential cookie named exactly `name`. Names are compared as the browser
+/// stores them, never decoded (`__%48ost-tessera` is not `__Host-tessera`). A request carrying the
+/// cookie more than once gets `None`: a sibling subdomain can add a second cookie of that name,
+/// and nothing tells which one this site set, so neither is trusted.
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(text) = value.to_str() else {
+            continue;
+        };
+        for cookie in Cookie::split_parse(text).flatten() {
+            if cookie.name() == name {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(cookie.value().to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// The session secret in the request's cookie, if it parses.
+pub(crate) fn session_secret(headers: &HeaderMap) -> Option<SessionId> {
+    cookie_value(headers, SESSION_COOKIE).and_then(|v| SessionId::parse(&v))
+}
+
+/// The hybrid refresh token in the request's cookie, if it parses.
+pub(crate) fn hybrid_refresh_token(headers: &HeaderMap) -> Option<RefreshToken> {
+    cookie_value(headers, HYBRID_REFRESH_COOKIE).and_then(|v| RefreshToken::parse(&v))
+}

@@ -1,0 +1,155 @@
+//! The hybrid model's extractors: the access token and the refresh token live in HttpOnly
+//! cookies, and every unsafe request carries the login's CSRF token (an HMAC over its family id).
+//! Each route's extractor carries its CSRF rule, so no handler checks it by hand.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use tessera_core::token::{VerifiedClaims, VerifyError};
+use tessera_core::{FamilyId, RefreshFamily, RefreshToken, User};
+
+use super::bearer::state_unavailable;
+use super::cookies::{HYBRID_ACCESS_COOKIE, cookie_value, hybrid_refresh_token};
+use crate::csrf;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// A request authenticated by the hybrid model's access-token cookie. On unsafe methods it also
+/// enforces the CSRF rules: a same-site origin and the login's CSRF token in `X-CSRF-Token`.
+pub struct HybridAuth {
+    pub claims: VerifiedClaims,
+}
+
+impl HybridAuth {
+    /// `Ok(None)` without the cookie; 401 for a cookie that does not verify.
+    pub(super) async fn from_cookie(
+        parts: &Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, ApiError> {
+        let Some(token) = cookie_value(&parts.headers, HYBRID_ACCESS_COOKIE) else {
+            return Ok(None);
+        };
+        let unsafe_method = csrf::is_unsafe(&parts.method);
+        if unsafe_method {
+            csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
+        }
+        let claims = state.tokens().verify(&token).map_err(|reason| {
+            if reason == VerifyError::StateUnavailable {
+                return state_unavailable();
+            }
+            tracing::debug!(?reason, "hybrid access cookie refused");
+            ApiError::unauthenticated()
+        })?;
+        if unsafe_method {
+            csrf::check_hybrid_token(&parts.headers, state, &claims.claims().fid)?;
+        }
+        Ok(Some(Self { claims }))
+    }
+}
+
+impl FromRequestParts<AppState> for HybridAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Self::from_cookie(parts, state)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// The live hybrid login named by the refresh cookie, and its user (for `GET /v1/hybrid/session`:
+/// it works after the access cookie expired). A safe request: no CSRF token.
+pub struct HybridLogin {
+    pub family: RefreshFamily,
+    pub user: User,
+    /// The access cookie's claims, when it is there and still verifies.
+    pub access: Option<VerifiedClaims>,
+}
+
+impl FromRequestParts<AppState> for HybridLogin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let refresh = hybrid_refresh_token(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+        let family = state
+            .tokens()
+            .live_family_of(&refresh)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?;
+        let user = match state.accounts().user(&family.user_id).await? {
+            Some(user) if !user.disabled => user,
+            _ => return Err(ApiError::unauthenticated()),
+        };
+        let access = cookie_value(&parts.headers, HYBRID_ACCESS_COOKIE)
+            .and_then(|token| state.tokens().verify(&token).ok());
+        Ok(Self {
+            family,
+            user,
+            access,
+        })
+    }
+}
+
+/// The refresh token of `POST /v1/hybrid/refresh`, once the request passed the CSRF rules: a
+/// same-site origin, and the CSRF token of the login the refresh cookie belongs to. A token that
+/// names no live login (rotated out, revoked) still needs the header, and goes on to the reuse
+/// check: its CSRF token cannot be checked without using the token up.
+pub struct HybridRefresh {
+    pub presented: RefreshToken,
+}
+
+impl FromRequestParts<AppState> for HybridRefresh {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
+        let presented =
+            hybrid_refresh_token(&parts.headers).ok_or(tessera_core::Error::InvalidGrant)?;
+        match state.tokens().live_family_of(&presented).await? {
+            Some(family) => csrf::check_hybrid_token(&parts.headers, state, family.id.as_str())?,
+            None => csrf::require_token_header(&parts.headers)?,
+        }
+        Ok(Self { presented })
+    }
+}
+
+/// The hybrid login a logout ends: from the refresh cookie, or else from the access cookie (even
+/// an expired one). With a login to end, the request must pass the CSRF rules (only the login's
+/// own page ends it); with none there is nothing to protect, and the cookies are just cleared.
+pub struct HybridLogout {
+    pub family: Option<FamilyId>,
+}
+
+impl FromRequestParts<AppState> for HybridLogout {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let from_refresh = match hybrid_refresh_token(&parts.headers) {
+            Some(token) => state.tokens().live_family_of(&token).await?.map(|f| f.id),
+            None => None,
+        };
+        let family = from_refresh.or_else(|| {
+            cookie_value(&parts.headers, HYBRID_ACCESS_COOKIE)
+                .and_then(|token| state.tokens().decode_access_token_for_logout(&token))
+        });
+        if let Some(family) = &family {
+            csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
+            csrf::check_hybrid_token(&parts.headers, state, family.as_str())?;
+        }
+        Ok(Self { family })
+    }
+}
+
+/// The refresh token of the hybrid login the browser already has, if any: a new hybrid login ends
+/// it, so one cookie jar never holds two.
+pub struct HybridRefreshCookie(pub Option<RefreshToken>);
+
+impl FromRequestParts<AppState> for HybridRefreshCookie {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(hybrid_refresh_token(&parts.headers)))
+    }
+}

@@ -1,0 +1,64 @@
+//! The session model's extractors.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use tessera_core::{Session, SessionId, User};
+
+use super::cookies::session_secret;
+use crate::csrf;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// A request authenticated by the session cookie. On unsafe methods it also enforces the CSRF
+/// rules (same origin and the session's token), so a cookie-authenticated handler cannot forget
+/// them. Only a request that passed every check keeps the session alive.
+pub struct SessionAuth {
+    pub session: Arc<Session>,
+    pub user: Arc<User>,
+    pub secret: SessionId,
+}
+
+impl FromRequestParts<AppState> for SessionAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let secret = session_secret(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+        let unsafe_method = csrf::is_unsafe(&parts.method);
+        if unsafe_method {
+            csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
+        }
+        let (mut session, user) = state
+            .sessions()
+            .find(&secret)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?;
+        if unsafe_method {
+            csrf::check_session_token(&parts.headers, &session.csrf_token)?;
+        }
+        if !state.sessions().record_activity(&mut session).await? {
+            return Err(ApiError::unauthenticated());
+        }
+        Ok(Self {
+            session,
+            user,
+            secret,
+        })
+    }
+}
+
+/// The session secret the browser already has, whether or not it names a live session (a login
+/// ends that session: the new login never keeps an id the client brought).
+pub struct SessionCookie(pub Option<SessionId>);
+
+impl FromRequestParts<AppState> for SessionCookie {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(session_secret(&parts.headers)))
+    }
+}
