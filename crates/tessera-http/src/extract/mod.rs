@@ -9,11 +9,14 @@
 //!   refresh cookie.
 //! - [`SessionCookie`], [`HybridRefreshCookie`]: the login a browser already has, which a new login
 //!   replaces.
+//! - [`ServiceClient`]: a resource server with HTTP Basic credentials (introspection, the
+//!   revocation stream).
 //! - [`ClientMeta`]: the client's address and user agent, recorded with a login.
 
 mod bearer;
 mod cookies;
 mod hybrid;
+mod service_client;
 mod session;
 
 use std::net::IpAddr;
@@ -26,12 +29,12 @@ use tessera_core::token::VerifiedClaims;
 use tessera_core::{ClientInfo, Session, User};
 
 pub use bearer::BearerAuth;
-pub(crate) use bearer::bearer_token;
 pub use cookies::{
     HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HYBRID_REFRESH_PATH, SESSION_COOKIE,
 };
 pub(crate) use cookies::{cookie_value, session_secret};
 pub use hybrid::{HybridAuth, HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie};
+pub use service_client::ServiceClient;
 pub use session::{SessionAuth, SessionCookie};
 
 use crate::client_ip::ClientIp;

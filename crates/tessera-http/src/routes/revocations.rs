@@ -14,8 +14,8 @@ use tessera_core::token::stream::{StreamItem, StreamStart, Subscription};
 use tessera_wire as wire;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::extract::{BearerAuth, ServiceClient};
 use crate::problem::{ApiError, Problem};
-use crate::routes::token::introspection_client;
 use crate::state::AppState;
 
 /// How often an idle stream sends a comment, well within the promised 15 s.
@@ -42,14 +42,12 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 )]
 pub async fn stream(
     State(state): State<AppState>,
+    service_client: Option<ServiceClient>,
+    user: Result<BearerAuth, ApiError>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !introspection_client(&state, &headers) {
-        let user_token = crate::extract::bearer_token(&headers)
-            .ok()
-            .flatten()
-            .is_some_and(|token| state.tokens().verify(token).is_ok());
-        if user_token {
+    if service_client.is_none() {
+        if user.is_ok() {
             return Err(ApiError::forbidden(
                 "service-client-only",
                 "the revocation stream is for service clients (HTTP Basic with a client of tokens.introspection_clients), not users",

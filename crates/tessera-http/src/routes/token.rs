@@ -3,16 +3,15 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use tessera_core::token::{Introspection, TokenPair};
 use tessera_core::{LoginModel, RefreshToken};
 use utoipa::ToSchema;
 
 use super::Credentials;
-use crate::extract::{AuthUser, ClientMeta};
+use crate::extract::{AuthUser, ClientMeta, ServiceClient};
 use crate::json::{ApiJson, JsonOrForm};
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
@@ -172,11 +171,11 @@ pub async fn revoke(
 )]
 pub async fn introspect(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    service_client: Option<ServiceClient>,
     caller: Result<AuthUser, ApiError>,
     JsonOrForm(body): JsonOrForm<TokenRequest>,
 ) -> Result<Json<Introspection>, ApiError> {
-    let allowed = caller.is_ok_and(|c| c.is_admin()) || introspection_client(&state, &headers);
+    let allowed = service_client.is_some() || caller.is_ok_and(|c| c.is_admin());
     if !allowed {
         return Err(ApiError::unauthenticated().with_header(
             header::WWW_AUTHENTICATE,
@@ -184,40 +183,6 @@ pub async fn introspect(
         ));
     }
     Ok(Json(state.tokens().introspect(body.token.trim()).await?))
-}
-
-/// Whether the request carries the HTTP Basic credentials of a configured introspection client.
-pub(crate) fn introspection_client(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(encoded) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
-        .map(|(_, credentials)| credentials)
-    else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Some((id, secret)) = std::str::from_utf8(&decoded)
-        .ok()
-        .and_then(|s| s.split_once(':'))
-    else {
-        return false;
-    };
-    // Every client is compared, so timing does not tell which id exists.
-    state
-        .0
-        .config
-        .introspection_clients
-        .iter()
-        .fold(false, |found, c| {
-            let id_ok = tessera_core::secret::secrets_equal(c.id.as_bytes(), id.as_bytes());
-            let secret_ok =
-                tessera_core::secret::secrets_equal(c.secret.as_bytes(), secret.as_bytes());
-            found | (id_ok & secret_ok)
-        })
 }
 
 /// The public signing keys (RFC 7517), for services that verify access tokens offline.
