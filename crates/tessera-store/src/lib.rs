@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
+mod sql;
 pub mod sqlite;
 
 pub use self::redis::RedisStore;
