@@ -10,7 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tessera_core::{Change, ChangeFeed, FeedEvent, StoreError};
 use tokio::sync::mpsc;
 
-use super::{ACQUIRE_TIMEOUT, PostgresStore, context, json_error, store_error};
+use super::{ACQUIRE_TIMEOUT, PostgresStore, context, store_error};
+use crate::sql::json_error;
 
 /// Names the feed's listening connections, so an operator can tell (and a test can end) them.
 pub const FEED_APPLICATION_NAME: &str = "tessera-feed";

@@ -61,7 +61,7 @@ pub(crate) struct Dialect {
     pub insert_event: &'static str,
 }
 
-fn json_error(e: serde_json::Error) -> StoreError {
+pub(crate) fn json_error(e: serde_json::Error) -> StoreError {
     StoreError::Other(format!("cannot encode JSON: {e}"))
 }
 
