@@ -797,7 +797,8 @@ pub async fn client_info_round_trip<S: UserStore + SessionStore>(store: S) {
     );
 }
 
-/// The owner of a session must exist (SQLite's foreign key; the memory store checks the same).
+/// The owner of a session must exist (the SQL stores' foreign key; the memory store checks the
+/// same).
 pub async fn sessions_need_a_user<S: UserStore + SessionStore>(store: S) {
     let ghost = UserId::generate().expect("OS randomness");
     let orphan = session(&ghost, T0, T0 + HOUR);

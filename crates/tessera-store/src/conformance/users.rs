@@ -139,7 +139,7 @@ fn name(raw: &str) -> Username {
 }
 
 /// Five users, created out of order. "émile" sorts last: usernames are ordered by their bytes
-/// (code points), as SQLite's default collation and Rust's `str` order them, not by locale.
+/// (code points), as Rust's `str`, SQLite's default collation and PostgreSQL's "C" order them, not by locale.
 async fn five_users<S: UserStore>(store: &S) -> Vec<User> {
     let mut users = Vec::new();
     for raw in ["dave", "émile", "alice", "carol", "bob"] {
