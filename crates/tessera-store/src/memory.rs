@@ -133,7 +133,7 @@ impl Inner {
         if self.users.contains_key(id) {
             Ok(())
         } else {
-            // What SQLite's foreign key says: the owner must exist.
+            // What the SQL stores' foreign key says: the owner must exist.
             Err(StoreError::Other(format!("no user {id}")))
         }
     }

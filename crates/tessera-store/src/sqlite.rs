@@ -4,22 +4,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqlSafeStr, Sqlite, Transaction};
-use tessera_core::store::{
-    EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserStore,
-};
-use tessera_core::{
-    AllowedToken, ClientInfo, CsrfToken, EventKind, FamilyId, KeyStatus, LoginModel, NewEvent,
-    RefreshFamily, RefreshTokenRecord, RevocationEntry, Revoked, Rotation, SecurityEvent, Session,
-    SessionHandle, SigningAlgorithm, StoreError, StoredKey, Timestamp, TokenHash, User, UserId,
-    Username,
-};
+use sqlx::{SqlSafeStr, Sqlite, Transaction};
+use tessera_core::{StoreError, Timestamp};
+
+use crate::sql::{self, Db, Dialect, Param, StoreErrors, Tx, sql_count};
 
 /// How long a statement waits for another connection's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,8 +20,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// WAL lets readers proceed beside the single writer; a few connections are plenty.
 const MAX_CONNECTIONS: u32 = 8;
-
-const USER_COLUMNS: &str = "id, username, password_hash, roles, disabled, created_at, updated_at";
 
 /// Every store in SQLite. Cloning is cheap and shares the connection pool.
 #[derive(Clone, Debug)]
@@ -155,6 +146,12 @@ fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
 
+impl StoreErrors for Sqlite {
+    fn store_error(e: sqlx::Error) -> StoreError {
+        store_error(e)
+    }
+}
+
 fn store_error(e: sqlx::Error) -> StoreError {
     match e {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
@@ -176,959 +173,155 @@ fn store_error(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(format!("stored {what} does not decode: {detail}"))
-}
+/// What SQLite says differently from PostgreSQL.
+const SQL: Dialect = Dialect {
+    user_columns: "id, username, password_hash, roles, disabled, created_at, updated_at",
+    session_columns: "handle, user_id, secret_hash, csrf_token, created_at, last_seen_at, \
+         expires_at, absolute_expires_at, user_agent, ip, data, data_version",
+    event_columns: "id, at, kind, user_id, detail",
+    // The default BINARY collation orders by bytes, and `username` is UNIQUE, so its index
+    // serves both the cursor and the order.
+    username_order: "username",
+    insert_user: "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    set_user_roles: "UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3",
+    disabled_user_ids: "SELECT id FROM users WHERE disabled <> 0 ORDER BY id",
+    insert_session: "INSERT INTO sessions (handle, user_id, secret_hash, csrf_token, created_at, \
+         last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    replace_session_data: "UPDATE sessions SET data = $1, data_version = data_version + 1 \
+         WHERE handle = $2 AND data_version = $3",
+    // Reads the per-user index. `IS NOT` rather than `<>`: with no session to keep the bound
+    // value is NULL, and `handle IS NOT NULL` holds for every row (`handle <> NULL` for none).
+    delete_sessions_of_user: "DELETE FROM sessions WHERE user_id = $1 AND handle IS NOT $2",
+    // The subquery reads only the expiry index (it holds the rowid), so the sweep costs what
+    // expired, not how many sessions exist.
+    delete_expired_sessions: "DELETE FROM sessions WHERE rowid IN \
+         (SELECT rowid FROM sessions WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+    // The expression must match `refresh_families_by_expiry` exactly for SQLite to use the index.
+    delete_expired_families: "DELETE FROM refresh_families WHERE rowid IN \
+         (SELECT rowid FROM refresh_families WHERE min(expires_at, absolute_expires_at) <= $1 \
+          ORDER BY min(expires_at, absolute_expires_at) LIMIT $2)",
+    // The conflict target is `revocations_by_entry`'s expression, exactly.
+    add_revocation: "INSERT INTO revocations (kind, subject, before, expires_at) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (kind, subject, ifnull(before, 0)) \
+         DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+    insert_event: "INSERT INTO security_events (at, kind, user_id, detail) VALUES ($1, $2, $3, $4)",
+};
 
-fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
-    let roles: String = row.try_get("roles").map_err(store_error)?;
-    Ok(User {
-        id: UserId::from_stored(row.try_get("id").map_err(store_error)?),
-        username: Username::from_stored(row.try_get("username").map_err(store_error)?),
-        password_hash: row.try_get("password_hash").map_err(store_error)?,
-        roles: serde_json::from_str(&roles).map_err(|e| corrupt("user roles", e))?,
-        disabled: row.try_get("disabled").map_err(store_error)?,
-        created_at: Timestamp::from_unix_millis(row.try_get("created_at").map_err(store_error)?),
-        updated_at: Timestamp::from_unix_millis(row.try_get("updated_at").map_err(store_error)?),
-    })
-}
+#[async_trait]
+impl Db for SqliteStore {
+    type Row = SqliteRow;
+    type Tx = Transaction<'static, Sqlite>;
 
-const SESSION_COLUMNS: &str = "handle, user_id, secret_hash, csrf_token, created_at, last_seen_at, \
-     expires_at, absolute_expires_at, user_agent, ip, data, data_version";
+    const DIALECT: &'static Dialect = &SQL;
 
-fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
-    let millis = |column: &str| -> Result<Timestamp, StoreError> {
-        row.try_get(column)
-            .map(Timestamp::from_unix_millis)
+    async fn execute(&self, statement: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let done = sql::query(statement, params)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn fetch_optional(
+        &self,
+        statement: &str,
+        params: &[Param<'_>],
+    ) -> Result<Option<SqliteRow>, StoreError> {
+        sql::query(statement, params)
+            .fetch_optional(&self.pool)
+            .await
             .map_err(store_error)
-    };
-    let secret_hash: Vec<u8> = row.try_get("secret_hash").map_err(store_error)?;
-    let csrf_token: Vec<u8> = row.try_get("csrf_token").map_err(store_error)?;
-    let data: String = row.try_get("data").map_err(store_error)?;
-    Ok(Session {
-        handle: SessionHandle::from_stored(row.try_get("handle").map_err(store_error)?),
-        user_id: UserId::from_stored(row.try_get("user_id").map_err(store_error)?),
-        secret_hash: TokenHash::from_slice(&secret_hash)
-            .ok_or_else(|| corrupt("session secret hash", "not 32 bytes"))?,
-        csrf_token: <[u8; 32]>::try_from(csrf_token.as_slice())
-            .map(CsrfToken::from_bytes)
-            .map_err(|_| corrupt("session CSRF token", "not 32 bytes"))?,
-        created_at: millis("created_at")?,
-        last_seen_at: millis("last_seen_at")?,
-        expires_at: millis("expires_at")?,
-        absolute_expires_at: millis("absolute_expires_at")?,
-        client: ClientInfo {
-            user_agent: row.try_get("user_agent").map_err(store_error)?,
-            ip: row.try_get("ip").map_err(store_error)?,
-        },
-        data: serde_json::from_str(&data).map_err(|e| corrupt("session data", e))?,
-        data_version: row.try_get("data_version").map_err(store_error)?,
-    })
-}
-
-fn json_error(e: serde_json::Error) -> StoreError {
-    StoreError::Other(format!("cannot encode JSON: {e}"))
-}
-
-/// Statements are built from constants only; this marks them as such for sqlx.
-fn sql(statement: String) -> impl SqlSafeStr {
-    sqlx::AssertSqlSafe(statement)
-}
-
-#[async_trait]
-impl UserStore for SqliteStore {
-    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(user.id.as_str())
-        .bind(user.username.as_str())
-        .bind(user.password_hash.as_str())
-        .bind(serde_json::to_string(&user.roles).map_err(json_error)?)
-        .bind(user.disabled)
-        .bind(user.created_at.unix_millis())
-        .bind(user.updated_at.unix_millis())
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
     }
 
-    async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        sqlx::query(sql(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE id = ?"
-        )))
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
-    }
-
-    async fn user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError> {
-        sqlx::query(sql(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE username = ?"
-        )))
-        .bind(username.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?
-        .as_ref()
-        .map(user_from_row)
-        .transpose()
-    }
-
-    async fn set_password_hash(
+    async fn fetch_all(
         &self,
-        id: &UserId,
-        password_hash: &str,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
-            .bind(password_hash)
-            .bind(at.unix_millis())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn list_users(
-        &self,
-        after: Option<&Username>,
-        limit: usize,
-    ) -> Result<Vec<User>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // `username` is UNIQUE, so its index serves both the cursor and the order. The default
-        // BINARY collation orders by bytes, as `str` does in the memory store.
-        let query = match after {
-            Some(after) => sqlx::query(sql(format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE username > ? ORDER BY username LIMIT ?"
-            )))
-            .bind(after.as_str()),
-            None => sqlx::query(sql(format!(
-                "SELECT {USER_COLUMNS} FROM users ORDER BY username LIMIT ?"
-            ))),
-        };
-        query
-            .bind(sql_limit(limit))
+        statement: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<SqliteRow>, StoreError> {
+        sql::query(statement, params)
             .fetch_all(&self.pool)
             .await
-            .map_err(store_error)?
-            .iter()
-            .map(user_from_row)
-            .collect()
+            .map_err(store_error)
     }
 
-    async fn disabled_user_ids(&self) -> Result<Vec<UserId>, StoreError> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM users WHERE disabled <> 0 ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(store_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id,)| UserId::from_stored(id))
-            .collect())
+    /// sqlx's `begin` is SQLite's deferred `BEGIN`: every transaction here writes before it
+    /// reads, so it takes the write lock up front (waiting out the busy timeout) and never has to
+    /// upgrade a read snapshot, which SQLite may refuse with `SQLITE_BUSY`.
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        self.pool.begin().await.map_err(store_error)
     }
 
-    async fn set_user_disabled(
-        &self,
-        id: &UserId,
-        disabled: bool,
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?")
-            .bind(disabled)
-            .bind(at.unix_millis())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn set_user_roles(
-        &self,
-        id: &UserId,
-        roles: &[String],
-        at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET roles = ?, updated_at = ? WHERE id = ?")
-            .bind(serde_json::to_string(roles).map_err(json_error)?)
-            .bind(at.unix_millis())
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
+    async fn delete_expired_revocations(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let mut tx = self.begin().await?;
+        let revocations = tx
+            .execute(
+                "DELETE FROM revocations WHERE expires_at <= $1",
+                &[now.into()],
+            )
+            .await?;
+        let allowed = tx
+            .execute(
+                "DELETE FROM allowed_tokens WHERE expires_at <= $1",
+                &[now.into()],
+            )
+            .await?;
+        Tx::commit(tx).await?;
+        Ok(sql_count(revocations).saturating_add(sql_count(allowed)))
     }
 }
 
 #[async_trait]
-impl SessionStore for SqliteStore {
-    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sessions (handle, user_id, secret_hash, csrf_token, created_at, \
-             last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(session.handle.as_str())
-        .bind(session.user_id.as_str())
-        .bind(session.secret_hash.as_bytes().as_slice())
-        .bind(session.csrf_token.as_bytes().as_slice())
-        .bind(session.created_at.unix_millis())
-        .bind(session.last_seen_at.unix_millis())
-        .bind(session.expires_at.unix_millis())
-        .bind(session.absolute_expires_at.unix_millis())
-        .bind(session.client.user_agent.as_deref())
-        .bind(session.client.ip.as_deref())
-        .bind(serde_json::to_string(&session.data).map_err(json_error)?)
-        .bind(session.data_version)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
-    }
+impl Tx for Transaction<'static, Sqlite> {
+    type Row = SqliteRow;
 
-    async fn session_by_secret(
-        &self,
-        secret_hash: &TokenHash,
-    ) -> Result<Option<Session>, StoreError> {
-        sqlx::query(sql(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE secret_hash = ?"
-        )))
-        .bind(secret_hash.as_bytes().as_slice())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?
-        .as_ref()
-        .map(session_from_row)
-        .transpose()
-    }
-
-    async fn touch_session(
-        &self,
-        handle: &SessionHandle,
-        last_seen_at: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE sessions SET last_seen_at = ?, expires_at = ? WHERE handle = ?")
-                .bind(last_seen_at.unix_millis())
-                .bind(expires_at.unix_millis())
-                .bind(handle.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn replace_session_data(
-        &self,
-        handle: &SessionHandle,
-        expected_version: i64,
-        data: &Value,
-    ) -> Result<bool, StoreError> {
-        // One statement: the version check and the write cannot be split by another writer.
-        let done = sqlx::query(
-            "UPDATE sessions SET data = ?, data_version = data_version + 1 \
-             WHERE handle = ? AND data_version = ?",
-        )
-        .bind(serde_json::to_string(data).map_err(json_error)?)
-        .bind(handle.as_str())
-        .bind(expected_version)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn delete_session(&self, handle: &SessionHandle) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE handle = ?")
-            .bind(handle.as_str())
-            .execute(&self.pool)
+    async fn execute(&mut self, statement: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let done = sql::query(statement, params)
+            .execute(&mut **self)
             .await
             .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
+        Ok(done.rows_affected())
     }
 
-    async fn sessions_of_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
-        sqlx::query(sql(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? ORDER BY created_at, handle"
-        )))
-        .bind(user.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?
-        .iter()
-        .map(session_from_row)
-        .collect()
-    }
-
-    async fn delete_sessions_of_user(
-        &self,
-        user: &UserId,
-        keep: Option<&SessionHandle>,
-    ) -> Result<usize, StoreError> {
-        // One statement, so a session cannot slip in between a read and the delete.
-        let done = sqlx::query(DELETE_OF_USER)
-            .bind(user.as_str())
-            .bind(keep.map(SessionHandle::as_str))
-            .execute(&self.pool)
+    async fn fetch_optional(
+        &mut self,
+        statement: &str,
+        params: &[Param<'_>],
+    ) -> Result<Option<SqliteRow>, StoreError> {
+        sql::query(statement, params)
+            .fetch_optional(&mut **self)
             .await
-            .map_err(store_error)?;
-        Ok(sql_count(done.rows_affected()))
+            .map_err(store_error)
     }
 
-    async fn delete_expired_sessions(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<usize, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        // The subquery reads only the expiry index (it holds the rowid), so the sweep costs what
-        // expired, not how many sessions exist.
-        let done = sqlx::query(SWEEP)
-            .bind(now.unix_millis())
-            .bind(sql_limit(limit))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(sql_count(done.rows_affected()))
+    async fn commit(self) -> Result<(), StoreError> {
+        Transaction::commit(self).await.map_err(store_error)
     }
 }
 
-const SWEEP: &str = "DELETE FROM sessions WHERE rowid IN \
-     (SELECT rowid FROM sessions WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)";
-
-/// Reads the per-user index. `IS NOT` rather than `<>`: with no session to keep the bound value is
-/// NULL, and `handle IS NOT NULL` holds for every row (`handle <> NULL` for none).
-const DELETE_OF_USER: &str = "DELETE FROM sessions WHERE user_id = ? AND handle IS NOT ?";
-
-/// `usize` limits as SQLite wants them: anything beyond `i64::MAX` means "no limit" anyway.
-fn sql_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-fn sql_count(rows: u64) -> usize {
-    usize::try_from(rows).unwrap_or(usize::MAX)
-}
-
-/// A write transaction. sqlx's `begin` is SQLite's deferred `BEGIN`: every transaction here writes
-/// before it reads, so it takes the write lock up front (waiting out the busy timeout) and never
-/// has to upgrade a read snapshot, which SQLite may refuse with `SQLITE_BUSY`.
-async fn begin(pool: &SqlitePool) -> Result<Transaction<'static, Sqlite>, StoreError> {
-    pool.begin().await.map_err(store_error)
-}
-
-async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
-    tx.commit().await.map_err(store_error)
-}
-
-fn millis(row: &SqliteRow, column: &str) -> Result<Timestamp, StoreError> {
-    row.try_get(column)
-        .map(Timestamp::from_unix_millis)
-        .map_err(store_error)
-}
-
-fn optional_millis(row: &SqliteRow, column: &str) -> Result<Option<Timestamp>, StoreError> {
-    row.try_get::<Option<i64>, _>(column)
-        .map(|ms| ms.map(Timestamp::from_unix_millis))
-        .map_err(store_error)
-}
-
-fn token_hash(row: &SqliteRow, column: &str, what: &str) -> Result<TokenHash, StoreError> {
-    let bytes: Vec<u8> = row.try_get(column).map_err(store_error)?;
-    TokenHash::from_slice(&bytes).ok_or_else(|| corrupt(what, "not 32 bytes"))
-}
-
-const KEY_COLUMNS: &str =
-    "kid, algorithm, status, sealed_private, public_jwk, created_at, rotated_at, retired_at";
-
-fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
-    let algorithm: String = row.try_get("algorithm").map_err(store_error)?;
-    let status: String = row.try_get("status").map_err(store_error)?;
-    Ok(StoredKey {
-        kid: row.try_get("kid").map_err(store_error)?,
-        algorithm: SigningAlgorithm::parse(&algorithm)
-            .ok_or_else(|| corrupt("key algorithm", format!("unknown algorithm {algorithm:?}")))?,
-        status: KeyStatus::parse(&status)
-            .ok_or_else(|| corrupt("key status", format!("unknown status {status:?}")))?,
-        sealed_private: row.try_get("sealed_private").map_err(store_error)?,
-        public_jwk: row.try_get("public_jwk").map_err(store_error)?,
-        created_at: millis(row, "created_at")?,
-        rotated_at: optional_millis(row, "rotated_at")?,
-        retired_at: optional_millis(row, "retired_at")?,
-    })
-}
-
-#[async_trait]
-impl KeyStore for SqliteStore {
-    async fn insert_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        sqlx::query(sql(format!(
-            "INSERT INTO signing_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )))
-        .bind(key.kid.as_str())
-        .bind(key.algorithm.as_str())
-        .bind(key.status.as_str())
-        .bind(key.sealed_private.as_slice())
-        .bind(key.public_jwk.as_deref())
-        .bind(key.created_at.unix_millis())
-        .bind(key.rotated_at.map(Timestamp::unix_millis))
-        .bind(key.retired_at.map(Timestamp::unix_millis))
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        sqlx::query(sql(format!(
-            "SELECT {KEY_COLUMNS} FROM signing_keys ORDER BY created_at, kid"
-        )))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?
-        .iter()
-        .map(key_from_row)
-        .collect()
-    }
-
-    async fn mark_key_rotated(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE signing_keys SET status = 'rotated', rotated_at = ? \
-             WHERE kid = ? AND status = 'active'",
-        )
-        .bind(at.unix_millis())
-        .bind(kid)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn mark_key_retired(&self, kid: &str, at: Timestamp) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE signing_keys SET status = 'retired', retired_at = ? \
-             WHERE kid = ? AND status <> 'retired'",
-        )
-        .bind(at.unix_millis())
-        .bind(kid)
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
-    }
-}
-
-/// Family columns, qualified so that they can be joined with `refresh_tokens t`; the two tables
-/// share no column name, so rows are read by bare name either way.
-const FAMILY_COLUMNS: &str = "f.id, f.user_id, f.model, f.created_at, f.last_used_at, \
-     f.expires_at, f.absolute_expires_at, f.revoked_at, f.revoked_reason, f.user_agent, f.ip";
-
-const TOKEN_COLUMNS: &str = "t.hash, t.family_id, t.issued_at, t.rotated_at";
-
-fn family_from_row(row: &SqliteRow) -> Result<RefreshFamily, StoreError> {
-    let model: String = row.try_get("model").map_err(store_error)?;
-    Ok(RefreshFamily {
-        id: FamilyId::from_stored(row.try_get("id").map_err(store_error)?),
-        user_id: UserId::from_stored(row.try_get("user_id").map_err(store_error)?),
-        model: LoginModel::parse(&model)
-            .ok_or_else(|| corrupt("family login model", format!("unknown model {model:?}")))?,
-        created_at: millis(row, "created_at")?,
-        last_used_at: millis(row, "last_used_at")?,
-        expires_at: millis(row, "expires_at")?,
-        absolute_expires_at: millis(row, "absolute_expires_at")?,
-        revoked_at: optional_millis(row, "revoked_at")?,
-        revoked_reason: row.try_get("revoked_reason").map_err(store_error)?,
-        client: ClientInfo {
-            user_agent: row.try_get("user_agent").map_err(store_error)?,
-            ip: row.try_get("ip").map_err(store_error)?,
-        },
-    })
-}
-
-fn refresh_token_from_row(row: &SqliteRow) -> Result<RefreshTokenRecord, StoreError> {
-    Ok(RefreshTokenRecord {
-        hash: token_hash(row, "hash", "refresh token hash")?,
-        family_id: FamilyId::from_stored(row.try_get("family_id").map_err(store_error)?),
-        issued_at: millis(row, "issued_at")?,
-        rotated_at: optional_millis(row, "rotated_at")?,
-    })
-}
-
-async fn insert_refresh_token(
-    tx: &mut Transaction<'static, Sqlite>,
-    token: &RefreshTokenRecord,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO refresh_tokens (hash, family_id, issued_at, rotated_at) VALUES (?, ?, ?, ?)",
-    )
-    .bind(token.hash.as_bytes().as_slice())
-    .bind(token.family_id.as_str())
-    .bind(token.issued_at.unix_millis())
-    .bind(token.rotated_at.map(Timestamp::unix_millis))
-    .execute(&mut **tx)
-    .await
-    .map_err(store_error)?;
-    Ok(())
-}
-
-#[async_trait]
-impl RefreshStore for SqliteStore {
-    async fn create_family(
-        &self,
-        family: &RefreshFamily,
-        first: &RefreshTokenRecord,
-    ) -> Result<(), StoreError> {
-        if first.family_id != family.id {
-            return Err(StoreError::Other(format!(
-                "the first token of family {} names family {}",
-                family.id, first.family_id
-            )));
-        }
-        let mut tx = begin(&self.pool).await?;
-        sqlx::query(
-            "INSERT INTO refresh_families (id, user_id, model, created_at, last_used_at, \
-             expires_at, absolute_expires_at, revoked_at, revoked_reason, user_agent, ip) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(family.id.as_str())
-        .bind(family.user_id.as_str())
-        .bind(family.model.as_str())
-        .bind(family.created_at.unix_millis())
-        .bind(family.last_used_at.unix_millis())
-        .bind(family.expires_at.unix_millis())
-        .bind(family.absolute_expires_at.unix_millis())
-        .bind(family.revoked_at.map(Timestamp::unix_millis))
-        .bind(family.revoked_reason.as_deref())
-        .bind(family.client.user_agent.as_deref())
-        .bind(family.client.ip.as_deref())
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        insert_refresh_token(&mut tx, first).await?;
-        commit(tx).await
-    }
-
-    async fn refresh_token(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<(RefreshTokenRecord, RefreshFamily)>, StoreError> {
-        let Some(row) = sqlx::query(sql(format!(
-            "SELECT {TOKEN_COLUMNS}, {FAMILY_COLUMNS} FROM refresh_tokens t \
-             JOIN refresh_families f ON f.id = t.family_id WHERE t.hash = ?"
-        )))
-        .bind(hash.as_bytes().as_slice())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?
-        else {
-            return Ok(None);
-        };
-        Ok(Some((
-            refresh_token_from_row(&row)?,
-            family_from_row(&row)?,
-        )))
-    }
-
-    async fn rotate_refresh_token(
-        &self,
-        old: &TokenHash,
-        new: &RefreshTokenRecord,
-        now: Timestamp,
-        family_expires_at: Timestamp,
-    ) -> Result<Rotation, StoreError> {
-        // Write first: the conditional UPDATE takes the write lock, so of concurrent callers one
-        // marks the token and the others, serialized behind it, find it marked.
-        let mut tx = begin(&self.pool).await?;
-        let rotated = sqlx::query(
-            "UPDATE refresh_tokens SET rotated_at = ? WHERE hash = ? AND rotated_at IS NULL \
-             RETURNING family_id",
-        )
-        .bind(now.unix_millis())
-        .bind(old.as_bytes().as_slice())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        let Some(rotated) = rotated else {
-            let row = sqlx::query("SELECT rotated_at FROM refresh_tokens WHERE hash = ?")
-                .bind(old.as_bytes().as_slice())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            drop(tx);
-            return match row {
-                None => Ok(Rotation::Unknown),
-                Some(row) => match optional_millis(&row, "rotated_at")? {
-                    Some(at) => Ok(Rotation::AlreadyRotated { at }),
-                    // We hold the write lock: nobody can have cleared it in between.
-                    None => Err(StoreError::Other(
-                        "refresh token neither rotated nor rotatable".into(),
-                    )),
-                },
-            };
-        };
-        let family_id = FamilyId::from_stored(rotated.try_get("family_id").map_err(store_error)?);
-        if new.family_id != family_id {
-            // Dropping the transaction rolls the rotation back.
-            return Err(StoreError::Other(format!(
-                "a token of family {family_id} cannot rotate into family {}",
-                new.family_id
-            )));
-        }
-        insert_refresh_token(&mut tx, new).await?;
-        sqlx::query("UPDATE refresh_families SET last_used_at = ?, expires_at = ? WHERE id = ?")
-            .bind(now.unix_millis())
-            .bind(family_expires_at.unix_millis())
-            .bind(family_id.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        commit(tx).await?;
-        Ok(Rotation::Rotated)
-    }
-
-    async fn add_refresh_token(
-        &self,
-        new: &RefreshTokenRecord,
-        now: Timestamp,
-        family_expires_at: Timestamp,
-    ) -> Result<bool, StoreError> {
-        let mut tx = begin(&self.pool).await?;
-        let moved = sqlx::query(
-            "UPDATE refresh_families SET last_used_at = ?, expires_at = ? \
-             WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(now.unix_millis())
-        .bind(family_expires_at.unix_millis())
-        .bind(new.family_id.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(store_error)?;
-        if moved.rows_affected() == 0 {
-            return Ok(false);
-        }
-        insert_refresh_token(&mut tx, new).await?;
-        commit(tx).await?;
-        Ok(true)
-    }
-
-    async fn revoke_family(
-        &self,
-        id: &FamilyId,
-        at: Timestamp,
-        reason: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE refresh_families SET revoked_at = ?, revoked_reason = ? \
-             WHERE id = ? AND revoked_at IS NULL",
-        )
-        .bind(at.unix_millis())
-        .bind(reason)
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, StoreError> {
-        sqlx::query(sql(format!(
-            "SELECT {FAMILY_COLUMNS} FROM refresh_families f WHERE f.id = ?"
-        )))
-        .bind(id.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(store_error)?
-        .as_ref()
-        .map(family_from_row)
-        .transpose()
-    }
-
-    async fn families_of_user(&self, user: &UserId) -> Result<Vec<RefreshFamily>, StoreError> {
-        sqlx::query(sql(format!(
-            "SELECT {FAMILY_COLUMNS} FROM refresh_families f WHERE f.user_id = ? \
-             ORDER BY f.created_at, f.id"
-        )))
-        .bind(user.as_str())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?
-        .iter()
-        .map(family_from_row)
-        .collect()
-    }
-
-    async fn delete_expired_families(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<usize, StoreError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        // Tokens go by the foreign key's cascade; `rows_affected` counts only the families.
-        let done = sqlx::query(FAMILY_SWEEP)
-            .bind(now.unix_millis())
-            .bind(sql_limit(limit))
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(sql_count(done.rows_affected()))
-    }
-}
-
-/// The expression must match `refresh_families_by_expiry` exactly for SQLite to use the index.
-const FAMILY_SWEEP: &str = "DELETE FROM refresh_families WHERE rowid IN \
-     (SELECT rowid FROM refresh_families WHERE min(expires_at, absolute_expires_at) <= ? \
-      ORDER BY min(expires_at, absolute_expires_at) LIMIT ?)";
-
-const REVOKED_TOKEN: &str = "token";
-const REVOKED_FAMILY: &str = "family";
-const REVOKED_USER_BEFORE: &str = "user_before";
-
-/// `(kind, subject, before)` as the `revocations` table keeps them.
-fn revocation_columns(revoked: &Revoked) -> (&'static str, &str, Option<i64>) {
-    match revoked {
-        Revoked::Token { jti } => (REVOKED_TOKEN, jti.as_str(), None),
-        Revoked::Family { id } => (REVOKED_FAMILY, id.as_str(), None),
-        Revoked::UserBefore { user, before } => (
-            REVOKED_USER_BEFORE,
-            user.as_str(),
-            Some(before.unix_millis()),
-        ),
-    }
-}
-
-fn revocation_from_row(row: &SqliteRow) -> Result<RevocationEntry, StoreError> {
-    let kind: String = row.try_get("kind").map_err(store_error)?;
-    let subject: String = row.try_get("subject").map_err(store_error)?;
-    let before = optional_millis(row, "before")?;
-    let revoked = match (kind.as_str(), before) {
-        (REVOKED_TOKEN, None) => Revoked::Token { jti: subject },
-        (REVOKED_FAMILY, None) => Revoked::Family {
-            id: FamilyId::from_stored(subject),
-        },
-        (REVOKED_USER_BEFORE, Some(before)) => Revoked::UserBefore {
-            user: UserId::from_stored(subject),
-            before,
-        },
-        (kind, before) => {
-            return Err(corrupt(
-                "revocation",
-                format!("kind {kind:?} with before {before:?}"),
-            ));
-        }
-    };
-    Ok(RevocationEntry {
-        revoked,
-        expires_at: millis(row, "expires_at")?,
-    })
-}
-
-fn allowed_from_row(row: &SqliteRow) -> Result<AllowedToken, StoreError> {
-    Ok(AllowedToken {
-        jti: row.try_get("jti").map_err(store_error)?,
-        family_id: FamilyId::from_stored(row.try_get("family_id").map_err(store_error)?),
-        user_id: UserId::from_stored(row.try_get("user_id").map_err(store_error)?),
-        expires_at: millis(row, "expires_at")?,
-    })
-}
-
-#[async_trait]
-impl RevocationStore for SqliteStore {
-    async fn add_revocation(&self, entry: &RevocationEntry) -> Result<(), StoreError> {
-        let (kind, subject, before) = revocation_columns(&entry.revoked);
-        // Recorded twice, an entry lasts as long as the later of the two asks.
-        sqlx::query(
-            "INSERT INTO revocations (kind, subject, before, expires_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (kind, subject, ifnull(before, 0)) \
-             DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
-        )
-        .bind(kind)
-        .bind(subject)
-        .bind(before)
-        .bind(entry.expires_at.unix_millis())
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn revocations(&self, now: Timestamp) -> Result<Vec<RevocationEntry>, StoreError> {
-        sqlx::query(
-            "SELECT kind, subject, before, expires_at FROM revocations WHERE expires_at > ? \
-             ORDER BY expires_at, kind, subject, before",
-        )
-        .bind(now.unix_millis())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?
-        .iter()
-        .map(revocation_from_row)
-        .collect()
-    }
-
-    async fn allow_token(&self, token: &AllowedToken) -> Result<(), StoreError> {
-        // Recorded again, a jti takes the new record's place.
-        sqlx::query(
-            "INSERT INTO allowed_tokens (jti, family_id, user_id, expires_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (jti) DO UPDATE SET family_id = excluded.family_id, \
-             user_id = excluded.user_id, expires_at = excluded.expires_at",
-        )
-        .bind(token.jti.as_str())
-        .bind(token.family_id.as_str())
-        .bind(token.user_id.as_str())
-        .bind(token.expires_at.unix_millis())
-        .execute(&self.pool)
-        .await
-        .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn allowed_tokens(&self, now: Timestamp) -> Result<Vec<AllowedToken>, StoreError> {
-        sqlx::query(
-            "SELECT jti, family_id, user_id, expires_at FROM allowed_tokens WHERE expires_at > ? \
-             ORDER BY expires_at, jti",
-        )
-        .bind(now.unix_millis())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(store_error)?
-        .iter()
-        .map(allowed_from_row)
-        .collect()
-    }
-
-    async fn disallow_token(&self, jti: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM allowed_tokens WHERE jti = ?")
-            .bind(jti)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn disallow_family(&self, id: &FamilyId) -> Result<usize, StoreError> {
-        let done = sqlx::query("DELETE FROM allowed_tokens WHERE family_id = ?")
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(sql_count(done.rows_affected()))
-    }
-
-    async fn disallow_user(&self, user: &UserId) -> Result<usize, StoreError> {
-        let done = sqlx::query("DELETE FROM allowed_tokens WHERE user_id = ?")
-            .bind(user.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(sql_count(done.rows_affected()))
-    }
-
-    async fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let mut tx = begin(&self.pool).await?;
-        let revocations = sqlx::query("DELETE FROM revocations WHERE expires_at <= ?")
-            .bind(now.unix_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        let allowed = sqlx::query("DELETE FROM allowed_tokens WHERE expires_at <= ?")
-            .bind(now.unix_millis())
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        commit(tx).await?;
-        Ok(sql_count(revocations.rows_affected())
-            .saturating_add(sql_count(allowed.rows_affected())))
-    }
-}
-
-const EVENT_COLUMNS: &str = "id, at, kind, user_id, detail";
-
-fn event_from_row(row: &SqliteRow) -> Result<SecurityEvent, StoreError> {
-    let kind: String = row.try_get("kind").map_err(store_error)?;
-    let detail: String = row.try_get("detail").map_err(store_error)?;
-    Ok(SecurityEvent {
-        id: row.try_get("id").map_err(store_error)?,
-        at: millis(row, "at")?,
-        kind: EventKind::parse(&kind)
-            .ok_or_else(|| corrupt("event kind", format!("unknown kind {kind:?}")))?,
-        user_id: row
-            .try_get::<Option<String>, _>("user_id")
-            .map_err(store_error)?
-            .map(UserId::from_stored),
-        detail: serde_json::from_str(&detail).map_err(|e| corrupt("event detail", e))?,
-    })
-}
-
-#[async_trait]
-impl EventStore for SqliteStore {
-    async fn record_event(&self, event: &NewEvent) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO security_events (at, kind, user_id, detail) VALUES (?, ?, ?, ?)")
-            .bind(event.at.unix_millis())
-            .bind(event.kind.as_str())
-            .bind(event.user_id.as_ref().map(UserId::as_str))
-            .bind(serde_json::to_string(&event.detail).map_err(json_error)?)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-
-    async fn events(
-        &self,
-        before: Option<i64>,
-        limit: usize,
-    ) -> Result<Vec<SecurityEvent>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let query = match before {
-            Some(before) => sqlx::query(sql(format!(
-                "SELECT {EVENT_COLUMNS} FROM security_events WHERE id < ? ORDER BY id DESC LIMIT ?"
-            )))
-            .bind(before),
-            None => sqlx::query(sql(format!(
-                "SELECT {EVENT_COLUMNS} FROM security_events ORDER BY id DESC LIMIT ?"
-            ))),
-        };
-        query
-            .bind(sql_limit(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)?
-            .iter()
-            .map(event_from_row)
-            .collect()
-    }
-}
-
-#[async_trait]
-impl HealthCheck for SqliteStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(())
-    }
-}
+sql::impl_store_traits!(SqliteStore);
 
 #[cfg(test)]
 mod tests {
+    use sqlx::Row;
+    use tessera_core::store::{
+        EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserStore,
+    };
+    use tessera_core::{
+        ClientInfo, EventKind, FamilyId, LoginModel, NewEvent, RefreshFamily, RefreshTokenRecord,
+        TokenHash, UserId,
+    };
+
     use super::*;
+    use crate::sql::keys::KEY_COLUMNS;
+    use crate::sql::refresh::TOKEN_COLUMNS;
+    use crate::sql::rows;
+
+    /// Test statements are built from constants too.
+    fn sql(statement: String) -> impl SqlSafeStr {
+        sqlx::AssertSqlSafe(statement)
+    }
 
     async fn store_with_user() -> (SqliteStore, UserId) {
         let store = SqliteStore::open_in_memory().await.unwrap();
@@ -1147,15 +340,18 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_reads_the_expiry_index() {
         let store = SqliteStore::open_in_memory().await.unwrap();
-        let plan: Vec<String> = sqlx::query(sql(format!("EXPLAIN QUERY PLAN {SWEEP}")))
-            .bind(0_i64)
-            .bind(10_i64)
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.try_get::<String, _>("detail").unwrap())
-            .collect();
+        let plan: Vec<String> = sqlx::query(sql(format!(
+            "EXPLAIN QUERY PLAN {}",
+            SQL.delete_expired_sessions
+        )))
+        .bind(0_i64)
+        .bind(10_i64)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String, _>("detail").unwrap())
+        .collect();
         assert!(
             plan.iter().any(|step| step.contains("sessions_by_expiry")),
             "{plan:?}"
@@ -1184,7 +380,7 @@ mod tests {
     #[tokio::test]
     async fn deleting_a_users_sessions_reads_the_user_index() {
         let store = SqliteStore::open_in_memory().await.unwrap();
-        let plan = plan(&store, DELETE_OF_USER, &["usr_x", "ses_x"]).await;
+        let plan = plan(&store, SQL.delete_sessions_of_user, &["usr_x", "ses_x"]).await;
         assert!(
             plan.iter().any(|step| step.contains("sessions_by_user")),
             "{plan:?}"
@@ -1201,7 +397,8 @@ mod tests {
         let plan = plan(
             &store,
             &format!(
-                "SELECT {USER_COLUMNS} FROM users WHERE username > ? ORDER BY username LIMIT 10"
+                "SELECT {} FROM users WHERE username > $1 ORDER BY username LIMIT 10",
+                SQL.user_columns
             ),
             &["alice"],
         )
@@ -1362,15 +559,18 @@ mod tests {
     #[tokio::test]
     async fn the_family_sweep_reads_the_expiry_index() {
         let store = SqliteStore::open_in_memory().await.unwrap();
-        let plan: Vec<String> = sqlx::query(sql(format!("EXPLAIN QUERY PLAN {FAMILY_SWEEP}")))
-            .bind(0_i64)
-            .bind(10_i64)
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.try_get::<String, _>("detail").unwrap())
-            .collect();
+        let plan: Vec<String> = sqlx::query(sql(format!(
+            "EXPLAIN QUERY PLAN {}",
+            SQL.delete_expired_families
+        )))
+        .bind(0_i64)
+        .bind(10_i64)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String, _>("detail").unwrap())
+        .collect();
         assert!(
             plan.iter()
                 .any(|step| step.contains("refresh_families_by_expiry")),
@@ -1475,7 +675,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            refresh_token_from_row(&row),
+            rows::refresh_token(&row),
             Err(StoreError::Other(_))
         ));
     }

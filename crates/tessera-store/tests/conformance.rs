@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tessera_core::{AllStores, Stores, Timestamp, User, UserId, UserStore, Username};
-use tessera_store::conformance::store_conformance;
 use tessera_store::{MemoryStore, SqliteStore};
 
 /// A fresh directory under the system temp dir, removed on drop (also when a test fails).
@@ -56,27 +55,26 @@ async fn each_store_holds_everything() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_store_conforms() {
-    store_conformance(|| async { MemoryStore::new() }).await;
+mod memory {
+    tessera_store::conformance_tests!(tessera_store::MemoryStore::new());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn in_memory_sqlite_store_conforms() {
-    store_conformance(|| async { SqliteStore::open_in_memory().await.unwrap() }).await;
+mod sqlite_in_memory {
+    tessera_store::conformance_tests!(tessera_store::SqliteStore::open_in_memory().await.unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_file_store_conforms() {
-    let dir = TempDir::new();
-    let seq = AtomicUsize::new(0);
-    store_conformance(|| {
-        let path = dir
-            .path()
-            .join(format!("{}.db", seq.fetch_add(1, Ordering::Relaxed)));
-        async move { SqliteStore::open(&path).await.unwrap() }
-    })
-    .await;
+mod sqlite_file {
+    use super::{SqliteStore, TempDir};
+
+    tessera_store::conformance_tests!(|check| {
+        let dir = TempDir::new();
+        check(
+            SqliteStore::open(&dir.path().join("tessera.db"))
+                .await
+                .unwrap(),
+        )
+        .await;
+    });
 }
 
 fn alice() -> User {

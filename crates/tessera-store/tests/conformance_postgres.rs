@@ -19,7 +19,6 @@ use tessera_core::{
     UserStore, Username,
 };
 use tessera_store::PostgresStore;
-use tessera_store::conformance::store_conformance;
 use tessera_store::postgres::FEED_APPLICATION_NAME;
 use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinSet;
@@ -160,11 +159,15 @@ async fn next_event(events: &mut Receiver<FeedEvent>) -> FeedEvent {
         .expect("the feed is still open")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_store_conforms() {
-    let schemas = Schemas::default();
-    store_conformance(|| schemas.store()).await;
-    schemas.drop_all().await;
+/// Each check on a schema of its own, dropped when it ends.
+mod conformance {
+    use super::Schemas;
+
+    tessera_store::conformance_tests!(|check| {
+        let schemas = Schemas::default();
+        check(schemas.store().await).await;
+        schemas.drop_all().await;
+    });
 }
 
 /// One PostgreSQL backs a whole server, feed included.

@@ -19,7 +19,6 @@ use tessera_core::{
     AllowedToken, ClientInfo, CsrfToken, FamilyId, RevocationEntry, Revoked, Session,
     SessionHandle, SessionId, StoreError, Timestamp, TokenHash, User, UserId, Username,
 };
-use tessera_store::conformance::{revocation_conformance, session_conformance};
 use tessera_store::{MemoryStore, RedisStore};
 use tokio::sync::mpsc::Receiver;
 
@@ -27,13 +26,16 @@ fn redis_url() -> String {
     std::env::var("TESSERA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// A prefix no other test (or test run) uses.
+/// A prefix no other test (or test run) uses: tests of one run that start at the same moment
+/// differ by their sequence number.
 fn unique_prefix(test: &str) -> String {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("tessera-test:{}:{nanos}:{test}:", std::process::id())
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("tessera-test:{}:{nanos}:{seq}:{test}:", std::process::id())
 }
 
 async fn connect(prefix: &str) -> RedisStore {
@@ -238,30 +240,33 @@ impl SessionStore for UsersAndSessions {
 // ---------------------------------------------------------------------------------------------
 // The suite
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_sessions_conform() {
-    let base = unique_prefix("sessions");
-    let _cleanup = Cleanup(base.clone());
-    let seq = AtomicUsize::new(0);
-    session_conformance(|| async {
-        let prefix = format!("{base}{}:", seq.fetch_add(1, Ordering::Relaxed));
-        UsersAndSessions {
-            users: MemoryStore::new(),
-            sessions: connect(&prefix).await,
+/// Each check under a key prefix of its own, deleted when it ends.
+mod sessions {
+    use super::{Cleanup, MemoryStore, UsersAndSessions, connect, unique_prefix};
+
+    tessera_store::conformance_tests!(
+        [users, sessions] | check | {
+            let prefix = unique_prefix("sessions");
+            let _cleanup = Cleanup(prefix.clone());
+            check(UsersAndSessions {
+                users: MemoryStore::new(),
+                sessions: connect(&prefix).await,
+            })
+            .await;
         }
-    })
-    .await;
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_revocations_conform() {
-    let base = unique_prefix("revocations");
-    let _cleanup = Cleanup(base.clone());
-    let seq = AtomicUsize::new(0);
-    revocation_conformance(|| async {
-        connect(&format!("{base}{}:", seq.fetch_add(1, Ordering::Relaxed))).await
-    })
-    .await;
+mod revocations {
+    use super::{Cleanup, connect, unique_prefix};
+
+    tessera_store::conformance_tests!(
+        [revocations] | check | {
+            let prefix = unique_prefix("revocations");
+            let _cleanup = Cleanup(prefix.clone());
+            check(connect(&prefix).await).await;
+        }
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,7 @@
+//! The [`HealthCheck`] check.
+
+use tessera_core::store::HealthCheck;
+
+pub async fn ping<S: HealthCheck>(store: S) {
+    store.ping().await.expect("ping on a fresh store");
+}

@@ -1,0 +1,189 @@
+//! Rows back into domain values, for both dialects. Whatever a row holds, decoding it is an error
+//! at worst ([`StoreError::Other`]), never a panic: a damaged or hand-edited database must not take
+//! the server down.
+
+use std::fmt;
+
+use tessera_core::{
+    AllowedToken, ClientInfo, CsrfToken, EventKind, FamilyId, KeyStatus, LoginModel, RefreshFamily,
+    RefreshTokenRecord, RevocationEntry, Revoked, SecurityEvent, Session, SessionHandle,
+    SigningAlgorithm, StoreError, StoredKey, Timestamp, TokenHash, User, UserId, Username,
+};
+
+use super::Columns;
+
+/// The `kind` column of `revocations`, one per [`Revoked`] variant.
+pub(crate) const REVOKED_TOKEN: &str = "token";
+pub(crate) const REVOKED_FAMILY: &str = "family";
+pub(crate) const REVOKED_USER_BEFORE: &str = "user_before";
+
+pub(crate) fn corrupt(what: &str, detail: impl fmt::Display) -> StoreError {
+    StoreError::Other(format!("stored {what} does not decode: {detail}"))
+}
+
+fn millis(row: &impl Columns, name: &str) -> Result<Timestamp, StoreError> {
+    row.int(name).map(Timestamp::from_unix_millis)
+}
+
+pub(crate) fn optional_millis(
+    row: &impl Columns,
+    name: &str,
+) -> Result<Option<Timestamp>, StoreError> {
+    Ok(row.optional_int(name)?.map(Timestamp::from_unix_millis))
+}
+
+fn token_hash(row: &impl Columns, name: &str, what: &str) -> Result<TokenHash, StoreError> {
+    TokenHash::from_slice(&row.bytes(name)?).ok_or_else(|| corrupt(what, "not 32 bytes"))
+}
+
+fn client(row: &impl Columns) -> Result<ClientInfo, StoreError> {
+    Ok(ClientInfo {
+        user_agent: row.optional_text("user_agent")?,
+        ip: row.optional_text("ip")?,
+    })
+}
+
+/// From `users`: the dialect's user columns, with `roles` as JSON text.
+pub(crate) fn user(row: &impl Columns) -> Result<User, StoreError> {
+    let roles = row.text("roles")?;
+    Ok(User {
+        id: UserId::from_stored(row.text("id")?),
+        username: Username::from_stored(row.text("username")?),
+        password_hash: row.text("password_hash")?,
+        roles: serde_json::from_str(&roles).map_err(|e| corrupt("user roles", e))?,
+        disabled: row.flag("disabled")?,
+        created_at: millis(row, "created_at")?,
+        updated_at: millis(row, "updated_at")?,
+    })
+}
+
+/// From `sessions`: the dialect's session columns, with `data` as JSON text.
+pub(crate) fn session(row: &impl Columns) -> Result<Session, StoreError> {
+    let csrf_token = row.bytes("csrf_token")?;
+    let data = row.text("data")?;
+    Ok(Session {
+        handle: SessionHandle::from_stored(row.text("handle")?),
+        user_id: UserId::from_stored(row.text("user_id")?),
+        secret_hash: token_hash(row, "secret_hash", "session secret hash")?,
+        csrf_token: <[u8; 32]>::try_from(csrf_token.as_slice())
+            .map(CsrfToken::from_bytes)
+            .map_err(|_| corrupt("session CSRF token", "not 32 bytes"))?,
+        created_at: millis(row, "created_at")?,
+        last_seen_at: millis(row, "last_seen_at")?,
+        expires_at: millis(row, "expires_at")?,
+        absolute_expires_at: millis(row, "absolute_expires_at")?,
+        client: client(row)?,
+        data: serde_json::from_str(&data).map_err(|e| corrupt("session data", e))?,
+        data_version: row.int("data_version")?,
+    })
+}
+
+/// From `signing_keys`: [`KEY_COLUMNS`](super::keys::KEY_COLUMNS).
+pub(crate) fn key(row: &impl Columns) -> Result<StoredKey, StoreError> {
+    let algorithm = row.text("algorithm")?;
+    let status = row.text("status")?;
+    Ok(StoredKey {
+        kid: row.text("kid")?,
+        algorithm: SigningAlgorithm::parse(&algorithm)
+            .ok_or_else(|| corrupt("key algorithm", format!("unknown algorithm {algorithm:?}")))?,
+        status: KeyStatus::parse(&status)
+            .ok_or_else(|| corrupt("key status", format!("unknown status {status:?}")))?,
+        sealed_private: row.bytes("sealed_private")?,
+        public_jwk: row.optional_text("public_jwk")?,
+        created_at: millis(row, "created_at")?,
+        rotated_at: optional_millis(row, "rotated_at")?,
+        retired_at: optional_millis(row, "retired_at")?,
+    })
+}
+
+/// From `refresh_families f`: [`FAMILY_COLUMNS`](super::refresh::FAMILY_COLUMNS).
+pub(crate) fn family(row: &impl Columns) -> Result<RefreshFamily, StoreError> {
+    let model = row.text("model")?;
+    Ok(RefreshFamily {
+        id: FamilyId::from_stored(row.text("id")?),
+        user_id: UserId::from_stored(row.text("user_id")?),
+        model: LoginModel::parse(&model)
+            .ok_or_else(|| corrupt("family login model", format!("unknown model {model:?}")))?,
+        created_at: millis(row, "created_at")?,
+        last_used_at: millis(row, "last_used_at")?,
+        expires_at: millis(row, "expires_at")?,
+        absolute_expires_at: millis(row, "absolute_expires_at")?,
+        revoked_at: optional_millis(row, "revoked_at")?,
+        revoked_reason: row.optional_text("revoked_reason")?,
+        client: client(row)?,
+    })
+}
+
+/// From `refresh_tokens t`: [`TOKEN_COLUMNS`](super::refresh::TOKEN_COLUMNS).
+pub(crate) fn refresh_token(row: &impl Columns) -> Result<RefreshTokenRecord, StoreError> {
+    Ok(RefreshTokenRecord {
+        hash: token_hash(row, "hash", "refresh token hash")?,
+        family_id: FamilyId::from_stored(row.text("family_id")?),
+        issued_at: millis(row, "issued_at")?,
+        rotated_at: optional_millis(row, "rotated_at")?,
+    })
+}
+
+/// `(kind, subject, before)` as the `revocations` table keeps them.
+pub(crate) fn revocation_columns(revoked: &Revoked) -> (&'static str, &str, Option<i64>) {
+    match revoked {
+        Revoked::Token { jti } => (REVOKED_TOKEN, jti.as_str(), None),
+        Revoked::Family { id } => (REVOKED_FAMILY, id.as_str(), None),
+        Revoked::UserBefore { user, before } => (
+            REVOKED_USER_BEFORE,
+            user.as_str(),
+            Some(before.unix_millis()),
+        ),
+    }
+}
+
+/// From `revocations`: `kind, subject, before, expires_at`.
+pub(crate) fn revocation(row: &impl Columns) -> Result<RevocationEntry, StoreError> {
+    let kind = row.text("kind")?;
+    let subject = row.text("subject")?;
+    let before = optional_millis(row, "before")?;
+    let revoked = match (kind.as_str(), before) {
+        (REVOKED_TOKEN, None) => Revoked::Token { jti: subject },
+        (REVOKED_FAMILY, None) => Revoked::Family {
+            id: FamilyId::from_stored(subject),
+        },
+        (REVOKED_USER_BEFORE, Some(before)) => Revoked::UserBefore {
+            user: UserId::from_stored(subject),
+            before,
+        },
+        (kind, before) => {
+            return Err(corrupt(
+                "revocation",
+                format!("kind {kind:?} with before {before:?}"),
+            ));
+        }
+    };
+    Ok(RevocationEntry {
+        revoked,
+        expires_at: millis(row, "expires_at")?,
+    })
+}
+
+/// From `allowed_tokens`: `jti, family_id, user_id, expires_at`.
+pub(crate) fn allowed(row: &impl Columns) -> Result<AllowedToken, StoreError> {
+    Ok(AllowedToken {
+        jti: row.text("jti")?,
+        family_id: FamilyId::from_stored(row.text("family_id")?),
+        user_id: UserId::from_stored(row.text("user_id")?),
+        expires_at: millis(row, "expires_at")?,
+    })
+}
+
+/// From `security_events`: the dialect's event columns, with `detail` as JSON text.
+pub(crate) fn event(row: &impl Columns) -> Result<SecurityEvent, StoreError> {
+    let kind = row.text("kind")?;
+    let detail = row.text("detail")?;
+    Ok(SecurityEvent {
+        id: row.int("id")?,
+        at: millis(row, "at")?,
+        kind: EventKind::parse(&kind)
+            .ok_or_else(|| corrupt("event kind", format!("unknown kind {kind:?}")))?,
+        user_id: row.optional_text("user_id")?.map(UserId::from_stored),
+        detail: serde_json::from_str(&detail).map_err(|e| corrupt("event detail", e))?,
+    })
+}

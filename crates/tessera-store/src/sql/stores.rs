@@ -1,0 +1,327 @@
+//! The store traits for a [`Db`](super::Db), each method handed to the shared function of the
+//! same name. A macro rather than generic impls, which the orphan rule forbids for traits of
+//! another crate: `impl_store_traits!(SqliteStore)` in each dialect's module.
+
+macro_rules! impl_store_traits {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl tessera_core::UserStore for $store {
+            async fn create_user(
+                &self,
+                user: &tessera_core::User,
+            ) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::users::create_user(self, user).await
+            }
+
+            async fn user_by_id(
+                &self,
+                id: &tessera_core::UserId,
+            ) -> Result<Option<tessera_core::User>, tessera_core::StoreError> {
+                $crate::sql::users::user_by_id(self, id).await
+            }
+
+            async fn user_by_username(
+                &self,
+                username: &tessera_core::Username,
+            ) -> Result<Option<tessera_core::User>, tessera_core::StoreError> {
+                $crate::sql::users::user_by_username(self, username).await
+            }
+
+            async fn set_password_hash(
+                &self,
+                id: &tessera_core::UserId,
+                password_hash: &str,
+                at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::users::set_password_hash(self, id, password_hash, at).await
+            }
+
+            async fn list_users(
+                &self,
+                after: Option<&tessera_core::Username>,
+                limit: usize,
+            ) -> Result<Vec<tessera_core::User>, tessera_core::StoreError> {
+                $crate::sql::users::list_users(self, after, limit).await
+            }
+
+            async fn disabled_user_ids(
+                &self,
+            ) -> Result<Vec<tessera_core::UserId>, tessera_core::StoreError> {
+                $crate::sql::users::disabled_user_ids(self).await
+            }
+
+            async fn set_user_disabled(
+                &self,
+                id: &tessera_core::UserId,
+                disabled: bool,
+                at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::users::set_user_disabled(self, id, disabled, at).await
+            }
+
+            async fn set_user_roles(
+                &self,
+                id: &tessera_core::UserId,
+                roles: &[String],
+                at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::users::set_user_roles(self, id, roles, at).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tessera_core::SessionStore for $store {
+            async fn create_session(
+                &self,
+                session: &tessera_core::Session,
+            ) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::sessions::create_session(self, session).await
+            }
+
+            async fn session_by_secret(
+                &self,
+                secret_hash: &tessera_core::TokenHash,
+            ) -> Result<Option<tessera_core::Session>, tessera_core::StoreError> {
+                $crate::sql::sessions::session_by_secret(self, secret_hash).await
+            }
+
+            async fn touch_session(
+                &self,
+                handle: &tessera_core::SessionHandle,
+                last_seen_at: tessera_core::Timestamp,
+                expires_at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::sessions::touch_session(self, handle, last_seen_at, expires_at).await
+            }
+
+            async fn replace_session_data(
+                &self,
+                handle: &tessera_core::SessionHandle,
+                expected_version: i64,
+                data: &serde_json::Value,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::sessions::replace_session_data(self, handle, expected_version, data)
+                    .await
+            }
+
+            async fn delete_session(
+                &self,
+                handle: &tessera_core::SessionHandle,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::sessions::delete_session(self, handle).await
+            }
+
+            async fn sessions_of_user(
+                &self,
+                user: &tessera_core::UserId,
+            ) -> Result<Vec<tessera_core::Session>, tessera_core::StoreError> {
+                $crate::sql::sessions::sessions_of_user(self, user).await
+            }
+
+            async fn delete_sessions_of_user(
+                &self,
+                user: &tessera_core::UserId,
+                keep: Option<&tessera_core::SessionHandle>,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::sessions::delete_sessions_of_user(self, user, keep).await
+            }
+
+            async fn delete_expired_sessions(
+                &self,
+                now: tessera_core::Timestamp,
+                limit: usize,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::sessions::delete_expired_sessions(self, now, limit).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tessera_core::KeyStore for $store {
+            async fn insert_key(
+                &self,
+                key: &tessera_core::StoredKey,
+            ) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::keys::insert_key(self, key).await
+            }
+
+            async fn keys(&self) -> Result<Vec<tessera_core::StoredKey>, tessera_core::StoreError> {
+                $crate::sql::keys::keys(self).await
+            }
+
+            async fn mark_key_rotated(
+                &self,
+                kid: &str,
+                at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::keys::mark_key_rotated(self, kid, at).await
+            }
+
+            async fn mark_key_retired(
+                &self,
+                kid: &str,
+                at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::keys::mark_key_retired(self, kid, at).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tessera_core::RefreshStore for $store {
+            async fn create_family(
+                &self,
+                family: &tessera_core::RefreshFamily,
+                first: &tessera_core::RefreshTokenRecord,
+            ) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::refresh::create_family(self, family, first).await
+            }
+
+            async fn refresh_token(
+                &self,
+                hash: &tessera_core::TokenHash,
+            ) -> Result<
+                Option<(
+                    tessera_core::RefreshTokenRecord,
+                    tessera_core::RefreshFamily,
+                )>,
+                tessera_core::StoreError,
+            > {
+                $crate::sql::refresh::refresh_token(self, hash).await
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                old: &tessera_core::TokenHash,
+                new: &tessera_core::RefreshTokenRecord,
+                now: tessera_core::Timestamp,
+                family_expires_at: tessera_core::Timestamp,
+            ) -> Result<tessera_core::Rotation, tessera_core::StoreError> {
+                $crate::sql::refresh::rotate_refresh_token(self, old, new, now, family_expires_at)
+                    .await
+            }
+
+            async fn add_refresh_token(
+                &self,
+                new: &tessera_core::RefreshTokenRecord,
+                now: tessera_core::Timestamp,
+                family_expires_at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::refresh::add_refresh_token(self, new, now, family_expires_at).await
+            }
+
+            async fn revoke_family(
+                &self,
+                id: &tessera_core::FamilyId,
+                at: tessera_core::Timestamp,
+                reason: &str,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::refresh::revoke_family(self, id, at, reason).await
+            }
+
+            async fn family(
+                &self,
+                id: &tessera_core::FamilyId,
+            ) -> Result<Option<tessera_core::RefreshFamily>, tessera_core::StoreError> {
+                $crate::sql::refresh::family(self, id).await
+            }
+
+            async fn families_of_user(
+                &self,
+                user: &tessera_core::UserId,
+            ) -> Result<Vec<tessera_core::RefreshFamily>, tessera_core::StoreError> {
+                $crate::sql::refresh::families_of_user(self, user).await
+            }
+
+            async fn delete_expired_families(
+                &self,
+                now: tessera_core::Timestamp,
+                limit: usize,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::refresh::delete_expired_families(self, now, limit).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tessera_core::RevocationStore for $store {
+            async fn add_revocation(
+                &self,
+                entry: &tessera_core::RevocationEntry,
+            ) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::revocations::add_revocation(self, entry).await
+            }
+
+            async fn revocations(
+                &self,
+                now: tessera_core::Timestamp,
+            ) -> Result<Vec<tessera_core::RevocationEntry>, tessera_core::StoreError> {
+                $crate::sql::revocations::revocations(self, now).await
+            }
+
+            async fn allow_token(
+                &self,
+                token: &tessera_core::AllowedToken,
+            ) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::revocations::allow_token(self, token).await
+            }
+
+            async fn allowed_tokens(
+                &self,
+                now: tessera_core::Timestamp,
+            ) -> Result<Vec<tessera_core::AllowedToken>, tessera_core::StoreError> {
+                $crate::sql::revocations::allowed_tokens(self, now).await
+            }
+
+            async fn disallow_token(&self, jti: &str) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::revocations::disallow_token(self, jti).await
+            }
+
+            async fn disallow_family(
+                &self,
+                id: &tessera_core::FamilyId,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::revocations::disallow_family(self, id).await
+            }
+
+            async fn disallow_user(
+                &self,
+                user: &tessera_core::UserId,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::revocations::disallow_user(self, user).await
+            }
+
+            async fn purge_expired(
+                &self,
+                now: tessera_core::Timestamp,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::Db::delete_expired_revocations(self, now).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tessera_core::EventStore for $store {
+            async fn record_event(
+                &self,
+                event: &tessera_core::NewEvent,
+            ) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::events::record_event(self, event).await
+            }
+
+            async fn events(
+                &self,
+                before: Option<i64>,
+                limit: usize,
+            ) -> Result<Vec<tessera_core::SecurityEvent>, tessera_core::StoreError> {
+                $crate::sql::events::events(self, before, limit).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tessera_core::HealthCheck for $store {
+            async fn ping(&self) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::Db::execute(self, "SELECT 1", &[]).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store_traits;

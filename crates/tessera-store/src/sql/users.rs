@@ -1,0 +1,136 @@
+//! [`UserStore`](tessera_core::UserStore) in SQL.
+
+use tessera_core::{StoreError, Timestamp, User, UserId, Username};
+
+use super::{Columns, Db, json_error, rows, sql_limit};
+
+pub(crate) async fn create_user<D: Db>(db: &D, user: &User) -> Result<(), StoreError> {
+    let roles = serde_json::to_string(&user.roles).map_err(json_error)?;
+    db.execute(
+        D::DIALECT.insert_user,
+        &[
+            user.id.as_str().into(),
+            user.username.as_str().into(),
+            user.password_hash.as_str().into(),
+            roles.as_str().into(),
+            user.disabled.into(),
+            user.created_at.into(),
+            user.updated_at.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn user_by_id<D: Db>(db: &D, id: &UserId) -> Result<Option<User>, StoreError> {
+    let columns = D::DIALECT.user_columns;
+    db.fetch_optional(
+        &format!("SELECT {columns} FROM users WHERE id = $1"),
+        &[id.as_str().into()],
+    )
+    .await?
+    .as_ref()
+    .map(rows::user)
+    .transpose()
+}
+
+pub(crate) async fn user_by_username<D: Db>(
+    db: &D,
+    username: &Username,
+) -> Result<Option<User>, StoreError> {
+    let columns = D::DIALECT.user_columns;
+    db.fetch_optional(
+        &format!("SELECT {columns} FROM users WHERE username = $1"),
+        &[username.as_str().into()],
+    )
+    .await?
+    .as_ref()
+    .map(rows::user)
+    .transpose()
+}
+
+pub(crate) async fn set_password_hash<D: Db>(
+    db: &D,
+    id: &UserId,
+    password_hash: &str,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    let changed = db
+        .execute(
+            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3",
+            &[password_hash.into(), at.into(), id.as_str().into()],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+pub(crate) async fn list_users<D: Db>(
+    db: &D,
+    after: Option<&Username>,
+    limit: usize,
+) -> Result<Vec<User>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let columns = D::DIALECT.user_columns;
+    let order = D::DIALECT.username_order;
+    let limit = sql_limit(limit);
+    let rows = match after {
+        Some(after) => {
+            db.fetch_all(
+                &format!(
+                    "SELECT {columns} FROM users WHERE {order} > $1 ORDER BY {order} LIMIT $2"
+                ),
+                &[after.as_str().into(), limit.into()],
+            )
+            .await?
+        }
+        None => {
+            db.fetch_all(
+                &format!("SELECT {columns} FROM users ORDER BY {order} LIMIT $1"),
+                &[limit.into()],
+            )
+            .await?
+        }
+    };
+    rows.iter().map(rows::user).collect()
+}
+
+pub(crate) async fn disabled_user_ids<D: Db>(db: &D) -> Result<Vec<UserId>, StoreError> {
+    db.fetch_all(D::DIALECT.disabled_user_ids, &[])
+        .await?
+        .iter()
+        .map(|row| row.text("id").map(UserId::from_stored))
+        .collect()
+}
+
+pub(crate) async fn set_user_disabled<D: Db>(
+    db: &D,
+    id: &UserId,
+    disabled: bool,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    let changed = db
+        .execute(
+            "UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3",
+            &[disabled.into(), at.into(), id.as_str().into()],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+pub(crate) async fn set_user_roles<D: Db>(
+    db: &D,
+    id: &UserId,
+    roles: &[String],
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    let roles = serde_json::to_string(roles).map_err(json_error)?;
+    let changed = db
+        .execute(
+            D::DIALECT.set_user_roles,
+            &[roles.as_str().into(), at.into(), id.as_str().into()],
+        )
+        .await?;
+    Ok(changed > 0)
+}
