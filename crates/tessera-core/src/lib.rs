@@ -6,25 +6,25 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod audit;
 pub mod clock;
 pub mod error;
-pub mod events;
 pub mod feed;
+pub mod follower;
 pub mod logins;
 pub mod merge_patch;
 pub mod password;
 pub mod secret;
 pub mod session;
 pub mod store;
-pub mod sync;
 pub mod token;
 pub mod user;
 pub mod user_cache;
 
 pub use accounts::{Accounts, AccountsConfig, Registration};
+pub use audit::{EventKind, NewEvent, SecurityEvent};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, StoreError};
-pub use events::{EventKind, NewEvent, SecurityEvent};
 pub use feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
 pub use logins::{CurrentLogin, LoginInfo, Logins};
 pub use password::{Argon2Params, Password, PasswordHasher, PasswordPolicy};
@@ -34,7 +34,7 @@ pub use store::{
     AllHealthy, AllStores, AttemptLimiter, EventStore, HealthCheck, KeyStore, MirroredRevocations,
     RefreshStore, RevocationStore, SessionStore, Stores, UserStore,
 };
-pub use token::keyring::{KeyStatus, SigningAlgorithm, StoredKey};
+pub use token::key::{KeyStatus, SigningAlgorithm, StoredKey};
 pub use token::refresh::{FamilyId, LoginModel, RefreshFamily, RefreshTokenRecord, Rotation};
-pub use token::revocation::{AllowedToken, RevocationEntry, Revoked};
+pub use token::revoked::{AllowedToken, RevocationEntry, Revoked};
 pub use user::{User, UserId, Username};

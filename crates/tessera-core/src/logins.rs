@@ -8,9 +8,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::accounts::Accounts;
+use crate::audit::{Audit, EventKind, SecurityEvent};
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
-use crate::events::{Audit, EventKind, SecurityEvent};
 use crate::password::Password;
 use crate::session::{ClientInfo, SessionHandle, Sessions};
 use crate::store::{EventStore, RefreshStore};

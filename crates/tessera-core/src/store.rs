@@ -9,14 +9,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::audit::{NewEvent, SecurityEvent};
 use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::events::{NewEvent, SecurityEvent};
 use crate::secret::TokenHash;
 use crate::session::{Session, SessionHandle};
-use crate::token::keyring::StoredKey;
+use crate::token::key::StoredKey;
 use crate::token::refresh::{FamilyId, RefreshFamily, RefreshTokenRecord, Rotation};
-use crate::token::revocation::{AllowedToken, RevocationEntry};
+use crate::token::revoked::{AllowedToken, RevocationEntry};
 use crate::user::{User, UserId, Username};
 
 /// Accounts.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tessera_core::feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
-use tessera_core::sync::Follower;
+use tessera_core::follower::Follower;
 use tessera_core::token::{KeyRing, MasterKey, RevocationMode, Revocations};
 use tessera_core::{
     Clock, FamilyId, ManualClock, RevocationEntry, Revoked, SessionConfig, Sessions,

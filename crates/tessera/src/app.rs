@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tessera_core::sync::Follower;
+use tessera_core::follower::Follower;
 use tessera_core::token::{KeyRing, MasterKey, Revocations, Tokens};
 use tessera_core::{
     Accounts, AllHealthy, AttemptLimiter, Clock, Logins, MirroredRevocations, PasswordHasher,

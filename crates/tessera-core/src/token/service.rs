@@ -8,18 +8,17 @@ use jsonwebtoken::Header;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::audit::{Audit, EventKind};
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
-use crate::events::{Audit, EventKind};
 use crate::secret::RefreshToken;
 use crate::session::ClientInfo;
 use crate::store::{EventStore, RefreshStore, UserStore};
 use crate::token::access::{ACCESS_TOKEN_TYP, AccessClaims, VerifiedClaims, Verifier, VerifyError};
 use crate::token::keyring::{KeyInfo, KeyRing};
 use crate::token::refresh::{FamilyId, LoginModel, RefreshFamily, RefreshTokenRecord, Rotation};
-use crate::token::revocation::{
-    AllowedToken, RevocationEntry, RevocationMode, Revocations, Revoked,
-};
+use crate::token::revocation::{RevocationMode, Revocations};
+use crate::token::revoked::{AllowedToken, RevocationEntry, Revoked};
 use crate::user::{User, UserId};
 
 /// Lifetimes and names of the token model.

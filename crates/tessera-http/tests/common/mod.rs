@@ -197,7 +197,7 @@ impl TestApp {
         .unwrap()
         .with_feed(stores.feed.clone(), clock.now());
         tokio::spawn(
-            tessera_core::sync::Follower {
+            tessera_core::follower::Follower {
                 revocations: revocations.clone(),
                 keyring: keyring.clone(),
                 sessions: sessions.clone(),
