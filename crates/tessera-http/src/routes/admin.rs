@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::extract::{AdminUser, AuthUser};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
-use crate::routes::account::{Ended, LoginView};
+use crate::routes::me::{Ended, LoginView};
 use crate::state::AppState;
 
 /// A signing key as admins see it (never its private part).
