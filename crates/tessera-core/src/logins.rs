@@ -150,7 +150,7 @@ impl Logins {
             })
             .collect();
         for f in self.families.families_of_user(user).await? {
-            if f.revoked_at.is_some() || now >= f.expires_at || now >= f.absolute_expires_at {
+            if !f.is_live(now) {
                 continue;
             }
             logins.push(LoginInfo {
@@ -277,7 +277,7 @@ impl Logins {
             .accounts
             .user(&user.id)
             .await?
-            .filter(|u| !u.disabled)
+            .filter(User::is_active)
             .ok_or(Error::Unauthenticated)?;
         self.accounts
             .change_password(user, current_password, new_password)

@@ -435,7 +435,7 @@ impl Sessions {
             }
         };
         match self.users.get(session.user_id.as_str()).await? {
-            Some(user) if !user.disabled => Ok(Some((session, user))),
+            Some(user) if user.is_active() => Ok(Some((session, user))),
             _ => Ok(None),
         }
     }

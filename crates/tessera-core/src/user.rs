@@ -115,6 +115,14 @@ pub struct User {
     pub updated_at: Timestamp,
 }
 
+impl User {
+    /// Whether the account may use any credential: a disabled account keeps its data but can
+    /// neither log in nor use the sessions and tokens it already holds.
+    pub fn is_active(&self) -> bool {
+        !self.disabled
+    }
+}
+
 impl fmt::Debug for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("User")

@@ -89,6 +89,15 @@ pub struct RefreshFamily {
     pub client: ClientInfo,
 }
 
+impl RefreshFamily {
+    /// Whether the login still stands at `now`: not revoked, and past neither its idle nor its
+    /// absolute expiry. The store may still hold a dead family until the sweep deletes it, so
+    /// every reader asks this rather than trusting that a family it found is usable.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at && now < self.absolute_expires_at
+    }
+}
+
 /// One refresh token of a family, stored by the hash of its secret.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RefreshTokenRecord {
@@ -108,4 +117,39 @@ pub enum Rotation {
     AlreadyRotated { at: Timestamp },
     /// No such token (or its family is gone).
     Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_family_is_live_until_revoked_or_either_expiry() {
+        let at = Timestamp::from_unix_millis;
+        let family = RefreshFamily {
+            id: FamilyId::generate().unwrap(),
+            user_id: UserId::generate().unwrap(),
+            model: LoginModel::Token,
+            created_at: at(0),
+            last_used_at: at(0),
+            expires_at: at(100),
+            absolute_expires_at: at(200),
+            revoked_at: None,
+            revoked_reason: None,
+            client: ClientInfo::default(),
+        };
+        assert!(family.is_live(at(99)));
+        assert!(!family.is_live(at(100)), "idle expiry");
+        let slid = RefreshFamily {
+            expires_at: at(300),
+            ..family.clone()
+        };
+        assert!(slid.is_live(at(199)));
+        assert!(!slid.is_live(at(200)), "absolute expiry");
+        let revoked = RefreshFamily {
+            revoked_at: Some(at(1)),
+            ..family
+        };
+        assert!(!revoked.is_live(at(2)));
+    }
 }

@@ -272,7 +272,7 @@ impl Tokens {
         // recorded before is in the data it carries.
         let as_of = self.clock.now();
         let user = match self.users.user_by_id(&user.id).await? {
-            Some(fresh) if !fresh.disabled => fresh,
+            Some(fresh) if fresh.is_active() => fresh,
             _ => return Err(Error::InvalidGrant),
         };
         let user = &user;
@@ -349,14 +349,11 @@ impl Tokens {
             return Err(Error::InvalidGrant);
         };
         let now = self.clock.now();
-        if family.revoked_at.is_some()
-            || now >= family.expires_at
-            || now >= family.absolute_expires_at
-        {
+        if !family.is_live(now) {
             return Err(Error::InvalidGrant);
         }
         let user = match self.users.user_by_id(&family.user_id).await? {
-            Some(user) if !user.disabled => user,
+            Some(user) if user.is_active() => user,
             _ => return Err(Error::InvalidGrant),
         };
         let expires_at = now
@@ -431,11 +428,7 @@ impl Tokens {
         let current = record
             .rotated_at
             .is_none_or(|at| now.since(at) <= self.config.reuse_grace);
-        let live = current
-            && family.revoked_at.is_none()
-            && now < family.expires_at
-            && now < family.absolute_expires_at;
-        Ok(live.then_some(family))
+        Ok((current && family.is_live(now)).then_some(family))
     }
 
     /// An access token's claims if it is genuine, even when expired or revoked: for logout, which
@@ -590,13 +583,10 @@ impl Tokens {
             && let Some((record, family)) = self.refresh.refresh_token(&refresh.hash()).await?
         {
             let now = self.clock.now();
-            let live = family.revoked_at.is_none()
-                && record.rotated_at.is_none()
-                && now < family.expires_at
-                && now < family.absolute_expires_at;
-            if live
+            if record.rotated_at.is_none()
+                && family.is_live(now)
                 && let Some(user) = self.users.user_by_id(&family.user_id).await?
-                && !user.disabled
+                && user.is_active()
             {
                 return Ok(Introspection {
                     active: true,
