@@ -120,7 +120,7 @@ impl HybridAuth {
             ApiError::unauthenticated()
         })?;
         if unsafe_method {
-            check_hybrid_csrf(&parts.headers, state, &claims.claims().fid)?;
+            check_hybrid_csrf(&parts.headers, state, claims.claims().fid.as_str())?;
         }
         Ok(Some(Self { claims }))
     }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::clock::Timestamp;
 use crate::error::Error;
@@ -13,15 +13,20 @@ use crate::user::UserId;
 
 /// The public id of a refresh-token family (`fam_` + 128 random bits): one login of the token or
 /// hybrid model. Access tokens carry it (`fid`), so revoking the family reaches them.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Deserializing checks the shape, so a token's `fid` is a well-formed id or the token is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct FamilyId(String);
 
 impl FamilyId {
+    const PREFIX: &str = "fam_";
+
     pub fn generate() -> Result<Self, Error> {
-        crate::secret::random_public_id("fam_").map(Self)
+        crate::secret::random_public_id(Self::PREFIX).map(Self)
     }
 
+    /// Wraps an id read back from the store, which holds only ids we generated: not checked
+    /// again.
     pub fn from_stored(id: String) -> Self {
         Self(id)
     }
@@ -31,11 +36,9 @@ impl FamilyId {
     }
 }
 
-/// Lookups by `&str` (a token's `fid`) without allocating: the derived `Hash` and `Eq` of the
-/// wrapped `String` agree with `str`'s.
-impl std::borrow::Borrow<str> for FamilyId {
-    fn borrow(&self) -> &str {
-        &self.0
+impl<'de> Deserialize<'de> for FamilyId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::secret::deserialize_public_id(deserializer, Self::PREFIX).map(Self)
     }
 }
 

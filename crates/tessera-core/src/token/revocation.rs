@@ -263,8 +263,8 @@ impl Revocations {
     pub fn check(
         &self,
         jti: &str,
-        family: &str,
-        user: &str,
+        family: &FamilyId,
+        user: &UserId,
         issued_at: Timestamp,
         now: Timestamp,
     ) -> Option<RevokedReason> {

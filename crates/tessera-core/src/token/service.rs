@@ -306,7 +306,7 @@ impl Tokens {
         let now = self.clock.now().unix_seconds();
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
-            sub: user.id.to_string(),
+            sub: user.id.clone(),
             aud: self.config.audience.clone(),
             exp: now + i64::try_from(self.config.access_lifetime.as_secs()).unwrap_or(i64::MAX / 2),
             iat: now,
@@ -314,7 +314,7 @@ impl Tokens {
             nbf: now,
             jti: crate::secret::random_public_id("at_")?,
             client_id: self.config.client_id.clone(),
-            fid: family.id.to_string(),
+            fid: family.id.clone(),
             model: family.model,
             roles: user.roles.clone(),
         };
@@ -437,7 +437,7 @@ impl Tokens {
         self.verifier
             .verify_unrevoked(token, false)
             .ok()
-            .map(|c| FamilyId::from_stored(c.fid.clone()))
+            .map(|c| c.fid.clone())
     }
 
     /// Ends a family: its refresh tokens stop working, and so do the access tokens it issued.
@@ -521,13 +521,12 @@ impl Tokens {
                             .max(now),
                     })
                     .await?;
-                let family = FamilyId::from_stored(claims.fid.clone());
-                self.revoke_family(&family, "revoked by the client").await?;
-                let user = UserId::from_stored(claims.sub.clone());
+                self.revoke_family(&claims.fid, "revoked by the client")
+                    .await?;
                 self.event(
                     EventKind::TokenRevoked,
-                    Some(&user),
-                    json!({"family": family, "token_type": "access_token"}),
+                    Some(&claims.sub),
+                    json!({"family": claims.fid, "token_type": "access_token"}),
                 )
                 .await;
             }
@@ -561,13 +560,13 @@ impl Tokens {
             let c = verified.claims();
             let username = self
                 .users
-                .user_by_id(&verified.user_id())
+                .user_by_id(verified.user_id())
                 .await?
                 .map(|u| u.username.to_string());
             return Ok(Introspection {
                 active: true,
                 token_type: Some("access_token"),
-                sub: Some(c.sub.clone()),
+                sub: Some(c.sub.to_string()),
                 username,
                 client_id: Some(c.client_id.clone()),
                 exp: Some(c.exp),

@@ -54,7 +54,7 @@ impl From<LoginInfo> for LoginView {
 pub(crate) fn current_login(auth: &AuthUser) -> CurrentLogin {
     match &auth.model {
         AuthModel::Session(s) => CurrentLogin::Session(s.handle.clone()),
-        AuthModel::Token(c) => CurrentLogin::Family(c.family_id()),
+        AuthModel::Token(c) => CurrentLogin::Family(c.family_id().clone()),
     }
 }
 
@@ -102,7 +102,7 @@ pub async fn me(auth: AuthUser) -> Json<Me> {
         AuthModel::Token(claims) => AuthView {
             model: claims.claims().model.as_str(),
             session_id: None,
-            family_id: Some(claims.claims().fid.clone()),
+            family_id: Some(claims.claims().fid.to_string()),
             expires_at: Some(claims.claims().exp),
         },
     };
