@@ -1,8 +1,13 @@
-//! Tessera's domain, free of I/O: accounts and password hashing, server-side sessions, CSRF tokens,
-//! the clock, and the store traits that `tessera-store` implements.
+//! Tessera's domain, free of I/O: accounts and password hashing, the three login models (server
+//! sessions, JWT access tokens with rotating refresh tokens, and the hybrid of both), revocation,
+//! signing keys, the audit log, the change feed that keeps nodes in step, the clock, and the store
+//! traits that `tessera-store` implements.
 //!
-//! HTTP speaks only to the services here ([`Accounts`], [`Sessions`]); the services speak only to the
-//! store traits ([`UserStore`], [`SessionStore`]).
+//! HTTP speaks only to the services here — [`Accounts`], [`Sessions`], [`Logins`],
+//! [`Tokens`](token::Tokens) with its [`KeyRing`](token::KeyRing) and
+//! [`Revocations`](token::Revocations) — and the [`Follower`](follower::Follower) applies what
+//! other nodes announce; the services speak only to the store traits ([`UserStore`],
+//! [`SessionStore`], [`KeyStore`], [`RefreshStore`], [`RevocationStore`], [`EventStore`]).
 #![forbid(unsafe_code)]
 
 pub mod accounts;

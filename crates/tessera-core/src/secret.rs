@@ -1,6 +1,7 @@
-//! Secrets that travel to clients: session ids and CSRF tokens. 256 bits from the OS CSPRNG,
-//! base64url on the wire, compared in constant time, redacted in `Debug`, and stored only as a
-//! SHA-256 [`TokenHash`] where the store would otherwise hold a live credential.
+//! Secrets that travel to clients: session ids, CSRF tokens and refresh tokens. 256 bits from the
+//! OS CSPRNG, base64url on the wire, compared in constant time, redacted in `Debug`, and stored
+//! only as a SHA-256 [`TokenHash`] where the store would otherwise hold a live credential. Also the
+//! shape of public ids (users, sessions, refresh families): random too, but not secret.
 
 use std::fmt;
 
@@ -15,7 +16,7 @@ const SECRET_LEN: usize = 32;
 /// Length of a 32-byte secret in unpadded base64url.
 const ENCODED_LEN: usize = 43;
 
-/// 32 bytes from the operating system's CSPRNG.
+/// `N` bytes from the operating system's CSPRNG.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes)

@@ -1,5 +1,6 @@
-//! The store traits. `tessera-store` implements them (memory, SQLite, and later PostgreSQL and
-//! Redis); every implementation passes the same conformance suite (`tessera_store::conformance`).
+//! The store traits. `tessera-store` implements them (memory, SQLite and PostgreSQL hold
+//! everything; Redis holds sessions, revocations, login-attempt budgets and the change feed beside
+//! one of them); every implementation passes the same conformance suite for what it holds.
 //!
 //! Stores are plain persistence: they enforce uniqueness and atomicity, never policy (expiry rules,
 //! password rules and CSRF live in the services).
@@ -245,8 +246,8 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<SecurityEvent>, StoreError>;
 }
 
-/// The stores a server runs on. One backend may serve them all ([`Stores::from_one`]), or later a
-/// different one each (users in PostgreSQL, sessions in Redis).
+/// The stores a server runs on. One backend may serve them all ([`Stores::from_one`]), or each may
+/// have its own (users in PostgreSQL, sessions in Redis).
 #[derive(Clone)]
 pub struct Stores {
     pub users: Arc<dyn UserStore>,
