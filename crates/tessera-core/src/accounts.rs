@@ -119,7 +119,7 @@ impl Accounts {
             .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
             .await?;
         match (user, verification) {
-            (Some(user), Verification::Valid { rehash }) if !user.disabled => {
+            (Some(user), Verification::Valid { rehash }) if user.is_active() => {
                 if let Some(new_hash) = rehash {
                     self.users
                         .set_password_hash(&user.id, &new_hash, self.clock.now())

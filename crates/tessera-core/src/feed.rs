@@ -178,7 +178,7 @@ mod tests {
         let mut rx = feed.subscribe().await.unwrap();
         assert_eq!(rx.recv().await, Some(FeedEvent::Gap));
         feed.publish(&Change::KeysChanged).await.unwrap();
-        let user = UserId::from_stored("usr_1".into());
+        let user = UserId::generate().unwrap();
         feed.publish(&Change::UserChanged { user: user.clone() })
             .await
             .unwrap();
@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn changes_serialize_as_tagged_json() {
         let change = Change::FamilyRevoked {
-            family: FamilyId::from_stored("fam_1".into()),
+            family: FamilyId::generate().unwrap(),
             expires_at: Timestamp::from_unix_millis(0),
         };
         let json = serde_json::to_string(&change).unwrap();

@@ -1,15 +1,21 @@
-//! Tessera's domain, free of I/O: accounts and password hashing, server-side sessions, CSRF tokens,
-//! the clock, and the store traits that `tessera-store` implements.
+//! Tessera's domain, free of I/O: accounts and password hashing, the three login models (server
+//! sessions, JWT access tokens with rotating refresh tokens, and the hybrid of both), revocation,
+//! signing keys, the audit log, the change feed that keeps nodes in step, the clock, and the store
+//! traits that `tessera-store` implements.
 //!
-//! HTTP speaks only to the services here ([`Accounts`], [`Sessions`]); the services speak only to the
-//! store traits ([`UserStore`], [`SessionStore`]).
+//! HTTP speaks only to the services here — [`Accounts`], [`Sessions`], [`Logins`],
+//! [`Tokens`](token::Tokens) with its [`KeyRing`](token::KeyRing) and
+//! [`Revocations`](token::Revocations) — and the [`Follower`](follower::Follower) applies what
+//! other nodes announce; the services speak only to the store traits ([`UserStore`],
+//! [`SessionStore`], [`KeyStore`], [`RefreshStore`], [`RevocationStore`], [`EventStore`]).
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod audit;
 pub mod clock;
 pub mod error;
-pub mod events;
 pub mod feed;
+pub mod follower;
 pub mod logins;
 pub mod merge_patch;
 pub mod password;
@@ -17,16 +23,15 @@ pub mod secret;
 pub mod services;
 pub mod session;
 pub mod store;
-pub mod sync;
 pub mod throttle;
 pub mod token;
 pub mod user;
 pub mod user_cache;
 
 pub use accounts::{Accounts, AccountsConfig, Registration};
+pub use audit::{EventKind, NewEvent, SecurityEvent};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, StoreError};
-pub use events::{EventKind, NewEvent, SecurityEvent};
 pub use feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
 pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, TokenLogin};
 pub use password::{Argon2Params, Password, PasswordHasher, PasswordPolicy};
@@ -38,7 +43,7 @@ pub use store::{
     RefreshStore, RevocationStore, SessionStore, Stores, UserStore,
 };
 pub use throttle::{Rate, Throttle, ThrottleConfig, ThrottleScope};
-pub use token::keyring::{KeyStatus, SigningAlgorithm, StoredKey};
+pub use token::key::{KeyStatus, SigningAlgorithm, StoredKey};
 pub use token::refresh::{FamilyId, LoginModel, RefreshFamily, RefreshTokenRecord, Rotation};
-pub use token::revocation::{AllowedToken, RevocationEntry, Revoked};
+pub use token::revoked::{AllowedToken, RevocationEntry, Revoked};
 pub use user::{User, UserId, Username};

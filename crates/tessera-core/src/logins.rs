@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::accounts::Accounts;
+use crate::audit::{Audit, EventKind, SecurityEvent};
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
-use crate::events::{Audit, EventKind, SecurityEvent};
 use crate::password::Password;
 use crate::secret::{RefreshToken, SessionId};
 use crate::session::{ClientInfo, Session, SessionHandle, Sessions};
@@ -294,7 +294,7 @@ impl Logins {
             })
             .collect();
         for f in self.families.families_of_user(user).await? {
-            if f.revoked_at.is_some() || now >= f.expires_at || now >= f.absolute_expires_at {
+            if !f.is_live(now) {
                 continue;
             }
             logins.push(LoginInfo {
@@ -421,7 +421,7 @@ impl Logins {
             .accounts
             .user(&user.id)
             .await?
-            .filter(|u| !u.disabled)
+            .filter(User::is_active)
             .ok_or(Error::Unauthenticated)?;
         self.accounts
             .change_password(user, current_password, new_password)

@@ -1,6 +1,7 @@
-//! Secrets that travel to clients: session ids and CSRF tokens. 256 bits from the OS CSPRNG,
-//! base64url on the wire, compared in constant time, redacted in `Debug`, and stored only as a
-//! SHA-256 [`TokenHash`] where the store would otherwise hold a live credential.
+//! Secrets that travel to clients: session ids, CSRF tokens and refresh tokens. 256 bits from the
+//! OS CSPRNG, base64url on the wire, compared in constant time, redacted in `Debug`, and stored
+//! only as a SHA-256 [`TokenHash`] where the store would otherwise hold a live credential. Also the
+//! shape of public ids (users, sessions, refresh families): random too, but not secret.
 
 use std::fmt;
 
@@ -15,7 +16,7 @@ const SECRET_LEN: usize = 32;
 /// Length of a 32-byte secret in unpadded base64url.
 const ENCODED_LEN: usize = 43;
 
-/// 32 bytes from the operating system's CSPRNG.
+/// `N` bytes from the operating system's CSPRNG.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes)
@@ -23,10 +24,45 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
     Ok(bytes)
 }
 
+/// The random bits of a public id.
+const PUBLIC_ID_LEN: usize = 16;
+/// Length of those bits in unpadded base64url.
+const PUBLIC_ID_ENCODED_LEN: usize = 22;
+
 /// A random identifier that is not a secret (a user id, a session handle): `prefix` + 128 bits.
 pub(crate) fn random_public_id(prefix: &str) -> Result<String, Error> {
-    let bytes: [u8; 16] = random_bytes()?;
+    let bytes: [u8; PUBLIC_ID_LEN] = random_bytes()?;
     Ok(format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// Whether `text` has the shape [`random_public_id`] gives: `prefix`, then 128 bits in canonical
+/// unpadded base64url. Ids that come from outside (a URL, a token's claims, a feed message) are
+/// held to it, so a malformed one is turned away before it reaches a lookup or a log line.
+pub(crate) fn is_public_id(text: &str, prefix: &str) -> bool {
+    let Some(encoded) = text.strip_prefix(prefix) else {
+        return false;
+    };
+    let mut bytes = [0u8; PUBLIC_ID_LEN];
+    encoded.len() == PUBLIC_ID_ENCODED_LEN
+        && matches!(
+            URL_SAFE_NO_PAD.decode_slice(encoded, &mut bytes),
+            Ok(PUBLIC_ID_LEN)
+        )
+}
+
+/// Deserializes a public id with `prefix`, refusing any other shape (see [`is_public_id`]).
+pub(crate) fn deserialize_public_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    prefix: &str,
+) -> Result<String, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    if is_public_id(&text, prefix) {
+        Ok(text)
+    } else {
+        Err(serde::de::Error::custom(format_args!(
+            "expected an id of the form {prefix}… (128 bits in base64url)"
+        )))
+    }
 }
 
 fn decode_secret(encoded: &str) -> Option<[u8; SECRET_LEN]> {

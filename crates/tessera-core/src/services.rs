@@ -10,13 +10,13 @@ use thiserror::Error;
 use crate::accounts::{Accounts, AccountsConfig};
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::follower::Follower;
 use crate::logins::Logins;
 use crate::password::{Argon2Params, PasswordHasher};
 use crate::session::{SessionConfig, Sessions};
 use crate::store::Stores;
-use crate::sync::Follower;
 use crate::throttle::{Throttle, ThrottleConfig};
-use crate::token::keyring::SigningAlgorithm;
+use crate::token::key::SigningAlgorithm;
 use crate::token::{KeyRing, MasterKey, Revocations, TokenConfig, Tokens};
 
 /// How many expired sessions, families or revocations one sweep statement deletes.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::clock::{Clock, Timestamp};
@@ -20,22 +20,32 @@ use crate::user::{User, UserId};
 use crate::user_cache::{self, UserCache};
 
 /// The public handle of a session (`ses_` + 128 random bits): listed to its owner, used to end it.
-/// It authenticates nothing, unlike the secret [`SessionId`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// It authenticates nothing, unlike the secret [`SessionId`]. Deserializing checks the shape.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct SessionHandle(String);
 
 impl SessionHandle {
+    const PREFIX: &str = "ses_";
+
     pub fn generate() -> Result<Self, Error> {
-        crate::secret::random_public_id("ses_").map(Self)
+        crate::secret::random_public_id(Self::PREFIX).map(Self)
     }
 
+    /// Wraps a handle read back from the store, which holds only handles we generated: not
+    /// checked again.
     pub fn from_stored(handle: String) -> Self {
         Self(handle)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionHandle {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::secret::deserialize_public_id(deserializer, Self::PREFIX).map(Self)
     }
 }
 
@@ -434,8 +444,8 @@ impl Sessions {
                 session
             }
         };
-        match self.users.get(session.user_id.as_str()).await? {
-            Some(user) if !user.disabled => Ok(Some((session, user))),
+        match self.users.get(&session.user_id).await? {
+            Some(user) if user.is_active() => Ok(Some((session, user))),
             _ => Ok(None),
         }
     }

@@ -1,5 +1,6 @@
-//! The store traits. `tessera-store` implements them (memory, SQLite, and later PostgreSQL and
-//! Redis); every implementation passes the same conformance suite (`tessera_store::conformance`).
+//! The store traits. `tessera-store` implements them (memory, SQLite and PostgreSQL hold
+//! everything; Redis holds sessions, revocations, login-attempt budgets and the change feed beside
+//! one of them); every implementation passes the same conformance suite for what it holds.
 //!
 //! Stores are plain persistence: they enforce uniqueness and atomicity, never policy (expiry rules,
 //! password rules and CSRF live in the services).
@@ -9,14 +10,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::audit::{NewEvent, SecurityEvent};
 use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::events::{NewEvent, SecurityEvent};
 use crate::secret::TokenHash;
 use crate::session::{Session, SessionHandle};
-use crate::token::keyring::StoredKey;
+use crate::token::key::StoredKey;
 use crate::token::refresh::{FamilyId, RefreshFamily, RefreshTokenRecord, Rotation};
-use crate::token::revocation::{AllowedToken, RevocationEntry};
+use crate::token::revoked::{AllowedToken, RevocationEntry};
 use crate::user::{User, UserId, Username};
 
 /// Accounts.
@@ -245,8 +246,8 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<SecurityEvent>, StoreError>;
 }
 
-/// The stores a server runs on. One backend may serve them all ([`Stores::from_one`]), or later a
-/// different one each (users in PostgreSQL, sessions in Redis).
+/// The stores a server runs on. One backend may serve them all ([`Stores::from_one`]), or each may
+/// have its own (users in PostgreSQL, sessions in Redis).
 #[derive(Clone)]
 pub struct Stores {
     pub users: Arc<dyn UserStore>,

@@ -2,22 +2,32 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::clock::Timestamp;
 use crate::error::Error;
 
-/// A user's stable public identifier (`usr_` + 128 random bits). Not a secret.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A user's stable public identifier (`usr_` + 128 random bits). Not a secret. Deserializing
+/// checks the shape, so an access token's `sub` is a well-formed id or the token is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct UserId(String);
 
 impl UserId {
+    const PREFIX: &str = "usr_";
+
     pub fn generate() -> Result<Self, Error> {
-        crate::secret::random_public_id("usr_").map(Self)
+        crate::secret::random_public_id(Self::PREFIX).map(Self)
     }
 
-    /// Wraps a stored id.
+    /// An id from outside (a URL): `None` unless it has the shape of the ids we generate, so no
+    /// lookup is made for one that cannot exist.
+    pub fn parse(text: &str) -> Option<Self> {
+        crate::secret::is_public_id(text, Self::PREFIX).then(|| Self(text.to_owned()))
+    }
+
+    /// Wraps an id read back from the store, which holds only ids we generated: not checked
+    /// again.
     pub fn from_stored(id: String) -> Self {
         Self(id)
     }
@@ -27,11 +37,9 @@ impl UserId {
     }
 }
 
-/// Lookups by `&str` (a token's `sub`) without allocating: the derived `Hash` and `Eq` of the
-/// wrapped `String` agree with `str`'s.
-impl std::borrow::Borrow<str> for UserId {
-    fn borrow(&self) -> &str {
-        &self.0
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::secret::deserialize_public_id(deserializer, Self::PREFIX).map(Self)
     }
 }
 
@@ -86,7 +94,8 @@ impl Username {
         Ok(Self(normalized))
     }
 
-    /// Wraps a stored, already normalized username.
+    /// Wraps a username read back from the store, normalized when it was written: not checked
+    /// again.
     pub fn from_stored(name: String) -> Self {
         Self(name)
     }
@@ -113,6 +122,14 @@ pub struct User {
     pub disabled: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl User {
+    /// Whether the account may use any credential: a disabled account keeps its data but can
+    /// neither log in nor use the sessions and tokens it already holds.
+    pub fn is_active(&self) -> bool {
+        !self.disabled
+    }
 }
 
 impl fmt::Debug for User {
@@ -163,9 +180,36 @@ mod tests {
     }
 
     #[test]
+    fn user_ids_parse_only_in_the_shape_we_generate() {
+        let id = UserId::generate().unwrap();
+        assert_eq!(UserId::parse(id.as_str()), Some(id.clone()));
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""), "serialized as the bare string");
+        assert_eq!(serde_json::from_str::<UserId>(&json).unwrap(), id);
+        let random = &id.as_str()[4..];
+        for bad in [
+            String::new(),
+            "usr_".into(),
+            "usr_nobody".into(),
+            format!("fam_{random}"),
+            format!("USR_{random}"),
+            format!("usr_{random}A"),
+            format!("usr_{}", &random[1..]),
+            format!("usr_{}+", &random[1..]),
+            format!(" usr_{random}"),
+            // 22 characters whose last one carries bits past the 128th.
+            "usr_AAAAAAAAAAAAAAAAAAAAAB".into(),
+        ] {
+            assert_eq!(UserId::parse(&bad), None, "{bad:?} parsed");
+            let json = serde_json::to_string(&bad).unwrap();
+            assert!(serde_json::from_str::<UserId>(&json).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn debug_hides_the_hash() {
         let u = User {
-            id: UserId::from_stored("usr_x".into()),
+            id: UserId::generate().unwrap(),
             username: Username::parse("a").unwrap(),
             password_hash: "$argon2id$secret".into(),
             roles: vec![],

@@ -76,7 +76,7 @@ impl UserCache {
 
     /// The account with this id: from memory when it was read before (and nothing said it
     /// changed since), else from the store.
-    pub async fn get(&self, id: &str) -> Result<Option<Arc<User>>, StoreError> {
+    pub async fn get(&self, id: &UserId) -> Result<Option<Arc<User>>, StoreError> {
         let trusted = !self.distrusted.load(Ordering::SeqCst);
         let now = self.clock.now();
         if trusted
@@ -86,8 +86,7 @@ impl UserCache {
             return Ok(hit.user);
         }
         let generation = self.generation.load(Ordering::SeqCst);
-        let id = UserId::from_stored(id.to_owned());
-        let user = self.store.user_by_id(&id).await?.map(Arc::new);
+        let user = self.store.user_by_id(id).await?.map(Arc::new);
         if trusted {
             let _guard = self.writes.lock().unwrap_or_else(|e| e.into_inner());
             if !self.distrusted.load(Ordering::SeqCst)
@@ -97,7 +96,7 @@ impl UserCache {
                     user: user.clone(),
                     fetched: now,
                 };
-                self.entries.insert(id, entry);
+                self.entries.insert(id.clone(), entry);
             }
         }
         Ok(user)

@@ -717,9 +717,5 @@ async fn revocations_survive_a_restart() {
     .await
     .unwrap();
     let user = tessera_core::UserId::from_stored("usr_x".into());
-    assert!(
-        loaded
-            .check("at_1", family.as_str(), user.as_str(), now, now)
-            .is_some()
-    );
+    assert!(loaded.check("at_1", &family, &user, now, now).is_some());
 }

@@ -1296,12 +1296,12 @@ async fn refresh_tokens_and_other_instances_tokens_are_refused() {
         .app
         .stores
         .users
-        .user_by_username(&Username::from_stored("alice".into()))
+        .user_by_username(&Username::parse("alice").unwrap())
         .await
         .unwrap()
         .unwrap();
-    twin.id = UserId::from_stored(a.claims["sub"].as_str().unwrap().to_owned());
-    twin.username = Username::from_stored("alice-twin".into());
+    twin.id = UserId::parse(a.claims["sub"].as_str().unwrap()).unwrap();
+    twin.username = Username::parse("alice-twin").unwrap();
     b.app.stores.users.create_user(&twin).await.unwrap();
     refused(
         &b.app,

@@ -78,13 +78,7 @@ async fn node(stores: &Stores, feed: Arc<dyn ChangeFeed>, clock: &ManualClock) -
 fn family_revoked(node: &Node, family: &FamilyId, clock: &ManualClock) -> bool {
     let user = UserId::from_stored("usr_x".into());
     node.revocations
-        .check(
-            "at_1",
-            family.as_str(),
-            user.as_str(),
-            clock.now(),
-            clock.now(),
-        )
+        .check("at_1", family, &user, clock.now(), clock.now())
         .is_some()
 }
 

@@ -129,7 +129,7 @@ async fn cached_sessions_and_accounts_are_re_read_after_the_announcement_loss_bo
     assert!(
         sessions
             .users()
-            .get(user.id.as_str())
+            .get(&user.id)
             .await
             .unwrap()
             .unwrap()
@@ -165,7 +165,7 @@ async fn cached_sessions_and_accounts_are_re_read_after_the_announcement_loss_bo
     assert!(
         sessions
             .users()
-            .get(user.id.as_str())
+            .get(&user.id)
             .await
             .unwrap()
             .unwrap()

@@ -29,7 +29,7 @@ const MAX_TOKEN_LEN: usize = 8 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct AccessClaims {
     pub iss: String,
-    pub sub: String,
+    pub sub: UserId,
     pub aud: String,
     pub exp: i64,
     pub iat: i64,
@@ -40,7 +40,7 @@ pub struct AccessClaims {
     pub jti: String,
     pub client_id: String,
     /// The refresh family this token was issued with: revoking the family revokes the token.
-    pub fid: String,
+    pub fid: FamilyId,
     /// `token` or `hybrid`.
     pub model: LoginModel,
     pub roles: Vec<String>,
@@ -80,12 +80,12 @@ impl VerifiedClaims {
         &self.claims
     }
 
-    pub fn user_id(&self) -> UserId {
-        UserId::from_stored(self.claims.sub.clone())
+    pub fn user_id(&self) -> &UserId {
+        &self.claims.sub
     }
 
-    pub fn family_id(&self) -> FamilyId {
-        FamilyId::from_stored(self.claims.fid.clone())
+    pub fn family_id(&self) -> &FamilyId {
+        &self.claims.fid
     }
 }
 
@@ -104,11 +104,11 @@ impl quick_cache::Weighter<TokenHash, Arc<Cached>> for CachedWeighter {
             + 96
             + c.kid.len()
             + claims.iss.len()
-            + claims.sub.len()
+            + claims.sub.as_str().len()
             + claims.aud.len()
             + claims.jti.len()
             + claims.client_id.len()
-            + claims.fid.len()
+            + claims.fid.as_str().len()
             + claims.roles.iter().map(|r| r.len() + 24).sum::<usize>()) as u64
     }
 }

@@ -1,249 +1,25 @@
 //! The key ring: signing keys created on first start and stored with their private parts sealed
-//! by a master key; rotation (new tokens use the new key, old tokens verify until they expire) and
-//! retirement (every token a key signed stops verifying at once); the public JWKS.
-
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
-
-use crate::clock::Timestamp;
-
-pub use jsonwebtoken::jwk::JwkSet as Jwks;
-
-/// A JWS algorithm Tessera signs with. The algorithm belongs to the key; the token header is never
-/// trusted to choose it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum SigningAlgorithm {
-    /// Ed25519, the default.
-    EdDSA,
-    /// ECDSA P-256 with SHA-256.
-    ES256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
-    RS256,
-    /// HMAC-SHA-256. Only for a single service: there is no public key, so no JWKS.
-    HS256,
-}
-
-impl SigningAlgorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SigningAlgorithm::EdDSA => "EdDSA",
-            SigningAlgorithm::ES256 => "ES256",
-            SigningAlgorithm::RS256 => "RS256",
-            SigningAlgorithm::HS256 => "HS256",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "EdDSA" => Some(SigningAlgorithm::EdDSA),
-            "ES256" => Some(SigningAlgorithm::ES256),
-            "RS256" => Some(SigningAlgorithm::RS256),
-            "HS256" => Some(SigningAlgorithm::HS256),
-            _ => None,
-        }
-    }
-
-    /// Whether the key has a public part that may be published.
-    pub fn is_asymmetric(self) -> bool {
-        self != SigningAlgorithm::HS256
-    }
-}
-
-impl fmt::Display for SigningAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where a key is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyStatus {
-    /// Signs new tokens (the newest active key does) and verifies.
-    Active,
-    /// Replaced by a newer key: verifies the tokens it signed until they expire, then leaves the
-    /// JWKS.
-    Rotated,
-    /// Verifies nothing.
-    Retired,
-}
-
-impl KeyStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyStatus::Active => "active",
-            KeyStatus::Rotated => "rotated",
-            KeyStatus::Retired => "retired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "active" => Some(KeyStatus::Active),
-            "rotated" => Some(KeyStatus::Rotated),
-            "retired" => Some(KeyStatus::Retired),
-            _ => None,
-        }
-    }
-}
-
-/// A signing key as the store keeps it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct StoredKey {
-    pub kid: String,
-    pub algorithm: SigningAlgorithm,
-    pub status: KeyStatus,
-    /// The private key (PKCS#8 DER, or the HMAC secret) sealed with the master key
-    /// (AES-256-GCM: nonce ‖ ciphertext ‖ tag, the kid as associated data).
-    pub sealed_private: Vec<u8>,
-    /// The public JWK as JSON; `None` for HMAC keys, which have no public part.
-    pub public_jwk: Option<String>,
-    pub created_at: Timestamp,
-    /// When it stopped signing.
-    pub rotated_at: Option<Timestamp>,
-    pub retired_at: Option<Timestamp>,
-}
-
-impl fmt::Debug for StoredKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .field("status", &self.status)
-            .field("sealed_private", &"<sealed>")
-            .field("created_at", &self.created_at)
-            .field("rotated_at", &self.rotated_at)
-            .field("retired_at", &self.retired_at)
-            .finish()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Key material
+//! by the master key; rotation (new tokens use the new key, old tokens verify until they expire)
+//! and retirement (every token a key signed stops verifying at once); the public JWKS.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use serde::Serialize;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::store::KeyStore;
-
-/// The key that seals signing keys at rest (AES-256-GCM), and from which the hybrid model's CSRF
-/// key is derived (HKDF-SHA256), so every node that shares the master key agrees on both. Never
-/// printed.
-#[derive(Clone)]
-pub struct MasterKey(LessSafeKeyHolder);
-
-#[derive(Clone)]
-struct LessSafeKeyHolder(Arc<LessSafeKey>, Arc<aws_lc_rs::hmac::Key>);
-
-impl fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("MasterKey(<redacted>)")
-    }
-}
-
-impl MasterKey {
-    pub const LEN: usize = 32;
-
-    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Result<Self, Error> {
-        let key = UnboundKey::new(&AES_256_GCM, bytes)
-            .map_err(|_| Error::Internal("the master key was refused by AES-256-GCM".into()))?;
-        let csrf_key: aws_lc_rs::hmac::Key =
-            aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
-                .extract(bytes)
-                .expand(&[b"tessera hybrid csrf v1"], aws_lc_rs::hmac::HMAC_SHA256)
-                .map_err(|_| Error::Internal("deriving the CSRF key failed".into()))?
-                .into();
-        Ok(Self(LessSafeKeyHolder(
-            Arc::new(LessSafeKey::new(key)),
-            Arc::new(csrf_key),
-        )))
-    }
-
-    /// A new random master key, and its bytes (to write to the key file).
-    pub fn generate() -> Result<(Self, [u8; Self::LEN]), Error> {
-        let bytes: [u8; Self::LEN] = crate::secret::random_bytes()?;
-        Ok((Self::from_bytes(&bytes)?, bytes))
-    }
-
-    /// Parses 32 bytes written as base64 (standard or URL-safe, padded or not). The message never
-    /// echoes the input.
-    pub fn parse_base64(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let bytes = URL_SAFE_NO_PAD
-            .decode(text.trim_end_matches('='))
-            .or_else(|_| STANDARD.decode(text))
-            .map_err(|_| "the master key is not valid base64".to_owned())?;
-        let bytes: [u8; Self::LEN] = bytes
-            .try_into()
-            .map_err(|_| "the master key must be 32 bytes (44 characters of base64)".to_owned())?;
-        Self::from_bytes(&bytes).map_err(|e| e.to_string())
-    }
-
-    /// nonce ‖ ciphertext ‖ tag, with the kid as associated data (a sealed key cannot be moved to
-    /// another kid).
-    fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
-        let nonce_bytes: [u8; NONCE_LEN] = crate::secret::random_bytes()?;
-        let mut in_out = plaintext.to_vec();
-        self.0
-            .0
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce_bytes),
-                Aad::from(kid.as_bytes()),
-                &mut in_out,
-            )
-            .map_err(|_| Error::Internal("sealing a signing key failed".into()))?;
-        let mut sealed = nonce_bytes.to_vec();
-        sealed.extend_from_slice(&in_out);
-        Ok(sealed)
-    }
-
-    /// The hybrid model's CSRF token for a login: HMAC-SHA256 over its family id. A token of
-    /// another login, or a cookie planted from elsewhere, does not match.
-    pub fn hybrid_csrf_token(&self, family: &str) -> String {
-        let tag = aws_lc_rs::hmac::sign(&self.0.1, family.as_bytes());
-        URL_SAFE_NO_PAD.encode(tag.as_ref())
-    }
-
-    /// Checks a hybrid CSRF token in constant time.
-    pub fn verify_hybrid_csrf_token(&self, family: &str, token: &str) -> bool {
-        match URL_SAFE_NO_PAD.decode(token.as_bytes()) {
-            Ok(tag) => aws_lc_rs::hmac::verify(&self.0.1, family.as_bytes(), &tag).is_ok(),
-            Err(_) => false,
-        }
-    }
-
-    fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
-        let fail = || {
-            Error::Internal(format!(
-                "cannot unseal signing key {kid}: the master key is not the one it was sealed with, or the stored key is damaged"
-            ))
-        };
-        if sealed.len() < NONCE_LEN {
-            return Err(fail());
-        }
-        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
-        let mut in_out = ciphertext.to_vec();
-        let plain = self
-            .0
-            .0
-            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut in_out)
-            .map_err(|_| fail())?;
-        Ok(plain.to_vec())
-    }
-}
+use crate::token::key::{KeyStatus, SigningAlgorithm, StoredKey};
+use crate::token::master_key::MasterKey;
 
 fn jwt_algorithm(alg: SigningAlgorithm) -> Algorithm {
     match alg {
@@ -764,47 +540,5 @@ mod tests {
                 other => panic!("{alg}: unexpected jwk {:?}", other.1),
             }
         }
-    }
-
-    #[test]
-    fn sealed_keys_open_only_with_the_same_master_key_and_kid() {
-        let (master, _) = MasterKey::generate().unwrap();
-        let (other, _) = MasterKey::generate().unwrap();
-        let sealed = master.seal("kid1", b"secret material").unwrap();
-        assert!(!sealed.windows(15).any(|w| w == b"secret material"));
-        assert_eq!(master.open("kid1", &sealed).unwrap(), b"secret material");
-        assert!(master.open("kid2", &sealed).is_err());
-        assert!(other.open("kid1", &sealed).is_err());
-        assert!(master.open("kid1", &sealed[..5]).is_err());
-    }
-
-    #[test]
-    fn hybrid_csrf_tokens_are_bound_to_a_login_and_a_master_key() {
-        let (a, bytes) = MasterKey::generate().unwrap();
-        let same = MasterKey::from_bytes(&bytes).unwrap();
-        let (other, _) = MasterKey::generate().unwrap();
-        let token = a.hybrid_csrf_token("fam_1");
-        assert!(
-            same.verify_hybrid_csrf_token("fam_1", &token),
-            "another node with the same master key agrees"
-        );
-        assert!(!a.verify_hybrid_csrf_token("fam_2", &token));
-        assert!(!other.verify_hybrid_csrf_token("fam_1", &token));
-        assert!(!a.verify_hybrid_csrf_token("fam_1", "garbage!"));
-        assert!(!a.verify_hybrid_csrf_token("fam_1", ""));
-    }
-
-    #[test]
-    fn master_keys_parse_from_base64_only_when_32_bytes() {
-        let (_, bytes) = MasterKey::generate().unwrap();
-        assert!(MasterKey::parse_base64(&STANDARD.encode(bytes)).is_ok());
-        assert!(MasterKey::parse_base64(&URL_SAFE_NO_PAD.encode(bytes)).is_ok());
-        let err = MasterKey::parse_base64("c2hvcnQ=").unwrap_err();
-        assert!(err.contains("32 bytes"));
-        assert!(MasterKey::parse_base64("not base64 at all!").is_err());
-        assert_eq!(
-            format!("{:?}", MasterKey::from_bytes(&bytes).unwrap()),
-            "MasterKey(<redacted>)"
-        );
     }
 }

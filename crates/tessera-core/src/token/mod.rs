@@ -2,13 +2,17 @@
 //! and the key ring.
 
 pub mod access;
+pub mod key;
 pub mod keyring;
+pub mod master_key;
 pub mod refresh;
 pub mod revocation;
+pub mod revoked;
 pub mod service;
 pub mod stream;
 
 pub use access::{AccessClaims, VerifiedClaims, Verifier, VerifyError};
-pub use keyring::{KeyInfo, KeyRing, MasterKey};
+pub use keyring::{KeyInfo, KeyRing};
+pub use master_key::MasterKey;
 pub use revocation::{RevocationMode, Revocations};
 pub use service::{Introspection, TokenConfig, TokenPair, Tokens};

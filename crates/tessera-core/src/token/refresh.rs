@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::clock::Timestamp;
 use crate::error::Error;
@@ -13,15 +13,20 @@ use crate::user::UserId;
 
 /// The public id of a refresh-token family (`fam_` + 128 random bits): one login of the token or
 /// hybrid model. Access tokens carry it (`fid`), so revoking the family reaches them.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Deserializing checks the shape, so a token's `fid` is a well-formed id or the token is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct FamilyId(String);
 
 impl FamilyId {
+    const PREFIX: &str = "fam_";
+
     pub fn generate() -> Result<Self, Error> {
-        crate::secret::random_public_id("fam_").map(Self)
+        crate::secret::random_public_id(Self::PREFIX).map(Self)
     }
 
+    /// Wraps an id read back from the store, which holds only ids we generated: not checked
+    /// again.
     pub fn from_stored(id: String) -> Self {
         Self(id)
     }
@@ -31,11 +36,9 @@ impl FamilyId {
     }
 }
 
-/// Lookups by `&str` (a token's `fid`) without allocating: the derived `Hash` and `Eq` of the
-/// wrapped `String` agree with `str`'s.
-impl std::borrow::Borrow<str> for FamilyId {
-    fn borrow(&self) -> &str {
-        &self.0
+impl<'de> Deserialize<'de> for FamilyId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        crate::secret::deserialize_public_id(deserializer, Self::PREFIX).map(Self)
     }
 }
 
@@ -89,6 +92,15 @@ pub struct RefreshFamily {
     pub client: ClientInfo,
 }
 
+impl RefreshFamily {
+    /// Whether the login still stands at `now`: not revoked, and past neither its idle nor its
+    /// absolute expiry. The store may still hold a dead family until the sweep deletes it, so
+    /// every reader asks this rather than trusting that a family it found is usable.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at && now < self.absolute_expires_at
+    }
+}
+
 /// One refresh token of a family, stored by the hash of its secret.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RefreshTokenRecord {
@@ -108,4 +120,39 @@ pub enum Rotation {
     AlreadyRotated { at: Timestamp },
     /// No such token (or its family is gone).
     Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_family_is_live_until_revoked_or_either_expiry() {
+        let at = Timestamp::from_unix_millis;
+        let family = RefreshFamily {
+            id: FamilyId::generate().unwrap(),
+            user_id: UserId::generate().unwrap(),
+            model: LoginModel::Token,
+            created_at: at(0),
+            last_used_at: at(0),
+            expires_at: at(100),
+            absolute_expires_at: at(200),
+            revoked_at: None,
+            revoked_reason: None,
+            client: ClientInfo::default(),
+        };
+        assert!(family.is_live(at(99)));
+        assert!(!family.is_live(at(100)), "idle expiry");
+        let slid = RefreshFamily {
+            expires_at: at(300),
+            ..family.clone()
+        };
+        assert!(slid.is_live(at(199)));
+        assert!(!slid.is_live(at(200)), "absolute expiry");
+        let revoked = RefreshFamily {
+            revoked_at: Some(at(1)),
+            ..family
+        };
+        assert!(!revoked.is_live(at(2)));
+    }
 }

@@ -8,18 +8,17 @@ use jsonwebtoken::Header;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::audit::{Audit, EventKind};
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
-use crate::events::{Audit, EventKind};
 use crate::secret::RefreshToken;
 use crate::session::ClientInfo;
 use crate::store::{EventStore, RefreshStore, UserStore};
 use crate::token::access::{ACCESS_TOKEN_TYP, AccessClaims, VerifiedClaims, Verifier, VerifyError};
 use crate::token::keyring::{KeyInfo, KeyRing};
 use crate::token::refresh::{FamilyId, LoginModel, RefreshFamily, RefreshTokenRecord, Rotation};
-use crate::token::revocation::{
-    AllowedToken, RevocationEntry, RevocationMode, Revocations, Revoked,
-};
+use crate::token::revocation::{RevocationMode, Revocations};
+use crate::token::revoked::{AllowedToken, RevocationEntry, Revoked};
 use crate::user::{User, UserId};
 
 /// Lifetimes and names of the token model.
@@ -273,7 +272,7 @@ impl Tokens {
         // recorded before is in the data it carries.
         let as_of = self.clock.now();
         let user = match self.users.user_by_id(&user.id).await? {
-            Some(fresh) if !fresh.disabled => fresh,
+            Some(fresh) if fresh.is_active() => fresh,
             _ => return Err(Error::InvalidGrant),
         };
         let user = &user;
@@ -307,7 +306,7 @@ impl Tokens {
         let now = self.clock.now().unix_seconds();
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
-            sub: user.id.to_string(),
+            sub: user.id.clone(),
             aud: self.config.audience.clone(),
             exp: now + i64::try_from(self.config.access_lifetime.as_secs()).unwrap_or(i64::MAX / 2),
             iat: now,
@@ -315,7 +314,7 @@ impl Tokens {
             nbf: now,
             jti: crate::secret::random_public_id("at_")?,
             client_id: self.config.client_id.clone(),
-            fid: family.id.to_string(),
+            fid: family.id.clone(),
             model: family.model,
             roles: user.roles.clone(),
         };
@@ -350,14 +349,11 @@ impl Tokens {
             return Err(Error::InvalidGrant);
         };
         let now = self.clock.now();
-        if family.revoked_at.is_some()
-            || now >= family.expires_at
-            || now >= family.absolute_expires_at
-        {
+        if !family.is_live(now) {
             return Err(Error::InvalidGrant);
         }
         let user = match self.users.user_by_id(&family.user_id).await? {
-            Some(user) if !user.disabled => user,
+            Some(user) if user.is_active() => user,
             _ => return Err(Error::InvalidGrant),
         };
         let expires_at = now
@@ -432,11 +428,7 @@ impl Tokens {
         let current = record
             .rotated_at
             .is_none_or(|at| now.since(at) <= self.config.reuse_grace);
-        let live = current
-            && family.revoked_at.is_none()
-            && now < family.expires_at
-            && now < family.absolute_expires_at;
-        Ok(live.then_some(family))
+        Ok((current && family.is_live(now)).then_some(family))
     }
 
     /// An access token's claims if it is genuine, even when expired or revoked: for logout, which
@@ -445,7 +437,7 @@ impl Tokens {
         self.verifier
             .verify_unrevoked(token, false)
             .ok()
-            .map(|c| FamilyId::from_stored(c.fid.clone()))
+            .map(|c| c.fid.clone())
     }
 
     /// Ends a family: its refresh tokens stop working, and so do the access tokens it issued.
@@ -529,13 +521,12 @@ impl Tokens {
                             .max(now),
                     })
                     .await?;
-                let family = FamilyId::from_stored(claims.fid.clone());
-                self.revoke_family(&family, "revoked by the client").await?;
-                let user = UserId::from_stored(claims.sub.clone());
+                self.revoke_family(&claims.fid, "revoked by the client")
+                    .await?;
                 self.event(
                     EventKind::TokenRevoked,
-                    Some(&user),
-                    json!({"family": family, "token_type": "access_token"}),
+                    Some(&claims.sub),
+                    json!({"family": claims.fid, "token_type": "access_token"}),
                 )
                 .await;
             }
@@ -569,13 +560,13 @@ impl Tokens {
             let c = verified.claims();
             let username = self
                 .users
-                .user_by_id(&verified.user_id())
+                .user_by_id(verified.user_id())
                 .await?
                 .map(|u| u.username.to_string());
             return Ok(Introspection {
                 active: true,
                 token_type: Some("access_token"),
-                sub: Some(c.sub.clone()),
+                sub: Some(c.sub.to_string()),
                 username,
                 client_id: Some(c.client_id.clone()),
                 exp: Some(c.exp),
@@ -591,13 +582,10 @@ impl Tokens {
             && let Some((record, family)) = self.refresh.refresh_token(&refresh.hash()).await?
         {
             let now = self.clock.now();
-            let live = family.revoked_at.is_none()
-                && record.rotated_at.is_none()
-                && now < family.expires_at
-                && now < family.absolute_expires_at;
-            if live
+            if record.rotated_at.is_none()
+                && family.is_live(now)
                 && let Some(user) = self.users.user_by_id(&family.user_id).await?
-                && !user.disabled
+                && user.is_active()
             {
                 return Ok(Introspection {
                     active: true,

@@ -40,7 +40,7 @@ impl HybridAuth {
             ApiError::unauthenticated()
         })?;
         if unsafe_method {
-            csrf::check_hybrid_token(&parts.headers, state, &claims.claims().fid)?;
+            csrf::check_hybrid_token(&parts.headers, state, claims.claims().fid.as_str())?;
         }
         Ok(Some(Self { claims }))
     }

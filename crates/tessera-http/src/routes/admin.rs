@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::extract::{AdminUser, AuthUser};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
-use crate::routes::account::{Ended, LoginView};
+use crate::routes::me::{Ended, LoginView};
 use crate::state::AppState;
 
 /// A signing key as admins see it (never its private part).
@@ -205,12 +205,14 @@ pub async fn list_users(
     }))
 }
 
+/// The user a URL names. An id that is not in the shape of ours names no user, as an unknown one
+/// does: the same 404, without a store lookup.
 async fn target(state: &AppState, id: &str) -> Result<tessera_core::User, ApiError> {
-    state
-        .accounts()
-        .user(&UserId::from_stored(id.to_owned()))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no user {id:?}")))
+    let user = match UserId::parse(id) {
+        Some(id) => state.accounts().user(&id).await?,
+        None => None,
+    };
+    user.ok_or_else(|| ApiError::not_found(format!("no user {id:?}")))
 }
 
 /// One user.

@@ -1,14 +1,15 @@
 //! Route handlers, one module per group of the HTTP surface, and the JSON views they share.
 
-pub mod account;
-pub mod accounts;
 pub mod admin;
 pub mod hybrid;
+pub mod me;
 pub mod ops;
 pub mod playground;
 pub mod revocations;
 pub mod session;
 pub mod token;
+pub mod users;
+pub mod verify;
 
 use serde::Serialize;
 use tessera_core::{Session, Timestamp, User};

@@ -1,4 +1,4 @@
-//! A user's control over their own logins and password, whatever the login model.
+//! The caller's own account, whatever the login model: who they are, their logins, their password.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::extract::{AuthModel, AuthUser, ClientMeta};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
+use crate::routes::UserView;
 use crate::routes::session::{SessionInfo, session_cookie};
 use crate::state::AppState;
 
@@ -52,8 +53,62 @@ impl From<LoginInfo> for LoginView {
 pub(crate) fn current_login(auth: &AuthUser) -> CurrentLogin {
     match &auth.model {
         AuthModel::Session(s) => CurrentLogin::Session(s.handle.clone()),
-        AuthModel::Token(c) => CurrentLogin::Family(c.family_id()),
+        AuthModel::Token(c) => CurrentLogin::Family(c.family_id().clone()),
     }
+}
+
+/// How the caller of `/v1/me` is authenticated.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AuthView {
+    /// `session` (cookie), `token` (bearer) or `hybrid` (token in a cookie).
+    #[schema(example = "session")]
+    pub model: &'static str,
+    /// The session's public id, for the session model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The login (refresh-token family) the access token belongs to, for the token models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family_id: Option<String>,
+    /// When the credential expires: the access token's `exp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub user: UserView,
+    pub auth: AuthView,
+}
+
+/// The caller's identity, whichever login model authenticated it.
+#[utoipa::path(
+    get, path = "/v1/me", tag = "accounts",
+    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
+    responses(
+        (status = 200, body = Me),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn me(auth: AuthUser) -> Json<Me> {
+    let auth_view = match &auth.model {
+        AuthModel::Session(session) => AuthView {
+            model: "session",
+            session_id: Some(session.handle.to_string()),
+            family_id: None,
+            expires_at: None,
+        },
+        AuthModel::Token(claims) => AuthView {
+            model: claims.claims().model.as_str(),
+            session_id: None,
+            family_id: Some(claims.claims().fid.to_string()),
+            expires_at: Some(claims.claims().exp),
+        },
+    };
+    Json(Me {
+        user: UserView::from(&*auth.user),
+        auth: auth_view,
+    })
 }
 
 /// List my logins: sessions, token and hybrid logins alike.

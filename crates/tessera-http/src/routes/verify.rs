@@ -1,97 +1,10 @@
-//! Accounts: registration.
+//! Forward-auth: a reverse proxy asks whether a request may pass (the rules themselves live in
+//! `crate::forward_auth`).
 
-use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 
-use super::{Credentials, UserView};
-use crate::json::ApiJson;
-use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
+use crate::problem::{ApiError, Problem, ServiceProblems};
 use crate::state::AppState;
-
-/// Register an account.
-///
-/// Open by default; `registration = "closed"` turns it off. Passwords need at least 8 characters,
-/// accept spaces and any Unicode, and must not be one of the most common passwords.
-#[utoipa::path(
-    post, path = "/v1/users", tag = "accounts",
-    request_body = Credentials,
-    responses(
-        (status = 201, description = "The account was created", body = UserView),
-        (status = 403, description = "Registration is closed", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json"),
-        JsonBodyProblems,
-        ServiceProblems,
-    )
-)]
-pub async fn register(
-    State(state): State<AppState>,
-    crate::client_ip::ClientIp(ip): crate::client_ip::ClientIp,
-    ApiJson(body): ApiJson<Credentials>,
-) -> Result<impl IntoResponse, ApiError> {
-    // Registrations spend the address's login budget: no account-creation floods.
-    state.throttle().check(ip, None).await?;
-    let user = state
-        .accounts()
-        .register(&body.username, &body.password)
-        .await?;
-    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
-}
-
-/// How the caller of `/v1/me` is authenticated.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct AuthView {
-    /// `session` (cookie), `token` (bearer) or `hybrid` (token in a cookie).
-    #[schema(example = "session")]
-    pub model: &'static str,
-    /// The session's public id, for the session model.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    /// The login (refresh-token family) the access token belongs to, for the token models.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub family_id: Option<String>,
-    /// When the credential expires: the access token's `exp`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<i64>,
-}
-
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct Me {
-    pub user: UserView,
-    pub auth: AuthView,
-}
-
-/// The caller's identity, whichever login model authenticated it.
-#[utoipa::path(
-    get, path = "/v1/me", tag = "accounts",
-    security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
-    responses(
-        (status = 200, body = Me),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        ServiceProblems,
-    )
-)]
-pub async fn me(auth: crate::extract::AuthUser) -> Json<Me> {
-    let auth_view = match &auth.model {
-        crate::extract::AuthModel::Session(session) => AuthView {
-            model: "session",
-            session_id: Some(session.handle.to_string()),
-            family_id: None,
-            expires_at: None,
-        },
-        crate::extract::AuthModel::Token(claims) => AuthView {
-            model: claims.claims().model.as_str(),
-            session_id: None,
-            family_id: Some(claims.claims().fid.clone()),
-            expires_at: Some(claims.claims().exp),
-        },
-    };
-    Json(Me {
-        user: UserView::from(&*auth.user),
-        auth: auth_view,
-    })
-}
 
 /// Forward-auth: for a reverse proxy (nginx `auth_request`, Traefik ForwardAuth, Caddy
 /// `forward_auth`) to ask whether a request may pass.

@@ -1,5 +1,6 @@
-//! Security events: the audit trail of logins, logouts, refreshes, reuse detections, revocations
-//! and key rotations.
+//! The audit log of security events: logins and logouts, token issue, refresh and reuse
+//! detection, revocations, key rotation and retirement, and changes to an account (password,
+//! roles, disabling, forced logout).
 
 use std::sync::Arc;
 

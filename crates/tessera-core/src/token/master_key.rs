@@ -1,0 +1,164 @@
+//! The master key: seals signing keys at rest, and keys the hybrid model's CSRF tokens.
+
+use std::fmt;
+use std::sync::Arc;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+use crate::error::Error;
+
+/// The key that seals signing keys at rest (AES-256-GCM), and from which the hybrid model's CSRF
+/// key is derived (HKDF-SHA256), so every node that shares the master key agrees on both. Never
+/// printed.
+#[derive(Clone)]
+pub struct MasterKey(LessSafeKeyHolder);
+
+#[derive(Clone)]
+struct LessSafeKeyHolder(Arc<LessSafeKey>, Arc<aws_lc_rs::hmac::Key>);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    pub const LEN: usize = 32;
+
+    pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Result<Self, Error> {
+        let key = UnboundKey::new(&AES_256_GCM, bytes)
+            .map_err(|_| Error::Internal("the master key was refused by AES-256-GCM".into()))?;
+        let csrf_key: aws_lc_rs::hmac::Key =
+            aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
+                .extract(bytes)
+                .expand(&[b"tessera hybrid csrf v1"], aws_lc_rs::hmac::HMAC_SHA256)
+                .map_err(|_| Error::Internal("deriving the CSRF key failed".into()))?
+                .into();
+        Ok(Self(LessSafeKeyHolder(
+            Arc::new(LessSafeKey::new(key)),
+            Arc::new(csrf_key),
+        )))
+    }
+
+    /// A new random master key, and its bytes (to write to the key file).
+    pub fn generate() -> Result<(Self, [u8; Self::LEN]), Error> {
+        let bytes: [u8; Self::LEN] = crate::secret::random_bytes()?;
+        Ok((Self::from_bytes(&bytes)?, bytes))
+    }
+
+    /// Parses 32 bytes written as base64 (standard or URL-safe, padded or not). The message never
+    /// echoes the input.
+    pub fn parse_base64(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .or_else(|_| STANDARD.decode(text))
+            .map_err(|_| "the master key is not valid base64".to_owned())?;
+        let bytes: [u8; Self::LEN] = bytes
+            .try_into()
+            .map_err(|_| "the master key must be 32 bytes (44 characters of base64)".to_owned())?;
+        Self::from_bytes(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// nonce ‖ ciphertext ‖ tag, with the kid as associated data (a sealed key cannot be moved to
+    /// another kid).
+    pub(crate) fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, Error> {
+        let nonce_bytes: [u8; NONCE_LEN] = crate::secret::random_bytes()?;
+        let mut in_out = plaintext.to_vec();
+        self.0
+            .0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(kid.as_bytes()),
+                &mut in_out,
+            )
+            .map_err(|_| Error::Internal("sealing a signing key failed".into()))?;
+        let mut sealed = nonce_bytes.to_vec();
+        sealed.extend_from_slice(&in_out);
+        Ok(sealed)
+    }
+
+    /// The hybrid model's CSRF token for a login: HMAC-SHA256 over its family id. A token of
+    /// another login, or a cookie planted from elsewhere, does not match.
+    pub fn hybrid_csrf_token(&self, family: &str) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.0.1, family.as_bytes());
+        URL_SAFE_NO_PAD.encode(tag.as_ref())
+    }
+
+    /// Checks a hybrid CSRF token in constant time.
+    pub fn verify_hybrid_csrf_token(&self, family: &str, token: &str) -> bool {
+        match URL_SAFE_NO_PAD.decode(token.as_bytes()) {
+            Ok(tag) => aws_lc_rs::hmac::verify(&self.0.1, family.as_bytes(), &tag).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    pub(crate) fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        let fail = || {
+            Error::Internal(format!(
+                "cannot unseal signing key {kid}: the master key is not the one it was sealed with, or the stored key is damaged"
+            ))
+        };
+        if sealed.len() < NONCE_LEN {
+            return Err(fail());
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| fail())?;
+        let mut in_out = ciphertext.to_vec();
+        let plain = self
+            .0
+            .0
+            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut in_out)
+            .map_err(|_| fail())?;
+        Ok(plain.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_keys_open_only_with_the_same_master_key_and_kid() {
+        let (master, _) = MasterKey::generate().unwrap();
+        let (other, _) = MasterKey::generate().unwrap();
+        let sealed = master.seal("kid1", b"secret material").unwrap();
+        assert!(!sealed.windows(15).any(|w| w == b"secret material"));
+        assert_eq!(master.open("kid1", &sealed).unwrap(), b"secret material");
+        assert!(master.open("kid2", &sealed).is_err());
+        assert!(other.open("kid1", &sealed).is_err());
+        assert!(master.open("kid1", &sealed[..5]).is_err());
+    }
+
+    #[test]
+    fn hybrid_csrf_tokens_are_bound_to_a_login_and_a_master_key() {
+        let (a, bytes) = MasterKey::generate().unwrap();
+        let same = MasterKey::from_bytes(&bytes).unwrap();
+        let (other, _) = MasterKey::generate().unwrap();
+        let token = a.hybrid_csrf_token("fam_1");
+        assert!(
+            same.verify_hybrid_csrf_token("fam_1", &token),
+            "another node with the same master key agrees"
+        );
+        assert!(!a.verify_hybrid_csrf_token("fam_2", &token));
+        assert!(!other.verify_hybrid_csrf_token("fam_1", &token));
+        assert!(!a.verify_hybrid_csrf_token("fam_1", "garbage!"));
+        assert!(!a.verify_hybrid_csrf_token("fam_1", ""));
+    }
+
+    #[test]
+    fn master_keys_parse_from_base64_only_when_32_bytes() {
+        let (_, bytes) = MasterKey::generate().unwrap();
+        assert!(MasterKey::parse_base64(&STANDARD.encode(bytes)).is_ok());
+        assert!(MasterKey::parse_base64(&URL_SAFE_NO_PAD.encode(bytes)).is_ok());
+        let err = MasterKey::parse_base64("c2hvcnQ=").unwrap_err();
+        assert!(err.contains("32 bytes"));
+        assert!(MasterKey::parse_base64("not base64 at all!").is_err());
+        assert_eq!(
+            format!("{:?}", MasterKey::from_bytes(&bytes).unwrap()),
+            "MasterKey(<redacted>)"
+        );
+    }
+}
