@@ -11,7 +11,7 @@ pub trait Clock: Send + Sync + 'static {
     fn now_unix_millis(&self) -> i64;
 }
 
-/// The system's wall clock.
+/// The system's wall clock: what a verifier uses unless given another [`Clock`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 

@@ -109,16 +109,17 @@ pub enum BuildError {
     /// A URL that is not absolute `http` or `https`.
     #[error("{what} is not an http(s) URL")]
     BadUrl {
-        /// Which URL.
+        /// Which URL was refused: the JWKS URL or the revocation stream URL.
         what: &'static str,
     },
-    /// A setting out of range.
+    /// A setting out of range (reversed JWKS max-age bounds, a zero heartbeat timeout or
+    /// backoff); the text says which.
     #[error("{0}")]
     BadSetting(&'static str),
     /// `build` was called outside a Tokio runtime; the verifier runs background tasks.
     #[error("build must be called inside a Tokio runtime")]
     NoRuntime,
-    /// The HTTP client could not be built.
+    /// The built-in HTTP client could not be built; the source error says why.
     #[error("building the HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }

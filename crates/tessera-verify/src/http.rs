@@ -176,7 +176,9 @@ impl<S> tower::Layer<S> for RequireBearerLayer {
     }
 }
 
-/// The service [`RequireBearerLayer`] makes.
+/// The service [`RequireBearerLayer`] makes: it verifies the bearer token before the wrapped
+/// service runs, answers a refusal itself, and hands a valid request on with its
+/// [`VerifiedToken`] in the extensions.
 #[derive(Clone, Debug)]
 pub struct RequireBearer<S> {
     inner: S,

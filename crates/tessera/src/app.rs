@@ -16,7 +16,7 @@ use crate::config::{Config, Database, SessionStoreKind};
 
 /// Everything a command needs, built from the configuration: the services (`app.sessions`, …
 /// through `Deref`) and the stores under them.
-pub struct App {
+pub(crate) struct App {
     services: Services,
     /// The SQLite store itself, to close (and checkpoint) at the end.
     sqlite: Option<SqliteStore>,
@@ -32,13 +32,16 @@ impl Deref for App {
 }
 
 impl App {
-    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+    pub(crate) async fn build(config: &Config) -> anyhow::Result<Self> {
         Self::build_with_clock(config, Arc::new(SystemClock)).await
     }
 
     /// Builds the stores and the services, and starts following the change feed (without it a
     /// node stops trusting its revocation state). `serve` also starts the sweeper.
-    pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub(crate) async fn build_with_clock(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
         let database = config.database().map_err(anyhow::Error::msg)?;
         let (stores, sqlite) = stores(config, &database).await?;
         let master = master_key(config, &database)?;
@@ -52,12 +55,12 @@ impl App {
     }
 
     /// The services, to hand to the HTTP layer.
-    pub fn services(&self) -> &Services {
+    pub(crate) fn services(&self) -> &Services {
         &self.services
     }
 
     /// Closes the stores (the SQLite WAL is checkpointed).
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         self.follower.abort();
         if let Some(sqlite) = self.sqlite {
             sqlite.close().await;

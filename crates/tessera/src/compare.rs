@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::config::Config;
 
 #[derive(Args)]
-pub struct CompareArgs {
+pub(crate) struct CompareArgs {
     /// How many times each per-request check runs.
     #[arg(long, default_value_t = 20_000)]
     requests: u32,
@@ -26,7 +26,7 @@ struct Row {
     hybrid: String,
 }
 
-pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: CompareArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -15,12 +15,12 @@ use tessera_core::{
 };
 
 /// Read when `--config` is not given and the file exists in the working directory.
-pub const DEFAULT_FILE: &str = "tessera.toml";
+pub(crate) const DEFAULT_FILE: &str = "tessera.toml";
 
 /// The whole configuration. Every field has a default, so an empty file is a valid configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Config {
+pub(crate) struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
     /// `sqlite://PATH` (the embedded default) or `memory` (nothing survives a restart).
@@ -61,7 +61,7 @@ impl Default for Config {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AccountsSection {
+pub(crate) struct AccountsSection {
     /// `open` (anyone may register) or `closed`.
     pub registration: Registration,
     /// Live logins (sessions, token and hybrid logins) per user; the oldest end first. 0: no cap.
@@ -80,14 +80,14 @@ impl Default for AccountsSection {
 /// A rate: `burst` attempts at once, `per_minute` regained each minute.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RateSection {
+pub(crate) struct RateSection {
     pub burst: u32,
     pub per_minute: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ThrottlingSection {
+pub(crate) struct ThrottlingSection {
     /// Login attempts per account (any address).
     pub per_account: RateSection,
     /// Login and registration attempts per client address.
@@ -112,7 +112,7 @@ impl Default for ThrottlingSection {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HttpSection {
+pub(crate) struct HttpSection {
     /// Other origins allowed to call with credentials (CORS) and to make cookie-authenticated
     /// unsafe requests. Exact origins, never a wildcard.
     pub trusted_origins: Vec<String>,
@@ -146,7 +146,7 @@ impl Default for HttpSection {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SessionsSection {
+pub(crate) struct SessionsSection {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -163,7 +163,7 @@ pub struct SessionsSection {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SessionStoreKind {
+pub(crate) enum SessionStoreKind {
     #[default]
     Database,
     Redis,
@@ -171,7 +171,7 @@ pub enum SessionStoreKind {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RedisSection {
+pub(crate) struct RedisSection {
     /// `redis://host:port/db`; needed when `sessions.store = "redis"`.
     pub url: Option<String>,
     /// Every key starts with this, so several deployments (or test runs) can share a server.
@@ -189,7 +189,7 @@ impl Default for RedisSection {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PostgresSection {
+pub(crate) struct PostgresSection {
     /// The schema Tessera's tables live in (created when missing); default: the connection's
     /// search path (usually `public`).
     pub schema: Option<String>,
@@ -211,7 +211,7 @@ impl Default for SessionsSection {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct PasswordsSection {
+pub(crate) struct PasswordsSection {
     pub min_length: usize,
     pub max_length: usize,
     pub refuse_common: bool,
@@ -239,7 +239,7 @@ impl Default for PasswordsSection {
 
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TokensSection {
+pub(crate) struct TokensSection {
     /// `EdDSA` (default), `ES256`, `RS256`, or `HS256` (one service only: no JWKS).
     pub algorithm: SigningAlgorithm,
     /// `iss` of access tokens; default: `public_url`.
@@ -322,7 +322,7 @@ impl Default for TokensSection {
 /// Forward-auth (`GET /v1/verify`) for reverse proxies.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct VerifySection {
+pub(crate) struct VerifySection {
     /// Where a browser without a valid credential is sent (an absolute http(s) URL), with
     /// `return_to` set to the page it asked for. Unset: browsers get a 401 like API clients.
     pub login_url: Option<String>,
@@ -334,7 +334,7 @@ pub struct VerifySection {
 /// One route rule: requests under `prefix` need `role`, or nothing when `public`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VerifyRuleSection {
+pub(crate) struct VerifyRuleSection {
     pub prefix: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
@@ -347,7 +347,7 @@ pub struct VerifyRuleSection {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LogSection {
+pub(crate) struct LogSection {
     /// `text` or `json`.
     pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `tessera=debug,info`.
@@ -365,14 +365,14 @@ impl Default for LogSection {
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
 
 /// Where the database lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Database {
+pub(crate) enum Database {
     Sqlite(PathBuf),
     /// A connection URL; several nodes share it.
     Postgres(String),
@@ -381,7 +381,7 @@ pub enum Database {
 
 /// Values given on the command line; they override everything else.
 #[derive(Debug, Default, Serialize)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -392,7 +392,7 @@ pub struct Overrides {
 
 impl Config {
     /// Loads the configuration. Without `--config`, `./tessera.toml` is read when it exists.
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
+    pub(crate) fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
         let figment = Self::figment(file, overrides)?;
         let config: Config = figment
             .extract()
@@ -532,7 +532,7 @@ impl Config {
         Ok(())
     }
 
-    pub fn database(&self) -> Result<Database, String> {
+    pub(crate) fn database(&self) -> Result<Database, String> {
         let url = self.database.trim();
         if url == "memory" {
             return Ok(Database::Memory);
@@ -549,7 +549,7 @@ impl Config {
     }
 
     /// What the core services are built with.
-    pub fn services_config(&self) -> tessera_core::ServicesConfig {
+    pub(crate) fn services_config(&self) -> tessera_core::ServicesConfig {
         tessera_core::ServicesConfig {
             accounts: self.accounts_config(),
             passwords: tessera_core::PasswordsConfig {
@@ -574,7 +574,7 @@ impl Config {
         }
     }
 
-    pub fn session_config(&self) -> SessionConfig {
+    pub(crate) fn session_config(&self) -> SessionConfig {
         SessionConfig {
             idle_timeout: self.sessions.idle_timeout,
             absolute_lifetime: self.sessions.absolute_lifetime,
@@ -583,7 +583,7 @@ impl Config {
         }
     }
 
-    pub fn accounts_config(&self) -> AccountsConfig {
+    pub(crate) fn accounts_config(&self) -> AccountsConfig {
         AccountsConfig {
             registration: self.accounts.registration,
             password_policy: PasswordPolicy {
@@ -594,7 +594,7 @@ impl Config {
         }
     }
 
-    pub fn token_config(&self) -> TokenConfig {
+    pub(crate) fn token_config(&self) -> TokenConfig {
         TokenConfig {
             issuer: self
                 .tokens
@@ -614,7 +614,7 @@ impl Config {
     }
 
     /// The forward-auth rules, checked: a rule is either public or needs a role.
-    pub fn verify_config(
+    pub(crate) fn verify_config(
         &self,
     ) -> Result<
         tessera_http::forward_auth::VerifyConfig,
@@ -657,7 +657,7 @@ impl Config {
         VerifyConfig::new(rules, self.verify.login_url.clone())
     }
 
-    pub fn http_config(&self) -> tessera_http::HttpConfig {
+    pub(crate) fn http_config(&self) -> tessera_http::HttpConfig {
         tessera_http::HttpConfig {
             public_url: self.public_url.clone(),
             trusted_origins: self.http.trusted_origins.clone(),

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 #[derive(Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Where to write the configuration.
     #[arg(long, value_name = "FILE", default_value = "tessera.toml")]
     output: PathBuf,
@@ -19,7 +19,7 @@ pub struct InitArgs {
 
 /// The answers to the three questions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answers {
+pub(crate) struct Answers {
     /// 1. Must logins be shared across domains or clients (SPA on another origin, mobile app)?
     pub cross_domain: bool,
     /// 2. Several servers or microservices?
@@ -34,7 +34,7 @@ const QUESTIONS: [&str; 3] = [
     "3. Are the security needs high (a bank, an enterprise system)?",
 ];
 
-pub fn run(args: InitArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: InitArgs) -> anyhow::Result<()> {
     if args.output.exists() && !args.force {
         bail!(
             "{} exists; pass --force to replace it",
@@ -54,7 +54,7 @@ pub fn run(args: InitArgs) -> anyhow::Result<()> {
 }
 
 /// Reads three yes/no answers, one per line (`y`, `yes`, `n`, `no`; case does not matter).
-pub fn ask(input: &mut impl BufRead, interactive: bool) -> anyhow::Result<Answers> {
+pub(crate) fn ask(input: &mut impl BufRead, interactive: bool) -> anyhow::Result<Answers> {
     let mut answers = [false; 3];
     for (i, question) in QUESTIONS.iter().enumerate() {
         loop {
@@ -86,7 +86,7 @@ pub fn ask(input: &mut impl BufRead, interactive: bool) -> anyhow::Result<Answer
 }
 
 /// The advice that follows from the answers, in one line.
-pub fn model(a: Answers) -> &'static str {
+pub(crate) fn model(a: Answers) -> &'static str {
     match (a.cross_domain, a.high_security) {
         (true, true) => "token for other clients and domains, hybrid for your own browser app",
         (true, false) => "token (Authorization: Bearer, refresh tokens)",
@@ -96,7 +96,7 @@ pub fn model(a: Answers) -> &'static str {
 }
 
 /// The configuration file for the answers, with the reasons as comments.
-pub fn render(a: Answers) -> String {
+pub(crate) fn render(a: Answers) -> String {
     let mut out = String::new();
     let mut line = |s: &str| {
         out.push_str(s);

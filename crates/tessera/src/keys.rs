@@ -6,7 +6,7 @@ use crate::app::App;
 use crate::config::Config;
 
 #[derive(Subcommand)]
-pub enum KeysCommand {
+pub(crate) enum KeysCommand {
     /// List the signing keys.
     List,
     /// Create a new signing key; the old one verifies its tokens until they expire.
@@ -18,7 +18,7 @@ pub enum KeysCommand {
     },
 }
 
-pub fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+pub(crate) fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

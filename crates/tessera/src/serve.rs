@@ -8,7 +8,7 @@ use anyhow::Context;
 use crate::app::App;
 use crate::config::{Config, LogFormat};
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+pub(crate) fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::config::Config;
 
 #[derive(Subcommand)]
-pub enum UserCommand {
+pub(crate) enum UserCommand {
     /// Create an account. The password is read from standard input (one line), so it never shows
     /// in the process list or the shell history: `tessera user add alice --admin < password.txt`.
     Add {
@@ -22,7 +22,7 @@ pub enum UserCommand {
     },
 }
 
-pub fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
+pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
     let UserCommand::Add { username, admin } = command;
     let stdin = std::io::stdin();
     if stdin.is_terminal() {

@@ -135,15 +135,18 @@ fn problem(status: StatusCode, detail: &str) -> Response {
 /// | `LISTEN` | `127.0.0.1:3000` | the address to listen on |
 #[derive(Clone)]
 pub struct Config {
-    /// The Tessera server's base URL.
+    /// The Tessera server's base URL (`TESSERA_URL`): the JWKS and the revocation stream are
+    /// read from it.
     pub tessera_url: String,
-    /// The accepted `iss`.
+    /// The `iss` a token must carry to be accepted (`TESSERA_ISSUER`).
     pub issuer: String,
-    /// The accepted `aud`.
+    /// The `aud` a token must carry to be accepted (`TESSERA_AUDIENCE`).
     pub audience: String,
-    /// The service client for the revocation stream; `None` when turned off.
+    /// The service client id and secret the revocation stream is read with; `None` when
+    /// `TESSERA_REVOCATIONS=off`, and revoked tokens then stay accepted until they expire.
+    /// `Debug` shows the id, never the secret.
     pub credentials: Option<(String, String)>,
-    /// Where to listen.
+    /// The address the service listens on (`LISTEN`).
     pub listen: SocketAddr,
 }
 
@@ -162,9 +165,12 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// A variable missing or wrong.
+/// An environment variable missing or wrong: the service refuses to start rather than guess.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ConfigError(pub String);
+pub struct ConfigError(
+    /// What to fix, naming the variable.
+    pub String,
+);
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -21,13 +21,13 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-pub const ISSUER: &str = "https://auth.test";
-pub const AUDIENCE: &str = "tessera";
-pub const CLIENT_ID: &str = "orders";
-pub const CLIENT_SECRET: &str = "a service secret that must not be logged";
+pub(crate) const ISSUER: &str = "https://auth.test";
+pub(crate) const AUDIENCE: &str = "tessera";
+pub(crate) const CLIENT_ID: &str = "orders";
+pub(crate) const CLIENT_SECRET: &str = "a service secret that must not be logged";
 
 /// A private key and its public JWK.
-pub struct SigningKey {
+pub(crate) struct SigningKey {
     pub kid: String,
     pub algorithm: Algorithm,
     encoding: EncodingKey,
@@ -35,7 +35,7 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    pub fn ed25519(kid: &str) -> Self {
+    pub(crate) fn ed25519(kid: &str) -> Self {
         let der = aws_lc_rs::signature::Ed25519KeyPair::generate()
             .and_then(|k| k.to_pkcs8v1())
             .unwrap();
@@ -46,7 +46,7 @@ impl SigningKey {
         )
     }
 
-    pub fn es256(kid: &str) -> Self {
+    pub(crate) fn es256(kid: &str) -> Self {
         let der = aws_lc_rs::signature::EcdsaKeyPair::generate(
             &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
         )
@@ -59,7 +59,7 @@ impl SigningKey {
         )
     }
 
-    pub fn rs256(kid: &str) -> Self {
+    pub(crate) fn rs256(kid: &str) -> Self {
         let der = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
             .and_then(|k| k.as_der())
             .unwrap();
@@ -90,30 +90,30 @@ impl SigningKey {
     }
 
     /// The header Tessera puts on access tokens.
-    pub fn header(&self) -> Header {
+    pub(crate) fn header(&self) -> Header {
         let mut h = Header::new(self.algorithm);
         h.typ = Some("at+jwt".into());
         h.kid = Some(self.kid.clone());
         h
     }
 
-    pub fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         self.sign_with(&self.header(), claims)
     }
 
-    pub fn sign_with(&self, header: &Header, claims: &Value) -> String {
+    pub(crate) fn sign_with(&self, header: &Header, claims: &Value) -> String {
         jsonwebtoken::encode(header, claims, &self.encoding).unwrap()
     }
 }
 
-pub fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
 }
 
-pub fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -121,7 +121,7 @@ pub fn now_millis() -> i64 {
 }
 
 /// Claims shaped like a Tessera access token, valid for ten minutes.
-pub fn claims(sub: &str, jti: &str) -> Value {
+pub(crate) fn claims(sub: &str, jti: &str) -> Value {
     let now = now_secs();
     json!({
         "iss": ISSUER,
@@ -139,12 +139,12 @@ pub fn claims(sub: &str, jti: &str) -> Value {
     })
 }
 
-pub fn with_roles(mut claims: Value, roles: &[&str]) -> Value {
+pub(crate) fn with_roles(mut claims: Value, roles: &[&str]) -> Value {
     claims["roles"] = json!(roles);
     claims
 }
 
-pub fn jwks(keys: &[&SigningKey]) -> Value {
+pub(crate) fn jwks(keys: &[&SigningKey]) -> Value {
     json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
 }
 
@@ -172,7 +172,7 @@ struct FakeState {
 }
 
 /// A JWKS endpoint and a revocation stream on 127.0.0.1.
-pub struct FakeTessera {
+pub(crate) struct FakeTessera {
     pub base: String,
     state: Arc<FakeState>,
     server: tokio::task::JoinHandle<()>,
@@ -185,7 +185,7 @@ impl Drop for FakeTessera {
 }
 
 impl FakeTessera {
-    pub async fn start(keys: &[&SigningKey]) -> Self {
+    pub(crate) async fn start(keys: &[&SigningKey]) -> Self {
         let state = Arc::new(FakeState {
             jwks: Mutex::new(jwks(keys)),
             cache_control: Mutex::new("public, max-age=60".into()),
@@ -216,30 +216,30 @@ impl FakeTessera {
         }
     }
 
-    pub fn set_keys(&self, keys: &[&SigningKey]) {
+    pub(crate) fn set_keys(&self, keys: &[&SigningKey]) {
         *self.state.jwks.lock().unwrap() = jwks(keys);
     }
 
-    pub fn set_cache_control(&self, value: &str) {
+    pub(crate) fn set_cache_control(&self, value: &str) {
         *self.state.cache_control.lock().unwrap() = value.into();
     }
 
-    pub fn jwks_fetches(&self) -> usize {
+    pub(crate) fn jwks_fetches(&self) -> usize {
         self.state.jwks_fetches.load(Ordering::SeqCst)
     }
 
     /// What a new connection without a usable `Last-Event-ID` receives first.
-    pub fn set_snapshot(&self, snapshot: Value) {
+    pub(crate) fn set_snapshot(&self, snapshot: Value) {
         *self.state.snapshot.lock().unwrap() = snapshot;
     }
 
     /// Sends a revocation to every connected client, and keeps it for replays.
-    pub fn revoke(&self, revocation: Value) {
+    pub(crate) fn revoke(&self, revocation: Value) {
         self.publish("revocation", revocation.to_string());
     }
 
     /// Sends an event with any name and raw data.
-    pub fn publish(&self, event: &'static str, data: String) {
+    pub(crate) fn publish(&self, event: &'static str, data: String) {
         let id = {
             let mut next = self.state.next_id.lock().unwrap();
             let id = *next;
@@ -251,11 +251,11 @@ impl FakeTessera {
         self.state.log.lock().unwrap().push_back(logged);
     }
 
-    pub fn comment(&self, text: &str) {
+    pub(crate) fn comment(&self, text: &str) {
         self.broadcast(Bytes::from(format!(": {text}\n\n")));
     }
 
-    pub fn broadcast(&self, bytes: Bytes) {
+    pub(crate) fn broadcast(&self, bytes: Bytes) {
         self.state
             .streams
             .lock()
@@ -264,38 +264,38 @@ impl FakeTessera {
     }
 
     /// Ends every open stream (the client sees the server close it).
-    pub fn drop_streams(&self) {
+    pub(crate) fn drop_streams(&self) {
         self.state.streams.lock().unwrap().clear();
     }
 
     /// Answers new stream requests with 503 while `true`.
-    pub fn refuse_streams(&self, refuse: bool) {
+    pub(crate) fn refuse_streams(&self, refuse: bool) {
         self.state.refuse.store(refuse, Ordering::SeqCst);
     }
 
     /// Whether a `Last-Event-ID` the fake knows gets a replay (else a snapshot).
-    pub fn set_replay(&self, replay: bool) {
+    pub(crate) fn set_replay(&self, replay: bool) {
         self.state.replay.store(replay, Ordering::SeqCst);
     }
 
     /// Whether a replay ends with a comment (as a keep-alive would).
-    pub fn set_announce_caught_up(&self, announce: bool) {
+    pub(crate) fn set_announce_caught_up(&self, announce: bool) {
         self.state
             .announce_caught_up
             .store(announce, Ordering::SeqCst);
     }
 
     /// Stream requests received (answered or not).
-    pub fn stream_requests(&self) -> usize {
+    pub(crate) fn stream_requests(&self) -> usize {
         self.state.stream_requests.load(Ordering::SeqCst)
     }
 
     /// The `Last-Event-ID` of each stream request, in order.
-    pub fn last_event_ids(&self) -> Vec<Option<String>> {
+    pub(crate) fn last_event_ids(&self) -> Vec<Option<String>> {
         self.state.last_event_ids.lock().unwrap().clone()
     }
 
-    pub fn open_streams(&self) -> usize {
+    pub(crate) fn open_streams(&self) -> usize {
         self.state.streams.lock().unwrap().len()
     }
 }
@@ -389,7 +389,10 @@ async fn serve_stream(State(state): State<Arc<FakeState>>, headers: HeaderMap) -
 }
 
 /// Polls `check` every 10 ms until it holds or `limit` passes; returns how long it took.
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+pub(crate) async fn eventually(
+    limit: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Option<Duration> {
     let start = tokio::time::Instant::now();
     loop {
         if check() {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A TCP port nobody listens on right now.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("find a free port")
@@ -32,7 +32,7 @@ fn require(program: &str, hint: &str) -> PathBuf {
 // Redis
 
 /// A `redis-server` child process that keeps nothing on disk: after a restart it is empty.
-pub struct Redis {
+pub(crate) struct Redis {
     pub port: u16,
     binary: PathBuf,
     dir: tempfile::TempDir,
@@ -40,7 +40,7 @@ pub struct Redis {
 }
 
 impl Redis {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let binary = require("redis-server", "install the redis-server package");
         let mut redis = Self {
             port: free_port(),
@@ -52,12 +52,12 @@ impl Redis {
         redis
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL): every connection to it drops at once.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -65,7 +65,7 @@ impl Redis {
     }
 
     /// Starts the server again on the same port, empty; returns once it answers PING.
-    pub fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         assert!(self.child.is_none(), "Redis is running already");
         let child = Command::new(&self.binary)
             .args(["--port", &self.port.to_string()])
@@ -122,7 +122,7 @@ impl Drop for Redis {
 
 /// A PostgreSQL cluster of its own in a temporary directory, run as the `postgres` OS user
 /// (PostgreSQL refuses to run as root), listening on 127.0.0.1 on a spare port.
-pub struct Postgres {
+pub(crate) struct Postgres {
     pub port: u16,
     bin: PathBuf,
     dir: tempfile::TempDir,
@@ -131,7 +131,7 @@ pub struct Postgres {
 
 impl Postgres {
     /// `initdb`, then start.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bin = postgres_bin();
         let dir = tempfile::tempdir().expect("a directory for PostgreSQL");
         let status = Command::new("chown")
@@ -167,7 +167,7 @@ impl Postgres {
         pg
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
@@ -176,7 +176,7 @@ impl Postgres {
     }
 
     /// Starts the cluster again (after [`Postgres::stop`]); returns once it accepts connections.
-    pub fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         assert!(!self.running, "PostgreSQL is running already");
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
@@ -206,7 +206,7 @@ impl Postgres {
 
     /// Stops the cluster at once (`-m immediate`: no clean shutdown, like a crash): every
     /// connection drops.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if !self.running {
             return;
         }
@@ -295,10 +295,10 @@ fn postgres_bin() -> PathBuf {
 // Tessera
 
 /// The master key every node of a test shares (base64 of 32 bytes).
-pub const MASTER_KEY: &str = "dGVzc2VyYS1mYXVsdHMtbWFzdGVyLWtleS0zMi1ieXQ=";
+pub(crate) const MASTER_KEY: &str = "dGVzc2VyYS1mYXVsdHMtbWFzdGVyLWtleS0zMi1ieXQ=";
 
 /// `tessera serve` as a child process.
-pub struct Node {
+pub(crate) struct Node {
     child: Child,
     pub base: String,
     log: Arc<Mutex<Vec<String>>>,
@@ -307,7 +307,7 @@ pub struct Node {
 impl Node {
     /// Starts `tessera serve --listen 127.0.0.1:0` in `dir` with `args` and exactly `env`, and
     /// waits until it listens.
-    pub fn start(dir: &Path, args: &[&str], env: &[(String, String)]) -> Node {
+    pub(crate) fn start(dir: &Path, args: &[&str], env: &[(String, String)]) -> Node {
         let mut cmd = tessera(dir, env);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -341,29 +341,29 @@ impl Node {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         self.child.try_wait().expect("poll tessera").is_none()
     }
 
     /// SIGKILL: no shutdown, no flush, no checkpoint.
-    pub fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().expect("SIGKILL tessera");
         let status = self.child.wait().expect("reap tessera");
         assert!(!status.success(), "tessera was not killed: {status}");
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
     /// Fails if the node panicked at some point (a panic in a background task does not end the
     /// process, but it is a crash all the same).
-    pub fn assert_no_panic(&self) {
+    pub(crate) fn assert_no_panic(&self) {
         let log = self.log_text();
         assert!(!log.contains("panicked"), "tessera panicked:\n{log}");
     }
@@ -388,7 +388,13 @@ fn tessera(dir: &Path, env: &[(String, String)]) -> Command {
 }
 
 /// `tessera user add NAME [--admin]` with `password` on standard input.
-pub fn add_user(dir: &Path, env: &[(String, String)], name: &str, admin: bool, password: &str) {
+pub(crate) fn add_user(
+    dir: &Path,
+    env: &[(String, String)],
+    name: &str,
+    admin: bool,
+    password: &str,
+) {
     let mut cmd = tessera(dir, env);
     cmd.args(["user", "add", name]);
     if admin {
