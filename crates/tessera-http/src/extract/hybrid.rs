@@ -76,7 +76,7 @@ impl FromRequestParts<AppState> for HybridLogin {
             .await?
             .ok_or_else(ApiError::unauthenticated)?;
         let user = match state.accounts().user(&family.user_id).await? {
-            Some(user) if !user.disabled => user,
+            Some(user) if user.is_active() => user,
             _ => return Err(ApiError::unauthenticated()),
         };
         let access = cookie_value(&parts.headers, HYBRID_ACCESS_COOKIE)

@@ -111,7 +111,7 @@ async fn token_user(
         .users()
         .get(&claims.claims().sub)
         .await?
-        .filter(|user| !user.disabled))
+        .filter(|user| user.is_active()))
 }
 
 /// An authenticated caller with the `admin` role.
