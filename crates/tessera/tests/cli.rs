@@ -1,114 +1,24 @@
 //! The `tessera` binary as an operator runs it: configuration sources and their precedence, errors
 //! that say where a bad value came from, the SQLite file, and graceful shutdown.
 
-use std::io::{BufRead, BufReader};
+mod harness;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use harness::{NO_ENV, Node, run, run_with_input};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple";
 
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Starts `tessera serve` in `dir` with `args` and `env`, and waits until it listens.
-    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.arg("serve")
-            .args(args)
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start tessera");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("tessera did not start:\n{}", log.lock().unwrap().join("\n"))
-            });
-        Server {
-            child,
-            base: format!("http://{addr}"),
-            log,
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(self) -> std::process::ExitStatus {
-        self.signal("-TERM");
-        self.wait(Duration::from_secs(15))
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "tessera did not stop in time");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs `tessera serve` expecting it to refuse to start; returns its stderr.
 fn refuses_to_start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let out = run(
+        dir,
+        &[&["serve", "--listen", "127.0.0.1:0"], args].concat(),
+        env,
+    );
     assert!(
         !out.status.success(),
         "tessera started with a bad configuration"
@@ -145,7 +55,7 @@ async fn login(
 #[tokio::test]
 async fn serves_on_the_embedded_default_and_stops_gracefully() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let server = Node::start(dir.path(), &[], NO_ENV);
     let client = reqwest::Client::new();
     assert_eq!(
         register_and_login(&client, &server.base, "alice").await,
@@ -172,7 +82,7 @@ async fn serves_on_the_embedded_default_and_stops_gracefully() {
     assert!(status.success(), "exit status {status}");
 
     // Accounts survive a restart.
-    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let server = Node::start(dir.path(), &[], NO_ENV);
     assert_eq!(
         login(&client, &server.base, "alice", None).await,
         StatusCode::OK
@@ -198,7 +108,7 @@ async fn flags_beat_environment_beat_file_beat_defaults() {
         async move { login(&client, &base, "nobody", Some(origin)).await == StatusCode::UNAUTHORIZED }
     };
 
-    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let server = Node::start(dir.path(), &[], NO_ENV);
     assert!(trusted(server.base.clone(), "http://file.example").await);
     // The nested file value applies: a 3 KB body is over the 2 KB limit.
     let big = client
@@ -214,7 +124,7 @@ async fn flags_beat_environment_beat_file_beat_defaults() {
         ("TESSERA_PUBLIC_URL", "http://env.example"),
         ("TESSERA_HTTP__BODY_LIMIT", "8192"),
     ];
-    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &env);
+    let server = Node::start(dir.path(), &[], &env);
     assert!(trusted(server.base.clone(), "http://env.example").await);
     assert!(!trusted(server.base.clone(), "http://file.example").await);
     let big = client
@@ -230,16 +140,7 @@ async fn flags_beat_environment_beat_file_beat_defaults() {
     );
     drop(server);
 
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--public-url",
-            "http://flag.example",
-        ],
-        &env,
-    );
+    let server = Node::start(dir.path(), &["--public-url", "http://flag.example"], &env);
     assert!(trusted(server.base.clone(), "http://flag.example").await);
     assert!(!trusted(server.base.clone(), "http://env.example").await);
     drop(server);
@@ -251,16 +152,7 @@ async fn flags_beat_environment_beat_file_beat_defaults() {
         "public_url = \"http://other.example\"\ndatabase = \"memory\"\n",
     )
     .unwrap();
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            other.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let server = Node::start(dir.path(), &["--config", other.to_str().unwrap()], NO_ENV);
     assert!(trusted(server.base.clone(), "http://other.example").await);
 }
 
@@ -332,11 +224,7 @@ async fn half_sent_request(base: &str) -> (tokio::net::TcpStream, String) {
 async fn a_request_in_flight_at_sigterm_is_finished() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        &["--listen", "127.0.0.1:0", "--database", "memory"],
-        &[],
-    );
+    let server = Node::start(dir.path(), &["--database", "memory"], NO_ENV);
     let (mut stream, rest) = half_sent_request(&server.base).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.signal("-TERM");
@@ -354,9 +242,9 @@ async fn a_request_in_flight_at_sigterm_is_finished() {
 #[tokio::test]
 async fn a_stuck_client_holds_shutdown_only_for_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let server = Node::start(
         dir.path(),
-        &["--listen", "127.0.0.1:0", "--database", "memory"],
+        &["--database", "memory"],
         &[
             ("TESSERA_HTTP__SHUTDOWN_GRACE", "1s"),
             ("TESSERA_HTTP__BODY_TIMEOUT", "1h"),
@@ -379,16 +267,7 @@ async fn a_stuck_client_holds_shutdown_only_for_the_grace_period() {
 
 /// Runs `tessera keys …` in `dir`; returns (success, stdout, stderr).
 fn keys(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.arg("keys")
-        .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let out = run(dir, &[&["keys"], args].concat(), env);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -426,9 +305,9 @@ async fn keys_are_listed_rotated_and_retired_from_the_command_line() {
     assert!(out.lines().any(|l| l.contains("rotated")), "{out}");
 
     // A running server picks up a retirement made from the command line.
-    let server = Server::start(
+    let server = Node::start(
         dir.path(),
-        &["--listen", "127.0.0.1:0"],
+        &[],
         &[("TESSERA_SESSIONS__SWEEP_INTERVAL", "200ms")],
     );
     let client = reqwest::Client::new();
@@ -491,24 +370,13 @@ async fn keys_are_listed_rotated_and_retired_from_the_command_line() {
 
 #[tokio::test]
 async fn the_first_admin_is_made_from_the_command_line() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["user", "add", "Root", "--admin"])
-        .current_dir(dir.path())
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        dir.path(),
+        &["user", "add", "Root", "--admin"],
+        NO_ENV,
+        &format!("{PASSWORD}\n"),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -522,25 +390,11 @@ async fn the_first_admin_is_made_from_the_command_line() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains(PASSWORD));
 
     // A weak password is refused with the policy's reason.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["user", "add", "weak"])
-        .current_dir(dir.path())
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"password1\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(dir.path(), &["user", "add", "weak"], NO_ENV, "password1\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("common"));
 
-    let server = Server::start(dir.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let server = Node::start(dir.path(), &[], NO_ENV);
     let client = reqwest::Client::new();
     let pair: Value = client
         .post(format!("{}/v1/token", server.base))
@@ -565,21 +419,10 @@ async fn the_first_admin_is_made_from_the_command_line() {
 
 #[test]
 fn init_writes_a_configuration_from_the_three_questions() {
-    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
+    // init may refuse (the file exists) and exit before reading: a broken pipe is fine.
     let init = |answers: &str, extra: &[&str]| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .arg("init")
-            .args(extra)
-            .current_dir(dir.path())
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // init may refuse (the file exists) and exit before reading: a broken pipe is fine.
-        let _ = child.stdin.take().unwrap().write_all(answers.as_bytes());
-        child.wait_with_output().unwrap()
+        run_with_input(dir.path(), &[&["init"], extra].concat(), NO_ENV, answers)
     };
     let out = init("n\nn\ny\n", &[]);
     assert!(
@@ -605,16 +448,9 @@ fn init_writes_a_configuration_from_the_three_questions() {
     let replaced = std::fs::read_to_string(dir.path().join("tessera.toml")).unwrap();
     assert!(replaced.contains("store = \"redis\""), "{replaced}");
     // The server accepts what init wrote (it refuses to start on a bad value).
-    let server = Server::start(
+    let server = Node::start(
         dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            "memory",
-            "--config",
-            "tessera.toml",
-        ],
+        &["--database", "memory", "--config", "tessera.toml"],
         &[("TESSERA_SESSIONS__STORE", "database")],
     );
     assert!(server.stop().success());
@@ -622,12 +458,7 @@ fn init_writes_a_configuration_from_the_three_questions() {
 
 #[test]
 fn compare_measures_the_three_models() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["compare", "--requests", "500"])
-        .env_clear()
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run(Path::new("."), &["compare", "--requests", "500"], NO_ENV);
     assert!(
         out.status.success(),
         "{}",

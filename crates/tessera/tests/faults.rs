@@ -9,19 +9,21 @@
 //! - A node killed with SIGKILL loses nothing it acknowledged with a 2xx (embedded SQLite, and
 //!   PostgreSQL + Redis).
 
-mod services;
+mod harness;
 
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use harness::{Node, Postgres, Redis, add_user};
 use reqwest::header::COOKIE;
 use reqwest::{RequestBuilder, StatusCode};
 use serde_json::{Value, json};
-use services::{MASTER_KEY, Node, Postgres, Redis, add_user};
 
 const PASSWORD: &str = "correct horse battery staple";
+/// The master key every node of a test shares (base64 of 32 bytes).
+const MASTER_KEY: &str = "dGVzc2VyYS1mYXVsdHMtbWFzdGVyLWtleS0zMi1ieXQ=";
 /// The session cookie of the session model, and the access-token cookie of the hybrid model.
 const SESSION_COOKIE: &str = "__Host-tessera";
 const HYBRID_COOKIE: &str = "__Host-tessera-at";

@@ -11,14 +11,17 @@
 //! Needs Debian's `nginx` (with the auth_request module) on the PATH or in /usr/sbin; fails,
 //! never skips, without it (`scripts/test` installs it). Everything listens on 127.0.0.1.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use harness::{Node, add_user, free_port, run};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
@@ -28,25 +31,16 @@ const ADMIN_PASSWORD: &str = "a long admin passphrase for the test";
 const LOGIN_URL: &str = "http://login.test/sign-in";
 const HTML: &str = "text/html,application/xhtml+xml,*/*;q=0.8";
 
-/// A child process killed when dropped.
-struct Process {
+/// nginx, killed when dropped.
+struct Nginx {
     child: Child,
-    name: &'static str,
 }
 
-impl Drop for Process {
+impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn nginx_binary() -> PathBuf {
@@ -100,7 +94,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn start_nginx(dir: &Path, port: u16, tessera: &str, upstream: SocketAddr) -> Process {
+fn start_nginx(dir: &Path, port: u16, tessera: &str, upstream: SocketAddr) -> Nginx {
     let server = documented_config();
     let server = substitute(&server, "listen 80;", &format!("listen 127.0.0.1:{port};"));
     let server = substitute(
@@ -137,10 +131,7 @@ fn start_nginx(dir: &Path, port: u16, tessera: &str, upstream: SocketAddr) -> Pr
         .stderr(stderr)
         .spawn()
         .expect("start nginx");
-    let mut nginx = Process {
-        child,
-        name: "nginx",
-    };
+    let mut nginx = Nginx { child };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(status)) = nginx.child.try_wait() {
@@ -155,81 +146,10 @@ fn start_nginx(dir: &Path, port: u16, tessera: &str, upstream: SocketAddr) -> Pr
         }
         assert!(
             Instant::now() < deadline,
-            "{} did not listen within 10 s",
-            nginx.name
+            "nginx did not listen within 10 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn tessera_command(dir: &Path, env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-fn add_admin(dir: &Path, env: &[(&str, String)]) {
-    let mut child = tessera_command(dir, env)
-        .args(["user", "add", "root", "--admin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tessera user add");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "tessera user add failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Starts `tessera serve` and returns it with its address.
-fn start_tessera(dir: &Path, env: &[(&str, String)]) -> (Process, String, Arc<Mutex<Vec<String>>>) {
-    let mut child = tessera_command(dir, env)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tessera serve");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let process = Process {
-        child,
-        name: "tessera",
-    };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| {
-            panic!(
-                "{} did not start:\n{}",
-                process.name,
-                log.lock().unwrap().join("\n")
-            )
-        });
-    (process, addr, log)
 }
 
 /// The service client the example service follows the revocation stream with.
@@ -402,8 +322,9 @@ async fn nginx_auth_request_in_front_of_an_application() {
             format!("{{{STREAM_CLIENT:?}={STREAM_SECRET:?}}}"),
         ),
     ];
-    add_admin(dir.path(), &env);
-    let (_tessera, tessera_addr, _log) = start_tessera(dir.path(), &env);
+    add_user(dir.path(), &env, "root", true, ADMIN_PASSWORD);
+    let tessera = Node::start(dir.path(), &[], &env);
+    let tessera_addr = tessera.addr.to_string();
     let (upstream, hits) = start_upstream(&tessera_addr).await;
     let nginx_dir = dir.path().join("nginx");
     std::fs::create_dir(&nginx_dir).unwrap();
@@ -687,17 +608,11 @@ fn invalid_rules_are_refused_at_start() {
         ),
         ("TESSERA_VERIFY__LOGIN_URL", "/login", "verify.login_url"),
     ] {
-        let out = tessera_command(
+        let out = run(
             dir.path(),
-            &[
-                ("TESSERA_DATABASE", "memory".into()),
-                (key, value.to_owned()),
-            ],
-        )
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+            &["serve", "--listen", "127.0.0.1:0"],
+            &[("TESSERA_DATABASE", "memory"), (key, value)],
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{value} was accepted");
         assert!(stderr.contains(expected), "{value}: {stderr}");

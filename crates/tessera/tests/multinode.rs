@@ -10,13 +10,14 @@
 //!
 //! `cargo test -p tessera --test multinode -- --nocapture` shows the latency table.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+mod harness;
+
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use harness::add_user;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
@@ -96,49 +97,17 @@ async fn require_services() {
 // ---------------------------------------------------------------------------------------------
 // The nodes
 
-/// One `tessera serve` process; killed when dropped.
+/// One node: a `tessera serve` process, killed when dropped, and its name.
 struct Node {
     name: &'static str,
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
+    process: harness::Node,
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+impl Deref for Node {
+    type Target = harness::Node;
 
-/// A process started but not yet known to listen.
-struct Starting {
-    name: &'static str,
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-    listening: Receiver<String>,
-}
-
-impl Starting {
-    fn ready(mut self) -> Node {
-        let addr = self
-            .listening
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "node {} did not start:\n{}",
-                    self.name,
-                    self.log.lock().unwrap().join("\n")
-                )
-            });
-        Node {
-            name: self.name,
-            child: self.child,
-            base: format!("http://{addr}"),
-            log: self.log,
-        }
+    fn deref(&self) -> &harness::Node {
+        &self.process
     }
 }
 
@@ -196,77 +165,24 @@ impl Cluster {
         ]
     }
 
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        for (k, v) in self.env() {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
     /// `tessera user add NAME --admin`, the password on stdin; returns the user id.
     fn add_admin(&self, name: &str) -> String {
-        let mut child = self
-            .command()
-            .args(["user", "add", name, "--admin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run tessera user add");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "tessera user add failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn spawn(&self, name: &'static str) -> Starting {
-        let mut child = self
-            .command()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tessera serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, listening) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Starting {
-            name,
-            child,
-            log,
-            listening,
-        }
+        add_user(self.dir.path(), &self.env(), name, true, ADMIN_PASSWORD)
     }
 
     /// Starts A, B and C at once and waits until all three listen.
     fn start_nodes(&mut self) {
-        let starting: Vec<Starting> = ["A", "B", "C"].iter().map(|n| self.spawn(n)).collect();
-        for s in starting {
-            let node = s.ready();
-            self.nodes.push(node);
+        let env = self.env();
+        let starting: Vec<_> = ["A", "B", "C"]
+            .into_iter()
+            .map(|name| {
+                let process = harness::Node::spawn(self.dir.path(), "127.0.0.1:0", &[], &env);
+                (name, process)
+            })
+            .collect();
+        for (name, process) in starting {
+            let process = process.ready();
+            self.nodes.push(Node { name, process });
         }
     }
 
@@ -336,13 +252,11 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for node in &self.nodes {
-                let log = node.log.lock().unwrap();
-                let tail = &log[log.len().saturating_sub(40)..];
                 eprintln!(
                     "---- node {} ({}), last log lines ----\n{}",
                     node.name,
                     node.base,
-                    tail.join("\n")
+                    node.log_tail(40)
                 );
             }
         }

@@ -12,16 +12,17 @@
 //!
 //! `cargo test -p tessera --test verify_live -- --nocapture` prints the measured delays.
 
-use std::io::{BufRead, BufReader, Write};
+mod harness;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use harness::{Node, add_user, free_port};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tessera_verify::{RevokedReason, StreamStatus, Verifier, VerifierBuilder, VerifyError};
@@ -44,116 +45,35 @@ const PATIENCE: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // The server
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn tessera(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TESSERA_DATABASE", "sqlite://tessera.db")
-        .env("TESSERA_TOKENS__MASTER_KEY", MASTER_KEY)
-        .env("TESSERA_PUBLIC_URL", ISSUER)
-        .env(
+/// The configuration of every `tessera` this test runs.
+fn env() -> Vec<(&'static str, String)> {
+    vec![
+        ("TESSERA_DATABASE", "sqlite://tessera.db".into()),
+        ("TESSERA_TOKENS__MASTER_KEY", MASTER_KEY.into()),
+        ("TESSERA_PUBLIC_URL", ISSUER.into()),
+        (
             "TESSERA_TOKENS__INTROSPECTION_CLIENTS",
             format!("{{{}=\"{}\"}}", SERVICE.0, SERVICE.1),
-        )
-        .env(
+        ),
+        (
             "TESSERA_THROTTLING__PER_ACCOUNT",
-            "{burst=10000,per_minute=10000}",
-        )
-        .env(
+            "{burst=10000,per_minute=10000}".into(),
+        ),
+        (
             "TESSERA_THROTTLING__PER_IP",
-            "{burst=10000,per_minute=10000}",
-        );
-    cmd
+            "{burst=10000,per_minute=10000}".into(),
+        ),
+    ]
 }
 
-/// `tessera user add NAME --admin`, the password on standard input.
+/// `tessera user add NAME --admin`.
 fn add_admin(dir: &Path, name: &str) {
-    let mut child = tessera(dir)
-        .args(["user", "add", name, "--admin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tessera user add");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "tessera user add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    add_user(dir, &env(), name, true, ADMIN_PASSWORD);
 }
 
 /// `tessera serve` on a fixed port, so a restart comes back at the same address.
-struct Server {
-    child: Child,
-    base: String,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(dir: &Path, port: u16) -> Server {
-        let mut child = tessera(dir)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tessera serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on http://") {
-                    let _ = tx.send(());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
-            let _ = child.kill();
-            panic!("tessera did not start:\n{}", log.lock().unwrap().join("\n"));
-        }
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        Server {
-            child,
-            base: format!("http://{addr}"),
-            addr,
-            log,
-        }
-    }
-
-    /// SIGKILL: every connection drops at once.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn start_server(dir: &Path, port: u16) -> Node {
+    Node::start_on(dir, port, &[], &env())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,7 +90,7 @@ struct Login {
 }
 
 impl Http {
-    fn new(server: &Server) -> Self {
+    fn new(server: &Node) -> Self {
         Self {
             client: reqwest::Client::new(),
             base: server.base.clone(),
@@ -385,7 +305,7 @@ impl Proxy {
 async fn rotation_retirement_and_made_up_kids() {
     let dir = tempfile::tempdir().unwrap();
     add_admin(dir.path(), "root");
-    let server = Server::start(dir.path(), free_port());
+    let server = start_server(dir.path(), free_port());
     let http = Http::new(&server);
     let alice = http.register("alice").await;
     let before = http.login("alice", PASSWORD).await;
@@ -482,7 +402,7 @@ async fn rotation_retirement_and_made_up_kids() {
 async fn every_revocation_is_refused_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     add_admin(dir.path(), "root");
-    let server = Server::start(dir.path(), free_port());
+    let server = start_server(dir.path(), free_port());
     let http = Http::new(&server);
     let bob = http.register("bob").await;
     let carol = http.register("carol").await;
@@ -558,7 +478,7 @@ async fn every_revocation_is_refused_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_stream_fails_closed_and_a_replay_misses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), free_port());
+    let server = start_server(dir.path(), free_port());
     let http = Http::new(&server);
     http.register("erin").await;
     let proxy = Proxy::start(server.addr).await;
@@ -642,7 +562,7 @@ async fn a_lost_stream_fails_closed_and_a_replay_misses_nothing() {
 async fn a_server_restart_recovers_by_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = Server::start(dir.path(), port);
+    let mut server = start_server(dir.path(), port);
     let http = Http::new(&server);
     http.register("frank").await;
     let kept = http.login("frank", PASSWORD).await;
@@ -661,7 +581,7 @@ async fn a_server_restart_recovers_by_snapshot() {
         refused_as(&verifier, &kept.access, &VerifyError::StateUnavailable)
     })
     .await;
-    let server = Server::start(dir.path(), port);
+    let server = start_server(dir.path(), port);
     let back = Instant::now();
     within("accepted again after the restart", PATIENCE, || {
         verifier.verify_offline(&kept.access).is_ok()

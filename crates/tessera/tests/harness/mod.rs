@@ -1,12 +1,24 @@
-//! Throwaway backing services and `tessera serve` nodes for the fault tests: a Redis and a
-//! PostgreSQL cluster of their own, on spare ports, that a test may stop and start again without
-//! disturbing the shared services other tests use. Everything is stopped and removed when its
-//! guard is dropped, on panic too.
+//! The harness the integration tests of the `tessera` binary share (`mod harness;`):
+//!
+//! - [`tessera`], [`run`], [`run_with_input`] and [`add_user`]: the binary as a command, in a
+//!   directory of the test's, with exactly the environment the test gives it (and `PATH`);
+//! - [`Node`]: `tessera serve` as a child process, on a spare port or a fixed one, with its log
+//!   kept, stopped gracefully (SIGTERM) or killed (SIGKILL), and killed when dropped;
+//! - [`Redis`] and [`Postgres`]: throwaway backing services of a test's own, on spare ports, that
+//!   it may stop and start again without disturbing the shared services other tests use.
+//!
+//! Everything is stopped and removed when its guard is dropped, on panic too. What a test sets
+//! up (its configuration, its cluster, its gateway) stays in the test's own file. Each test
+//! binary uses a part of this module only.
 
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,7 +45,7 @@ fn require(program: &str, hint: &str) -> PathBuf {
 
 /// A `redis-server` child process that keeps nothing on disk: after a restart it is empty.
 pub(crate) struct Redis {
-    pub port: u16,
+    pub(crate) port: u16,
     binary: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -123,7 +135,7 @@ impl Drop for Redis {
 /// A PostgreSQL cluster of its own in a temporary directory, run as the `postgres` OS user
 /// (PostgreSQL refuses to run as root), listening on 127.0.0.1 on a spare port.
 pub(crate) struct Postgres {
-    pub port: u16,
+    pub(crate) port: u16,
     bin: PathBuf,
     dir: tempfile::TempDir,
     running: bool,
@@ -292,52 +304,183 @@ fn postgres_bin() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tessera
+// The tessera binary
 
-/// The master key every node of a test shares (base64 of 32 bytes).
-pub(crate) const MASTER_KEY: &str = "dGVzc2VyYS1mYXVsdHMtbWFzdGVyLWtleS0zMi1ieXQ=";
+/// No environment variables besides `PATH`: `&[]` for [`tessera`] and the functions built on it,
+/// with a type.
+pub(crate) const NO_ENV: &[(&str, &str)] = &[];
 
-/// `tessera serve` as a child process.
+/// `tessera` run in `dir` with a clean environment: `PATH` and exactly `env`.
+pub(crate) fn tessera<K, V>(dir: &Path, env: &[(K, V)]) -> Command
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `tessera ARGS` to its end with nothing on standard input.
+pub(crate) fn run<K, V>(dir: &Path, args: &[&str], env: &[(K, V)]) -> Output
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    tessera(dir, env)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tessera")
+}
+
+/// Runs `tessera ARGS` to its end with `input` on standard input. The command may exit before it
+/// reads all of it (a refusal): a broken pipe is not an error.
+pub(crate) fn run_with_input<K, V>(dir: &Path, args: &[&str], env: &[(K, V)], input: &str) -> Output
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut child = tessera(dir, env)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tessera");
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child.wait_with_output().expect("wait for tessera")
+}
+
+/// `tessera user add NAME [--admin]` with `password` on standard input; returns the new user's
+/// id (what the command prints).
+pub(crate) fn add_user<K, V>(
+    dir: &Path,
+    env: &[(K, V)],
+    name: &str,
+    admin: bool,
+    password: &str,
+) -> String
+where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    let mut args = vec!["user", "add", name];
+    if admin {
+        args.push("--admin");
+    }
+    let out = run_with_input(dir, &args, env, &format!("{password}\n"));
+    assert!(
+        out.status.success(),
+        "tessera user add {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// tessera serve
+
+/// How long `tessera serve` may take to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `tessera serve` as a child process, listening; killed (SIGKILL) when dropped.
 pub(crate) struct Node {
     child: Child,
-    pub base: String,
+    /// The address it listens on.
+    pub(crate) addr: SocketAddr,
+    /// `http://` and the address.
+    pub(crate) base: String,
     log: Arc<Mutex<Vec<String>>>,
 }
 
+/// `tessera serve` started but not yet known to listen: start several, then wait for each with
+/// [`Starting::ready`], and they start side by side.
+pub(crate) struct Starting {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    listening: Receiver<SocketAddr>,
+}
+
+impl Starting {
+    /// Waits until the process logs that it listens; fails with its log if it does not.
+    pub(crate) fn ready(mut self) -> Node {
+        let Ok(addr) = self.listening.recv_timeout(START_TIMEOUT) else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "tessera did not start:\n{}",
+                self.log.lock().unwrap().join("\n")
+            )
+        };
+        Node {
+            child: self.child,
+            addr,
+            base: format!("http://{addr}"),
+            log: self.log,
+        }
+    }
+}
+
 impl Node {
-    /// Starts `tessera serve --listen 127.0.0.1:0` in `dir` with `args` and exactly `env`, and
-    /// waits until it listens.
-    pub(crate) fn start(dir: &Path, args: &[&str], env: &[(String, String)]) -> Node {
-        let mut cmd = tessera(dir, env);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+    /// Starts `tessera serve --listen 127.0.0.1:0 ARGS` in `dir` with exactly `env` (and
+    /// `PATH`), and waits until it listens.
+    pub(crate) fn start<K, V>(dir: &Path, args: &[&str], env: &[(K, V)]) -> Node
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        Self::spawn(dir, "127.0.0.1:0", args, env).ready()
+    }
+
+    /// [`Node::start`] on 127.0.0.1:`port`: a restart on the same port comes back at the same
+    /// address.
+    pub(crate) fn start_on<K, V>(dir: &Path, port: u16, args: &[&str], env: &[(K, V)]) -> Node
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        Self::spawn(dir, &format!("127.0.0.1:{port}"), args, env).ready()
+    }
+
+    /// Starts `tessera serve --listen LISTEN ARGS` without waiting for it to listen.
+    pub(crate) fn spawn<K, V>(dir: &Path, listen: &str, args: &[&str], env: &[(K, V)]) -> Starting
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let mut child = tessera(dir, env)
+            .args(["serve", "--listen", listen])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start tessera");
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tessera serve");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, listening) = std::sync::mpsc::channel();
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+                    let addr = addr.split_whitespace().next().unwrap_or("");
+                    if let Ok(addr) = addr.parse::<SocketAddr>() {
+                        let _ = tx.send(addr);
+                    }
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tessera did not start:\n{}", log.lock().unwrap().join("\n"))
-            });
-        Node {
+        Starting {
             child,
-            base: format!("http://{addr}"),
             log,
+            listening,
         }
     }
 
@@ -350,15 +493,57 @@ impl Node {
         self.child.try_wait().expect("poll tessera").is_none()
     }
 
-    /// SIGKILL: no shutdown, no flush, no checkpoint.
+    /// Sends `signal` (`-TERM`, `-INT`, … as `kill` takes it) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} tessera failed: {status}");
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; fails if it does not.
+    pub(crate) fn wait(mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll tessera") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tessera did not stop in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The graceful stop: SIGTERM, then waits up to 15 s for the process to exit.
+    pub(crate) fn stop(self) -> ExitStatus {
+        self.signal("-TERM");
+        self.wait(Duration::from_secs(15))
+    }
+
+    /// SIGKILL, and reaps the process: every connection drops at once. Does nothing if it has
+    /// exited already.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL, and fails unless the process was still running: no shutdown, no flush, no
+    /// checkpoint.
     pub(crate) fn kill9(mut self) {
         self.child.kill().expect("SIGKILL tessera");
         let status = self.child.wait().expect("reap tessera");
         assert!(!status.success(), "tessera was not killed: {status}");
     }
 
+    /// Everything the process wrote to standard error so far.
     pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The last `lines` lines of [`Node::log_text`].
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        let log = self.log.lock().unwrap();
+        log[log.len().saturating_sub(lines)..].join("\n")
     }
 
     /// Fails if the node panicked at some point (a panic in a background task does not end the
@@ -371,51 +556,6 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
-}
-
-fn tessera(dir: &Path, env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// `tessera user add NAME [--admin]` with `password` on standard input.
-pub(crate) fn add_user(
-    dir: &Path,
-    env: &[(String, String)],
-    name: &str,
-    admin: bool,
-    password: &str,
-) {
-    let mut cmd = tessera(dir, env);
-    cmd.args(["user", "add", name]);
-    if admin {
-        cmd.arg("--admin");
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tessera user add");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let out: Output = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "tessera user add {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
