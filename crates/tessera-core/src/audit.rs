@@ -21,7 +21,8 @@ pub enum EventKind {
     /// Credentials were refused; the detail has the attempted username (at most 64 characters)
     /// and the client IP, as the event has no user.
     LoginFailed,
-    /// A login ended: by its holder, or one of a user's own logins ended on their request.
+    /// A login ended: a logout, the user ending one or all other logins, or the per-user cap
+    /// ending the oldest (the detail's `reason` says which, when it was not a logout).
     Logout,
     /// A new refresh family and its first token pair were issued.
     TokenIssued,

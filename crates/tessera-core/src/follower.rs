@@ -23,7 +23,8 @@ pub struct Follower {
     /// Whose near caches of sessions and accounts to evict from, or distrust while the feed is
     /// lost.
     pub sessions: Sessions,
-    /// Dates the re-reads, which decide how long the revocation state stays trusted.
+    /// Dates the losses and re-reads of the revocation state, which decide how long it stays
+    /// trusted while the feed is lost.
     pub clock: Arc<dyn Clock>,
 }
 

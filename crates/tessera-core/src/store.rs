@@ -267,7 +267,7 @@ pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     /// The audit log.
     pub events: Arc<dyn EventStore>,
-    /// The readiness check; covers every backend in use (see [`AllHealthy`]).
+    /// The readiness check; with several backends, an [`AllHealthy`] over all of them.
     pub health: Arc<dyn HealthCheck>,
     /// How changes reach every node: in process for a single node; Redis pub/sub or PostgreSQL
     /// LISTEN/NOTIFY for many.

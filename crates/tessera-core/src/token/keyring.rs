@@ -103,7 +103,8 @@ pub struct LoadedKey {
     pub status: KeyStatus,
     /// When the key was made.
     pub created_at: Timestamp,
-    /// When it stopped signing; it verifies for the access-token lifetime after.
+    /// When it stopped signing; it still verifies for the access-token lifetime (plus leeway)
+    /// after.
     pub rotated_at: Option<Timestamp>,
     pub(crate) jwt_algorithm: Algorithm,
     pub(crate) encoding: EncodingKey,

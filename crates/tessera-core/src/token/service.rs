@@ -30,8 +30,8 @@ pub struct TokenConfig {
     pub audience: String,
     /// `client_id` of every access token (RFC 9068).
     pub client_id: String,
-    /// How long an access token is valid (`exp - iat`); at least 30 s. Revocation entries are
-    /// kept this long, as no token they match outlives it.
+    /// How long an access token is valid (`exp - iat`); at least 30 s. A revocation entry is
+    /// kept this long (plus leeway) after it is made, as no token it matches outlives that.
     pub access_lifetime: Duration,
     /// A family unused this long ends.
     pub refresh_idle_lifetime: Duration,
