@@ -14,14 +14,20 @@ use crate::user::{User, UserId, Username};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Registration {
+    /// Anyone may register (the default).
     #[default]
     Open,
+    /// Self-service registration answers [`Error::RegistrationClosed`]; accounts are created
+    /// only through [`Accounts::create`] (operators, admins).
     Closed,
 }
 
+/// The settings of [`Accounts`], built by the binary from its `[accounts]` configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountsConfig {
+    /// Whether self-service registration is open.
     pub registration: Registration,
+    /// What a new password must meet, at registration and on a password change.
     pub password_policy: PasswordPolicy,
 }
 
@@ -42,6 +48,8 @@ pub struct Accounts {
 }
 
 impl Accounts {
+    /// An account service over `users`; `hasher` bounds the argon2 work, `clock` stamps
+    /// `created_at` and `updated_at`.
     pub fn new(
         users: Arc<dyn UserStore>,
         hasher: PasswordHasher,
@@ -132,10 +140,13 @@ impl Accounts {
         }
     }
 
+    /// The account with this id, disabled or not; `None` when there is none.
     pub async fn user(&self, id: &UserId) -> Result<Option<User>, Error> {
         Ok(self.users.user_by_id(id).await?)
     }
 
+    /// The account with this username, disabled or not; `None` also when `username` is not a
+    /// valid username at all.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<User>, Error> {
         match Username::parse(username) {
             Ok(name) => Ok(self.users.user_by_username(&name).await?),

@@ -16,25 +16,41 @@ use crate::user::UserId;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
+    /// Credentials were accepted, in any login model; the detail has the model and client IP.
     LoginSucceeded,
+    /// Credentials were refused; the detail has the attempted username (at most 64 characters)
+    /// and the client IP, as the event has no user.
     LoginFailed,
+    /// A login ended: a logout, the user ending one or all other logins, or the per-user cap
+    /// ending the oldest (the detail's `reason` says which, when it was not a logout).
     Logout,
+    /// A new refresh family and its first token pair were issued.
     TokenIssued,
+    /// A refresh token was rotated for a new pair.
     TokenRefreshed,
     /// A refresh token was presented again after its grace window: its family was revoked.
     RefreshReuseDetected,
+    /// A client revoked a token (RFC 7009); its whole family was revoked.
     TokenRevoked,
+    /// A new signing key became current; the user, if any, is the admin who asked.
     KeyRotated,
+    /// A signing key was retired; tokens it signed no longer verify.
     KeyRetired,
+    /// A user changed their password; their other logins ended.
     PasswordChanged,
     /// An admin ended every login of a user.
     ForcedLogout,
+    /// An admin disabled the account; every credential of it stopped working.
     UserDisabled,
+    /// An admin enabled a disabled account again.
     UserEnabled,
+    /// An admin replaced the user's roles; tokens issued before carry the old roles and are
+    /// revoked.
     RolesChanged,
 }
 
 impl EventKind {
+    /// The snake_case name stores persist and the admin API shows (`login_failed`).
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::LoginSucceeded => "login_succeeded",
@@ -54,6 +70,8 @@ impl EventKind {
         }
     }
 
+    /// The kind named by [`as_str`](Self::as_str); `None` for an unknown name (a row written by a
+    /// newer version).
     pub fn parse(s: &str) -> Option<Self> {
         [
             EventKind::LoginSucceeded,
@@ -79,8 +97,12 @@ impl EventKind {
 /// An event to record. Details never hold a secret (no password, token or hash).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
+    /// When it happened, by the service clock.
     pub at: Timestamp,
+    /// What happened.
     pub kind: EventKind,
+    /// The account concerned, `None` when there is none to name (a failed login, a hybrid
+    /// logout, an operator's key rotation).
     pub user_id: Option<UserId>,
     /// A small JSON object: family id, key id, client IP, reason.
     pub detail: Value,
@@ -89,10 +111,15 @@ pub struct NewEvent {
 /// A recorded event; `id` grows with every event (the paging cursor).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SecurityEvent {
+    /// Assigned by the store, increasing; pass it as `before` to read the next older page.
     pub id: i64,
+    /// When it happened, by the clock of the node that recorded it.
     pub at: Timestamp,
+    /// What happened.
     pub kind: EventKind,
+    /// The account concerned, if any (see [`NewEvent::user_id`]).
     pub user_id: Option<UserId>,
+    /// The JSON object recorded with it (see [`NewEvent::detail`]).
     pub detail: Value,
 }
 
@@ -105,10 +132,12 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// An audit log writing to `store`, stamping events with `clock`.
     pub fn new(store: Arc<dyn EventStore>, clock: Arc<dyn Clock>) -> Self {
         Self { store, clock }
     }
 
+    /// Records one event now. Never fails: a store error is logged and the event is lost.
     pub async fn record(&self, kind: EventKind, user: Option<&UserId>, detail: Value) {
         let event = NewEvent {
             at: self.clock.now(),

@@ -14,10 +14,12 @@ use time::format_description::well_known::Rfc3339;
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The instant `ms` milliseconds after the Unix epoch (negative is before it).
     pub const fn from_unix_millis(ms: i64) -> Self {
         Self(ms)
     }
 
+    /// Milliseconds since the Unix epoch: the form stores persist.
     pub const fn unix_millis(self) -> i64 {
         self.0
     }
@@ -27,6 +29,8 @@ impl Timestamp {
         self.0.div_euclid(1000)
     }
 
+    /// This instant moved `d` later (an expiry from a lifetime); clamps at the end of
+    /// representable time instead of overflowing.
     pub fn saturating_add(self, d: Duration) -> Self {
         Self(
             self.0
@@ -34,6 +38,7 @@ impl Timestamp {
         )
     }
 
+    /// This instant moved `d` earlier; clamps instead of overflowing.
     pub fn saturating_sub(self, d: Duration) -> Self {
         Self(
             self.0
@@ -46,6 +51,8 @@ impl Timestamp {
         Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
 
+    /// RFC 3339 in UTC (`2025-11-26T10:49:10.123Z`), the form used in JSON; falls back to the
+    /// raw millisecond count if the instant is outside the calendar `time` can format.
     pub fn to_rfc3339(self) -> String {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
             .ok()
@@ -73,6 +80,7 @@ impl<'de> Deserialize<'de> for Timestamp {
 
 /// The source of the current time.
 pub trait Clock: Send + Sync + 'static {
+    /// The current time; every expiry and `created_at` in the services is read from here.
     fn now(&self) -> Timestamp;
 }
 
@@ -100,6 +108,7 @@ impl Clock for SystemClock {
 pub struct ManualClock(Arc<AtomicI64>);
 
 impl ManualClock {
+    /// A manual clock that reads `ms` milliseconds since the epoch until advanced.
     pub fn starting_at_millis(ms: i64) -> Self {
         Self(Arc::new(AtomicI64::new(ms)))
     }
@@ -109,6 +118,7 @@ impl ManualClock {
         Self::starting_at_millis(SystemClock.now().unix_millis())
     }
 
+    /// Moves the clock forward by `d`, for every clone at once.
     pub fn advance(&self, d: Duration) {
         let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         self.0.fetch_add(ms, Ordering::SeqCst);

@@ -31,7 +31,9 @@ pub enum Error {
     /// A field of the request is not acceptable; the message says why (never echoing a secret).
     #[error("{field}: {message}")]
     Invalid {
+        /// The request field at fault, as named in the API (`username`, `password`).
         field: &'static str,
+        /// Why the value was refused, fit to show to the client.
         message: String,
     },
     /// The request conflicts with the current state (a username already taken).
@@ -55,6 +57,8 @@ pub enum Error {
     /// Too much work queued (password hashing); try again shortly.
     #[error("the server is busy; try again shortly")]
     Busy,
+    /// A store failed; `tessera-http` answers 503 for [`StoreError::Unavailable`] and 500
+    /// otherwise.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A bug or an environment failure; details are logged, never sent to clients.

@@ -25,32 +25,60 @@ use crate::user::UserId;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     /// A session ended or changed (logout, an admin, new session data): drop it from caches.
-    SessionChanged { handle: SessionHandle },
+    SessionChanged {
+        /// The session's public handle (never its secret id).
+        handle: SessionHandle,
+    },
     /// Every session of a user may have ended or changed (forced logout, password change).
-    UserSessionsChanged { user: UserId },
+    UserSessionsChanged {
+        /// Whose sessions (and cached account) to drop.
+        user: UserId,
+    },
     /// A user's account changed (password, roles): drop the cached account.
-    UserChanged { user: UserId },
+    UserChanged {
+        /// Whose cached account to drop.
+        user: UserId,
+    },
     /// An account was disabled or enabled: drop the cached account; resource servers following
     /// the revocation stream refuse a disabled user's tokens.
-    UserDisabled { user: UserId, disabled: bool },
+    UserDisabled {
+        /// The account concerned.
+        user: UserId,
+        /// `true` when disabled, `false` when enabled again.
+        disabled: bool,
+    },
     /// An access token was revoked.
-    TokenRevoked { jti: String, expires_at: Timestamp },
+    TokenRevoked {
+        /// The revoked token's `jti` claim.
+        jti: String,
+        /// When the entry may be forgotten: no access token it could match outlives this.
+        expires_at: Timestamp,
+    },
     /// Every access token of a login was revoked.
     FamilyRevoked {
+        /// The login whose tokens (`fid` claim) are refused.
         family: FamilyId,
+        /// When the entry may be forgotten: no access token it could match outlives this.
         expires_at: Timestamp,
     },
     /// Access tokens of a user issued before `before` are refused.
     UserRevokedBefore {
+        /// Whose tokens (`sub` claim).
         user: UserId,
+        /// Tokens issued earlier than this (by their `iat_ms` claim) are refused.
         before: Timestamp,
+        /// When the entry may be forgotten: no access token it could match outlives this.
         expires_at: Timestamp,
     },
     /// An access token became live (allowlist mode).
     TokenAllowed {
+        /// The new token's `jti` claim.
         jti: String,
+        /// The login it was issued to, so revoking the family drops it.
         family: FamilyId,
+        /// Whose token it is, so revoking the user drops it.
         user: UserId,
+        /// The token's own expiry; the allowlist entry goes with it.
         expires_at: Timestamp,
     },
     /// Signing keys were rotated or retired: reload them.
@@ -60,6 +88,7 @@ pub enum Change {
 /// What a subscriber receives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedEvent {
+    /// A change published by some node (this one included).
     Change(Change),
     /// The subscription was interrupted and is back: changes may have been missed.
     Gap,
@@ -132,6 +161,7 @@ impl Default for LocalFeed {
 }
 
 impl LocalFeed {
+    /// A feed with no subscribers yet; changes published before a subscription are dropped.
     pub fn new() -> Self {
         Self::default()
     }

@@ -16,9 +16,15 @@ const STORE_CALL_LIMIT: Duration = Duration::from_secs(5);
 
 /// Follows the change feed for one node.
 pub struct Follower {
+    /// The revocation state to update, and re-read after a gap.
     pub revocations: Revocations,
+    /// The signing keys to reload when another node rotates or retires one.
     pub keyring: Arc<KeyRing>,
+    /// Whose near caches of sessions and accounts to evict from, or distrust while the feed is
+    /// lost.
     pub sessions: Sessions,
+    /// Dates the losses and re-reads of the revocation state, which decide how long it stays
+    /// trusted while the feed is lost.
     pub clock: Arc<dyn Clock>,
 }
 

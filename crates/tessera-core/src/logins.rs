@@ -28,11 +28,17 @@ use crate::user::{User, UserId};
 pub struct LoginInfo {
     /// A session handle (`ses_…`) or a refresh family id (`fam_…`).
     pub id: String,
+    /// Which model the login belongs to.
     pub model: LoginModel,
+    /// When the user logged in.
     pub created_at: Timestamp,
+    /// Last recorded use: a session's last touch, a family's last refresh.
     pub last_seen_at: Timestamp,
+    /// When the login ends unless used again: the earlier of its idle and absolute expiry.
     pub expires_at: Timestamp,
+    /// The client's `User-Agent` at login, if it sent one.
     pub user_agent: Option<String>,
+    /// The client's address at login, if known.
     pub ip: Option<String>,
     /// Whether this is the login the request came with.
     pub current: bool,
@@ -41,7 +47,9 @@ pub struct LoginInfo {
 /// The login a request came with, so it can be told apart (and spared).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CurrentLogin {
+    /// The request came with this session (cookie).
     Session(SessionHandle),
+    /// The request came with a token of this family (bearer or hybrid cookie).
     Family(FamilyId),
     /// The caller is not one of the user's logins (an admin acting on another user).
     None,
@@ -59,7 +67,9 @@ impl CurrentLogin {
 
 /// A login request, whichever model it asks for.
 pub struct LoginAttempt<'a> {
+    /// The username as typed; it also names the account whose attempt budget is spent.
     pub username: &'a str,
+    /// The password as typed.
     pub password: &'a Password,
     /// The client's address, whose attempt budget the login spends.
     pub ip: Option<IpAddr>,
@@ -69,14 +79,19 @@ pub struct LoginAttempt<'a> {
 
 /// A login of the session model: the cookie's secret and the session it names.
 pub struct SessionLogin {
+    /// The account that logged in.
     pub user: User,
+    /// The session id for the cookie; only its hash is stored, so this is the one copy.
     pub secret: SessionId,
+    /// The new session, with the CSRF token the client must echo.
     pub session: Session,
 }
 
 /// A login of the token or hybrid model: the token pair.
 pub struct TokenLogin {
+    /// The account that logged in.
     pub user: User,
+    /// The access token and the first refresh token of the new family.
     pub pair: TokenPair,
 }
 
@@ -503,6 +518,7 @@ impl Logins {
         self.audit.events(before, limit).await
     }
 
+    /// Records a security event in the audit log (see [`Audit::record`]: never fails).
     pub async fn record(&self, kind: EventKind, user: Option<&UserId>, detail: serde_json::Value) {
         self.audit.record(kind, user, detail).await;
     }

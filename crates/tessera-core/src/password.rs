@@ -21,6 +21,7 @@ use crate::error::Error;
 pub struct Password(SecretString);
 
 impl Password {
+    /// Wraps a password as typed; it is normalized (NFKC) only when checked or hashed.
     pub fn new(secret: impl Into<String>) -> Self {
         Self(SecretString::from(secret.into()))
     }
@@ -177,9 +178,11 @@ impl Argon2Params {
 /// The outcome of checking a password against a stored hash.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verification {
+    /// The password does not match (or there was no stored hash to match).
     Invalid,
-    /// `rehash` holds a new hash when the stored one used other parameters than the current ones.
+    /// The password matches.
     Valid {
+        /// A new hash to store when the stored one used other parameters than the current ones.
         rehash: Option<String>,
     },
 }

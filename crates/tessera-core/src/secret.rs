@@ -88,10 +88,12 @@ pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
 pub struct TokenHash([u8; 32]);
 
 impl TokenHash {
+    /// The SHA-256 digest of `secret`.
     pub fn of(secret: &[u8]) -> Self {
         Self(Sha256::digest(secret).into())
     }
 
+    /// Wraps a digest read back from a store.
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
@@ -101,6 +103,7 @@ impl TokenHash {
         <[u8; 32]>::try_from(bytes).ok().map(Self)
     }
 
+    /// The 32 digest bytes, as stores write them.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -25,6 +25,7 @@ const SWEEP_BATCH: usize = 1000;
 /// Password hashing: the argon2 cost and how much of the machine it may take.
 #[derive(Clone, Copy, Debug)]
 pub struct PasswordsConfig {
+    /// The argon2id cost of each new hash; older hashes are upgraded at the next login.
     pub argon2: Argon2Params,
     /// Hashes computed at once; 0: one per core.
     pub max_concurrent: usize,
@@ -45,12 +46,17 @@ impl Default for PasswordsConfig {
 /// Everything the services are configured with.
 #[derive(Clone, Debug)]
 pub struct ServicesConfig {
+    /// Registration and the password policy.
     pub accounts: AccountsConfig,
+    /// The argon2 cost and the hashing concurrency.
     pub passwords: PasswordsConfig,
+    /// Session lifetimes and limits.
     pub sessions: SessionConfig,
+    /// Access and refresh token lifetimes, names and revocation mode.
     pub tokens: TokenConfig,
     /// The algorithm new signing keys use.
     pub signing_algorithm: SigningAlgorithm,
+    /// The login-attempt budgets per client address and per account.
     pub throttle: ThrottleConfig,
     /// At most this many live logins per user (every model together); the oldest end first.
     /// 0: no cap.
@@ -74,10 +80,14 @@ impl Default for ServicesConfig {
 /// Why the services could not be built.
 #[derive(Debug, Error)]
 pub enum BuildError {
+    /// The password hasher refused its settings (argon2 parameters out of range).
     #[error("password hashing: {0}")]
     Passwords(Error),
+    /// The signing keys could not be read or created: a store failure, or a master key that
+    /// does not decrypt them.
     #[error("loading the signing keys: {0}")]
     Keys(Error),
+    /// The revocation list could not be read from the store.
     #[error("loading the revocation list: {0}")]
     Revocations(Error),
 }
@@ -85,11 +95,17 @@ pub enum BuildError {
 /// Every core service of one node, sharing one set of stores. Cheap to clone.
 #[derive(Clone)]
 pub struct Services {
+    /// The stores every service reads and writes, and their health checks.
     pub stores: Stores,
+    /// The time every service reads.
     pub clock: Arc<dyn Clock>,
+    /// Registration, credentials and account administration.
     pub accounts: Accounts,
+    /// Server sessions and the near caches of sessions and accounts.
     pub sessions: Sessions,
+    /// Access and refresh tokens, signing keys and revocation.
     pub tokens: Arc<Tokens>,
+    /// The login pipeline and every login of a user, in any model.
     pub logins: Logins,
 }
 

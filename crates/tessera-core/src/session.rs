@@ -28,6 +28,7 @@ pub struct SessionHandle(String);
 impl SessionHandle {
     const PREFIX: &str = "ses_";
 
+    /// A new random handle; fails only if the system's random source does.
     pub fn generate() -> Result<Self, Error> {
         crate::secret::random_public_id(Self::PREFIX).map(Self)
     }
@@ -38,6 +39,7 @@ impl SessionHandle {
         Self(handle)
     }
 
+    /// The handle as stored and listed (`ses_…`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -58,24 +60,32 @@ impl fmt::Display for SessionHandle {
 /// What a client told us about itself at login, shown when a user lists their sessions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientInfo {
+    /// The `User-Agent` header (`tessera-http` keeps its first 256 characters).
     pub user_agent: Option<String>,
+    /// The client's address as text, as resolved behind any trusted proxies.
     pub ip: Option<String>,
 }
 
 /// A session as the store keeps it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Session {
+    /// The public handle, listed to the owner and used to end the session.
     pub handle: SessionHandle,
+    /// The account logged in.
     pub user_id: UserId,
     /// SHA-256 of the cookie secret: the store never sees the secret itself.
     pub secret_hash: TokenHash,
+    /// The synchronizer token every unsafe request (POST, PATCH, DELETE) of this session must carry.
     pub csrf_token: CsrfToken,
+    /// When the user logged in.
     pub created_at: Timestamp,
     /// Last recorded activity; written at most once per `touch_interval`.
     pub last_seen_at: Timestamp,
     /// `min(last_seen_at + idle_timeout, absolute_expires_at)`: the sweep's index.
     pub expires_at: Timestamp,
+    /// Login time plus `absolute_lifetime`: the session ends then however active.
     pub absolute_expires_at: Timestamp,
+    /// What the client told us about itself at login.
     pub client: ClientInfo,
     /// A JSON object.
     pub data: Value,
@@ -298,6 +308,8 @@ impl NearCache {
 const PATCH_STRIPES: usize = 64;
 
 impl Sessions {
+    /// A session service over `store`; account checks go through a near cache of `users`. No
+    /// change feed until [`with_feed`](Self::with_feed).
     pub fn new(
         store: Arc<dyn SessionStore>,
         users: Arc<dyn UserStore>,
@@ -386,6 +398,7 @@ impl Sessions {
         .await;
     }
 
+    /// The lifetimes and limits this service runs with.
     pub fn config(&self) -> &SessionConfig {
         &self.config
     }

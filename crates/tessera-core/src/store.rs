@@ -26,8 +26,10 @@ pub trait UserStore: Send + Sync + 'static {
     /// Inserts a new user; [`StoreError::Conflict`] when the username exists.
     async fn create_user(&self, user: &User) -> Result<(), StoreError>;
 
+    /// The account with this id, disabled or not; `None` when there is none.
     async fn user_by_id(&self, id: &UserId) -> Result<Option<User>, StoreError>;
 
+    /// The account with this (already normalized) username; `None` when there is none.
     async fn user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
 
     /// Replaces a user's password hash and sets `updated_at`; `false` when there is no such user.
@@ -122,6 +124,7 @@ pub trait SessionStore: Send + Sync + 'static {
 /// Readiness: can the store be reached right now?
 #[async_trait]
 pub trait HealthCheck: Send + Sync + 'static {
+    /// A cheap round trip to the backend; an error makes the node report itself not ready.
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
@@ -190,6 +193,8 @@ pub trait RefreshStore: Send + Sync + 'static {
         reason: &str,
     ) -> Result<bool, StoreError>;
 
+    /// One family by id, revoked and expired ones included until swept (the caller asks
+    /// [`RefreshFamily::is_live`]).
     async fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, StoreError>;
 
     /// Every family of a user, revoked and expired ones included until swept, oldest first.
@@ -250,12 +255,19 @@ pub trait EventStore: Send + Sync + 'static {
 /// have its own (users in PostgreSQL, sessions in Redis).
 #[derive(Clone)]
 pub struct Stores {
+    /// Accounts.
     pub users: Arc<dyn UserStore>,
+    /// Server sessions.
     pub sessions: Arc<dyn SessionStore>,
+    /// Signing keys, sealed with the master key.
     pub keys: Arc<dyn KeyStore>,
+    /// Refresh-token families and their tokens.
     pub refresh: Arc<dyn RefreshStore>,
+    /// The denylist (and the live tokens of allowlist mode).
     pub revocations: Arc<dyn RevocationStore>,
+    /// The audit log.
     pub events: Arc<dyn EventStore>,
+    /// The readiness check; with several backends, an [`AllHealthy`] over all of them.
     pub health: Arc<dyn HealthCheck>,
     /// How changes reach every node: in process for a single node; Redis pub/sub or PostgreSQL
     /// LISTEN/NOTIFY for many.
@@ -337,7 +349,11 @@ impl HealthCheck for AllHealthy {
 /// forgets no revocation: the union of both is read back. Live tokens of allowlist mode stay in
 /// the fast store only — losing them refuses tokens, which is safe.
 pub struct MirroredRevocations {
+    /// The store every call goes to (Redis); it alone holds allowlist tokens, and when it is
+    /// down reads fail closed.
     pub fast: Arc<dyn RevocationStore>,
+    /// The copy of the denylist that survives a fast store losing its data (the database):
+    /// written first, read back together with the fast store's entries.
     pub durable: Arc<dyn RevocationStore>,
 }
 

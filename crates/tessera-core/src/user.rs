@@ -16,6 +16,7 @@ pub struct UserId(String);
 impl UserId {
     const PREFIX: &str = "usr_";
 
+    /// A new random id, for a new account; fails only if the system's random source does.
     pub fn generate() -> Result<Self, Error> {
         crate::secret::random_public_id(Self::PREFIX).map(Self)
     }
@@ -32,6 +33,7 @@ impl UserId {
         Self(id)
     }
 
+    /// The id as stored, listed and carried in tokens' `sub` (`usr_…`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -56,8 +58,11 @@ impl fmt::Display for UserId {
 pub struct Username(String);
 
 impl Username {
+    /// The longest username, in characters after normalization.
     pub const MAX_CHARS: usize = 64;
 
+    /// Normalizes and checks a username as typed; [`Error::Invalid`] (field `username`) says
+    /// which rule it breaks.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         use unicode_normalization::UnicodeNormalization;
         let normalized: String = raw.nfkc().collect::<String>().to_lowercase();
@@ -100,6 +105,7 @@ impl Username {
         Self(name)
     }
 
+    /// The normalized name, as stored and shown.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -114,13 +120,20 @@ impl fmt::Display for Username {
 /// An account as the store keeps it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct User {
+    /// The stable id; never reused or changed.
     pub id: UserId,
+    /// The login name, unique among accounts.
     pub username: Username,
     /// PHC string (argon2id).
     pub password_hash: String,
+    /// Role names (sorted, no duplicates when set by an admin), carried in access tokens for
+    /// resource servers to authorize by; `admin` opens Tessera's admin API.
     pub roles: Vec<String>,
+    /// A disabled account can use no credential; see [`User::is_active`].
     pub disabled: bool,
+    /// When the account was created.
     pub created_at: Timestamp,
+    /// The last change of password, roles or the disabled flag.
     pub updated_at: Timestamp,
 }
 

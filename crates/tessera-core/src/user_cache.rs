@@ -55,6 +55,7 @@ pub struct UserCache {
 }
 
 impl UserCache {
+    /// An empty cache in front of `store`, holding at most about `capacity_bytes` of accounts.
     pub fn new(store: Arc<dyn UserStore>, clock: Arc<dyn Clock>, capacity_bytes: u64) -> Self {
         // quick_cache wants an estimate of the number of items to size its tables.
         let estimated_items = usize::try_from(capacity_bytes / 320)
@@ -136,6 +137,7 @@ impl UserCache {
         self.entries.len()
     }
 
+    /// Whether no account is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

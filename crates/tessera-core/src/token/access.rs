@@ -28,21 +28,30 @@ const MAX_TOKEN_LEN: usize = 8 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccessClaims {
+    /// The issuer: this server's public URL ([`TokenConfig::issuer`](crate::token::TokenConfig::issuer)).
     pub iss: String,
+    /// The user the token speaks for.
     pub sub: UserId,
+    /// The resource servers that accept it ([`TokenConfig::audience`](crate::token::TokenConfig::audience)).
     pub aud: String,
+    /// Expiry, in seconds since the epoch.
     pub exp: i64,
+    /// Issue time, in whole seconds since the epoch.
     pub iat: i64,
     /// When it was issued, in milliseconds: what a user's "not before" (password change, role
     /// change, forced logout) is compared with.
     pub iat_ms: i64,
+    /// Not valid before this, in seconds since the epoch (the issue time).
     pub nbf: i64,
+    /// The token's own id (`at_…`), what a single-token revocation names.
     pub jti: String,
+    /// The OAuth client it was issued to (RFC 9068), from the configuration.
     pub client_id: String,
     /// The refresh family this token was issued with: revoking the family revokes the token.
     pub fid: FamilyId,
     /// `token` or `hybrid`.
     pub model: LoginModel,
+    /// The user's roles when the token was signed; a role change revokes older tokens.
     pub roles: Vec<String>,
 }
 
@@ -59,10 +68,16 @@ pub enum VerifyError {
     UnknownKey,
     /// The signature, the algorithm, or the claims' shape is wrong.
     Invalid,
+    /// `exp` has passed, by more than the allowed clock skew.
     Expired,
+    /// `nbf` is still ahead, by more than the allowed clock skew.
     NotYetValid,
+    /// `iss` is not this server's issuer.
     WrongIssuer,
+    /// `aud` is not the configured audience.
     WrongAudience,
+    /// Valid, but revoked (or, in allowlist mode, not known to be live); the reason says which
+    /// entry matched.
     Revoked(RevokedReason),
     /// The revocation state cannot be trusted right now (the change feed is lost and the store
     /// could not be re-read): fail closed.
@@ -76,14 +91,17 @@ pub struct VerifiedClaims {
 }
 
 impl VerifiedClaims {
+    /// Every claim of the token.
     pub fn claims(&self) -> &AccessClaims {
         &self.claims
     }
 
+    /// The user the token speaks for (`sub`); the account itself may since have changed.
     pub fn user_id(&self) -> &UserId {
         &self.claims.sub
     }
 
+    /// The login the token belongs to (`fid`).
     pub fn family_id(&self) -> &FamilyId {
         &self.claims.fid
     }
@@ -127,6 +145,9 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// A verifier of tokens signed by `keyring`'s keys for `issuer` and `audience`, with
+    /// `leeway_seconds` of clock skew on `exp` and `nbf`, and a verified-token cache of
+    /// `cache_capacity_bytes` (0 turns it off).
     pub fn new(
         keyring: Arc<KeyRing>,
         revocations: Revocations,
@@ -154,10 +175,12 @@ impl Verifier {
         }
     }
 
+    /// The `iss` every token must carry.
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
 
+    /// The `aud` every token must carry.
     pub fn audience(&self) -> &str {
         &self.audience
     }

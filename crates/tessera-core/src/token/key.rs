@@ -22,6 +22,8 @@ pub enum SigningAlgorithm {
 }
 
 impl SigningAlgorithm {
+    /// The JWS `alg` name (`EdDSA`, `ES256`, …), also what stores persist and the configuration
+    /// accepts.
     pub fn as_str(self) -> &'static str {
         match self {
             SigningAlgorithm::EdDSA => "EdDSA",
@@ -31,6 +33,7 @@ impl SigningAlgorithm {
         }
     }
 
+    /// The algorithm named by [`as_str`](Self::as_str) (case-sensitive); `None` for any other.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "EdDSA" => Some(SigningAlgorithm::EdDSA),
@@ -67,6 +70,7 @@ pub enum KeyStatus {
 }
 
 impl KeyStatus {
+    /// The lowercase name stores persist and operators see (`active`, `rotated`, `retired`).
     pub fn as_str(self) -> &'static str {
         match self {
             KeyStatus::Active => "active",
@@ -75,6 +79,7 @@ impl KeyStatus {
         }
     }
 
+    /// The status named by [`as_str`](Self::as_str); `None` for any other name.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "active" => Some(KeyStatus::Active),
@@ -88,17 +93,22 @@ impl KeyStatus {
 /// A signing key as the store keeps it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredKey {
+    /// The key id (`k_…`) tokens name in their `kid` header.
     pub kid: String,
+    /// What the key signs with, fixed for its life.
     pub algorithm: SigningAlgorithm,
+    /// Where the key is in its life.
     pub status: KeyStatus,
     /// The private key (PKCS#8 DER, or the HMAC secret) sealed with the master key
     /// (AES-256-GCM: nonce ‖ ciphertext ‖ tag, the kid as associated data).
     pub sealed_private: Vec<u8>,
     /// The public JWK as JSON; `None` for HMAC keys, which have no public part.
     pub public_jwk: Option<String>,
+    /// When the key was made (rotated in).
     pub created_at: Timestamp,
     /// When it stopped signing.
     pub rotated_at: Option<Timestamp>,
+    /// When it stopped verifying.
     pub retired_at: Option<Timestamp>,
 }
 

@@ -95,10 +95,16 @@ fn public_jwk(alg: SigningAlgorithm, kid: &str, key: &EncodingKey) -> Result<Jwk
 
 /// A key ready for use: decoded once, when the ring loads.
 pub struct LoadedKey {
+    /// The key id tokens name in their `kid` header.
     pub kid: String,
+    /// What the key signs with.
     pub algorithm: SigningAlgorithm,
+    /// Its status when the ring last loaded.
     pub status: KeyStatus,
+    /// When the key was made.
     pub created_at: Timestamp,
+    /// When it stopped signing; it still verifies for the access-token lifetime (plus leeway)
+    /// after.
     pub rotated_at: Option<Timestamp>,
     pub(crate) jwt_algorithm: Algorithm,
     pub(crate) encoding: EncodingKey,
@@ -146,15 +152,21 @@ impl LoadedKey {
 /// What an operator sees of a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct KeyInfo {
+    /// The key id tokens name in their `kid` header.
     pub kid: String,
+    /// What the key signs with.
     pub algorithm: SigningAlgorithm,
+    /// Where the key is in its life, as stored.
     pub status: KeyStatus,
     /// Whether the key is in the JWKS (and verifies tokens) right now.
     pub published: bool,
     /// Whether new tokens are signed with it.
     pub signing: bool,
+    /// When the key was made.
     pub created_at: Timestamp,
+    /// When it stopped signing.
     pub rotated_at: Option<Timestamp>,
+    /// When it stopped verifying.
     pub retired_at: Option<Timestamp>,
 }
 
@@ -305,6 +317,7 @@ impl KeyRing {
         Arc::clone(&self.keys.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The key new access tokens are signed with: the newest active one.
     pub fn signing_key(&self) -> Arc<LoadedKey> {
         Arc::clone(&self.current().signing)
     }
@@ -338,6 +351,8 @@ impl KeyRing {
         }
     }
 
+    /// The configured algorithm, which every new key uses; HS256 means there is no JWKS to
+    /// publish.
     pub fn algorithm(&self) -> SigningAlgorithm {
         self.algorithm
     }

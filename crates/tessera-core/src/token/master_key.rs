@@ -25,8 +25,10 @@ impl fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    /// The key length in bytes (256 bits).
     pub const LEN: usize = 32;
 
+    /// The master key with these bytes, and the CSRF key derived from them.
     pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Result<Self, Error> {
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| Error::Internal("the master key was refused by AES-256-GCM".into()))?;

@@ -21,6 +21,7 @@ pub struct FamilyId(String);
 impl FamilyId {
     const PREFIX: &str = "fam_";
 
+    /// A new random id; fails only if the system's random source does.
     pub fn generate() -> Result<Self, Error> {
         crate::secret::random_public_id(Self::PREFIX).map(Self)
     }
@@ -31,6 +32,7 @@ impl FamilyId {
         Self(id)
     }
 
+    /// The id as stored and as carried in tokens (`fam_…`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -52,12 +54,16 @@ impl fmt::Display for FamilyId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LoginModel {
+    /// A server session named by a cookie, with a CSRF token.
     Session,
+    /// Bearer tokens: a JWT access token and a refresh token the client keeps.
     Token,
+    /// The token pair kept in `HttpOnly` cookies for a browser.
     Hybrid,
 }
 
 impl LoginModel {
+    /// The lowercase name stores persist and the API shows (`session`, `token`, `hybrid`).
     pub fn as_str(self) -> &'static str {
         match self {
             LoginModel::Session => "session",
@@ -66,6 +72,7 @@ impl LoginModel {
         }
     }
 
+    /// The model named by [`as_str`](Self::as_str); `None` for any other name.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "session" => Some(LoginModel::Session),
@@ -79,16 +86,26 @@ impl LoginModel {
 /// One login's chain of refresh tokens.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RefreshFamily {
+    /// The public id, also the `fid` claim of its access tokens.
     pub id: FamilyId,
+    /// The account logged in.
     pub user_id: UserId,
+    /// Token or hybrid (never session).
     pub model: LoginModel,
+    /// When the login happened.
     pub created_at: Timestamp,
+    /// The last refresh, or the login if none yet.
     pub last_used_at: Timestamp,
     /// Idle expiry: moves forward with every refresh, never past `absolute_expires_at`.
     pub expires_at: Timestamp,
+    /// The login ends at this time however active; set at login, never moved.
     pub absolute_expires_at: Timestamp,
+    /// When the family was revoked (logout, reuse detected, admin); its refresh tokens stop
+    /// working at once and its access tokens are refused through the revocation list.
     pub revoked_at: Option<Timestamp>,
+    /// Why it was revoked, for the audit trail (`logout`, `refresh token reuse`).
     pub revoked_reason: Option<String>,
+    /// What the client told us about itself at login.
     pub client: ClientInfo,
 }
 
@@ -104,8 +121,11 @@ impl RefreshFamily {
 /// One refresh token of a family, stored by the hash of its secret.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RefreshTokenRecord {
+    /// SHA-256 of the token's secret, the key it is looked up by; the secret is never stored.
     pub hash: TokenHash,
+    /// The family (login) it belongs to.
     pub family_id: FamilyId,
+    /// When it was handed out.
     pub issued_at: Timestamp,
     /// Set when the token was exchanged for a new one.
     pub rotated_at: Option<Timestamp>,
@@ -117,7 +137,11 @@ pub enum Rotation {
     /// The token was live; it is now rotated and the new one stored.
     Rotated,
     /// Someone rotated it first, at this time.
-    AlreadyRotated { at: Timestamp },
+    AlreadyRotated {
+        /// When the first rotation happened; within the grace window the presenter gets the
+        /// current pair again, after it the family is revoked as reused.
+        at: Timestamp,
+    },
     /// No such token (or its family is gone).
     Unknown,
 }

@@ -61,9 +61,14 @@ pub const STALE_READ_BOUND: std::time::Duration = std::time::Duration::from_mill
 /// Why an access token is no longer accepted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RevokedReason {
+    /// The token itself was revoked, by its `jti`.
     Token,
+    /// Its login (refresh family) was revoked: logout, reuse detected, an admin.
     Family,
+    /// It was issued before the user's "not before" time (password change, roles, forced
+    /// logout, disabled account).
     User,
+    /// Allowlist mode: the token is not among the live ones.
     NotAllowed,
 }
 
@@ -254,6 +259,7 @@ impl Revocations {
         snapshot
     }
 
+    /// How this node enforces revocation, as configured.
     pub fn mode(&self) -> RevocationMode {
         self.mode
     }

@@ -10,26 +10,43 @@ use crate::user::UserId;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Revoked {
     /// One access token, by `jti`.
-    Token { jti: String },
+    Token {
+        /// The token's `jti` claim.
+        jti: String,
+    },
     /// Every access token of a refresh family.
-    Family { id: FamilyId },
+    Family {
+        /// The family, matched against the tokens' `fid` claim.
+        id: FamilyId,
+    },
     /// Every access token of a user issued before `before`.
-    UserBefore { user: UserId, before: Timestamp },
+    UserBefore {
+        /// Whose tokens (`sub` claim).
+        user: UserId,
+        /// Tokens issued earlier than this (by `iat_ms`) are refused; later ones are not.
+        before: Timestamp,
+    },
 }
 
 /// A denylist entry and when it can be forgotten (no token it matches is still unexpired).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RevocationEntry {
+    /// Which tokens are refused.
     pub revoked: Revoked,
+    /// When the entry may be dropped: every access token it could match has expired by then.
     pub expires_at: Timestamp,
 }
 
 /// A live access token, in allowlist mode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AllowedToken {
+    /// The token's `jti` claim.
     pub jti: String,
+    /// The login it belongs to: revoking the family removes it.
     pub family_id: FamilyId,
+    /// Whose token it is: revoking the user removes it.
     pub user_id: UserId,
+    /// The token's `exp`; the entry is dropped after it.
     pub expires_at: Timestamp,
 }
 

@@ -30,6 +30,8 @@ pub struct TokenConfig {
     pub audience: String,
     /// `client_id` of every access token (RFC 9068).
     pub client_id: String,
+    /// How long an access token is valid (`exp - iat`); at least 30 s. A revocation entry is
+    /// kept this long (plus leeway) after it is made, as no token it matches outlives that.
     pub access_lifetime: Duration,
     /// A family unused this long ends.
     pub refresh_idle_lifetime: Duration,
@@ -38,6 +40,7 @@ pub struct TokenConfig {
     /// A rotated refresh token presented again within this window (several tabs refreshing at
     /// once) gets a fresh pair; after it, the presentation is treated as theft.
     pub reuse_grace: Duration,
+    /// How access tokens are revoked before they expire: denylist, allowlist, or not at all.
     pub revocation: RevocationMode,
     /// Allowed clock skew when checking `exp` and `nbf`.
     pub leeway: Duration,
@@ -100,11 +103,18 @@ impl TokenConfig {
 /// What a login or refresh hands out.
 #[derive(Clone)]
 pub struct TokenPair {
+    /// The signed JWT, for `Authorization: Bearer` or the hybrid access cookie.
     pub access_token: String,
+    /// The access token's lifetime in seconds, as the OAuth token response reports it.
     pub expires_in: u64,
+    /// The new refresh token; only its hash is stored, so this is the one copy.
     pub refresh_token: RefreshToken,
+    /// The login (family) both tokens belong to.
     pub family_id: FamilyId,
+    /// When the access token expires (its `exp`).
     pub access_expires_at: Timestamp,
+    /// When the refresh token expires unless used: the family's idle expiry, capped by its
+    /// absolute one.
     pub refresh_expires_at: Timestamp,
     /// The account as the access token describes it (read just before signing).
     pub user: User,
@@ -122,27 +132,39 @@ impl std::fmt::Debug for TokenPair {
 /// RFC 7662's answer.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Introspection {
+    /// Whether the token is valid now; when `false` every other member is omitted.
     pub active: bool,
+    /// `access_token` or `refresh_token`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
+    /// The user id the token speaks for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The user's current username (read from the store, not the token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// The OAuth client it was issued to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Expiry in seconds since the epoch; for a refresh token, its family's idle expiry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
+    /// Issue time in seconds since the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// Not-before time in seconds since the epoch (access tokens only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
+    /// The issuer, this server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// The audience (access tokens only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// The access token's id (access tokens only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The roles the access token carries (access tokens only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
 }
@@ -163,6 +185,8 @@ pub struct Tokens {
 pub const VERIFY_CACHE_CAPACITY_BYTES: u64 = 48 * 1024 * 1024;
 
 impl Tokens {
+    /// A token service signing with `keyring`, recording families in `refresh` and events in
+    /// `events`; built by [`Services::build`](crate::Services::build) in the server.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         keyring: Arc<KeyRing>,
@@ -194,14 +218,17 @@ impl Tokens {
         }
     }
 
+    /// The signing keys, for the JWKS document and key administration.
     pub fn keyring(&self) -> &Arc<KeyRing> {
         &self.keyring
     }
 
+    /// The lifetimes and names this service runs with.
     pub fn config(&self) -> &TokenConfig {
         &self.config
     }
 
+    /// The in-memory revocation state every verification consults.
     pub fn revocations(&self) -> &Revocations {
         &self.revocations
     }

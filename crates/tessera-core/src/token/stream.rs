@@ -20,7 +20,10 @@ const REPLAY_CAPACITY: usize = 4096;
 pub enum StreamItem {
     /// One change, with its event id.
     Revocation {
+        /// The SSE event id (`<epoch>.<sequence>`) a reconnecting client sends back as
+        /// `Last-Event-ID`.
         id: String,
+        /// What is now refused.
         revocation: Arc<wire::Revocation>,
     },
     /// This node re-read its state: send a fresh snapshot.
@@ -34,7 +37,9 @@ pub enum StreamItem {
 pub enum StreamStart {
     /// Everything in force now, and the event id it stands for.
     Snapshot {
+        /// The event id of the last change the snapshot includes.
         id: String,
+        /// Every revocation, disabled user and retired key in force.
         snapshot: wire::Snapshot,
     },
     /// Only what the client missed since its `Last-Event-ID`.
@@ -43,7 +48,10 @@ pub enum StreamStart {
 
 /// A new connection: how it starts, then every change after that.
 pub struct Subscription {
+    /// What to send first.
     pub start: StreamStart,
+    /// Every change after the start; a receiver that falls behind (lags) is sent a fresh
+    /// snapshot instead.
     pub changes: broadcast::Receiver<StreamItem>,
 }
 
@@ -83,6 +91,8 @@ fn new_epoch() -> String {
 }
 
 impl RevocationLog {
+    /// An empty log with a fresh epoch, unavailable (connections refused) until the first
+    /// [`resync`](Self::resync).
     pub fn new() -> Self {
         Self {
             log: Mutex::new(Log {
