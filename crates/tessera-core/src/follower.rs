@@ -17,15 +17,15 @@ const STORE_CALL_LIMIT: Duration = Duration::from_secs(5);
 /// Follows the change feed for one node.
 pub struct Follower {
     /// The revocation state to update, and re-read after a gap.
-    pub revocations: Revocations,
+    pub(crate) revocations: Revocations,
     /// The signing keys to reload when another node rotates or retires one.
-    pub keyring: Arc<KeyRing>,
+    pub(crate) keyring: Arc<KeyRing>,
     /// Whose near caches of sessions and accounts to evict from, or distrust while the feed is
     /// lost.
-    pub sessions: Sessions,
+    pub(crate) sessions: Sessions,
     /// Dates the losses and re-reads of the revocation state, which decide how long it stays
     /// trusted while the feed is lost.
-    pub clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Follower {

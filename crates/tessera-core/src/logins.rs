@@ -247,7 +247,7 @@ impl Logins {
 
     /// Checks credentials and records the attempt in the audit log (the attempted username for a
     /// failure; never the password).
-    pub async fn authenticate(
+    async fn authenticate(
         &self,
         username: &str,
         password: &Password,
@@ -519,7 +519,7 @@ impl Logins {
     }
 
     /// Records a security event in the audit log (see [`Audit::record`]: never fails).
-    pub async fn record(&self, kind: EventKind, user: Option<&UserId>, detail: serde_json::Value) {
+    pub(crate) async fn record(&self, kind: EventKind, user: Option<&UserId>, detail: serde_json::Value) {
         self.audit.record(kind, user, detail).await;
     }
 }
