@@ -22,9 +22,15 @@ use crate::extract::{AuthModel, AuthUser, HYBRID_ACCESS_COOKIE, SESSION_COOKIE, 
 use crate::problem::ApiError;
 use crate::state::{AppState, origin_of};
 
+/// The original request's method; only a GET or HEAD navigation may be answered with a redirect
+/// to the login page.
 pub const FORWARDED_METHOD: &str = "x-forwarded-method";
+/// The original request's scheme, `http` or `https`; with the host and URI it makes the login
+/// page's return address.
 pub const FORWARDED_PROTO: &str = "x-forwarded-proto";
+/// The original request's host (with an optional port); required when a rule is bound to a host.
 pub const FORWARDED_HOST: &str = "x-forwarded-host";
+/// The original request's path and query; required once any route rule is configured.
 pub const FORWARDED_URI: &str = "x-forwarded-uri";
 
 /// The user id.
@@ -54,8 +60,13 @@ pub enum Access {
 /// `host` when given, need `access`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteRule {
+    /// The path prefix the rule covers, matched segment by segment (`/admin` covers
+    /// `/admin/users`, not `/administrator`).
     pub prefix: String,
+    /// The host (with an optional port) the rule is limited to; `None` for every host. A
+    /// host-bound rule wins over one for every host with the same prefix.
     pub host: Option<String>,
+    /// Who may pass.
     pub access: Access,
 }
 
@@ -64,6 +75,7 @@ pub struct RouteRule {
 pub struct VerifyConfigError {
     /// The setting at fault, e.g. `verify.rules`.
     pub key: &'static str,
+    /// What is wrong with it, naming the rule at fault when there is one.
     pub message: String,
 }
 
@@ -175,6 +187,8 @@ impl VerifyConfig {
         }))
     }
 
+    /// The login page browsers are redirected to when a navigation is not logged in; `None`
+    /// answers them with a 401 like any other client.
     pub fn login_url(&self) -> Option<&str> {
         self.0.login_url.as_deref()
     }

@@ -8,6 +8,7 @@ use tessera_core::throttle::ThrottleScope;
 use tessera_core::{Error, StoreError};
 use utoipa::ToSchema;
 
+/// The media type of every error response (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem document.
@@ -16,8 +17,11 @@ pub struct Problem {
     /// A URI naming the kind of problem (`urn:tessera:problem:…`).
     #[serde(rename = "type")]
     pub kind: String,
+    /// The standard reason phrase of the status code, e.g. `Unauthorized`.
     pub title: String,
+    /// The HTTP status code of the response, repeated for clients that only keep the body.
     pub status: u16,
+    /// What went wrong in this request, in words meant for a developer reading it.
     pub detail: String,
     /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,6 +31,7 @@ pub struct Problem {
 /// An error that a handler or extractor returns; renders as a problem document.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The status the response is sent with.
     pub status: StatusCode,
     slug: &'static str,
     detail: String,
@@ -36,6 +41,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error answered with `status`; `slug` becomes the problem type
+    /// (`urn:tessera:problem:{slug}`) and `detail` the explanation.
     pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
         Self {
             status,
@@ -46,6 +53,7 @@ impl ApiError {
         }
     }
 
+    /// Sends `name: value` with the problem, e.g. `Retry-After` or `WWW-Authenticate`.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
@@ -79,14 +87,18 @@ impl ApiError {
         )
     }
 
+    /// 403: the request is understood and refused, e.g. a missing role or a failed CSRF or origin
+    /// check.
     pub fn forbidden(slug: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, slug, detail)
     }
 
+    /// 400: the request itself is malformed, e.g. an unreadable body.
     pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, slug, detail)
     }
 
+    /// 404 with the `not-found` problem type.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not-found", detail)
     }
@@ -104,6 +116,7 @@ impl ApiError {
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 
+    /// The status, extra headers and problem document this error is answered with.
     pub fn into_problem(self) -> (StatusCode, HeaderMap, Problem) {
         let problem = Problem {
             kind: format!("urn:tessera:problem:{}", self.slug),

@@ -17,6 +17,7 @@ pub struct HttpConfig {
     pub trusted_origins: Vec<String>,
     /// Largest request body, in bytes.
     pub body_limit: usize,
+    /// How long reading a request body, and a whole request, may take.
     pub timeouts: Timeouts,
     /// Resource servers allowed to call `POST /v1/token/introspect` with HTTP Basic.
     pub introspection_clients: Vec<IntrospectionClient>,
@@ -30,7 +31,10 @@ pub struct HttpConfig {
 /// A resource server's credentials for token introspection.
 #[derive(Clone)]
 pub struct IntrospectionClient {
+    /// The HTTP Basic user name the resource server sends.
     pub id: String,
+    /// The HTTP Basic password the resource server sends; compared in constant time, and never
+    /// printed by `Debug`.
     pub secret: String,
 }
 
@@ -129,26 +133,33 @@ impl AppState {
         })))
     }
 
+    /// The session service (the session login model).
     pub fn sessions(&self) -> &Sessions {
         &self.0.services.sessions
     }
 
+    /// The account service: registration, password changes, user administration.
     pub fn accounts(&self) -> &Accounts {
         &self.0.services.accounts
     }
 
+    /// The token service: access and refresh tokens, signing keys, revocations.
     pub fn tokens(&self) -> &Tokens {
         &self.0.services.tokens
     }
 
+    /// The service that sees every login of a user, whatever its model.
     pub fn logins(&self) -> &Logins {
         &self.0.services.logins
     }
 
+    /// The login-attempt budgets (per client address and per account) the login service spends
+    /// from; registration and password changes are held to them too.
     pub fn throttle(&self) -> &Throttle {
         self.0.services.logins.throttle()
     }
 
+    /// The store's readiness check, behind `GET /readyz`.
     pub fn health(&self) -> &Arc<dyn HealthCheck> {
         &self.0.services.stores.health
     }

@@ -89,6 +89,7 @@ struct Inner {
 }
 
 impl MemoryStore {
+    /// An empty store: no users, sessions, keys or events.
     pub fn new() -> Self {
         Self::default()
     }

@@ -12,6 +12,7 @@ use crate::state::AppState;
 /// header only, never from the query string or a form body. Needs no CSRF token: browsers never
 /// attach the header by themselves.
 pub struct BearerAuth {
+    /// The claims of the access token, after its signature, lifetime and revocation were checked.
     pub claims: VerifiedClaims,
 }
 

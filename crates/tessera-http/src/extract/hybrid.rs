@@ -16,6 +16,8 @@ use crate::state::AppState;
 /// A request authenticated by the hybrid model's access-token cookie. On unsafe methods it also
 /// enforces the CSRF rules: a same-site origin and the login's CSRF token in `X-CSRF-Token`.
 pub struct HybridAuth {
+    /// The claims of the access token from the cookie, after its signature, lifetime and
+    /// revocation were checked.
     pub claims: VerifiedClaims,
 }
 
@@ -59,7 +61,9 @@ impl FromRequestParts<AppState> for HybridAuth {
 /// The live hybrid login named by the refresh cookie, and its user (for `GET /v1/hybrid/session`:
 /// it works after the access cookie expired). A safe request: no CSRF token.
 pub struct HybridLogin {
+    /// The login's refresh family: its id, owner and expiry.
     pub family: RefreshFamily,
+    /// The family's owner, read from the store; refused when disabled or deleted.
     pub user: User,
     /// The access cookie's claims, when it is there and still verifies.
     pub access: Option<VerifiedClaims>,
@@ -94,6 +98,7 @@ impl FromRequestParts<AppState> for HybridLogin {
 /// names no live login (rotated out, revoked) still needs the header, and goes on to the reuse
 /// check: its CSRF token cannot be checked without using the token up.
 pub struct HybridRefresh {
+    /// The refresh token from the cookie, not yet rotated: the handler spends it.
     pub presented: RefreshToken,
 }
 
@@ -116,6 +121,7 @@ impl FromRequestParts<AppState> for HybridRefresh {
 /// an expired one). With a login to end, the request must pass the CSRF rules (only the login's
 /// own page ends it); with none there is nothing to protect, and the cookies are just cleared.
 pub struct HybridLogout {
+    /// The login to end; `None` when the cookies name no login, and only clearing them is left.
     pub family: Option<FamilyId>,
 }
 

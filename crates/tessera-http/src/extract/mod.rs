@@ -43,6 +43,8 @@ use crate::state::AppState;
 
 /// How the caller was authenticated.
 pub enum AuthModel {
+    /// The session cookie, with the session it names (already checked live, and its activity
+    /// recorded).
     Session(Arc<Session>),
     /// A bearer (token model) or cookie-held (hybrid model) access token.
     Token(Box<VerifiedClaims>),
@@ -54,10 +56,12 @@ pub struct AuthUser {
     /// The account, from this node's accounts cache (read from the store once, then kept current
     /// by the change feed).
     pub user: Arc<User>,
+    /// Which login model authenticated the request, and its session or token claims.
     pub model: AuthModel,
 }
 
 impl AuthUser {
+    /// Whether the account has the `admin` role, which the `/v1/admin` routes require.
     pub fn is_admin(&self) -> bool {
         self.user.roles.iter().any(|r| r == "admin")
     }
@@ -135,7 +139,11 @@ impl FromRequestParts<AppState> for AdminUser {
 /// The client: its address as the throttle sees it (the socket's, or the client behind a trusted
 /// proxy), and what a login records about it.
 pub struct ClientMeta {
+    /// The client's address, which the login throttle counts by; `None` when the server has no
+    /// socket address to go by (e.g. a router driven without `serve`).
     pub ip: Option<IpAddr>,
+    /// The user agent (its first 256 characters) and the address as text, stored with a login so
+    /// its owner can recognise it in the session list.
     pub info: ClientInfo,
 }
 

@@ -15,8 +15,12 @@ use crate::state::AppState;
 /// rules (same origin and the session's token), so a cookie-authenticated handler cannot forget
 /// them. Only a request that passed every check keeps the session alive.
 pub struct SessionAuth {
+    /// The live session the cookie names, with its activity recorded by this request.
     pub session: Arc<Session>,
+    /// The account the session belongs to.
     pub user: Arc<User>,
+    /// The secret from the cookie, which the session routes hand back to the session service
+    /// (logout, session data).
     pub secret: SessionId,
 }
 

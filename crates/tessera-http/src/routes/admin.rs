@@ -17,8 +17,10 @@ use crate::state::AppState;
 /// A signing key as admins see it (never its private part).
 #[derive(Serialize, ToSchema)]
 pub struct KeyView {
+    /// The key id, as in the `kid` header of the tokens it signs and in the JWKS.
     #[schema(example = "k_Qm9uam91ciBhIHRvdXMh")]
     pub kid: String,
+    /// The JWS algorithm the key signs with.
     #[schema(example = "EdDSA")]
     pub algorithm: String,
     /// `active`, `rotated` or `retired`.
@@ -27,10 +29,14 @@ pub struct KeyView {
     pub published: bool,
     /// Signing new tokens.
     pub signing: bool,
+    /// When the key was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: tessera_core::Timestamp,
+    /// When a newer key replaced it for signing; it goes on verifying the tokens it signed until
+    /// they expire. Absent while the key is active.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub rotated_at: Option<tessera_core::Timestamp>,
+    /// When an admin retired it: from then on it verifies nothing. Absent unless retired.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub retired_at: Option<tessera_core::Timestamp>,
 }
@@ -128,12 +134,19 @@ pub async fn retire_key(
 /// A user as admins see it.
 #[derive(Serialize, ToSchema)]
 pub struct AdminUserView {
+    /// The user's id (`usr_…`), as the `/v1/admin/users/{id}` routes take it.
     pub id: String,
+    /// The name the user logs in with (NFKC-normalized, lower-case).
     pub username: String,
+    /// The user's roles; `admin` opens these routes.
     pub roles: Vec<String>,
+    /// A disabled account keeps its data but can neither log in nor use the sessions and tokens
+    /// it already holds.
     pub disabled: bool,
+    /// When the account was registered.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: tessera_core::Timestamp,
+    /// When the account last changed: its password, roles, or disabled state.
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: tessera_core::Timestamp,
 }
@@ -151,6 +164,7 @@ impl From<&tessera_core::User> for AdminUserView {
     }
 }
 
+/// The query of `GET /v1/admin/users`: a page of users, in username order.
 #[derive(Deserialize, IntoParams)]
 pub struct Page {
     /// The cursor: the `next` of the previous page.
@@ -159,8 +173,10 @@ pub struct Page {
     pub limit: Option<usize>,
 }
 
+/// One page of users, in username order.
 #[derive(Serialize, ToSchema)]
 pub struct UserPage {
+    /// At most `limit` users.
     pub users: Vec<AdminUserView>,
     /// Pass as `after` for the next page; absent on the last page.
     pub next: Option<String>,
@@ -297,9 +313,12 @@ pub async fn enable_user(
     set_disabled(&state, &admin, &id, false).await
 }
 
+/// The roles a user is to have.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Roles {
+    /// Every role the user keeps, replacing the current ones; names are 1–32 letters, digits or
+    /// `- _ . :`, and duplicates count once. Empty removes every role.
     #[schema(example = json!(["admin"]))]
     pub roles: Vec<String>,
 }
@@ -391,6 +410,7 @@ pub async fn force_logout(
 // ---------------------------------------------------------------------------------------------
 // Audit log
 
+/// The query of `GET /v1/admin/events`: a page of the audit log, newest first.
 #[derive(Deserialize, IntoParams)]
 pub struct EventPage {
     /// The cursor: the `next` of the previous page (events older than this id).
@@ -399,20 +419,28 @@ pub struct EventPage {
     pub limit: Option<usize>,
 }
 
+/// One security event of the audit log.
 #[derive(Serialize, ToSchema)]
 pub struct EventView {
+    /// The event's position in the log: ids increase with time.
     pub id: i64,
+    /// When it happened.
     #[schema(value_type = String, format = DateTime)]
     pub at: tessera_core::Timestamp,
     /// login_succeeded, login_failed, logout, token_issued, token_refreshed,
     /// refresh_reuse_detected, token_revoked, key_rotated, key_retired, password_changed,
     /// forced_logout, user_disabled, user_enabled, roles_changed.
     pub kind: String,
+    /// The account the event concerns (`usr_…`); for a key rotation or retirement, the admin who
+    /// acted. Absent when there is none, as for a failed login.
     pub user_id: Option<String>,
+    /// What else was recorded, depending on `kind`: e.g. `by` (the admin who acted), `kid`, or the
+    /// login model and attempted username of a failed login.
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
+/// One page of the audit log.
 #[derive(Serialize, ToSchema)]
 pub struct EventList {
     /// Newest first.

@@ -25,6 +25,7 @@ use crate::state::AppState;
 /// A hybrid login: who, and the CSRF token for unsafe requests. The tokens are only in cookies.
 #[derive(Serialize, ToSchema)]
 pub struct HybridSession {
+    /// The account logged in.
     pub user: UserView,
     /// Send it in `X-CSRF-Token` on every unsafe request (refresh and logout included).
     pub csrf_token: String,

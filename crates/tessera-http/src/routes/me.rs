@@ -23,13 +23,19 @@ pub struct LoginView {
     pub id: String,
     /// `session`, `token` or `hybrid`.
     pub model: String,
+    /// When the user logged in.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// The last recorded use: a request with the session, or a refresh of the tokens.
     #[schema(value_type = String, format = DateTime)]
     pub last_seen_at: Timestamp,
+    /// When the login ends unless used again (idle timeout), or at its absolute lifetime if
+    /// sooner.
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: Timestamp,
+    /// The `User-Agent` the client sent at login, if any.
     pub user_agent: Option<String>,
+    /// The client's address at login, if known.
     pub ip: Option<String>,
     /// The login this request came with.
     pub current: bool,
@@ -74,9 +80,12 @@ pub struct AuthView {
     pub expires_at: Option<i64>,
 }
 
+/// The caller of `GET /v1/me`: who they are, and how this request was authenticated.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Me {
+    /// The caller's account.
     pub user: UserView,
+    /// The login model and credential this request came with.
     pub auth: AuthView,
 }
 
@@ -162,6 +171,7 @@ pub async fn end_one(
     }
 }
 
+/// The answer of a route that ends logins.
 #[derive(Serialize, ToSchema)]
 pub struct Ended {
     /// How many logins ended.
@@ -189,11 +199,15 @@ pub async fn end_others(
     Ok(Json(Ended { ended }))
 }
 
+/// The body of `POST /v1/account/password`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
+    /// The password the account has now: a stolen session or token alone cannot change it.
     #[schema(value_type = String, format = Password)]
     pub current_password: Password,
+    /// The password to set: it must meet the server's password policy, as at registration, and
+    /// differ from the current one.
     #[schema(value_type = String, format = Password)]
     pub new_password: Password,
 }

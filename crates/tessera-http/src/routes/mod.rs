@@ -18,11 +18,16 @@ use utoipa::ToSchema;
 /// A user as clients see it (never the password hash).
 #[derive(Serialize, ToSchema)]
 pub struct UserView {
+    /// The user's id (`usr_…`); it never changes, so it is what other systems should store.
     #[schema(example = "usr_Nq1a4cVsb9yZx0dXxE3Z9A")]
     pub id: String,
+    /// The name the user logs in with, as stored: NFKC-normalized and lower-cased, so `Alice`
+    /// registers as `alice`.
     #[schema(example = "alice")]
     pub username: String,
+    /// The roles an administrator granted; `admin` opens the `/v1/admin` routes.
     pub roles: Vec<String>,
+    /// When the account was registered.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
@@ -41,10 +46,14 @@ impl From<&User> for UserView {
 /// A session as its owner sees it (never its secret).
 #[derive(Serialize, ToSchema)]
 pub struct SessionView {
+    /// The session's public handle (`ses_…`), to end it by; it is not the cookie secret.
     #[schema(example = "ses_2jv0wD3bQy8iKc1yq9rX8g")]
     pub id: String,
+    /// When the user logged in.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// The last recorded use of the session. It is written at most once per touch interval (a
+    /// minute by default), so it may lag behind the latest request.
     #[schema(value_type = String, format = DateTime)]
     pub last_seen_at: Timestamp,
     /// When the session ends if unused (idle timeout), or at the absolute lifetime if sooner.
@@ -53,7 +62,9 @@ pub struct SessionView {
     /// When the session ends however active it is.
     #[schema(value_type = String, format = DateTime)]
     pub absolute_expires_at: Timestamp,
+    /// The `User-Agent` the client sent at login, if any.
     pub user_agent: Option<String>,
+    /// The client's address at login, if known.
     pub ip: Option<String>,
 }
 
@@ -75,8 +86,10 @@ impl From<&Session> for SessionView {
 #[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
+    /// The account's username.
     #[schema(example = "alice")]
     pub username: String,
+    /// The account's password.
     #[schema(value_type = String, format = Password, example = "correct horse battery staple")]
     pub password: tessera_core::Password,
 }

@@ -8,8 +8,10 @@ use utoipa::ToSchema;
 use crate::problem::{ApiError, Problem, ServiceProblems};
 use crate::state::AppState;
 
+/// The answer of the health checks when all is well (a failure is a problem document instead).
 #[derive(Serialize, ToSchema)]
 pub struct Health {
+    /// Always `ok`.
     #[schema(example = "ok")]
     pub status: &'static str,
 }

@@ -23,6 +23,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// `GET /`: the playground's HTML page.
 pub async fn page() -> Response {
     asset(
         "text/html; charset=utf-8",
@@ -30,6 +31,7 @@ pub async fn page() -> Response {
     )
 }
 
+/// `GET /playground.js`: the playground's script, the only one the page's CSP allows.
 pub async fn script() -> Response {
     asset(
         "text/javascript; charset=utf-8",
@@ -37,6 +39,7 @@ pub async fn script() -> Response {
     )
 }
 
+/// `GET /playground.css`: the playground's style sheet.
 pub async fn style() -> Response {
     asset(
         "text/css; charset=utf-8",

@@ -20,7 +20,9 @@ use crate::state::AppState;
 /// The current session, its user, and its CSRF token.
 #[derive(Serialize, ToSchema)]
 pub struct SessionInfo {
+    /// The account logged in.
     pub user: UserView,
+    /// The session itself: its id, timestamps and the client it was created from.
     pub session: SessionView,
     /// Send it back in `X-CSRF-Token` on every unsafe request made with the session cookie.
     pub csrf_token: String,
@@ -36,8 +38,11 @@ impl SessionInfo {
     }
 }
 
+/// The session's CSRF token, for a page that needs it again (e.g. after a reload).
 #[derive(Serialize, ToSchema)]
 pub struct CsrfTokenBody {
+    /// Send it back in `X-CSRF-Token` on every unsafe request made with the session cookie; it
+    /// stays the same for the life of the session.
     pub csrf_token: String,
 }
 

@@ -21,6 +21,7 @@ use crate::state::AppState;
 pub struct TokenResponse {
     /// A JWT (RFC 9068) to send as `Authorization: Bearer …`.
     pub access_token: String,
+    /// Always `Bearer`.
     #[schema(example = "Bearer")]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
@@ -41,11 +42,13 @@ impl From<TokenPair> for TokenResponse {
     }
 }
 
+/// The body of `POST /v1/token/refresh` (RFC 6749 §6), as a form or as JSON.
 #[derive(Deserialize, ToSchema)]
 pub struct RefreshRequest {
     /// `refresh_token` when given (OAuth clients send it); nothing else is accepted.
     #[serde(default)]
     pub grant_type: Option<String>,
+    /// The refresh token of the latest pair; it is used up, and a new pair answers.
     pub refresh_token: String,
 }
 
@@ -118,6 +121,7 @@ pub async fn refresh(
 /// RFC 7009's request (also RFC 7662's).
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
+    /// The access or refresh token to revoke or introspect.
     pub token: String,
     /// `access_token` or `refresh_token`; a hint only.
     #[serde(default)]

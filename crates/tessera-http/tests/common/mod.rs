@@ -19,11 +19,11 @@ use tessera_http::{AppState, HttpConfig};
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
 
-pub const COOKIE: &str = "__Host-tessera";
-pub const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const COOKIE: &str = "__Host-tessera";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 #[derive(Clone, Copy, Debug)]
-pub enum Backend {
+pub(crate) enum Backend {
     Memory,
     Sqlite,
 }
@@ -51,7 +51,7 @@ macro_rules! on_every_backend {
     };
 }
 
-pub struct Options {
+pub(crate) struct Options {
     pub registration: Registration,
     pub sessions: SessionConfig,
     pub http: HttpConfig,
@@ -65,7 +65,7 @@ pub struct Options {
 
 /// Throttling relaxed, so tests that log in often are not throttled; throttling tests set their
 /// own rates.
-pub fn relaxed_throttle() -> ThrottleConfig {
+pub(crate) fn relaxed_throttle() -> ThrottleConfig {
     ThrottleConfig {
         per_account: Rate {
             burst: 10_000,
@@ -93,7 +93,7 @@ impl Default for Options {
     }
 }
 
-pub struct TestApp {
+pub(crate) struct TestApp {
     pub addr: SocketAddr,
     pub clock: ManualClock,
     pub client: reqwest::Client,
@@ -122,11 +122,11 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
-    pub async fn spawn(backend: Backend) -> Self {
+    pub(crate) async fn spawn(backend: Backend) -> Self {
         Self::spawn_with(backend, Options::default()).await
     }
 
-    pub async fn spawn_with(backend: Backend, options: Options) -> Self {
+    pub(crate) async fn spawn_with(backend: Backend, options: Options) -> Self {
         let (stores, sqlite, db_dir, memory) = match backend {
             Backend::Memory => {
                 let memory = MemoryStore::new();
@@ -212,15 +212,15 @@ impl TestApp {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, self.url(path))
     }
 
-    pub async fn register(&self, username: &str, password: &str) -> Response {
+    pub(crate) async fn register(&self, username: &str, password: &str) -> Response {
         self.request(Method::POST, "/v1/users")
             .json(&json!({"username": username, "password": password}))
             .send()
@@ -228,7 +228,7 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn login_response(&self, username: &str, password: &str) -> Response {
+    pub(crate) async fn login_response(&self, username: &str, password: &str) -> Response {
         self.request(Method::POST, "/v1/session/login")
             .json(&json!({"username": username, "password": password}))
             .send()
@@ -237,7 +237,7 @@ impl TestApp {
     }
 
     /// Registers `username` with [`PASSWORD`] and logs in.
-    pub async fn user_with_session(&self, username: &str) -> Browser {
+    pub(crate) async fn user_with_session(&self, username: &str) -> Browser {
         assert_eq!(
             self.register(username, PASSWORD).await.status(),
             StatusCode::CREATED
@@ -245,7 +245,7 @@ impl TestApp {
         self.login(username, PASSWORD).await
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> Browser {
+    pub(crate) async fn login(&self, username: &str, password: &str) -> Browser {
         let response = self.login_response(username, password).await;
         assert_eq!(response.status(), StatusCode::OK);
         let cookie = session_cookie(&response).expect("login sets the session cookie");
@@ -258,7 +258,7 @@ impl TestApp {
     }
 
     /// Sends a request as `browser` would: its cookie and, when `with_csrf`, its CSRF token.
-    pub fn as_browser(
+    pub(crate) fn as_browser(
         &self,
         browser: &Browser,
         method: Method,
@@ -278,7 +278,7 @@ impl TestApp {
 
 /// What a browser holds after logging in.
 #[derive(Clone, Debug)]
-pub struct Browser {
+pub(crate) struct Browser {
     pub cookie: Option<String>,
     pub csrf: String,
     pub login: Value,
@@ -286,19 +286,19 @@ pub struct Browser {
 
 /// A parsed `Set-Cookie` for the session cookie.
 #[derive(Debug)]
-pub struct SetCookie {
+pub(crate) struct SetCookie {
     pub value: String,
     pub attributes: Vec<String>,
 }
 
 impl SetCookie {
-    pub fn has(&self, attribute: &str) -> bool {
+    pub(crate) fn has(&self, attribute: &str) -> bool {
         self.attributes
             .iter()
             .any(|a| a.eq_ignore_ascii_case(attribute))
     }
 
-    pub fn get(&self, name: &str) -> Option<String> {
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
         self.attributes.iter().find_map(|a| {
             let (k, v) = a.split_once('=')?;
             k.trim()
@@ -308,7 +308,7 @@ impl SetCookie {
     }
 }
 
-pub fn session_cookie(response: &Response) -> Option<SetCookie> {
+pub(crate) fn session_cookie(response: &Response) -> Option<SetCookie> {
     response
         .headers()
         .get_all("set-cookie")
@@ -325,7 +325,7 @@ pub fn session_cookie(response: &Response) -> Option<SetCookie> {
 }
 
 /// Reads a problem document and checks its media type and shape.
-pub async fn problem(response: Response, status: StatusCode) -> Value {
+pub(crate) async fn problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status, "unexpected status");
     assert_eq!(
         response.headers()["content-type"].to_str().unwrap(),

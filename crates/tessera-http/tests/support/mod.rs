@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 
 use super::common::{Browser, PASSWORD, SetCookie, TestApp};
 
-pub const AT_COOKIE: &str = "__Host-tessera-at";
-pub const RT_COOKIE: &str = "__Secure-tessera-rt";
+pub(crate) const AT_COOKIE: &str = "__Host-tessera-at";
+pub(crate) const RT_COOKIE: &str = "__Secure-tessera-rt";
 
 /// The `Set-Cookie` named `name` in a response.
-pub fn set_cookie(response: &Response, name: &str) -> Option<SetCookie> {
+pub(crate) fn set_cookie(response: &Response, name: &str) -> Option<SetCookie> {
     response
         .headers()
         .get_all("set-cookie")
@@ -31,19 +31,19 @@ pub fn set_cookie(response: &Response, name: &str) -> Option<SetCookie> {
 }
 
 /// Whether a `Set-Cookie` removes its cookie.
-pub fn clears(cookie: &SetCookie) -> bool {
+pub(crate) fn clears(cookie: &SetCookie) -> bool {
     cookie.value.is_empty() || cookie.get("Max-Age").as_deref() == Some("0")
 }
 
 /// A JWT's payload.
-pub fn claims(token: &str) -> Value {
+pub(crate) fn claims(token: &str) -> Value {
     let part = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
 /// What a browser holds after a hybrid login.
 #[derive(Clone, Debug)]
-pub struct Hybrid {
+pub(crate) struct Hybrid {
     pub at: Option<String>,
     pub rt: Option<String>,
     pub csrf: String,
@@ -53,7 +53,7 @@ pub struct Hybrid {
 impl Hybrid {
     /// A request as the browser sends it: the access cookie everywhere, the refresh cookie only
     /// under `/v1/hybrid`, and, when `with_csrf`, the login's CSRF token.
-    pub fn request(
+    pub(crate) fn request(
         &self,
         app: &TestApp,
         method: Method,
@@ -80,7 +80,7 @@ impl Hybrid {
     }
 
     /// Takes the cookies a response sets, as a browser would.
-    pub fn absorb(&mut self, response: &Response) {
+    pub(crate) fn absorb(&mut self, response: &Response) {
         if let Some(c) = set_cookie(response, AT_COOKIE) {
             self.at = (!clears(&c)).then_some(c.value);
         }
@@ -90,7 +90,7 @@ impl Hybrid {
     }
 
     /// `POST /v1/hybrid/refresh` with the CSRF token; on success the browser keeps the new cookies.
-    pub async fn refresh(&mut self, app: &TestApp) -> StatusCode {
+    pub(crate) async fn refresh(&mut self, app: &TestApp) -> StatusCode {
         let r = self
             .request(app, Method::POST, "/v1/hybrid/refresh", true)
             .send()
@@ -106,7 +106,11 @@ impl Hybrid {
     }
 }
 
-pub async fn hybrid_login_response(app: &TestApp, username: &str, password: &str) -> Response {
+pub(crate) async fn hybrid_login_response(
+    app: &TestApp,
+    username: &str,
+    password: &str,
+) -> Response {
     app.request(Method::POST, "/v1/hybrid/login")
         .json(&json!({"username": username, "password": password}))
         .send()
@@ -114,7 +118,7 @@ pub async fn hybrid_login_response(app: &TestApp, username: &str, password: &str
         .unwrap()
 }
 
-pub async fn hybrid_login(app: &TestApp, username: &str) -> Hybrid {
+pub(crate) async fn hybrid_login(app: &TestApp, username: &str) -> Hybrid {
     let r = hybrid_login_response(app, username, PASSWORD).await;
     assert_eq!(r.status(), StatusCode::OK);
     let at = set_cookie(&r, AT_COOKIE).expect("the access cookie").value;
@@ -130,18 +134,18 @@ pub async fn hybrid_login(app: &TestApp, username: &str) -> Hybrid {
 
 /// A token-model login.
 #[derive(Clone, Debug)]
-pub struct Pair {
+pub(crate) struct Pair {
     pub access: String,
     pub refresh: String,
 }
 
 impl Pair {
-    pub fn family(&self) -> String {
+    pub(crate) fn family(&self) -> String {
         claims(&self.access)["fid"].as_str().unwrap().to_owned()
     }
 
     /// `POST /v1/token/refresh`; on success the pair is replaced.
-    pub async fn refresh(&mut self, app: &TestApp) -> StatusCode {
+    pub(crate) async fn refresh(&mut self, app: &TestApp) -> StatusCode {
         let r = app
             .request(Method::POST, "/v1/token/refresh")
             .json(&json!({"refresh_token": self.refresh}))
@@ -158,7 +162,11 @@ impl Pair {
     }
 }
 
-pub async fn token_login_response(app: &TestApp, username: &str, password: &str) -> Response {
+pub(crate) async fn token_login_response(
+    app: &TestApp,
+    username: &str,
+    password: &str,
+) -> Response {
     app.request(Method::POST, "/v1/token")
         .json(&json!({"username": username, "password": password}))
         .send()
@@ -166,7 +174,7 @@ pub async fn token_login_response(app: &TestApp, username: &str, password: &str)
         .unwrap()
 }
 
-pub async fn token_login(app: &TestApp, username: &str) -> Pair {
+pub(crate) async fn token_login(app: &TestApp, username: &str) -> Pair {
     let r = token_login_response(app, username, PASSWORD).await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
@@ -178,15 +186,15 @@ pub async fn token_login(app: &TestApp, username: &str) -> Pair {
 
 /// A login of any model.
 #[derive(Clone, Debug)]
-pub enum Login {
+pub(crate) enum Login {
     Session(Browser),
     Token(Pair),
     Hybrid(Hybrid),
 }
 
-pub const MODELS: [&str; 3] = ["session", "token", "hybrid"];
+pub(crate) const MODELS: [&str; 3] = ["session", "token", "hybrid"];
 
-pub async fn login(app: &TestApp, model: &str, username: &str) -> Login {
+pub(crate) async fn login(app: &TestApp, model: &str, username: &str) -> Login {
     match model {
         "session" => Login::Session(app.login(username, PASSWORD).await),
         "token" => Login::Token(token_login(app, username).await),
@@ -196,7 +204,7 @@ pub async fn login(app: &TestApp, model: &str, username: &str) -> Login {
 }
 
 /// The login response of any model, for tests about refusals.
-pub async fn login_response(
+pub(crate) async fn login_response(
     app: &TestApp,
     model: &str,
     username: &str,
@@ -211,7 +219,7 @@ pub async fn login_response(
 }
 
 impl Login {
-    pub fn model(&self) -> &'static str {
+    pub(crate) fn model(&self) -> &'static str {
         match self {
             Login::Session(_) => "session",
             Login::Token(_) => "token",
@@ -220,7 +228,7 @@ impl Login {
     }
 
     /// The id `GET /v1/sessions` lists this login under.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         match self {
             Login::Session(b) => b.login["session"]["id"].as_str().unwrap().to_owned(),
             Login::Token(p) => p.family(),
@@ -229,7 +237,7 @@ impl Login {
     }
 
     /// A request carrying the whole credential (and the CSRF token of the cookie models).
-    pub fn request(&self, app: &TestApp, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, app: &TestApp, method: Method, path: &str) -> RequestBuilder {
         match self {
             Login::Session(b) => app.as_browser(b, method, path, true),
             Login::Token(p) => app.request(method, path).bearer_auth(&p.access),
@@ -238,7 +246,7 @@ impl Login {
     }
 
     /// `GET /v1/me` with this credential.
-    pub async fn me(&self, app: &TestApp) -> StatusCode {
+    pub(crate) async fn me(&self, app: &TestApp) -> StatusCode {
         self.request(app, Method::GET, "/v1/me")
             .send()
             .await
@@ -247,7 +255,7 @@ impl Login {
     }
 
     /// The refresh of the token models (the session model has none: `None`).
-    pub async fn refresh(&mut self, app: &TestApp) -> Option<StatusCode> {
+    pub(crate) async fn refresh(&mut self, app: &TestApp) -> Option<StatusCode> {
         match self {
             Login::Session(_) => None,
             Login::Token(p) => Some(p.refresh(app).await),
@@ -257,7 +265,7 @@ impl Login {
 
     /// Whether this login still works: its credential authenticates, and a token login can
     /// still refresh (checked without using the refresh token up when `me` already failed).
-    pub async fn alive(&mut self, app: &TestApp) -> bool {
+    pub(crate) async fn alive(&mut self, app: &TestApp) -> bool {
         let me = self.me(app).await;
         let refresh = self.refresh(app).await;
         match (me, refresh) {
@@ -268,7 +276,7 @@ impl Login {
     }
 
     /// Every secret this login holds, to look for in places they must not reach.
-    pub fn secrets(&self) -> Vec<String> {
+    pub(crate) fn secrets(&self) -> Vec<String> {
         match self {
             Login::Session(b) => vec![b.cookie.clone().unwrap(), b.csrf.clone()],
             Login::Token(p) => vec![p.access.clone(), p.refresh.clone()],
@@ -278,7 +286,7 @@ impl Login {
 }
 
 /// `GET /v1/sessions` as `login`.
-pub async fn my_logins(app: &TestApp, login: &Login) -> Vec<Value> {
+pub(crate) async fn my_logins(app: &TestApp, login: &Login) -> Vec<Value> {
     let r = login
         .request(app, Method::GET, "/v1/sessions")
         .send()
@@ -289,7 +297,7 @@ pub async fn my_logins(app: &TestApp, login: &Login) -> Vec<Value> {
 }
 
 /// Creates the admin `root` (as an operator would, from the CLI) and logs it in for a token.
-pub async fn admin(app: &TestApp) -> Pair {
+pub(crate) async fn admin(app: &TestApp) -> Pair {
     app.accounts
         .create(
             "root",
@@ -302,7 +310,7 @@ pub async fn admin(app: &TestApp) -> Pair {
 }
 
 /// The user id of `username`.
-pub async fn user_id(app: &TestApp, username: &str) -> String {
+pub(crate) async fn user_id(app: &TestApp, username: &str) -> String {
     app.accounts
         .user_by_name(username)
         .await

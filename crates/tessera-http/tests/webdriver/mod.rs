@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub const CHROMIUM: &str = "/usr/bin/chromium";
-pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How W3C WebDriver names an element reference in JSON.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-pub struct Chromium {
+pub(crate) struct Chromium {
     http: reqwest::Client,
     driver: SocketAddr,
     session: Option<String>,
@@ -28,7 +28,7 @@ pub struct Chromium {
 impl Chromium {
     /// Starts chromedriver and a headless Chromium that logs network events (`performance_log`).
     /// Fails, never skips, when either is missing.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(
                 Path::new(path).is_file(),
@@ -156,18 +156,18 @@ impl Chromium {
             .unwrap_or_else(|e| panic!("WebDriver: {e}"))
     }
 
-    pub async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
             .await;
     }
 
-    pub async fn current_url(&self) -> String {
+    pub(crate) async fn current_url(&self) -> String {
         let v = self.command(reqwest::Method::GET, "/url", None).await;
         v.as_str().unwrap_or_default().to_owned()
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the current page.
-    pub async fn execute(&self, script: &str, args: Value) -> Value {
+    pub(crate) async fn execute(&self, script: &str, args: Value) -> Value {
         self.command(
             reqwest::Method::POST,
             "/execute/sync",
@@ -177,7 +177,7 @@ impl Chromium {
     }
 
     /// Like `execute`, for a script that calls its last argument with the result.
-    pub async fn execute_async(&self, script: &str, args: Value) -> Value {
+    pub(crate) async fn execute_async(&self, script: &str, args: Value) -> Value {
         self.command(
             reqwest::Method::POST,
             "/execute/async",
@@ -197,7 +197,7 @@ impl Chromium {
         v[ELEMENT].as_str().expect("an element id").to_owned()
     }
 
-    pub async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let id = self.element(css).await;
         self.command(
             reqwest::Method::POST,
@@ -207,7 +207,7 @@ impl Chromium {
         .await;
     }
 
-    pub async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         let id = self.element(css).await;
         let v = self
             .command(reqwest::Method::GET, &format!("/element/{id}/text"), None)
@@ -216,7 +216,7 @@ impl Chromium {
     }
 
     /// Clears an input and types `text` into it.
-    pub async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let id = self.element(css).await;
         self.command(
             reqwest::Method::POST,
@@ -233,14 +233,14 @@ impl Chromium {
     }
 
     /// The cookies the browser would send to the current page's URL, as it stored them.
-    pub async fn cookies(&self) -> Vec<Value> {
+    pub(crate) async fn cookies(&self) -> Vec<Value> {
         let v = self.command(reqwest::Method::GET, "/cookie", None).await;
         v.as_array().cloned().unwrap_or_default()
     }
 
     /// The cookies the browser holds for `url`, read in a second window so the current page (and
     /// its script's memory) stays as it is.
-    pub async fn cookies_at(&self, url: &str) -> Vec<Value> {
+    pub(crate) async fn cookies_at(&self, url: &str) -> Vec<Value> {
         let original = self.command(reqwest::Method::GET, "/window", None).await;
         let opened = self
             .command(
@@ -269,7 +269,7 @@ impl Chromium {
 
     /// The DevTools network events since the last call (chromedriver's performance log), each as
     /// `{"method": …, "params": …}`.
-    pub async fn network_events(&self) -> Vec<Value> {
+    pub(crate) async fn network_events(&self) -> Vec<Value> {
         let v = self
             .command(
                 reqwest::Method::POST,
@@ -288,7 +288,7 @@ impl Chromium {
     }
 
     /// Polls `script` (an `execute` body) until it returns something other than null or false.
-    pub async fn wait_for(&self, what: &str, script: &str, args: Value) -> Value {
+    pub(crate) async fn wait_for(&self, what: &str, script: &str, args: Value) -> Value {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let v = self.execute(script, args.clone()).await;

@@ -37,6 +37,8 @@ fn recorded(id: i64, event: &NewEvent) -> SecurityEvent {
     }
 }
 
+/// Every event reads back as written (kind, user, time, and a detail with awkward JSON), listed
+/// newest first with strictly increasing ids, in the order recorded whatever its timestamps.
 pub async fn events_round_trip<S: EventStore>(store: S) {
     assert_eq!(
         store.events(None, 100).await.expect("events"),
@@ -86,6 +88,8 @@ pub async fn events_round_trip<S: EventStore>(store: S) {
     }
 }
 
+/// Paging by `before` goes from the newest event down without gaps or repeats, honours the limit
+/// (0 lists nothing), and a page stays put when newer events arrive.
 pub async fn event_paging<S: EventStore>(store: S) {
     for i in 0..7 {
         store

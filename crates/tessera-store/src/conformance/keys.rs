@@ -35,6 +35,8 @@ async fn stored_key<S: KeyStore>(store: &S, kid: &str) -> StoredKey {
         .unwrap_or_else(|| panic!("key {kid} should exist"))
 }
 
+/// Every key reads back as inserted, whatever its status or algorithm, oldest first, its sealed
+/// private part as opaque bytes; a kid that exists is a `Conflict` and replaces nothing.
 pub async fn keys_round_trip<S: KeyStore>(store: S) {
     assert_eq!(
         store.keys().await.expect("keys"),
@@ -80,6 +82,8 @@ pub async fn keys_round_trip<S: KeyStore>(store: S) {
     assert_eq!(store.keys().await.expect("keys").len(), 4);
 }
 
+/// Only an active key rotates, and rotating sets just its status and `rotated_at`; a rotated,
+/// retired or missing key answers `false` and nothing changes.
 pub async fn key_rotation<S: KeyStore>(store: S) {
     let active = key("k-active", SigningAlgorithm::EdDSA, T0);
     let other = key("k-other", SigningAlgorithm::EdDSA, T0 + 1);
@@ -147,6 +151,8 @@ pub async fn key_rotation<S: KeyStore>(store: S) {
     );
 }
 
+/// An active or rotated key retires (keeping any `rotated_at`), setting its status and
+/// `retired_at`; a retired or missing key answers `false` and nothing changes.
 pub async fn key_retirement<S: KeyStore>(store: S) {
     let active = key("k-active", SigningAlgorithm::ES256, T0);
     let rotated = key("k-rotated", SigningAlgorithm::EdDSA, T0 + 1);

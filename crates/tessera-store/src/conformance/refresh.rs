@@ -80,6 +80,8 @@ async fn stored_family<S: RefreshStore>(store: &S, id: &FamilyId) -> RefreshFami
         .unwrap_or_else(|| panic!("family {id} should exist"))
 }
 
+/// A refresh family (any login model, with or without client info, even stored already revoked)
+/// and its first token read back as written; an unknown token hash or family id finds nothing.
 pub async fn families_round_trip<S: UserStore + RefreshStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let (plain, plain_first) = family(&alice.id, T0, T0 + HOUR, T0 + 12 * HOUR);
@@ -135,6 +137,9 @@ pub async fn families_round_trip<S: UserStore + RefreshStore>(store: S) {
     );
 }
 
+/// A family is refused whole, leaving nothing behind and replacing nothing, when its id or its
+/// first token's hash is taken, its user does not exist, or its first token names another
+/// family.
 pub async fn family_clashes<S: UserStore + RefreshStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let (original, first) = with_family(&store, &alice.id, T0).await;
@@ -230,6 +235,9 @@ pub async fn family_clashes<S: UserStore + RefreshStore>(store: S) {
     );
 }
 
+/// Rotation marks the old token rotated at `now`, stores the new one in the same family and moves
+/// the family's activity and idle expiry; a rotated token does not rotate again (and says when it
+/// was rotated), an unknown one is `Unknown`, and the store leaves revocation to the service.
 pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let (f, first) = with_family(&store, &alice.id, T0).await;
@@ -344,6 +352,8 @@ pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
     );
 }
 
+/// Of many rotations of one token racing each other, exactly one wins, and only the winner moves
+/// the family.
 pub async fn concurrent_rotation<S: UserStore + RefreshStore>(store: S) {
     let store = Arc::new(store);
     let alice = with_user(&*store, "alice").await;
@@ -403,6 +413,8 @@ pub async fn concurrent_rotation<S: UserStore + RefreshStore>(store: S) {
     );
 }
 
+/// A rotation whose new token hash is taken, or that names another family, is refused and changes
+/// nothing: the old token stays live and still rotates afterwards.
 pub async fn rotation_refusals<S: UserStore + RefreshStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let (f, first) = with_family(&store, &alice.id, T0).await;
@@ -461,6 +473,8 @@ pub async fn rotation_refusals<S: UserStore + RefreshStore>(store: S) {
     );
 }
 
+/// A token added to a live family is stored and moves the family without rotating anything; a
+/// taken hash, a missing family or a revoked one is refused and changes nothing.
 pub async fn add_token<S: UserStore + RefreshStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let (f, first) = with_family(&store, &alice.id, T0).await;
@@ -554,6 +568,8 @@ pub async fn add_token<S: UserStore + RefreshStore>(store: S) {
     );
 }
 
+/// Revoking a live family sets only `revoked_at` and the reason, once: a second revocation keeps
+/// the first's, and a missing family is not revoked. Its tokens are still found.
 pub async fn revoke_family<S: UserStore + RefreshStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let (f, first) = with_family(&store, &alice.id, T0).await;
@@ -611,6 +627,8 @@ pub async fn revoke_family<S: UserStore + RefreshStore>(store: S) {
     );
 }
 
+/// `families_of_user` lists a user's families, and only theirs, oldest first, revoked and expired
+/// ones included until swept.
 pub async fn families_of_user<S: UserStore + RefreshStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let bob = with_user(&store, "bob").await;
@@ -668,6 +686,8 @@ pub async fn families_of_user<S: UserStore + RefreshStore>(store: S) {
     );
 }
 
+/// The sweep deletes families past their idle or absolute expiry (or expiring at `now`) up to its
+/// limit, with all their tokens, counts them, and keeps live families and their tokens.
 pub async fn family_sweep<S: UserStore + RefreshStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let bob = with_user(&store, "bob").await;

@@ -24,6 +24,9 @@ fn sorted(mut entries: Vec<RevocationEntry>) -> Vec<RevocationEntry> {
     entries
 }
 
+/// Denylist entries of every kind read back as written, and are listed only while they expire
+/// after `now`; entries for one user with different cut-offs, and look-alike ids of different
+/// kinds, stay distinct.
 pub async fn denylist<S: RevocationStore>(store: S) {
     assert_eq!(live_revocations(&store, T0).await, Vec::new());
     let user = UserId::generate().expect("OS randomness");
@@ -100,6 +103,8 @@ pub async fn denylist<S: RevocationStore>(store: S) {
     );
 }
 
+/// Recording an entry again is not an error and lists it once, lasting until the later of its
+/// expiries: it is never cut short.
 pub async fn denylist_twice<S: RevocationStore>(store: S) {
     let entry = revocation(
         Revoked::Family {
@@ -150,6 +155,8 @@ async fn live_allowed<S: RevocationStore>(store: &S, now: i64) -> Vec<AllowedTok
     tokens
 }
 
+/// Allowed tokens read back while live; disallowing one, a family's or a user's counts what went
+/// and touches nothing else, and a jti recorded again replaces its old record in every index.
 pub async fn allowlist<S: RevocationStore>(store: S) {
     let alice = UserId::generate().expect("OS randomness");
     let bob = UserId::generate().expect("OS randomness");
@@ -241,6 +248,8 @@ pub async fn allowlist<S: RevocationStore>(store: S) {
     assert_eq!(live_allowed(&store, T0).await, Vec::new());
 }
 
+/// `purge_expired` removes and counts exactly the denylist entries and allowed tokens expired by
+/// `now` (those expiring at `now` included), and keeps the rest.
 pub async fn purge<S: RevocationStore>(store: S) {
     let user = UserId::generate().expect("OS randomness");
     let family = FamilyId::generate().expect("OS randomness");

@@ -38,6 +38,7 @@ async fn stored<S: SessionStore>(store: &S, session: &Session) -> Session {
         .unwrap_or_else(|| panic!("session {} should exist", session.handle))
 }
 
+/// A session reads back as written by the hash of its secret; an unknown hash finds nothing.
 pub async fn sessions_by_secret<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let one = session(&alice.id, T0, T0 + HOUR);
@@ -64,6 +65,8 @@ pub async fn sessions_by_secret<S: UserStore + SessionStore>(store: S) {
     );
 }
 
+/// A session whose handle or secret hash is taken is a `Conflict`, leaves nothing behind and
+/// replaces nothing.
 pub async fn session_clashes<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let original = session(&alice.id, T0, T0 + HOUR);
@@ -118,6 +121,8 @@ pub async fn session_clashes<S: UserStore + SessionStore>(store: S) {
     );
 }
 
+/// `touch` moves only `last_seen_at` and `expires_at` of a live session, and answers `false` for a
+/// deleted one without bringing it back.
 pub async fn touch<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let mut s = session(&alice.id, T0, T0 + HOUR);
@@ -166,6 +171,8 @@ pub async fn touch<S: UserStore + SessionStore>(store: S) {
     );
 }
 
+/// Session data is replaced only at its current version, which then goes up by one; a stale or
+/// future version, or a missing session, changes nothing, and a data write is not activity.
 pub async fn data_compare_and_swap<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let s = session(&alice.id, T0, T0 + HOUR);
@@ -229,6 +236,8 @@ pub async fn data_compare_and_swap<S: UserStore + SessionStore>(store: S) {
     );
 }
 
+/// Of many writers racing to replace the same version of a session's data, exactly one wins, and
+/// the stored data is the winner's.
 pub async fn concurrent_compare_and_swap<S: UserStore + SessionStore>(store: S) {
     let store = Arc::new(store);
     let alice = with_user(&*store, "alice").await;
@@ -321,6 +330,8 @@ pub async fn concurrent_patches_lose_nothing<S: UserStore + SessionStore>(store:
     );
 }
 
+/// A deleted session is gone from every lookup, listing and the sweep, takes no data, leaves other
+/// sessions alone, and frees its handle and secret hash for reuse.
 pub async fn delete<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let gone = session(&alice.id, T0, T0 + HOUR);
@@ -388,6 +399,7 @@ pub async fn delete<S: UserStore + SessionStore>(store: S) {
     );
 }
 
+/// `sessions_of_user` lists a user's sessions, and only theirs, oldest first.
 pub async fn sessions_of_user<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let bob = with_user(&store, "bob").await;
@@ -433,6 +445,8 @@ pub async fn sessions_of_user<S: UserStore + SessionStore>(store: S) {
     );
 }
 
+/// `delete_sessions_of_user` deletes and counts every session of the user but `keep` (when `keep`
+/// is theirs), touches no one else's, and leaves no trace of the deleted ones in any index.
 pub async fn delete_sessions_of_user<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let bob = with_user(&store, "bob").await;
@@ -580,6 +594,8 @@ pub async fn delete_sessions_of_user<S: UserStore + SessionStore>(store: S) {
     );
 }
 
+/// The sweep deletes sessions expired by `now` (those expiring at `now` included) up to its limit,
+/// counts them, keeps the live ones, and removes the swept ones from the per-user listing.
 pub async fn sweep<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let bob = with_user(&store, "bob").await;
@@ -723,6 +739,8 @@ pub async fn sweep_follows_touch<S: UserStore + SessionStore>(store: S) {
     );
 }
 
+/// Session data, awkward JSON included, reads back exactly as created and as replaced, with its
+/// version.
 pub async fn data_round_trip<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let document = json!({
@@ -763,6 +781,7 @@ pub async fn data_round_trip<S: UserStore + SessionStore>(store: S) {
     );
 }
 
+/// The client's user agent and address read back as written, each present or absent.
 pub async fn client_info_round_trip<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let anonymous = session(&alice.id, T0, T0 + HOUR);

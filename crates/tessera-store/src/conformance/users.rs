@@ -5,6 +5,7 @@ use tessera_core::{StoreError, User, UserId, Username};
 
 use super::{HOUR, T0, at, user, with_user};
 
+/// A created user reads back unchanged by id and by username; an unknown one is `None`.
 pub async fn users_round_trip<S: UserStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let mut zoe = user("Zoë");
@@ -43,6 +44,8 @@ pub async fn users_round_trip<S: UserStore>(store: S) {
     );
 }
 
+/// A taken username or user id is refused, and the refused user leaves nothing behind nor
+/// replaces the first.
 pub async fn usernames_are_unique<S: UserStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let impostor = user("ALICE");
@@ -87,6 +90,8 @@ pub async fn usernames_are_unique<S: UserStore>(store: S) {
     );
 }
 
+/// `set_password_hash` changes only the hash and `updated_at` of that user, and answers `false`
+/// for a missing one.
 pub async fn password_hash_replacement<S: UserStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let bob = with_user(&store, "bob").await;
@@ -149,6 +154,8 @@ async fn five_users<S: UserStore>(store: &S) -> Vec<User> {
     users
 }
 
+/// `list_users` pages through every user once, in username (byte) order, at most `limit` at a
+/// time; a limit of 0 lists nothing.
 pub async fn user_paging<S: UserStore>(store: S) {
     assert_eq!(
         store.list_users(None, 10).await.expect("list_users"),
@@ -209,6 +216,8 @@ pub async fn user_paging<S: UserStore>(store: S) {
     );
 }
 
+/// The `after` cursor is exclusive and is a name, not a position: a name that is no user starts at
+/// the next one up, and a user created between pages is neither skipped nor repeated.
 pub async fn user_paging_cursors<S: UserStore>(store: S) {
     // Borrowed by the `async move` closure below.
     let store = &store;
@@ -275,6 +284,8 @@ pub async fn user_paging_cursors<S: UserStore>(store: S) {
     assert_eq!(first, users[..2]);
 }
 
+/// Disabling and re-enabling change only `disabled` and `updated_at`, show in listings and in
+/// `disabled_user_ids`, and answer `false` for a missing user.
 pub async fn user_disabled<S: UserStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let bob = with_user(&store, "bob").await;
@@ -357,6 +368,8 @@ pub async fn user_disabled<S: UserStore>(store: S) {
     assert_eq!(store.user_by_id(&ghost).await.expect("user_by_id"), None);
 }
 
+/// Roles read back as set, in order and as opaque strings; setting replaces them (an empty list
+/// clears them), moves `updated_at`, and answers `false` for a missing user.
 pub async fn user_roles<S: UserStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let bob = with_user(&store, "bob").await;
