@@ -519,7 +519,12 @@ impl Logins {
     }
 
     /// Records a security event in the audit log (see [`Audit::record`]: never fails).
-    pub(crate) async fn record(&self, kind: EventKind, user: Option<&UserId>, detail: serde_json::Value) {
+    pub(crate) async fn record(
+        &self,
+        kind: EventKind,
+        user: Option<&UserId>,
+        detail: serde_json::Value,
+    ) {
         self.audit.record(kind, user, detail).await;
     }
 }
