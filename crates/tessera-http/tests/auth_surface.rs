@@ -1,7 +1,7 @@
-//! Black-box checks written while reviewing the extractor/pipeline refactor (commits after
-//! 1225461) for security regressions: the cookie routes' CSRF and origin rules, duplicated
-//! credential cookies, rotated-out refresh cookies, introspection and revocation-stream callers,
-//! malformed ids in well-signed tokens, and the login throttle for every route that spends it.
+//! The authentication surface, attacked from outside: the cookie routes' CSRF and origin rules,
+//! duplicated credential cookies, rotated-out refresh cookies, introspection and revocation-stream
+//! callers, malformed ids in well-signed tokens, and the login throttle for every route that
+//! spends it.
 
 mod common;
 mod support;
