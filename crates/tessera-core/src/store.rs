@@ -163,9 +163,12 @@ pub trait RefreshStore: Send + Sync + 'static {
         hash: &TokenHash,
     ) -> Result<Option<(RefreshTokenRecord, RefreshFamily)>, StoreError>;
 
-    /// Atomically: if the token `old` exists and is not rotated, marks it rotated at `now`, inserts
-    /// `new` (same family), and sets the family's `last_used_at = now` and `expires_at`. Of many
-    /// concurrent callers with the same `old`, exactly one gets [`Rotation::Rotated`].
+    /// Atomically: if the token `old` exists and is not rotated, its family is not revoked and is
+    /// still at `old`'s generation, marks `old` rotated at `now`, inserts `new` (same family, the
+    /// next generation), moves the family to that generation and sets its `last_used_at = now`
+    /// and `expires_at`. Of many concurrent callers with the same `old`, or with tokens of the
+    /// same generation, exactly one gets [`Rotation::Rotated`]; a revocation that commits first
+    /// makes it [`Rotation::Revoked`]. Nothing is written unless it is `Rotated`.
     async fn rotate_refresh_token(
         &self,
         old: &TokenHash,
@@ -175,8 +178,9 @@ pub trait RefreshStore: Send + Sync + 'static {
     ) -> Result<Rotation, StoreError>;
 
     /// Adds a token to its family without rotating another (a concurrent refresh inside the grace
-    /// window), and moves the family's `last_used_at`/`expires_at`. `false` when the family is gone
-    /// or revoked.
+    /// window), and moves the family's `last_used_at`/`expires_at`. `false` when the family is
+    /// gone, revoked, or no longer at `new.generation` (it moved on meanwhile): a token is only
+    /// ever added beside the current generation, never to a branch that has ended.
     async fn add_refresh_token(
         &self,
         new: &RefreshTokenRecord,

@@ -2,6 +2,7 @@
 //! revocation in every mode, key rotation and retirement, introspection, JWKS.
 
 mod common;
+mod support;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ on_every_backend!(
     login_issues_an_rfc9068_access_token_and_a_refresh_token,
     refresh_rotates_and_reuse_after_the_grace_window_kills_the_family,
     concurrent_refreshes_inside_the_window_all_get_valid_pairs,
+    a_replay_inside_the_window_grows_no_second_branch,
     revoking_a_refresh_token_ends_its_family,
     revoking_an_access_token_denylists_it_and_ends_its_family,
     unknown_tokens_revoke_with_200,
@@ -257,12 +259,79 @@ async fn concurrent_refreshes_inside_the_window_all_get_valid_pairs(backend: Bac
     let r = refresh(&app, &start.refresh).await;
     assert_eq!(r.status(), StatusCode::OK);
     pairs.push(pair_of(r.json().await.unwrap()));
-    // Every tab ends up with a working pair.
+    // Every tab ends up with a working access token.
     for pair in &pairs {
         assert_eq!(me(&app, &pair.access).await, StatusCode::OK);
-        let r = refresh(&app, &pair.refresh).await;
-        assert_eq!(r.status(), StatusCode::OK);
     }
+    // The login goes on along one branch: the first of those refresh tokens to be used.
+    let r = refresh(&app, &pairs[2].refresh).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let going_on = pair_of(r.json().await.unwrap());
+    assert_eq!(me(&app, &going_on.access).await, StatusCode::OK);
+}
+
+/// The grace window lets concurrent refreshes each get an answer, but a second holder of a
+/// refresh token cannot grow a chain of its own: the first of the answers to be refreshed goes
+/// on, and using another afterwards is reuse, which ends the whole login and is recorded.
+async fn a_replay_inside_the_window_grows_no_second_branch(backend: Backend) {
+    let app = TestApp::spawn_with(backend, token_options(RevocationMode::Denylist)).await;
+    app.register("alice", PASSWORD).await;
+    let start = token_login(&app, "alice").await;
+    // The owner refreshes; a thief replays the same token a second later, inside the window.
+    let r = refresh(&app, &start.refresh).await;
+    let owner = pair_of(r.json().await.unwrap());
+    app.clock.advance(Duration::from_secs(1));
+    let r = refresh(&app, &start.refresh).await;
+    assert_eq!(r.status(), StatusCode::OK, "inside the window: an answer");
+    let thief = pair_of(r.json().await.unwrap());
+    // The owner goes on…
+    app.clock.advance(Duration::from_secs(1));
+    let r = refresh(&app, &owner.refresh).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let owner = pair_of(r.json().await.unwrap());
+    // …and the thief's branch has ended: using it is reuse, still inside the window.
+    let body = problem(
+        refresh(&app, &thief.refresh).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(body["type"], "urn:tessera:problem:invalid-grant");
+    // Reuse ends the whole login, the owner's branch included: the owner logs in again, the
+    // thief has nothing.
+    assert_eq!(
+        refresh(&app, &owner.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(me(&app, &owner.access).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &thief.access).await, StatusCode::UNAUTHORIZED);
+    let admin = support::admin(&app).await;
+    let events: Value = app
+        .request(Method::GET, "/v1/admin/events?limit=100")
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "refresh_reuse_detected" && e["detail"]["superseded"] == true),
+        "the reuse is recorded: {events}"
+    );
+
+    // The same when the thief's branch is the one refreshed first: the owner's answer ends.
+    let start = token_login(&app, "alice").await;
+    let owner = pair_of(refresh(&app, &start.refresh).await.json().await.unwrap());
+    let thief = pair_of(refresh(&app, &start.refresh).await.json().await.unwrap());
+    assert_eq!(refresh(&app, &thief.refresh).await.status(), StatusCode::OK);
+    assert_eq!(
+        refresh(&app, &owner.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 async fn revoking_a_refresh_token_ends_its_family(backend: Backend) {

@@ -570,11 +570,20 @@ impl RefreshStore for MemoryStore {
         if let Some(at) = token.rotated_at {
             return Ok(Rotation::AlreadyRotated { at });
         }
-        if !inner.families.contains_key(&token.family_id) {
+        let Some(family) = inner.families.get(&token.family_id) else {
             return Ok(Rotation::Unknown);
-        }
+        };
         if new.family_id != token.family_id {
             return Err(new_token_elsewhere(&token.family_id, new));
+        }
+        if family.revoked_at.is_some() {
+            return Ok(Rotation::Revoked);
+        }
+        if family.generation != token.generation {
+            return Ok(Rotation::Superseded);
+        }
+        if token.generation.checked_add(1) != Some(new.generation) {
+            return Err(next_generation_expected(token.generation, new));
         }
         if inner.refresh_tokens.contains_key(&new.hash) {
             return Err(StoreError::Conflict("refresh token hash exists".into()));
@@ -584,6 +593,9 @@ impl RefreshStore for MemoryStore {
             token.rotated_at = Some(now);
         }
         inner.insert_refresh_token(new);
+        if let Some(family) = inner.families.get_mut(&new.family_id) {
+            family.generation = new.generation;
+        }
         inner.touch_family(&new.family_id, now, family_expires_at);
         Ok(Rotation::Rotated)
     }
@@ -596,7 +608,7 @@ impl RefreshStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
         match inner.families.get(&new.family_id) {
-            Some(family) if family.revoked_at.is_none() => {}
+            Some(family) if family.revoked_at.is_none() && family.generation == new.generation => {}
             _ => return Ok(false),
         }
         if inner.refresh_tokens.contains_key(&new.hash) {
@@ -671,6 +683,14 @@ fn new_token_elsewhere(family: &FamilyId, new: &RefreshTokenRecord) -> StoreErro
     StoreError::Other(format!(
         "a token of family {family} cannot rotate into family {}",
         new.family_id
+    ))
+}
+
+fn next_generation_expected(generation: u32, new: &RefreshTokenRecord) -> StoreError {
+    StoreError::Other(format!(
+        "a token of generation {generation} rotates into generation {}, not {}",
+        generation.saturating_add(1),
+        new.generation
     ))
 }
 

@@ -110,6 +110,11 @@ fn migrator() -> Migrator {
             "tokens",
             include_str!("../migrations/sqlite/0002_tokens.sql"),
         ),
+        migration(
+            3,
+            "refresh generations",
+            include_str!("../migrations/sqlite/0003_refresh_generations.sql"),
+        ),
     ])
 }
 
@@ -544,12 +549,14 @@ mod tests {
             revoked_at: None,
             revoked_reason: None,
             client: ClientInfo::default(),
+            generation: 0,
         };
         let first = RefreshTokenRecord {
             hash: TokenHash::of(b"first"),
             family_id: family.id.clone(),
             issued_at: Timestamp::from_unix_millis(0),
             rotated_at: None,
+            generation: 0,
         };
         store.create_family(&family, &first).await.unwrap();
         assert_eq!(store.families_of_user(&user).await.unwrap(), vec![family]);

@@ -414,12 +414,14 @@ async fn a_deleted_user_takes_their_sessions_and_families() {
         revoked_at: None,
         revoked_reason: None,
         client: Default::default(),
+        generation: 0,
     };
     let first = tessera_core::RefreshTokenRecord {
         hash: tessera_core::TokenHash::of(b"first"),
         family_id: family.id.clone(),
         issued_at: now,
         rotated_at: None,
+        generation: 0,
     };
     store.create_family(&family, &first).await.unwrap();
     let raw = admin_pool(&schema).await;

@@ -107,6 +107,10 @@ pub struct RefreshFamily {
     pub revoked_reason: Option<String>,
     /// What the client told us about itself at login.
     pub client: ClientInfo,
+    /// How many times the family has been rotated: the generation of its current tokens. Only a
+    /// token of this generation may rotate, and each rotation moves it on by one, so a family has
+    /// one branch that goes on; a token of an older generation presented again is reuse.
+    pub generation: u32,
 }
 
 impl RefreshFamily {
@@ -129,6 +133,26 @@ pub struct RefreshTokenRecord {
     pub issued_at: Timestamp,
     /// Set when the token was exchanged for a new one.
     pub rotated_at: Option<Timestamp>,
+    /// The family's generation when the token was handed out: 0 for the login's token, one more
+    /// for each rotation. Tokens handed out again within the reuse grace (another tab refreshing
+    /// with the same token) share the generation of the one they stand beside.
+    pub generation: u32,
+}
+
+impl RefreshTokenRecord {
+    /// Whether this is a token its family may go on with: never rotated, and of the family's
+    /// current generation (not a sibling whose branch ended when another token of its generation
+    /// was rotated first).
+    pub fn is_current(&self, family: &RefreshFamily) -> bool {
+        self.rotated_at.is_none() && self.generation == family.generation
+    }
+
+    /// Whether this token was rotated into the family's current generation, so that presenting it
+    /// again within the reuse grace is a concurrent refresh (another tab), not a replay of an
+    /// ended branch.
+    pub fn is_parent_of_current(&self, family: &RefreshFamily) -> bool {
+        self.rotated_at.is_some() && self.generation.checked_add(1) == Some(family.generation)
+    }
 }
 
 /// The outcome of an atomic rotation attempt.
@@ -142,6 +166,11 @@ pub enum Rotation {
         /// current pair again, after it the family is revoked as reused.
         at: Timestamp,
     },
+    /// The token was never rotated, but its family has moved past its generation: a sibling of
+    /// the same generation was rotated first, so this branch is dead. Presenting it is reuse.
+    Superseded,
+    /// The family was revoked, before or while the rotation was attempted: nothing was stored.
+    Revoked,
     /// No such token (or its family is gone).
     Unknown,
 }
@@ -164,6 +193,7 @@ mod tests {
             revoked_at: None,
             revoked_reason: None,
             client: ClientInfo::default(),
+            generation: 0,
         };
         assert!(family.is_live(at(99)));
         assert!(!family.is_live(at(100)), "idle expiry");

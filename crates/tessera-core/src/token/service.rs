@@ -266,6 +266,7 @@ impl Tokens {
             revoked_at: None,
             revoked_reason: None,
             client,
+            generation: 0,
         };
         let refresh_token = RefreshToken::generate()?;
         let record = RefreshTokenRecord {
@@ -273,6 +274,7 @@ impl Tokens {
             family_id: family.id.clone(),
             issued_at: now,
             rotated_at: None,
+            generation: 0,
         };
         self.refresh.create_family(&family, &record).await?;
         let pair = self
@@ -387,14 +389,22 @@ impl Tokens {
             .saturating_add(self.config.refresh_idle_lifetime)
             .min(family.absolute_expires_at);
         let next = RefreshToken::generate()?;
+        // The generation after the presented token's: a rotation's new token, or a sibling of it.
+        let Some(child_generation) = record.generation.checked_add(1) else {
+            return Err(Error::InvalidGrant);
+        };
         let next_record = RefreshTokenRecord {
             hash: next.hash(),
             family_id: family.id.clone(),
             issued_at: now,
             rotated_at: None,
+            generation: child_generation,
         };
+        // When the presented token was rotated; `None` when it never was but its branch ended (a
+        // sibling of its generation was rotated first).
         let rotated_at = match record.rotated_at {
-            Some(at) => at,
+            Some(at) => Some(at),
+            None if !record.is_current(&family) => None,
             None => match self
                 .refresh
                 .rotate_refresh_token(&hash, &next_record, now, expires_at)
@@ -411,18 +421,26 @@ impl Tokens {
                     .await;
                     return self.pair(&user, &family, next, expires_at).await;
                 }
-                Rotation::AlreadyRotated { at } => at,
-                Rotation::Unknown => return Err(Error::InvalidGrant),
+                // The same token, rotated a moment ago by a concurrent request.
+                Rotation::AlreadyRotated { at } => Some(at),
+                Rotation::Superseded => None,
+                Rotation::Revoked | Rotation::Unknown => return Err(Error::InvalidGrant),
             },
         };
-        if now.since(rotated_at) <= self.config.reuse_grace {
-            // Another tab refreshed with the same token a moment ago: not theft.
+        if let Some(at) = rotated_at
+            && now.since(at) <= self.config.reuse_grace
+        {
+            // Another tab refreshed with the same token a moment ago: not theft. It gets a token
+            // beside the one that tab got, of the same generation; whichever of them is refreshed
+            // first goes on, and the other's branch ends there.
             metrics::counter!("tessera_token_refreshes_total", "outcome" => "grace").increment(1);
             if !self
                 .refresh
                 .add_refresh_token(&next_record, now, expires_at)
                 .await?
             {
+                // Revoked, or the family has moved on past this token's child meanwhile: no
+                // branch may start from an ended one.
                 return Err(Error::InvalidGrant);
             }
             return self.pair(&user, &family, next, expires_at).await;
@@ -432,12 +450,14 @@ impl Tokens {
             .increment(1);
         self.revoke_family(&family.id, "refresh token reuse")
             .await?;
-        self.event(
-            EventKind::RefreshReuseDetected,
-            Some(&user.id),
-            json!({"family": family.id, "rotated_ms_ago": now.since(rotated_at).as_millis() as u64}),
-        )
-        .await;
+        let detail = match rotated_at {
+            Some(at) => {
+                json!({"family": family.id, "rotated_ms_ago": now.since(at).as_millis() as u64})
+            }
+            None => json!({"family": family.id, "superseded": true}),
+        };
+        self.event(EventKind::RefreshReuseDetected, Some(&user.id), detail)
+            .await;
         Err(Error::InvalidGrant)
     }
 
@@ -451,10 +471,13 @@ impl Tokens {
             return Ok(None);
         };
         let now = self.clock.now();
-        // A token rotated out within the grace window still counts (another tab's refresh).
-        let current = record
-            .rotated_at
-            .is_none_or(|at| now.since(at) <= self.config.reuse_grace);
+        // A token rotated into the current generation within the grace window still counts
+        // (another tab's refresh); a sibling whose branch ended does not.
+        let current = record.is_current(&family)
+            || (record.is_parent_of_current(&family)
+                && record
+                    .rotated_at
+                    .is_some_and(|at| now.since(at) <= self.config.reuse_grace));
         Ok((current && family.is_live(now)).then_some(family))
     }
 
@@ -609,7 +632,7 @@ impl Tokens {
             && let Some((record, family)) = self.refresh.refresh_token(&refresh.hash()).await?
         {
             let now = self.clock.now();
-            if record.rotated_at.is_none()
+            if record.is_current(&family)
                 && family.is_live(now)
                 && let Some(user) = self.users.user_by_id(&family.user_id).await?
                 && user.is_active()

@@ -124,6 +124,8 @@ where
     refresh::families_round_trip(make().await).await;
     refresh::family_clashes(make().await).await;
     refresh::rotation(make().await).await;
+    refresh::one_branch(make().await).await;
+    refresh::concurrent_branches(make().await).await;
     refresh::concurrent_rotation(make().await).await;
     refresh::rotation_refusals(make().await).await;
     refresh::add_token(make().await).await;
@@ -246,7 +248,7 @@ macro_rules! __conformance_group {
         $crate::__conformance_checks!(keys [keys_round_trip, key_rotation, key_retirement] $($run)+);
     };
     (refresh $($run:tt)+) => {
-        $crate::__conformance_checks!(refresh [families_round_trip, family_clashes, rotation, concurrent_rotation, rotation_refusals, add_token, revoke_family, families_of_user, family_sweep, family_sweep_follows_refresh] $($run)+);
+        $crate::__conformance_checks!(refresh [families_round_trip, family_clashes, rotation, one_branch, concurrent_branches, concurrent_rotation, rotation_refusals, add_token, revoke_family, families_of_user, family_sweep, family_sweep_follows_refresh] $($run)+);
     };
     (revocations $($run:tt)+) => {
         $crate::__conformance_checks!(revocations [denylist, denylist_twice, allowlist, purge] $($run)+);

@@ -34,17 +34,25 @@ fn family(
         revoked_at: None,
         revoked_reason: None,
         client: ClientInfo::default(),
+        generation: 0,
     };
     let first = token_of(&family.id, created_at);
     (family, first)
 }
 
+/// A new token of `family`'s first generation (the login's).
 fn token_of(family: &FamilyId, issued_at: i64) -> RefreshTokenRecord {
+    token_in(family, issued_at, 0)
+}
+
+/// A new token of `family`, of `generation`.
+fn token_in(family: &FamilyId, issued_at: i64, generation: u32) -> RefreshTokenRecord {
     RefreshTokenRecord {
         hash: fresh_hash(),
         family_id: family.clone(),
         issued_at: at(issued_at),
         rotated_at: None,
+        generation,
     }
 }
 
@@ -235,15 +243,16 @@ pub async fn family_clashes<S: UserStore + RefreshStore>(store: S) {
     );
 }
 
-/// Rotation marks the old token rotated at `now`, stores the new one in the same family and moves
-/// the family's activity and idle expiry; a rotated token does not rotate again (and says when it
-/// was rotated), an unknown one is `Unknown`, and the store leaves revocation to the service.
+/// Rotation marks the old token rotated at `now`, stores the new one in the same family, moves
+/// the family to the new token's generation and its activity and idle expiry; a rotated token
+/// does not rotate again (and says when it was rotated), an unknown one is `Unknown`, and a
+/// revoked family's token does not rotate (`Revoked`, nothing stored).
 pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let (f, first) = with_family(&store, &alice.id, T0).await;
     let (bystander, bystander_first) = with_family(&store, &alice.id, T0 + 1).await;
 
-    let second = token_of(&f.id, T0 + 60_000);
+    let second = token_in(&f.id, T0 + 60_000, 1);
     assert_eq!(
         store
             .rotate_refresh_token(&first.hash, &second, at(T0 + 60_000), at(T0 + 2 * HOUR))
@@ -255,6 +264,7 @@ pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
     let moved = RefreshFamily {
         last_used_at: at(T0 + 60_000),
         expires_at: at(T0 + 2 * HOUR),
+        generation: 1,
         ..f.clone()
     };
     assert_eq!(
@@ -266,7 +276,7 @@ pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
             },
             moved.clone()
         ),
-        "the old token is marked rotated at `now`; the family's activity and expiry move"
+        "the old token is marked rotated at `now`; the family's generation, activity and expiry move"
     );
     assert_eq!(
         stored_token(&store, &second.hash).await,
@@ -283,7 +293,7 @@ pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
         store
             .rotate_refresh_token(
                 &first.hash,
-                &token_of(&f.id, T0 + 120_000),
+                &token_in(&f.id, T0 + 120_000, 1),
                 at(T0 + 120_000),
                 at(T0 + 3 * HOUR)
             )
@@ -303,7 +313,7 @@ pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
         store
             .rotate_refresh_token(
                 &fresh_hash(),
-                &token_of(&f.id, T0 + 120_000),
+                &token_in(&f.id, T0 + 120_000, 1),
                 at(T0 + 120_000),
                 at(T0 + 3 * HOUR)
             )
@@ -314,7 +324,7 @@ pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
     );
 
     // The chain goes on: the new token rotates in turn.
-    let third = token_of(&f.id, T0 + 180_000);
+    let third = token_in(&f.id, T0 + 180_000, 2);
     assert_eq!(
         store
             .rotate_refresh_token(&second.hash, &third, at(T0 + 180_000), at(T0 + 4 * HOUR))
@@ -322,34 +332,173 @@ pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
             .expect("rotate_refresh_token"),
         Rotation::Rotated
     );
-    assert_eq!(
-        stored_token(&store, &third.hash).await.1.expires_at,
-        at(T0 + 4 * HOUR)
-    );
+    let (_, after) = stored_token(&store, &third.hash).await;
+    assert_eq!((after.expires_at, after.generation), (at(T0 + 4 * HOUR), 2));
 
-    // Stores hold no policy: a revoked family's live token still rotates (the service refuses it
-    // before asking).
+    // A revoked family's live token does not rotate: a refresh racing a revocation loses.
     assert!(
         store
             .revoke_family(&f.id, at(T0 + 200_000), "logout")
             .await
             .expect("revoke_family")
     );
-    let fourth = token_of(&f.id, T0 + 240_000);
+    let revoked = stored_family(&store, &f.id).await;
+    let fourth = token_in(&f.id, T0 + 240_000, 3);
     assert_eq!(
         store
             .rotate_refresh_token(&third.hash, &fourth, at(T0 + 240_000), at(T0 + 5 * HOUR))
             .await
             .expect("rotate_refresh_token"),
-        Rotation::Rotated,
-        "rotation does not look at the family's revocation"
+        Rotation::Revoked,
+        "rotation refuses a revoked family"
     );
-    let (_, after) = stored_token(&store, &fourth.hash).await;
     assert_eq!(
-        (after.revoked_at, after.revoked_reason.as_deref()),
-        (Some(at(T0 + 200_000)), Some("logout")),
-        "rotation does not undo a revocation"
+        store
+            .refresh_token(&fourth.hash)
+            .await
+            .expect("refresh_token"),
+        None,
+        "a refused rotation stores no token"
     );
+    assert_eq!(
+        stored_token(&store, &third.hash).await,
+        (third.clone(), revoked.clone()),
+        "a refused rotation leaves the token unrotated and the family as it was"
+    );
+    assert_eq!(
+        (revoked.revoked_at, revoked.revoked_reason.as_deref()),
+        (Some(at(T0 + 200_000)), Some("logout")),
+    );
+}
+
+/// A family goes on along one branch: of two tokens of the same generation (the second added in
+/// the grace of a concurrent refresh), the first to rotate moves the family on, and the other is
+/// `Superseded` from then on and stores nothing. A new token must be of the next generation.
+pub async fn one_branch<S: UserStore + RefreshStore>(store: S) {
+    let alice = with_user(&store, "alice").await;
+    let (f, first) = with_family(&store, &alice.id, T0).await;
+    let sibling = token_of(&f.id, T0 + 1_000);
+    assert!(
+        store
+            .add_refresh_token(&sibling, at(T0 + 1_000), at(T0 + HOUR))
+            .await
+            .expect("add_refresh_token")
+    );
+    assert!(
+        store
+            .rotate_refresh_token(
+                &first.hash,
+                &token_in(&f.id, T0 + 2_000, 0),
+                at(T0 + 2_000),
+                at(T0 + HOUR)
+            )
+            .await
+            .is_err(),
+        "a new token must be of the next generation"
+    );
+    let next = token_in(&f.id, T0 + 3_000, 1);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&sibling.hash, &next, at(T0 + 3_000), at(T0 + 2 * HOUR))
+            .await
+            .expect("rotate_refresh_token"),
+        Rotation::Rotated,
+        "the first of the generation to rotate goes on"
+    );
+    let family = stored_family(&store, &f.id).await;
+    assert_eq!(family.generation, 1);
+    let branch = token_in(&f.id, T0 + 4_000, 1);
+    assert_eq!(
+        store
+            .rotate_refresh_token(&first.hash, &branch, at(T0 + 4_000), at(T0 + 3 * HOUR))
+            .await
+            .expect("rotate_refresh_token"),
+        Rotation::Superseded,
+        "the other token of that generation no longer rotates"
+    );
+    assert_eq!(
+        store
+            .refresh_token(&branch.hash)
+            .await
+            .expect("refresh_token"),
+        None,
+        "a superseded rotation stores no token"
+    );
+    assert_eq!(
+        stored_token(&store, &first.hash).await,
+        (first.clone(), family.clone()),
+        "a superseded token stays unrotated, and the family as it was"
+    );
+    assert!(
+        !store
+            .add_refresh_token(
+                &token_of(&f.id, T0 + 5_000),
+                at(T0 + 5_000),
+                at(T0 + 3 * HOUR)
+            )
+            .await
+            .expect("add_refresh_token"),
+        "no token joins a generation the family has left"
+    );
+    assert!(
+        store
+            .add_refresh_token(
+                &token_in(&f.id, T0 + 5_000, 1),
+                at(T0 + 5_000),
+                at(T0 + 3 * HOUR)
+            )
+            .await
+            .expect("add_refresh_token"),
+        "a token joins the current generation"
+    );
+}
+
+/// Of many tokens of one generation rotating at once, exactly one moves the family on; every
+/// other is `Superseded` and stores nothing.
+pub async fn concurrent_branches<S: UserStore + RefreshStore>(store: S) {
+    let store = Arc::new(store);
+    let alice = with_user(&*store, "alice").await;
+    let (f, first) = with_family(&*store, &alice.id, T0).await;
+    let mut tokens = vec![first];
+    for i in 1..RACERS {
+        let sibling = token_of(&f.id, T0 + i as i64);
+        assert!(
+            store
+                .add_refresh_token(&sibling, at(T0 + i as i64), at(T0 + HOUR))
+                .await
+                .expect("add_refresh_token")
+        );
+        tokens.push(sibling);
+    }
+    let mut racers = JoinSet::new();
+    for (racer, token) in tokens.into_iter().enumerate() {
+        let store = Arc::clone(&store);
+        let new = token_in(&f.id, T0 + 1_000, 1);
+        racers.spawn(async move {
+            let outcome = store
+                .rotate_refresh_token(&token.hash, &new, at(T0 + 1_000), at(T0 + 2 * HOUR))
+                .await
+                .expect("rotate_refresh_token");
+            (racer, new, outcome)
+        });
+    }
+    let outcomes = racers.join_all().await;
+    let winners = outcomes
+        .iter()
+        .filter(|(_, _, outcome)| *outcome == Rotation::Rotated)
+        .count();
+    assert_eq!(winners, 1, "exactly one of {RACERS} siblings goes on");
+    for (_, new, outcome) in &outcomes {
+        if *outcome != Rotation::Rotated {
+            assert_eq!(*outcome, Rotation::Superseded);
+            assert_eq!(
+                store.refresh_token(&new.hash).await.expect("refresh_token"),
+                None,
+                "a superseded rotation stores no token"
+            );
+        }
+    }
+    assert_eq!(stored_family(&*store, &f.id).await.generation, 1);
 }
 
 /// Of many rotations of one token racing each other, exactly one wins, and only the winner moves
@@ -363,7 +512,7 @@ pub async fn concurrent_rotation<S: UserStore + RefreshStore>(store: S) {
     for racer in 0..RACERS {
         let store = Arc::clone(&store);
         let old = first.hash;
-        let new = token_of(&f.id, T0 + 1_000 + racer as i64);
+        let new = token_in(&f.id, T0 + 1_000 + racer as i64, 1);
         racers.spawn(async move {
             let now = at(T0 + 1_000 + racer as i64);
             let outcome = store
@@ -422,7 +571,7 @@ pub async fn rotation_refusals<S: UserStore + RefreshStore>(store: S) {
 
     let clash = RefreshTokenRecord {
         hash: other_first.hash,
-        ..token_of(&f.id, T0 + 60_000)
+        ..token_in(&f.id, T0 + 60_000, 1)
     };
     assert!(
         matches!(
@@ -433,7 +582,7 @@ pub async fn rotation_refusals<S: UserStore + RefreshStore>(store: S) {
         ),
         "a new token whose hash exists is a Conflict"
     );
-    let elsewhere = token_of(&other.id, T0 + 60_000);
+    let elsewhere = token_in(&other.id, T0 + 60_000, 1);
     assert!(
         store
             .rotate_refresh_token(&first.hash, &elsewhere, at(T0 + 60_000), at(T0 + 2 * HOUR))
@@ -462,7 +611,7 @@ pub async fn rotation_refusals<S: UserStore + RefreshStore>(store: S) {
         store
             .rotate_refresh_token(
                 &first.hash,
-                &token_of(&f.id, T0 + 60_000),
+                &token_in(&f.id, T0 + 60_000, 1),
                 at(T0 + 60_000),
                 at(T0 + 2 * HOUR)
             )
@@ -825,7 +974,7 @@ pub async fn family_sweep_follows_refresh<S: UserStore + RefreshStore>(store: S)
         store
             .rotate_refresh_token(
                 &rotated_first.hash,
-                &token_of(&rotated.id, T0 + 50),
+                &token_in(&rotated.id, T0 + 50, 1),
                 at(T0 + 50),
                 at(T0 + HOUR)
             )
@@ -843,7 +992,7 @@ pub async fn family_sweep_follows_refresh<S: UserStore + RefreshStore>(store: S)
         store
             .rotate_refresh_token(
                 &shortened_first.hash,
-                &token_of(&shortened.id, T0 + 50),
+                &token_in(&shortened.id, T0 + 50, 1),
                 at(T0 + 50),
                 at(T0 + 100)
             )
@@ -856,7 +1005,7 @@ pub async fn family_sweep_follows_refresh<S: UserStore + RefreshStore>(store: S)
         store
             .rotate_refresh_token(
                 &capped_first.hash,
-                &token_of(&capped.id, T0 + 50),
+                &token_in(&capped.id, T0 + 50, 1),
                 at(T0 + 50),
                 at(T0 + HOUR)
             )

@@ -155,11 +155,18 @@ fn migrator() -> Migrator {
             false,
         )
     };
-    Migrator::with_migrations(vec![migration(
-        1,
-        "init",
-        include_str!("../../migrations/postgres/0001_init.sql"),
-    )])
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "init",
+            include_str!("../../migrations/postgres/0001_init.sql"),
+        ),
+        migration(
+            2,
+            "refresh generations",
+            include_str!("../../migrations/postgres/0002_refresh_generations.sql"),
+        ),
+    ])
 }
 
 fn migration_error(e: MigrateError) -> StoreError {

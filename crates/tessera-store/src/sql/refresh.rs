@@ -6,25 +6,29 @@ use tessera_core::{
 
 use super::{Columns, Db, Tx, rows, sql_count, sql_limit};
 
-/// Family columns, qualified so that they can be joined with `refresh_tokens t`; the two tables
-/// share no column name, so rows are read by bare name either way.
+/// Family columns, qualified so that they can be joined with `refresh_tokens t`. The one name
+/// both tables use, `generation`, is renamed, so rows are read by bare name either way.
 pub(crate) const FAMILY_COLUMNS: &str = "f.id, f.user_id, f.model, f.created_at, f.last_used_at, \
-     f.expires_at, f.absolute_expires_at, f.revoked_at, f.revoked_reason, f.user_agent, f.ip";
+     f.expires_at, f.absolute_expires_at, f.revoked_at, f.revoked_reason, f.user_agent, f.ip, \
+     f.generation AS family_generation";
 
-pub(crate) const TOKEN_COLUMNS: &str = "t.hash, t.family_id, t.issued_at, t.rotated_at";
+/// Token columns, qualified like [`FAMILY_COLUMNS`].
+pub(crate) const TOKEN_COLUMNS: &str =
+    "t.hash, t.family_id, t.issued_at, t.rotated_at, t.generation AS token_generation";
 
 async fn insert_refresh_token<T: Tx>(
     tx: &mut T,
     token: &RefreshTokenRecord,
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO refresh_tokens (hash, family_id, issued_at, rotated_at) \
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO refresh_tokens (hash, family_id, issued_at, rotated_at, generation) \
+         VALUES ($1, $2, $3, $4, $5)",
         &[
             token.hash.as_bytes().as_slice().into(),
             token.family_id.as_str().into(),
             token.issued_at.into(),
             token.rotated_at.into(),
+            i64::from(token.generation).into(),
         ],
     )
     .await?;
@@ -45,8 +49,8 @@ pub(crate) async fn create_family<D: Db>(
     let mut tx = db.begin().await?;
     tx.execute(
         "INSERT INTO refresh_families (id, user_id, model, created_at, last_used_at, \
-         expires_at, absolute_expires_at, revoked_at, revoked_reason, user_agent, ip) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         expires_at, absolute_expires_at, revoked_at, revoked_reason, user_agent, ip, generation) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         &[
             family.id.as_str().into(),
             family.user_id.as_str().into(),
@@ -59,6 +63,7 @@ pub(crate) async fn create_family<D: Db>(
             family.revoked_reason.as_deref().into(),
             family.client.user_agent.as_deref().into(),
             family.client.ip.as_deref().into(),
+            i64::from(family.generation).into(),
         ],
     )
     .await?;
@@ -103,7 +108,7 @@ pub(crate) async fn rotate_refresh_token<D: Db>(
     let rotated = tx
         .fetch_optional(
             "UPDATE refresh_tokens SET rotated_at = $1 WHERE hash = $2 AND rotated_at IS NULL \
-             RETURNING family_id",
+             RETURNING family_id, generation",
             &[now.into(), old.as_bytes().as_slice().into()],
         )
         .await?;
@@ -128,23 +133,53 @@ pub(crate) async fn rotate_refresh_token<D: Db>(
         };
     };
     let family_id = FamilyId::from_stored(rotated.text("family_id")?);
+    let generation = rows::generation(&rotated, "generation")?;
+    // Dropping the transaction (every early return below) rolls the rotation back.
     if new.family_id != family_id {
-        // Dropping the transaction rolls the rotation back.
         return Err(StoreError::Other(format!(
             "a token of family {family_id} cannot rotate into family {}",
             new.family_id
         )));
     }
+    if generation.checked_add(1) != Some(new.generation) {
+        return Err(StoreError::Other(format!(
+            "a token of generation {generation} cannot rotate into generation {}",
+            new.generation
+        )));
+    }
+    // The family moves on only from the token's generation and only while it is not revoked.
+    // The row's lock (PostgreSQL) or the database's (SQLite) orders this against a concurrent
+    // revocation or a sibling's rotation: whichever commits first wins, and the other sees it.
+    let moved = tx
+        .execute(
+            "UPDATE refresh_families SET generation = $1, last_used_at = $2, expires_at = $3 \
+             WHERE id = $4 AND generation = $5 AND revoked_at IS NULL",
+            &[
+                i64::from(new.generation).into(),
+                now.into(),
+                family_expires_at.into(),
+                family_id.as_str().into(),
+                i64::from(generation).into(),
+            ],
+        )
+        .await?;
+    if moved == 0 {
+        let row = tx
+            .fetch_optional(
+                "SELECT revoked_at FROM refresh_families WHERE id = $1",
+                &[family_id.as_str().into()],
+            )
+            .await?;
+        drop(tx);
+        return match row {
+            None => Ok(Rotation::Unknown),
+            Some(row) if rows::optional_millis(&row, "revoked_at")?.is_some() => {
+                Ok(Rotation::Revoked)
+            }
+            Some(_) => Ok(Rotation::Superseded),
+        };
+    }
     insert_refresh_token(&mut tx, new).await?;
-    tx.execute(
-        "UPDATE refresh_families SET last_used_at = $1, expires_at = $2 WHERE id = $3",
-        &[
-            now.into(),
-            family_expires_at.into(),
-            family_id.as_str().into(),
-        ],
-    )
-    .await?;
     tx.commit().await?;
     Ok(Rotation::Rotated)
 }
@@ -161,11 +196,12 @@ pub(crate) async fn add_refresh_token<D: Db>(
     let moved = tx
         .execute(
             "UPDATE refresh_families SET last_used_at = $1, expires_at = $2 \
-             WHERE id = $3 AND revoked_at IS NULL",
+             WHERE id = $3 AND revoked_at IS NULL AND generation = $4",
             &[
                 now.into(),
                 family_expires_at.into(),
                 new.family_id.as_str().into(),
+                i64::from(new.generation).into(),
             ],
         )
         .await?;

@@ -111,6 +111,7 @@ pub(crate) fn family(row: &impl Columns) -> Result<RefreshFamily, StoreError> {
         revoked_at: optional_millis(row, "revoked_at")?,
         revoked_reason: row.optional_text("revoked_reason")?,
         client: client(row)?,
+        generation: generation(row, "family_generation")?,
     })
 }
 
@@ -121,7 +122,15 @@ pub(crate) fn refresh_token(row: &impl Columns) -> Result<RefreshTokenRecord, St
         family_id: FamilyId::from_stored(row.text("family_id")?),
         issued_at: millis(row, "issued_at")?,
         rotated_at: optional_millis(row, "rotated_at")?,
+        generation: generation(row, "token_generation")?,
     })
+}
+
+/// A family's or a token's generation: a count of rotations, never negative.
+pub(crate) fn generation(row: &impl Columns, name: &str) -> Result<u32, StoreError> {
+    let value = row.int(name)?;
+    u32::try_from(value)
+        .map_err(|_| corrupt("refresh generation", format!("{value} is out of range")))
 }
 
 /// `(kind, subject, before)` as the `revocations` table keeps them.
