@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Timestamp};
 use crate::error::{Error, StoreError};
 use crate::password::{Password, PasswordHasher, PasswordPolicy, Verification};
 use crate::store::UserStore;
@@ -97,6 +97,7 @@ impl Accounts {
             disabled: false,
             created_at: now,
             updated_at: now,
+            not_before: now,
         };
         match self.users.create_user(&user).await {
             Ok(()) => {
@@ -128,10 +129,14 @@ impl Accounts {
             .await?;
         match (user, verification) {
             (Some(user), Verification::Valid { rehash }) if user.is_active() => {
-                if let Some(new_hash) = rehash {
-                    self.users
-                        .set_password_hash(&user.id, &new_hash, self.clock.now())
-                        .await?;
+                // Only if the hash is still the one just checked: a password changed while this
+                // login was being checked is never reverted to the old one.
+                if let Some(new_hash) = rehash
+                    && self
+                        .users
+                        .rehash_password(&user.id, &user.password_hash, &new_hash)
+                        .await?
+                {
                     tracing::info!(user = %user.id, "password rehashed with the current parameters");
                 }
                 Ok(user)
@@ -216,6 +221,12 @@ impl Accounts {
             .users
             .set_user_disabled(id, disabled, self.clock.now())
             .await?)
+    }
+
+    /// Voids every login of `id` whose credential check began before `at` (a forced logout).
+    /// `false` when there is no such user.
+    pub async fn set_not_before(&self, id: &UserId, at: Timestamp) -> Result<bool, Error> {
+        Ok(self.users.set_user_not_before(id, at).await?)
     }
 
     /// Replaces a user's roles (names of 1–32 characters: letters, digits, `-`, `_`, `.`, `:`).

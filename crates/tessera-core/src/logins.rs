@@ -208,12 +208,47 @@ impl Logins {
             client,
         } = attempt;
         self.throttle.check(ip, Some(username)).await?;
+        // Before the account is read: a change that completes after this instant may have been
+        // made while the old password was being checked.
+        let began = self.clock.now();
         let user = self
             .authenticate(username, password, model, &client)
             .await?;
-        let (started, current) = start(&user, client).await?;
+        // A login presents no refresh token: `InvalidGrant` from starting one means the account
+        // was disabled or deleted meanwhile, which is what the credentials answer says.
+        let (started, current) = start(&user, client).await.map_err(|e| match e {
+            Error::InvalidGrant => Error::InvalidCredentials,
+            e => e,
+        })?;
+        // A password change, role change, disable or forced logout that completed while this
+        // login was being made voids it. Every such change moves the account's `not_before`
+        // before it ends the logins it finds, so either it found this one, or this read sees it.
+        // (To the clock's millisecond: a change made in the very millisecond the login began is
+        // taken to have come first.)
+        let fresh = self.accounts.user(&user.id).await?;
+        if fresh.is_none_or(|fresh| !fresh.is_active() || fresh.not_before > began) {
+            self.end_started(&current).await?;
+            tracing::info!(user = %user.id, "a login raced a change to the account; ended");
+            return Err(Error::InvalidCredentials);
+        }
         self.enforce_cap(&user.id, &current).await?;
         Ok((user, started))
+    }
+
+    /// Ends a login the pipeline started and must not hand out.
+    async fn end_started(&self, login: &CurrentLogin) -> Result<(), Error> {
+        match login {
+            CurrentLogin::Session(handle) => {
+                self.sessions.end(handle).await?;
+            }
+            CurrentLogin::Family(family) => {
+                self.tokens
+                    .revoke_family(family, "a credential change completed during the login")
+                    .await?;
+            }
+            CurrentLogin::None => {}
+        }
+        Ok(())
     }
 
     /// Logs out of a session: it is deleted on every node, and the logout is audited.
@@ -404,6 +439,8 @@ impl Logins {
     /// Every credential of a user stops working at once: sessions deleted, families revoked,
     /// and every access token issued until now refused.
     pub async fn force_logout(&self, user: &UserId, by: Option<&UserId>) -> Result<usize, Error> {
+        // First, so that a login being made right now cannot slip past the listing below.
+        self.accounts.set_not_before(user, self.clock.now()).await?;
         let ended = self
             .end_others(user, &CurrentLogin::None, "forced logout")
             .await?;

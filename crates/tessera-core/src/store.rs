@@ -32,7 +32,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// The account with this (already normalized) username; `None` when there is none.
     async fn user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
 
-    /// Replaces a user's password hash and sets `updated_at`; `false` when there is no such user.
+    /// Replaces a user's password hash (a password change) and sets `updated_at` and `not_before`
+    /// to `at`; `false` when there is no such user.
     async fn set_password_hash(
         &self,
         id: &UserId,
@@ -51,7 +52,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// The ids of every disabled account (few: what the revocation stream tells resource servers).
     async fn disabled_user_ids(&self) -> Result<Vec<UserId>, StoreError>;
 
-    /// Sets `disabled` and `updated_at`; `false` when there is no such user.
+    /// Sets `disabled`, and `updated_at` and `not_before` to `at`; `false` when there is no such
+    /// user.
     async fn set_user_disabled(
         &self,
         id: &UserId,
@@ -59,13 +61,29 @@ pub trait UserStore: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// Replaces the roles and sets `updated_at`; `false` when there is no such user.
+    /// Replaces the roles and sets `updated_at` and `not_before` to `at`; `false` when there is no
+    /// such user.
     async fn set_user_roles(
         &self,
         id: &UserId,
         roles: &[String],
         at: Timestamp,
     ) -> Result<bool, StoreError>;
+
+    /// Replaces the password hash with `new_hash` only if it is still `old_hash` (a rehash with
+    /// new parameters after a login): a password changed meanwhile is never reverted. Moves
+    /// neither `updated_at` nor `not_before`: the password is the same. `false` when the hash
+    /// changed or there is no such user.
+    async fn rehash_password(
+        &self,
+        id: &UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Moves `not_before` to `at` (never back): every login whose check began before it is void
+    /// (a forced logout). `false` when there is no such user.
+    async fn set_user_not_before(&self, id: &UserId, at: Timestamp) -> Result<bool, StoreError>;
 }
 
 /// Server-side sessions, looked up by the hash of their secret, indexed by user and by expiry.

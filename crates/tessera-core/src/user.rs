@@ -135,6 +135,11 @@ pub struct User {
     pub created_at: Timestamp,
     /// The last change of password, roles or the disabled flag.
     pub updated_at: Timestamp,
+    /// Every login whose credential check began before this time is void: moved on by a password
+    /// change, a role change, disabling or enabling, and a forced logout, so that a login racing
+    /// one of them (it checked the old password while the change was being made) does not
+    /// outlive it.
+    pub not_before: Timestamp,
 }
 
 impl User {
@@ -155,6 +160,7 @@ impl fmt::Debug for User {
             .field("disabled", &self.disabled)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
+            .field("not_before", &self.not_before)
             .finish()
     }
 }
@@ -229,6 +235,7 @@ mod tests {
             disabled: false,
             created_at: Timestamp::from_unix_millis(0),
             updated_at: Timestamp::from_unix_millis(0),
+            not_before: Timestamp::from_unix_millis(0),
         };
         assert!(!format!("{u:?}").contains("argon2id"));
     }

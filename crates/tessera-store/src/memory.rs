@@ -38,6 +38,7 @@ use tessera_core::{
 ///     disabled: false,
 ///     created_at: now,
 ///     updated_at: now,
+///     not_before: now,
 /// };
 /// store.create_user(&alice).await?;
 ///
@@ -257,6 +258,7 @@ impl UserStore for MemoryStore {
         };
         user.password_hash = password_hash.to_owned();
         user.updated_at = at;
+        user.not_before = user.not_before.max(at);
         Ok(true)
     }
 
@@ -300,6 +302,7 @@ impl UserStore for MemoryStore {
         };
         user.disabled = disabled;
         user.updated_at = at;
+        user.not_before = user.not_before.max(at);
         Ok(true)
     }
 
@@ -315,6 +318,32 @@ impl UserStore for MemoryStore {
         };
         user.roles = roles.to_vec();
         user.updated_at = at;
+        user.not_before = user.not_before.max(at);
+        Ok(true)
+    }
+
+    async fn rehash_password(
+        &self,
+        id: &UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.users.get_mut(id) {
+            Some(user) if user.password_hash == old_hash => {
+                user.password_hash = new_hash.to_owned();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn set_user_not_before(&self, id: &UserId, at: Timestamp) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(user) = inner.users.get_mut(id) else {
+            return Ok(false);
+        };
+        user.not_before = user.not_before.max(at);
         Ok(true)
     }
 }

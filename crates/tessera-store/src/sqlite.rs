@@ -115,6 +115,11 @@ fn migrator() -> Migrator {
             "refresh generations",
             include_str!("../migrations/sqlite/0003_refresh_generations.sql"),
         ),
+        migration(
+            4,
+            "user not before",
+            include_str!("../migrations/sqlite/0004_user_not_before.sql"),
+        ),
     ])
 }
 
@@ -180,7 +185,7 @@ fn store_error(e: sqlx::Error) -> StoreError {
 
 /// What SQLite says differently from PostgreSQL.
 const SQL: Dialect = Dialect {
-    user_columns: "id, username, password_hash, roles, disabled, created_at, updated_at",
+    user_columns: "id, username, password_hash, roles, disabled, created_at, updated_at, not_before",
     session_columns: "handle, user_id, secret_hash, csrf_token, created_at, last_seen_at, \
          expires_at, absolute_expires_at, user_agent, ip, data, data_version",
     event_columns: "id, at, kind, user_id, detail",
@@ -188,8 +193,9 @@ const SQL: Dialect = Dialect {
     // serves both the cursor and the order.
     username_order: "username",
     insert_user: "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    set_user_roles: "UPDATE users SET roles = $1, updated_at = $2 WHERE id = $3",
+         updated_at, not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    set_user_roles: "UPDATE users SET roles = $1, updated_at = $2, \
+         not_before = CASE WHEN not_before > $2 THEN not_before ELSE $2 END WHERE id = $3",
     disabled_user_ids: "SELECT id FROM users WHERE disabled <> 0 ORDER BY id",
     insert_session: "INSERT INTO sessions (handle, user_id, secret_hash, csrf_token, created_at, \
          last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version) \
@@ -522,6 +528,11 @@ mod tests {
                     .await
                     .unwrap();
             }
+            // Later migrations also added columns to version 1's tables.
+            sqlx::query("ALTER TABLE users DROP COLUMN not_before")
+                .execute(&store.pool)
+                .await
+                .unwrap();
             sqlx::query("DELETE FROM _sqlx_migrations WHERE version > 1")
                 .execute(&store.pool)
                 .await

@@ -171,6 +171,19 @@ impl UserStore for UsersAndSessions {
     ) -> Result<bool, StoreError> {
         self.users.set_user_roles(id, roles, at).await
     }
+
+    async fn rehash_password(
+        &self,
+        id: &UserId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        self.users.rehash_password(id, old_hash, new_hash).await
+    }
+
+    async fn set_user_not_before(&self, id: &UserId, at: Timestamp) -> Result<bool, StoreError> {
+        self.users.set_user_not_before(id, at).await
+    }
 }
 
 #[async_trait]

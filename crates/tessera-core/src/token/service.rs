@@ -277,9 +277,24 @@ impl Tokens {
             generation: 0,
         };
         self.refresh.create_family(&family, &record).await?;
-        let pair = self
+        let pair = match self
             .pair(user, &family, refresh_token, family.expires_at)
-            .await?;
+            .await
+        {
+            Ok(pair) => pair,
+            Err(e) => {
+                // The account changed meanwhile (or the keys failed): the family was never handed
+                // out, so it must not stay live for anyone to find.
+                if let Err(revoke) = self
+                    .refresh
+                    .revoke_family(&family.id, self.clock.now(), "never handed out")
+                    .await
+                {
+                    tracing::warn!(family = %family.id, error = %revoke, "could not revoke a family that was never handed out");
+                }
+                return Err(e);
+            }
+        };
         self.event(
             EventKind::TokenIssued,
             Some(&user.id),

@@ -86,6 +86,7 @@ where
     users::user_paging_cursors(make().await).await;
     users::user_disabled(make().await).await;
     users::user_roles(make().await).await;
+    users::rehash_and_not_before(make().await).await;
     sessions::sessions_by_secret(make().await).await;
     sessions::session_clashes(make().await).await;
     sessions::touch(make().await).await;
@@ -172,6 +173,7 @@ fn user(name: &str) -> User {
         disabled: false,
         created_at: at(T0),
         updated_at: at(T0),
+        not_before: at(T0),
     }
 }
 
@@ -239,7 +241,7 @@ macro_rules! __conformance_group {
         $crate::__conformance_checks!(health [ping] $($run)+);
     };
     (users $($run:tt)+) => {
-        $crate::__conformance_checks!(users [users_round_trip, usernames_are_unique, password_hash_replacement, user_paging, user_paging_cursors, user_disabled, user_roles] $($run)+);
+        $crate::__conformance_checks!(users [users_round_trip, usernames_are_unique, password_hash_replacement, user_paging, user_paging_cursors, user_disabled, user_roles, rehash_and_not_before] $($run)+);
     };
     (sessions $($run:tt)+) => {
         $crate::__conformance_checks!(sessions [sessions_by_secret, session_clashes, touch, data_compare_and_swap, concurrent_compare_and_swap, concurrent_patches_lose_nothing, delete, sessions_of_user, delete_sessions_of_user, sweep, sweep_follows_touch, data_round_trip, client_info_round_trip, sessions_need_a_user] $($run)+);

@@ -90,7 +90,7 @@ pub async fn usernames_are_unique<S: UserStore>(store: S) {
     );
 }
 
-/// `set_password_hash` changes only the hash and `updated_at` of that user, and answers `false`
+/// `set_password_hash` changes only the hash, `updated_at` and `not_before` of that user, and answers `false`
 /// for a missing one.
 pub async fn password_hash_replacement<S: UserStore>(store: S) {
     let alice = with_user(&store, "alice").await;
@@ -105,12 +105,13 @@ pub async fn password_hash_replacement<S: UserStore>(store: S) {
     let expected = User {
         password_hash: "$argon2id$new".into(),
         updated_at: at(T0 + HOUR),
+        not_before: at(T0 + HOUR),
         ..alice.clone()
     };
     assert_eq!(
         store.user_by_id(&alice.id).await.expect("user_by_id"),
         Some(expected.clone()),
-        "only the hash and updated_at change"
+        "only the hash, updated_at and not_before change"
     );
     assert_eq!(
         store
@@ -284,7 +285,7 @@ pub async fn user_paging_cursors<S: UserStore>(store: S) {
     assert_eq!(first, users[..2]);
 }
 
-/// Disabling and re-enabling change only `disabled` and `updated_at`, show in listings and in
+/// Disabling and re-enabling change only `disabled`, `updated_at` and `not_before`, show in listings and in
 /// `disabled_user_ids`, and answer `false` for a missing user.
 pub async fn user_disabled<S: UserStore>(store: S) {
     let alice = with_user(&store, "alice").await;
@@ -299,12 +300,13 @@ pub async fn user_disabled<S: UserStore>(store: S) {
     let disabled = User {
         disabled: true,
         updated_at: at(T0 + HOUR),
+        not_before: at(T0 + HOUR),
         ..alice.clone()
     };
     assert_eq!(
         store.user_by_id(&alice.id).await.expect("user_by_id"),
         Some(disabled.clone()),
-        "only disabled and updated_at change"
+        "only disabled, updated_at and not_before change"
     );
     assert_eq!(
         store
@@ -340,6 +342,7 @@ pub async fn user_disabled<S: UserStore>(store: S) {
         store.user_by_id(&alice.id).await.expect("user_by_id"),
         Some(User {
             updated_at: at(T0 + 3 * HOUR),
+            not_before: at(T0 + 3 * HOUR),
             ..alice.clone()
         }),
         "re-enabled, and updated_at moved again"
@@ -385,12 +388,13 @@ pub async fn user_roles<S: UserStore>(store: S) {
     let with_roles = User {
         roles: roles.clone(),
         updated_at: at(T0 + HOUR),
+        not_before: at(T0 + HOUR),
         ..alice.clone()
     };
     assert_eq!(
         store.user_by_id(&alice.id).await.expect("user_by_id"),
         Some(with_roles.clone()),
-        "roles read back as set, in order; only roles and updated_at change"
+        "roles read back as set, in order; only roles, updated_at and not_before change"
     );
     assert_eq!(
         store
@@ -429,6 +433,7 @@ pub async fn user_roles<S: UserStore>(store: S) {
         store.user_by_id(&alice.id).await.expect("user_by_id"),
         Some(User {
             updated_at: at(T0 + 3 * HOUR),
+            not_before: at(T0 + 3 * HOUR),
             ..alice.clone()
         }),
         "an empty list clears the roles"
@@ -447,4 +452,85 @@ pub async fn user_roles<S: UserStore>(store: S) {
         "set_user_roles on a missing user returns false"
     );
     assert_eq!(store.user_by_id(&ghost).await.expect("user_by_id"), None);
+}
+
+/// A rehash replaces the hash only while it is still the one the login checked (a password
+/// changed meanwhile is never reverted) and moves neither `updated_at` nor `not_before`;
+/// `not_before` never moves back, whatever sets it.
+pub async fn rehash_and_not_before<S: UserStore>(store: S) {
+    let alice = with_user(&store, "alice").await;
+    assert!(
+        store
+            .rehash_password(&alice.id, &alice.password_hash, "$argon2id$rehashed")
+            .await
+            .expect("rehash_password"),
+        "a rehash of the hash the login checked goes through"
+    );
+    assert_eq!(
+        store.user_by_id(&alice.id).await.expect("user_by_id"),
+        Some(User {
+            password_hash: "$argon2id$rehashed".into(),
+            ..alice.clone()
+        }),
+        "a rehash changes the hash only"
+    );
+    assert!(
+        store
+            .set_password_hash(&alice.id, "$argon2id$changed", at(T0 + HOUR))
+            .await
+            .expect("set_password_hash")
+    );
+    assert!(
+        !store
+            .rehash_password(&alice.id, "$argon2id$rehashed", "$argon2id$stale")
+            .await
+            .expect("rehash_password"),
+        "a rehash of a hash that changed meanwhile is refused"
+    );
+    let changed = store.user_by_id(&alice.id).await.expect("user_by_id");
+    assert_eq!(
+        changed.as_ref().map(|u| u.password_hash.as_str()),
+        Some("$argon2id$changed"),
+        "the new password stays"
+    );
+    assert!(
+        store
+            .set_user_not_before(&alice.id, at(T0 + 2 * HOUR))
+            .await
+            .expect("set_user_not_before")
+    );
+    assert!(
+        store
+            .set_user_not_before(&alice.id, at(T0 + HOUR))
+            .await
+            .expect("set_user_not_before")
+    );
+    assert!(
+        store
+            .set_user_roles(&alice.id, &["x".into()], at(T0 + HOUR))
+            .await
+            .expect("set_user_roles")
+    );
+    assert_eq!(
+        store
+            .user_by_id(&alice.id)
+            .await
+            .expect("user_by_id")
+            .map(|u| u.not_before),
+        Some(at(T0 + 2 * HOUR)),
+        "not_before never moves back"
+    );
+    let ghost = UserId::generate().expect("OS randomness");
+    assert!(
+        !store
+            .set_user_not_before(&ghost, at(T0))
+            .await
+            .expect("set_user_not_before")
+    );
+    assert!(
+        !store
+            .rehash_password(&ghost, "a", "b")
+            .await
+            .expect("rehash_password")
+    );
 }

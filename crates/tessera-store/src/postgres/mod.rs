@@ -166,6 +166,11 @@ fn migrator() -> Migrator {
             "refresh generations",
             include_str!("../../migrations/postgres/0002_refresh_generations.sql"),
         ),
+        migration(
+            3,
+            "user not before",
+            include_str!("../../migrations/postgres/0003_user_not_before.sql"),
+        ),
     ])
 }
 
@@ -254,7 +259,7 @@ impl StoreErrors for Postgres {
 /// What PostgreSQL says differently from SQLite: JSON columns cast from and to text, byte order
 /// for usernames spelled out, and sweeps that several nodes can run at once.
 const SQL: Dialect = Dialect {
-    user_columns: "id, username, password_hash, roles::text AS roles, disabled, created_at, updated_at",
+    user_columns: "id, username, password_hash, roles::text AS roles, disabled, created_at, updated_at, not_before",
     session_columns: "handle, user_id, secret_hash, csrf_token, created_at, last_seen_at, \
          expires_at, absolute_expires_at, user_agent, ip, data::text AS data, data_version",
     event_columns: "id, at, kind, user_id, detail::text AS detail",
@@ -262,8 +267,9 @@ const SQL: Dialect = Dialect {
     // order; saying so here keeps the byte order even if the column's collation changed.
     username_order: "username COLLATE \"C\"",
     insert_user: "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)",
-    set_user_roles: "UPDATE users SET roles = $1::jsonb, updated_at = $2 WHERE id = $3",
+         updated_at, not_before) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)",
+    set_user_roles: "UPDATE users SET roles = $1::jsonb, updated_at = $2, \
+         not_before = CASE WHEN not_before > $2 THEN not_before ELSE $2 END WHERE id = $3",
     disabled_user_ids: "SELECT id FROM users WHERE disabled ORDER BY id",
     insert_session: "INSERT INTO sessions (handle, user_id, secret_hash, csrf_token, created_at, \
          last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version) \

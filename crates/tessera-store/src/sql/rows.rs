@@ -54,6 +54,7 @@ pub(crate) fn user(row: &impl Columns) -> Result<User, StoreError> {
         disabled: row.flag("disabled")?,
         created_at: millis(row, "created_at")?,
         updated_at: millis(row, "updated_at")?,
+        not_before: millis(row, "not_before")?,
     })
 }
 

@@ -67,6 +67,23 @@ macro_rules! impl_store_traits {
             ) -> Result<bool, tessera_core::StoreError> {
                 $crate::sql::users::set_user_roles(self, id, roles, at).await
             }
+
+            async fn rehash_password(
+                &self,
+                id: &tessera_core::UserId,
+                old_hash: &str,
+                new_hash: &str,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::users::rehash_password(self, id, old_hash, new_hash).await
+            }
+
+            async fn set_user_not_before(
+                &self,
+                id: &tessera_core::UserId,
+                at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::users::set_user_not_before(self, id, at).await
+            }
         }
 
         #[async_trait::async_trait]

@@ -16,6 +16,7 @@ pub(crate) async fn create_user<D: Db>(db: &D, user: &User) -> Result<(), StoreE
             user.disabled.into(),
             user.created_at.into(),
             user.updated_at.into(),
+            user.not_before.into(),
         ],
     )
     .await?;
@@ -57,7 +58,8 @@ pub(crate) async fn set_password_hash<D: Db>(
 ) -> Result<bool, StoreError> {
     let changed = db
         .execute(
-            "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3",
+            "UPDATE users SET password_hash = $1, updated_at = $2, \
+             not_before = CASE WHEN not_before > $2 THEN not_before ELSE $2 END WHERE id = $3",
             &[password_hash.into(), at.into(), id.as_str().into()],
         )
         .await?;
@@ -112,7 +114,8 @@ pub(crate) async fn set_user_disabled<D: Db>(
 ) -> Result<bool, StoreError> {
     let changed = db
         .execute(
-            "UPDATE users SET disabled = $1, updated_at = $2 WHERE id = $3",
+            "UPDATE users SET disabled = $1, updated_at = $2, \
+             not_before = CASE WHEN not_before > $2 THEN not_before ELSE $2 END WHERE id = $3",
             &[disabled.into(), at.into(), id.as_str().into()],
         )
         .await?;
@@ -130,6 +133,36 @@ pub(crate) async fn set_user_roles<D: Db>(
         .execute(
             D::DIALECT.set_user_roles,
             &[roles.as_str().into(), at.into(), id.as_str().into()],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+pub(crate) async fn rehash_password<D: Db>(
+    db: &D,
+    id: &UserId,
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let changed = db
+        .execute(
+            "UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+            &[new_hash.into(), id.as_str().into(), old_hash.into()],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+pub(crate) async fn set_user_not_before<D: Db>(
+    db: &D,
+    id: &UserId,
+    at: Timestamp,
+) -> Result<bool, StoreError> {
+    let changed = db
+        .execute(
+            "UPDATE users SET not_before = CASE WHEN not_before > $1 THEN not_before ELSE $1 END \
+             WHERE id = $2",
+            &[at.into(), id.as_str().into()],
         )
         .await?;
     Ok(changed > 0)
