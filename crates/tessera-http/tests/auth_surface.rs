@@ -268,6 +268,25 @@ async fn duplicated_credential_cookies_are_trusted_for_nothing() {
         "refresh twice (refresh)"
     );
     assert!(set_cookie(&r, AT_COOKIE).is_none());
+    // Names that only decode to the refresh cookie's (what a sibling subdomain can set): no login.
+    for name in [
+        "__Secure%2Dtessera-rt",
+        "__secure-tessera-rt",
+        "__%53ecure-tessera-rt",
+    ] {
+        let r = app
+            .request(Method::POST, "/v1/hybrid/refresh")
+            .header("cookie", format!("{name}={rt}"))
+            .header("x-csrf-token", &h.csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name}");
+        assert!(set_cookie(&r, AT_COOKIE).is_none(), "{name}");
+    }
+    // Past the reuse grace: had any refused request rotated the token, presenting the genuine
+    // cookie now would be reuse and end the login.
+    app.clock.advance(std::time::Duration::from_secs(6));
     // Still one live hybrid login that refreshes normally.
     let mut h = h;
     assert_eq!(h.refresh(&app).await, StatusCode::OK);

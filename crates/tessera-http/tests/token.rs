@@ -20,6 +20,7 @@ on_every_backend!(
     refresh_rotates_and_reuse_after_the_grace_window_kills_the_family,
     concurrent_refreshes_inside_the_window_all_get_valid_pairs,
     a_replay_inside_the_window_grows_no_second_branch,
+    revoking_an_expired_access_token_has_no_effect_on_its_login,
     revoking_a_refresh_token_ends_its_family,
     revoking_an_access_token_denylists_it_and_ends_its_family,
     unknown_tokens_revoke_with_200,
@@ -353,6 +354,29 @@ async fn revoking_a_refresh_token_ends_its_family(backend: Backend) {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(me(&app, &pair.access).await, StatusCode::UNAUTHORIZED);
+}
+
+/// An expired access token is refused anyway: revoking it (RFC 7009) leaves its login alone, so
+/// a token found in an old log cannot log its owner out.
+async fn revoking_an_expired_access_token_has_no_effect_on_its_login(backend: Backend) {
+    let app = TestApp::spawn_with(backend, token_options(RevocationMode::Denylist)).await;
+    app.register("alice", PASSWORD).await;
+    let pair = token_login(&app, "alice").await;
+    app.clock.advance(Duration::from_secs(3600));
+    let r = app
+        .request(Method::POST, "/v1/token/revoke")
+        .form(&[
+            ("token", pair.access.as_str()),
+            ("token_type_hint", "access_token"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = refresh(&app, &pair.refresh).await;
+    assert_eq!(r.status(), StatusCode::OK, "the login goes on");
+    let fresh = pair_of(r.json().await.unwrap());
+    assert_eq!(me(&app, &fresh.access).await, StatusCode::OK);
 }
 
 async fn revoking_an_access_token_denylists_it_and_ends_its_family(backend: Backend) {

@@ -193,7 +193,7 @@ impl Verifier {
     }
 
     /// Verifies signature and claims but not revocation; `check_time = false` also accepts an
-    /// expired token (RFC 7009 revocation of a token that may have just expired).
+    /// expired token (logout, which must find the login an old cookie belonged to).
     pub(crate) fn verify_unrevoked(
         &self,
         token: &str,
