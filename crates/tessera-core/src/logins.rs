@@ -207,13 +207,21 @@ impl Logins {
             ip,
             client,
         } = attempt;
-        self.throttle.check(ip, Some(username)).await?;
+        self.throttle.spend_address(ip).await?;
+        self.throttle.check_account(username).await?;
         // Before the account is read: a change that completes after this instant may have been
         // made while the old password was being checked.
         let began = self.clock.now();
-        let user = self
-            .authenticate(username, password, model, &client)
-            .await?;
+        let user = match self.authenticate(username, password, model, &client).await {
+            Ok(user) => user,
+            Err(Error::InvalidCredentials) => {
+                // Only a failure spends the account's budget: its owner logging in often is
+                // never throttled.
+                self.throttle.account_failed(username).await?;
+                return Err(Error::InvalidCredentials);
+            }
+            Err(e) => return Err(e),
+        };
         // A login presents no refresh token: `InvalidGrant` from starting one means the account
         // was disabled or deleted meanwhile, which is what the credentials answer says.
         let (started, current) = start(&user, client).await.map_err(|e| match e {
@@ -467,7 +475,11 @@ impl Logins {
         new_password: &Password,
         current: &CurrentLogin,
         current_jti: Option<&str>,
+        ip: Option<IpAddr>,
     ) -> Result<(), Error> {
+        // Checking the current password is a guess like a login: the same budgets.
+        self.throttle.spend_address(ip).await?;
+        self.throttle.check_account(user.username.as_str()).await?;
         // The current password is checked against the stored account, never a cached copy.
         let user = &self
             .accounts
@@ -475,9 +487,17 @@ impl Logins {
             .await?
             .filter(User::is_active)
             .ok_or(Error::Unauthenticated)?;
-        self.accounts
+        match self
+            .accounts
             .change_password(user, current_password, new_password)
-            .await?;
+            .await
+        {
+            Err(Error::InvalidCredentials) => {
+                self.throttle.account_failed(user.username.as_str()).await?;
+                return Err(Error::InvalidCredentials);
+            }
+            outcome => outcome?,
+        }
         self.sessions.user_changed(&user.id).await;
         self.end_others(&user.id, current, "password changed")
             .await?;

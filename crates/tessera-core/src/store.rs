@@ -343,13 +343,15 @@ impl Stores {
 /// Login-attempt budgets shared by every node (GCRA), so a limit holds across the cluster.
 #[async_trait]
 pub trait AttemptLimiter: Send + Sync + 'static {
-    /// Spends one attempt of `key`: `burst` attempts at once, `per_minute` regained each minute.
-    /// `Ok(Ok(()))` when allowed, `Ok(Err(wait))` when over the limit.
+    /// Whether an attempt of `key` may go ahead now (`burst` attempts at once, `per_minute`
+    /// regained each minute), and, when it may and `spend` is set, spends it. `Ok(Ok(()))` when
+    /// allowed, `Ok(Err(wait))` when over the limit.
     async fn take_attempt(
         &self,
         key: &str,
         burst: u32,
         per_minute: u32,
+        spend: bool,
     ) -> Result<Result<(), std::time::Duration>, StoreError>;
 }
 

@@ -1,24 +1,31 @@
-//! Login throttling per account and per client address (GCRA, via governor). A client over the
-//! limit gets [`Error::Throttled`] (a 429 with `Retry-After` over HTTP); there is no permanent
-//! lockout: the budget refills with time.
+//! Login throttling per client address and per account (GCRA: the generic cell rate algorithm). A
+//! client over a limit gets [`Error::Throttled`] (a 429 with `Retry-After` over HTTP); there is no
+//! permanent lockout: a budget refills with time.
+//!
+//! The two budgets are spent differently, so that throttling cannot be turned against a user:
+//! - every attempt from an address spends that address's budget (logins, registrations, refreshes,
+//!   password changes): one client cannot flood the server or grow its store without bound;
+//! - only a *failed* attempt spends an account's budget, and a login is refused only while that
+//!   budget is spent: a user who logs in often is never throttled, and guessing at an account is
+//!   slowed down wherever the guesses come from.
+//!
+//! IPv6 clients are budgeted per network (a /64 by default: one subscriber usually holds a whole
+//! /64), and an IPv4-mapped IPv6 address counts as the IPv4 address it carries.
 //!
 //! One node keeps its budgets in process; nodes that share Redis spend one shared budget
-//! ([`AttemptLimiter`]), so the limit holds across the cluster.
+//! ([`AttemptLimiter`]), so the limits hold across the cluster.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::store::AttemptLimiter;
 use crate::user::Username;
 
-/// How fast login attempts may come.
+/// How fast attempts may come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
     /// Attempts allowed at once.
@@ -30,10 +37,17 @@ pub struct Rate {
 /// Throttling settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThrottleConfig {
-    /// Attempts against one account, from anywhere.
+    /// Failed attempts against one account, from anywhere.
     pub per_account: Rate,
-    /// Attempts from one client address, against any account.
+    /// Attempts from one client address (or IPv6 network), against any account: logins,
+    /// registrations and password changes.
     pub per_ip: Rate,
+    /// Refreshes (token and hybrid) from one client address: budgeted apart from logins, since
+    /// every open tab refreshes, and many users may share an address behind a NAT.
+    pub refresh_per_ip: Rate,
+    /// The prefix length that makes one IPv6 client: every address in the same network shares a
+    /// budget. 64 by default; 128 budgets each address on its own.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for ThrottleConfig {
@@ -47,6 +61,11 @@ impl Default for ThrottleConfig {
                 burst: 30,
                 per_minute: 60,
             },
+            refresh_per_ip: Rate {
+                burst: 120,
+                per_minute: 600,
+            },
+            ipv6_prefix: 64,
         }
     }
 }
@@ -70,107 +89,118 @@ impl ThrottleScope {
     }
 }
 
-/// The login-attempt budgets: in process (one node), or shared (Redis) across nodes.
+/// The attempt budgets: in process (one node), or shared (Redis) across nodes.
 pub struct Throttle {
-    per_account: DefaultKeyedRateLimiter<String>,
-    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    addresses: Gcra,
+    refreshes: Gcra,
+    accounts: Gcra,
     config: ThrottleConfig,
     shared: Option<Arc<dyn AttemptLimiter>>,
-    checks: AtomicU64,
-}
-
-fn quota(rate: Rate) -> Quota {
-    let per_minute = NonZeroU32::new(rate.per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(rate.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-    Quota::per_minute(per_minute).allow_burst(burst)
 }
 
 impl Throttle {
     /// Budgets as `config` says; `shared`, when given, replaces the in-process ones.
     pub fn new(config: ThrottleConfig, shared: Option<Arc<dyn AttemptLimiter>>) -> Self {
         Self {
-            per_account: RateLimiter::keyed(quota(config.per_account)),
-            per_ip: RateLimiter::keyed(quota(config.per_ip)),
+            addresses: Gcra::new(config.per_ip),
+            refreshes: Gcra::new(config.refresh_per_ip),
+            accounts: Gcra::new(config.per_account),
             config,
             shared,
-            checks: AtomicU64::new(0),
         }
     }
 
-    /// Spends one attempt of `ip` and, when given, of `account`; [`Error::Throttled`] when either
-    /// is exhausted. With a shared budget that cannot be reached, a store error: fail closed.
-    pub async fn check(&self, ip: Option<IpAddr>, account: Option<&str>) -> Result<(), Error> {
-        let account = account.map(normalize_account);
-        let outcome = match &self.shared {
-            None => self.check_local(ip, account.as_deref()),
-            Some(shared) => self.check_shared(&**shared, ip, account.as_deref()).await?,
+    /// Spends one attempt of the client's address: [`Error::Throttled`] when its budget is
+    /// spent. With a shared budget that cannot be reached, a store error: fail closed.
+    pub async fn spend_address(&self, ip: Option<IpAddr>) -> Result<(), Error> {
+        self.spend(ip, "ip", &self.addresses, self.config.per_ip)
+            .await
+    }
+
+    /// Spends one refresh of the client's address (its own budget, apart from logins).
+    pub async fn spend_refresh(&self, ip: Option<IpAddr>) -> Result<(), Error> {
+        self.spend(
+            ip,
+            "refresh-ip",
+            &self.refreshes,
+            self.config.refresh_per_ip,
+        )
+        .await
+    }
+
+    async fn spend(
+        &self,
+        ip: Option<IpAddr>,
+        kind: &str,
+        local: &Gcra,
+        rate: Rate,
+    ) -> Result<(), Error> {
+        let Some(ip) = ip else {
+            return Ok(());
         };
-        outcome.map_err(|(retry_after, scope)| {
-            metrics::counter!("tessera_throttled_total", "scope" => scope.as_str()).increment(1);
-            Error::Throttled { retry_after, scope }
+        let key = format!("{kind}:{}", self.address_key(ip));
+        let outcome = match &self.shared {
+            None => local.attempt(&key, true),
+            Some(shared) => {
+                shared
+                    .take_attempt(&key, rate.burst, rate.per_minute, true)
+                    .await?
+            }
+        };
+        throttled(outcome, ThrottleScope::Address)
+    }
+
+    /// Refuses an attempt against `account` while its budget of failed attempts is spent. Spends
+    /// nothing: see [`Throttle::account_failed`].
+    pub async fn check_account(&self, account: &str) -> Result<(), Error> {
+        let outcome = self.account_attempt(account, false).await?;
+        throttled(outcome, ThrottleScope::Account)
+    }
+
+    /// Spends one attempt of `account`'s budget: a wrong password was given for it.
+    pub async fn account_failed(&self, account: &str) -> Result<(), Error> {
+        // Over the budget already is fine: the next attempt is refused either way.
+        self.account_attempt(account, true).await?.ok();
+        Ok(())
+    }
+
+    async fn account_attempt(
+        &self,
+        account: &str,
+        spend: bool,
+    ) -> Result<Result<(), Duration>, Error> {
+        let key = format!("acct:{}", normalize_account(account));
+        Ok(match &self.shared {
+            None => self.accounts.attempt(&key, spend),
+            Some(shared) => {
+                let rate = self.config.per_account;
+                shared
+                    .take_attempt(&key, rate.burst, rate.per_minute, spend)
+                    .await?
+            }
         })
     }
 
-    async fn check_shared(
-        &self,
-        shared: &dyn AttemptLimiter,
-        ip: Option<IpAddr>,
-        account: Option<&str>,
-    ) -> Result<Result<(), (Duration, ThrottleScope)>, Error> {
-        let ThrottleConfig {
-            per_ip,
-            per_account,
-        } = self.config;
-        if let Some(ip) = ip
-            && let Err(wait) = shared
-                .take_attempt(&format!("ip:{ip}"), per_ip.burst, per_ip.per_minute)
-                .await?
-        {
-            return Ok(Err((wait, ThrottleScope::Address)));
+    /// The budget an address spends: an IPv4 address; an IPv6 address's network of
+    /// `ipv6_prefix` bits; an IPv4-mapped IPv6 address as the IPv4 address it carries.
+    fn address_key(&self, ip: IpAddr) -> String {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let prefix = u32::from(self.config.ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+                let network = std::net::Ipv6Addr::from(u128::from(v6) & mask);
+                format!("{network}/{prefix}")
+            }
         }
-        if let Some(account) = account
-            && let Err(wait) = shared
-                .take_attempt(
-                    &format!("acct:{account}"),
-                    per_account.burst,
-                    per_account.per_minute,
-                )
-                .await?
-        {
-            return Ok(Err((wait, ThrottleScope::Account)));
-        }
-        Ok(Ok(()))
     }
+}
 
-    fn check_local(
-        &self,
-        ip: Option<IpAddr>,
-        account: Option<&str>,
-    ) -> Result<(), (Duration, ThrottleScope)> {
-        // Forget idle keys now and then, so the maps do not grow without bound.
-        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
-            self.per_account.retain_recent();
-            self.per_ip.retain_recent();
-        }
-        let clock = DefaultClock::default();
-        if let Some(ip) = ip
-            && let Err(not_until) = self.per_ip.check_key(&ip)
-        {
-            return Err((
-                not_until.wait_time_from(clock.now()),
-                ThrottleScope::Address,
-            ));
-        }
-        if let Some(account) = account
-            && let Err(not_until) = self.per_account.check_key(&account.to_owned())
-        {
-            return Err((
-                not_until.wait_time_from(clock.now()),
-                ThrottleScope::Account,
-            ));
-        }
-        Ok(())
-    }
+fn throttled(outcome: Result<(), Duration>, scope: ThrottleScope) -> Result<(), Error> {
+    outcome.map_err(|retry_after| {
+        metrics::counter!("tessera_throttled_total", "scope" => scope.as_str()).increment(1);
+        Error::Throttled { retry_after, scope }
+    })
 }
 
 /// The name as login normalizes it (NFKC, lower case), so "ａｌｉｃｅ" spends alice's budget; a
@@ -181,11 +211,55 @@ fn normalize_account(account: &str) -> String {
         .unwrap_or_else(|_| account.trim().to_lowercase())
 }
 
+/// Keyed budgets in process: for each key, the theoretical arrival time of its next attempt
+/// (GCRA). An attempt is allowed while that time is at most `burst - 1` intervals ahead of now.
+struct Gcra {
+    cells: Mutex<HashMap<String, Instant>>,
+    interval: Duration,
+    burst: u32,
+    checks: AtomicU64,
+}
+
+impl Gcra {
+    fn new(rate: Rate) -> Self {
+        Self {
+            cells: Mutex::new(HashMap::new()),
+            interval: Duration::from_secs(60) / rate.per_minute.max(1),
+            burst: rate.burst.max(1),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether an attempt of `key` may go ahead now (`Err` holds how long until one may), and,
+    /// when it may and `spend` is set, spends it.
+    fn attempt(&self, key: &str, spend: bool) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut cells = self
+            .cells
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget keys that hold nothing back now and then, so the map does not grow without
+        // bound.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            cells.retain(|_, tat| *tat > now);
+        }
+        let tat = cells.get(key).copied().unwrap_or(now).max(now);
+        let tolerance = self.interval * (self.burst - 1);
+        if tat > now + tolerance {
+            return Err(tat - tolerance - now);
+        }
+        if spend {
+            cells.insert(key.to_owned(), tat + self.interval);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn throttle() -> Throttle {
+    fn throttle(prefix: u8) -> Throttle {
         Throttle::new(
             ThrottleConfig {
                 per_account: Rate {
@@ -193,29 +267,60 @@ mod tests {
                     per_minute: 1,
                 },
                 per_ip: Rate {
-                    burst: 5,
+                    burst: 2,
                     per_minute: 1,
                 },
+                refresh_per_ip: Rate {
+                    burst: 1,
+                    per_minute: 1,
+                },
+                ipv6_prefix: prefix,
             },
             None,
         )
     }
 
-    #[test]
-    fn accounts_and_addresses_have_separate_budgets() {
-        let t = throttle();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..3 {
-            t.check_local(Some(ip), Some("alice")).unwrap();
+    #[tokio::test]
+    async fn only_failures_spend_an_accounts_budget() {
+        let t = throttle(64);
+        for _ in 0..10 {
+            t.check_account("alice").await.unwrap();
         }
-        let (_, scope) = t.check_local(Some(ip), Some("alice")).unwrap_err();
-        assert_eq!(scope, ThrottleScope::Account);
-        // Another account from the same address still has budget, until the address runs out.
-        t.check_local(Some(ip), Some("bob")).unwrap();
-        assert!(t.check_local(Some(ip), Some("carol")).is_err());
+        for _ in 0..3 {
+            t.check_account("alice").await.unwrap();
+            t.account_failed("alice").await.unwrap();
+        }
+        assert!(matches!(
+            t.check_account("ALICE").await,
+            Err(Error::Throttled {
+                scope: ThrottleScope::Account,
+                ..
+            })
+        ));
+        t.check_account("bob").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn addresses_spend_per_ipv4_and_per_ipv6_network() {
+        let t = throttle(64);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        t.spend_address(ip("192.0.2.1")).await.unwrap();
+        // The same IPv4 address, mapped into IPv6.
+        t.spend_address(ip("::ffff:192.0.2.1")).await.unwrap();
+        assert!(t.spend_address(ip("192.0.2.1")).await.is_err());
+        t.spend_address(ip("2001:db8:1:2::1")).await.unwrap();
+        t.spend_address(ip("2001:db8:1:2:ffff::9")).await.unwrap();
         assert!(
-            t.check_local(Some("192.0.2.2".parse().unwrap()), Some("carol"))
-                .is_ok()
+            t.spend_address(ip("2001:db8:1:2::77")).await.is_err(),
+            "one /64, one budget"
         );
+        t.spend_address(ip("2001:db8:1:3::1")).await.unwrap();
+        let each = throttle(128);
+        each.spend_address(ip("2001:db8::1")).await.unwrap();
+        each.spend_address(ip("2001:db8::1")).await.unwrap();
+        each.spend_address(ip("2001:db8::2")).await.unwrap();
+        // Refreshes have their own budget.
+        t.spend_refresh(ip("192.0.2.1")).await.unwrap();
+        assert!(t.spend_refresh(ip("192.0.2.1")).await.is_err());
     }
 }

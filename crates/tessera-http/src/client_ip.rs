@@ -24,14 +24,19 @@ impl FromRequestParts<AppState> for ClientIp {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let forwarded = parts
+        // Every header line, in order: proxies may append a line rather than extend one, and
+        // reading only the first would believe what the client wrote.
+        let lines: Vec<&str> = parts
             .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("garbage"))
+            .collect();
+        let forwarded = (!lines.is_empty()).then(|| lines.join(","));
         Ok(Self(client_ip(
             &state.0.config.trusted_proxies,
             socket,
-            forwarded,
+            forwarded.as_deref(),
         )))
     }
 }
@@ -42,8 +47,12 @@ fn client_ip(
     socket: Option<IpAddr>,
     forwarded_for: Option<&str>,
 ) -> Option<IpAddr> {
-    let trusts = |ip: IpAddr| trusted_proxies.iter().any(|net| net.contains(&ip));
-    let socket = socket?;
+    // An IPv4-mapped IPv6 address (a dual-stack socket) is the IPv4 address it carries.
+    let trusts = |ip: IpAddr| {
+        let ip = ip.to_canonical();
+        trusted_proxies.iter().any(|net| net.contains(&ip))
+    };
+    let socket = socket?.to_canonical();
     if !trusts(socket) {
         return Some(socket);
     }
@@ -54,7 +63,7 @@ fn client_ip(
     for hop in list.rsplit(',') {
         match hop.trim().parse::<IpAddr>() {
             Ok(ip) => {
-                client = ip;
+                client = ip.to_canonical();
                 if !trusts(ip) {
                     break;
                 }
@@ -86,5 +95,13 @@ mod tests {
         );
         assert_eq!(ip(proxy, None), Some(proxy));
         assert_eq!(ip(proxy, Some("garbage")), Some(proxy));
+        // A proxy reaching a dual-stack socket shows up IPv4-mapped: still the trusted proxy.
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(ip(mapped, Some("203.0.113.9")), Some(client));
+        assert_eq!(
+            ip(proxy, Some("::ffff:203.0.113.9")),
+            Some(client),
+            "a mapped client is its IPv4 address"
+        );
     }
 }

@@ -630,6 +630,7 @@ fn throttled(per_account: Rate, per_ip: Rate) -> Options {
         throttle: ThrottleConfig {
             per_account,
             per_ip,
+            ..common::relaxed_throttle()
         },
         ..options()
     }

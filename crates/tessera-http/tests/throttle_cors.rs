@@ -15,6 +15,7 @@ use tessera_http::HttpConfig;
 
 on_every_backend!(
     the_fourth_attempt_for_an_account_is_throttled_whatever_the_model,
+    throttling_cannot_be_turned_against_users,
     each_address_has_its_own_budget,
     forwarded_for_is_ignored_without_a_trusted_proxy,
     behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget,
@@ -36,6 +37,7 @@ fn throttled(per_account: Rate, per_ip: Rate, trusted_proxies: &[&str]) -> Optio
         throttle: ThrottleConfig {
             per_account,
             per_ip,
+            ..common::relaxed_throttle()
         },
         ..Options::default()
     }
@@ -84,6 +86,52 @@ async fn login_from(app: &TestApp, username: &str, forwarded_for: Option<&str>) 
     rb.send().await.unwrap()
 }
 
+/// Throttling cannot be turned against users: a proxy that appends its own `X-Forwarded-For` line
+/// (rather than extending the client's) is read line by line, so the client's first line cannot
+/// choose the address that is budgeted; an IPv6 client is one /64; and a refresh spends its own
+/// budget, not the logins'.
+async fn throttling_cannot_be_turned_against_users(backend: Backend) {
+    let ip = Rate {
+        burst: 1,
+        per_minute: 1,
+    };
+    let app = TestApp::spawn_with(backend, throttled(GENEROUS, ip, &["127.0.0.1/32"])).await;
+    users(&app, &["u1", "u2", "u3", "u4"]).await;
+    let two_lines = |client_line: &str, proxy_line: &str| {
+        app.request(Method::POST, "/v1/token")
+            .json(&json!({"username": "u1", "password": PASSWORD}))
+            .header("x-forwarded-for", client_line.to_owned())
+            .header("x-forwarded-for", proxy_line.to_owned())
+    };
+    // The real client (the proxy's line, the last) spends its budget…
+    let r = two_lines("192.0.2.1", "198.51.100.9").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // …and a forged first line does not give it a new one.
+    let r = two_lines("192.0.2.2", "198.51.100.9").send().await.unwrap();
+    assert_throttled(r, "forged first line").await;
+    // IPv6: one /64, one budget.
+    let r = login_from(&app, "u2", Some("2001:db8:1:2::1")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = login_from(&app, "u3", Some("2001:db8:1:2:ffff::7")).await;
+    assert_throttled(r, "same /64").await;
+    let r = login_from(&app, "u4", Some("2001:db8:1:3::1")).await;
+    assert_eq!(r.status(), StatusCode::OK, "another /64");
+    // The throttled address still refreshes: refreshes have their own budget.
+    let body: Value = login_from(&app, "u4", Some("2001:db8:9::1"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .request(Method::POST, "/v1/token/refresh")
+        .header("x-forwarded-for", "2001:db8:1:3::1")
+        .json(&json!({"refresh_token": body["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 async fn the_fourth_attempt_for_an_account_is_throttled_whatever_the_model(backend: Backend) {
     let account = Rate {
         burst: 3,
@@ -91,18 +139,20 @@ async fn the_fourth_attempt_for_an_account_is_throttled_whatever_the_model(backe
     };
     let app = TestApp::spawn_with(backend, throttled(account, GENEROUS, &[])).await;
     users(&app, &["alice", "bob"]).await;
-    // Three attempts, right or wrong, through three models.
-    problem(
-        login_response(&app, "session", "alice", "wrong password here").await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    // Logging in spends nothing of the account's budget, however often.
     let token = token_login(&app, "alice").await;
-    problem(
-        login_response(&app, "hybrid", "alice", "wrong password here").await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    for model in MODELS {
+        let r = login_response(&app, model, "alice", PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::OK, "{model}");
+    }
+    // Three failed attempts, through three models.
+    for model in MODELS {
+        problem(
+            login_response(&app, model, "alice", "wrong password here").await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
     // The fourth, whatever the model or spelling, even with the right password.
     for model in MODELS {
         let r = login_response(&app, model, "alice", PASSWORD).await;
@@ -210,13 +260,14 @@ async fn the_budget_refills_with_time(backend: Backend) {
     };
     let app = TestApp::spawn_with(backend, throttled(account, GENEROUS, &[])).await;
     users(&app, &["alice"]).await;
-    assert_eq!(
-        login_response(&app, "token", "alice", PASSWORD)
-            .await
-            .status(),
-        StatusCode::OK
-    );
-    // Hammering does not push the end of the wait further away: no lockout.
+    // One failed attempt spends the budget…
+    problem(
+        login_response(&app, "token", "alice", "a wrong guess").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    // …and hammering, even with the right password, does not push the end of the wait further
+    // away: no lockout.
     for _ in 0..5 {
         let r = login_response(&app, "token", "alice", PASSWORD).await;
         assert_throttled(r, "over the budget").await;
@@ -254,14 +305,16 @@ async fn look_alike_spellings_of_a_username_share_its_budget(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(me["user"]["username"], "alice");
-    for _ in 0..2 {
+    // Three failed attempts on alice's account, one of them full-width (a successful login
+    // spends nothing).
+    for spelling in ["ａｌｉｃｅ", "alice", "alice"] {
         problem(
-            login_response(&app, "token", "alice", "a guess of mine").await,
+            login_response(&app, "token", spelling, "a guess of mine").await,
             StatusCode::UNAUTHORIZED,
         )
         .await;
     }
-    // Three attempts on alice's account: the fourth is refused however it is spelled.
+    // The fourth is refused however it is spelled.
     for spelling in ["alice", "ＡＬＩＣＥ", "ａｌｉｃｅ", "aｌice"] {
         let r = login_response(&app, "token", spelling, "another guess").await;
         assert_eq!(

@@ -384,7 +384,7 @@ async fn every_key_has_a_ttl() {
     }
     assert!(
         store
-            .take_attempt("login:alice", 5, 10)
+            .take_attempt("login:alice", 5, 10, true)
             .await
             .unwrap()
             .is_ok()
@@ -705,7 +705,7 @@ async fn the_feed_survives_a_restart_and_calls_fail_fast_meanwhile() {
         }),
     )
     .await;
-    fails_fast("take_attempt", store.take_attempt("k", 1, 1)).await;
+    fails_fast("take_attempt", store.take_attempt("k", 1, 1, true)).await;
     fails_fast("publish", store.publish(&Change::KeysChanged)).await;
     fails_fast("subscribe", store.subscribe()).await;
     fails_fast("connect", RedisStore::connect(&url, "restart:")).await;
@@ -769,13 +769,16 @@ async fn gcra_allows_a_burst_then_refuses_until_the_budget_refills() {
     // 3 at once, then one a second.
     for attempt in 0..3 {
         assert_eq!(
-            store.take_attempt("login:alice", 3, 60).await.unwrap(),
+            store
+                .take_attempt("login:alice", 3, 60, true)
+                .await
+                .unwrap(),
             Ok(()),
             "attempt {attempt} of the burst"
         );
     }
     let retry_after = store
-        .take_attempt("login:alice", 3, 60)
+        .take_attempt("login:alice", 3, 60, true)
         .await
         .unwrap()
         .expect_err("the fourth attempt at once is refused");
@@ -785,7 +788,7 @@ async fn gcra_allows_a_burst_then_refuses_until_the_budget_refills() {
     );
     // A refusal spends nothing: still refused, and not for longer.
     let again = store
-        .take_attempt("login:alice", 3, 60)
+        .take_attempt("login:alice", 3, 60, true)
         .await
         .unwrap()
         .expect_err("still refused");
@@ -793,31 +796,67 @@ async fn gcra_allows_a_burst_then_refuses_until_the_budget_refills() {
 
     // Other keys have their own budgets.
     assert_eq!(
-        store.take_attempt("login:bob", 3, 60).await.unwrap(),
+        store.take_attempt("login:bob", 3, 60, true).await.unwrap(),
         Ok(())
     );
     assert_eq!(
-        store.take_attempt("ip:192.0.2.1", 1, 60).await.unwrap(),
+        store
+            .take_attempt("ip:192.0.2.1", 1, 60, true)
+            .await
+            .unwrap(),
         Ok(())
     );
     assert!(
         store
-            .take_attempt("ip:192.0.2.1", 1, 60)
+            .take_attempt("ip:192.0.2.1", 1, 60, true)
             .await
             .unwrap()
             .is_err()
     );
 
     // The budget refills with time: one every 10 ms here.
-    assert_eq!(store.take_attempt("fast", 1, 6000).await.unwrap(), Ok(()));
+    assert_eq!(
+        store.take_attempt("fast", 1, 6000, true).await.unwrap(),
+        Ok(())
+    );
     let wait = store
-        .take_attempt("fast", 1, 6000)
+        .take_attempt("fast", 1, 6000, true)
         .await
         .unwrap()
         .expect_err("spent");
     assert!(wait <= Duration::from_millis(10), "retry after {wait:?}");
     tokio::time::sleep(wait + Duration::from_millis(5)).await;
-    assert_eq!(store.take_attempt("fast", 1, 6000).await.unwrap(), Ok(()));
+    assert_eq!(
+        store.take_attempt("fast", 1, 6000, true).await.unwrap(),
+        Ok(())
+    );
+}
+
+/// Asking without spending tells whether an attempt may go ahead and spends nothing.
+#[tokio::test]
+async fn gcra_can_be_asked_without_spending() {
+    let prefix = unique_prefix("gcra-ask");
+    let _cleanup = Cleanup(prefix.clone());
+    let store = connect(&prefix).await;
+    for _ in 0..5 {
+        assert_eq!(
+            store.take_attempt("acct:dave", 1, 1, false).await.unwrap(),
+            Ok(()),
+            "asking spends nothing"
+        );
+    }
+    assert_eq!(
+        store.take_attempt("acct:dave", 1, 1, true).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        store
+            .take_attempt("acct:dave", 1, 1, false)
+            .await
+            .unwrap()
+            .is_err(),
+        "once spent, asking is refused too"
+    );
 }
 
 /// Nodes share one budget: two stores on one prefix spend the same attempts.
@@ -827,10 +866,16 @@ async fn gcra_budget_is_shared_between_nodes() {
     let _cleanup = Cleanup(prefix.clone());
     let one = connect(&prefix).await;
     let two = connect(&prefix).await;
-    assert_eq!(one.take_attempt("login:carol", 2, 1).await.unwrap(), Ok(()));
-    assert_eq!(two.take_attempt("login:carol", 2, 1).await.unwrap(), Ok(()));
+    assert_eq!(
+        one.take_attempt("login:carol", 2, 1, true).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        two.take_attempt("login:carol", 2, 1, true).await.unwrap(),
+        Ok(())
+    );
     let wait = one
-        .take_attempt("login:carol", 2, 1)
+        .take_attempt("login:carol", 2, 1, true)
         .await
         .unwrap()
         .expect_err("the shared burst is spent");

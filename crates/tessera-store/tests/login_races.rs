@@ -209,6 +209,7 @@ async fn a_login_racing_a_password_change_does_not_outlive_it() {
                     &Password::new(NEW),
                     &CurrentLogin::None,
                     None,
+                    None,
                 )
                 .await
                 .unwrap();

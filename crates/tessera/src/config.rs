@@ -88,10 +88,15 @@ pub(crate) struct RateSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ThrottlingSection {
-    /// Login attempts per account (any address).
+    /// Failed login attempts per account (any address).
     pub per_account: RateSection,
-    /// Login and registration attempts per client address.
+    /// Login, registration and password-change attempts per client address.
     pub per_ip: RateSection,
+    /// Refreshes (token and hybrid) per client address.
+    pub refresh_per_ip: RateSection,
+    /// The prefix length that makes one IPv6 client (every address of the network shares a
+    /// budget).
+    pub ipv6_prefix: u8,
 }
 
 impl Default for ThrottlingSection {
@@ -106,6 +111,11 @@ impl Default for ThrottlingSection {
                 burst: d.per_ip.burst,
                 per_minute: d.per_ip.per_minute,
             },
+            refresh_per_ip: RateSection {
+                burst: d.refresh_per_ip.burst,
+                per_minute: d.refresh_per_ip.per_minute,
+            },
+            ipv6_prefix: d.ipv6_prefix,
         }
     }
 }
@@ -521,10 +531,17 @@ impl Config {
         for (key, rate) in [
             ("throttling.per_account", self.throttling.per_account),
             ("throttling.per_ip", self.throttling.per_ip),
+            ("throttling.refresh_per_ip", self.throttling.refresh_per_ip),
         ] {
             if rate.burst == 0 || rate.per_minute == 0 {
                 return Err(fail(key, "burst and per_minute must be at least 1".into()));
             }
+        }
+        if !(1..=128).contains(&self.throttling.ipv6_prefix) {
+            return Err(fail(
+                "throttling.ipv6_prefix",
+                "must be a prefix length from 1 to 128".into(),
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| fail("log.filter", e.to_string()))?;
@@ -569,6 +586,11 @@ impl Config {
                     burst: self.throttling.per_ip.burst,
                     per_minute: self.throttling.per_ip.per_minute,
                 },
+                refresh_per_ip: tessera_core::Rate {
+                    burst: self.throttling.refresh_per_ip.burst,
+                    per_minute: self.throttling.refresh_per_ip.per_minute,
+                },
+                ipv6_prefix: self.throttling.ipv6_prefix,
             },
             max_logins_per_user: self.accounts.max_logins_per_user,
         }

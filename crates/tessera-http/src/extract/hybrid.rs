@@ -9,6 +9,7 @@ use tessera_core::{FamilyId, RefreshFamily, RefreshToken, User};
 
 use super::bearer::state_unavailable;
 use super::cookies::{HYBRID_ACCESS_COOKIE, cookie_value, hybrid_refresh_token};
+use crate::client_ip::ClientIp;
 use crate::csrf;
 use crate::problem::ApiError;
 use crate::state::AppState;
@@ -93,8 +94,8 @@ impl FromRequestParts<AppState> for HybridLogin {
     }
 }
 
-/// The refresh token of `POST /v1/hybrid/refresh`, once the request passed the CSRF rules: a
-/// same-site origin, and the CSRF token of the login the refresh cookie belongs to. A token that
+/// The refresh token of `POST /v1/hybrid/refresh`, once the request passed the CSRF rules and
+/// spent one refresh of the client address's budget: a same-site origin, and the CSRF token of the login the refresh cookie belongs to. A token that
 /// names no live login (rotated out, revoked) still needs the header, and goes on to the reuse
 /// check: its CSRF token cannot be checked without using the token up.
 pub struct HybridRefresh {
@@ -107,6 +108,8 @@ impl FromRequestParts<AppState> for HybridRefresh {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
+        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
+        state.throttle().spend_refresh(ip).await?;
         let presented =
             hybrid_refresh_token(&parts.headers).ok_or(tessera_core::Error::InvalidGrant)?;
         match state.tokens().live_family_of(&presented).await? {

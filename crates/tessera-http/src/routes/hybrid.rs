@@ -165,6 +165,7 @@ pub async fn current(State(state): State<AppState>, login: HybridLogin) -> Json<
     responses(
         (status = 200, description = "Both cookies are replaced", body = HybridSession),
         (status = 401, description = "No live refresh cookie", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many refreshes from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "CSRF token missing or wrong, or a cross-site request", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
     )

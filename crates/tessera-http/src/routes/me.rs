@@ -237,10 +237,6 @@ pub async fn change_password(
     client: ClientMeta,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
-    state
-        .throttle()
-        .check(client.ip, Some(auth.user.username.as_str()))
-        .await?;
     let current = current_login(&auth);
     let jti = match &auth.model {
         AuthModel::Token(c) => Some(c.claims().jti.clone()),
@@ -254,6 +250,7 @@ pub async fn change_password(
             &body.new_password,
             &current,
             jti.as_deref(),
+            client.ip,
         )
         .await?;
     match auth.model {

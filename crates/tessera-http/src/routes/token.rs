@@ -11,6 +11,7 @@ use tessera_core::{LoginModel, RefreshToken};
 use utoipa::ToSchema;
 
 use super::Credentials;
+use crate::client_ip::ClientIp;
 use crate::extract::{AuthUser, ClientMeta, ServiceClient};
 use crate::json::{ApiJson, JsonOrForm};
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
@@ -93,14 +94,17 @@ pub async fn login(
     responses(
         (status = 200, description = "A new pair", body = TokenResponse),
         (status = 401, description = "The refresh token is invalid, expired, rotated or revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many refreshes from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
         ServiceProblems,
     )
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     JsonOrForm(body): JsonOrForm<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    state.throttle().spend_refresh(ip).await?;
     if body
         .grant_type
         .as_deref()

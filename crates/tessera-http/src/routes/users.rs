@@ -21,6 +21,7 @@ use crate::state::AppState;
         (status = 201, description = "The account was created", body = UserView),
         (status = 403, description = "Registration is closed", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
         ServiceProblems,
     )
@@ -31,7 +32,7 @@ pub async fn register(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
     // Registrations spend the address's login budget: no account-creation floods.
-    state.throttle().check(ip, None).await?;
+    state.throttle().spend_address(ip).await?;
     let user = state
         .accounts()
         .register(&body.username, &body.password)

@@ -75,6 +75,11 @@ pub(crate) fn relaxed_throttle() -> ThrottleConfig {
             burst: 10_000,
             per_minute: 10_000,
         },
+        refresh_per_ip: Rate {
+            burst: 10_000,
+            per_minute: 10_000,
+        },
+        ..ThrottleConfig::default()
     }
 }
 

@@ -104,7 +104,7 @@ const MAX_TTL_MS: i64 = 10 * 366 * 24 * 3_600_000;
 /// let store = RedisStore::connect("redis://127.0.0.1:6379", "tessera:").await?;
 /// store.ping().await?;
 /// // Five attempts at once, then one every 12 s.
-/// match store.take_attempt("login:alice", 5, 5).await? {
+/// match store.take_attempt("login:alice", 5, 5, true).await? {
 ///     Ok(()) => println!("go ahead"),
 ///     Err(retry_after) => println!("too many attempts; retry in {retry_after:?}"),
 /// }

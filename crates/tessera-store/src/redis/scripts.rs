@@ -352,7 +352,8 @@ return {entries, removed, #expired}
 
 script!(
     /// GCRA. KEYS[1]: the key's theoretical arrival time (µs, Redis's clock). ARGV: burst,
-    /// per_minute. Returns {1, 0} when the attempt may go ahead, {0, µs to wait} when not.
+    /// per_minute, spend (1: spend the attempt when it may go ahead; 0: only tell). Returns
+    /// {1, 0} when the attempt may go ahead, {0, µs to wait} when not.
     GCRA = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -366,6 +367,9 @@ local new_tat = tat + interval
 local allow_at = new_tat - burst * interval
 if allow_at > now then
   return {0, math.ceil(allow_at - now)}
+end
+if ARGV[3] ~= '1' then
+  return {1, 0}
 end
 redis.call('SET', KEYS[1], int(math.ceil(new_tat)), 'PX', int(math.ceil((new_tat - now) / 1000) + 1))
 return {1, 0}

@@ -9,9 +9,10 @@ use super::scripts::GCRA;
 use super::{RedisStore, call};
 
 impl RedisStore {
-    /// Spends one attempt of `key`: up to `burst` at once, regained at `per_minute` (both at least
-    /// 1). `Ok(Err(retry_after))` when the budget is spent, with how long until the next attempt
-    /// would be allowed. The key expires once it would no longer hold anything back.
+    /// Whether an attempt of `key` may go ahead (up to `burst` at once, regained at `per_minute`,
+    /// both at least 1), spending it when it may and `spend` is set. `Ok(Err(retry_after))` when
+    /// the budget is spent, with how long until the next attempt would be allowed. The key
+    /// expires once it would no longer hold anything back.
     ///
     /// Callers fail closed: an `Err` (Redis unavailable) should refuse the login, not skip the
     /// check.
@@ -20,6 +21,7 @@ impl RedisStore {
         key: &str,
         burst: u32,
         per_minute: u32,
+        spend: bool,
     ) -> Result<Result<(), Duration>, StoreError> {
         let mut conn = self.conn();
         let (allowed, wait_micros): (i64, i64) = call(
@@ -28,6 +30,7 @@ impl RedisStore {
                 .key(self.keys.throttle(key))
                 .arg(burst.max(1))
                 .arg(per_minute.max(1))
+                .arg(u8::from(spend))
                 .run(&mut conn),
         )
         .await?;
@@ -47,7 +50,8 @@ impl tessera_core::AttemptLimiter for RedisStore {
         key: &str,
         burst: u32,
         per_minute: u32,
+        spend: bool,
     ) -> Result<Result<(), std::time::Duration>, tessera_core::StoreError> {
-        RedisStore::take_attempt(self, key, burst, per_minute).await
+        RedisStore::take_attempt(self, key, burst, per_minute, spend).await
     }
 }
