@@ -244,3 +244,30 @@ async fn a_lost_announcement_is_picked_up_by_the_periodic_re_read() {
     eventually(|| family_revoked(&b, &family, &clock)).await;
     assert!(b.revocations.trusted(clock.now()), "the feed never broke");
 }
+
+/// The periodic re-read merges with what arrived meanwhile: a revocation heard on the feed after
+/// the store was read (here: one the store does not show yet) is not dropped by the re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_read_never_drops_a_newer_revocation() {
+    let clock = ManualClock::starting_now();
+    let stores = Stores::from_one(MemoryStore::new());
+    let feed = Arc::new(HandFeed::default());
+    let b = node(&stores, feed.clone(), &clock).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let family = FamilyId::generate().unwrap();
+    feed.send(FeedEvent::Change(Change::FamilyRevoked {
+        family: family.clone(),
+        expires_at: clock.now().saturating_add(Duration::from_secs(600)),
+    }))
+    .await;
+    eventually(|| family_revoked(&b, &family, &clock)).await;
+    b.revocations.resync(clock.now()).await.unwrap();
+    assert!(
+        family_revoked(&b, &family, &clock),
+        "the re-read dropped a revocation newer than what it read"
+    );
+    // What has expired does go.
+    clock.advance(Duration::from_secs(601));
+    b.revocations.resync(clock.now()).await.unwrap();
+    assert!(!family_revoked(&b, &family, &clock));
+}

@@ -222,6 +222,27 @@ impl Revocations {
         let missed: Vec<RevocationEntry> = {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
             let missed = fresh.entries().filter(|e| !state.has(e)).collect();
+            // Merge, never replace: what reached this node while the store was being read (a
+            // change heard on the feed, a revocation made here whose write the read did not see)
+            // is newer than the read, and dropping it would accept a revoked token until the
+            // next re-read. Denylist entries only ever end by expiring, so keeping every one
+            // still in force is exact. An allowed token kept this way that was revoked meanwhile
+            // is still refused: allowlist mode checks the denylist too.
+            for (jti, token) in &state.allowed {
+                if token.expires_at > now {
+                    fresh
+                        .allowed
+                        .entry(jti.clone())
+                        .or_insert_with(|| token.clone());
+                }
+            }
+            let newer: Vec<RevocationEntry> = state
+                .entries()
+                .filter(|e| e.expires_at > now && !fresh.has(e))
+                .collect();
+            for entry in &newer {
+                fresh.apply(entry);
+            }
             *state = fresh;
             missed
         };
