@@ -271,3 +271,34 @@ async fn a_re_read_never_drops_a_newer_revocation() {
     b.revocations.resync(clock.now()).await.unwrap();
     assert!(!family_revoked(&b, &family, &clock));
 }
+
+/// A store left with no active key (its last one retired by hand) does not leave the retired key
+/// verifying on a node that reloads: what verifies follows the store, and the node fails closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_key_stops_verifying_even_when_no_active_key_is_left() {
+    let clock = ManualClock::starting_now();
+    let stores = Stores::from_one(MemoryStore::new());
+    let services = Services::build(
+        stores.clone(),
+        Arc::new(clock.clone()),
+        master_key(),
+        ServicesConfig::default(),
+    )
+    .await
+    .unwrap();
+    let ring = services.tokens.keyring();
+    let kid = ring.signing_key().kid.clone();
+    assert!(ring.verification_key(&kid).is_some());
+    assert!(
+        stores
+            .keys
+            .mark_key_retired(&kid, clock.now())
+            .await
+            .unwrap()
+    );
+    ring.reload().await.unwrap();
+    assert!(
+        ring.verification_key(&kid).is_none(),
+        "a key retired in the store still verifies"
+    );
+}

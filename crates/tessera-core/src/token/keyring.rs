@@ -231,20 +231,30 @@ impl KeyRing {
     }
 
     fn build(stored: &[StoredKey], master: &MasterKey) -> Result<Option<KeySet>, Error> {
-        let mut by_kid = HashMap::new();
-        let mut signing: Option<Arc<LoadedKey>> = None;
-        for key in stored.iter().filter(|k| k.status != KeyStatus::Retired) {
-            let loaded = Arc::new(LoadedKey::from_stored(key, master)?);
-            if key.status == KeyStatus::Active
-                && signing
-                    .as_ref()
-                    .is_none_or(|s| s.created_at <= loaded.created_at)
-            {
-                signing = Some(Arc::clone(&loaded));
-            }
-            by_kid.insert(key.kid.clone(), loaded);
-        }
+        let by_kid = Self::live_keys(stored, master)?;
+        let signing = by_kid
+            .values()
+            .filter(|k| k.status == KeyStatus::Active)
+            .max_by_key(|k| (k.created_at, k.kid.clone()))
+            .cloned();
         Ok(signing.map(|signing| KeySet { signing, by_kid }))
+    }
+
+    /// Every stored key that may verify: the active and rotated ones, decoded.
+    fn live_keys(
+        stored: &[StoredKey],
+        master: &MasterKey,
+    ) -> Result<HashMap<String, Arc<LoadedKey>>, Error> {
+        stored
+            .iter()
+            .filter(|k| k.status != KeyStatus::Retired)
+            .map(|key| {
+                Ok((
+                    key.kid.clone(),
+                    Arc::new(LoadedKey::from_stored(key, master)?),
+                ))
+            })
+            .collect()
     }
 
     /// Publishes rotations and retirements on `feed`, so other nodes reload their keys at once.
@@ -307,9 +317,21 @@ impl KeyRing {
         if unchanged {
             return Ok(());
         }
-        if let Some(set) = Self::build(&stored, &self.master)? {
-            *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
-        }
+        let set = match Self::build(&stored, &self.master)? {
+            Some(set) => set,
+            // No active key in the store (retired, or deleted by hand): this node cannot pick a
+            // new signing key, but what verifies must still follow the store, so a retired key
+            // stops verifying here as everywhere else. Tokens signed meanwhile with the old
+            // signing key are refused unless it is still live in the store: fail closed.
+            None => {
+                tracing::error!("the store holds no active signing key: run `tessera keys rotate`");
+                KeySet {
+                    signing: self.signing_key(),
+                    by_kid: Self::live_keys(&stored, &self.master)?,
+                }
+            }
+        };
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         Ok(())
     }
 
