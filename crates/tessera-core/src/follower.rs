@@ -98,9 +98,7 @@ impl Follower {
                     .set_disabled(user.as_str(), *disabled);
             }
             Change::KeysChanged => {
-                if let Err(e) = self.keyring.reload().await {
-                    tracing::warn!(error = %e, "reloading the signing keys after a change failed");
-                }
+                self.reload_keys().await;
                 self.announce_retired_keys().await;
             }
             _ => {}
@@ -129,6 +127,12 @@ impl Follower {
     }
 
     async fn refresh_while_lost(&self) {
+        // Keys first: a key retired meanwhile must stop verifying here too. If they cannot be
+        // re-read, the revocation state is not refreshed either, so its trust lapses and bearer
+        // checks fail closed rather than accept a key that may have been retired.
+        if !self.reload_keys().await {
+            return;
+        }
         let refreshed = tokio::time::timeout(
             STORE_CALL_LIMIT,
             self.revocations.refresh_while_lost(self.clock.now()),
@@ -138,8 +142,6 @@ impl Follower {
         if let Err(e) = refreshed {
             tracing::warn!(error = %e, "re-reading the revocations failed; bearer requests fail closed");
         }
-        // A key retired meanwhile must stop verifying here too (a no-op when nothing changed).
-        self.reload_keys().await;
     }
 
     /// With the feed live: re-reads what an announcement lost on the way (a publish that failed
@@ -157,17 +159,30 @@ impl Follower {
         self.announce_retired_keys().await;
     }
 
-    async fn reload_keys(&self) {
+    /// Re-reads the signing keys, within [`STORE_CALL_LIMIT`]; `false` when that failed.
+    async fn reload_keys(&self) -> bool {
         match tokio::time::timeout(STORE_CALL_LIMIT, self.keyring.reload()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "reloading the signing keys failed"),
-            Err(_) => tracing::warn!("reloading the signing keys timed out"),
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "reloading the signing keys failed");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("reloading the signing keys timed out");
+                false
+            }
         }
     }
 
     /// After a gap: re-read everything, then trust the caches again. If the store cannot be read,
     /// the node stays distrustful and keeps trying.
     async fn resume(&self, lost: &mut bool, gap_pending: &mut bool) {
+        // The keys are part of what must be re-read before the caches are trusted again.
+        if !self.reload_keys().await {
+            tracing::warn!("re-reading the keys after a gap failed; retrying");
+            self.lose(lost);
+            return;
+        }
         let resumed = tokio::time::timeout(
             STORE_CALL_LIMIT,
             self.revocations.feed_resumed(self.clock.now()),
@@ -193,7 +208,6 @@ impl Follower {
         match resumed {
             Ok(disabled) => {
                 *gap_pending = false;
-                self.reload_keys().await;
                 self.sessions.feed_resumed();
                 self.revocations
                     .log()

@@ -302,3 +302,77 @@ async fn a_retired_key_stops_verifying_even_when_no_active_key_is_left() {
         "a key retired in the store still verifies"
     );
 }
+
+/// Keys that can be made unreadable, as a store that cannot be reached.
+struct FlakyKeys {
+    inner: MemoryStore,
+    broken: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl tessera_core::KeyStore for FlakyKeys {
+    async fn insert_key(&self, key: &tessera_core::StoredKey) -> Result<(), StoreError> {
+        self.inner.insert_key(key).await
+    }
+
+    async fn keys(&self) -> Result<Vec<tessera_core::StoredKey>, StoreError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("keys unreachable".into()));
+        }
+        self.inner.keys().await
+    }
+
+    async fn mark_key_rotated(
+        &self,
+        kid: &str,
+        at: tessera_core::Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.mark_key_rotated(kid, at).await
+    }
+
+    async fn mark_key_retired(
+        &self,
+        kid: &str,
+        at: tessera_core::Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.inner.mark_key_retired(kid, at).await
+    }
+}
+
+/// After the feed was lost, a node trusts its state again only once it has re-read the keys too:
+/// a key retired while it was not listening must not go on verifying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_gap_the_keys_are_re_read_before_the_state_is_trusted() {
+    use tessera_core::KeyStore as _;
+    let clock = ManualClock::starting_now();
+    let memory = MemoryStore::new();
+    let keys = Arc::new(FlakyKeys {
+        inner: memory.clone(),
+        broken: false.into(),
+    });
+    let stores = Stores {
+        keys: keys.clone(),
+        ..Stores::from_one(memory)
+    };
+    let feed = Arc::new(HandFeed::default());
+    let b = node(&stores, feed.clone(), &clock).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let later = || clock.now().saturating_add(Duration::from_secs(3600));
+    assert!(b.revocations.trusted(later()));
+
+    feed.send(FeedEvent::Lost).await;
+    eventually(|| !b.revocations.trusted(later())).await;
+    // The feed comes back, but the keys cannot be read: still not trusted.
+    keys.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    feed.send(FeedEvent::Gap).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !b.revocations.trusted(later()),
+        "trusted again without having re-read the keys"
+    );
+    // Once they can be read, the gap is finished.
+    keys.broken
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    eventually(|| b.revocations.trusted(later())).await;
+    assert!(!keys.keys().await.unwrap().is_empty());
+}
