@@ -86,7 +86,6 @@ pub fn router(state: AppState) -> Router {
         "/openapi.json",
         axum::routing::get(move || openapi::serve(openapi_json.clone())),
     )
-    .route("/metrics", axum::routing::get(metrics::render))
     .route("/", axum::routing::get(routes::playground::page))
     .route(
         "/playground.js",
@@ -117,6 +116,20 @@ pub fn router(state: AppState) -> Router {
         layers::security_headers(r, https)
     }))
     .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// The management surface, for a separate listener that only operators reach
+/// (`http.management_listen`): `/metrics` (Prometheus). Never part of [`router`], so the public
+/// port tells nobody how the server is used.
+pub fn management_router() -> Router {
+    // Installed now, so counters recorded from the first request on are kept.
+    let _ = metrics::handle();
+    Router::new()
+        .route("/metrics", axum::routing::get(metrics::render))
+        .fallback(layers::not_found)
+        .layer(axum::middleware::map_response(
+            layers::problem_for_bare_errors,
+        ))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes the requests in flight.

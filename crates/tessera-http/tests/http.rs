@@ -301,8 +301,8 @@ async fn a_lost_store_fails_closed_with_503() {
     assert_eq!(live.status(), StatusCode::OK);
 }
 
-/// Operators scrape request counts per route template and the domain counters; no user, address
-/// or token appears in them.
+/// Operators scrape request counts per route template and the domain counters, on the management
+/// listener only; no user, address or token appears in them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_per_route_and_logins() {
     let app = TestApp::spawn(Backend::Memory).await;
@@ -319,7 +319,15 @@ async fn metrics_count_requests_per_route_and_logins() {
         .await
         .unwrap();
 
+    // Not on the public port: the management listener only.
     let r = app.request(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = app
+        .client
+        .get(format!("http://{}/metrics", app.management))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
         r.headers()["content-type"]

@@ -139,6 +139,9 @@ pub(crate) struct HttpSection {
     /// After SIGINT/SIGTERM, how long requests in flight may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Where operators reach `/metrics`: a separate listener, never the public port. Off unless
+    /// set; keep it on loopback or a private network.
+    pub management_listen: Option<SocketAddr>,
 }
 
 impl Default for HttpSection {
@@ -150,6 +153,7 @@ impl Default for HttpSection {
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            management_listen: None,
         }
     }
 }

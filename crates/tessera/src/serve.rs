@@ -40,6 +40,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let management = match config.http.management_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening on {at} (http.management_listen)"))?;
+            let local = listener.local_addr()?;
+            tracing::info!(addr = %local, "management listener (/metrics) on http://{local}");
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, tessera_http::management_router()).await {
+                    tracing::error!(error = %e, "the management listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     if !serves_secure_cookies(&config.public_url) {
         tracing::warn!(
             public_url = %config.public_url,
@@ -71,6 +86,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     sweeper.abort();
+    if let Some(management) = management {
+        management.abort();
+    }
     app.close().await;
     tracing::info!("stopped");
     Ok(())

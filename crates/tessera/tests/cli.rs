@@ -92,6 +92,29 @@ async fn serves_on_the_embedded_default_and_stops_gracefully() {
     assert!(server.stop().success());
 }
 
+/// `/metrics` is served on the management listener only, never on the public port.
+#[tokio::test]
+async fn metrics_are_on_the_management_listener_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = harness::free_port();
+    let management = format!("127.0.0.1:{port}");
+    let server = Node::start(
+        dir.path(),
+        &[],
+        &[("TESSERA_HTTP__MANAGEMENT_LISTEN", management.as_str())],
+    );
+    let client = reqwest::Client::new();
+    let public = client.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let scraped = client
+        .get(format!("http://{management}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), StatusCode::OK);
+    assert!(server.stop().success());
+}
+
 #[tokio::test]
 async fn flags_beat_environment_beat_file_beat_defaults() {
     let dir = tempfile::tempdir().unwrap();

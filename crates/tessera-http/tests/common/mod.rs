@@ -99,6 +99,9 @@ impl Default for Options {
 }
 
 pub(crate) struct TestApp {
+    /// The management listener (`/metrics`), apart from the public one.
+    pub(crate) management: SocketAddr,
+    management_task: tokio::task::JoinHandle<()>,
     pub addr: SocketAddr,
     pub clock: ManualClock,
     pub client: reqwest::Client,
@@ -123,6 +126,7 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
         self.follower.abort();
+        self.management_task.abort();
     }
 }
 
@@ -189,6 +193,14 @@ impl TestApp {
         let follower = services.spawn_follower();
         let state = AppState::new(services.clone(), http).unwrap();
         let app = tessera_http::router(state);
+        // The management surface on a listener of its own, as `http.management_listen` gives it.
+        let management_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let management = management_listener.local_addr().unwrap();
+        let management_task = tokio::spawn(async move {
+            axum::serve(management_listener, tessera_http::management_router())
+                .await
+                .unwrap();
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             tessera_http::serve(listener, app, async {
@@ -203,6 +215,8 @@ impl TestApp {
             .unwrap();
         Self {
             addr,
+            management,
+            management_task,
             clock,
             client,
             origin,
