@@ -75,6 +75,9 @@ pub struct LoginAttempt<'a> {
     pub ip: Option<IpAddr>,
     /// What the new login records about the client.
     pub client: ClientInfo,
+    /// The device token the client holds from an earlier login, if any: a client that logged in
+    /// to this account before keeps an attempt budget of its own.
+    pub device: Option<&'a str>,
 }
 
 /// A login of the session model: the cookie's secret and the session it names.
@@ -85,6 +88,8 @@ pub struct SessionLogin {
     pub secret: SessionId,
     /// The new session, with the CSRF token the client must echo.
     pub session: Session,
+    /// The device token to hand the client (the one it presented, when valid; else a new one).
+    pub device_token: String,
 }
 
 /// A login of the token or hybrid model: the token pair.
@@ -93,6 +98,8 @@ pub struct TokenLogin {
     pub user: User,
     /// The access token and the first refresh token of the new family.
     pub pair: TokenPair,
+    /// The device token to hand the client (the one it presented, when valid; else a new one).
+    pub device_token: String,
 }
 
 /// The service that sees every login of a user.
@@ -147,7 +154,7 @@ impl Logins {
         attempt: LoginAttempt<'_>,
         replacing: Option<&SessionId>,
     ) -> Result<SessionLogin, Error> {
-        let (user, (secret, session)) = self
+        let (user, device_token, (secret, session)) = self
             .login(attempt, LoginModel::Session, async |user, client| {
                 if let Some(previous) = replacing
                     && let Err(e) = self.sessions.end_by_secret(previous).await
@@ -163,6 +170,7 @@ impl Logins {
             user,
             secret,
             session,
+            device_token,
         })
     }
 
@@ -175,7 +183,7 @@ impl Logins {
         model: LoginModel,
         replacing: Option<&RefreshToken>,
     ) -> Result<TokenLogin, Error> {
-        let (user, pair) = self
+        let (user, device_token, pair) = self
             .login(attempt, model, async |user, client| {
                 if let Some(previous) = replacing
                     && let Ok(Some(family)) = self.tokens.live_family_of(previous).await
@@ -189,7 +197,11 @@ impl Logins {
                 Ok((pair, current))
             })
             .await?;
-        Ok(TokenLogin { user, pair })
+        Ok(TokenLogin {
+            user,
+            pair,
+            device_token,
+        })
     }
 
     /// The pipeline every login goes through: spend an attempt of the address and the account,
@@ -200,15 +212,21 @@ impl Logins {
         attempt: LoginAttempt<'_>,
         model: LoginModel,
         start: impl AsyncFnOnce(&User, ClientInfo) -> Result<(T, CurrentLogin), Error>,
-    ) -> Result<(User, T), Error> {
+    ) -> Result<(User, String, T), Error> {
         let LoginAttempt {
             username,
             password,
             ip,
             client,
+            device,
         } = attempt;
         self.throttle.spend_address(ip).await?;
-        self.throttle.check_account(username).await?;
+        let account = crate::throttle::normalize_account(username);
+        let keyring = self.tokens.keyring();
+        let device_id = device.and_then(|token| keyring.verify_device_token(&account, token));
+        self.throttle
+            .check_account(username, device_id.as_deref())
+            .await?;
         // Before the account is read: a change that completes after this instant may have been
         // made while the old password was being checked.
         let began = self.clock.now();
@@ -217,7 +235,9 @@ impl Logins {
             Err(Error::InvalidCredentials) => {
                 // Only a failure spends the account's budget: its owner logging in often is
                 // never throttled.
-                self.throttle.account_failed(username).await?;
+                self.throttle
+                    .account_failed(username, device_id.as_deref())
+                    .await?;
                 return Err(Error::InvalidCredentials);
             }
             Err(e) => return Err(e),
@@ -240,7 +260,11 @@ impl Logins {
             return Err(Error::InvalidCredentials);
         }
         self.enforce_cap(&user.id, &current).await?;
-        Ok((user, started))
+        let device_token = match (device, device_id) {
+            (Some(token), Some(_)) => token.to_owned(),
+            _ => keyring.device_token(&account)?,
+        };
+        Ok((user, device_token, started))
     }
 
     /// Ends a login the pipeline started and must not hand out.
@@ -479,7 +503,9 @@ impl Logins {
     ) -> Result<(), Error> {
         // Checking the current password is a guess like a login: the same budgets.
         self.throttle.spend_address(ip).await?;
-        self.throttle.check_account(user.username.as_str()).await?;
+        self.throttle
+            .check_account(user.username.as_str(), None)
+            .await?;
         // The current password is checked against the stored account, never a cached copy.
         let user = &self
             .accounts
@@ -493,7 +519,9 @@ impl Logins {
             .await
         {
             Err(Error::InvalidCredentials) => {
-                self.throttle.account_failed(user.username.as_str()).await?;
+                self.throttle
+                    .account_failed(user.username.as_str(), None)
+                    .await?;
                 return Err(Error::InvalidCredentials);
             }
             outcome => outcome?,

@@ -151,25 +151,33 @@ impl Throttle {
     }
 
     /// Refuses an attempt against `account` while its budget of failed attempts is spent. Spends
-    /// nothing: see [`Throttle::account_failed`].
-    pub async fn check_account(&self, account: &str) -> Result<(), Error> {
-        let outcome = self.account_attempt(account, false).await?;
+    /// nothing: see [`Throttle::account_failed`]. `device` is the id of a device that logged in to
+    /// this account before (a verified device token): it has a budget of its own, so that someone
+    /// guessing at the account from elsewhere cannot keep its owner out.
+    pub async fn check_account(&self, account: &str, device: Option<&str>) -> Result<(), Error> {
+        let outcome = self.account_attempt(account, device, false).await?;
         throttled(outcome, ThrottleScope::Account)
     }
 
-    /// Spends one attempt of `account`'s budget: a wrong password was given for it.
-    pub async fn account_failed(&self, account: &str) -> Result<(), Error> {
+    /// Spends one attempt of `account`'s budget (or of its `device`'s): a wrong password was
+    /// given for it.
+    pub async fn account_failed(&self, account: &str, device: Option<&str>) -> Result<(), Error> {
         // Over the budget already is fine: the next attempt is refused either way.
-        self.account_attempt(account, true).await?.ok();
+        self.account_attempt(account, device, true).await?.ok();
         Ok(())
     }
 
     async fn account_attempt(
         &self,
         account: &str,
+        device: Option<&str>,
         spend: bool,
     ) -> Result<Result<(), Duration>, Error> {
-        let key = format!("acct:{}", normalize_account(account));
+        let account = normalize_account(account);
+        let key = match device {
+            Some(device) => format!("acct:{account}:device:{device}"),
+            None => format!("acct:{account}"),
+        };
         Ok(match &self.shared {
             None => self.accounts.attempt(&key, spend),
             Some(shared) => {
@@ -205,7 +213,7 @@ fn throttled(outcome: Result<(), Duration>, scope: ThrottleScope) -> Result<(), 
 
 /// The name as login normalizes it (NFKC, lower case), so "ａｌｉｃｅ" spends alice's budget; a
 /// name that cannot parse is throttled as typed.
-fn normalize_account(account: &str) -> String {
+pub fn normalize_account(account: &str) -> String {
     Username::parse(account)
         .map(|u| u.as_str().to_owned())
         .unwrap_or_else(|_| account.trim().to_lowercase())
@@ -284,20 +292,27 @@ mod tests {
     async fn only_failures_spend_an_accounts_budget() {
         let t = throttle(64);
         for _ in 0..10 {
-            t.check_account("alice").await.unwrap();
+            t.check_account("alice", None).await.unwrap();
         }
         for _ in 0..3 {
-            t.check_account("alice").await.unwrap();
-            t.account_failed("alice").await.unwrap();
+            t.check_account("alice", None).await.unwrap();
+            t.account_failed("alice", None).await.unwrap();
         }
         assert!(matches!(
-            t.check_account("ALICE").await,
+            t.check_account("ALICE", None).await,
             Err(Error::Throttled {
                 scope: ThrottleScope::Account,
                 ..
             })
         ));
-        t.check_account("bob").await.unwrap();
+        t.check_account("bob", None).await.unwrap();
+        // A device alice logged in from before keeps its own budget.
+        t.check_account("alice", Some("dev1")).await.unwrap();
+        for _ in 0..3 {
+            t.account_failed("alice", Some("dev1")).await.unwrap();
+        }
+        assert!(t.check_account("alice", Some("dev1")).await.is_err());
+        t.check_account("alice", Some("dev2")).await.unwrap();
     }
 
     #[tokio::test]

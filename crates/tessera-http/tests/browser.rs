@@ -983,11 +983,14 @@ fn value_of(cookie: &Value) -> String {
 }
 
 /// The names of the app's cookies among `cookies`.
+/// The credential cookies Tessera set. The device cookie is left out: it authenticates nothing
+/// (it only gives a browser that logged in before its own failed-attempt budget) and outlives a
+/// logout on purpose.
 fn tessera_cookies(cookies: &[Value]) -> Vec<String> {
     cookies
         .iter()
         .filter_map(|c| c["name"].as_str())
-        .filter(|n| n.contains("tessera"))
+        .filter(|n| n.contains("tessera") && *n != "__Host-tessera-device")
         .map(str::to_owned)
         .collect()
 }

@@ -16,6 +16,7 @@ use tessera_http::HttpConfig;
 on_every_backend!(
     the_fourth_attempt_for_an_account_is_throttled_whatever_the_model,
     throttling_cannot_be_turned_against_users,
+    guessing_at_an_account_does_not_keep_its_owner_out,
     each_address_has_its_own_budget,
     forwarded_for_is_ignored_without_a_trusted_proxy,
     behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget,
@@ -130,6 +131,91 @@ async fn throttling_cannot_be_turned_against_users(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Someone guessing at an account from elsewhere cannot keep its owner out: a browser (device
+/// cookie) or an app (`device_token`) that logged in to the account before keeps a failed-attempt
+/// budget of its own. A device token proves nothing for another account, and cannot be forged.
+async fn guessing_at_an_account_does_not_keep_its_owner_out(backend: Backend) {
+    let account = Rate {
+        burst: 3,
+        per_minute: 1,
+    };
+    let app = TestApp::spawn_with(backend, throttled(account, GENEROUS, &[])).await;
+    users(&app, &["alice", "mallory"]).await;
+    // The owner's browser and app log in once and are given device tokens.
+    let r = login_response(&app, "session", "alice", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = support::set_cookie(&r, "__Host-tessera-device").expect("a device cookie");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.has(attribute), "device cookie without {attribute}");
+    }
+    let browser_device = cookie.value;
+    let r = login_response(&app, "token", "alice", PASSWORD).await;
+    let app_device = r.json::<Value>().await.unwrap()["device_token"]
+        .as_str()
+        .expect("a device token for the app")
+        .to_owned();
+    let r = login_response(&app, "token", "mallory", PASSWORD).await;
+    let mallorys_device = r.json::<Value>().await.unwrap()["device_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Someone sprays wrong passwords at alice: her shared budget is spent.
+    for _ in 0..5 {
+        let r = login_response(&app, "token", "alice", "a wrong guess").await;
+        assert!(matches!(
+            r.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
+        ));
+    }
+    assert_throttled(
+        login_response(&app, "token", "alice", PASSWORD).await,
+        "a client alice never logged in from",
+    )
+    .await;
+    // Her browser and her app still get in.
+    let r = app
+        .request(Method::POST, "/v1/session/login")
+        .header("cookie", format!("__Host-tessera-device={browser_device}"))
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "alice's browser was kept out");
+    let with_token = |device: &str| {
+        app.request(Method::POST, "/v1/token")
+            .json(&json!({"username": "alice", "password": PASSWORD, "device_token": device}))
+    };
+    let r = with_token(&app_device).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "alice's app was kept out");
+    // Another account's device token, or a forged one, is no device of alice's.
+    assert_throttled(
+        with_token(&mallorys_device).send().await.unwrap(),
+        "mallory's device",
+    )
+    .await;
+    let forged = format!("{}.AAAA", app_device.split_once('.').unwrap().0);
+    assert_throttled(with_token(&forged).send().await.unwrap(), "forged device").await;
+    // A device that guesses wrong spends its own budget.
+    for _ in 0..3 {
+        problem(
+            app.request(Method::POST, "/v1/token")
+                .json(
+                    &json!({"username": "alice", "password": "wrong!", "device_token": app_device}),
+                )
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+    }
+    assert_throttled(
+        with_token(&app_device).send().await.unwrap(),
+        "spent device",
+    )
+    .await;
 }
 
 async fn the_fourth_attempt_for_an_account_is_throttled_whatever_the_model(backend: Backend) {

@@ -159,6 +159,7 @@ async fn race(node: &Node, model: LoginModel, change: impl AsyncFnOnce(&Node)) -
         password: &password,
         ip: None,
         client: ClientInfo::default(),
+        device: None,
     };
     node.users
         .armed

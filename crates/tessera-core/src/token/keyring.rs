@@ -389,6 +389,16 @@ impl KeyRing {
         self.master.verify_hybrid_csrf_token(family, token)
     }
 
+    /// See [`MasterKey::device_token`].
+    pub fn device_token(&self, account: &str) -> Result<String, Error> {
+        self.master.device_token(account)
+    }
+
+    /// See [`MasterKey::verify_device_token`].
+    pub fn verify_device_token(&self, account: &str, token: &str) -> Option<String> {
+        self.master.verify_device_token(account, token)
+    }
+
     /// Every key the store holds, for operators.
     pub async fn list(&self) -> Result<Vec<KeyInfo>, Error> {
         let set = self.current();

@@ -16,7 +16,14 @@ use crate::error::Error;
 pub struct MasterKey(LessSafeKeyHolder);
 
 #[derive(Clone)]
-struct LessSafeKeyHolder(Arc<LessSafeKey>, Arc<aws_lc_rs::hmac::Key>);
+struct LessSafeKeyHolder(
+    Arc<LessSafeKey>,
+    Arc<aws_lc_rs::hmac::Key>,
+    Arc<aws_lc_rs::hmac::Key>,
+);
+
+/// How many random bytes name a device.
+const DEVICE_ID_LEN: usize = 16;
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -28,19 +35,26 @@ impl MasterKey {
     /// The key length in bytes (256 bits).
     pub const LEN: usize = 32;
 
-    /// The master key with these bytes, and the CSRF key derived from them.
+    /// The master key with these bytes, and the keys derived from them (HKDF, one label each):
+    /// the hybrid CSRF key and the device-cookie key.
     pub fn from_bytes(bytes: &[u8; Self::LEN]) -> Result<Self, Error> {
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| Error::Internal("the master key was refused by AES-256-GCM".into()))?;
-        let csrf_key: aws_lc_rs::hmac::Key =
-            aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
-                .extract(bytes)
-                .expand(&[b"tessera hybrid csrf v1"], aws_lc_rs::hmac::HMAC_SHA256)
-                .map_err(|_| Error::Internal("deriving the CSRF key failed".into()))?
-                .into();
+        let derive = |label: &'static [u8]| -> Result<aws_lc_rs::hmac::Key, Error> {
+            Ok(
+                aws_lc_rs::hkdf::Salt::new(aws_lc_rs::hkdf::HKDF_SHA256, &[])
+                    .extract(bytes)
+                    .expand(&[label], aws_lc_rs::hmac::HMAC_SHA256)
+                    .map_err(|_| {
+                        Error::Internal("deriving a key from the master key failed".into())
+                    })?
+                    .into(),
+            )
+        };
         Ok(Self(LessSafeKeyHolder(
             Arc::new(LessSafeKey::new(key)),
-            Arc::new(csrf_key),
+            Arc::new(derive(b"tessera hybrid csrf v1")?),
+            Arc::new(derive(b"tessera device cookie v1")?),
         )))
     }
 
@@ -97,6 +111,31 @@ impl MasterKey {
         }
     }
 
+    /// A device token for `account` (a normalized username): proof that this client logged in
+    /// to that account before, so that it keeps a login budget of its own (a device cookie, as
+    /// OWASP describes). `DEVICE.TAG`: a random device id and an HMAC binding it to the account;
+    /// the account itself is not in the token.
+    pub fn device_token(&self, account: &str) -> Result<String, Error> {
+        let device: [u8; DEVICE_ID_LEN] = crate::secret::random_bytes()?;
+        let device = URL_SAFE_NO_PAD.encode(device);
+        let tag = aws_lc_rs::hmac::sign(&self.0.2, &device_message(account, &device));
+        Ok(format!("{device}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref())))
+    }
+
+    /// The device id of a device token issued for `account`, checked in constant time; `None`
+    /// for a token of another account, a forged or malformed one.
+    pub fn verify_device_token(&self, account: &str, token: &str) -> Option<String> {
+        let (device, tag) = token.split_once('.')?;
+        let id = URL_SAFE_NO_PAD.decode(device).ok()?;
+        if id.len() != DEVICE_ID_LEN {
+            return None;
+        }
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        aws_lc_rs::hmac::verify(&self.0.2, &device_message(account, device), &tag)
+            .is_ok()
+            .then(|| device.to_owned())
+    }
+
     pub(crate) fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
         let fail = || {
             Error::Internal(format!(
@@ -116,6 +155,16 @@ impl MasterKey {
             .map_err(|_| fail())?;
         Ok(plain.to_vec())
     }
+}
+
+/// What a device token's tag covers: the account and the device id, unambiguously joined (a
+/// username has no NUL).
+fn device_message(account: &str, device: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(account.len() + 1 + device.len());
+    message.extend_from_slice(account.as_bytes());
+    message.push(0);
+    message.extend_from_slice(device.as_bytes());
+    message
 }
 
 #[cfg(test)]
@@ -161,6 +210,27 @@ mod tests {
         assert_eq!(
             format!("{:?}", MasterKey::from_bytes(&bytes).unwrap()),
             "MasterKey(<redacted>)"
+        );
+    }
+
+    #[test]
+    fn device_tokens_are_bound_to_their_account() {
+        let (key, _) = MasterKey::generate().unwrap();
+        let (other, _) = MasterKey::generate().unwrap();
+        let token = key.device_token("alice").unwrap();
+        let device = key.verify_device_token("alice", &token).unwrap();
+        assert!(token.starts_with(&format!("{device}.")));
+        assert_eq!(key.verify_device_token("bob", &token), None);
+        assert_eq!(other.verify_device_token("alice", &token), None);
+        assert_eq!(key.verify_device_token("alice", "garbage"), None);
+        assert_eq!(
+            key.verify_device_token("alice", &format!("{device}.")),
+            None
+        );
+        assert_ne!(
+            token,
+            key.device_token("alice").unwrap(),
+            "each device its own id"
         );
     }
 }

@@ -14,6 +14,9 @@ pub const HYBRID_ACCESS_COOKIE: &str = "__Host-tessera-at";
 pub const HYBRID_REFRESH_COOKIE: &str = "__Secure-tessera-rt";
 /// Where the refresh cookie is sent.
 pub const HYBRID_REFRESH_PATH: &str = "/v1/hybrid";
+/// The device cookie: proof that this browser logged in to an account before, so that it keeps
+/// a failed-attempt budget of its own. Not a credential: it authenticates nothing.
+pub const DEVICE_COOKIE: &str = "__Host-tessera-device";
 
 /// The value of the credential cookie named exactly `name`. Names are compared as the browser
 /// stores them, never decoded (`__%48ost-tessera` is not `__Host-tessera`). A request carrying the

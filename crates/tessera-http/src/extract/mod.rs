@@ -30,12 +30,12 @@ use tessera_core::{ClientInfo, Session, User};
 
 pub use bearer::BearerAuth;
 pub use cookies::{
-    HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HYBRID_REFRESH_PATH, SESSION_COOKIE,
+    DEVICE_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HYBRID_REFRESH_PATH, SESSION_COOKIE,
 };
 pub(crate) use cookies::{cookie_value, session_secret};
 pub use hybrid::{HybridAuth, HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie};
 pub use service_client::ServiceClient;
-pub use session::{SessionAuth, SessionCookie};
+pub use session::{DeviceCookie, SessionAuth, SessionCookie};
 
 use crate::client_ip::ClientIp;
 use crate::problem::ApiError;

@@ -52,6 +52,24 @@ impl FromRequestParts<AppState> for SessionAuth {
     }
 }
 
+/// The device token in the browser's device cookie, if any (see
+/// [`DEVICE_COOKIE`](super::DEVICE_COOKIE)).
+pub struct DeviceCookie(pub Option<String>);
+
+impl FromRequestParts<AppState> for DeviceCookie {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(super::cookies::cookie_value(
+            &parts.headers,
+            super::DEVICE_COOKIE,
+        )))
+    }
+}
+
 /// The session secret the browser already has, whether or not it names a live session (a login
 /// ends that session: the new login never keeps an id the client brought).
 pub struct SessionCookie(pub Option<SessionId>);

@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 use super::{Credentials, UserView};
 use crate::csrf::SameOrigin;
 use crate::extract::{
-    ClientMeta, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HYBRID_REFRESH_PATH, HybridLogin,
-    HybridLogout, HybridRefresh, HybridRefreshCookie,
+    ClientMeta, DeviceCookie, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HYBRID_REFRESH_PATH,
+    HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie,
 };
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
@@ -114,18 +114,24 @@ pub async fn login(
     State(state): State<AppState>,
     _: SameOrigin,
     HybridRefreshCookie(previous): HybridRefreshCookie,
+    DeviceCookie(device): DeviceCookie,
     client: ClientMeta,
     jar: CookieJar,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
     let login = state
         .logins()
-        .login_tokens(body.attempt(client), LoginModel::Hybrid, previous.as_ref())
+        .login_tokens(
+            body.attempt(client, device.as_deref()),
+            LoginModel::Hybrid,
+            previous.as_ref(),
+        )
         .await?;
     let body = session_body(&state, &login.user, &login.pair);
     Ok((
         jar.add(access_cookie(&login.pair))
-            .add(refresh_cookie(&login.pair)),
+            .add(refresh_cookie(&login.pair))
+            .add(super::device_cookie(login.device_token)),
         Json(body),
     ))
 }

@@ -92,19 +92,41 @@ pub struct Credentials {
     /// The account's password.
     #[schema(value_type = String, format = Password, example = "correct horse battery staple")]
     pub password: tessera_core::Password,
+    /// The `device_token` an earlier token-model login returned (browsers hold it in the
+    /// `__Host-tessera-device` cookie instead). A client that logged in to this account before
+    /// keeps a failed-attempt budget of its own, so others guessing at the account cannot keep
+    /// it out.
+    #[serde(default)]
+    pub device_token: Option<String>,
 }
 
 impl Credentials {
-    /// The login attempt these credentials make, from `client`.
-    pub(crate) fn attempt(
-        &self,
+    /// The login attempt these credentials make, from `client`, which presents `device` (a
+    /// device token from an earlier login) when it has one.
+    pub(crate) fn attempt<'a>(
+        &'a self,
         client: crate::extract::ClientMeta,
-    ) -> tessera_core::LoginAttempt<'_> {
+        device: Option<&'a str>,
+    ) -> tessera_core::LoginAttempt<'a> {
         tessera_core::LoginAttempt {
             username: &self.username,
             password: &self.password,
             ip: client.ip,
             client: client.info,
+            device: self.device_token.as_deref().or(device),
         }
     }
+}
+
+/// The device cookie a browser login sets (Secure, HttpOnly, SameSite=Strict, Path=/, a year):
+/// see [`crate::extract::DEVICE_COOKIE`].
+pub(crate) fn device_cookie(token: String) -> axum_extra::extract::cookie::Cookie<'static> {
+    use axum_extra::extract::cookie::{Cookie, SameSite};
+    Cookie::build((crate::extract::DEVICE_COOKIE, token))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .max_age(time::Duration::days(365))
+        .build()
 }

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{Credentials, SessionView, UserView};
 use crate::csrf::SameOrigin;
-use crate::extract::{ClientMeta, SESSION_COOKIE, SessionAuth, SessionCookie};
+use crate::extract::{ClientMeta, DeviceCookie, SESSION_COOKIE, SessionAuth, SessionCookie};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
@@ -83,7 +83,7 @@ fn removal_cookie() -> Cookie<'static> {
     request_body = Credentials,
     responses(
         (status = 200, description = "Logged in; the session cookie is set", body = SessionInfo,
-            headers(("Set-Cookie" = String, description = "__Host-tessera=…; Secure; HttpOnly; SameSite=Lax; Path=/"))),
+            headers(("Set-Cookie" = String, description = "__Host-tessera=…; Secure; HttpOnly; SameSite=Lax; Path=/ (and __Host-tessera-device, the device cookie: SameSite=Strict)"))),
         (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Cross-site login refused", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -95,18 +95,20 @@ pub async fn login(
     State(state): State<AppState>,
     _: SameOrigin,
     SessionCookie(previous): SessionCookie,
+    DeviceCookie(device): DeviceCookie,
     client: ClientMeta,
     jar: CookieJar,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
     let login = state
         .logins()
-        .login_session(body.attempt(client), previous.as_ref())
+        .login_session(body.attempt(client, device.as_deref()), previous.as_ref())
         .await?;
     let session = &login.session;
     let cookie = session_cookie(&login.secret, session, session.created_at.unix_millis());
     Ok((
-        jar.add(cookie),
+        jar.add(cookie)
+            .add(super::device_cookie(login.device_token)),
         Json(SessionInfo::new(&login.user, session)),
     ))
 }

@@ -30,6 +30,11 @@ pub struct TokenResponse {
     pub expires_in: u64,
     /// Opaque; exchange it at `POST /v1/token/refresh`. Every use replaces it.
     pub refresh_token: String,
+    /// On login only: send it back as `device_token` with later logins to this account. A client
+    /// that logged in before keeps a failed-attempt budget of its own, so others guessing at the
+    /// account cannot keep it out. It authenticates nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
 }
 
 impl From<TokenPair> for TokenResponse {
@@ -39,6 +44,7 @@ impl From<TokenPair> for TokenResponse {
             token_type: "Bearer",
             expires_in: pair.expires_in,
             refresh_token: pair.refresh_token.encode(),
+            device_token: None,
         }
     }
 }
@@ -75,9 +81,12 @@ pub async fn login(
 ) -> Result<Json<TokenResponse>, ApiError> {
     let login = state
         .logins()
-        .login_tokens(body.attempt(client), LoginModel::Token, None)
+        .login_tokens(body.attempt(client, None), LoginModel::Token, None)
         .await?;
-    Ok(Json(login.pair.into()))
+    Ok(Json(TokenResponse {
+        device_token: Some(login.device_token),
+        ..login.pair.into()
+    }))
 }
 
 /// Exchange a refresh token for a new pair.
