@@ -160,7 +160,7 @@ impl Accounts {
     }
 
     /// Replaces a password after checking the current one (a wrong current password is
-    /// [`Error::InvalidCredentials`]). The new one must meet the policy and differ.
+    /// [`Error::WrongCurrentPassword`]). The new one must meet the policy and differ.
     #[tracing::instrument(skip_all, fields(user = %user.id))]
     pub async fn change_password(
         &self,
@@ -175,7 +175,7 @@ impl Accounts {
         {
             Verification::Valid { .. } => {}
             Verification::Invalid => {
-                return Err(Error::invalid("current_password", "is not correct"));
+                return Err(Error::WrongCurrentPassword);
             }
         }
         self.config

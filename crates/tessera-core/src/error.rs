@@ -22,6 +22,10 @@ pub enum Error {
     /// Wrong username or password, or a disabled account: one answer for all of them.
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// The current password given to change it is wrong (the caller is logged in, so this is not
+    /// [`Error::InvalidCredentials`]; it spends the account's failed-attempt budget all the same).
+    #[error("current_password is not correct")]
+    WrongCurrentPassword,
     /// A refresh token that is unknown, rotated, revoked or expired. One answer for all.
     #[error("the refresh token is invalid, expired or revoked")]
     InvalidGrant,

@@ -518,11 +518,11 @@ impl Logins {
             .change_password(user, current_password, new_password)
             .await
         {
-            Err(Error::InvalidCredentials) => {
+            Err(Error::WrongCurrentPassword) => {
                 self.throttle
                     .account_failed(user.username.as_str(), None)
                     .await?;
-                return Err(Error::InvalidCredentials);
+                return Err(Error::WrongCurrentPassword);
             }
             outcome => outcome?,
         }

@@ -138,6 +138,12 @@ impl From<Error> for ApiError {
                 "invalid username or password",
             ),
             Error::Unauthenticated => Self::unauthenticated(),
+            Error::WrongCurrentPassword => {
+                let mut err =
+                    Self::forbidden("wrong-current-password", "current_password is not correct");
+                err.field = Some("current_password".to_owned());
+                err
+            }
             Error::InvalidGrant => Self::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid-grant",

@@ -283,7 +283,13 @@ async fn a_password_change_refuses_bad_input_and_changes_nothing(backend: Backen
                 session_cookie(&r).is_none(),
                 "a refused change set a cookie"
             );
-            let body = problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+            // A wrong current password is refused (403); a bad new one is invalid input (422).
+            let status = if field == Some("current_password") {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            let body = problem(r, status).await;
             if let Some(field) = field {
                 assert_eq!(body["field"], field, "{model}: {current:?} -> {new:?}");
             }

@@ -17,6 +17,7 @@ on_every_backend!(
     the_fourth_attempt_for_an_account_is_throttled_whatever_the_model,
     throttling_cannot_be_turned_against_users,
     guessing_at_an_account_does_not_keep_its_owner_out,
+    wrong_current_passwords_spend_the_accounts_budget,
     each_address_has_its_own_budget,
     forwarded_for_is_ignored_without_a_trusted_proxy,
     behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget,
@@ -214,6 +215,34 @@ async fn guessing_at_an_account_does_not_keep_its_owner_out(backend: Backend) {
     assert_throttled(
         with_token(&app_device).send().await.unwrap(),
         "spent device",
+    )
+    .await;
+}
+
+/// A wrong current password given to change it is a guess like a wrong login password: it
+/// spends the account's failed-attempt budget.
+async fn wrong_current_passwords_spend_the_accounts_budget(backend: Backend) {
+    let account = Rate {
+        burst: 2,
+        per_minute: 1,
+    };
+    let app = TestApp::spawn_with(backend, throttled(account, GENEROUS, &[])).await;
+    users(&app, &["alice"]).await;
+    let caller = Login::Token(token_login(&app, "alice").await);
+    for _ in 0..2 {
+        let r = caller
+            .request(&app, Method::POST, "/v1/account/password")
+            .json(
+                &json!({"current_password": "a guess of mine", "new_password": "a new passphrase"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        problem(r, StatusCode::FORBIDDEN).await;
+    }
+    assert_throttled(
+        login_response(&app, "token", "alice", PASSWORD).await,
+        "after two wrong current passwords",
     )
     .await;
 }

@@ -192,7 +192,7 @@ pub async fn refresh(
 /// Log out: revokes the login (refresh and access tokens) and clears both cookies.
 #[utoipa::path(
     delete, path = "/v1/hybrid/session", tag = "hybrid",
-    security(("hybrid_cookies" = [], "csrf_token" = [])),
+    security((), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 204, description = "Logged out; both cookies are cleared"),
         (status = 403, description = "CSRF token missing or wrong, or a cross-site request", body = Problem, content_type = "application/problem+json"),

@@ -206,9 +206,9 @@ pub struct PasswordChange {
     /// The password the account has now: a stolen session or token alone cannot change it.
     #[schema(value_type = String, format = Password)]
     pub current_password: Password,
-    /// The password to set: it must meet the server's password policy, as at registration, and
-    /// differ from the current one.
-    #[schema(value_type = String, format = Password)]
+    /// The password to set: it must meet the server's password policy, as at registration (by
+    /// default 8 to 1,024 characters, not a common password), and differ from the current one.
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 1024)]
     pub new_password: Password,
 }
 
@@ -225,6 +225,7 @@ pub struct PasswordChange {
         (status = 200, description = "Changed; a session caller gets its new session", body = SessionInfo),
         (status = 204, description = "Changed (token and hybrid callers)"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The current password is not correct, or a cross-site request or a missing CSRF token", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
         ServiceProblems,

@@ -86,11 +86,13 @@ impl From<&Session> for SessionView {
 #[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
-    /// The account's username.
-    #[schema(example = "alice")]
+    /// The account's username: 1 to 64 letters, digits and `. _ - @ +` of one script, compared
+    /// case-insensitively after Unicode normalization (NFKC).
+    #[schema(example = "alice", min_length = 1, max_length = 64)]
     pub username: String,
-    /// The account's password.
-    #[schema(value_type = String, format = Password, example = "correct horse battery staple")]
+    /// The account's password: with the default policy, 8 to 1,024 characters, not one of the most
+    /// common passwords.
+    #[schema(value_type = String, format = Password, example = "correct horse battery staple", min_length = 8, max_length = 1024)]
     pub password: tessera_core::Password,
     /// The `device_token` an earlier token-model login returned (browsers hold it in the
     /// `__Host-tessera-device` cookie instead). A client that logged in to this account before

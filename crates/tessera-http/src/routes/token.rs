@@ -54,6 +54,7 @@ impl From<TokenPair> for TokenResponse {
 pub struct RefreshRequest {
     /// `refresh_token` when given (OAuth clients send it); nothing else is accepted.
     #[serde(default)]
+    #[schema(pattern = "^refresh_token$", nullable = false)]
     pub grant_type: Option<String>,
     /// The refresh token of the latest pair; it is used up, and a new pair answers.
     pub refresh_token: String,
@@ -209,7 +210,7 @@ pub async fn introspect(
 #[utoipa::path(
     get, path = "/.well-known/jwks.json", tag = "token",
     responses(
-        (status = 200, description = "The JWK set", body = Object),
+        (status = 200, description = "The JWK set", body = Object, content_type = "application/jwk-set+json"),
         (status = 404, description = "Tokens are signed with a shared secret (HS256): there is no public key", body = Problem, content_type = "application/problem+json"),
     )
 )]
