@@ -63,6 +63,7 @@ impl From<KeyInfo> for KeyView {
     responses(
         (status = 200, body = Vec<KeyView>),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
     )
@@ -85,6 +86,7 @@ pub async fn list_keys(
     responses(
         (status = 201, description = "The new signing key", body = KeyView),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
     )
@@ -105,6 +107,7 @@ pub async fn rotate_key(
     responses(
         (status = 204, description = "Retired"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such key, or retired already", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
@@ -167,9 +170,11 @@ impl From<&tessera_core::User> for AdminUserView {
 /// The query of `GET /v1/admin/users`: a page of users, in username order.
 #[derive(Deserialize, IntoParams)]
 pub struct Page {
-    /// The cursor: the `next` of the previous page.
+    /// The cursor: the `next` of the previous page (a username; anything else is a 422).
+    #[param(nullable = false, min_length = 1, max_length = 64)]
     pub after: Option<String>,
     /// 1 to 200; 50 by default.
+    #[param(nullable = false, minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 
@@ -199,7 +204,9 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = UserPage),
+        (status = 400, description = "A query parameter is malformed or given twice", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad limit", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
@@ -238,6 +245,7 @@ async fn target(state: &AppState, id: &str) -> Result<tessera_core::User, ApiErr
     security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = AdminUserView),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
@@ -279,6 +287,7 @@ async fn set_disabled(
     security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, body = AdminUserView),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An admin cannot disable themselves", body = Problem, content_type = "application/problem+json"),
@@ -300,6 +309,7 @@ pub async fn disable_user(
     security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, body = AdminUserView),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
@@ -320,8 +330,14 @@ pub struct Roles {
     /// Every role the user keeps, replacing the current ones; names are 1–32 letters, digits or
     /// `- _ . :`, and duplicates count once. Empty removes every role.
     #[schema(example = json!(["admin"]))]
-    pub roles: Vec<String>,
+    pub roles: Vec<RoleName>,
 }
+
+/// A role name: 1–32 letters, digits or `- _ . :`.
+#[derive(Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, pattern = "^[A-Za-z0-9._:-]{1,32}$")]
+pub struct RoleName(String);
 
 /// Replace a user's roles. Access tokens carry roles, so the user's current access tokens stop
 /// working; the next refresh carries the new roles.
@@ -332,6 +348,7 @@ pub struct Roles {
     security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, body = AdminUserView),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An admin cannot remove their own admin role", body = Problem, content_type = "application/problem+json"),
@@ -346,7 +363,8 @@ pub async fn set_roles(
     ApiJson(body): ApiJson<Roles>,
 ) -> Result<Json<AdminUserView>, ApiError> {
     let user = target(&state, &id).await?;
-    if user.id == admin.user.id && !body.roles.iter().any(|r| r == "admin") {
+    let roles: Vec<String> = body.roles.into_iter().map(|RoleName(r)| r).collect();
+    if user.id == admin.user.id && !roles.iter().any(|r| r == "admin") {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "self-lockout",
@@ -355,7 +373,7 @@ pub async fn set_roles(
     }
     state
         .logins()
-        .set_roles(&user.id, &body.roles, Some(&admin.user.id))
+        .set_roles(&user.id, &roles, Some(&admin.user.id))
         .await?;
     Ok(Json(AdminUserView::from(&target(&state, &id).await?)))
 }
@@ -367,6 +385,7 @@ pub async fn set_roles(
     security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = Vec<LoginView>),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
@@ -389,6 +408,7 @@ pub async fn user_sessions(
     security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, body = Ended),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
@@ -414,8 +434,10 @@ pub async fn force_logout(
 #[derive(Deserialize, IntoParams)]
 pub struct EventPage {
     /// The cursor: the `next` of the previous page (events older than this id).
+    #[param(nullable = false)]
     pub before: Option<i64>,
     /// 1 to 200; 50 by default.
+    #[param(nullable = false, minimum = 1, maximum = 200)]
     pub limit: Option<usize>,
 }
 
@@ -455,6 +477,8 @@ pub struct EventList {
     security(("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     responses(
         (status = 200, body = EventList),
+        (status = 400, description = "A query parameter is malformed or given twice", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad limit", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
