@@ -682,7 +682,7 @@ async fn reuse_is_recorded_as_a_security_event(backend: Backend) {
     );
 }
 
-/// SEED.md's 白名單: only tokens the store lists as live are accepted.
+/// The allowlist mode (白名單): only tokens the store lists as live are accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowlist_mode_accepts_only_live_tokens() {
     let app = TestApp::spawn_with(Backend::Sqlite, token_options(RevocationMode::Allowlist)).await;
