@@ -18,6 +18,7 @@ on_every_backend!(
     throttling_cannot_be_turned_against_users,
     guessing_at_an_account_does_not_keep_its_owner_out,
     wrong_current_passwords_spend_the_accounts_budget,
+    refreshes_spend_a_budget_of_their_own,
     each_address_has_its_own_budget,
     forwarded_for_is_ignored_without_a_trusted_proxy,
     behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget,
@@ -245,6 +246,49 @@ async fn wrong_current_passwords_spend_the_accounts_budget(backend: Backend) {
         "after two wrong current passwords",
     )
     .await;
+}
+
+/// Refreshes are budgeted per address too (token and hybrid), apart from logins: a client cannot
+/// grow the store without bound by refreshing, and logins from the address are not held up.
+async fn refreshes_spend_a_budget_of_their_own(backend: Backend) {
+    let mut options = throttled(GENEROUS, GENEROUS, &["127.0.0.1/32"]);
+    options.throttle.refresh_per_ip = Rate {
+        burst: 2,
+        per_minute: 1,
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    users(&app, &["alice"]).await;
+    let refresh_from = |token: String, address: &'static str| {
+        app.request(Method::POST, "/v1/token/refresh")
+            .header("x-forwarded-for", address)
+            .json(&json!({"refresh_token": token}))
+    };
+    let mut pair = token_login(&app, "alice").await;
+    for _ in 0..2 {
+        let r = refresh_from(pair.refresh.clone(), "198.51.100.4")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.unwrap();
+        pair.refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    }
+    assert_throttled(
+        refresh_from(pair.refresh.clone(), "198.51.100.4")
+            .send()
+            .await
+            .unwrap(),
+        "third refresh",
+    )
+    .await;
+    // Another address refreshes, and the throttled one still logs in.
+    let r = refresh_from(pair.refresh.clone(), "198.51.100.5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = login_from(&app, "alice", Some("198.51.100.4")).await;
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 async fn the_fourth_attempt_for_an_account_is_throttled_whatever_the_model(backend: Backend) {
