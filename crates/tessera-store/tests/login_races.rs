@@ -3,15 +3,15 @@
 //! race is made deterministic: the login is held right after it read the account (so it checks the
 //! old password hash), the change runs to completion, then the login goes on.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tessera_core::token::MasterKey;
 use tessera_core::{
-    Argon2Params, ClientInfo, CurrentLogin, Error, LoginAttempt, LoginModel, ManualClock, Password,
-    PasswordsConfig, Services, ServicesConfig, StoreError, Stores, Timestamp, User, UserId,
-    UserStore, Username,
+    ClientInfo, CurrentLogin, Error, LoginAttempt, LoginModel, ManualClock, Password, Services,
+    ServicesConfig, StoreError, Stores, Timestamp, User, UserId, UserStore, Username,
 };
 use tessera_store::MemoryStore;
 use tokio::sync::{Notify, Semaphore};
@@ -120,22 +120,7 @@ async fn node() -> Node {
         ..Stores::from_one(memory)
     };
     let clock = ManualClock::starting_at_millis(1_700_000_000_000);
-    let config = ServicesConfig {
-        passwords: PasswordsConfig {
-            argon2: Argon2Params::insecure_fast_for_tests(),
-            max_concurrent: 1,
-            queue_timeout: Duration::from_secs(5),
-        },
-        ..ServicesConfig::default()
-    };
-    let services = Services::build(
-        stores,
-        Arc::new(clock.clone()),
-        MasterKey::generate().unwrap().0,
-        config,
-    )
-    .await
-    .unwrap();
+    let services = support::services(stores, &clock, ServicesConfig::default()).await;
     services.spawn_follower();
     let alice = services
         .accounts

@@ -3,14 +3,15 @@
 //! the family goes on along one branch, a revoked family never refreshes, and reuse past the grace
 //! ends the login.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tessera_core::token::{MasterKey, TokenConfig};
+use tessera_core::token::TokenConfig;
 use tessera_core::{
-    Argon2Params, ClientInfo, Clock, LoginModel, ManualClock, Password, PasswordsConfig,
-    RefreshStore, RefreshToken, Services, ServicesConfig, SigningAlgorithm, Stores,
+    ClientInfo, Clock, LoginModel, ManualClock, Password, RefreshStore, RefreshToken,
+    ServicesConfig, SigningAlgorithm, Stores,
 };
 use tessera_store::MemoryStore;
 
@@ -38,11 +39,6 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let memory = MemoryStore::new();
     let clock = ManualClock::starting_at_millis(1_700_000_000_000);
     let config = ServicesConfig {
-        passwords: PasswordsConfig {
-            argon2: Argon2Params::insecure_fast_for_tests(),
-            max_concurrent: 1,
-            queue_timeout: Duration::from_secs(5),
-        },
         tokens: TokenConfig {
             reuse_grace: GRACE,
             ..TokenConfig::default()
@@ -50,14 +46,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         signing_algorithm: SigningAlgorithm::HS256,
         ..ServicesConfig::default()
     };
-    let services = Services::build(
-        Stores::from_one(memory.clone()),
-        Arc::new(clock.clone()),
-        MasterKey::generate().unwrap().0,
-        config,
-    )
-    .await
-    .unwrap();
+    let services = support::services(Stores::from_one(memory.clone()), &clock, config).await;
     let user = services
         .accounts
         .create(

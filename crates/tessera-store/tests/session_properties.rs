@@ -2,14 +2,13 @@
 //! logouts and disabling the account, served through the near cache as on a server: an ended,
 //! expired or disabled session never authenticates, and a live one always does.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tessera_core::token::MasterKey;
 use tessera_core::{
-    Argon2Params, ClientInfo, Clock, ManualClock, Password, PasswordsConfig, Services,
-    ServicesConfig, SessionConfig, SessionId, Timestamp,
+    ClientInfo, Clock, ManualClock, Password, ServicesConfig, SessionConfig, SessionId, Timestamp,
 };
 use tessera_store::MemoryStore;
 
@@ -54,11 +53,6 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let memory = MemoryStore::new();
     let clock = ManualClock::starting_at_millis(1_700_000_000_000);
     let config = ServicesConfig {
-        passwords: PasswordsConfig {
-            argon2: Argon2Params::insecure_fast_for_tests(),
-            max_concurrent: 1,
-            queue_timeout: Duration::from_secs(5),
-        },
         sessions: SessionConfig {
             idle_timeout: IDLE,
             absolute_lifetime: ABSOLUTE,
@@ -67,14 +61,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         },
         ..ServicesConfig::default()
     };
-    let services = Services::build(
-        tessera_core::Stores::from_one(memory),
-        Arc::new(clock.clone()),
-        MasterKey::generate().unwrap().0,
-        config,
-    )
-    .await
-    .unwrap();
+    let services = support::services(tessera_core::Stores::from_one(memory), &clock, config).await;
     let follower = services.spawn_follower();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let user = services

@@ -1,13 +1,13 @@
 //! The session service over real stores: the background sweep deletes what expired and nothing
 //! else, and a session of a disabled or deleted user authenticates nothing.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use tessera_core::token::MasterKey;
 use tessera_core::{
-    Accounts, Argon2Params, ClientInfo, Clock, ManualClock, Password, PasswordsConfig, Services,
-    ServicesConfig, SessionConfig, Sessions, Stores,
+    Accounts, ClientInfo, Clock, ManualClock, Password, ServicesConfig, SessionConfig, Sessions,
+    Stores,
 };
 use tessera_store::{MemoryStore, SqliteStore};
 
@@ -16,22 +16,10 @@ use tessera_store::{MemoryStore, SqliteStore};
 async fn services(stores: &Stores, config: SessionConfig) -> (ManualClock, Accounts, Sessions) {
     let clock = ManualClock::starting_at_millis(1_000_000_000);
     let config = ServicesConfig {
-        passwords: PasswordsConfig {
-            argon2: Argon2Params::insecure_fast_for_tests(),
-            max_concurrent: 2,
-            queue_timeout: Duration::from_secs(5),
-        },
         sessions: config,
         ..ServicesConfig::default()
     };
-    let services = Services::build(
-        stores.clone(),
-        Arc::new(clock.clone()),
-        MasterKey::generate().unwrap().0,
-        config,
-    )
-    .await
-    .unwrap();
+    let services = support::services(stores.clone(), &clock, config).await;
     // The near caches answer only while the change feed is followed, as on a server.
     services.spawn_follower();
     tokio::time::sleep(Duration::from_millis(50)).await;
