@@ -86,8 +86,182 @@ pub(crate) fn base() -> utoipa::openapi::OpenApi {
     doc
 }
 
-pub(crate) fn render(doc: utoipa::openapi::OpenApi) -> std::sync::Arc<str> {
+pub(crate) fn render(mut doc: utoipa::openapi::OpenApi) -> std::sync::Arc<str> {
+    add_links(&mut doc);
     doc.to_json().unwrap_or_else(|_| "{}".into()).into()
+}
+
+/// OpenAPI links: which later requests use what a response returns, so that
+/// a client generator or a stateful API tester can follow a login to the routes that use it.
+fn add_links(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+    use utoipa::openapi::path::HttpMethod;
+
+    // (from path, method, status, link name, to path, method, parameters, request body)
+    type Spec = (
+        &'static str,
+        HttpMethod,
+        &'static str,
+        &'static str,
+        &'static str,
+        HttpMethod,
+        &'static [(&'static str, &'static str)],
+        Option<serde_json::Value>,
+    );
+    let links: Vec<Spec> = vec![
+        (
+            "/v1/token",
+            HttpMethod::Post,
+            "200",
+            "Refresh",
+            "/v1/token/refresh",
+            HttpMethod::Post,
+            &[],
+            Some(serde_json::json!({"refresh_token": "$response.body#/refresh_token"})),
+        ),
+        (
+            "/v1/token",
+            HttpMethod::Post,
+            "200",
+            "Revoke",
+            "/v1/token/revoke",
+            HttpMethod::Post,
+            &[],
+            Some(serde_json::json!({"token": "$response.body#/refresh_token"})),
+        ),
+        (
+            "/v1/token/refresh",
+            HttpMethod::Post,
+            "200",
+            "RefreshAgain",
+            "/v1/token/refresh",
+            HttpMethod::Post,
+            &[],
+            Some(serde_json::json!({"refresh_token": "$response.body#/refresh_token"})),
+        ),
+        (
+            "/v1/users",
+            HttpMethod::Post,
+            "201",
+            "GetUser",
+            "/v1/admin/users/{id}",
+            HttpMethod::Get,
+            &[("id", "$response.body#/id")],
+            None,
+        ),
+        (
+            "/v1/users",
+            HttpMethod::Post,
+            "201",
+            "DisableUser",
+            "/v1/admin/users/{id}/disable",
+            HttpMethod::Post,
+            &[("id", "$response.body#/id")],
+            None,
+        ),
+        (
+            "/v1/users",
+            HttpMethod::Post,
+            "201",
+            "EnableUser",
+            "/v1/admin/users/{id}/enable",
+            HttpMethod::Post,
+            &[("id", "$response.body#/id")],
+            None,
+        ),
+        (
+            "/v1/users",
+            HttpMethod::Post,
+            "201",
+            "SetRoles",
+            "/v1/admin/users/{id}/roles",
+            HttpMethod::Put,
+            &[("id", "$response.body#/id")],
+            None,
+        ),
+        (
+            "/v1/users",
+            HttpMethod::Post,
+            "201",
+            "UserSessions",
+            "/v1/admin/users/{id}/sessions",
+            HttpMethod::Get,
+            &[("id", "$response.body#/id")],
+            None,
+        ),
+        (
+            "/v1/users",
+            HttpMethod::Post,
+            "201",
+            "ForceLogout",
+            "/v1/admin/users/{id}/logout",
+            HttpMethod::Post,
+            &[("id", "$response.body#/id")],
+            None,
+        ),
+        (
+            "/v1/session/login",
+            HttpMethod::Post,
+            "200",
+            "EndThisLogin",
+            "/v1/sessions/{id}",
+            HttpMethod::Delete,
+            &[("id", "$response.body#/session/id")],
+            None,
+        ),
+        (
+            "/v1/hybrid/login",
+            HttpMethod::Post,
+            "200",
+            "EndThisLogin",
+            "/v1/sessions/{id}",
+            HttpMethod::Delete,
+            &[("id", "$response.body#/login_id")],
+            None,
+        ),
+    ];
+    for (from, method, status, name, to, to_method, parameters, body) in links {
+        let reference = format!(
+            "#/paths/{}/{}",
+            to.replace('~', "~0").replace('/', "~1"),
+            method_name(&to_method)
+        );
+        let mut link = LinkBuilder::new().operation_ref(reference);
+        for (parameter, expression) in parameters {
+            link = link.parameter(*parameter, *expression);
+        }
+        let link = link.request_body(body).build();
+        let Some(item) = doc.paths.paths.get_mut(from) else {
+            continue;
+        };
+        let operation = match method {
+            HttpMethod::Get => item.get.as_mut(),
+            HttpMethod::Post => item.post.as_mut(),
+            HttpMethod::Put => item.put.as_mut(),
+            HttpMethod::Delete => item.delete.as_mut(),
+            _ => None,
+        };
+        if let Some(RefOr::T(response)) =
+            operation.and_then(|o| o.responses.responses.get_mut(status))
+        {
+            response.links.insert(name.to_owned(), RefOr::T(link));
+        }
+    }
+}
+
+fn method_name(method: &utoipa::openapi::path::HttpMethod) -> &'static str {
+    use utoipa::openapi::path::HttpMethod;
+    match method {
+        HttpMethod::Get => "get",
+        HttpMethod::Post => "post",
+        HttpMethod::Put => "put",
+        HttpMethod::Delete => "delete",
+        HttpMethod::Patch => "patch",
+        HttpMethod::Head => "head",
+        HttpMethod::Options => "options",
+        HttpMethod::Trace => "trace",
+    }
 }
 
 pub(crate) async fn serve(json: std::sync::Arc<str>) -> Response {
