@@ -251,10 +251,12 @@ impl Logins {
         // A password change, role change, disable or forced logout that completed while this
         // login was being made voids it. Every such change moves the account's `not_before`
         // before it ends the logins it finds, so either it found this one, or this read sees it.
-        // (To the clock's millisecond: a change made in the very millisecond the login began is
-        // taken to have come first.)
+        // The clock's millisecond cannot order a change made in the very millisecond the login
+        // began, so `not_before` having moved at all since the account was read voids it too.
         let fresh = self.accounts.user(&user.id).await?;
-        if fresh.is_none_or(|fresh| !fresh.is_active() || fresh.not_before > began) {
+        if fresh.is_none_or(|fresh| {
+            !fresh.is_active() || fresh.not_before > began || fresh.not_before != user.not_before
+        }) {
             self.end_started(&current).await?;
             tracing::info!(user = %user.id, "a login raced a change to the account; ended");
             return Err(Error::InvalidCredentials);

@@ -138,6 +138,17 @@ async fn node() -> Node {
 /// Logs alice in with the old password in `model`, and runs `change` while the login is held
 /// between reading the account and checking the password. Returns whether the login succeeded.
 async fn race(node: &Node, model: LoginModel, change: impl AsyncFnOnce(&Node)) -> bool {
+    race_after(node, model, Duration::from_millis(5), change).await
+}
+
+/// As [`race`], with the change made `after` the login began on the clock (zero: in the same
+/// millisecond).
+async fn race_after(
+    node: &Node,
+    model: LoginModel,
+    after: Duration,
+    change: impl AsyncFnOnce(&Node),
+) -> bool {
     let password = Password::new(OLD);
     let attempt = LoginAttempt {
         username: "alice",
@@ -159,7 +170,7 @@ async fn race(node: &Node, model: LoginModel, change: impl AsyncFnOnce(&Node)) -
     let meanwhile = async {
         node.users.read.notified().await;
         // The change happens after the login began, on the clock too.
-        node.clock.advance(Duration::from_millis(5));
+        node.clock.advance(after);
         change(node).await;
         node.users.open.add_permits(1);
     };
@@ -270,5 +281,56 @@ async fn a_held_login_with_nothing_changed_goes_through() {
         let node = node().await;
         assert!(race(&node, model, async |_| {}).await, "{model:?}");
         assert_eq!(live_logins(&node).await, 1, "{model:?}");
+    }
+}
+
+/// A change made in the very millisecond the login began, but after the login read the account
+/// (so it checked the old password), still voids the login. The clock's millisecond cannot order
+/// the two; the login must not survive on a tie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_racing_a_password_change_in_the_same_millisecond_does_not_outlive_it() {
+    for model in MODELS {
+        let node = node().await;
+        // Alice's account was made a while ago: only the change and the login share a millisecond.
+        node.clock.advance(Duration::from_secs(60));
+        let succeeded = race_after(&node, model, Duration::ZERO, async |node| {
+            node.services
+                .logins
+                .change_password(
+                    &node.alice,
+                    &Password::new(OLD),
+                    &Password::new(NEW),
+                    &CurrentLogin::None,
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+        })
+        .await;
+        assert!(
+            !succeeded,
+            "{model:?}: the old password logged in after the change"
+        );
+        assert_eq!(live_logins(&node).await, 0, "{model:?}: a login survived");
+    }
+}
+
+/// The same for a forced logout in the login's millisecond.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_racing_a_forced_logout_in_the_same_millisecond_does_not_outlive_it() {
+    for model in MODELS {
+        let node = node().await;
+        node.clock.advance(Duration::from_secs(60));
+        let succeeded = race_after(&node, model, Duration::ZERO, async |node| {
+            node.services
+                .logins
+                .force_logout(&node.alice.id, None)
+                .await
+                .unwrap();
+        })
+        .await;
+        assert!(!succeeded, "{model:?}");
+        assert_eq!(live_logins(&node).await, 0, "{model:?}");
     }
 }
