@@ -224,24 +224,22 @@ impl Logins {
         let account = crate::throttle::normalize_account(username);
         let keyring = self.tokens.keyring();
         let device_id = device.and_then(|token| keyring.verify_device_token(&account, token));
+        // Spent before the password is checked, so guesses sent all at once cannot all pass;
+        // given back unless the password was wrong, so only failures count and its owner
+        // logging in often is never throttled.
         self.throttle
-            .check_account(username, device_id.as_deref())
+            .spend_account(username, device_id.as_deref())
             .await?;
         // Before the account is read: a change that completes after this instant may have been
         // made while the old password was being checked.
         let began = self.clock.now();
-        let user = match self.authenticate(username, password, model, &client).await {
-            Ok(user) => user,
-            Err(Error::InvalidCredentials) => {
-                // Only a failure spends the account's budget: its owner logging in often is
-                // never throttled.
-                self.throttle
-                    .account_failed(username, device_id.as_deref())
-                    .await?;
-                return Err(Error::InvalidCredentials);
-            }
-            Err(e) => return Err(e),
-        };
+        let checked = self.authenticate(username, password, model, &client).await;
+        if !matches!(checked, Err(Error::InvalidCredentials)) {
+            self.throttle
+                .refund_account(username, device_id.as_deref())
+                .await?;
+        }
+        let user = checked?;
         // A login presents no refresh token: `InvalidGrant` from starting one means the account
         // was disabled or deleted meanwhile, which is what the credentials answer says.
         let (started, current) = start(&user, client).await.map_err(|e| match e {
@@ -505,29 +503,27 @@ impl Logins {
     ) -> Result<(), Error> {
         // Checking the current password is a guess like a login: the same budgets.
         self.throttle.spend_address(ip).await?;
-        self.throttle
-            .check_account(user.username.as_str(), None)
-            .await?;
-        // The current password is checked against the stored account, never a cached copy.
-        let user = &self
-            .accounts
-            .user(&user.id)
-            .await?
-            .filter(User::is_active)
-            .ok_or(Error::Unauthenticated)?;
-        match self
-            .accounts
-            .change_password(user, current_password, new_password)
-            .await
-        {
-            Err(Error::WrongCurrentPassword) => {
-                self.throttle
-                    .account_failed(user.username.as_str(), None)
-                    .await?;
-                return Err(Error::WrongCurrentPassword);
-            }
-            outcome => outcome?,
+        // Spent up front and given back unless the current password was wrong, as for a login.
+        let name = user.username.as_str();
+        self.throttle.spend_account(name, None).await?;
+        let changed = async {
+            // The current password is checked against the stored account, never a cached copy.
+            let user = self
+                .accounts
+                .user(&user.id)
+                .await?
+                .filter(User::is_active)
+                .ok_or(Error::Unauthenticated)?;
+            self.accounts
+                .change_password(&user, current_password, new_password)
+                .await?;
+            Ok::<User, Error>(user)
         }
+        .await;
+        if !matches!(changed, Err(Error::WrongCurrentPassword)) {
+            self.throttle.refund_account(name, None).await?;
+        }
+        let user = &changed?;
         self.sessions.user_changed(&user.id).await;
         self.end_others(&user.id, current, "password changed")
             .await?;

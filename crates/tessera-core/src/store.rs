@@ -353,6 +353,10 @@ pub trait AttemptLimiter: Send + Sync + 'static {
         per_minute: u32,
         spend: bool,
     ) -> Result<Result<(), std::time::Duration>, StoreError>;
+
+    /// Gives back one attempt of `key` spent by [`AttemptLimiter::take_attempt`] at the same
+    /// `per_minute`: the attempt turned out not to count.
+    async fn refund_attempt(&self, key: &str, per_minute: u32) -> Result<(), StoreError>;
 }
 
 /// Ready only when every part is: several stores behind one readiness check.

@@ -150,43 +150,41 @@ impl Throttle {
         throttled(outcome, ThrottleScope::Address)
     }
 
-    /// Refuses an attempt against `account` while its budget of failed attempts is spent. Spends
-    /// nothing: see [`Throttle::account_failed`]. `device` is the id of a device that logged in to
-    /// this account before (a verified device token): it has a budget of its own, so that someone
-    /// guessing at the account from elsewhere cannot keep its owner out.
-    pub async fn check_account(&self, account: &str, device: Option<&str>) -> Result<(), Error> {
-        let outcome = self.account_attempt(account, device, false).await?;
-        throttled(outcome, ThrottleScope::Account)
-    }
-
-    /// Spends one attempt of `account`'s budget (or of its `device`'s): a wrong password was
-    /// given for it.
-    pub async fn account_failed(&self, account: &str, device: Option<&str>) -> Result<(), Error> {
-        // Over the budget already is fine: the next attempt is refused either way.
-        self.account_attempt(account, device, true).await?.ok();
-        Ok(())
-    }
-
-    async fn account_attempt(
-        &self,
-        account: &str,
-        device: Option<&str>,
-        spend: bool,
-    ) -> Result<Result<(), Duration>, Error> {
-        let account = normalize_account(account);
-        let key = match device {
-            Some(device) => format!("acct:{account}:device:{device}"),
-            None => format!("acct:{account}"),
-        };
-        Ok(match &self.shared {
-            None => self.accounts.attempt(&key, spend),
+    /// Spends one attempt of `account`'s budget, refusing while it is spent. `device` is the id
+    /// of a device that logged in to this account before (a verified device token): it has a
+    /// budget of its own, so that someone guessing at the account from elsewhere cannot keep its
+    /// owner out.
+    ///
+    /// The attempt is spent before the password is checked, in one step, so that guesses sent all
+    /// at once cannot all pass a check made before the first of them fails; only failures count
+    /// in the end: give the attempt back with [`Throttle::refund_account`] when the password was
+    /// right (or was never checked).
+    pub async fn spend_account(&self, account: &str, device: Option<&str>) -> Result<(), Error> {
+        let key = account_key(account, device);
+        let outcome = match &self.shared {
+            None => self.accounts.attempt(&key, true),
             Some(shared) => {
                 let rate = self.config.per_account;
                 shared
-                    .take_attempt(&key, rate.burst, rate.per_minute, spend)
+                    .take_attempt(&key, rate.burst, rate.per_minute, true)
                     .await?
             }
-        })
+        };
+        throttled(outcome, ThrottleScope::Account)
+    }
+
+    /// Gives back the attempt [`Throttle::spend_account`] spent: it was not a wrong password.
+    pub async fn refund_account(&self, account: &str, device: Option<&str>) -> Result<(), Error> {
+        let key = account_key(account, device);
+        match &self.shared {
+            None => self.accounts.refund(&key),
+            Some(shared) => {
+                shared
+                    .refund_attempt(&key, self.config.per_account.per_minute)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// The budget an address spends: an IPv4 address; an IPv6 address's network of
@@ -209,6 +207,15 @@ fn throttled(outcome: Result<(), Duration>, scope: ThrottleScope) -> Result<(), 
         metrics::counter!("tessera_throttled_total", "scope" => scope.as_str()).increment(1);
         Error::Throttled { retry_after, scope }
     })
+}
+
+/// The budget key of an account, or of one of its devices.
+fn account_key(account: &str, device: Option<&str>) -> String {
+    let account = normalize_account(account);
+    match device {
+        Some(device) => format!("acct:{account}:device:{device}"),
+        None => format!("acct:{account}"),
+    }
 }
 
 /// The name as login normalizes it (NFKC, lower case), so "ａｌｉｃｅ" spends alice's budget; a
@@ -261,6 +268,19 @@ impl Gcra {
         }
         Ok(())
     }
+
+    /// Gives back one attempt of `key`: its theoretical arrival time moves back one interval,
+    /// never before now.
+    fn refund(&self, key: &str) {
+        let now = Instant::now();
+        let mut cells = self
+            .cells
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tat) = cells.get_mut(key) {
+            *tat = tat.checked_sub(self.interval).unwrap_or(now).max(now);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -291,28 +311,29 @@ mod tests {
     #[tokio::test]
     async fn only_failures_spend_an_accounts_budget() {
         let t = throttle(64);
+        // Attempts given back (right passwords) never run the budget down.
         for _ in 0..10 {
-            t.check_account("alice", None).await.unwrap();
+            t.spend_account("alice", None).await.unwrap();
+            t.refund_account("alice", None).await.unwrap();
         }
+        // Three kept (wrong passwords): the fourth is refused, however spelled.
         for _ in 0..3 {
-            t.check_account("alice", None).await.unwrap();
-            t.account_failed("alice", None).await.unwrap();
+            t.spend_account("alice", None).await.unwrap();
         }
         assert!(matches!(
-            t.check_account("ALICE", None).await,
+            t.spend_account("ALICE", None).await,
             Err(Error::Throttled {
                 scope: ThrottleScope::Account,
                 ..
             })
         ));
-        t.check_account("bob", None).await.unwrap();
+        t.spend_account("bob", None).await.unwrap();
         // A device alice logged in from before keeps its own budget.
-        t.check_account("alice", Some("dev1")).await.unwrap();
         for _ in 0..3 {
-            t.account_failed("alice", Some("dev1")).await.unwrap();
+            t.spend_account("alice", Some("dev1")).await.unwrap();
         }
-        assert!(t.check_account("alice", Some("dev1")).await.is_err());
-        t.check_account("alice", Some("dev2")).await.unwrap();
+        assert!(t.spend_account("alice", Some("dev1")).await.is_err());
+        t.spend_account("alice", Some("dev2")).await.unwrap();
     }
 
     #[tokio::test]

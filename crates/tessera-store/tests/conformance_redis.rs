@@ -859,6 +859,39 @@ async fn gcra_can_be_asked_without_spending() {
     );
 }
 
+/// An attempt given back is as if never spent, and a refund never leaves credit for later.
+#[tokio::test]
+async fn gcra_attempts_can_be_given_back() {
+    let prefix = unique_prefix("gcra-refund");
+    let _cleanup = Cleanup(prefix.clone());
+    let store = connect(&prefix).await;
+    for _ in 0..5 {
+        assert_eq!(
+            store.take_attempt("acct:erin", 2, 1, true).await.unwrap(),
+            Ok(())
+        );
+        store.refund_attempt("acct:erin", 1).await.unwrap();
+    }
+    // Refunds beyond what was spent bank nothing: still a burst of two.
+    store.refund_attempt("acct:erin", 1).await.unwrap();
+    store.refund_attempt("acct:erin", 1).await.unwrap();
+    assert_eq!(
+        store.take_attempt("acct:erin", 2, 1, true).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.take_attempt("acct:erin", 2, 1, true).await.unwrap(),
+        Ok(())
+    );
+    assert!(
+        store
+            .take_attempt("acct:erin", 2, 1, true)
+            .await
+            .unwrap()
+            .is_err()
+    );
+}
+
 /// Nodes share one budget: two stores on one prefix spend the same attempts.
 #[tokio::test]
 async fn gcra_budget_is_shared_between_nodes() {

@@ -375,3 +375,21 @@ redis.call('SET', KEYS[1], int(math.ceil(new_tat)), 'PX', int(math.ceil((new_tat
 return {1, 0}
 "
 );
+
+script!(
+    /// Gives back one attempt spent by GCRA. KEYS[1]: as GCRA's. ARGV: per_minute. The
+    /// theoretical arrival time moves back one interval, never before now. Returns 1.
+    GCRA_REFUND = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = 60000000 / tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local new_tat = tat - interval
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('SET', KEYS[1], int(math.ceil(new_tat)), 'PX', int(math.ceil((new_tat - now) / 1000) + 1))
+return 1
+"
+);

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tessera_core::StoreError;
 
-use super::scripts::GCRA;
+use super::scripts::{GCRA, GCRA_REFUND};
 use super::{RedisStore, call};
 
 impl RedisStore {
@@ -43,8 +43,34 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// Gives back one attempt of `key` spent by [`RedisStore::take_attempt`] (at `per_minute`):
+    /// the attempt turned out not to count (a correct password).
+    pub async fn refund_attempt(&self, key: &str, per_minute: u32) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let _: i64 = call(
+            "refund attempt",
+            GCRA_REFUND
+                .call()
+                .key(self.keys.throttle(key))
+                .arg(per_minute.max(1))
+                .run(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl tessera_core::AttemptLimiter for RedisStore {
+    async fn refund_attempt(
+        &self,
+        key: &str,
+        per_minute: u32,
+    ) -> Result<(), tessera_core::StoreError> {
+        RedisStore::refund_attempt(self, key, per_minute).await
+    }
+
     async fn take_attempt(
         &self,
         key: &str,

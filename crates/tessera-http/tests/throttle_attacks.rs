@@ -1,4 +1,5 @@
-//! Review 10: attacks on the account throttle from outside.
+//! Attacks from outside on the account throttle (guesses sent all at once), the management
+//! surface, and the parsers of device tokens and X-Forwarded-For.
 
 mod common;
 mod support;
