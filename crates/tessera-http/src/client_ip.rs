@@ -61,18 +61,27 @@ fn client_ip(
     };
     let mut client = socket;
     for hop in list.rsplit(',') {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
+        match parse_hop(hop.trim()) {
+            Some(ip) => {
                 client = ip.to_canonical();
                 if !trusts(ip) {
                     break;
                 }
             }
             // A malformed entry: stop at the last address we could read.
-            Err(_) => break,
+            None => break,
         }
     }
     Some(client)
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with the port some proxies add
+/// (`192.0.2.1:4711`, `[2001:db8::1]:4711`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 #[cfg(test)]
@@ -95,6 +104,16 @@ mod tests {
         );
         assert_eq!(ip(proxy, None), Some(proxy));
         assert_eq!(ip(proxy, Some("garbage")), Some(proxy));
+        // Proxies that add the client's port.
+        assert_eq!(ip(proxy, Some("203.0.113.9:4711")), Some(client));
+        assert_eq!(
+            ip(proxy, Some("[2001:db8::9]:4711")),
+            Some("2001:db8::9".parse().unwrap())
+        );
+        assert_eq!(
+            ip(proxy, Some("[2001:db8::9]")),
+            Some("2001:db8::9".parse().unwrap())
+        );
         // A proxy reaching a dual-stack socket shows up IPv4-mapped: still the trusted proxy.
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
         assert_eq!(ip(mapped, Some("203.0.113.9")), Some(client));
