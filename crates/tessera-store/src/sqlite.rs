@@ -3,16 +3,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{SqlSafeStr, Sqlite, Transaction};
+use sqlx::{SqlSafeStr, Sqlite};
 use tessera_core::{StoreError, Timestamp};
 
-use crate::sql::{self, Db, Dialect, Param, StoreErrors, Tx, sql_count};
+use crate::sql::{self, Dialect, StoreErrors, Tx, sql_count};
 
 /// How long a statement waits for another connection's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -220,50 +219,10 @@ const SQL: Dialect = Dialect {
     insert_event: "INSERT INTO security_events (at, kind, user_id, detail) VALUES ($1, $2, $3, $4)",
 };
 
-#[async_trait]
-impl Db for SqliteStore {
-    type Row = SqliteRow;
-    type Tx = Transaction<'static, Sqlite>;
-
-    const DIALECT: &'static Dialect = &SQL;
-
-    async fn execute(&self, statement: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let done = sql::query(statement, params)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch_optional(
-        &self,
-        statement: &str,
-        params: &[Param<'_>],
-    ) -> Result<Option<SqliteRow>, StoreError> {
-        sql::query(statement, params)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)
-    }
-
-    async fn fetch_all(
-        &self,
-        statement: &str,
-        params: &[Param<'_>],
-    ) -> Result<Vec<SqliteRow>, StoreError> {
-        sql::query(statement, params)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)
-    }
-
-    /// sqlx's `begin` is SQLite's deferred `BEGIN`: every transaction here writes before it
-    /// reads, so it takes the write lock up front (waiting out the busy timeout) and never has to
-    /// upgrade a read snapshot, which SQLite may refuse with `SQLITE_BUSY`.
-    async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        self.pool.begin().await.map_err(store_error)
-    }
-
+// sqlx's `begin` is SQLite's deferred `BEGIN`: every transaction here writes before it reads, so
+// it takes the write lock up front (waiting out the busy timeout) and never has to upgrade a read
+// snapshot, which SQLite may refuse with `SQLITE_BUSY`.
+sql::impl_db_on_pool!(SqliteStore, Sqlite, SqliteRow, &SQL, {
     async fn delete_expired_revocations(&self, now: Timestamp) -> Result<usize, StoreError> {
         let mut tx = self.begin().await?;
         let revocations = tx
@@ -281,35 +240,7 @@ impl Db for SqliteStore {
         Tx::commit(tx).await?;
         Ok(sql_count(revocations).saturating_add(sql_count(allowed)))
     }
-}
-
-#[async_trait]
-impl Tx for Transaction<'static, Sqlite> {
-    type Row = SqliteRow;
-
-    async fn execute(&mut self, statement: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let done = sql::query(statement, params)
-            .execute(&mut **self)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch_optional(
-        &mut self,
-        statement: &str,
-        params: &[Param<'_>],
-    ) -> Result<Option<SqliteRow>, StoreError> {
-        sql::query(statement, params)
-            .fetch_optional(&mut **self)
-            .await
-            .map_err(store_error)
-    }
-
-    async fn commit(self) -> Result<(), StoreError> {
-        Transaction::commit(self).await.map_err(store_error)
-    }
-}
+});
 
 sql::impl_store_traits!(SqliteStore);
 

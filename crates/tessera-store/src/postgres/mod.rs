@@ -8,13 +8,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Executor, Postgres, SqlSafeStr, Transaction};
+use sqlx::{Executor, Postgres, SqlSafeStr};
 use tessera_core::{StoreError, Timestamp, TokenHash};
 
-use crate::sql::{self, Db, Dialect, Param, StoreErrors, Tx};
+use crate::sql::{self, Dialect, StoreErrors};
 
 pub use feed::FEED_APPLICATION_NAME;
 
@@ -298,47 +297,7 @@ const SQL: Dialect = Dialect {
          VALUES ($1, $2, $3, $4::json)",
 };
 
-#[async_trait]
-impl Db for PostgresStore {
-    type Row = PgRow;
-    type Tx = Transaction<'static, Postgres>;
-
-    const DIALECT: &'static Dialect = &SQL;
-
-    async fn execute(&self, statement: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let done = sql::query(statement, params)
-            .execute(&self.pool)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch_optional(
-        &self,
-        statement: &str,
-        params: &[Param<'_>],
-    ) -> Result<Option<PgRow>, StoreError> {
-        sql::query(statement, params)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_error)
-    }
-
-    async fn fetch_all(
-        &self,
-        statement: &str,
-        params: &[Param<'_>],
-    ) -> Result<Vec<PgRow>, StoreError> {
-        sql::query(statement, params)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(store_error)
-    }
-
-    async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        self.pool.begin().await.map_err(store_error)
-    }
-
+sql::impl_db_on_pool!(PostgresStore, Postgres, PgRow, &SQL, {
     async fn delete_expired_revocations(&self, now: Timestamp) -> Result<usize, StoreError> {
         // One statement, one snapshot, one round trip: both tables through their expiry indexes.
         let purged: i64 = sqlx::query_scalar(
@@ -352,34 +311,6 @@ impl Db for PostgresStore {
         .map_err(store_error)?;
         Ok(usize::try_from(purged).unwrap_or(0))
     }
-}
-
-#[async_trait]
-impl Tx for Transaction<'static, Postgres> {
-    type Row = PgRow;
-
-    async fn execute(&mut self, statement: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
-        let done = sql::query(statement, params)
-            .execute(&mut **self)
-            .await
-            .map_err(store_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch_optional(
-        &mut self,
-        statement: &str,
-        params: &[Param<'_>],
-    ) -> Result<Option<PgRow>, StoreError> {
-        sql::query(statement, params)
-            .fetch_optional(&mut **self)
-            .await
-            .map_err(store_error)
-    }
-
-    async fn commit(self) -> Result<(), StoreError> {
-        Transaction::commit(self).await.map_err(store_error)
-    }
-}
+});
 
 sql::impl_store_traits!(PostgresStore);

@@ -200,3 +200,98 @@ where
         self.try_get(name).map_err(R::Database::store_error)
     }
 }
+
+/// `impl Db` for a store whose sqlx pool is `self.pool`, and `impl Tx` for that driver's
+/// transactions: running a statement is the same call for every driver, so it is written once.
+/// What differs is given: the store, the sqlx database and row types, the dialect, and how the
+/// store purges expired revocations (`delete_expired_revocations`). Errors are mapped by the
+/// driver's [`StoreErrors`].
+macro_rules! impl_db_on_pool {
+    ($store:ty, $db:ty, $row:ty, $dialect:expr, { $($purge:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::sql::Db for $store {
+            type Row = $row;
+            type Tx = sqlx::Transaction<'static, $db>;
+
+            const DIALECT: &'static $crate::sql::Dialect = $dialect;
+
+            async fn execute(
+                &self,
+                statement: &str,
+                params: &[$crate::sql::Param<'_>],
+            ) -> Result<u64, tessera_core::StoreError> {
+                let done = $crate::sql::query(statement, params)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(<$db as $crate::sql::StoreErrors>::store_error)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn fetch_optional(
+                &self,
+                statement: &str,
+                params: &[$crate::sql::Param<'_>],
+            ) -> Result<Option<$row>, tessera_core::StoreError> {
+                $crate::sql::query(statement, params)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(<$db as $crate::sql::StoreErrors>::store_error)
+            }
+
+            async fn fetch_all(
+                &self,
+                statement: &str,
+                params: &[$crate::sql::Param<'_>],
+            ) -> Result<Vec<$row>, tessera_core::StoreError> {
+                $crate::sql::query(statement, params)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(<$db as $crate::sql::StoreErrors>::store_error)
+            }
+
+            async fn begin(&self) -> Result<Self::Tx, tessera_core::StoreError> {
+                self.pool
+                    .begin()
+                    .await
+                    .map_err(<$db as $crate::sql::StoreErrors>::store_error)
+            }
+
+            $($purge)*
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::sql::Tx for sqlx::Transaction<'static, $db> {
+            type Row = $row;
+
+            async fn execute(
+                &mut self,
+                statement: &str,
+                params: &[$crate::sql::Param<'_>],
+            ) -> Result<u64, tessera_core::StoreError> {
+                let done = $crate::sql::query(statement, params)
+                    .execute(&mut **self)
+                    .await
+                    .map_err(<$db as $crate::sql::StoreErrors>::store_error)?;
+                Ok(done.rows_affected())
+            }
+
+            async fn fetch_optional(
+                &mut self,
+                statement: &str,
+                params: &[$crate::sql::Param<'_>],
+            ) -> Result<Option<$row>, tessera_core::StoreError> {
+                $crate::sql::query(statement, params)
+                    .fetch_optional(&mut **self)
+                    .await
+                    .map_err(<$db as $crate::sql::StoreErrors>::store_error)
+            }
+
+            async fn commit(self) -> Result<(), tessera_core::StoreError> {
+                sqlx::Transaction::commit(self)
+                    .await
+                    .map_err(<$db as $crate::sql::StoreErrors>::store_error)
+            }
+        }
+    };
+}
+pub(crate) use impl_db_on_pool;

@@ -17,7 +17,7 @@ pub(crate) mod sessions;
 mod stores;
 pub(crate) mod users;
 
-pub(crate) use self::db::{Columns, Db, Param, StoreErrors, Tx, query};
+pub(crate) use self::db::{Columns, Db, Param, StoreErrors, Tx, impl_db_on_pool, query};
 pub(crate) use self::stores::impl_store_traits;
 
 use tessera_core::StoreError;
