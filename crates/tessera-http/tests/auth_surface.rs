@@ -9,7 +9,10 @@ mod support;
 use common::{Backend, Options, PASSWORD, TestApp, problem, session_cookie};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
-use support::{AT_COOKIE, Login, RT_COOKIE, admin, claims, hybrid_login, set_cookie, token_login};
+use support::{
+    AT_COOKIE, Login, RT_COOKIE, admin, assert_throttled, claims, hybrid_login, set_cookie,
+    token_login,
+};
 use tessera_core::{Rate, ThrottleConfig};
 use tessera_http::{HttpConfig, IntrospectionClient};
 
@@ -634,22 +637,6 @@ fn throttled(per_account: Rate, per_ip: Rate) -> Options {
         },
         ..options()
     }
-}
-
-async fn assert_throttled(r: Response, what: &str) {
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{what}");
-    assert!(session_cookie(&r).is_none(), "{what}");
-    assert!(set_cookie(&r, AT_COOKIE).is_none(), "{what}");
-    let retry: u64 = r
-        .headers()
-        .get("retry-after")
-        .unwrap_or_else(|| panic!("{what}: no Retry-After"))
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(retry >= 1, "{what}");
-    problem(r, StatusCode::TOO_MANY_REQUESTS).await;
 }
 
 const LOGIN_PATHS: [&str; 3] = ["/v1/session/login", "/v1/token", "/v1/hybrid/login"];

@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use common::{Backend, Options, PASSWORD, TestApp, problem, session_cookie};
+use common::{Backend, Options, PASSWORD, TestApp, problem};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
-use support::{Login, MODELS, login, login_response, my_logins, token_login};
+use support::{Login, MODELS, assert_throttled, login, login_response, my_logins, token_login};
 use tessera_core::{Rate, ThrottleConfig};
 use tessera_http::HttpConfig;
 
@@ -59,24 +59,6 @@ async fn users(app: &TestApp, names: &[&str]) {
             .await
             .unwrap();
     }
-}
-
-/// A 429 problem with a `Retry-After` of at least a second, and no credential.
-async fn assert_throttled(r: Response, what: &str) {
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{what}");
-    assert!(session_cookie(&r).is_none());
-    assert!(support::set_cookie(&r, support::AT_COOKIE).is_none());
-    let retry: u64 = r
-        .headers()
-        .get("retry-after")
-        .unwrap_or_else(|| panic!("{what}: no Retry-After"))
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(retry >= 1, "{what}: Retry-After {retry}");
-    let body = problem(r, StatusCode::TOO_MANY_REQUESTS).await;
-    assert!(body.get("access_token").is_none());
 }
 
 async fn login_from(app: &TestApp, username: &str, forwarded_for: Option<&str>) -> Response {

@@ -319,3 +319,22 @@ pub(crate) async fn user_id(app: &TestApp, username: &str) -> String {
         .id
         .to_string()
 }
+
+/// A 429 problem with a `Retry-After` of at least a second, and no credential (no cookie set, no
+/// token in the body).
+pub(crate) async fn assert_throttled(r: Response, what: &str) {
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "{what}");
+    assert!(super::common::session_cookie(&r).is_none(), "{what}");
+    assert!(set_cookie(&r, AT_COOKIE).is_none(), "{what}");
+    let retry: u64 = r
+        .headers()
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("{what}: no Retry-After"))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{what}: Retry-After {retry}");
+    let body = super::common::problem(r, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(body.get("access_token").is_none(), "{what}");
+}
