@@ -235,7 +235,7 @@ impl KeyRing {
         let signing = by_kid
             .values()
             .filter(|k| k.status == KeyStatus::Active)
-            .max_by_key(|k| (k.created_at, k.kid.clone()))
+            .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
             .cloned();
         Ok(signing.map(|signing| KeySet { signing, by_kid }))
     }
