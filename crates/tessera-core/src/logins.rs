@@ -163,7 +163,7 @@ impl Logins {
                 }
                 let (secret, session) = self.sessions.start(user, client).await?;
                 let current = CurrentLogin::Session(session.handle.clone());
-                Ok(((secret, session), current))
+                Ok(((secret, session), current, None))
             })
             .await?;
         Ok(SessionLogin {
@@ -194,7 +194,10 @@ impl Logins {
                 }
                 let pair = self.tokens.issue(user, model, client).await?;
                 let current = CurrentLogin::Family(pair.family_id.clone());
-                Ok((pair, current))
+                // Issuing read the account after storing the login, for the roles the access
+                // token carries: that read also serves the pipeline's check.
+                let read_after = Some(pair.user.clone());
+                Ok((pair, current, read_after))
             })
             .await?;
         Ok(TokenLogin {
@@ -205,13 +208,15 @@ impl Logins {
     }
 
     /// The pipeline every login goes through: spend an attempt of the address and the account,
-    /// check the credentials (audited), `start` the login in its model, then keep the user within
-    /// the cap (the new login is spared).
+    /// check the credentials (audited), `start` the login in its model, void it if the account
+    /// changed meanwhile, then keep the user within the cap (the new login is spared). `start`
+    /// returns what it started, which login that is, and the account if it read it again after
+    /// storing the login (else the pipeline reads it).
     async fn login<T>(
         &self,
         attempt: LoginAttempt<'_>,
         model: LoginModel,
-        start: impl AsyncFnOnce(&User, ClientInfo) -> Result<(T, CurrentLogin), Error>,
+        start: impl AsyncFnOnce(&User, ClientInfo) -> Result<(T, CurrentLogin, Option<User>), Error>,
     ) -> Result<(User, String, T), Error> {
         let LoginAttempt {
             username,
@@ -242,7 +247,7 @@ impl Logins {
         let user = checked?;
         // A login presents no refresh token: `InvalidGrant` from starting one means the account
         // was disabled or deleted meanwhile, which is what the credentials answer says.
-        let (started, current) = start(&user, client).await.map_err(|e| match e {
+        let (started, current, read_after) = start(&user, client).await.map_err(|e| match e {
             Error::InvalidGrant => Error::InvalidCredentials,
             e => e,
         })?;
@@ -251,7 +256,11 @@ impl Logins {
         // before it ends the logins it finds, so either it found this one, or this read sees it.
         // The clock's millisecond cannot order a change made in the very millisecond the login
         // began, so `not_before` having moved at all since the account was read voids it too.
-        let fresh = self.accounts.user(&user.id).await?;
+        // `start` may hand back the account as it read it after storing the login; else read it.
+        let fresh = match read_after {
+            Some(fresh) => Some(fresh),
+            None => self.accounts.user(&user.id).await?,
+        };
         if fresh.is_none_or(|fresh| {
             !fresh.is_active() || fresh.not_before > began || fresh.not_before != user.not_before
         }) {
