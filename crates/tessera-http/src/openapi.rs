@@ -52,7 +52,14 @@ impl Modify for SecuritySchemes {
             "hybrid_cookies",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
                 "__Host-tessera-at",
-                "The hybrid model's access-token cookie (with __Secure-tessera-rt on /v1/hybrid), set by POST /v1/hybrid/login.",
+                "The hybrid model's access-token cookie, set by POST /v1/hybrid/login.",
+            ))),
+        );
+        components.add_security_scheme(
+            "hybrid_refresh_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "__Secure-tessera-rt",
+                "The hybrid model's refresh cookie (sent only to /v1/hybrid), set by POST /v1/hybrid/login: it names the login, so it works after the access cookie expired.",
             ))),
         );
         components.add_security_scheme(

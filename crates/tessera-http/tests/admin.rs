@@ -878,8 +878,8 @@ async fn openapi_documents_the_hybrid_account_and_admin_routes() {
         );
         if path.starts_with("/v1/hybrid/") && path != "/v1/hybrid/login" {
             assert!(
-                op["security"].to_string().contains("hybrid_cookies"),
-                "{method} {path} does not name the hybrid cookies"
+                op["security"].to_string().contains("hybrid_refresh_cookie"),
+                "{method} {path} does not name the hybrid refresh cookie"
             );
         }
     }
@@ -887,6 +887,9 @@ async fn openapi_documents_the_hybrid_account_and_admin_routes() {
     assert_eq!(scheme["type"], "apiKey");
     assert_eq!(scheme["in"], "cookie");
     assert_eq!(scheme["name"], "__Host-tessera-at");
+    let scheme = &doc["components"]["securitySchemes"]["hybrid_refresh_cookie"];
+    assert_eq!(scheme["in"], "cookie");
+    assert_eq!(scheme["name"], "__Secure-tessera-rt");
     // The login answers 429 when throttled, and 403 for a cross-site login.
     for status in ["403", "429"] {
         assert!(

@@ -141,7 +141,7 @@ pub async fn login(
 /// Authenticated by the refresh cookie, so it works after the access cookie expired.
 #[utoipa::path(
     get, path = "/v1/hybrid/session", tag = "hybrid",
-    security(("hybrid_cookies" = [])),
+    security(("hybrid_refresh_cookie" = [])),
     responses(
         (status = 200, body = HybridSession),
         (status = 401, description = "No live hybrid login", body = Problem, content_type = "application/problem+json"),
@@ -167,7 +167,7 @@ pub async fn current(State(state): State<AppState>, login: HybridLogin) -> Json<
 /// Refresh: rotates both cookies (same reuse rules as the token model).
 #[utoipa::path(
     post, path = "/v1/hybrid/refresh", tag = "hybrid",
-    security(("hybrid_cookies" = [], "csrf_token" = [])),
+    security(("hybrid_refresh_cookie" = [], "csrf_token" = [])),
     responses(
         (status = 200, description = "Both cookies are replaced", body = HybridSession),
         (status = 401, description = "No live refresh cookie", body = Problem, content_type = "application/problem+json"),
@@ -192,7 +192,11 @@ pub async fn refresh(
 /// Log out: revokes the login (refresh and access tokens) and clears both cookies.
 #[utoipa::path(
     delete, path = "/v1/hybrid/session", tag = "hybrid",
-    security((), ("hybrid_cookies" = [], "csrf_token" = [])),
+    security(
+        (),
+        ("hybrid_refresh_cookie" = [], "csrf_token" = []),
+        ("hybrid_cookies" = [], "csrf_token" = []),
+    ),
     responses(
         (status = 204, description = "Logged out; both cookies are cleared"),
         (status = 403, description = "CSRF token missing or wrong, or a cross-site request", body = Problem, content_type = "application/problem+json"),

@@ -26,7 +26,7 @@ use crate::state::AppState;
     security((), ("bearer" = []), ("session_cookie" = []), ("hybrid_cookies" = [])),
     params(
         ("redirect" = Option<String>, Query, nullable = false, pattern = "^(status|header)$", description = "`status` (default): a browser is sent to the login page with a 302; `header`: a 401 with the address in X-Tessera-Location instead"),
-        ("X-Forwarded-Method" = Option<String>, Header, nullable = false, pattern = "^[A-Za-z]{1,16}$", description = "The original method; only GET and HEAD are redirected"),
+        ("X-Forwarded-Method" = Option<String>, Header, nullable = false, pattern = "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$", description = "The original method (an HTTP token); only GET and HEAD are redirected"),
         ("X-Forwarded-Proto" = Option<String>, Header, nullable = false, pattern = "^(http|https)$", description = "http or https, for the return address"),
         ("X-Forwarded-Host" = Option<String>, Header, nullable = false, pattern = "^[A-Za-z0-9.-]{1,253}(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?$", description = "The original host: host-bound rules and the return address"),
         ("X-Forwarded-Uri" = Option<String>, Header, nullable = false, pattern = "^/([!-$&-~]|%[0-9A-Fa-f]{2})*$", description = "The original path and query; required when route rules are configured"),
