@@ -407,7 +407,17 @@ pub(crate) struct Overrides {
 impl Config {
     /// Loads the configuration. Without `--config`, `./tessera.toml` is read when it exists.
     pub(crate) fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Self> {
-        let figment = Self::figment(file, overrides)?;
+        Self::extract(Self::figment(file, overrides)?)
+    }
+
+    /// The configuration a file with this text gives, on its own: defaults, then the text.
+    pub(crate) fn from_toml_str(text: &str) -> anyhow::Result<Self> {
+        Self::extract(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    fn extract(figment: Figment) -> anyhow::Result<Self> {
         let config: Config = figment
             .extract()
             .map_err(|e| anyhow::anyhow!(describe(e)))?;
