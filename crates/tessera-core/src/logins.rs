@@ -255,7 +255,8 @@ impl Logins {
         // login was being made voids it. Every such change moves the account's `not_before`
         // before it ends the logins it finds, so either it found this one, or this read sees it.
         // The clock's millisecond cannot order a change made in the very millisecond the login
-        // began, so `not_before` having moved at all since the account was read voids it too.
+        // began, so `not_before` having moved at all since the account was read voids it too:
+        // every change moves it, even two in one millisecond (`User::moved_not_before`).
         // `start` may hand back the account as it read it after storing the login; else read it.
         let fresh = match read_after {
             Some(fresh) => Some(fresh),

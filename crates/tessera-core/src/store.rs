@@ -32,8 +32,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// The account with this (already normalized) username; `None` when there is none.
     async fn user_by_username(&self, username: &Username) -> Result<Option<User>, StoreError>;
 
-    /// Replaces a user's password hash (a password change) and sets `updated_at` and `not_before`
-    /// to `at`; `false` when there is no such user.
+    /// Replaces a user's password hash (a password change), sets `updated_at` to `at` and moves
+    /// `not_before` ([`User::moved_not_before`]); `false` when there is no such user.
     async fn set_password_hash(
         &self,
         id: &UserId,
@@ -52,8 +52,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// The ids of every disabled account (few: what the revocation stream tells resource servers).
     async fn disabled_user_ids(&self) -> Result<Vec<UserId>, StoreError>;
 
-    /// Sets `disabled`, and `updated_at` and `not_before` to `at`; `false` when there is no such
-    /// user.
+    /// Sets `disabled` and `updated_at` to `at`, and moves `not_before`
+    /// ([`User::moved_not_before`]); `false` when there is no such user.
     async fn set_user_disabled(
         &self,
         id: &UserId,
@@ -61,8 +61,8 @@ pub trait UserStore: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<bool, StoreError>;
 
-    /// Replaces the roles and sets `updated_at` and `not_before` to `at`; `false` when there is no
-    /// such user.
+    /// Replaces the roles, sets `updated_at` to `at` and moves `not_before`
+    /// ([`User::moved_not_before`]); `false` when there is no such user.
     async fn set_user_roles(
         &self,
         id: &UserId,
@@ -81,8 +81,9 @@ pub trait UserStore: Send + Sync + 'static {
         new_hash: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Moves `not_before` to `at` (never back): every login whose check began before it is void
-    /// (a forced logout). `false` when there is no such user.
+    /// Moves `not_before` ([`User::moved_not_before`]: to `at`, or a millisecond on when it is
+    /// already there; never back): every login whose check began before it is void (a forced
+    /// logout). `false` when there is no such user.
     async fn set_user_not_before(&self, id: &UserId, at: Timestamp) -> Result<bool, StoreError>;
 }
 

@@ -143,6 +143,18 @@ pub struct User {
 }
 
 impl User {
+    /// The account's `not_before` after a change at `at`: `at`, or, when it already is at or
+    /// after `at`, one millisecond later. It never moves back, and every change moves it, even two
+    /// in one millisecond, so a login that read the account before a change always sees that it
+    /// moved. Every store applies this rule in the same write as the change.
+    pub fn moved_not_before(current: Timestamp, at: Timestamp) -> Timestamp {
+        if current >= at {
+            Timestamp::from_unix_millis(current.unix_millis().saturating_add(1))
+        } else {
+            at
+        }
+    }
+
     /// Whether the account may use any credential: a disabled account keeps its data but can
     /// neither log in nor use the sessions and tokens it already holds.
     pub fn is_active(&self) -> bool {

@@ -307,8 +307,11 @@ async fn disabling_a_user_stops_every_credential_at_once(backend: Backend) {
     .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["disabled"], false);
-    // The old credentials stay dead; new logins work, at once.
+    // The old credentials stay dead; new logins work, at once (the test's clock stands still,
+    // so each change so far moved the account's not-before a millisecond on; it moves on by
+    // the time that separates the changes from the next login).
     all_dead(&app, &mut alices, "enabled again").await;
+    app.clock.advance(Duration::from_millis(10));
     let mut fresh = logins_of(&app, "alice").await;
     all_alive(&app, &mut fresh, "enabled again").await;
 
@@ -556,7 +559,9 @@ async fn a_forced_logout_stops_every_credential_of_that_user_only(backend: Backe
     ))
     .await;
     assert_eq!(listed, json!([]));
-    // Not a lockout: alice logs in again at once.
+    // Not a lockout: alice logs in again at once (a millisecond later: the test's clock stands
+    // still, and a login in the very millisecond of the change is void).
+    app.clock.advance(Duration::from_millis(1));
     let mut fresh = logins_of(&app, "alice").await;
     all_alive(&app, &mut fresh, "after a forced logout").await;
     let r = post(&app, &root.access, "/v1/admin/users/usr_nobody/logout")

@@ -258,7 +258,7 @@ impl UserStore for MemoryStore {
         };
         user.password_hash = password_hash.to_owned();
         user.updated_at = at;
-        user.not_before = user.not_before.max(at);
+        user.not_before = User::moved_not_before(user.not_before, at);
         Ok(true)
     }
 
@@ -302,7 +302,7 @@ impl UserStore for MemoryStore {
         };
         user.disabled = disabled;
         user.updated_at = at;
-        user.not_before = user.not_before.max(at);
+        user.not_before = User::moved_not_before(user.not_before, at);
         Ok(true)
     }
 
@@ -318,7 +318,7 @@ impl UserStore for MemoryStore {
         };
         user.roles = roles.to_vec();
         user.updated_at = at;
-        user.not_before = user.not_before.max(at);
+        user.not_before = User::moved_not_before(user.not_before, at);
         Ok(true)
     }
 
@@ -343,7 +343,7 @@ impl UserStore for MemoryStore {
         let Some(user) = inner.users.get_mut(id) else {
             return Ok(false);
         };
-        user.not_before = user.not_before.max(at);
+        user.not_before = User::moved_not_before(user.not_before, at);
         Ok(true)
     }
 }

@@ -194,7 +194,7 @@ const SQL: Dialect = Dialect {
     insert_user: "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, \
          updated_at, not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     set_user_roles: "UPDATE users SET roles = $1, updated_at = $2, \
-         not_before = CASE WHEN not_before > $2 THEN not_before ELSE $2 END WHERE id = $3",
+         not_before = CASE WHEN not_before >= $2 THEN not_before + 1 ELSE $2 END WHERE id = $3",
     disabled_user_ids: "SELECT id FROM users WHERE disabled <> 0 ORDER BY id",
     insert_session: "INSERT INTO sessions (handle, user_id, secret_hash, csrf_token, created_at, \
          last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version) \

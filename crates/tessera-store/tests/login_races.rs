@@ -334,3 +334,35 @@ async fn a_login_racing_a_forced_logout_in_the_same_millisecond_does_not_outlive
         assert_eq!(live_logins(&node).await, 0, "{model:?}");
     }
 }
+
+/// The hardest tie: the account changed in some millisecond, a login began in that very
+/// millisecond (so it read the account as the first change left it), and a second change lands
+/// in the same millisecond while the login checks the password. The second change still moves
+/// the account's not-before (a millisecond on), so the login sees it moved and is void.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_between_two_changes_in_one_millisecond_does_not_outlive_the_second() {
+    for model in MODELS {
+        let node = node().await;
+        node.clock.advance(Duration::from_secs(60));
+        let force_logout = async |node: &Node| {
+            node.services
+                .logins
+                .force_logout(&node.alice.id, None)
+                .await
+                .unwrap();
+        };
+        force_logout(&node).await;
+        let succeeded = race_after(&node, model, Duration::ZERO, force_logout).await;
+        assert!(
+            !succeeded,
+            "{model:?}: the login outlived the second change"
+        );
+        assert_eq!(live_logins(&node).await, 0, "{model:?}");
+        // Time moves on: a login after both changes goes through.
+        node.clock.advance(Duration::from_millis(2));
+        assert!(
+            race(&node, model, async |_| {}).await,
+            "{model:?}: a later login"
+        );
+    }
+}

@@ -517,9 +517,28 @@ pub async fn rehash_and_not_before<S: UserStore>(store: S) {
             .await
             .expect("user_by_id")
             .map(|u| u.not_before),
-        Some(at(T0 + 2 * HOUR)),
-        "not_before never moves back"
+        Some(at(T0 + 2 * HOUR + 2)),
+        "not_before never moves back, and every change moves it (a millisecond on when it is \
+         already there)"
     );
+    // Two changes in one millisecond: the second still moves it.
+    for expected in [at(T0 + 3 * HOUR), at(T0 + 3 * HOUR + 1)] {
+        assert!(
+            store
+                .set_user_disabled(&alice.id, false, at(T0 + 3 * HOUR))
+                .await
+                .expect("set_user_disabled")
+        );
+        assert_eq!(
+            store
+                .user_by_id(&alice.id)
+                .await
+                .expect("user_by_id")
+                .map(|u| u.not_before),
+            Some(expected),
+            "a change at the instant not_before already holds moves it on"
+        );
+    }
     let ghost = UserId::generate().expect("OS randomness");
     assert!(
         !store

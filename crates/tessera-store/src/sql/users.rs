@@ -59,7 +59,7 @@ pub(crate) async fn set_password_hash<D: Db>(
     let changed = db
         .execute(
             "UPDATE users SET password_hash = $1, updated_at = $2, \
-             not_before = CASE WHEN not_before > $2 THEN not_before ELSE $2 END WHERE id = $3",
+             not_before = CASE WHEN not_before >= $2 THEN not_before + 1 ELSE $2 END WHERE id = $3",
             &[password_hash.into(), at.into(), id.as_str().into()],
         )
         .await?;
@@ -115,7 +115,7 @@ pub(crate) async fn set_user_disabled<D: Db>(
     let changed = db
         .execute(
             "UPDATE users SET disabled = $1, updated_at = $2, \
-             not_before = CASE WHEN not_before > $2 THEN not_before ELSE $2 END WHERE id = $3",
+             not_before = CASE WHEN not_before >= $2 THEN not_before + 1 ELSE $2 END WHERE id = $3",
             &[disabled.into(), at.into(), id.as_str().into()],
         )
         .await?;
@@ -160,7 +160,7 @@ pub(crate) async fn set_user_not_before<D: Db>(
 ) -> Result<bool, StoreError> {
     let changed = db
         .execute(
-            "UPDATE users SET not_before = CASE WHEN not_before > $1 THEN not_before ELSE $1 END \
+            "UPDATE users SET not_before = CASE WHEN not_before >= $1 THEN not_before + 1 ELSE $1 END \
              WHERE id = $2",
             &[at.into(), id.as_str().into()],
         )
