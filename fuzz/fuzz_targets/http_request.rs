@@ -223,6 +223,27 @@ const HEADERS: [&str; 6] = [
     "x-forwarded-for",
 ];
 
+/// The one cookie a route authenticates by.
+fn credential_cookie(method: &str, path: &str) -> Option<&'static str> {
+    match (method, path) {
+        ("GET", "/v1/session") | ("PATCH", "/v1/session/data") => Some("__Host-tessera"),
+        ("GET", "/v1/hybrid/session") => Some("__Secure-tessera-rt"),
+        _ => None,
+    }
+}
+
+/// How many pairs named exactly `name` the `Cookie` headers carry.
+fn cookie_count(headers: &[Vec<u8>], name: &str) -> usize {
+    headers
+        .iter()
+        .flat_map(|h| h.split(|b| *b == b';'))
+        .filter(|pair| {
+            let pair = pair.trim_ascii();
+            pair.split(|b| *b == b'=').next() == Some(name.as_bytes()) && pair.contains(&b'=')
+        })
+        .count()
+}
+
 /// `value` with every 0x01 + letter replaced by that credential; whether any was.
 fn splice(value: &[u8], credentials: &Credentials) -> (Vec<u8>, bool) {
     let mut out = Vec::with_capacity(value.len());
@@ -257,14 +278,18 @@ fuzz_target!(|data: &[u8]| {
         .uri(path);
     // The rest: header values separated by 0xFF, given to the headers in turn (some twice).
     let mut credentialed = false;
+    let mut cookie_headers: Vec<Vec<u8>> = Vec::new();
     {
         let credentials = h.credentials.lock().unwrap();
         for (i, value) in rest.split(|b| *b == 0xFF).enumerate().take(12) {
             let (value, spliced) = splice(value, &credentials);
             if let Ok(value) = HeaderValue::from_bytes(&value) {
                 credentialed |= spliced;
-                request =
-                    request.header(HeaderName::from_static(HEADERS[i % HEADERS.len()]), value);
+                let name = HEADERS[i % HEADERS.len()];
+                if name == "cookie" {
+                    cookie_headers.push(value.as_bytes().to_vec());
+                }
+                request = request.header(HeaderName::from_static(name), value);
             }
         }
     }
@@ -274,7 +299,20 @@ fuzz_target!(|data: &[u8]| {
     let status = h.call(request).status();
     assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR);
     if status.is_success() && PROTECTED.contains(&(method, path)) {
-        assert!(credentialed, "{method} {path} answered {status} without a credential");
+        assert!(
+            credentialed,
+            "{method} {path} answered {status} without a credential"
+        );
+    }
+    // Two values for the credential cookie a route reads: the browser cannot tell us which one
+    // this site set (a sibling subdomain may have set the other), so it is never accepted.
+    if let Some(name) = credential_cookie(method, path)
+        && cookie_count(&cookie_headers, name) > 1
+    {
+        assert!(
+            !status.is_success(),
+            "{method} {path} answered {status} to two {name} cookies"
+        );
     }
     // A logout or a refresh that went through ended or rotated the harness's login: log in again.
     if status.is_success() {
