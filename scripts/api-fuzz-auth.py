@@ -43,7 +43,7 @@ def _login() -> dict:
             cookies[name] = rest.split(";", 1)[0]
     if MODEL == "bearer":
         return {"headers": {"Authorization": "Bearer " + answer["access_token"]}, "cookies": {}}
-    names = ["__Host-tessera"] if MODEL == "session" else ["__Host-tessera-at", "__Secure-tessera-rt"]
+    names = ["__Host-tessera"] if MODEL == "session" else ["__Host-tessera-at", "__Host-tessera-rt"]
     return {
         "headers": {"X-CSRF-Token": answer["csrf_token"]},
         "cookies": {name: cookies[name] for name in names},

@@ -116,7 +116,7 @@ impl Harness {
         let (json, cookies) = self.login("/v1/hybrid/login");
         let mut c = self.credentials.lock().unwrap();
         c.hybrid_access = cookie(&cookies, "__Host-tessera-at");
-        c.hybrid_refresh = cookie(&cookies, "__Secure-tessera-rt");
+        c.hybrid_refresh = cookie(&cookies, "__Host-tessera-rt");
         c.hybrid_csrf = json["csrf_token"].as_str().unwrap().to_owned();
     }
 }
@@ -227,7 +227,7 @@ const HEADERS: [&str; 6] = [
 fn credential_cookie(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
         ("GET", "/v1/session") | ("PATCH", "/v1/session/data") => Some("__Host-tessera"),
-        ("GET", "/v1/hybrid/session") => Some("__Secure-tessera-rt"),
+        ("GET", "/v1/hybrid/session") => Some("__Host-tessera-rt"),
         _ => None,
     }
 }

@@ -58,8 +58,8 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "hybrid_refresh_cookie",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                "__Secure-tessera-rt",
-                "The hybrid model's refresh cookie (sent only to /v1/hybrid), set by POST /v1/hybrid/login: it names the login, so it works after the access cookie expired.",
+                "__Host-tessera-rt",
+                "The hybrid model's refresh cookie, set by POST /v1/hybrid/login: it names the login, so it works after the access cookie expired.",
             ))),
         );
         components.add_security_scheme(

@@ -894,7 +894,7 @@ async fn openapi_documents_the_hybrid_account_and_admin_routes() {
     assert_eq!(scheme["name"], "__Host-tessera-at");
     let scheme = &doc["components"]["securitySchemes"]["hybrid_refresh_cookie"];
     assert_eq!(scheme["in"], "cookie");
-    assert_eq!(scheme["name"], "__Secure-tessera-rt");
+    assert_eq!(scheme["name"], "__Host-tessera-rt");
     // The login answers 429 when throttled, and 403 for a cross-site login.
     for status in ["403", "429"] {
         assert!(

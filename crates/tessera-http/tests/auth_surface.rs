@@ -271,11 +271,13 @@ async fn duplicated_credential_cookies_are_trusted_for_nothing() {
         "refresh twice (refresh)"
     );
     assert!(set_cookie(&r, AT_COOKIE).is_none());
-    // Names that only decode to the refresh cookie's (what a sibling subdomain can set): no login.
+    // Names that only decode to the refresh cookie's, and the `__Secure-` name a sibling
+    // subdomain can set for the whole domain: no login.
     for name in [
-        "__Secure%2Dtessera-rt",
-        "__secure-tessera-rt",
-        "__%53ecure-tessera-rt",
+        "__Host%2Dtessera-rt",
+        "__host-tessera-rt",
+        "__%48ost-tessera-rt",
+        "__Secure-tessera-rt",
     ] {
         let r = app
             .request(Method::POST, "/v1/hybrid/refresh")
@@ -293,6 +295,72 @@ async fn duplicated_credential_cookies_are_trusted_for_nothing() {
     // Still one live hybrid login that refreshes normally.
     let mut h = h;
     assert_eq!(h.refresh(&app).await, StatusCode::OK);
+}
+
+/// Every cookie the server sets is a `__Host-` cookie (Secure, Path=/, no Domain): a browser
+/// lets no other site set or overwrite one, so a sibling subdomain cannot plant a credential of
+/// its own (a `__Secure-` cookie can be set for the whole domain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cookie_the_server_sets_is_host_only() {
+    let app = spawn().await;
+    app.register("alice", PASSWORD).await;
+    let mut answers = Vec::new();
+    let mut h = hybrid_login(&app, "alice").await;
+    answers.push(
+        app.request(Method::POST, "/v1/hybrid/login")
+            .json(&json!({"username": "alice", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap(),
+    );
+    answers.push(
+        h.request(&app, Method::POST, "/v1/hybrid/refresh", true)
+            .send()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(h.refresh(&app).await, StatusCode::OK);
+    answers.push(
+        h.request(&app, Method::DELETE, "/v1/hybrid/session", true)
+            .send()
+            .await
+            .unwrap(),
+    );
+    let s = app.login("alice", PASSWORD).await;
+    answers.push(app.login_response("alice", PASSWORD).await);
+    answers.push(
+        app.request(Method::DELETE, "/v1/session")
+            .header(
+                "cookie",
+                format!("{}={}", common::COOKIE, s.cookie.unwrap()),
+            )
+            .header("x-csrf-token", s.csrf)
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut seen = 0;
+    for r in &answers {
+        for line in r.headers().get_all("set-cookie") {
+            let line = line.to_str().unwrap();
+            let name = line.split('=').next().unwrap();
+            let attributes: Vec<String> = line
+                .split(';')
+                .skip(1)
+                .map(|a| a.trim().to_ascii_lowercase())
+                .collect();
+            assert!(name.starts_with("__Host-"), "{line}");
+            assert!(attributes.iter().any(|a| a == "secure"), "{line}");
+            assert!(attributes.iter().any(|a| a == "path=/"), "{line}");
+            assert!(
+                !attributes.iter().any(|a| a.starts_with("domain")),
+                "{line}"
+            );
+            seen += 1;
+        }
+    }
+    // Login, refresh and logout of each model set or clear cookies.
+    assert!(seen >= 8, "{seen} cookies");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use webdriver::Chromium;
 
 const ACCESS_COOKIE: &str = "__Host-tessera-at";
-const REFRESH_COOKIE: &str = "__Secure-tessera-rt";
+const REFRESH_COOKIE: &str = "__Host-tessera-rt";
 const VICTIM: &str = "victim";
 const ATTACKER: &str = "mallory";
 /// Contains `=`, so a `text/plain` form can carry it inside crafted JSON (see `text_plain_json`).
@@ -98,13 +98,9 @@ async fn the_playground_logs_in_and_out_with_every_model(page: &AppPage<'_>) {
     let access = named(&cookies, ACCESS_COOKIE).expect("the access cookie is stored");
     assert_stored_as(access, "Lax", "/");
     assert_eq!(value_of(access).split('.').count(), 3, "a JWT: {access}");
-    assert!(
-        named(&cookies, REFRESH_COOKIE).is_none(),
-        "the refresh cookie is only sent to /v1/hybrid: {cookies:?}"
-    );
-    let at_hybrid = page.cookies_at_hybrid().await;
-    let refresh = named(&at_hybrid, REFRESH_COOKIE).expect("the refresh cookie is stored");
-    assert_stored_as(refresh, "Strict", "/v1/hybrid");
+    // A `__Host-` cookie too: no other site can set or overwrite it.
+    let refresh = named(&cookies, REFRESH_COOKIE).expect("the refresh cookie is stored");
+    assert_stored_as(refresh, "Strict", "/");
     let (access_1, refresh_1) = (value_of(access), value_of(refresh));
     page.no_token_visible("hybrid login").await;
     assert_eq!(page.act("hybrid-me").await, "GET /v1/me → 200");
@@ -331,7 +327,7 @@ struct VictimState {
     hybrid_csrf: String,
     /// Ids from `GET /v1/sessions`: every login of the victim, on every device.
     logins: BTreeSet<String>,
-    /// Name and value of every cookie sent to `/` or to `/v1/hybrid`.
+    /// Name and value of every cookie sent to `/` or to `/v1/hybrid/session`.
     cookies: BTreeMap<String, String>,
 }
 
@@ -380,7 +376,7 @@ impl AppPage<'_> {
         }
     }
 
-    /// The cookies the browser holds for `/v1/hybrid` (the refresh cookie's path).
+    /// The cookies the browser sends to `/v1/hybrid/session`.
     async fn cookies_at_hybrid(&self) -> Vec<Value> {
         let cookies = self
             .chromium

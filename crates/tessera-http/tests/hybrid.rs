@@ -1,5 +1,5 @@
 //! The hybrid model end to end: the access token in a `__Host-` cookie, the refresh token in a
-//! `__Secure-` cookie sent only to `/v1/hybrid`, a CSRF token bound to the login, rotation with
+//! `__Host-` cookie too, a CSRF token bound to the login, rotation with
 //! reuse detection, logout, and the cross-site refusals.
 
 mod common;
@@ -58,7 +58,7 @@ async fn login_sets_two_secure_httponly_cookies_and_no_token_in_the_body(backend
     assert!(rt.has("Secure"), "{rt:?}");
     assert!(rt.has("HttpOnly"), "{rt:?}");
     assert_eq!(rt.get("SameSite").as_deref(), Some("Strict"));
-    assert_eq!(rt.get("Path").as_deref(), Some("/v1/hybrid"));
+    assert_eq!(rt.get("Path").as_deref(), Some("/"));
     assert_eq!(rt.get("Domain"), None);
     let rt_age: i64 = rt.get("Max-Age").unwrap().parse().unwrap();
     assert!(
@@ -118,7 +118,7 @@ async fn refresh_rotates_both_cookies_and_keeps_the_csrf_token(backend: Backend)
     assert_ne!(Some(&at.value), h.at.as_ref());
     assert_ne!(Some(&rt.value), h.rt.as_ref());
     assert!(at.has("HttpOnly") && at.has("Secure"));
-    assert_eq!(rt.get("Path").as_deref(), Some("/v1/hybrid"));
+    assert_eq!(rt.get("Path").as_deref(), Some("/"));
     assert_eq!(rt.get("SameSite").as_deref(), Some("Strict"));
     let body: Value = r.json().await.unwrap();
     // The CSRF token is bound to the login, not to one access token: it stays the same.
@@ -223,7 +223,7 @@ async fn logout_revokes_the_login_and_clears_both_cookies(backend: Backend) {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let at = set_cookie(&r, AT_COOKIE).expect("the access cookie is cleared");
     let rt = set_cookie(&r, RT_COOKIE).expect("the refresh cookie is cleared");
-    for (c, path) in [(&at, "/"), (&rt, "/v1/hybrid")] {
+    for (c, path) in [(&at, "/"), (&rt, "/")] {
         assert!(clears(c), "{c:?}");
         // A browser only replaces a prefixed cookie with one of the same attributes.
         assert!(c.has("Secure"), "{c:?}");

@@ -30,7 +30,7 @@ const PUBLIC_URL: &str = "http://localhost:8080";
 
 const SESSION_COOKIE: &str = "__Host-tessera";
 const HYBRID_ACCESS_COOKIE: &str = "__Host-tessera-at";
-const HYBRID_REFRESH_COOKIE: &str = "__Secure-tessera-rt";
+const HYBRID_REFRESH_COOKIE: &str = "__Host-tessera-rt";
 
 /// How many revocations the latency measurement makes. Each needs a login of its own (revoking
 /// an access token ends its whole login, so tokens from refreshing one login cannot be revoked

@@ -9,11 +9,11 @@ use tessera_core::{RefreshToken, SessionId};
 pub const SESSION_COOKIE: &str = "__Host-tessera";
 /// The hybrid model's access-token cookie (`__Host-`: Secure, Path=/, no Domain).
 pub const HYBRID_ACCESS_COOKIE: &str = "__Host-tessera-at";
-/// The hybrid model's refresh-token cookie, sent only to `/v1/hybrid` (so `__Secure-`, not
-/// `__Host-`, which requires Path=/).
-pub const HYBRID_REFRESH_COOKIE: &str = "__Secure-tessera-rt";
-/// Where the refresh cookie is sent.
-pub const HYBRID_REFRESH_PATH: &str = "/v1/hybrid";
+/// The hybrid model's refresh-token cookie (`__Host-`: Secure, Path=/, no Domain). A `__Secure-`
+/// cookie could be scoped to `/v1/hybrid`, but a sibling subdomain can set one of that name for
+/// the whole domain (`Domain=`), so it would let another site log a browser in as someone else;
+/// only `__Host-` cookies are credentials here.
+pub const HYBRID_REFRESH_COOKIE: &str = "__Host-tessera-rt";
 /// The device cookie: proof that this browser logged in to an account before, so that it keeps
 /// a failed-attempt budget of its own. Not a credential: it authenticates nothing.
 pub const DEVICE_COOKIE: &str = "__Host-tessera-device";

@@ -29,9 +29,7 @@ use tessera_core::token::VerifiedClaims;
 use tessera_core::{ClientInfo, Session, User};
 
 pub use bearer::BearerAuth;
-pub use cookies::{
-    DEVICE_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HYBRID_REFRESH_PATH, SESSION_COOKIE,
-};
+pub use cookies::{DEVICE_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, SESSION_COOKIE};
 pub(crate) use cookies::{cookie_value, session_secret};
 pub use hybrid::{HybridAuth, HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie};
 pub use service_client::ServiceClient;

@@ -1,5 +1,5 @@
 //! The hybrid model (the usual compromise): the access token lives in an HttpOnly cookie, the
-//! refresh token in another one sent only to `/v1/hybrid`, and unsafe requests carry a CSRF token
+//! refresh token in another (both `__Host-` cookies, which no other site can set), and unsafe requests carry a CSRF token
 //! bound to the login (an HMAC over its family id). Script never sees a token.
 
 use axum::Json;
@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 use super::{Credentials, UserView};
 use crate::csrf::SameOrigin;
 use crate::extract::{
-    ClientMeta, DeviceCookie, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HYBRID_REFRESH_PATH,
-    HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie,
+    ClientMeta, DeviceCookie, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HybridLogin,
+    HybridLogout, HybridRefresh, HybridRefreshCookie,
 };
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
@@ -56,7 +56,7 @@ fn refresh_cookie(pair: &TokenPair) -> Cookie<'static> {
         .http_only(true)
         .secure(true)
         .same_site(SameSite::Strict)
-        .path(HYBRID_REFRESH_PATH)
+        .path("/")
         .max_age(time::Duration::seconds(seconds))
         .build()
 }
@@ -74,11 +74,7 @@ fn cleared(jar: CookieJar) -> CookieJar {
             .build()
     };
     jar.add(clear(HYBRID_ACCESS_COOKIE, "/", SameSite::Lax))
-        .add(clear(
-            HYBRID_REFRESH_COOKIE,
-            HYBRID_REFRESH_PATH,
-            SameSite::Strict,
-        ))
+        .add(clear(HYBRID_REFRESH_COOKIE, "/", SameSite::Strict))
 }
 
 fn session_body(state: &AppState, user: &User, pair: &TokenPair) -> HybridSession {
@@ -96,7 +92,7 @@ fn session_body(state: &AppState, user: &User, pair: &TokenPair) -> HybridSessio
 /// Log in with the hybrid model.
 ///
 /// Sets `__Host-tessera-at` (the access JWT; Secure, HttpOnly, SameSite=Lax, Path=/) and
-/// `__Secure-tessera-rt` (the refresh token; Secure, HttpOnly, SameSite=Strict, Path=/v1/hybrid).
+/// `__Host-tessera-rt` (the refresh token; Secure, HttpOnly, SameSite=Strict, Path=/).
 /// Cross-site requests are refused (login CSRF).
 #[utoipa::path(
     post, path = "/v1/hybrid/login", tag = "hybrid",

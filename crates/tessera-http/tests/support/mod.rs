@@ -1,6 +1,6 @@
 //! Logging in with each of the three models and presenting the credential as its client would: a
 //! browser with the session cookie, an app with a bearer token, a browser with the hybrid cookies
-//! (the refresh cookie only on `/v1/hybrid`, as its `Path` makes a browser do).
+//! (both cookies on every path, as their `Path=/` makes a browser do).
 #![allow(dead_code)]
 
 use base64::Engine;
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::common::{Browser, PASSWORD, SetCookie, TestApp};
 
 pub(crate) const AT_COOKIE: &str = "__Host-tessera-at";
-pub(crate) const RT_COOKIE: &str = "__Secure-tessera-rt";
+pub(crate) const RT_COOKIE: &str = "__Host-tessera-rt";
 
 /// The `Set-Cookie` named `name` in a response.
 pub(crate) fn set_cookie(response: &Response, name: &str) -> Option<SetCookie> {
@@ -51,8 +51,8 @@ pub(crate) struct Hybrid {
 }
 
 impl Hybrid {
-    /// A request as the browser sends it: the access cookie everywhere, the refresh cookie only
-    /// under `/v1/hybrid`, and, when `with_csrf`, the login's CSRF token.
+    /// A request as the browser sends it: both cookies (Path=/), and, when `with_csrf`, the
+    /// login's CSRF token.
     pub(crate) fn request(
         &self,
         app: &TestApp,
@@ -64,9 +64,7 @@ impl Hybrid {
         if let Some(at) = &self.at {
             cookies.push(format!("{AT_COOKIE}={at}"));
         }
-        if path.starts_with("/v1/hybrid")
-            && let Some(rt) = &self.rt
-        {
+        if let Some(rt) = &self.rt {
             cookies.push(format!("{RT_COOKIE}={rt}"));
         }
         let mut rb = app.request(method, path);
