@@ -27,9 +27,9 @@ use crate::state::AppState;
     params(
         ("redirect" = Option<String>, Query, nullable = false, pattern = "^(status|header)$", description = "`status` (default): a browser is sent to the login page with a 302; `header`: a 401 with the address in X-Tessera-Location instead"),
         ("X-Forwarded-Method" = Option<String>, Header, nullable = false, pattern = "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$", description = "The original method (an HTTP token); only GET and HEAD are redirected"),
-        ("X-Forwarded-Proto" = Option<String>, Header, nullable = false, pattern = "^(http|https)$", description = "http or https, for the return address"),
-        ("X-Forwarded-Host" = Option<String>, Header, nullable = false, pattern = "^[A-Za-z0-9.-]{1,253}(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?$", description = "The original host: host-bound rules and the return address"),
-        ("X-Forwarded-Uri" = Option<String>, Header, nullable = false, pattern = "^/([!-$&-~]|%[0-9A-Fa-f]{2})*$", description = "The original path and query; required when route rules are configured"),
+        ("X-Forwarded-Proto" = Option<String>, Header, nullable = false, pattern = "^[Hh][Tt][Tt][Pp][Ss]?$", description = "http or https (any case), for the return address"),
+        ("X-Forwarded-Host" = Option<String>, Header, nullable = false, pattern = "^([A-Za-z0-9_.-]{1,255}|\\[[0-9A-Fa-f:.]{1,253}\\])(:[0-9]{1,5})?$", description = "The original host (a name, or an IPv6 address in brackets, and an optional port up to 65535): host-bound rules and the return address"),
+        ("X-Forwarded-Uri" = Option<String>, Header, nullable = false, pattern = "^/[!-\"$-~]*$", description = "The original path and query (visible ASCII, no fragment; the path's percent-escapes must decode); required when route rules are configured"),
     ),
     responses(
         (status = 200, description = "Allowed. With a credential, the identity is in the X-Tessera-* headers; a public route without a credential has none",
