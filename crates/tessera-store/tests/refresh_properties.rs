@@ -10,8 +10,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tessera_core::token::TokenConfig;
 use tessera_core::{
-    ClientInfo, Clock, LoginModel, ManualClock, Password, RefreshStore, RefreshToken,
-    ServicesConfig, SigningAlgorithm, Stores,
+    ClientInfo, Clock, LoginModel, ManualClock, RefreshStore, RefreshToken, ServicesConfig,
+    SigningAlgorithm, Stores,
 };
 use tessera_store::MemoryStore;
 
@@ -47,15 +47,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         ..ServicesConfig::default()
     };
     let services = support::services(Stores::from_one(memory.clone()), &clock, config).await;
-    let user = services
-        .accounts
-        .create(
-            "alice",
-            &Password::new("correct horse battery staple"),
-            vec![],
-        )
-        .await
-        .unwrap();
+    let user = support::create_alice(&services.accounts).await;
     let first = services
         .tokens
         .issue(&user, LoginModel::Token, ClientInfo::default())

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use tessera_core::{
-    ClientInfo, Clock, ManualClock, Password, ServicesConfig, SessionConfig, SessionId, Timestamp,
+    ClientInfo, Clock, ManualClock, ServicesConfig, SessionConfig, SessionId, Timestamp,
 };
 use tessera_store::MemoryStore;
 
@@ -64,15 +64,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let services = support::services(tessera_core::Stores::from_one(memory), &clock, config).await;
     let follower = services.spawn_follower();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let user = services
-        .accounts
-        .create(
-            "alice",
-            &Password::new("correct horse battery staple"),
-            vec![],
-        )
-        .await
-        .unwrap();
+    let user = support::create_alice(&services.accounts).await;
     let mut sessions: Vec<Known> = Vec::new();
     let mut disabled = false;
     for op in ops {

@@ -34,14 +34,7 @@ async fn sweep_deletes_only_expired_sessions(stores: Stores) {
         max_data_bytes: 1024,
     };
     let (clock, accounts, sessions) = services(&stores, config).await;
-    let user = accounts
-        .create(
-            "alice",
-            &Password::new("correct horse battery staple"),
-            vec![],
-        )
-        .await
-        .unwrap();
+    let user = support::create_alice(&accounts).await;
 
     let mut old = Vec::new();
     for _ in 0..25 {

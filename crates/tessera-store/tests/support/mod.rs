@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_core::token::MasterKey;
-use tessera_core::{Argon2Params, ManualClock, PasswordsConfig, Services, ServicesConfig, Stores};
+use tessera_core::{
+    Accounts, Argon2Params, ManualClock, Password, PasswordsConfig, Services, ServicesConfig,
+    Stores, User,
+};
 
 /// Password hashing cheap enough for tests.
 pub(crate) fn fast_passwords() -> PasswordsConfig {
@@ -35,4 +38,16 @@ pub(crate) async fn services(
     )
     .await
     .unwrap()
+}
+
+/// Creates the account `alice` (no roles), as the tests that need one user do.
+pub(crate) async fn create_alice(accounts: &Accounts) -> User {
+    accounts
+        .create(
+            "alice",
+            &Password::new("correct horse battery staple"),
+            vec![],
+        )
+        .await
+        .unwrap()
 }
