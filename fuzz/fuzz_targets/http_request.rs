@@ -142,6 +142,7 @@ fn harness() -> &'static Harness {
                     argon2: Argon2Params::insecure_fast_for_tests(),
                     max_concurrent: 1,
                     queue_timeout: Duration::from_secs(30),
+                    ..PasswordsConfig::default()
                 },
                 throttle: ThrottleConfig {
                     per_account: relaxed(),

@@ -34,7 +34,9 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, StoreError};
 pub use feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
 pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, TokenLogin};
-pub use password::{Argon2Params, Password, PasswordHasher, PasswordPolicy};
+pub use password::{
+    Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, Password, PasswordHasher, PasswordPolicy,
+};
 pub use secret::{CsrfToken, RefreshToken, SessionId, TokenHash};
 pub use services::{BuildError, PasswordsConfig, Services, ServicesConfig};
 pub use session::{ClientInfo, Session, SessionConfig, SessionHandle, Sessions};

@@ -1,9 +1,13 @@
 //! Passwords: the policy a new password must meet, and argon2id hashing run off the async workers
 //! behind a semaphore, with a dummy hash so an unknown user costs the same as a wrong password.
+//!
+//! Hashes run on the hasher's own threads, one per permitted hash, at a lower scheduling
+//! priority (Linux niceness): a burst of logins takes the CPU the requests of logged-in users
+//! leave, instead of making those requests wait behind it.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, mpsc};
 use std::time::Duration;
 
 use argon2::{
@@ -187,16 +191,38 @@ pub enum Verification {
     },
 }
 
-/// Hashes and verifies passwords with argon2id on the blocking pool, at most `max_concurrent` at a
-/// time; callers that wait longer than `queue_timeout` get [`Error::Busy`].
+/// How the hasher may use the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashingLimits {
+    /// Hashes computed at once (at least one), each on its own thread.
+    pub max_concurrent: usize,
+    /// How long a caller may wait for a slot before [`Error::Busy`].
+    pub queue_timeout: Duration,
+    /// The niceness (0–19) of the hashing threads on Linux: with 10, a thread serving requests
+    /// gets about nine times the CPU of a hashing thread it competes with. 0 keeps the
+    /// process's priority. Ignored elsewhere.
+    pub niceness: i32,
+}
+
+/// The default niceness of the hashing threads.
+pub const DEFAULT_HASHING_NICENESS: i32 = 10;
+
+/// Hashes and verifies passwords with argon2id on the hasher's own threads, at most
+/// `max_concurrent` at a time; callers that wait longer than `queue_timeout` get
+/// [`Error::Busy`].
 #[derive(Clone)]
 pub struct PasswordHasher {
     inner: Arc<HasherInner>,
 }
 
+/// Work for a hashing thread.
+type Job = Box<dyn FnOnce() + Send>;
+
 struct HasherInner {
     params: Params,
     permits: Arc<Semaphore>,
+    /// To the hashing threads; they stop when the hasher (this sender) is dropped.
+    jobs: Mutex<mpsc::Sender<Job>>,
     /// Hashes running right now (for tests and metrics).
     in_flight: AtomicUsize,
     queue_timeout: Duration,
@@ -208,11 +234,7 @@ struct HasherInner {
 impl PasswordHasher {
     /// Builds a hasher. Parameters are not checked against the minimum here (tests use cheap ones):
     /// configuration loading calls [`Argon2Params::validate`].
-    pub fn new(
-        params: Argon2Params,
-        max_concurrent: usize,
-        queue_timeout: Duration,
-    ) -> Result<Self, Error> {
+    pub fn new(params: Argon2Params, limits: HashingLimits) -> Result<Self, Error> {
         let params = Params::new(
             params.memory_kib,
             params.iterations,
@@ -225,12 +247,24 @@ impl PasswordHasher {
             .hash_password(&random)
             .map_err(|e| Error::Internal(format!("argon2: {e}")))?
             .to_string();
+        let threads = limits.max_concurrent.max(1);
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for n in 0..threads {
+            let receiver = Arc::clone(&receiver);
+            let niceness = limits.niceness;
+            std::thread::Builder::new()
+                .name(format!("tessera-argon2-{n}"))
+                .spawn(move || hashing_thread(&receiver, niceness))
+                .map_err(|e| Error::Internal(format!("starting a password hashing thread: {e}")))?;
+        }
         Ok(Self {
             inner: Arc::new(HasherInner {
                 params,
-                permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+                permits: Arc::new(Semaphore::new(threads)),
+                jobs: Mutex::new(sender),
                 in_flight: AtomicUsize::new(0),
-                queue_timeout,
+                queue_timeout: limits.queue_timeout,
                 dummy_hash,
             }),
         })
@@ -314,21 +348,60 @@ impl PasswordHasher {
         .map_err(|_| Error::Busy)?
         .map_err(|_| Error::Busy)?;
         let inner = Arc::clone(&self.inner);
-        // The permit moves into the blocking task: if the caller goes away (a client that
-        // disconnects), the hash still holds its slot until it finishes, so the limit holds.
-        tokio::task::spawn_blocking(move || {
+        let (done, result) = tokio::sync::oneshot::channel();
+        // The permit moves into the job: if the caller goes away (a client that disconnects),
+        // the hash still holds its slot until it finishes, so the limit holds. A thread is free
+        // for every permit, so a job never waits behind another.
+        let job: Job = Box::new(move || {
             let running = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             metrics::gauge!("tessera_password_hashes_in_flight").set(running as f64);
-            let result = work(&inner);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&inner)));
             let running = inner.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
             metrics::gauge!("tessera_password_hashes_in_flight").set(running as f64);
             drop(permit);
-            result
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("password hashing task failed: {e}")))?
+            let _ = done.send(result);
+        });
+        self.inner
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| Error::Internal("the password hashing threads have stopped".into()))?;
+        match result.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Internal("password hashing panicked".into())),
+            Err(_) => Err(Error::Internal("password hashing task failed".into())),
+        }
     }
 }
+
+/// One hashing thread: lowers its own priority, then runs jobs until the hasher is dropped.
+fn hashing_thread(jobs: &Mutex<mpsc::Receiver<Job>>, niceness: i32) {
+    lower_priority(niceness);
+    loop {
+        // The lock is held only while waiting for the next job, never while running one.
+        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        job();
+    }
+}
+
+/// Linux keeps a niceness per thread: this one's, not the process's.
+#[cfg(target_os = "linux")]
+fn lower_priority(niceness: i32) {
+    if niceness <= 0 {
+        return;
+    }
+    let me = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(me), niceness.min(19)) {
+        tracing::warn!(error = %e, "could not lower the priority of a password hashing thread");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_niceness: i32) {}
 
 fn argon2_for(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
@@ -393,7 +466,7 @@ mod tests {
 
     #[tokio::test]
     async fn hash_then_verify() {
-        let hasher = PasswordHasher::new(fast(), 2, Duration::from_secs(5)).unwrap();
+        let hasher = PasswordHasher::new(fast(), limits(2, Duration::from_secs(5))).unwrap();
         let hash = hasher.hash(&Password::new("correct horse")).await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert_eq!(
@@ -429,7 +502,7 @@ mod tests {
 
     #[tokio::test]
     async fn composed_and_decomposed_forms_are_the_same_password() {
-        let hasher = PasswordHasher::new(fast(), 2, Duration::from_secs(5)).unwrap();
+        let hasher = PasswordHasher::new(fast(), limits(2, Duration::from_secs(5))).unwrap();
         let hash = hasher
             .hash(&Password::new("caf\u{e9} au lait"))
             .await
@@ -443,13 +516,13 @@ mod tests {
 
     #[tokio::test]
     async fn changed_parameters_ask_for_a_rehash() {
-        let old = PasswordHasher::new(fast(), 1, Duration::from_secs(5)).unwrap();
+        let old = PasswordHasher::new(fast(), limits(1, Duration::from_secs(5))).unwrap();
         let hash = old.hash(&Password::new("correct horse")).await.unwrap();
         let stronger = Argon2Params {
             memory_kib: 128,
             ..fast()
         };
-        let new = PasswordHasher::new(stronger, 1, Duration::from_secs(5)).unwrap();
+        let new = PasswordHasher::new(stronger, limits(1, Duration::from_secs(5))).unwrap();
         match new
             .verify(&Password::new("correct horse"), Some(&hash))
             .await
@@ -469,7 +542,7 @@ mod tests {
             iterations: 3,
             parallelism: 1,
         };
-        let hasher = PasswordHasher::new(params, 1, Duration::from_secs(30)).unwrap();
+        let hasher = PasswordHasher::new(params, limits(1, Duration::from_secs(30))).unwrap();
         let mut tasks = Vec::new();
         for _ in 0..12 {
             let h = hasher.clone();
@@ -509,7 +582,7 @@ mod tests {
             iterations: 4,
             parallelism: 1,
         };
-        let hasher = PasswordHasher::new(params, 1, Duration::from_millis(1)).unwrap();
+        let hasher = PasswordHasher::new(params, limits(1, Duration::from_millis(1))).unwrap();
         let results = futures_join(
             (0..4)
                 .map(|_| {
@@ -521,6 +594,62 @@ mod tests {
         .await;
         assert!(results.iter().any(|r| matches!(r, Err(Error::Busy))));
         assert!(results.iter().any(|r| r.is_ok()));
+    }
+
+    /// The hashing threads run at the configured niceness, so the threads serving requests win
+    /// the CPU from them.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashing_threads_run_at_a_lower_priority() {
+        let hasher = PasswordHasher::new(
+            fast(),
+            HashingLimits {
+                max_concurrent: 2,
+                queue_timeout: Duration::from_secs(5),
+                niceness: 7,
+            },
+        )
+        .unwrap();
+        // Once a hash has run, at least one thread has started and set its priority.
+        hasher.hash(&Password::new("correct horse")).await.unwrap();
+        let niceness_of_hashing_threads: Vec<i64> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| {
+                let path = task.ok()?.path();
+                let name = std::fs::read_to_string(path.join("comm")).ok()?;
+                if !name.starts_with("tessera-argon2") {
+                    return None;
+                }
+                let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+                // Fields after the parenthesised name: state is field 3, nice is field 19.
+                let after_name = &stat[stat.rfind(')')? + 2..];
+                after_name.split(' ').nth(16)?.parse().ok()
+            })
+            .collect();
+        assert!(
+            niceness_of_hashing_threads.contains(&7),
+            "no hashing thread at niceness 7: {niceness_of_hashing_threads:?}"
+        );
+        // Not the threads that serve requests (this test runs on one).
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let own_nice: i64 = own[own.rfind(')').unwrap() + 2..]
+            .split(' ')
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            own_nice < 7,
+            "the test's own thread is at niceness {own_nice}"
+        );
+    }
+
+    fn limits(max_concurrent: usize, queue_timeout: Duration) -> HashingLimits {
+        HashingLimits {
+            max_concurrent,
+            queue_timeout,
+            niceness: DEFAULT_HASHING_NICENESS,
+        }
     }
 
     async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {

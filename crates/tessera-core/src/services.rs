@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::follower::Follower;
 use crate::logins::Logins;
-use crate::password::{Argon2Params, PasswordHasher};
+use crate::password::{Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, PasswordHasher};
 use crate::session::{SessionConfig, Sessions};
 use crate::store::Stores;
 use crate::throttle::{Throttle, ThrottleConfig};
@@ -31,6 +31,8 @@ pub struct PasswordsConfig {
     pub max_concurrent: usize,
     /// How long a login may wait for a hashing slot before it is refused as busy.
     pub queue_timeout: Duration,
+    /// The niceness of the hashing threads (Linux): logins take the CPU that requests leave.
+    pub niceness: i32,
 }
 
 impl Default for PasswordsConfig {
@@ -39,6 +41,7 @@ impl Default for PasswordsConfig {
             argon2: Argon2Params::default(),
             max_concurrent: 0,
             queue_timeout: Duration::from_secs(10),
+            niceness: DEFAULT_HASHING_NICENESS,
         }
     }
 }
@@ -125,8 +128,11 @@ impl Services {
         };
         let hasher = PasswordHasher::new(
             config.passwords.argon2,
-            max_concurrent,
-            config.passwords.queue_timeout,
+            HashingLimits {
+                max_concurrent,
+                queue_timeout: config.passwords.queue_timeout,
+                niceness: config.passwords.niceness,
+            },
         )
         .map_err(BuildError::Passwords)?;
         let accounts = Accounts::new(stores.users.clone(), hasher, clock.clone(), config.accounts);

@@ -235,6 +235,8 @@ pub(crate) struct PasswordsSection {
     /// How long a login may wait for a hashing slot before a 503.
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// The niceness (0–19) of the hashing threads on Linux; 0 keeps the server's priority.
+    pub niceness: i32,
 }
 
 impl Default for PasswordsSection {
@@ -247,6 +249,7 @@ impl Default for PasswordsSection {
             argon2: Argon2Params::default(),
             max_concurrent: 0,
             queue_timeout: Duration::from_secs(10),
+            niceness: tessera_core::DEFAULT_HASHING_NICENESS,
         }
     }
 }
@@ -518,6 +521,12 @@ impl Config {
             .argon2
             .validate()
             .map_err(|e| fail("passwords.argon2", e))?;
+        if !(0..=19).contains(&self.passwords.niceness) {
+            return Err(fail(
+                "passwords.niceness",
+                format!("{} is not a niceness from 0 to 19", self.passwords.niceness),
+            ));
+        }
         self.token_config()
             .validate()
             .map_err(|(key, e)| fail(&format!("tokens.{key}"), e))?;
@@ -587,6 +596,7 @@ impl Config {
                 argon2: self.passwords.argon2,
                 max_concurrent: self.passwords.max_concurrent,
                 queue_timeout: self.passwords.queue_timeout,
+                niceness: self.passwords.niceness,
             },
             sessions: self.session_config(),
             tokens: self.token_config(),

@@ -172,6 +172,7 @@ impl TestApp {
                 argon2: options.argon2,
                 max_concurrent: 4,
                 queue_timeout: Duration::from_secs(30),
+                ..PasswordsConfig::default()
             },
             sessions: options.sessions,
             tokens: TokenConfig {

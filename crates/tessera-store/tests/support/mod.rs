@@ -18,6 +18,7 @@ pub(crate) fn fast_passwords() -> PasswordsConfig {
         argon2: Argon2Params::insecure_fast_for_tests(),
         max_concurrent: 1,
         queue_timeout: Duration::from_secs(5),
+        ..PasswordsConfig::default()
     }
 }
 
