@@ -600,16 +600,21 @@ impl Sessions {
         Ok(sessions)
     }
 
-    /// Deletes expired sessions in batches of `batch`; returns how many went.
+    /// Deletes expired sessions in batches of `batch`; returns how many went. After each full
+    /// batch it rests as long as the batch took: a sweep of many expired sessions then holds a
+    /// core and the store's write lock at most half the time, and the requests beside it keep
+    /// their latency (it takes twice as long, and expired sessions authenticate nothing meanwhile).
     pub async fn sweep(&self, batch: usize) -> Result<usize, Error> {
         let now = self.clock.now();
         let mut total = 0;
         loop {
+            let started = std::time::Instant::now();
             let n = self.store.delete_expired_sessions(now, batch).await?;
             total += n;
             if n < batch {
                 return Ok(total);
             }
+            tokio::time::sleep(started.elapsed()).await;
         }
     }
 }
