@@ -275,6 +275,7 @@ fn short_sessions() -> Options {
             absolute_lifetime: Duration::from_secs(2 * 3600),
             touch_interval: Duration::from_secs(60),
             max_data_bytes: 1024,
+            ..SessionConfig::default()
         },
         ..Options::default()
     }

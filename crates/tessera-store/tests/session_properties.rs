@@ -58,6 +58,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             absolute_lifetime: ABSOLUTE,
             touch_interval: TOUCH,
             max_data_bytes: 1024,
+            ..SessionConfig::default()
         },
         ..ServicesConfig::default()
     };

@@ -32,6 +32,7 @@ async fn sweep_deletes_only_expired_sessions(stores: Stores) {
         absolute_lifetime: Duration::from_secs(3600),
         touch_interval: Duration::from_secs(10),
         max_data_bytes: 1024,
+        ..SessionConfig::default()
     };
     let (clock, accounts, sessions) = services(&stores, config).await;
     let user = support::create_alice(&accounts).await;
@@ -74,6 +75,29 @@ async fn sweep_on_memory() {
 async fn sweep_on_sqlite() {
     let store = SqliteStore::open_in_memory().await.unwrap();
     sweep_deletes_only_expired_sessions(Stores::from_one(store)).await;
+}
+
+/// With the near cache off, every check reads the store: a session deleted there (not through the
+/// service, so nothing is announced) is refused on the very next request.
+#[tokio::test]
+async fn without_a_near_cache_every_check_reads_the_store() {
+    let stores = Stores::from_one(MemoryStore::new());
+    let config = SessionConfig {
+        near_cache_bytes: 0,
+        ..SessionConfig::default()
+    };
+    let (_clock, accounts, sessions) = services(&stores, config).await;
+    let user = support::create_alice(&accounts).await;
+    let (secret, session) = sessions.start(&user, ClientInfo::default()).await.unwrap();
+    assert!(sessions.authenticate(&secret).await.unwrap().is_some());
+    assert!(sessions.authenticate(&secret).await.unwrap().is_some());
+
+    stores
+        .sessions
+        .delete_session(&session.handle)
+        .await
+        .unwrap();
+    assert!(sessions.authenticate(&secret).await.unwrap().is_none());
 }
 
 /// A change whose announcement never arrived (made straight in the store here) is still enforced

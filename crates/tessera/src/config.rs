@@ -170,6 +170,9 @@ pub(crate) struct SessionsSection {
     pub max_data_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub sweep_interval: Duration,
+    /// Memory for the near cache of sessions, in bytes; 0 turns it off (every request reads the
+    /// store).
+    pub near_cache_bytes: u64,
     /// `database` (the default) or `redis` (with `redis.url`): where sessions live. With Redis,
     /// revocations, login throttling and the change feed live there too.
     pub store: SessionStoreKind,
@@ -218,6 +221,7 @@ impl Default for SessionsSection {
             touch_interval: core.touch_interval,
             max_data_bytes: core.max_data_bytes,
             sweep_interval: Duration::from_secs(60),
+            near_cache_bytes: core.near_cache_bytes,
             store: SessionStoreKind::Database,
         }
     }
@@ -626,6 +630,7 @@ impl Config {
             absolute_lifetime: self.sessions.absolute_lifetime,
             touch_interval: self.sessions.touch_interval,
             max_data_bytes: self.sessions.max_data_bytes,
+            near_cache_bytes: self.sessions.near_cache_bytes,
         }
     }
 
