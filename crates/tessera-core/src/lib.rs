@@ -39,7 +39,9 @@ pub use password::{
 };
 pub use secret::{CsrfToken, RefreshToken, SessionId, TokenHash};
 pub use services::{BuildError, PasswordsConfig, Services, ServicesConfig};
-pub use session::{ClientInfo, Session, SessionConfig, SessionHandle, Sessions};
+pub use session::{
+    ClientInfo, Session, SessionConfig, SessionData, SessionHandle, Sessions, UserAgent,
+};
 pub use store::{
     AllHealthy, AllStores, AttemptLimiter, EventStore, HealthCheck, KeyStore, MirroredRevocations,
     RefreshStore, RevocationStore, SessionStore, Stores, UserStore,

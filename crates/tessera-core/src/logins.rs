@@ -381,8 +381,8 @@ impl Logins {
                 created_at: s.created_at,
                 last_seen_at: s.last_seen_at,
                 expires_at: s.expires_at,
-                user_agent: s.client.user_agent,
-                ip: s.client.ip,
+                user_agent: s.client.user_agent.map(|ua| ua.as_str().to_owned()),
+                ip: s.client.ip.map(|ip| ip.to_string()),
             })
             .collect();
         for f in self.families.families_of_user(user).await? {
@@ -396,8 +396,8 @@ impl Logins {
                 created_at: f.created_at,
                 last_seen_at: f.last_used_at,
                 expires_at: f.expires_at.min(f.absolute_expires_at),
-                user_agent: f.client.user_agent,
-                ip: f.client.ip,
+                user_agent: f.client.user_agent.map(|ua| ua.as_str().to_owned()),
+                ip: f.client.ip.map(|ip| ip.to_string()),
             });
         }
         logins.sort_by(|a, b| {
@@ -426,9 +426,14 @@ impl Logins {
     async fn end_login(&self, user: &UserId, login: &LoginInfo, reason: &str) -> Result<(), Error> {
         match login.model {
             LoginModel::Session => {
-                self.sessions
-                    .end(&SessionHandle::from_stored(login.id.clone()))
-                    .await?;
+                // The id was listed from the session's handle, so it parses.
+                let handle = SessionHandle::parse(&login.id).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "a listed session handle is malformed: {}",
+                        login.id
+                    ))
+                })?;
+                self.sessions.end(&handle).await?;
             }
             LoginModel::Token | LoginModel::Hybrid => {
                 self.tokens

@@ -27,7 +27,7 @@ pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], Error> {
 /// The random bits of a public id.
 const PUBLIC_ID_LEN: usize = 16;
 /// Length of those bits in unpadded base64url.
-const PUBLIC_ID_ENCODED_LEN: usize = 22;
+pub(crate) const PUBLIC_ID_ENCODED_LEN: usize = 22;
 
 /// A random identifier that is not a secret (a user id, a session handle): `prefix` + 128 bits.
 pub(crate) fn random_public_id(prefix: &str) -> Result<String, Error> {

@@ -1,13 +1,15 @@
 //! The session model: state on the server, an opaque 256-bit id in a cookie, a synchronizer CSRF
 //! token, idle and absolute expiry with sliding renewal, and a JSON document of session data.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::clock::{Clock, Timestamp};
@@ -21,49 +23,216 @@ use crate::user_cache::{self, UserCache};
 
 /// The public handle of a session (`ses_` + 128 random bits): listed to its owner, used to end it.
 /// It authenticates nothing, unlike the secret [`SessionId`]. Deserializing checks the shape.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct SessionHandle(String);
+///
+/// Held inline as its 26 ASCII characters: a handle costs no allocation, which counts when a
+/// store or a near cache holds a million sessions.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionHandle([u8; SessionHandle::LEN]);
 
 impl SessionHandle {
     const PREFIX: &str = "ses_";
+    const LEN: usize = Self::PREFIX.len() + crate::secret::PUBLIC_ID_ENCODED_LEN;
 
     /// A new random handle; fails only if the system's random source does.
     pub fn generate() -> Result<Self, Error> {
-        crate::secret::random_public_id(Self::PREFIX).map(Self)
+        let text = crate::secret::random_public_id(Self::PREFIX)?;
+        Self::parse(&text)
+            .ok_or_else(|| Error::Internal("a generated session handle is malformed".into()))
     }
 
-    /// Wraps a handle read back from the store, which holds only handles we generated: not
-    /// checked again.
-    pub fn from_stored(handle: String) -> Self {
-        Self(handle)
+    /// A handle from outside or read back from a store: `None` unless it has the shape of the
+    /// handles we generate (the only ones a store holds).
+    pub fn parse(text: &str) -> Option<Self> {
+        if !crate::secret::is_public_id(text, Self::PREFIX) {
+            return None;
+        }
+        text.as_bytes().try_into().ok().map(Self)
     }
 
     /// The handle as stored and listed (`ses_…`).
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Built only from text `parse` accepted, which is ASCII: the fallback is never taken.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SessionHandle")
+            .field(&self.as_str())
+            .finish()
+    }
+}
+
+impl Serialize for SessionHandle {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for SessionHandle {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        crate::secret::deserialize_public_id(deserializer, Self::PREFIX).map(Self)
+        let text = crate::secret::deserialize_public_id(deserializer, Self::PREFIX)?;
+        Self::parse(&text).ok_or_else(|| serde::de::Error::custom("malformed session handle"))
     }
 }
 
 impl fmt::Display for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+/// A client's `User-Agent` header, at most [`UserAgent::MAX_CHARS`] characters (longer ones are
+/// cut). Most logins come from a handful of browsers sending the very same text, so equal user
+/// agents share one allocation: a bounded table remembers the recent ones. A session holds a
+/// thin pointer (the `Box` inside the `Arc`), 8 bytes instead of a `String`'s 24 and its copy.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserAgent(Arc<Box<str>>);
+
+/// Distinct user agents the sharing table remembers. When it is full it starts over: the
+/// sessions keep the text they hold, later logins share again. It bounds what a client sending
+/// a new user agent with every login can make the table hold.
+const SHARED_USER_AGENTS: usize = 4096;
+
+/// An entry of the sharing table, found by the text it holds.
+#[derive(PartialEq, Eq, Hash)]
+struct SharedUserAgent(Arc<Box<str>>);
+
+impl std::borrow::Borrow<str> for SharedUserAgent {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+static USER_AGENTS: std::sync::LazyLock<std::sync::Mutex<HashSet<SharedUserAgent>>> =
+    std::sync::LazyLock::new(Default::default);
+
+impl UserAgent {
+    /// The longest user agent kept, in characters.
+    pub const MAX_CHARS: usize = 256;
+
+    /// The user agent `header` names, cut to [`UserAgent::MAX_CHARS`] characters; shares the
+    /// text of an equal one seen recently.
+    pub fn new(header: &str) -> Self {
+        let text = match header.char_indices().nth(Self::MAX_CHARS) {
+            Some((cut, _)) => &header[..cut],
+            None => header,
+        };
+        // Only a cache of shared text: whatever a panicking holder left in it is still usable.
+        let mut shared = USER_AGENTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = shared.get(text) {
+            return Self(Arc::clone(&known.0));
+        }
+        if shared.len() >= SHARED_USER_AGENTS {
+            shared.clear();
+        }
+        let fresh = Arc::new(Box::<str>::from(text));
+        shared.insert(SharedUserAgent(Arc::clone(&fresh)));
+        Self(fresh)
+    }
+
+    /// The text, as the client sent it (cut to [`UserAgent::MAX_CHARS`] characters).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for UserAgent {
+    fn from(header: &str) -> Self {
+        Self::new(header)
+    }
+}
+
+impl From<String> for UserAgent {
+    fn from(header: String) -> Self {
+        Self::new(&header)
+    }
+}
+
+impl fmt::Debug for UserAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for UserAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 /// What a client told us about itself at login, shown when a user lists their sessions.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientInfo {
-    /// The `User-Agent` header (`tessera-http` keeps its first 256 characters).
-    pub user_agent: Option<String>,
-    /// The client's address as text, as resolved behind any trusted proxies.
-    pub ip: Option<String>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<UserAgent>,
+    /// The client's address, as resolved behind any trusted proxies.
+    pub ip: Option<IpAddr>,
+}
+
+/// A session's data: a JSON object. Most sessions have none, and then it costs one word (an empty
+/// [`Value`] takes 32 bytes).
+#[derive(Clone, Default, PartialEq)]
+pub struct SessionData(Option<Box<Value>>);
+
+impl SessionData {
+    /// The data `value` holds; an empty object is the same as no data.
+    pub fn new(value: Value) -> Self {
+        match value {
+            Value::Object(map) if map.is_empty() => Self(None),
+            other => Self(Some(Box::new(other))),
+        }
+    }
+
+    /// Whether this is the empty object.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The document, as a JSON value (`{}` when empty).
+    pub fn to_value(&self) -> Value {
+        match &self.0 {
+            Some(value) => Value::clone(value),
+            None => Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
+impl From<Value> for SessionData {
+    fn from(value: Value) -> Self {
+        Self::new(value)
+    }
+}
+
+impl PartialEq<Value> for SessionData {
+    fn eq(&self, other: &Value) -> bool {
+        match &self.0 {
+            Some(value) => **value == *other,
+            None => other.as_object().is_some_and(serde_json::Map::is_empty),
+        }
+    }
+}
+
+impl fmt::Debug for SessionData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_value(), f)
+    }
+}
+
+impl Serialize for SessionData {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(value) => value.serialize(serializer),
+            None => serde_json::Map::new().serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionData {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Self::new)
+    }
 }
 
 /// A session as the store keeps it.
@@ -88,7 +257,7 @@ pub struct Session {
     /// What the client told us about itself at login.
     pub client: ClientInfo,
     /// A JSON object.
-    pub data: Value,
+    pub data: SessionData,
     /// Incremented by every data write; the compare-and-swap token against lost updates.
     pub data_version: i64,
 }
@@ -164,29 +333,39 @@ const NEAR_CACHE_CAPACITY_BYTES: u64 = 64 * 1024 * 1024;
 struct SessionWeighter;
 
 /// A session as read, and when it was read.
+#[derive(Clone)]
 struct Cached {
     /// Shared with the requests it answers: a hit clones no field.
     session: Arc<Session>,
     fetched: Timestamp,
 }
 
-impl quick_cache::Weighter<TokenHash, Arc<Cached>> for SessionWeighter {
-    fn weight(&self, _key: &TokenHash, cached: &Arc<Cached>) -> u64 {
+/// What a cached session costs besides the `Session` itself: its `Arc` and the allocator's
+/// header, the cache's slot and table entry, and the handle index's entry (measured by the
+/// `session_memory` bench of `tessera-store`). The user id is the cached account's and the user
+/// agent is shared, so neither is counted.
+const CACHED_SESSION_OVERHEAD: usize = 96;
+
+impl quick_cache::Weighter<u64, Cached> for SessionWeighter {
+    fn weight(&self, _key: &u64, cached: &Cached) -> u64 {
         let s = &cached.session;
         // The data document dominates; its compact JSON length is a fair estimate of its memory.
-        let data = if s.data.as_object().is_some_and(|o| o.is_empty()) {
+        let data = if s.data.is_empty() {
             0
         } else {
-            s.data.to_string().len() * 2
+            s.data.to_value().to_string().len() * 2
         };
-        (std::mem::size_of::<Session>()
-            + 96
-            + s.handle.as_str().len()
-            + s.user_id.as_str().len()
-            + s.client.user_agent.as_ref().map_or(0, String::len)
-            + s.client.ip.as_ref().map_or(0, String::len)
-            + data) as u64
+        (std::mem::size_of::<Session>() + CACHED_SESSION_OVERHEAD + data) as u64
     }
+}
+
+/// The near cache's key for a secret hash: its first 8 bytes. A SHA-256 digest spreads them as
+/// well as the whole 32, and the cache's slot is 24 bytes smaller; a session found under the key
+/// is checked against the whole hash, so two secrets that share the 8 bytes cost a miss, never a
+/// wrong session.
+fn cache_key(hash: &TokenHash) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = *hash.as_bytes();
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
 }
 
 /// The near cache: sessions by the hash of their id, so a repeated check costs a memory lookup.
@@ -195,12 +374,16 @@ impl quick_cache::Weighter<TokenHash, Arc<Cached>> for SessionWeighter {
 /// announcement be lost, for at most [`ANNOUNCEMENT_LOSS_BOUND`]). Bounded by bytes
 /// with an eviction policy (S3-FIFO); trusted only while the change feed is live.
 struct NearCache {
-    by_hash: quick_cache::sync::Cache<TokenHash, Arc<Cached>, SessionWeighter>,
     /// Off when configured with no memory: every lookup reads the store.
     enabled: bool,
-    /// Which cached hash a public handle names, and whose it is: feed messages name sessions by
-    /// handle, or a whole user. Pruned of entries the cache has evicted.
-    index: std::sync::Mutex<HashMap<SessionHandle, (TokenHash, UserId)>>,
+    by_hash: quick_cache::sync::Cache<u64, Cached, SessionWeighter>,
+    /// Feed messages name sessions by handle: the cache key of every cached session, placed by a
+    /// hash of its handle and recognised by the handle of the session cached under it, so an
+    /// entry costs 8 bytes. Entries whose session was evicted are dropped before the table grows.
+    /// Every change to `by_hash` is made holding this lock, so what it names stays put while it
+    /// is held.
+    by_handle: std::sync::Mutex<hashbrown::HashTable<u64>>,
+    handle_hasher: std::hash::RandomState,
     distrusted: AtomicBool,
     /// Bumped by every eviction: a store read that began before an eviction must not be cached
     /// after it (it may hold what the eviction was about).
@@ -219,23 +402,46 @@ impl NearCache {
                 SessionWeighter,
             ),
             enabled: capacity_bytes > 0,
-            index: std::sync::Mutex::new(HashMap::new()),
+            by_handle: std::sync::Mutex::new(hashbrown::HashTable::new()),
+            handle_hasher: std::hash::RandomState::new(),
             distrusted: AtomicBool::new(false),
             generation: AtomicU64::new(0),
         }
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, HashMap<SessionHandle, (TokenHash, UserId)>> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    fn index(&self) -> std::sync::MutexGuard<'_, hashbrown::HashTable<u64>> {
+        self.by_handle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handle_hash(&self, handle: &SessionHandle) -> u64 {
+        self.handle_hasher.hash_one(handle)
+    }
+
+    /// Whether the session cached under `key` is the one `handle` names. A peek: it does not
+    /// count as a use of the entry.
+    fn names(&self, key: u64, handle: &SessionHandle) -> bool {
+        self.by_hash
+            .peek(&key)
+            .is_some_and(|cached| cached.session.handle == *handle)
+    }
+
+    /// Where the entry for `key` belongs in the handle index, to move it when the table grows.
+    /// Only entries whose session is cached are moved (see `insert`).
+    fn rehash(&self, key: u64) -> u64 {
+        self.by_hash
+            .peek(&key)
+            .map_or(0, |cached| self.handle_hash(&cached.session.handle))
     }
 
     fn get(&self, hash: &TokenHash, now: Timestamp) -> Option<Arc<Session>> {
         if !self.enabled || self.distrusted.load(Ordering::SeqCst) {
             return None;
         }
-        let cached = self.by_hash.get(hash)?;
-        (now < cached.session.expires_at && now.since(cached.fetched) < ANNOUNCEMENT_LOSS_BOUND)
-            .then(|| Arc::clone(&cached.session))
+        let cached = self.by_hash.get(&cache_key(hash))?;
+        (cached.session.secret_hash == *hash
+            && now < cached.session.expires_at
+            && now.since(cached.fetched) < ANNOUNCEMENT_LOSS_BOUND)
+            .then_some(cached.session)
     }
 
     fn insert(&self, session: &Arc<Session>, fetched: Timestamp, generation: u64) {
@@ -248,25 +454,35 @@ impl NearCache {
         {
             return;
         }
-        // Keep the index near the cache's size: forget handles whose session was evicted.
-        if index.len() >= 2 * self.by_hash.len() + 1024 {
-            index.retain(|_, (hash, _)| self.by_hash.contains_key(hash));
+        let key = cache_key(&session.secret_hash);
+        let hash = self.handle_hash(&session.handle);
+        if index
+            .find(hash, |&k| k == key && self.names(k, &session.handle))
+            .is_none()
+        {
+            if index.len() == index.capacity() {
+                // Growing moves every entry, which needs its session: forget the evicted ones
+                // first, and make room for as many again, so the next sweep is as far off.
+                index.retain(|&mut k| self.by_hash.contains_key(&k));
+                let room = index.len().max(1024);
+                index.reserve(room, |&k| self.rehash(k));
+            }
+            index.insert_unique(hash, key, |&k| self.rehash(k));
         }
-        index.insert(
-            session.handle.clone(),
-            (session.secret_hash, session.user_id.clone()),
-        );
         let cached = Cached {
             session: Arc::clone(session),
             fetched,
         };
-        self.by_hash.insert(session.secret_hash, Arc::new(cached));
+        self.by_hash.insert(key, cached);
     }
 
     /// Records a renewal made on this node, if the session is still cached.
     fn renewed(&self, session: &Session) {
         let _index = self.index();
-        if let Some(cached) = self.by_hash.get(&session.secret_hash) {
+        let key = cache_key(&session.secret_hash);
+        if let Some(cached) = self.by_hash.get(&key)
+            && cached.session.secret_hash == session.secret_hash
+        {
             let mut fresh = Session::clone(&cached.session);
             fresh.last_seen_at = session.last_seen_at;
             fresh.expires_at = session.expires_at;
@@ -274,30 +490,29 @@ impl NearCache {
                 session: Arc::new(fresh),
                 fetched: cached.fetched,
             };
-            self.by_hash.insert(session.secret_hash, Arc::new(renewed));
+            self.by_hash.insert(key, renewed);
         }
     }
 
     fn remove_handle(&self, handle: &SessionHandle) {
         let mut index = self.index();
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Some((hash, _)) = index.remove(handle) {
-            self.by_hash.remove(&hash);
+        let hash = self.handle_hash(handle);
+        // The same session may be indexed twice (an entry left from before it was evicted and
+        // read again): every one goes.
+        while let Ok(entry) = index.find_entry(hash, |&k| self.names(k, handle)) {
+            let (key, _) = entry.remove();
+            self.by_hash.remove(&key);
         }
     }
 
-    /// Every cached session of `user` (a forced logout, a password change). Rare: a scan.
+    /// Every cached session of `user` (a forced logout, a password change). Rare: a scan. Their
+    /// handle index entries go when the table next grows.
     fn remove_user(&self, user: &UserId) {
-        let mut index = self.index();
+        let _index = self.index();
         self.generation.fetch_add(1, Ordering::SeqCst);
-        index.retain(|_, (hash, owner)| {
-            if owner == user {
-                self.by_hash.remove(hash);
-                false
-            } else {
-                true
-            }
-        });
+        self.by_hash
+            .retain(|_, cached| cached.session.user_id != *user);
     }
 
     fn clear(&self, distrusted: bool) {
@@ -434,7 +649,7 @@ impl Sessions {
             expires_at: now.saturating_add(self.config.idle_timeout).min(absolute),
             absolute_expires_at: absolute,
             client,
-            data: Value::Object(serde_json::Map::new()),
+            data: SessionData::default(),
             data_version: 0,
         };
         self.store.create_session(&session).await?;
@@ -451,23 +666,34 @@ impl Sessions {
     ) -> Result<Option<(Arc<Session>, Arc<User>)>, Error> {
         let hash = secret.hash();
         let now = self.clock.now();
-        let session = match self.cache.get(&hash, now) {
-            Some(hit) => hit,
+        let (session, user) = match self.cache.get(&hash, now) {
+            Some(hit) => {
+                let user = self.users.get(&hit.user_id).await?;
+                (hit, user)
+            }
             None => {
                 let generation = self.cache.generation.load(Ordering::SeqCst);
-                let Some(session) = self.store.session_by_secret(&hash).await? else {
+                let Some(mut session) = self.store.session_by_secret(&hash).await? else {
                     return Ok(None);
                 };
                 if now >= session.expires_at {
                     self.store.delete_session(&session.handle).await?;
                     return Ok(None);
                 }
+                let user = self.users.get(&session.user_id).await?;
+                // A store read makes a copy of the user id for each session; the cached session
+                // holds the account's own instead, one for all of the user's sessions.
+                if let Some(user) = &user
+                    && user.id == session.user_id
+                {
+                    session.user_id = user.id.clone();
+                }
                 let session = Arc::new(session);
                 self.cache.insert(&session, now, generation);
-                session
+                (session, user)
             }
         };
-        match self.users.get(&session.user_id).await? {
+        match user {
             Some(user) if user.is_active() => Ok(Some((session, user))),
             _ => Ok(None),
         }
@@ -558,7 +784,7 @@ impl Sessions {
             if self.clock.now() >= session.expires_at {
                 return Err(Error::Unauthenticated);
             }
-            let mut data = session.data.clone();
+            let mut data = session.data.to_value();
             merge_patch::apply(&mut data, patch);
             if !data.is_object() {
                 return Err(Error::invalid(
@@ -616,5 +842,193 @@ impl Sessions {
             }
             tokio::time::sleep(started.elapsed()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+
+    /// A session whose secret hash is `hash`, expiring an hour after `T0`.
+    fn session(hash: [u8; 32], user: &UserId) -> Arc<Session> {
+        let hour = Duration::from_secs(3600);
+        Arc::new(Session {
+            handle: SessionHandle::generate().unwrap(),
+            user_id: user.clone(),
+            secret_hash: TokenHash::from_bytes(hash),
+            csrf_token: CsrfToken::generate().unwrap(),
+            created_at: T0,
+            last_seen_at: T0,
+            expires_at: T0.saturating_add(hour),
+            absolute_expires_at: T0.saturating_add(hour),
+            client: ClientInfo::default(),
+            data: SessionData::default(),
+            data_version: 0,
+        })
+    }
+
+    #[test]
+    fn an_idle_session_stays_small() {
+        // What a million sessions cost in a store or a near cache starts here: the handle inline,
+        // the user id and user agent thin shared pointers, empty data one word.
+        assert!(
+            size_of::<Session>() <= 184,
+            "a Session takes {} bytes",
+            size_of::<Session>()
+        );
+    }
+
+    #[test]
+    fn handles_keep_their_text_and_refuse_other_shapes() {
+        let handle = SessionHandle::generate().unwrap();
+        assert!(handle.as_str().starts_with("ses_"));
+        assert_eq!(SessionHandle::parse(handle.as_str()), Some(handle.clone()));
+        assert_eq!(
+            format!("{handle:?}"),
+            format!("SessionHandle({:?})", handle.as_str())
+        );
+        let json = serde_json::to_string(&handle).unwrap();
+        assert_eq!(json, format!("\"{handle}\""));
+        assert_eq!(
+            serde_json::from_str::<SessionHandle>(&json).unwrap(),
+            handle
+        );
+        let text = handle.as_str();
+        for bad in [
+            "",
+            "ses_",
+            &text[..25],
+            &format!("{text}A"),
+            &text.replace("ses_", "usr_"),
+            &format!("ses_{}é", &text[4..25]),
+        ] {
+            assert_eq!(SessionHandle::parse(bad), None, "{bad:?} parsed");
+            assert!(serde_json::from_value::<SessionHandle>(Value::from(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn equal_user_agents_share_their_text_and_long_ones_are_cut() {
+        let header = format!("Mozilla/5.0 (test {})", line!());
+        let (a, b) = (UserAgent::new(&header), UserAgent::new(&header.clone()));
+        assert!(Arc::ptr_eq(&a.0, &b.0), "one allocation for equal text");
+        assert_eq!(a.as_str(), header);
+
+        let long = "é".repeat(UserAgent::MAX_CHARS + 10);
+        let cut = UserAgent::new(&long);
+        assert_eq!(cut.as_str().chars().count(), UserAgent::MAX_CHARS);
+        assert!(long.starts_with(cut.as_str()));
+    }
+
+    #[test]
+    fn the_user_agent_table_stays_bounded() {
+        for i in 0..2 * SHARED_USER_AGENTS {
+            UserAgent::new(&format!("bot/{i}"));
+        }
+        let held = USER_AGENTS.lock().unwrap().len();
+        assert!(held <= SHARED_USER_AGENTS, "{held} user agents held");
+    }
+
+    #[test]
+    fn empty_data_is_the_empty_object() {
+        let empty = SessionData::new(serde_json::json!({}));
+        assert!(empty.is_empty());
+        assert_eq!(empty, SessionData::default());
+        assert_eq!(empty, serde_json::json!({}));
+        assert_eq!(serde_json::to_string(&empty).unwrap(), "{}");
+        assert_eq!(empty.to_value(), serde_json::json!({}));
+
+        let some = SessionData::new(serde_json::json!({"cart": [1, 2]}));
+        assert!(!some.is_empty());
+        assert_eq!(some, serde_json::json!({"cart": [1, 2]}));
+        assert_ne!(some, serde_json::json!({}));
+        let json = serde_json::to_string(&some).unwrap();
+        assert_eq!(serde_json::from_str::<SessionData>(&json).unwrap(), some);
+        assert_eq!(serde_json::from_str::<SessionData>("{}").unwrap(), empty);
+    }
+
+    #[test]
+    fn secrets_sharing_the_cache_key_never_answer_for_each_other() {
+        let cache = NearCache::new(1 << 20);
+        let user = UserId::generate().unwrap();
+        let mut other = [7u8; 32];
+        other[31] = 8;
+        let (a, b) = (session([7; 32], &user), session(other, &user));
+        assert_eq!(cache_key(&a.secret_hash), cache_key(&b.secret_hash));
+
+        cache.insert(&a, T0, 0);
+        assert!(cache.get(&a.secret_hash, T0).is_some());
+        assert!(
+            cache.get(&b.secret_hash, T0).is_none(),
+            "the whole hash must match"
+        );
+        cache.insert(&b, T0, 0);
+        assert_eq!(cache.get(&b.secret_hash, T0).unwrap().handle, b.handle);
+        assert!(cache.get(&a.secret_hash, T0).is_none());
+
+        // The handle that lost the key removes nothing of the other session.
+        cache.remove_handle(&a.handle);
+        assert!(cache.get(&b.secret_hash, T0).is_some());
+        cache.remove_handle(&b.handle);
+        assert!(cache.get(&b.secret_hash, T0).is_none());
+    }
+
+    #[test]
+    fn handles_find_their_sessions_through_evictions_and_growth() {
+        // Room for a few hundred sessions, and thousands inserted: most are evicted, their
+        // handle entries left behind until the table would grow.
+        let cache = NearCache::new(64 * 1024);
+        let user = UserId::generate().unwrap();
+        let mut all = Vec::new();
+        for i in 0..20_000u32 {
+            let mut hash = [0u8; 32];
+            hash[..4].copy_from_slice(&i.to_le_bytes());
+            hash[31] = 1;
+            let s = session(hash, &user);
+            cache.insert(&s, T0, 0);
+            all.push(s);
+        }
+        let live = all
+            .iter()
+            .filter(|s| cache.get(&s.secret_hash, T0).is_some())
+            .count();
+        assert!(live > 0 && live < all.len(), "{live} cached");
+        let indexed = cache.index().len();
+        // The table is swept when full and then given as much room again (rounded up to a power
+        // of two): a few times the live sessions, not every session ever inserted.
+        assert!(
+            indexed <= 4 * live + 4096,
+            "the handle index holds {indexed} entries for {live} sessions"
+        );
+
+        // A session evicted and read again is indexed twice; ending it removes it all the same.
+        let again = &all[0];
+        cache.insert(again, T0, 0);
+        assert!(cache.get(&again.secret_hash, T0).is_some());
+        for s in &all {
+            if cache.get(&s.secret_hash, T0).is_some() {
+                cache.remove_handle(&s.handle);
+                assert!(
+                    cache.get(&s.secret_hash, T0).is_none(),
+                    "{:?} still cached after its handle was removed",
+                    s.handle
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn removing_a_user_removes_only_their_sessions() {
+        let cache = NearCache::new(1 << 20);
+        let (alice, bob) = (UserId::generate().unwrap(), UserId::generate().unwrap());
+        let a = session([1; 32], &alice);
+        let b = session([2; 32], &bob);
+        cache.insert(&a, T0, 0);
+        cache.insert(&b, T0, 0);
+        cache.remove_user(&alice);
+        assert!(cache.get(&a.secret_hash, T0).is_none());
+        assert!(cache.get(&b.secret_hash, T0).is_some());
     }
 }

@@ -1,47 +1,62 @@
 //! User accounts.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::clock::Timestamp;
 use crate::error::Error;
 
 /// A user's stable public identifier (`usr_` + 128 random bits). Not a secret. Deserializing
 /// checks the shape, so an access token's `sub` is a well-formed id or the token is refused.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct UserId(String);
+///
+/// Shared rather than copied: every session, token family and cached account of a user can hold
+/// the one allocation, so a clone costs a reference count, not a string. A thin pointer (the
+/// `Box` inside the `Arc`): 8 bytes in every session rather than 16.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Arc<Box<str>>);
 
 impl UserId {
     const PREFIX: &str = "usr_";
 
     /// A new random id, for a new account; fails only if the system's random source does.
     pub fn generate() -> Result<Self, Error> {
-        crate::secret::random_public_id(Self::PREFIX).map(Self)
+        crate::secret::random_public_id(Self::PREFIX).map(Self::from_stored)
     }
 
     /// An id from outside (a URL): `None` unless it has the shape of the ids we generate, so no
     /// lookup is made for one that cannot exist.
     pub fn parse(text: &str) -> Option<Self> {
-        crate::secret::is_public_id(text, Self::PREFIX).then(|| Self(text.to_owned()))
+        crate::secret::is_public_id(text, Self::PREFIX).then(|| Self(Arc::new(text.into())))
     }
 
     /// Wraps an id read back from the store, which holds only ids we generated: not checked
     /// again.
     pub fn from_stored(id: String) -> Self {
-        Self(id)
+        Self(Arc::new(id.into_boxed_str()))
     }
 
     /// The id as stored, listed and carried in tokens' `sub` (`usr_…`).
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether `self` and `other` hold the very same allocation (not just equal text).
+    pub fn shares_with(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Serialize for UserId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
 }
 
 impl<'de> Deserialize<'de> for UserId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        crate::secret::deserialize_public_id(deserializer, Self::PREFIX).map(Self)
+        crate::secret::deserialize_public_id(deserializer, Self::PREFIX).map(Self::from_stored)
     }
 }
 

@@ -17,13 +17,14 @@
 //! cargo bench -p tessera-store --bench session_memory -- --sessions 100000 --users 1
 //! ```
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tessera_core::store::UserStore;
 use tessera_core::{
-    ClientInfo, ManualClock, SessionConfig, SessionId, Sessions, Timestamp, User, UserId, Username,
+    ClientInfo, ManualClock, SessionConfig, SessionId, Sessions, Timestamp, User, UserAgent,
+    UserId, Username,
 };
 use tessera_store::MemoryStore;
 
@@ -88,11 +89,12 @@ fn client(i: usize) -> ClientInfo {
     } else {
         COMMON_USER_AGENT
     };
-    // A fresh allocation each time, as a request's header is.
+    // A fresh copy each time, as a request's header is.
+    let header = user_agent.to_owned();
     let ip = Ipv4Addr::from(0xC633_6400_u32.wrapping_add(i as u32));
     ClientInfo {
-        user_agent: Some(user_agent.to_owned()),
-        ip: Some(ip.to_string()),
+        user_agent: Some(UserAgent::new(&header)),
+        ip: Some(IpAddr::V4(ip)),
     }
 }
 
@@ -108,9 +110,11 @@ async fn main() {
     let store = MemoryStore::new();
     let clock = ManualClock::starting_at_millis(1_700_000_000_000);
     let config = SessionConfig {
-        // Room for every session several times over: the figure is of a cache that holds them all,
-        // which the second pass below checks.
-        near_cache_bytes: 4 * 1024 * n as u64,
+        // Room for every session with some to spare (the second pass below checks it holds them
+        // all), as an operator would size it: the cache sizes its tables for about
+        // `near_cache_bytes / 640` sessions up front, so a much larger figure would have it
+        // reserve (and count here) tables for sessions that never come.
+        near_cache_bytes: 1024 * n as u64,
         ..SessionConfig::default()
     };
     let sessions = Sessions::new(

@@ -11,8 +11,8 @@ use tessera_core::store::{
 };
 use tessera_core::{
     AllowedToken, FamilyId, KeyStatus, NewEvent, RefreshFamily, RefreshTokenRecord,
-    RevocationEntry, Revoked, Rotation, SecurityEvent, Session, SessionHandle, StoreError,
-    StoredKey, Timestamp, TokenHash, User, UserId, Username,
+    RevocationEntry, Revoked, Rotation, SecurityEvent, Session, SessionData, SessionHandle,
+    StoreError, StoredKey, Timestamp, TokenHash, User, UserId, Username,
 };
 
 /// Everything in memory, with the same indexes a database would keep: users by username (in
@@ -421,7 +421,7 @@ impl SessionStore for MemoryStore {
         let mut inner = self.lock()?;
         match inner.sessions.get_mut(handle) {
             Some(session) if session.data_version == expected_version => {
-                session.data = data.clone();
+                session.data = SessionData::new(data.clone());
                 session.data_version += 1;
                 Ok(true)
             }

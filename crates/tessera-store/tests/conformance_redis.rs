@@ -312,9 +312,9 @@ fn session_of(user: &UserId, created_at: Timestamp, lifetime: Duration) -> Sessi
         absolute_expires_at: created_at.saturating_add(12 * lifetime),
         client: ClientInfo {
             user_agent: Some("test".into()),
-            ip: Some("192.0.2.1".into()),
+            ip: Some("192.0.2.1".parse().expect("an IP address")),
         },
-        data: json!({}),
+        data: json!({}).into(),
         data_version: 0,
     }
 }

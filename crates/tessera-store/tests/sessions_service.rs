@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_core::{
@@ -177,4 +178,29 @@ async fn cached_sessions_and_accounts_are_re_read_after_the_announcement_loss_bo
             .disabled,
         "the account is re-read too"
     );
+}
+
+/// A session read from SQL carries a fresh copy of its user id; the near cache keeps the cached
+/// account's own instead, so a user's cached sessions share one.
+#[tokio::test]
+async fn cached_sessions_share_their_accounts_user_id() {
+    let stores = Stores::from_one(SqliteStore::open_in_memory().await.unwrap());
+    let (_clock, accounts, sessions) = services(&stores, SessionConfig::default()).await;
+    let user = support::create_alice(&accounts).await;
+    let (secret, _) = sessions.start(&user, ClientInfo::default()).await.unwrap();
+
+    let read = stores
+        .sessions
+        .session_by_secret(&secret.hash())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !read.user_id.shares_with(&user.id),
+        "a store read makes its own copy"
+    );
+    let (first, account) = sessions.find(&secret).await.unwrap().unwrap();
+    assert!(first.user_id.shares_with(&account.id));
+    let (again, _) = sessions.find(&secret).await.unwrap().unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "answered from the near cache");
 }

@@ -26,7 +26,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use tessera_core::token::VerifiedClaims;
-use tessera_core::{ClientInfo, Session, User};
+use tessera_core::{ClientInfo, Session, User, UserAgent};
 
 pub use bearer::BearerAuth;
 pub use cookies::{DEVICE_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, SESSION_COOKIE};
@@ -140,7 +140,7 @@ pub struct ClientMeta {
     /// The client's address, which the login throttle counts by; `None` when the server has no
     /// socket address to go by (e.g. a router driven without `serve`).
     pub ip: Option<IpAddr>,
-    /// The user agent (its first 256 characters) and the address as text, stored with a login so
+    /// The user agent (its first 256 characters) and the address, stored with a login so
     /// its owner can recognise it in the session list.
     pub info: ClientInfo,
 }
@@ -156,14 +156,11 @@ impl FromRequestParts<AppState> for ClientMeta {
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(256).collect());
+            .map(UserAgent::new);
         let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
         Ok(Self {
             ip,
-            info: ClientInfo {
-                user_agent,
-                ip: ip.map(|ip| ip.to_string()),
-            },
+            info: ClientInfo { user_agent, ip },
         })
     }
 }

@@ -76,8 +76,12 @@ impl From<&Session> for SessionView {
             last_seen_at: s.last_seen_at,
             expires_at: s.expires_at,
             absolute_expires_at: s.absolute_expires_at,
-            user_agent: s.client.user_agent.clone(),
-            ip: s.client.ip.clone(),
+            user_agent: s
+                .client
+                .user_agent
+                .as_ref()
+                .map(|ua| ua.as_str().to_owned()),
+            ip: s.client.ip.map(|ip| ip.to_string()),
         }
     }
 }

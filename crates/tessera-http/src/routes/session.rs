@@ -177,7 +177,7 @@ pub async fn logout(
     )
 )]
 pub async fn get_data(auth: SessionAuth) -> Json<Value> {
-    Json(auth.session.data.clone())
+    Json(auth.session.data.to_value())
 }
 
 /// Change the session data with a JSON merge patch (RFC 7396).

@@ -98,7 +98,7 @@ pub async fn families_round_trip<S: UserStore + RefreshStore>(store: S) {
         model: LoginModel::Hybrid,
         client: ClientInfo {
             user_agent: Some("curl/8.5 Ünïcode 🦀".into()),
-            ip: Some("2001:db8::7".into()),
+            ip: Some("2001:db8::7".parse().expect("an IP address")),
         },
         ..described
     };

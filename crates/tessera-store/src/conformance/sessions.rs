@@ -6,7 +6,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tessera_core::store::{SessionStore, UserStore};
 use tessera_core::{
-    ClientInfo, CsrfToken, Session, SessionHandle, SessionId, StoreError, TokenHash, UserId,
+    ClientInfo, CsrfToken, Session, SessionData, SessionHandle, SessionId, StoreError, TokenHash,
+    UserId,
 };
 use tokio::task::JoinSet;
 
@@ -25,7 +26,7 @@ fn session(user: &UserId, created_at: i64, expires_at: i64) -> Session {
         expires_at: at(expires_at),
         absolute_expires_at: at(created_at + 12 * HOUR),
         client: ClientInfo::default(),
-        data: json!({}),
+        data: SessionData::default(),
         data_version: 0,
     }
 }
@@ -126,7 +127,7 @@ pub async fn session_clashes<S: UserStore + SessionStore>(store: S) {
 pub async fn touch<S: UserStore + SessionStore>(store: S) {
     let alice = with_user(&store, "alice").await;
     let mut s = session(&alice.id, T0, T0 + HOUR);
-    s.data = json!({"keep": "me"});
+    s.data = json!({"keep": "me"}).into();
     s.data_version = 3;
     store.create_session(&s).await.expect("create_session");
 
@@ -187,7 +188,7 @@ pub async fn data_compare_and_swap<S: UserStore + SessionStore>(store: S) {
         "the current version wins"
     );
     let now = stored(&store, &s).await;
-    assert_eq!((now.data, now.data_version), (first.clone(), 1));
+    assert_eq!((now.data.to_value(), now.data_version), (first.clone(), 1));
 
     assert!(
         !store
@@ -198,7 +199,7 @@ pub async fn data_compare_and_swap<S: UserStore + SessionStore>(store: S) {
     );
     let now = stored(&store, &s).await;
     assert_eq!(
-        (now.data, now.data_version),
+        (now.data.to_value(), now.data_version),
         (first, 1),
         "a losing write changes nothing"
     );
@@ -219,7 +220,7 @@ pub async fn data_compare_and_swap<S: UserStore + SessionStore>(store: S) {
             .expect("replace_session_data")
     );
     let now = stored(&store, &s).await;
-    assert_eq!((now.data, now.data_version), (second, 2));
+    assert_eq!((now.data.to_value(), now.data_version), (second, 2));
     assert_eq!(
         (now.last_seen_at, now.expires_at),
         (s.last_seen_at, s.expires_at),
@@ -297,7 +298,7 @@ pub async fn concurrent_patches_lose_nothing<S: UserStore + SessionStore>(store:
                     .await
                     .expect("session_by_secret")
                     .expect("the session exists");
-                let mut data = current.data;
+                let mut data = current.data.to_value();
                 if let Value::Object(map) = &mut data {
                     map.insert(format!("writer{writer}"), json!(writer));
                 }
@@ -757,7 +758,7 @@ pub async fn data_round_trip<S: UserStore + SessionStore>(store: S) {
         "": "empty key",
     });
     let mut s = session(&alice.id, T0, T0 + HOUR);
-    s.data = document.clone();
+    s.data = document.clone().into();
     s.data_version = 41;
     store.create_session(&s).await.expect("create_session");
     assert_eq!(
@@ -775,7 +776,7 @@ pub async fn data_round_trip<S: UserStore + SessionStore>(store: S) {
     );
     let now = stored(&store, &s).await;
     assert_eq!(
-        (now.data, now.data_version),
+        (now.data.to_value(), now.data_version),
         (replaced, 42),
         "replaced data reads back exactly"
     );
@@ -788,14 +789,14 @@ pub async fn client_info_round_trip<S: UserStore + SessionStore>(store: S) {
     let described = Session {
         client: ClientInfo {
             user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Ünïcode/1.0 🦀".into()),
-            ip: Some("2001:db8::1".into()),
+            ip: Some("2001:db8::1".parse().expect("an IP address")),
         },
         ..session(&alice.id, T0 + 1, T0 + HOUR)
     };
     let half = Session {
         client: ClientInfo {
             user_agent: None,
-            ip: Some("203.0.113.7".into()),
+            ip: Some("203.0.113.7".parse().expect("an IP address")),
         },
         ..session(&alice.id, T0 + 2, T0 + HOUR)
     };

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tessera_core::store::SessionStore;
 use tessera_core::{
-    ClientInfo, CsrfToken, Session, SessionHandle, StoreError, Timestamp, TokenHash, UserId,
+    ClientInfo, CsrfToken, Session, SessionData, SessionHandle, StoreError, Timestamp, TokenHash,
+    UserAgent, UserId,
 };
 
 use super::scripts::{
@@ -123,10 +124,10 @@ fn encode(session: &Session) -> Result<Vec<(&'static str, String)>, StoreError> 
         ("ver", session.data_version.to_string()),
     ];
     if let Some(ua) = &session.client.user_agent {
-        fields.push(("ua", ua.clone()));
+        fields.push(("ua", ua.as_str().to_owned()));
     }
     if let Some(ip) = &session.client.ip {
-        fields.push(("ip", ip.clone()));
+        fields.push(("ip", ip.to_string()));
     }
     Ok(fields)
 }
@@ -143,7 +144,9 @@ fn decode(mut fields: HashMap<String, String>) -> Result<Session, StoreError> {
             .map(Timestamp::from_unix_millis)
             .map_err(|_| corrupt(format!("session `{name}` {value:?}")))
     };
-    let handle = SessionHandle::from_stored(take("handle")?);
+    let handle = take("handle")?;
+    let handle = SessionHandle::parse(&handle)
+        .ok_or_else(|| corrupt(format!("session handle {handle:?}")))?;
     let user_id = UserId::from_stored(take("user")?);
     let secret_hash = unhex::<32>(&take("secret")?)
         .map(TokenHash::from_bytes)
@@ -155,15 +158,22 @@ fn decode(mut fields: HashMap<String, String>) -> Result<Session, StoreError> {
     let last_seen_at = time(take("seen")?, "seen")?;
     let expires_at = time(take("exp")?, "exp")?;
     let absolute_expires_at = time(take("abs")?, "abs")?;
-    let data: Value =
+    let data: SessionData =
         serde_json::from_str(&take("data")?).map_err(|e| corrupt(format!("session data: {e}")))?;
     let version = take("ver")?;
     let data_version = version
         .parse::<i64>()
         .map_err(|_| corrupt(format!("session data version {version:?}")))?;
+    let ip = match fields.remove("ip") {
+        Some(text) => Some(
+            text.parse()
+                .map_err(|e| corrupt(format!("session client address {text:?}: {e}")))?,
+        ),
+        None => None,
+    };
     let client = ClientInfo {
-        user_agent: fields.remove("ua"),
-        ip: fields.remove("ip"),
+        user_agent: fields.remove("ua").map(UserAgent::from),
+        ip,
     };
     Ok(Session {
         handle,

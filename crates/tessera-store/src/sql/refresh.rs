@@ -1,7 +1,8 @@
 //! [`RefreshStore`](tessera_core::RefreshStore) in SQL, rotation included.
 
 use tessera_core::{
-    FamilyId, RefreshFamily, RefreshTokenRecord, Rotation, StoreError, Timestamp, TokenHash, UserId,
+    FamilyId, RefreshFamily, RefreshTokenRecord, Rotation, StoreError, Timestamp, TokenHash,
+    UserAgent, UserId,
 };
 
 use super::{Columns, Db, Tx, rows, sql_count, sql_limit};
@@ -46,6 +47,7 @@ pub(crate) async fn create_family<D: Db>(
             family.id, first.family_id
         )));
     }
+    let ip = family.client.ip.map(|ip| ip.to_string());
     let mut tx = db.begin().await?;
     tx.execute(
         "INSERT INTO refresh_families (id, user_id, model, created_at, last_used_at, \
@@ -61,8 +63,13 @@ pub(crate) async fn create_family<D: Db>(
             family.absolute_expires_at.into(),
             family.revoked_at.into(),
             family.revoked_reason.as_deref().into(),
-            family.client.user_agent.as_deref().into(),
-            family.client.ip.as_deref().into(),
+            family
+                .client
+                .user_agent
+                .as_ref()
+                .map(UserAgent::as_str)
+                .into(),
+            ip.as_deref().into(),
             i64::from(family.generation).into(),
         ],
     )

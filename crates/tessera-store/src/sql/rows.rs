@@ -7,7 +7,8 @@ use std::fmt;
 use tessera_core::{
     AllowedToken, ClientInfo, CsrfToken, EventKind, FamilyId, KeyStatus, LoginModel, RefreshFamily,
     RefreshTokenRecord, RevocationEntry, Revoked, SecurityEvent, Session, SessionHandle,
-    SigningAlgorithm, StoreError, StoredKey, Timestamp, TokenHash, User, UserId, Username,
+    SigningAlgorithm, StoreError, StoredKey, Timestamp, TokenHash, User, UserAgent, UserId,
+    Username,
 };
 
 use super::Columns;
@@ -37,9 +38,16 @@ fn token_hash(row: &impl Columns, name: &str, what: &str) -> Result<TokenHash, S
 }
 
 fn client(row: &impl Columns) -> Result<ClientInfo, StoreError> {
+    let ip = match row.optional_text("ip")? {
+        Some(text) => Some(
+            text.parse()
+                .map_err(|e| corrupt("client address", format!("{text:?}: {e}")))?,
+        ),
+        None => None,
+    };
     Ok(ClientInfo {
-        user_agent: row.optional_text("user_agent")?,
-        ip: row.optional_text("ip")?,
+        user_agent: row.optional_text("user_agent")?.map(UserAgent::from),
+        ip,
     })
 }
 
@@ -62,8 +70,10 @@ pub(crate) fn user(row: &impl Columns) -> Result<User, StoreError> {
 pub(crate) fn session(row: &impl Columns) -> Result<Session, StoreError> {
     let csrf_token = row.bytes("csrf_token")?;
     let data = row.text("data")?;
+    let handle = row.text("handle")?;
     Ok(Session {
-        handle: SessionHandle::from_stored(row.text("handle")?),
+        handle: SessionHandle::parse(&handle)
+            .ok_or_else(|| corrupt("session handle", format!("{handle:?}")))?,
         user_id: UserId::from_stored(row.text("user_id")?),
         secret_hash: token_hash(row, "secret_hash", "session secret hash")?,
         csrf_token: <[u8; 32]>::try_from(csrf_token.as_slice())

@@ -1,12 +1,13 @@
 //! [`SessionStore`](tessera_core::SessionStore) in SQL.
 
 use serde_json::Value;
-use tessera_core::{Session, SessionHandle, StoreError, Timestamp, TokenHash, UserId};
+use tessera_core::{Session, SessionHandle, StoreError, Timestamp, TokenHash, UserAgent, UserId};
 
 use super::{Db, json_error, rows, sql_count, sql_limit};
 
 pub(crate) async fn create_session<D: Db>(db: &D, session: &Session) -> Result<(), StoreError> {
     let data = serde_json::to_string(&session.data).map_err(json_error)?;
+    let ip = session.client.ip.map(|ip| ip.to_string());
     db.execute(
         D::DIALECT.insert_session,
         &[
@@ -18,8 +19,13 @@ pub(crate) async fn create_session<D: Db>(db: &D, session: &Session) -> Result<(
             session.last_seen_at.into(),
             session.expires_at.into(),
             session.absolute_expires_at.into(),
-            session.client.user_agent.as_deref().into(),
-            session.client.ip.as_deref().into(),
+            session
+                .client
+                .user_agent
+                .as_ref()
+                .map(UserAgent::as_str)
+                .into(),
+            ip.as_deref().into(),
             data.as_str().into(),
             session.data_version.into(),
         ],
