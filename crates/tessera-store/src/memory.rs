@@ -6,13 +6,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde_json::Value;
+mod session_table;
+
+use session_table::{Refused, SessionTable};
 use tessera_core::store::{
     EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserStore,
 };
 use tessera_core::{
     AllowedToken, FamilyId, KeyStatus, NewEvent, RefreshFamily, RefreshTokenRecord,
-    RevocationEntry, Revoked, Rotation, SecurityEvent, Session, SessionData, SessionHandle,
-    StoreError, StoredKey, Timestamp, TokenHash, User, UserId, Username,
+    RevocationEntry, Revoked, Rotation, SecurityEvent, Session, SessionHandle, StoreError,
+    StoredKey, Timestamp, TokenHash, User, UserId, Username,
 };
 
 /// Everything in memory, with the same indexes a database would keep: users by username (in
@@ -61,12 +64,7 @@ struct Inner {
     /// Keyed by the normalized name, ordered as SQLite orders it (by bytes), so `list_users` can
     /// page from a cursor.
     user_by_name: BTreeMap<String, UserId>,
-    sessions: HashMap<SessionHandle, Session>,
-    session_by_secret: HashMap<TokenHash, SessionHandle>,
-    /// Per user, `(created_at, handle)`: iterates oldest first.
-    sessions_by_user: HashMap<UserId, BTreeSet<(Timestamp, SessionHandle)>>,
-    /// `(expires_at, handle)` of every session: the sweep walks only the expired prefix.
-    sessions_by_expiry: BTreeSet<(Timestamp, SessionHandle)>,
+    sessions: SessionTable,
 
     keys: HashMap<String, StoredKey>,
 
@@ -117,20 +115,6 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl Inner {
-    fn remove_session(&mut self, handle: &SessionHandle) -> Option<Session> {
-        let session = self.sessions.remove(handle)?;
-        self.session_by_secret.remove(&session.secret_hash);
-        self.sessions_by_expiry
-            .remove(&(session.expires_at, session.handle.clone()));
-        if let Some(of_user) = self.sessions_by_user.get_mut(&session.user_id) {
-            of_user.remove(&(session.created_at, session.handle.clone()));
-            if of_user.is_empty() {
-                self.sessions_by_user.remove(&session.user_id);
-            }
-        }
-        Some(session)
-    }
-
     fn user_exists(&self, id: &UserId) -> Result<(), StoreError> {
         if self.users.contains_key(id) {
             Ok(())
@@ -353,42 +337,25 @@ impl SessionStore for MemoryStore {
     async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
         inner.user_exists(&session.user_id)?;
-        if inner.sessions.contains_key(&session.handle) {
-            return Err(StoreError::Conflict(format!(
-                "session handle {} exists",
-                session.handle
-            )));
-        }
-        if inner.session_by_secret.contains_key(&session.secret_hash) {
-            return Err(StoreError::Conflict("session secret hash exists".into()));
-        }
-        inner
-            .session_by_secret
-            .insert(session.secret_hash, session.handle.clone());
-        inner
-            .sessions_by_user
-            .entry(session.user_id.clone())
-            .or_default()
-            .insert((session.created_at, session.handle.clone()));
-        inner
-            .sessions_by_expiry
-            .insert((session.expires_at, session.handle.clone()));
         inner
             .sessions
-            .insert(session.handle.clone(), session.clone());
-        Ok(())
+            .insert(session.clone())
+            .map_err(|refused| match refused {
+                Refused::HandleTaken => {
+                    StoreError::Conflict(format!("session handle {} exists", session.handle))
+                }
+                Refused::SecretTaken => StoreError::Conflict("session secret hash exists".into()),
+                Refused::Full => {
+                    StoreError::Other("the memory store holds all the sessions it can".into())
+                }
+            })
     }
 
     async fn session_by_secret(
         &self,
         secret_hash: &TokenHash,
     ) -> Result<Option<Session>, StoreError> {
-        let inner = self.lock()?;
-        Ok(inner
-            .session_by_secret
-            .get(secret_hash)
-            .and_then(|handle| inner.sessions.get(handle))
-            .cloned())
+        Ok(self.lock()?.sessions.by_secret(secret_hash).cloned())
     }
 
     async fn touch_session(
@@ -397,19 +364,10 @@ impl SessionStore for MemoryStore {
         last_seen_at: Timestamp,
         expires_at: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut inner = self.lock()?;
-        let Some(session) = inner.sessions.get_mut(handle) else {
-            return Ok(false);
-        };
-        let old_expiry = std::mem::replace(&mut session.expires_at, expires_at);
-        session.last_seen_at = last_seen_at;
-        inner
-            .sessions_by_expiry
-            .remove(&(old_expiry, handle.clone()));
-        inner
-            .sessions_by_expiry
-            .insert((expires_at, handle.clone()));
-        Ok(true)
+        Ok(self
+            .lock()?
+            .sessions
+            .touch(handle, last_seen_at, expires_at))
     }
 
     async fn replace_session_data(
@@ -418,31 +376,18 @@ impl SessionStore for MemoryStore {
         expected_version: i64,
         data: &Value,
     ) -> Result<bool, StoreError> {
-        let mut inner = self.lock()?;
-        match inner.sessions.get_mut(handle) {
-            Some(session) if session.data_version == expected_version => {
-                session.data = SessionData::new(data.clone());
-                session.data_version += 1;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(self
+            .lock()?
+            .sessions
+            .replace_data(handle, expected_version, data))
     }
 
     async fn delete_session(&self, handle: &SessionHandle) -> Result<bool, StoreError> {
-        Ok(self.lock()?.remove_session(handle).is_some())
+        Ok(self.lock()?.sessions.remove(handle).is_some())
     }
 
     async fn sessions_of_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
-        let inner = self.lock()?;
-        let Some(of_user) = inner.sessions_by_user.get(user) else {
-            return Ok(Vec::new());
-        };
-        Ok(of_user
-            .iter()
-            .filter_map(|(_, handle)| inner.sessions.get(handle))
-            .cloned()
-            .collect())
+        Ok(self.lock()?.sessions.of_user(user))
     }
 
     async fn delete_sessions_of_user(
@@ -450,21 +395,7 @@ impl SessionStore for MemoryStore {
         user: &UserId,
         keep: Option<&SessionHandle>,
     ) -> Result<usize, StoreError> {
-        let mut inner = self.lock()?;
-        let Some(of_user) = inner.sessions_by_user.get(user) else {
-            return Ok(0);
-        };
-        let doomed: Vec<SessionHandle> = of_user
-            .iter()
-            .map(|(_, handle)| handle)
-            .filter(|handle| Some(*handle) != keep)
-            .cloned()
-            .collect();
-        // Through `remove_session`, so the secret, expiry and per-user indexes all let go.
-        Ok(doomed
-            .iter()
-            .filter(|handle| inner.remove_session(handle).is_some())
-            .count())
+        Ok(self.lock()?.sessions.remove_of_user(user, keep))
     }
 
     async fn delete_expired_sessions(
@@ -472,18 +403,7 @@ impl SessionStore for MemoryStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<usize, StoreError> {
-        let mut inner = self.lock()?;
-        let expired: Vec<SessionHandle> = inner
-            .sessions_by_expiry
-            .iter()
-            .take_while(|(expires_at, _)| *expires_at <= now)
-            .take(limit)
-            .map(|(_, handle)| handle.clone())
-            .collect();
-        for handle in &expired {
-            inner.remove_session(handle);
-        }
-        Ok(expired.len())
+        Ok(self.lock()?.sessions.remove_expired(now, limit))
     }
 }
 
