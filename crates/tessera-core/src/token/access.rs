@@ -367,9 +367,13 @@ mod tests {
                 }
             }
         }
-        assert!(
-            hits * 100 >= lookups * 99,
-            "the hot tokens were hits {hits} times in {lookups}"
+        // Not one miss: a cache emptied when full, or one that evicts by arrival, would miss
+        // the hot tokens after every few hundred new ones.
+        assert_eq!(
+            hits,
+            lookups,
+            "the hot tokens missed {} times",
+            lookups - hits
         );
         assert!(hot.iter().all(|h| cache.get(h).is_some()));
         assert!(cache.weight() <= 256 * 1024);
