@@ -360,7 +360,11 @@ impl quick_cache::Weighter<u64, Cached> for SessionWeighter {
         } else {
             s.data.to_value().to_string().len() * 2
         };
-        let user_agent = s.client.user_agent.as_ref().map_or(0, |ua| ua.as_str().len());
+        let user_agent = s
+            .client
+            .user_agent
+            .as_ref()
+            .map_or(0, |ua| ua.as_str().len());
         (std::mem::size_of::<Session>() + CACHED_SESSION_OVERHEAD + user_agent + data) as u64
     }
 }

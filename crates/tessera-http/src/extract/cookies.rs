@@ -25,10 +25,11 @@ pub const DEVICE_COOKIE: &str = "__Host-tessera-device";
 pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     let mut found = None;
     for value in headers.get_all(header::COOKIE) {
-        let Ok(text) = value.to_str() else {
-            continue;
-        };
-        for cookie in Cookie::split_parse(text).flatten() {
+        // Bytes that are not text (a browser may send any it was given) do not hide a header:
+        // its cookies still count, with the odd bytes as replacement characters that no
+        // credential parses.
+        let text = String::from_utf8_lossy(value.as_bytes());
+        for cookie in Cookie::split_parse(text.as_ref()).flatten() {
             if cookie.name() == name {
                 if found.is_some() {
                     return None;
@@ -48,4 +49,36 @@ pub(crate) fn session_secret(headers: &HeaderMap) -> Option<SessionId> {
 /// The hybrid refresh token in the request's cookie, if it parses.
 pub(crate) fn hybrid_refresh_token(headers: &HeaderMap) -> Option<RefreshToken> {
     cookie_value(headers, HYBRID_REFRESH_COOKIE).and_then(|v| RefreshToken::parse(&v))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    /// A second cookie of the name is ambiguous even when its header carries bytes that are not
+    /// text (found by the `http_request` fuzz target: such a header used to be skipped whole).
+    #[test]
+    fn a_duplicate_in_a_header_that_is_not_text_still_counts() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-tessera=first"),
+        );
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"__Host-tessera=Host-\xbdsecond").unwrap(),
+        );
+        assert_eq!(cookie_value(&headers, SESSION_COOKIE), None);
+        headers.remove(header::COOKIE);
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"other=\xbd; __Host-tessera=only").unwrap(),
+        );
+        assert_eq!(
+            cookie_value(&headers, SESSION_COOKIE).as_deref(),
+            Some("only")
+        );
+    }
 }
