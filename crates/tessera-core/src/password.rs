@@ -222,7 +222,7 @@ struct HasherInner {
     params: Params,
     permits: Arc<Semaphore>,
     /// To the hashing threads; they stop when the hasher (this sender) is dropped.
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     /// Hashes running right now (for tests and metrics).
     in_flight: AtomicUsize,
     queue_timeout: Duration,
@@ -262,7 +262,7 @@ impl PasswordHasher {
             inner: Arc::new(HasherInner {
                 params,
                 permits: Arc::new(Semaphore::new(threads)),
-                jobs: Mutex::new(sender),
+                jobs: sender,
                 in_flight: AtomicUsize::new(0),
                 queue_timeout: limits.queue_timeout,
                 dummy_hash,
@@ -363,8 +363,6 @@ impl PasswordHasher {
         });
         self.inner
             .jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .send(job)
             .map_err(|_| Error::Internal("the password hashing threads have stopped".into()))?;
         match result.await {
