@@ -8,6 +8,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 
 #[derive(Args)]
+#[command(after_help = "\
+Without flags, init asks the three questions on the terminal (or reads one answer per line from \
+standard input). Flags answer them for scripts; with --yes, a question no flag answers takes its \
+default (no, 1, no: one server on the embedded store, the session model). \
+How the answers lead to a model: docs/choosing.md.")]
 pub(crate) struct InitArgs {
     /// Where to write the configuration.
     #[arg(long, value_name = "FILE", default_value = "tessera.toml")]
@@ -15,6 +20,20 @@ pub(crate) struct InitArgs {
     /// Replace the file if it exists.
     #[arg(long)]
     force: bool,
+    /// Question 1: must the login be shared across domains or clients (an SPA on another origin,
+    /// a mobile app, other services)?
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    cross_domain: Option<bool>,
+    /// Question 2: how many servers will share it? More than one writes the PostgreSQL and Redis
+    /// settings.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    nodes: Option<u16>,
+    /// Question 3: are the security needs high (a bank, an enterprise system)?
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    high_security: Option<bool>,
+    /// Do not ask: every question not answered by a flag takes its default.
+    #[arg(long, short = 'y')]
+    yes: bool,
 }
 
 /// The answers to the three questions.
@@ -22,17 +41,59 @@ pub(crate) struct InitArgs {
 pub(crate) struct Answers {
     /// 1. Must logins be shared across domains or clients (SPA on another origin, mobile app)?
     pub cross_domain: bool,
-    /// 2. Several servers or microservices?
-    pub many_nodes: bool,
+    /// 2. How many servers share it (1: one server on the embedded store)?
+    pub nodes: u16,
     /// 3. High security needs (bank, enterprise)?
     pub high_security: bool,
 }
 
+impl Answers {
+    /// The defaults `--yes` takes: one server on the embedded store, the session model.
+    pub(crate) const DEFAULT: Self = Self {
+        cross_domain: false,
+        nodes: 1,
+        high_security: false,
+    };
+
+    pub(crate) fn many_nodes(self) -> bool {
+        self.nodes > 1
+    }
+}
+
+/// The answers given as flags; `None` where a question is still open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Given {
+    pub cross_domain: Option<bool>,
+    pub nodes: Option<u16>,
+    pub high_security: Option<bool>,
+}
+
 const QUESTIONS: [&str; 3] = [
-    "1. Must the login be shared across domains or clients (an SPA on another origin, a mobile app, other services)?",
-    "2. Will several servers or microservices share it?",
-    "3. Are the security needs high (a bank, an enterprise system)?",
+    "1. Must the login be shared across domains or clients (an SPA on another origin, a mobile app, other services)? [y/N]",
+    "2. How many servers will share it? (a number, or y for several) [1]",
+    "3. Are the security needs high (a bank, an enterprise system)? [y/N]",
 ];
+
+fn parse_yes_no(text: &str) -> Result<bool, String> {
+    yes_no_answer(text).ok_or_else(|| format!("expected yes or no, not {text:?}"))
+}
+
+fn yes_no_answer(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Some(true),
+        "n" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Question 2's answer: a number of servers, or yes (several) / no (one).
+fn nodes_answer(text: &str) -> Option<u16> {
+    match yes_no_answer(text) {
+        Some(true) => Some(2),
+        Some(false) => Some(1),
+        None => text.trim().parse().ok().filter(|n| *n >= 1),
+    }
+}
 
 pub(crate) fn run(args: InitArgs) -> anyhow::Result<()> {
     if args.output.exists() && !args.force {
@@ -41,48 +102,126 @@ pub(crate) fn run(args: InitArgs) -> anyhow::Result<()> {
             args.output.display()
         );
     }
-    let answers = ask(&mut std::io::stdin().lock(), std::io::stdin().is_terminal())?;
+    let given = Given {
+        cross_domain: args.cross_domain,
+        nodes: args.nodes,
+        high_security: args.high_security,
+    };
+    let answers = if args.yes {
+        complete_with_defaults(given)
+    } else {
+        ask(
+            &mut std::io::stdin().lock(),
+            std::io::stdin().is_terminal(),
+            given,
+        )?
+    };
     let toml = render(answers);
     write(&args.output, &toml)?;
     eprintln!(
-        "wrote {} — recommended model: {}; start with `tessera serve --config {}`",
+        "wrote {} — recommended model: {}",
         args.output.display(),
         model(answers),
-        args.output.display()
     );
+    if answers.many_nodes() {
+        eprintln!(
+            "next: replace the placeholder addresses (database, redis.url, public_url), set the same \
+             TESSERA_TOKENS__MASTER_KEY on every server, then `tessera serve --config {}`",
+            args.output.display()
+        );
+    } else {
+        eprintln!(
+            "next: set public_url, then `tessera serve --config {}`",
+            args.output.display()
+        );
+    }
     Ok(())
 }
 
-/// Reads three yes/no answers, one per line (`y`, `yes`, `n`, `no`; case does not matter).
-pub(crate) fn ask(input: &mut impl BufRead, interactive: bool) -> anyhow::Result<Answers> {
-    let mut answers = [false; 3];
+/// The given answers, with each open question at its default.
+pub(crate) fn complete_with_defaults(given: Given) -> Answers {
+    let d = Answers::DEFAULT;
+    Answers {
+        cross_domain: given.cross_domain.unwrap_or(d.cross_domain),
+        nodes: given.nodes.unwrap_or(d.nodes),
+        high_security: given.high_security.unwrap_or(d.high_security),
+    }
+}
+
+/// Asks the questions the flags left open, reading one answer per line (`y`, `yes`, `n`, `no`,
+/// case does not matter; a number for question 2). On a terminal an empty answer takes the
+/// default and a bad one asks again; from a pipe every answer must be given and valid.
+pub(crate) fn ask(
+    input: &mut impl BufRead,
+    interactive: bool,
+    given: Given,
+) -> anyhow::Result<Answers> {
+    let mut answers = complete_with_defaults(given);
+    let open = [
+        given.cross_domain.is_none(),
+        given.nodes.is_none(),
+        given.high_security.is_none(),
+    ];
     for (i, question) in QUESTIONS.iter().enumerate() {
+        if !open[i] {
+            continue;
+        }
         loop {
             if interactive {
-                eprint!("{question} [y/n] ");
+                eprint!("{question} ");
                 std::io::stderr().flush().ok();
             }
             let mut line = String::new();
             if input.read_line(&mut line).context("reading an answer")? == 0 {
-                bail!("no answer to question {} (expected y or n)", i + 1);
+                bail!(
+                    "no answer to question {} (answer on standard input, or pass {}, or --yes for the defaults)",
+                    i + 1,
+                    [
+                        "--cross-domain yes|no",
+                        "--nodes N",
+                        "--high-security yes|no"
+                    ][i]
+                );
             }
-            match line.trim().to_ascii_lowercase().as_str() {
-                "y" | "yes" => answers[i] = true,
-                "n" | "no" => answers[i] = false,
-                other if interactive => {
-                    eprintln!("please answer y or n (not {other:?})");
-                    continue;
+            let text = line.trim();
+            let understood = if text.is_empty() && interactive {
+                Some(())
+            } else if i == 1 {
+                nodes_answer(text).map(|n| answers.nodes = n)
+            } else {
+                yes_no_answer(text).map(|b| {
+                    if i == 0 {
+                        answers.cross_domain = b;
+                    } else {
+                        answers.high_security = b;
+                    }
+                })
+            };
+            match understood {
+                Some(()) => break,
+                None if interactive => {
+                    eprintln!(
+                        "please answer {} (not {text:?})",
+                        if i == 1 {
+                            "a number of servers, y or n"
+                        } else {
+                            "y or n"
+                        }
+                    );
                 }
-                other => bail!("answer {} must be y or n, not {other:?}", i + 1),
+                None => bail!(
+                    "answer {} must be {}, not {text:?}",
+                    i + 1,
+                    if i == 1 {
+                        "a number of servers, y or n"
+                    } else {
+                        "y or n"
+                    }
+                ),
             }
-            break;
         }
     }
-    Ok(Answers {
-        cross_domain: answers[0],
-        many_nodes: answers[1],
-        high_security: answers[2],
-    })
+    Ok(answers)
 }
 
 /// The advice that follows from the answers, in one line.
@@ -102,15 +241,15 @@ pub(crate) fn render(a: Answers) -> String {
         out.push_str(s);
         out.push('\n');
     };
-    line("# Tessera configuration, written by `tessera init` from three questions:");
+    line(
+        "# Tessera configuration, written by `tessera init` from the three questions for choosing a",
+    );
+    line("# login model (docs/choosing.md explains each model and what it costs):");
     line(&format!(
         "#   cross-domain or many clients: {}",
         yes_no(a.cross_domain)
     ));
-    line(&format!(
-        "#   several servers:              {}",
-        yes_no(a.many_nodes)
-    ));
+    line(&format!("#   servers sharing it:           {}", a.nodes));
     line(&format!(
         "#   high security needs:          {}",
         yes_no(a.high_security)
@@ -125,15 +264,27 @@ pub(crate) fn render(a: Answers) -> String {
     line("public_url = \"https://auth.example.com\"");
     line("listen = \"127.0.0.1:8080\"");
     line("");
-    if a.many_nodes {
-        line("# Several servers share PostgreSQL (users, keys, logins, audit log) and Redis");
+    if a.many_nodes() {
+        line(&format!(
+            "# {} servers share PostgreSQL (users, keys, logins, audit log) and Redis (sessions,",
+            a.nodes
+        ));
+        line("# revocations, login budgets, the change feed): run this same file on each of them.");
+        line("# Every server needs the same master key, which seals the signing keys: set");
         line(
-            "# (sessions, revocations, login budgets, the change feed). Every node needs the same",
+            "# TESSERA_TOKENS__MASTER_KEY (32 random bytes, base64, e.g. `openssl rand -base64 32`)",
         );
-        line("# master key: set TESSERA_TOKENS__MASTER_KEY (32 bytes, base64) on each.");
+        line("# in each server's environment rather than in this file.");
+        line("# PLACEHOLDER: your PostgreSQL (a password belongs in TESSERA_DATABASE, not here).");
         line("database = \"postgres://tessera@db.internal/tessera\"");
         line("");
+        line("[postgres]");
+        line("# The schema Tessera's tables live in (created when missing).");
+        line("schema = \"tessera\"");
+        line("");
         line("[redis]");
+        line("# PLACEHOLDER: your Redis. Every key starts with the prefix, so one Redis can serve");
+        line("# several deployments.");
         line("url = \"redis://cache.internal:6379\"");
         line("prefix = \"tessera:\"");
     } else {
@@ -142,7 +293,7 @@ pub(crate) fn render(a: Answers) -> String {
     }
     line("");
     line("[sessions]");
-    if a.many_nodes {
+    if a.many_nodes() {
         line("store = \"redis\"");
     }
     if a.high_security {
@@ -201,17 +352,62 @@ mod tests {
 
     #[test]
     fn answers_are_read_one_per_line() {
-        let a = ask(&mut "y\nNo\nYES\n".as_bytes(), false).unwrap();
+        let a = ask(&mut "y\nNo\nYES\n".as_bytes(), false, Given::default()).unwrap();
         assert_eq!(
             a,
             Answers {
                 cross_domain: true,
-                many_nodes: false,
+                nodes: 1,
                 high_security: true
             }
         );
-        assert!(ask(&mut "y\nmaybe\ny\n".as_bytes(), false).is_err());
-        assert!(ask(&mut "y\n".as_bytes(), false).is_err());
+        assert!(ask(&mut "y\nmaybe\ny\n".as_bytes(), false, Given::default()).is_err());
+        assert!(ask(&mut "y\n".as_bytes(), false, Given::default()).is_err());
+        // From a pipe an empty answer is no answer.
+        assert!(ask(&mut "\n\n\n".as_bytes(), false, Given::default()).is_err());
+    }
+
+    #[test]
+    fn question_two_takes_a_number_or_yes_or_no() {
+        let two = |answer: &str| {
+            ask(
+                &mut format!("n\n{answer}\nn\n").as_bytes(),
+                false,
+                Given::default(),
+            )
+            .map(|a| a.nodes)
+            .ok()
+        };
+        assert_eq!(two("3"), Some(3));
+        assert_eq!(two("yes"), Some(2));
+        assert_eq!(two("N"), Some(1));
+        assert_eq!(two("0"), None);
+        assert_eq!(two("-2"), None);
+        assert_eq!(two("many"), None);
+    }
+
+    #[test]
+    fn flags_leave_only_the_open_questions_to_ask() {
+        let given = Given {
+            cross_domain: Some(true),
+            nodes: None,
+            high_security: Some(false),
+        };
+        // One line answers the one open question.
+        let a = ask(&mut "4\n".as_bytes(), false, given).unwrap();
+        assert_eq!(
+            a,
+            Answers {
+                cross_domain: true,
+                nodes: 4,
+                high_security: false
+            }
+        );
+        assert_eq!(complete_with_defaults(given).nodes, 1);
+        assert_eq!(complete_with_defaults(Given::default()), Answers::DEFAULT);
+        // On a terminal an empty answer is the default, a bad one is asked again.
+        let a = ask(&mut "\nwhat\n\n\n".as_bytes(), true, Given::default()).unwrap();
+        assert_eq!(a, Answers::DEFAULT);
     }
 
     #[test]
@@ -219,7 +415,7 @@ mod tests {
         for bits in 0..8u8 {
             let answers = Answers {
                 cross_domain: bits & 1 != 0,
-                many_nodes: bits & 2 != 0,
+                nodes: if bits & 2 != 0 { 3 } else { 1 },
                 high_security: bits & 4 != 0,
             };
             let dir = tempfile::tempdir().unwrap();
@@ -229,7 +425,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{answers:?}: {e:#}"));
             assert_eq!(
                 config.sessions.store == crate::config::SessionStoreKind::Redis,
-                answers.many_nodes
+                answers.many_nodes()
             );
             assert_eq!(
                 config.tokens.revocation == tessera_core::token::RevocationMode::Allowlist,
