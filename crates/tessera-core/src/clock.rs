@@ -90,8 +90,13 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let ms = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
+        // Read on every request (expiry checks): the milliseconds since the epoch straight from
+        // the system clock, without the calendar arithmetic of a date-time type.
+        let ms = match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+        };
+        Timestamp(ms)
     }
 }
 

@@ -99,25 +99,56 @@ pub struct Me {
         ServiceProblems,
     )
 )]
-pub async fn me(auth: AuthUser) -> Json<Me> {
-    let auth_view = match &auth.model {
-        AuthModel::Session(session) => AuthView {
+pub async fn me(auth: AuthUser) -> Response {
+    // The body borrows from the caller's cached account and credential rather than copying them
+    // into a `Me`: the same JSON (the `Me` schema), with no allocation but the body's own.
+    #[derive(Serialize)]
+    struct UserBody<'a> {
+        id: &'a tessera_core::UserId,
+        username: &'a tessera_core::Username,
+        roles: &'a [String],
+        created_at: Timestamp,
+    }
+    #[derive(Serialize)]
+    struct AuthBody<'a> {
+        model: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        session_id: Option<&'a tessera_core::SessionHandle>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        family_id: Option<&'a tessera_core::FamilyId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at: Option<i64>,
+    }
+    #[derive(Serialize)]
+    struct MeBody<'a> {
+        user: UserBody<'a>,
+        auth: AuthBody<'a>,
+    }
+    let user = &*auth.user;
+    let auth_body = match &auth.model {
+        AuthModel::Session(session) => AuthBody {
             model: "session",
-            session_id: Some(session.handle.to_string()),
+            session_id: Some(&session.handle),
             family_id: None,
             expires_at: None,
         },
-        AuthModel::Token(claims) => AuthView {
+        AuthModel::Token(claims) => AuthBody {
             model: claims.claims().model.as_str(),
             session_id: None,
-            family_id: Some(claims.claims().fid.to_string()),
+            family_id: Some(&claims.claims().fid),
             expires_at: Some(claims.claims().exp),
         },
     };
-    Json(Me {
-        user: UserView::from(&*auth.user),
-        auth: auth_view,
+    Json(MeBody {
+        user: UserBody {
+            id: &user.id,
+            username: &user.username,
+            roles: &user.roles,
+            created_at: user.created_at,
+        },
+        auth: auth_body,
     })
+    .into_response()
 }
 
 /// List my logins: sessions, token and hybrid logins alike.
