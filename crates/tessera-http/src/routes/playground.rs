@@ -420,17 +420,24 @@ impl AttackLog {
     }
 }
 
-/// Records the requests whose `Origin` is the attacker page's, with the answer's status and
-/// problem type.
+/// Records the requests whose `Origin` (or, for a form that sent `Origin: null`, `Referer`) is the
+/// attacker page's, with the answer's status and problem type.
 pub(crate) async fn record_attacks(
     State(log): State<Arc<AttackLog>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let attacker = log.attacker_origin.as_bytes();
     let from_attacker = request
         .headers()
         .get(header::ORIGIN)
-        .is_some_and(|o| o.as_bytes().eq_ignore_ascii_case(log.attacker_origin.as_bytes()));
+        .is_some_and(|o| o.as_bytes().eq_ignore_ascii_case(attacker))
+        || request.headers().get(header::REFERER).is_some_and(|r| {
+            r.as_bytes()
+                .get(..attacker.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(attacker))
+                && matches!(r.as_bytes().get(attacker.len()), None | Some(b'/'))
+        });
     if !from_attacker {
         return next.run(request).await;
     }
@@ -444,7 +451,10 @@ pub(crate) async fn record_attacks(
         ),
         method: request.method().to_string(),
         path: request.uri().path().to_owned(),
-        origin: log.attacker_origin.clone(),
+        origin: headers
+            .get(header::ORIGIN)
+            .map_or("(none)", |o| o.to_str().unwrap_or("(not text)"))
+            .to_owned(),
         sec_fetch_site: headers
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
@@ -537,10 +547,6 @@ fn attacker_asset(a: &Attacker, content_type: &'static str, body: impl Into<Body
                     .unwrap_or(HeaderValue::from_static("default-src 'none'")),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (
-                header::REFERRER_POLICY,
-                HeaderValue::from_static("no-referrer"),
-            ),
             (
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
