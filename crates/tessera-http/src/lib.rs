@@ -102,27 +102,27 @@ pub fn router(state: AppState) -> Router {
     }
     let attack_log = state.0.attack_log.clone();
     let app = app
-    .fallback(layers::not_found)
-    .method_not_allowed_fallback(layers::method_not_allowed)
-    .with_state(state)
-    .layer(DefaultBodyLimit::max(body_limit))
-    // A client that trickles its body is cut off; so is any request that takes too long.
-    .layer(RequestBodyTimeoutLayer::new(timeouts.body))
-    .layer(TimeoutLayer::with_status_code(
-        StatusCode::SERVICE_UNAVAILABLE,
-        timeouts.request,
-    ))
-    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-        layers::panic_response,
-    ))
-    .layer(axum::middleware::map_response(
-        layers::problem_for_bare_errors,
-    ))
-    .layer(cors)
-    .layer(axum::middleware::map_response(move |r| {
-        layers::security_headers(r, https)
-    }))
-    .layer(tower_http::trace::TraceLayer::new_for_http());
+        .fallback(layers::not_found)
+        .method_not_allowed_fallback(layers::method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        // A client that trickles its body is cut off; so is any request that takes too long.
+        .layer(RequestBodyTimeoutLayer::new(timeouts.body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeouts.request,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            layers::panic_response,
+        ))
+        .layer(axum::middleware::map_response(
+            layers::problem_for_bare_errors,
+        ))
+        .layer(cors)
+        .layer(axum::middleware::map_response(move |r| {
+            layers::security_headers(r, https)
+        }))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
     match attack_log {
         // Outermost, so it sees what the browser sent (CORS preflights too) and what it got back.
         Some(log) => app.layer(axum::middleware::from_fn_with_state(

@@ -34,9 +34,9 @@ use std::time::Instant;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
 use common::{Backend, COOKIE, Options, PASSWORD, TestApp};
-use tessera_http::{HttpConfig, PlaygroundConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tessera_http::{HttpConfig, PlaygroundConfig};
 use webdriver::Chromium;
 
 const ACCESS_COOKIE: &str = "__Host-tessera-at";
@@ -372,7 +372,9 @@ async fn the_playground_runs_the_attacks(page: &AppPage<'_>, attacker_origin: &s
     // The cross-site form and fetches: refused for every model, and why.
     c.network_events().await;
     for model in ["session", "hybrid", "token"] {
-        let out = page.demo(&format!("{model}-csrf"), &format!("#csrf-{model}")).await;
+        let out = page
+            .demo(&format!("{model}-csrf"), &format!("#csrf-{model}"))
+            .await;
         eprintln!("cross-site, {model}: {out}");
         assert_eq!(out["outcome"], "refused", "{model}: {out}");
         // No request the attacker made carried a credential; the server saw them and refused.
@@ -407,12 +409,20 @@ async fn the_playground_runs_the_attacks(page: &AppPage<'_>, attacker_origin: &s
     eprintln!("injected script, token: {out}");
     assert_eq!(out["outcome"], "succeeded", "{out}");
     assert_eq!(out["stolen"], "true", "{out}");
-    assert_eq!(out["replay"], "200", "the stolen token works elsewhere: {out}");
+    assert_eq!(
+        out["replay"], "200",
+        "the stolen token works elsewhere: {out}"
+    );
     let text = out["text"].as_str().unwrap();
-    assert!(text.contains("blocked ("), "CSP stops a direct fetch: {text}");
+    assert!(
+        text.contains("blocked ("),
+        "CSP stops a direct fetch: {text}"
+    );
     assert!(text.contains("carol, token"), "{text}");
     for model in ["session", "hybrid"] {
-        let out = page.demo(&format!("{model}-xss"), &format!("#xss-{model}")).await;
+        let out = page
+            .demo(&format!("{model}-xss"), &format!("#xss-{model}"))
+            .await;
         eprintln!("injected script, {model}: {out}");
         assert_eq!(out["outcome"], "refused", "{model}: {out}");
         assert_eq!(out["stolen"], "false", "{model}: {out}");
@@ -444,7 +454,8 @@ async fn the_playground_runs_the_attacks(page: &AppPage<'_>, attacker_origin: &s
     let hybrid = page.wait_held("hybrid", "Denylist entry").await;
     assert!(hybrid.contains("revoked"), "{hybrid}");
     assert_eq!(page.act("session-logout").await, "DELETE /v1/session → 204");
-    page.wait_held("session", "deleted the session record").await;
+    page.wait_held("session", "deleted the session record")
+        .await;
     // Logged in again with a session, for the screenshot to show a live record too.
     assert_eq!(
         page.act("session-login").await,
@@ -455,7 +466,8 @@ async fn the_playground_runs_the_attacks(page: &AppPage<'_>, attacker_origin: &s
     if std::env::var_os("TESSERA_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
         let png = c.screenshot().await;
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/playground.png");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/playground.png");
         std::fs::write(&path, png).unwrap();
         eprintln!("saved {}", path.display());
     }

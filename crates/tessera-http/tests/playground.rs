@@ -34,9 +34,16 @@ async fn the_playground_is_on_by_default() {
     for path in ["/playground.js", "/playground/injected.js"] {
         let r = app.request(Method::GET, path).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
-        assert_eq!(r.headers()["content-type"], "text/javascript; charset=utf-8");
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/javascript; charset=utf-8"
+        );
     }
-    let attacks = app.request(Method::GET, "/playground/attacks").send().await.unwrap();
+    let attacks = app
+        .request(Method::GET, "/playground/attacks")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(attacks.status(), StatusCode::OK);
     let attacks: Value = attacks.json().await.unwrap();
     assert_eq!(attacks["requests"], json!([]));
@@ -104,7 +111,12 @@ async fn held_without_a_credential_is_401_and_a_bad_model_400() {
     for query in ["", "?model=admin", "?model=session&model=token"] {
         let browser = app.user_with_session(&format!("user{}", query.len())).await;
         let r = app
-            .as_browser(&browser, Method::GET, &format!("/playground/held{query}"), false)
+            .as_browser(
+                &browser,
+                Method::GET,
+                &format!("/playground/held{query}"),
+                false,
+            )
             .send()
             .await
             .unwrap();
@@ -120,16 +132,13 @@ async fn held_without_a_credential_is_401_and_a_bad_model_400() {
 /// Every string in `v` longer than 40 characters that looks like hex or base64url: a full hash or
 /// a secret would be one.
 fn long_opaque_strings(v: &Value, out: &mut Vec<String>) {
+    let opaque = |s: &str| {
+        s.len() >= 40
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    };
     match v {
-        Value::String(s) => {
-            if s.len() >= 40
-                && s
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                out.push(s.clone());
-            }
-        }
+        Value::String(s) if opaque(s) => out.push(s.clone()),
         Value::Array(a) => a.iter().for_each(|v| long_opaque_strings(v, out)),
         Value::Object(o) => o.values().for_each(|v| long_opaque_strings(v, out)),
         _ => {}
@@ -179,7 +188,10 @@ async fn held_shows_the_callers_own_session_and_no_secret() {
         bob.login["user"]["id"].as_str().unwrap(),
         "bob",
     ] {
-        assert!(!text.contains(other), "bob's data in alice's view: {view:#}");
+        assert!(
+            !text.contains(other),
+            "bob's data in alice's view: {view:#}"
+        );
     }
     // After logout, nothing: the old cookie is refused.
     let out = app
@@ -211,7 +223,10 @@ async fn token_login(app: &TestApp, username: &str) -> Value {
 async fn held_shows_the_token_family_and_after_revoke_its_denylist_entry() {
     let app = TestApp::spawn(Backend::Memory).await;
     for user in ["alice", "bob"] {
-        assert_eq!(app.register(user, PASSWORD).await.status(), StatusCode::CREATED);
+        assert_eq!(
+            app.register(user, PASSWORD).await.status(),
+            StatusCode::CREATED
+        );
     }
     let alice = token_login(&app, "alice").await;
     let bob = token_login(&app, "bob").await;
@@ -238,7 +253,10 @@ async fn held_shows_the_token_family_and_after_revoke_its_denylist_entry() {
     assert!(family.starts_with("fam_"), "{view:#}");
     assert_eq!(view["denylist"]["entries"], json!([]));
     assert!(view["family"]["bytes"].as_u64().unwrap() > 50);
-    assert_no_secret(&view, &[access, refresh, bob["access_token"].as_str().unwrap()]);
+    assert_no_secret(
+        &view,
+        &[access, refresh, bob["access_token"].as_str().unwrap()],
+    );
     let bob_view = held(bob["access_token"].as_str().unwrap().to_owned()).await;
     assert_ne!(bob_view["family"]["id"], family);
 
@@ -278,7 +296,10 @@ async fn held_shows_the_token_family_and_after_revoke_its_denylist_entry() {
 async fn held_shows_the_hybrid_login_and_after_logout_needs_its_csrf_token() {
     let app = TestApp::spawn(Backend::Memory).await;
     for user in ["alice", "bob"] {
-        assert_eq!(app.register(user, PASSWORD).await.status(), StatusCode::CREATED);
+        assert_eq!(
+            app.register(user, PASSWORD).await.status(),
+            StatusCode::CREATED
+        );
     }
     let app = &app;
     let login = |user: &'static str| async move {
@@ -297,7 +318,10 @@ async fn held_shows_the_hybrid_login_and_after_logout_needs_its_csrf_token() {
             .filter(|c| c.starts_with("__Host-tessera-at=") || c.starts_with("__Host-tessera-rt="))
             .collect();
         let body: Value = r.json().await.unwrap();
-        (cookies.join("; "), body["csrf_token"].as_str().unwrap().to_owned())
+        (
+            cookies.join("; "),
+            body["csrf_token"].as_str().unwrap().to_owned(),
+        )
     };
     let (alice_cookies, alice_csrf) = login("alice").await;
     let (bob_cookies, bob_csrf) = login("bob").await;
@@ -335,7 +359,11 @@ async fn held_shows_the_hybrid_login_and_after_logout_needs_its_csrf_token() {
         .send()
     };
     // Bob's CSRF token does not open alice's login; neither do his cookies.
-    problem(after(bob_csrf.clone()).await.unwrap(), StatusCode::UNAUTHORIZED).await;
+    problem(
+        after(bob_csrf.clone()).await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
     let r = app
         .request(
             Method::GET,

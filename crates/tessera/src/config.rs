@@ -101,8 +101,13 @@ impl<'de> Deserialize<'de> for PlaygroundSection {
                 })
             }
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let table = PlaygroundTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let table = PlaygroundTable::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
                 Ok(PlaygroundSection {
                     enabled: table.enabled,
                     attacker_listen: table.attacker_listen,
@@ -874,8 +879,7 @@ mod tests {
     fn playground_takes_a_switch_or_a_table() {
         let config = Config::from_toml_str("playground = false").unwrap();
         assert!(!config.playground_enabled());
-        let config =
-            Config::from_toml_str("listen = \"0.0.0.0:8080\"\nplayground = true").unwrap();
+        let config = Config::from_toml_str("listen = \"0.0.0.0:8080\"\nplayground = true").unwrap();
         assert!(config.playground_enabled());
         let config = Config::from_toml_str(
             "listen = \"0.0.0.0:8080\"\n[playground]\nenabled = true\nattacker_listen = \"127.0.0.1:9001\"",
@@ -906,7 +910,10 @@ mod tests {
         let err = Config::from_toml_str("[playground]\nenable = true")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("playground") && err.contains("enable"), "{err}");
+        assert!(
+            err.contains("playground") && err.contains("enable"),
+            "{err}"
+        );
         let err = Config::from_toml_str("playground = \"yes\"")
             .unwrap_err()
             .to_string();

@@ -50,8 +50,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                         .context("listening for the playground's attacker page")?
                 }
                 Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("listening on {at} (playground.attacker_listen)"));
+                    return Err(e).with_context(|| {
+                        format!("listening on {at} (playground.attacker_listen)")
+                    });
                 }
             };
             let local = attacker_listener.local_addr()?;

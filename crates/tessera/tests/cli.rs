@@ -142,7 +142,10 @@ async fn the_playground_is_on_for_loopback_and_off_when_configured() {
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(csp.contains("frame-ancestors http://localhost:8080"), "{csp}");
+    assert!(
+        csp.contains("frame-ancestors http://localhost:8080"),
+        "{csp}"
+    );
     assert!(server.stop().success());
 
     let server = Node::start(
@@ -150,7 +153,12 @@ async fn the_playground_is_on_for_loopback_and_off_when_configured() {
         &["--database", "memory"],
         &[("TESSERA_PLAYGROUND", "false")],
     );
-    for path in ["/", "/playground.js", "/playground.css", "/playground/held?model=token"] {
+    for path in [
+        "/",
+        "/playground.js",
+        "/playground.css",
+        "/playground/held?model=token",
+    ] {
         let r = client.get(server.url(path)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
         assert_eq!(

@@ -54,7 +54,8 @@ fn asset(state: &AppState, content_type: &'static str, body: impl Into<Body>) ->
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (
                 header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static("default-src 'none'")),
+                HeaderValue::from_str(&csp)
+                    .unwrap_or(HeaderValue::from_static("default-src 'none'")),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
@@ -168,7 +169,10 @@ fn session_view(s: &Session) -> Value {
     };
     let csrf_bytes = s.csrf_token.as_bytes().len();
     let ua_bytes = ua.as_ref().map_or(0, String::len);
-    let ip_bytes = s.client.ip.map_or(0, |ip| if ip.is_ipv4() { 4 } else { 16 });
+    let ip_bytes = s
+        .client
+        .ip
+        .map_or(0, |ip| if ip.is_ipv4() { 4 } else { 16 });
     let fields = json!({
         "handle": s.handle.as_str().len(),
         "user_id": s.user_id.as_str().len(),
@@ -307,7 +311,9 @@ pub async fn held(
             })))
         }
         Some("token") => match BearerAuth::from_request_parts(&mut parts, &state).await {
-            Ok(auth) => Ok(Json(token_held(&state, &headers, auth.claims.claims(), true).await?)),
+            Ok(auth) => Ok(Json(
+                token_held(&state, &headers, auth.claims.claims(), true).await?,
+            )),
             Err(refused) => {
                 let bearer = headers
                     .get(header::AUTHORIZATION)
@@ -320,7 +326,9 @@ pub async fn held(
             }
         },
         Some("hybrid") => match HybridAuth::from_request_parts(&mut parts, &state).await {
-            Ok(auth) => Ok(Json(token_held(&state, &headers, auth.claims.claims(), true).await?)),
+            Ok(auth) => Ok(Json(
+                token_held(&state, &headers, auth.claims.claims(), true).await?,
+            )),
             Err(refused) => hybrid_after_logout(&state, &query, &headers, refused).await,
         },
         _ => Err(ApiError::bad_request(
@@ -558,8 +566,8 @@ fn attacker_asset(a: &Attacker, content_type: &'static str, body: impl Into<Body
 }
 
 async fn attacker_page(State(a): State<Attacker>) -> Response {
-    let html = include_str!("../playground/attacker.html")
-        .replace("{{VICTIM_ORIGIN}}", &a.victim_origin);
+    let html =
+        include_str!("../playground/attacker.html").replace("{{VICTIM_ORIGIN}}", &a.victim_origin);
     attacker_asset(&a, "text/html; charset=utf-8", html)
 }
 
