@@ -360,13 +360,14 @@ async fn the_playground_runs_the_attacks(page: &AppPage<'_>, attacker_origin: &s
     // What the server holds, per model, while logged in.
     let session = page.held("session").await;
     assert!(session.contains("Session record: "), "{session}");
-    assert!(session.contains("cookie __Host-tessera, "), "{session}");
+    assert!(session.contains("cookie __Host-tessera: "), "{session}");
     let hybrid = page.held("hybrid").await;
     assert!(hybrid.contains("Refresh family: "), "{hybrid}");
     assert!(hybrid.contains("(hybrid)"), "{hybrid}");
     assert!(hybrid.contains("Denylist: no entry"), "{hybrid}");
+    assert!(hybrid.contains("__Host-tessera-rt (Path=/"), "{hybrid}");
     let token = page.held("token").await;
-    assert!(token.contains("Authorization header, "), "{token}");
+    assert!(token.contains("Authorization header: "), "{token}");
     assert!(token.contains("(token)"), "{token}");
 
     // The cross-site form and fetches: refused for every model, and why.

@@ -122,13 +122,14 @@ function bytes(n) { return `${n} bytes`; }
 function describeHeld(v) {
   const lines = [];
   if (v.credential) {
+    const refresh = v.credential.refresh_cookie_bytes ? ` + ${bytes(v.credential.refresh_cookie_bytes)}` : "";
     const extra = v.credential.cookie_header_bytes !== undefined
-      ? ` (whole Cookie header: ${bytes(v.credential.cookie_header_bytes)})` : "";
-    lines.push(`Each request carries: ${v.credential.carried_in}, ${bytes(v.credential.bytes)}${extra}`);
+      ? `${refresh} (whole Cookie header: ${bytes(v.credential.cookie_header_bytes)})` : "";
+    lines.push(`Each request carries: ${v.credential.carried_in}: ${bytes(v.credential.bytes)}${extra}`);
   }
   if (v.session) {
     const s = v.session;
-    lines.push(`Session record: ${bytes(s.bytes)}`);
+    lines.push(`Session record: ≈${bytes(s.bytes)} (its fields)`);
     lines.push(`  handle ${s.handle}, secret hash ${s.secret_hash}, CSRF token ${s.csrf_token}`);
     lines.push(`  expires ${s.expires_at} (absolute ${s.absolute_expires_at}), data ${JSON.stringify(s.data)} v${s.data_version}`);
   }
@@ -137,7 +138,7 @@ function describeHeld(v) {
   }
   if (v.family) {
     const f = v.family;
-    lines.push(`Refresh family: ${bytes(f.bytes)}`);
+    lines.push(`Refresh family: ≈${bytes(f.bytes)} (its fields and its current refresh token's)`);
     lines.push(`  ${f.id} (${f.model}), generation ${f.generation}, expires ${f.expires_at}`);
     if (f.revoked_at) lines.push(`  revoked ${f.revoked_at}: ${f.revoked_reason}`);
   }
@@ -145,7 +146,7 @@ function describeHeld(v) {
     const entries = v.denylist.entries || [];
     if (entries.length === 0) lines.push(`Denylist: no entry${v.denylist.note ? ` (${v.denylist.note})` : ""}`);
     for (const e of entries) {
-      lines.push(`Denylist entry: ${bytes(e.bytes)}: ${e.kind} ${e.refuses}, kept until ${e.expires_at}`);
+      lines.push(`Denylist entry: ≈${bytes(e.bytes)}: ${e.kind} ${e.refuses}, kept until ${e.expires_at}`);
     }
   }
   if (!v.live) lines.unshift("This login has ended; what still refuses its credential:");

@@ -147,8 +147,11 @@ fn credential_view(headers: &HeaderMap, model: &str) -> Value {
             "cookie_header_bytes": cookie_bytes,
         }),
         _ => json!({
-            "carried_in": format!("cookie {HYBRID_ACCESS_COOKIE} (the refresh cookie {HYBRID_REFRESH_COOKIE} goes to /v1/hybrid only)"),
+            "carried_in": format!(
+                "cookie {HYBRID_ACCESS_COOKIE}; {HYBRID_REFRESH_COOKIE} (Path=/, SameSite=Strict) rides along"
+            ),
             "bytes": named(HYBRID_ACCESS_COOKIE),
+            "refresh_cookie_bytes": named(HYBRID_REFRESH_COOKIE),
             "cookie_header_bytes": cookie_bytes,
         }),
     }
