@@ -64,11 +64,20 @@ fn asset(state: &AppState, content_type: &'static str, body: impl Into<Body>) ->
         .into_response()
 }
 
+/// `text` for an HTML attribute value.
+fn attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// `GET /`: the playground's HTML page. It names the attacker page's origin (or none) for its
 /// script.
 pub async fn page(State(state): State<AppState>) -> Response {
     let attacker = state.attacker_origin().unwrap_or("");
-    let html = include_str!("../playground/index.html").replace("{{ATTACKER_ORIGIN}}", attacker);
+    let html = include_str!("../playground/index.html")
+        .replace("{{ATTACKER_ORIGIN}}", &attribute(attacker));
     asset(&state, "text/html; charset=utf-8", html)
 }
 
@@ -569,8 +578,8 @@ fn attacker_asset(a: &Attacker, content_type: &'static str, body: impl Into<Body
 }
 
 async fn attacker_page(State(a): State<Attacker>) -> Response {
-    let html =
-        include_str!("../playground/attacker.html").replace("{{VICTIM_ORIGIN}}", &a.victim_origin);
+    let html = include_str!("../playground/attacker.html")
+        .replace("{{VICTIM_ORIGIN}}", &attribute(&a.victim_origin));
     attacker_asset(&a, "text/html; charset=utf-8", html)
 }
 
