@@ -260,7 +260,10 @@ async function crossSite(model) {
   const after = await currentLogin(model);
   const alive = after === before;
   const carried = received.filter((r) => r.credential_cookies.length > 0 || r.authorization_header);
-  const accepted = received.filter((r) => r.method !== "OPTIONS" && r.status < 400);
+  // A state-changing request the server accepted, or an answer the attacker's script could read,
+  // is a successful attack; a GET answered but unreadable (CORS) is not.
+  const accepted = received.filter((r) => !["GET", "HEAD", "OPTIONS"].includes(r.method) && r.status < 400);
+  const read = (seen.results || []).filter((r) => /^\d{3}: /.test(r.seen));
   const reasons = [...new Set(received.map((r) => r.problem).filter(Boolean))];
   const lines = [];
   lines.push(`The attacker saw: ${(seen.results || []).map((r) => `${r.what}: ${r.seen}`).join("; ") || "no report"}`);
@@ -269,6 +272,9 @@ async function crossSite(model) {
     lines.push(`Server received ${r.method} ${r.path} (Sec-Fetch-Site: ${r.sec_fetch_site || "none"}, ${creds}) → ${r.status}${r.problem ? ` ${r.problem}` : ""}`);
   }
   const why = [];
+  if (carried.length > 0) {
+    why.push("the browser did send your cookies (the attacker is on this page's site), so this server's own checks decided");
+  }
   if (received.length && carried.length === 0) {
     why.push(model === "token"
       ? "the browser had no credential to attach: the token lives in this page's memory, and browsers never add an Authorization header by themselves"
@@ -277,7 +283,8 @@ async function crossSite(model) {
   if (reasons.length) why.push(`the server refused: ${reasons.join(", ")}`);
   if ((seen.results || []).some((r) => /TypeError/.test(r.seen))) why.push("CORS and Cross-Origin-Resource-Policy: this server lets no other origin read its answers");
   lines.push(`Your login afterwards: ${alive ? "still alive, unchanged" : `changed (${after || "gone"})`}`);
-  const refused = alive && accepted.length === 0;
+  for (const r of read) lines.push(`The attacker's script read an answer: ${r.what}: ${r.seen}`);
+  const refused = alive && accepted.length === 0 && read.length === 0;
   out.dataset.reasons = reasons.join(",");
   out.dataset.carried = String(carried.length);
   out.dataset.received = String(received.length);
