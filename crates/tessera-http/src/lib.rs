@@ -32,7 +32,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use problem::{ApiError, Problem};
-pub use state::{AppState, HttpConfig, IntrospectionClient, Timeouts, origin_of};
+pub use routes::playground::attacker_router;
+pub use state::{AppState, HttpConfig, IntrospectionClient, PlaygroundConfig, Timeouts, origin_of};
 
 /// Every route of the server, with its layers, and `/openapi.json` generated from the same
 /// handlers.
@@ -82,40 +83,54 @@ pub fn router(state: AppState) -> Router {
     let cors = layers::cors(&state.0.trusted_origins[1..]);
     let timeouts = state.0.config.timeouts;
     let https = state.0.https;
-    api.route(
+    let mut app = api.route(
         "/openapi.json",
         axum::routing::get(move || openapi::serve(openapi_json.clone())),
-    )
-    .route("/", axum::routing::get(routes::playground::page))
-    .route(
-        "/playground.js",
-        axum::routing::get(routes::playground::script),
-    )
-    .route(
-        "/playground.css",
-        axum::routing::get(routes::playground::style),
-    )
-    .fallback(layers::not_found)
-    .method_not_allowed_fallback(layers::method_not_allowed)
-    .with_state(state)
-    .layer(DefaultBodyLimit::max(body_limit))
-    // A client that trickles its body is cut off; so is any request that takes too long.
-    .layer(RequestBodyTimeoutLayer::new(timeouts.body))
-    .layer(TimeoutLayer::with_status_code(
-        StatusCode::SERVICE_UNAVAILABLE,
-        timeouts.request,
-    ))
-    .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-        layers::panic_response,
-    ))
-    .layer(axum::middleware::map_response(
-        layers::problem_for_bare_errors,
-    ))
-    .layer(cors)
-    .layer(axum::middleware::map_response(move |r| {
-        layers::security_headers(r, https)
-    }))
-    .layer(tower_http::trace::TraceLayer::new_for_http())
+    );
+    // The playground's routes exist only when it is on: otherwise they are 404s like any other
+    // unknown path.
+    if state.playground_on() {
+        use axum::routing::get;
+        use routes::playground;
+        app = app
+            .route("/", get(playground::page))
+            .route("/playground.js", get(playground::script))
+            .route("/playground.css", get(playground::style))
+            .route("/playground/injected.js", get(playground::injected))
+            .route("/playground/held", get(playground::held))
+            .route("/playground/attacks", get(playground::attacks));
+    }
+    let attack_log = state.0.attack_log.clone();
+    let app = app
+        .fallback(layers::not_found)
+        .method_not_allowed_fallback(layers::method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        // A client that trickles its body is cut off; so is any request that takes too long.
+        .layer(RequestBodyTimeoutLayer::new(timeouts.body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeouts.request,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            layers::panic_response,
+        ))
+        .layer(axum::middleware::map_response(
+            layers::problem_for_bare_errors,
+        ))
+        .layer(cors)
+        .layer(axum::middleware::map_response(move |r| {
+            layers::security_headers(r, https)
+        }))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    match attack_log {
+        // Outermost, so it sees what the browser sent (CORS preflights too) and what it got back.
+        Some(log) => app.layer(axum::middleware::from_fn_with_state(
+            log,
+            routes::playground::record_attacks,
+        )),
+        None => app,
+    }
 }
 
 /// The management surface, for a separate listener that only operators reach

@@ -26,6 +26,17 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Forward-auth (`GET /v1/verify`): route rules and the login page browsers are sent to.
     pub verify: crate::forward_auth::VerifyConfig,
+    /// The playground (`/` and its endpoints); `None` turns it off, and its routes answer 404.
+    pub playground: Option<PlaygroundConfig>,
+}
+
+/// The playground's settings.
+#[derive(Clone, Debug, Default)]
+pub struct PlaygroundConfig {
+    /// The origin (`http://127.0.0.1:PORT`) the attacker page is served on, by
+    /// [`crate::routes::playground::attacker_router`] on a listener of its own; `None`: the page
+    /// offers no attack demonstrations.
+    pub attacker_origin: Option<String>,
 }
 
 /// A resource server's credentials for token introspection.
@@ -75,6 +86,7 @@ impl Default for HttpConfig {
             introspection_clients: Vec::new(),
             trusted_proxies: Vec::new(),
             verify: crate::forward_auth::VerifyConfig::default(),
+            playground: Some(PlaygroundConfig::default()),
         }
     }
 }
@@ -109,6 +121,8 @@ pub(crate) struct Inner {
     /// The public origin followed by `config.trusted_origins`.
     pub trusted_origins: Vec<String>,
     pub https: bool,
+    /// The attacker page's requests as received, when the playground has an attacker page.
+    pub attack_log: Option<Arc<crate::routes::playground::AttackLog>>,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -125,12 +139,42 @@ impl AppState {
         for o in &config.trusted_origins {
             trusted_origins.push(origin_of(o)?);
         }
+        let mut config = config;
+        let mut attack_log = None;
+        if let Some(playground) = &mut config.playground
+            && let Some(attacker) = &mut playground.attacker_origin
+        {
+            *attacker = origin_of(attacker)?;
+            if trusted_origins.iter().any(|o| o == attacker) {
+                return Err(format!(
+                    "the playground's attacker origin {attacker} is a trusted origin"
+                ));
+            }
+            attack_log = Some(Arc::new(crate::routes::playground::AttackLog::new(
+                attacker.clone(),
+            )));
+        }
         Ok(Self(Arc::new(Inner {
             services,
             config,
             trusted_origins,
             https,
+            attack_log,
         })))
+    }
+
+    /// Whether the playground is on.
+    pub fn playground_on(&self) -> bool {
+        self.0.config.playground.is_some()
+    }
+
+    /// The playground's attacker page origin, when it has one.
+    pub fn attacker_origin(&self) -> Option<&str> {
+        self.0
+            .config
+            .playground
+            .as_ref()
+            .and_then(|p| p.attacker_origin.as_deref())
     }
 
     /// The session service (the session login model).

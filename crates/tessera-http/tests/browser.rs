@@ -11,6 +11,15 @@
 //!   same hybrid login, same session data, same password, no login ended, no security event.
 //! - The attacker's login forms do not log the browser into the attacker's account.
 //!
+//! - The playground's own demonstrations, with its attacker page on `http://127.0.0.1:PORT3`: the
+//!   cross-site form and fetches are refused for every model (session and hybrid: the browser
+//!   withheld the SameSite cookies and the server answered 401; token: there is no credential to
+//!   attach); the injected script reads the token in the token model, and the attacker's server
+//!   uses it (200), but reads no cookie in the session and hybrid models (the attacker's replay
+//!   gets 401) while it can still call the server from inside the page. "What the server holds"
+//!   shows the session record, the refresh families and, after a revoke or logout, the denylist
+//!   entries. With `TESSERA_UPDATE_SCREENSHOT=1` the page is saved to `docs/playground.png`.
+//!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian's `chromium`, `chromium-driver`);
 //! fails when they are missing.
 
@@ -24,9 +33,10 @@ use std::time::Instant;
 
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse, Response};
-use common::{Backend, COOKIE, PASSWORD, TestApp};
+use common::{Backend, COOKIE, Options, PASSWORD, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use tessera_http::{HttpConfig, PlaygroundConfig};
 use webdriver::Chromium;
 
 const ACCESS_COOKIE: &str = "__Host-tessera-at";
@@ -40,7 +50,24 @@ const NEW_PASSWORD: &str = "changed=by mallory";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_playground_and_an_attacker_site_in_headless_chromium() {
     let started = Instant::now();
-    let app = TestApp::spawn(Backend::Memory).await;
+    // The playground's own attacker page, on another site (127.0.0.1; the app is localhost).
+    let attacker_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let attacker_origin = format!("http://{}", attacker_listener.local_addr().unwrap());
+    let app = TestApp::spawn_with(
+        Backend::Memory,
+        Options {
+            http: HttpConfig {
+                playground: Some(PlaygroundConfig {
+                    attacker_origin: Some(attacker_origin.clone()),
+                }),
+                ..HttpConfig::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let attacker_page = tessera_http::attacker_router(app.origin.clone(), app.addr);
+    tokio::spawn(async move { axum::serve(attacker_listener, attacker_page).await });
     let attacker = AttackerSite::start(&app.origin).await;
     let chromium = Chromium::start().await;
     let page = AppPage {
@@ -51,6 +78,7 @@ async fn the_playground_and_an_attacker_site_in_headless_chromium() {
     the_playground_logs_in_and_out_with_every_model(&page).await;
     cross_site_forms_and_fetches_change_nothing(&page, &attacker).await;
     login_csrf_logs_nobody_in(&page, &attacker).await;
+    the_playground_runs_the_attacks(&page, &attacker_origin).await;
     eprintln!("browser tests took {:.1?}", started.elapsed());
 }
 
@@ -308,6 +336,144 @@ async fn login_csrf_logs_nobody_in(page: &AppPage<'_>, attacker: &AttackerSite) 
     assert_eq!(c.text("#whoami").await, "mallory (session)");
 }
 
+/// The playground's own demonstrations, per model, with its attacker page at `attacker_origin`.
+async fn the_playground_runs_the_attacks(page: &AppPage<'_>, attacker_origin: &str) {
+    let c = page.chromium;
+    c.set_window_size(1300, 3000).await;
+    page.open().await;
+    let where_ = c.text("#attacker-where").await;
+    assert!(where_.contains(attacker_origin), "{where_}");
+    assert!(where_.contains("another site"), "{where_}");
+    c.fill("#username", "carol").await;
+    c.fill("#password", PASSWORD).await;
+    assert_eq!(page.act("register").await, "POST /v1/users → 201");
+    assert_eq!(
+        page.act("session-login").await,
+        "POST /v1/session/login → 200"
+    );
+    assert_eq!(
+        page.act("hybrid-login").await,
+        "POST /v1/hybrid/login → 200"
+    );
+    assert_eq!(page.act("token-login").await, "POST /v1/token → 200");
+
+    // What the server holds, per model, while logged in.
+    let session = page.held("session").await;
+    assert!(session.contains("Session record: "), "{session}");
+    assert!(session.contains("cookie __Host-tessera: "), "{session}");
+    let hybrid = page.held("hybrid").await;
+    assert!(hybrid.contains("Refresh family: "), "{hybrid}");
+    assert!(hybrid.contains("(hybrid)"), "{hybrid}");
+    assert!(hybrid.contains("Denylist: no entry"), "{hybrid}");
+    assert!(hybrid.contains("__Host-tessera-rt (Path=/"), "{hybrid}");
+    let token = page.held("token").await;
+    assert!(token.contains("Authorization header: "), "{token}");
+    assert!(token.contains("(token)"), "{token}");
+
+    // The cross-site form and fetches: refused for every model, and why.
+    c.network_events().await;
+    for model in ["session", "hybrid", "token"] {
+        let out = page
+            .demo(&format!("{model}-csrf"), &format!("#csrf-{model}"))
+            .await;
+        eprintln!("cross-site, {model}: {out}");
+        assert_eq!(out["outcome"], "refused", "{model}: {out}");
+        // No request the attacker made carried a credential; the server saw them and refused.
+        assert_eq!(out["carried"], "0", "{model}: {out}");
+        let received: u32 = out["received"].as_str().unwrap().parse().unwrap();
+        assert!(received >= 2, "{model}: {out}");
+        assert!(
+            out["reasons"].as_str().unwrap().contains("unauthenticated"),
+            "{model}: {out}"
+        );
+        // The browser marked every one cross-site (127.0.0.1 is not localhost's site).
+        assert_eq!(out["sites"], "cross-site", "{model}: {out}");
+        let text = out["text"].as_str().unwrap();
+        assert!(text.contains("still alive, unchanged"), "{model}: {text}");
+        // The form went out, without a cookie, and was refused.
+        assert!(
+            text.contains(
+                "Server received POST /v1/account/password (Sec-Fetch-Site: cross-site, \
+                 no credential) → 401 unauthenticated"
+            ),
+            "{model}: {text}"
+        );
+        assert!(text.contains("TypeError"), "CORS refused the fetch: {text}");
+        if model == "token" {
+            assert!(text.contains("no credential to attach"), "{text}");
+        } else {
+            assert!(text.contains("withheld your cookies"), "{text}");
+        }
+    }
+    // The injected script: steals the token, not the cookies.
+    let out = page.demo("token-xss", "#xss-token").await;
+    eprintln!("injected script, token: {out}");
+    assert_eq!(out["outcome"], "succeeded", "{out}");
+    assert_eq!(out["stolen"], "true", "{out}");
+    assert_eq!(
+        out["replay"], "200",
+        "the stolen token works elsewhere: {out}"
+    );
+    let text = out["text"].as_str().unwrap();
+    assert!(
+        text.contains("blocked ("),
+        "CSP stops a direct fetch: {text}"
+    );
+    assert!(text.contains("carol, token"), "{text}");
+    for model in ["session", "hybrid"] {
+        let out = page
+            .demo(&format!("{model}-xss"), &format!("#xss-{model}"))
+            .await;
+        eprintln!("injected script, {model}: {out}");
+        assert_eq!(out["outcome"], "refused", "{model}: {out}");
+        assert_eq!(out["stolen"], "false", "{model}: {out}");
+        assert_eq!(out["cookie"], "", "{model}: {out}");
+        assert_eq!(out["replay"], "401", "{model}: {out}");
+        // …but from inside the page, the script is the user.
+        assert!(
+            out["sameOrigin"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("200 (carol, {model})")),
+            "{model}: {out}"
+        );
+    }
+    page.no_token_visible("after the demonstrations").await;
+
+    // After a revoke and logouts: the denylist entries, and the session record gone.
+    assert_eq!(
+        page.act("token-revoke").await,
+        "POST /v1/token/revoke → 200"
+    );
+    let token = page.wait_held("token", "Denylist entry").await;
+    assert!(token.contains("family (fid)"), "{token}");
+    assert!(token.contains("This login has ended"), "{token}");
+    assert_eq!(
+        page.act("hybrid-logout").await,
+        "DELETE /v1/hybrid/session → 204"
+    );
+    let hybrid = page.wait_held("hybrid", "Denylist entry").await;
+    assert!(hybrid.contains("revoked"), "{hybrid}");
+    assert_eq!(page.act("session-logout").await, "DELETE /v1/session → 204");
+    page.wait_held("session", "deleted the session record")
+        .await;
+    // Logged in again with a session, for the screenshot to show a live record too.
+    assert_eq!(
+        page.act("session-login").await,
+        "POST /v1/session/login → 200"
+    );
+    page.wait_held("session", "Session record: ").await;
+
+    if std::env::var_os("TESSERA_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        let png = c.screenshot().await;
+        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/playground.png");
+        std::fs::write(&path, png).unwrap();
+        eprintln!("saved {}", path.display());
+    }
+}
+
 /// The playground at `http://localhost:PORT/`, driven as a user would.
 struct AppPage<'a> {
     chromium: &'a Chromium,
@@ -373,6 +539,68 @@ impl AppPage<'_> {
             if c["name"].as_str().is_some_and(|n| n.contains("tessera")) {
                 secrets.insert(value_of(c));
             }
+        }
+    }
+
+    /// Clicks "What the server holds" for `model` and returns the panel's text.
+    async fn held(&self, model: &str) -> String {
+        let c = self.chromium;
+        let panel = format!("held-{model}");
+        let before = c
+            .execute(
+                "return document.getElementById(arguments[0]).dataset.run || '0'",
+                json!([panel]),
+            )
+            .await;
+        c.click(&format!("button[data-action=\"{model}-held\"]"))
+            .await;
+        c.wait_for(
+            &format!("the server's records for {model}"),
+            "return (document.getElementById(arguments[0]).dataset.run || '0') !== arguments[1]",
+            json!([panel, before]),
+        )
+        .await;
+        c.text(&format!("#{panel}")).await
+    }
+
+    /// Waits until the held panel of `model` (refreshed by the page itself) shows `text`.
+    async fn wait_held(&self, model: &str, text: &str) -> String {
+        let v = self
+            .chromium
+            .wait_for(
+                &format!("{text:?} in the {model} panel"),
+                "const t = document.getElementById(arguments[0]).textContent;
+                 return t.includes(arguments[1]) ? t : null",
+                json!([format!("held-{model}"), text]),
+            )
+            .await;
+        v.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Runs one of the playground's demonstrations and returns its outcome element's data and text.
+    async fn demo(&self, action: &str, outcome: &str) -> Value {
+        let c = self.chromium;
+        c.execute(
+            "const el = document.querySelector(arguments[0]); delete el.dataset.outcome;",
+            json!([outcome]),
+        )
+        .await;
+        c.click(&format!("button[data-action=\"{action}\"]")).await;
+        let deadline = Instant::now() + std::time::Duration::from_secs(40);
+        loop {
+            let v = c
+                .execute(
+                    "const el = document.querySelector(arguments[0]);
+                     const o = el.dataset.outcome;
+                     return o && o !== 'running' ? {...el.dataset, text: el.textContent} : null;",
+                    json!([outcome]),
+                )
+                .await;
+            if !v.is_null() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {action}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 

@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub redis: RedisSection,
     pub log: LogSection,
     pub verify: VerifySection,
+    /// The playground page at `/`: `playground = true|false`, or a `[playground]` table.
+    pub playground: PlaygroundSection,
 }
 
 impl Default for Config {
@@ -55,7 +57,64 @@ impl Default for Config {
             redis: RedisSection::default(),
             log: LogSection::default(),
             verify: VerifySection::default(),
+            playground: PlaygroundSection::default(),
         }
+    }
+}
+
+/// The playground: `playground = true` or `false` (the switch alone), or a table
+/// `[playground] enabled = …, attacker_listen = "127.0.0.1:8081"`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct PlaygroundSection {
+    /// `None`: on when `listen` is a loopback address, off otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Where the attacker page for the cross-site demonstrations is served: a loopback address.
+    /// `None`: `127.0.0.1`, the port after `listen`'s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attacker_listen: Option<SocketAddr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaygroundTable {
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    attacker_listen: Option<SocketAddr>,
+}
+
+impl<'de> Deserialize<'de> for PlaygroundSection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PlaygroundSection;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("true, false, or a table with `enabled` and `attacker_listen`")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(PlaygroundSection {
+                    enabled: Some(v),
+                    attacker_listen: None,
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let table = PlaygroundTable::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(PlaygroundSection {
+                    enabled: table.enabled,
+                    attacker_listen: table.attacker_listen,
+                })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -573,7 +632,37 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| fail("log.filter", e.to_string()))?;
         self.verify_config().map_err(|e| fail(e.key, e.message))?;
+        if let Some(at) = self.playground.attacker_listen
+            && !at.ip().is_loopback()
+        {
+            return Err(fail(
+                "playground.attacker_listen",
+                format!(
+                    "{at} is not a loopback address: the attacker page is a demonstration for this \
+                     machine only (use 127.0.0.1:PORT or [::1]:PORT)"
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether the playground is served: as configured, else only on a loopback listener.
+    pub(crate) fn playground_enabled(&self) -> bool {
+        self.playground
+            .enabled
+            .unwrap_or_else(|| self.listen.ip().is_loopback())
+    }
+
+    /// Where the playground's attacker page listens: as configured, else `127.0.0.1` on the port
+    /// after `listen`'s (an ephemeral port when `listen`'s is 0 or the last).
+    pub(crate) fn attacker_listen(&self) -> SocketAddr {
+        self.playground.attacker_listen.unwrap_or_else(|| {
+            let port = match self.listen.port() {
+                0 | u16::MAX => 0,
+                p => p + 1,
+            };
+            SocketAddr::from(([127, 0, 0, 1], port))
+        })
     }
 
     pub(crate) fn database(&self) -> Result<Database, String> {
@@ -732,6 +821,10 @@ impl Config {
             verify: self.verify_config().unwrap_or_else(|e| {
                 tessera_http::forward_auth::VerifyConfig::refusing(e.to_string())
             }),
+            // `serve` fills in the attacker page's origin once its listener is bound.
+            playground: self
+                .playground_enabled()
+                .then(tessera_http::PlaygroundConfig::default),
         }
     }
 }
@@ -758,4 +851,74 @@ fn describe(errors: figment::Error) -> String {
         })
         .collect();
     format!("invalid configuration:\n  {}", lines.join("\n  "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_playground_is_on_for_a_loopback_listener_by_default() {
+        let config = Config::from_toml_str("").unwrap();
+        assert!(config.playground_enabled());
+        assert_eq!(
+            config.attacker_listen(),
+            SocketAddr::from(([127, 0, 0, 1], 8081))
+        );
+        assert!(config.http_config().playground.is_some());
+        let config = Config::from_toml_str("listen = \"[::1]:9000\"").unwrap();
+        assert!(config.playground_enabled());
+        let config = Config::from_toml_str("listen = \"0.0.0.0:8080\"").unwrap();
+        assert!(!config.playground_enabled());
+        assert!(config.http_config().playground.is_none());
+        let config = Config::from_toml_str("listen = \"127.0.0.1:0\"").unwrap();
+        assert_eq!(config.attacker_listen().port(), 0);
+    }
+
+    #[test]
+    fn playground_takes_a_switch_or_a_table() {
+        let config = Config::from_toml_str("playground = false").unwrap();
+        assert!(!config.playground_enabled());
+        let config = Config::from_toml_str("listen = \"0.0.0.0:8080\"\nplayground = true").unwrap();
+        assert!(config.playground_enabled());
+        let config = Config::from_toml_str(
+            "listen = \"0.0.0.0:8080\"\n[playground]\nenabled = true\nattacker_listen = \"127.0.0.1:9001\"",
+        )
+        .unwrap();
+        assert!(config.playground_enabled());
+        assert_eq!(
+            config.attacker_listen(),
+            SocketAddr::from(([127, 0, 0, 1], 9001))
+        );
+        // A table without `enabled` keeps the loopback default.
+        let config =
+            Config::from_toml_str("[playground]\nattacker_listen = \"[::1]:9001\"").unwrap();
+        assert!(config.playground_enabled());
+    }
+
+    #[test]
+    fn bad_playground_settings_name_the_key() {
+        let err = Config::from_toml_str("[playground]\nattacker_listen = \"0.0.0.0:9001\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("playground.attacker_listen"), "{err}");
+        assert!(err.contains("loopback"), "{err}");
+        let err = Config::from_toml_str("[playground]\nattacker_listen = \"10.0.0.1:9001\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("playground.attacker_listen"), "{err}");
+        let err = Config::from_toml_str("[playground]\nenable = true")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("playground") && err.contains("enable"),
+            "{err}"
+        );
+        let err = Config::from_toml_str("playground = \"yes\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("playground"), "{err}");
+        // Both forms at once is not TOML.
+        assert!(Config::from_toml_str("playground = true\n[playground]\nenabled = true").is_err());
+    }
 }

@@ -31,15 +31,54 @@ fn init_logging(config: &Config) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(&config).await?;
-    let state = tessera_http::AppState::new(app.services().clone(), config.http_config())
-        .map_err(anyhow::Error::msg)?;
-    let router = tessera_http::router(state);
-    let sweeper = app.spawn_sweeper(config.sessions.sweep_interval);
-
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let mut http_config = config.http_config();
+    // The playground's attacker page: a listener of its own, so it is another origin.
+    let attacker = match &mut http_config.playground {
+        Some(playground) => {
+            let at = config.attacker_listen();
+            let attacker_listener = match tokio::net::TcpListener::bind(at).await {
+                Ok(l) => l,
+                // The default port (the next one) is taken: any free loopback port will do.
+                Err(e) if config.playground.attacker_listen.is_none() => {
+                    tracing::warn!(%at, error = %e, "the playground's attacker page takes another port");
+                    tokio::net::TcpListener::bind((at.ip(), 0))
+                        .await
+                        .context("listening for the playground's attacker page")?
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("listening on {at} (playground.attacker_listen)")
+                    });
+                }
+            };
+            let local = attacker_listener.local_addr()?;
+            playground.attacker_origin = Some(format!("http://{local}"));
+            Some((attacker_listener, local))
+        }
+        None => None,
+    };
+    let state = tessera_http::AppState::new(app.services().clone(), http_config)
+        .map_err(anyhow::Error::msg)?;
+    let router = tessera_http::router(state);
+    let sweeper = app.spawn_sweeper(config.sessions.sweep_interval);
+    let attacker = match attacker {
+        Some((attacker_listener, local)) => {
+            let victim_origin =
+                tessera_http::origin_of(&config.public_url).map_err(anyhow::Error::msg)?;
+            let page = tessera_http::attacker_router(victim_origin, addr);
+            tracing::info!(addr = %local, "playground on {}/; its attacker page on http://{local}/", config.public_url.trim_end_matches('/'));
+            Some(tokio::spawn(async move {
+                if let Err(e) = axum::serve(attacker_listener, page).await {
+                    tracing::error!(error = %e, "the playground's attacker listener stopped");
+                }
+            }))
+        }
+        None => None,
+    };
     let management = match config.http.management_listen {
         Some(at) => {
             let listener = tokio::net::TcpListener::bind(at)
@@ -88,6 +127,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     sweeper.abort();
     if let Some(management) = management {
         management.abort();
+    }
+    if let Some(attacker) = attacker {
+        attacker.abort();
     }
     app.close().await;
     tracing::info!("stopped");

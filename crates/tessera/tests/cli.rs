@@ -115,6 +115,70 @@ async fn metrics_are_on_the_management_listener_only() {
     assert!(server.stop().success());
 }
 
+/// The playground is on for a loopback listener, with its attacker page on another port; off when
+/// configured off (404 problems, no attacker listener); a non-loopback attacker address is refused.
+#[tokio::test]
+async fn the_playground_is_on_for_loopback_and_off_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let server = Node::start(dir.path(), &["--database", "memory"], NO_ENV);
+    let page = client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let log = server.log_text();
+    let attacker = log
+        .split("its attacker page on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no attacker page in the log:\n{log}"))
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(attacker.starts_with("http://127.0.0.1:"), "{attacker}");
+    assert_ne!(attacker, server.base);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&format!("content=\"{attacker}\"")), "{html}");
+    let attacker_page = client.get(format!("{attacker}/")).send().await.unwrap();
+    assert_eq!(attacker_page.status(), StatusCode::OK);
+    let csp = attacker_page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("frame-ancestors http://localhost:8080"),
+        "{csp}"
+    );
+    assert!(server.stop().success());
+
+    let server = Node::start(
+        dir.path(),
+        &["--database", "memory"],
+        &[("TESSERA_PLAYGROUND", "false")],
+    );
+    for path in [
+        "/",
+        "/playground.js",
+        "/playground.css",
+        "/playground/held?model=token",
+    ] {
+        let r = client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    assert!(!server.log_text().contains("attacker page"));
+    assert!(server.stop().success());
+
+    let err = refuses_to_start(
+        dir.path(),
+        &["--database", "memory"],
+        &[("TESSERA_PLAYGROUND__ATTACKER_LISTEN", "0.0.0.0:9001")],
+    );
+    assert!(err.contains("playground.attacker_listen"), "{err}");
+    assert!(err.contains("not a loopback address"), "{err}");
+}
+
 #[tokio::test]
 async fn flags_beat_environment_beat_file_beat_defaults() {
     let dir = tempfile::tempdir().unwrap();

@@ -280,6 +280,43 @@ impl Revocations {
         snapshot
     }
 
+    /// The denylist entries (this node's memory copy) that refuse a token with this `jti`, family
+    /// and user, as they are kept: for showing a caller the entries about their own login.
+    pub fn entries_matching(
+        &self,
+        jti: &str,
+        family: &FamilyId,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Vec<RevocationEntry> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut entries = Vec::new();
+        if let Some(until) = state.tokens.get(jti).filter(|until| **until > now) {
+            entries.push(RevocationEntry {
+                revoked: Revoked::Token {
+                    jti: jti.to_owned(),
+                },
+                expires_at: *until,
+            });
+        }
+        if let Some(until) = state.families.get(family).filter(|until| **until > now) {
+            entries.push(RevocationEntry {
+                revoked: Revoked::Family { id: family.clone() },
+                expires_at: *until,
+            });
+        }
+        if let Some((before, until)) = state.users.get(user).filter(|(_, until)| *until > now) {
+            entries.push(RevocationEntry {
+                revoked: Revoked::UserBefore {
+                    user: user.clone(),
+                    before: *before,
+                },
+                expires_at: *until,
+            });
+        }
+        entries
+    }
+
     /// How this node enforces revocation, as configured.
     pub fn mode(&self) -> RevocationMode {
         self.mode

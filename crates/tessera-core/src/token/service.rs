@@ -496,6 +496,30 @@ impl Tokens {
         Ok((current && family.is_live(now)).then_some(family))
     }
 
+    /// The claims of an access token that is genuine and unexpired, whether or not it has been
+    /// revoked: for showing the holder of a revoked token the entries that now refuse it.
+    pub fn claims_even_if_revoked(&self, token: &str) -> Option<Arc<AccessClaims>> {
+        self.verifier.verify_unrevoked(token, true).ok()
+    }
+
+    /// The family `id` (revoked or not, until the sweep deletes it).
+    pub async fn family(&self, id: &FamilyId) -> Result<Option<RefreshFamily>, Error> {
+        Ok(self.refresh.family(id).await?)
+    }
+
+    /// The family `id` when it belongs to `user` (revoked or not, until the sweep deletes it).
+    pub async fn family_of_user(
+        &self,
+        id: &FamilyId,
+        user: &UserId,
+    ) -> Result<Option<RefreshFamily>, Error> {
+        Ok(self
+            .refresh
+            .family(id)
+            .await?
+            .filter(|family| family.user_id == *user))
+    }
+
     /// An access token's claims if it is genuine, even when expired or revoked: for logout, which
     /// must find the login an old cookie belonged to.
     pub fn decode_access_token_for_logout(&self, token: &str) -> Option<FamilyId> {

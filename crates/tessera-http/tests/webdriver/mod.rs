@@ -267,6 +267,27 @@ impl Chromium {
         cookies
     }
 
+    /// Sets the browser window's size (so a screenshot shows more of the page).
+    pub(crate) async fn set_window_size(&self, width: u32, height: u32) {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
+    /// A PNG of the current page's viewport (WebDriver's screenshot, decoded from base64).
+    pub(crate) async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine;
+        let v = self
+            .command(reqwest::Method::GET, "/screenshot", None)
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("a base64 screenshot"))
+            .expect("base64")
+    }
+
     /// The DevTools network events since the last call (chromedriver's performance log), each as
     /// `{"method": …, "params": …}`.
     pub(crate) async fn network_events(&self) -> Vec<Value> {
