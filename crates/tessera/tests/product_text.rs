@@ -165,17 +165,32 @@ fn files_init_writes_name_no_file_outside_the_repository() {
 #[tokio::test]
 async fn served_pages_name_no_file_outside_the_repository() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Node::start(dir.path(), &["--database", "memory"], NO_ENV);
+    let attacker = format!("127.0.0.1:{}", harness::free_port());
+    let server = Node::start(
+        dir.path(),
+        &["--database", "memory"],
+        &[("TESSERA_PLAYGROUND__ATTACKER_LISTEN", attacker.as_str())],
+    );
     let client = reqwest::Client::new();
     let mut found = Vec::new();
-    for path in ["/", "/playground.js", "/playground.css", "/openapi.json"] {
-        let response = client.get(server.url(path)).send().await.unwrap();
+    let own = [
+        "/",
+        "/playground.js",
+        "/playground.css",
+        "/playground/injected.js",
+        "/openapi.json",
+    ]
+    .map(|path| server.url(path));
+    // The playground's attacker page, on its own port.
+    let attacker_pages = ["/", "/attacker.js"].map(|path| format!("http://{attacker}{path}"));
+    for url in own.into_iter().chain(attacker_pages) {
+        let response = client.get(&url).send().await.unwrap();
         assert!(
             response.status().is_success(),
-            "{path}: {}",
+            "{url}: {}",
             response.status()
         );
-        check(path, &response.text().await.unwrap(), &mut found);
+        check(&url, &response.text().await.unwrap(), &mut found);
     }
     assert!(found.is_empty(), "{found:#?}");
 }
