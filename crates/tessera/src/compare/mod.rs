@@ -223,7 +223,7 @@ async fn measure_all(plan: &Plan) -> anyhow::Result<Report> {
     // killed before the schema and the keys they used are removed.
     let outcome = tokio::select! {
         measured = measure(plan, &progress, backing.as_ref()) => measured,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted: every server started was stopped")),
+        signal = interrupted() => Err(anyhow::anyhow!("{signal}: every server started was stopped")),
     };
     if let Ok(backing) = &backing {
         progress.message("removing the schema and the Redis keys".into());
@@ -279,6 +279,24 @@ async fn measure_all(plan: &Plan) -> anyhow::Result<Report> {
         after_logout: measured.after_logout,
         notes,
     })
+}
+
+/// Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal went away): which one came. Without them
+/// the process would end at once, leaving its servers running.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "interrupted (SIGINT)",
+        _ = term.recv() => "terminated (SIGTERM)",
+        _ = hup.recv() => "hung up (SIGHUP)",
+    }
 }
 
 fn now_rfc3339() -> String {

@@ -527,7 +527,7 @@ fn bar_chart(
     const BAR: f64 = 16.0;
     const GAP: f64 = 4.0;
     const GROUP_GAP: f64 = 14.0;
-    const LEGEND: f64 = 24.0;
+    const LEGEND: f64 = 18.0;
     let max = groups
         .iter()
         .flat_map(|(_, v)| v.iter().flatten())
@@ -536,7 +536,8 @@ fn bar_chart(
         .fold(0.0_f64, f64::max);
     let scale = if max > 0.0 { BARS / max } else { 0.0 };
     let per_group = series.len() as f64 * (BAR + GAP) + GROUP_GAP;
-    let height = LEGEND + 8.0 + groups.len() as f64 * per_group;
+    let legend = series.len() as f64 * LEGEND;
+    let height = legend + 8.0 + groups.len() as f64 * per_group;
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -546,18 +547,19 @@ fn bar_chart(
         esc(id),
         esc(title)
     );
-    let mut x = LABEL;
+    // The legend: one series a line, so long names never run off the chart.
     for (i, name) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        let top = 6.0 + i as f64 * LEGEND;
         let _ = write!(
             svg,
-            r#"<rect x="{x}" y="6" width="12" height="12" fill="{color}"/><text x="{}" y="16">{}</text>"#,
-            x + 16.0,
+            r#"<rect x="{LABEL}" y="{top}" width="12" height="12" fill="{color}"/><text x="{}" y="{}">{}</text>"#,
+            LABEL + 16.0,
+            top + 10.0,
             esc(name)
         );
-        x += 24.0 + name.chars().count() as f64 * 7.0;
     }
-    let mut y = LEGEND + 8.0;
+    let mut y = legend + 8.0;
     for (label, values) in groups {
         let middle = y + (series.len() as f64 * (BAR + GAP) - GAP) / 2.0 + 4.0;
         let _ = write!(
