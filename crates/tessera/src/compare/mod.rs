@@ -241,10 +241,10 @@ async fn measure_all(plan: &Plan) -> anyhow::Result<Report> {
          only Host, the credential and a body's Content-Type and Content-Length; a browser adds \
          its own headers."
             .to_owned(),
-        "Memory per live login is the growth of the node's resident memory (RSS) over the \
-         logins, divided by their number: a rough figure, as the allocator keeps and reuses \
-         memory (a small or negative value means too small to see). With three nodes the \
-         logins live in Redis and PostgreSQL, not in the node."
+        "Memory per live login is the growth of the node's resident memory (RSS) per login, \
+         the median over five batches of logins: a rough figure, as the allocator keeps and \
+         reuses memory in pages (0 or a negative value means too small to see). With three \
+         nodes the logins live in Redis and PostgreSQL, not in the node."
             .to_owned(),
         "Logout to refusal is timed from the moment the logout is sent, so on the same node it \
          includes the logout's own round trip; another node is asked again and again until it \

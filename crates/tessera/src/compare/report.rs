@@ -298,7 +298,11 @@ fn measured_line(report: &Report) -> String {
         report.build,
         report.cpus,
         s.connections,
-        fmt_ms(s.duration_ms as f64).replace(".00 ", " "),
+        if s.duration_ms.is_multiple_of(1000) {
+            format!("{} s", s.duration_ms / 1000)
+        } else {
+            format!("{} ms", s.duration_ms)
+        },
         s.logins,
         s.revocation_samples,
         if s.quick {
