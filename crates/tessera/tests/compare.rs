@@ -69,8 +69,18 @@ const ROW_LABELS: [&str; 8] = [
     "logout to refusal, another node (median / max)",
 ];
 
-/// Schemas whose name says `tessera compare` made them.
-fn compare_schemas() -> Vec<String> {
+/// A run id no other run uses: the schema is `tessera_compare_ID`, the prefix
+/// `tessera-compare:ID:`.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("t{:x}{:x}", std::process::id(), nanos)
+}
+
+/// Whether the schema of the run `id` exists.
+fn schema_exists(id: &str) -> bool {
     use sqlx::Connection;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -81,24 +91,24 @@ fn compare_schemas() -> Vec<String> {
                 .await
                 .unwrap_or_else(|e| panic!("PostgreSQL at {} ({e})", postgres_url()));
             let rows: Vec<(String,)> = sqlx::query_as(
-                "SELECT schema_name::text FROM information_schema.schemata \
-                 WHERE schema_name LIKE 'tessera_compare_%'",
+                "SELECT schema_name::text FROM information_schema.schemata WHERE schema_name = $1",
             )
+            .bind(format!("tessera_compare_{id}"))
             .fetch_all(&mut conn)
             .await
             .unwrap();
-            rows.into_iter().map(|(s,)| s).collect()
+            !rows.is_empty()
         })
 }
 
-/// Redis keys under any `tessera compare` prefix.
-fn compare_keys() -> Vec<String> {
+/// Redis keys under the prefix of the run `id`.
+fn keys_of(id: &str) -> Vec<String> {
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client
         .get_connection_with_timeout(std::time::Duration::from_secs(2))
         .unwrap_or_else(|e| panic!("Redis at {} ({e})", redis_url()));
     redis::cmd("KEYS")
-        .arg("tessera-compare:*")
+        .arg(format!("tessera-compare:{id}:*"))
         .query(&mut conn)
         .unwrap()
 }
@@ -199,9 +209,15 @@ fn markdown_has_the_tables_and_says_why_three_nodes_were_skipped() {
 #[test]
 fn json_has_every_key_and_the_three_node_figures() {
     let _one_at_a_time = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let schemas_before = compare_schemas();
+    let id = run_id();
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["--quick".to_owned(), "--format".into(), "json".into()];
+    let mut args = vec![
+        "--quick".to_owned(),
+        "--format".into(),
+        "json".into(),
+        "--run-id".into(),
+        id.clone(),
+    ];
     args.extend(cluster_args());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = compare(dir.path(), &args);
@@ -303,16 +319,12 @@ fn json_has_every_key_and_the_three_node_figures() {
         assert_eq!(row["accepted"], stateless, "{row}");
     }
     // Cleaned up.
-    let left: Vec<String> = compare_schemas()
-        .into_iter()
-        .filter(|s| !schemas_before.contains(s))
-        .collect();
-    assert!(left.is_empty(), "schemas left behind: {left:?}");
     assert!(
-        compare_keys().is_empty(),
-        "Redis keys left behind: {:?}",
-        compare_keys()
+        !schema_exists(&id),
+        "schema tessera_compare_{id} left behind"
     );
+    let keys = keys_of(&id);
+    assert!(keys.is_empty(), "Redis keys left behind: {keys:?}");
 }
 
 /// The HTML report: one self-contained document that parses, an `<svg>` per chart, no script,

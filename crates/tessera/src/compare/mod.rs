@@ -65,9 +65,25 @@ pub(crate) struct CompareArgs {
     /// Measure the one SQLite node only, not the three nodes on PostgreSQL + Redis.
     #[arg(long)]
     single_node: bool,
+    /// Names the three nodes' schema (tessera_compare_ID) and key prefix (tessera-compare:ID:)
+    /// instead of random digits, so a test can check they are gone: 1 to 32 of a-z and 0-9.
+    #[arg(long, value_name = "ID", hide = true, value_parser = parse_run_id)]
+    run_id: Option<String>,
     /// Render a report written before with --format json instead of measuring.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["duration", "connections", "logins", "revocations", "quick", "single_node"])]
     from_json: Option<PathBuf>,
+}
+
+fn parse_run_id(text: &str) -> Result<String, String> {
+    if (1..=32).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        Ok(text.to_owned())
+    } else {
+        Err("1 to 32 of a-z and 0-9".into())
+    }
 }
 
 /// `3s`, `500ms`, `1m`, or seconds alone; from 100 ms to 10 minutes.
@@ -102,6 +118,7 @@ struct Plan {
     postgres: String,
     redis: String,
     single_node: bool,
+    run_id: Option<String>,
 }
 
 impl Plan {
@@ -120,6 +137,7 @@ impl Plan {
             postgres: args.postgres.clone(),
             redis: args.redis.clone(),
             single_node: args.single_node,
+            run_id: args.run_id.clone(),
         }
     }
 }
@@ -217,7 +235,7 @@ async fn measure_all(plan: &Plan) -> anyhow::Result<Report> {
         Err("not measured (--single-node)".to_owned())
     } else {
         progress.message("checking PostgreSQL and Redis".into());
-        Backing::probe(&plan.postgres, &plan.redis).await
+        Backing::probe(&plan.postgres, &plan.redis, plan.run_id.as_deref()).await
     };
     // Every node lives inside `measure`: whichever way it ends (an error, Ctrl-C), its nodes are
     // killed before the schema and the keys they used are removed.
@@ -726,6 +744,10 @@ mod tests {
         assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
         for bad in ["", "s", "3h", "1ms", "11m", "-1s", "1.2.3s", "NaNs"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_run_id("abc123").is_ok());
+        for bad in ["", "ABC", "a-b", "a\"b", &"a".repeat(33)] {
+            assert!(parse_run_id(bad).is_err(), "{bad:?} accepted");
         }
     }
 

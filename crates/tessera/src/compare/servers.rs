@@ -279,8 +279,13 @@ pub(crate) struct Backing {
 }
 
 impl Backing {
-    /// Checks that PostgreSQL and Redis answer; `Err` says why not, for the report.
-    pub(crate) async fn probe(postgres_url: &str, redis_url: &str) -> Result<Self, String> {
+    /// Checks that PostgreSQL and Redis answer; `Err` says why not, for the report. `run_id`
+    /// names the schema and the prefix (random when `None`).
+    pub(crate) async fn probe(
+        postgres_url: &str,
+        redis_url: &str,
+        run_id: Option<&str>,
+    ) -> Result<Self, String> {
         use sqlx::Connection;
         if !(postgres_url.starts_with("postgres://") || postgres_url.starts_with("postgresql://")) {
             return Err(format!("{postgres_url:?} is not a postgres:// URL"));
@@ -328,7 +333,10 @@ impl Backing {
             Err(e) => return Err(format!("the Redis check failed: {e}")),
         }
         let make = || -> anyhow::Result<Self> {
-            let id = random_hex()?;
+            let id = match run_id {
+                Some(id) => id.to_owned(),
+                None => random_hex()?,
+            };
             let (_, key) = tessera_core::token::MasterKey::generate()?;
             Ok(Self {
                 postgres_url: postgres_url.to_owned(),
