@@ -542,24 +542,3 @@ fn init_writes_a_configuration_from_the_three_questions() {
     );
     assert!(server.stop().success());
 }
-
-#[test]
-fn compare_measures_the_three_models() {
-    let out = run(Path::new("."), &["compare", "--requests", "500"], NO_ENV);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    for expected in [
-        "per-request check",
-        "43 B cookie",
-        "refused at once (server state deleted)",
-        "refused at once (denylist",
-        "accepted until it expires",
-    ] {
-        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
-    }
-    assert!(!text.contains("STILL ACCEPTED"), "{text}");
-}
