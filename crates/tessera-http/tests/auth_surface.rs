@@ -246,6 +246,31 @@ async fn duplicated_credential_cookies_are_trusted_for_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "session twice");
+    // A name padded with other whitespace is another cookie: not the credential, and not a
+    // second copy that would lock the real one out.
+    for planted in ["\u{2000}__Host-tessera", "__Host-tessera\u{a0}"] {
+        let r = app
+            .request(Method::GET, "/v1/session")
+            .header("cookie", format!("{planted}={sc}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{planted:?} alone");
+        let r = app
+            .request(Method::GET, "/v1/session")
+            .header(
+                "cookie",
+                format!("{}={sc}; {planted}=planted", common::COOKIE),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{planted:?} beside the real one"
+        );
+    }
     // Refresh cookie twice: no current login, no refresh.
     let r = app
         .request(Method::GET, "/v1/hybrid/session")
@@ -271,13 +296,18 @@ async fn duplicated_credential_cookies_are_trusted_for_nothing() {
         "refresh twice (refresh)"
     );
     assert!(set_cookie(&r, AT_COOKIE).is_none());
-    // Names that only decode to the refresh cookie's, and the `__Secure-` name a sibling
-    // subdomain can set for the whole domain: no login.
+    // Names that only decode to the refresh cookie's, the `__Secure-` name a sibling subdomain
+    // can set for the whole domain, and names padded with whitespace other than space and tab
+    // (a browser lets any sibling set them: they do not start with `__Host-`): no login.
     for name in [
         "__Host%2Dtessera-rt",
         "__host-tessera-rt",
         "__%48ost-tessera-rt",
         "__Secure-tessera-rt",
+        "\u{2000}__Host-tessera-rt",
+        "__Host-tessera-rt\u{a0}",
+        "\u{3000}__Host-tessera-rt",
+        "\u{85}__Host-tessera-rt",
     ] {
         let r = app
             .request(Method::POST, "/v1/hybrid/refresh")

@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 
 use axum::http::{HeaderMap, header};
-use axum_extra::extract::cookie::Cookie;
 use tessera_core::{RefreshToken, SessionId};
 
 /// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain, so a
@@ -40,16 +39,32 @@ pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         if !text.contains(name) {
             continue;
         }
-        for cookie in Cookie::split_parse(text.as_ref()).flatten() {
-            if cookie.name() == name {
+        for (cookie_name, value) in pairs(&text) {
+            if cookie_name == name {
                 if found.is_some() {
                     return None;
                 }
-                found = Some(cookie.value().to_owned());
+                found = Some(value.to_owned());
             }
         }
     }
     found
+}
+
+/// The `name=value` pairs of one `Cookie` header, as a browser sends them: separated by `;`,
+/// with spaces and tabs around names and values dropped, and nothing else. In particular no other
+/// whitespace: the `cookie` crate's parser trims every Unicode space, so a cookie named
+/// `\u{2000}__Host-tessera`, which a browser lets any sibling subdomain set because its name does
+/// not start with `__Host-`, would read as `__Host-tessera`. Segments without `=` are skipped.
+fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    const HTTP_SPACE: [char; 2] = [' ', '\t'];
+    header.split(';').filter_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        Some((
+            name.trim_matches(HTTP_SPACE),
+            value.trim_matches(HTTP_SPACE),
+        ))
+    })
 }
 
 /// The session secret in the request's cookie, if it parses.
@@ -90,6 +105,61 @@ mod tests {
         assert_eq!(
             cookie_value(&headers, SESSION_COOKIE).as_deref(),
             Some("only")
+        );
+    }
+
+    /// Only spaces and tabs around a name are dropped (as browsers do before they apply the
+    /// `__Host-` rules). A name with any other whitespace is another cookie, which a sibling
+    /// subdomain may set: it is neither the credential nor a second copy of it (found by a
+    /// black-box review: the `cookie` crate trims every Unicode space).
+    #[test]
+    fn a_name_padded_with_other_whitespace_is_another_cookie() {
+        let header = |text: &str| {
+            let mut headers = HeaderMap::new();
+            headers.append(
+                header::COOKIE,
+                HeaderValue::from_bytes(text.as_bytes()).unwrap(),
+            );
+            headers
+        };
+        for planted in [
+            "\u{2000}__Host-tessera=planted",
+            "__Host-tessera\u{a0}=planted",
+            "\u{3000}__Host-tessera=planted",
+            "\u{2028}__Host-tessera=planted",
+            "\u{85}__Host-tessera=planted",
+            "\u{feff}__Host-tessera=planted",
+        ] {
+            assert_eq!(
+                cookie_value(&header(planted), SESSION_COOKIE),
+                None,
+                "{planted:?}"
+            );
+            let both = format!("__Host-tessera=real; {planted}");
+            assert_eq!(
+                cookie_value(&header(&both), SESSION_COOKIE).as_deref(),
+                Some("real"),
+                "{both:?}"
+            );
+        }
+        assert_eq!(
+            cookie_value(
+                &header(" \t__Host-tessera \t= real \t; other=1"),
+                SESSION_COOKIE
+            )
+            .as_deref(),
+            Some("real")
+        );
+        assert_eq!(
+            cookie_value(&header("__Host-tessera=a=b;noequals;;"), SESSION_COOKIE).as_deref(),
+            Some("a=b")
+        );
+        assert_eq!(
+            cookie_value(
+                &header("__Host-tessera=a; __Host-tessera=b"),
+                SESSION_COOKIE
+            ),
+            None
         );
     }
 }
