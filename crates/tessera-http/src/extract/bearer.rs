@@ -18,7 +18,7 @@ pub struct BearerAuth {
 
 /// The bearer token of a request: `Ok(None)` without an `Authorization` header, an error for a
 /// header that is not a well-formed bearer credential.
-fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);

@@ -29,6 +29,7 @@ use tessera_core::token::VerifiedClaims;
 use tessera_core::{ClientInfo, Session, User, UserAgent};
 
 pub use bearer::BearerAuth;
+pub(crate) use bearer::bearer_token;
 pub use cookies::{DEVICE_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, SESSION_COOKIE};
 pub(crate) use cookies::{cookie_value, session_secret};
 pub use hybrid::{HybridAuth, HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie};

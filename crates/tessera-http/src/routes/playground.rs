@@ -327,10 +327,9 @@ pub async fn held(
                 token_held(&state, &headers, auth.claims.claims(), true).await?,
             )),
             Err(refused) => {
-                let bearer = headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
+                // Read as the bearer extractor reads it (one header, the bearer scheme): only
+                // the verdict on the token differs.
+                let bearer = crate::extract::bearer_token(&headers).ok().flatten();
                 match bearer.and_then(|t| state.tokens().claims_even_if_revoked(t)) {
                     Some(claims) => Ok(Json(token_held(&state, &headers, &claims, false).await?)),
                     None => Err(refused),
@@ -429,6 +428,29 @@ pub struct AttackLog {
 }
 
 const ATTACK_LOG_LEN: usize = 64;
+/// The longest text a record keeps of a field the client chose (path, origin, …).
+const ATTACK_FIELD_MAX: usize = 200;
+/// The largest problem document the recorder reads to learn its type.
+const ATTACK_PROBLEM_MAX: u64 = 64 * 1024;
+
+/// `text`, cut to [`ATTACK_FIELD_MAX`] bytes at a character boundary, `…` marking a cut.
+fn clip(text: &str) -> String {
+    if text.len() <= ATTACK_FIELD_MAX {
+        return text.to_owned();
+    }
+    let mut end = ATTACK_FIELD_MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+fn problem_lost() -> Response {
+    crate::problem::ApiError::from(tessera_core::Error::Internal(
+        "the answer could not be recorded".into(),
+    ))
+    .into_response()
+}
 
 impl AttackLog {
     pub(crate) fn new(attacker_origin: String) -> Self {
@@ -469,16 +491,17 @@ pub(crate) async fn record_attacks(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         ),
-        method: request.method().to_string(),
-        path: request.uri().path().to_owned(),
-        origin: headers
-            .get(header::ORIGIN)
-            .map_or("(none)", |o| o.to_str().unwrap_or("(not text)"))
-            .to_owned(),
+        method: clip(request.method().as_str()),
+        path: clip(request.uri().path()),
+        origin: clip(
+            headers
+                .get(header::ORIGIN)
+                .map_or("(none)", |o| o.to_str().unwrap_or("(not text)")),
+        ),
         sec_fetch_site: headers
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+            .map(clip),
         credential_cookies: [SESSION_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE]
             .into_iter()
             .filter(|name| crate::extract::cookie_value(headers, name).is_some())
@@ -493,11 +516,29 @@ pub(crate) async fn record_attacks(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    let response = if is_problem {
+    // Problem documents are small and whole; anything larger passes through untouched rather
+    // than being cut.
+    let whole_and_small = {
+        use axum::body::HttpBody as _;
+        response
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= ATTACK_PROBLEM_MAX)
+    };
+    let response = if is_problem && whole_and_small {
         let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, 64 * 1024)
-            .await
-            .unwrap_or_default();
+        let bytes = match axum::body::to_bytes(
+            body,
+            usize::try_from(ATTACK_PROBLEM_MAX).unwrap_or(usize::MAX),
+        )
+        .await
+        {
+            Ok(bytes) => bytes,
+            // A full body of a known size does not fail; were it to, say so rather than send
+            // an empty one.
+            Err(_) => return problem_lost(),
+        };
         record.problem = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v["type"].as_str().map(str::to_owned))
