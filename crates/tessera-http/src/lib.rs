@@ -125,10 +125,7 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http());
     match attack_log {
         // Outermost, so it sees what the browser sent (CORS preflights too) and what it got back.
-        Some(log) => app.layer(axum::middleware::from_fn_with_state(
-            log,
-            routes::playground::record_attacks,
-        )),
+        Some(log) => app.layer(routes::playground::RecordAttacksLayer(log)),
         None => app,
     }
 }

@@ -20,7 +20,6 @@ use axum::body::Body;
 use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -462,98 +461,161 @@ impl AttackLog {
     }
 }
 
-/// Records the requests whose `Origin` (or, for a form that sent `Origin: null`, `Referer`) is the
-/// attacker page's, with the answer's status and problem type.
-pub(crate) async fn record_attacks(
-    State(log): State<Arc<AttackLog>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let attacker = log.attacker_origin.as_bytes();
-    let from_attacker = request
-        .headers()
-        .get(header::ORIGIN)
-        .is_some_and(|o| o.as_bytes().eq_ignore_ascii_case(attacker))
-        || request.headers().get(header::REFERER).is_some_and(|r| {
-            r.as_bytes()
-                .get(..attacker.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(attacker))
-                && matches!(r.as_bytes().get(attacker.len()), None | Some(b'/'))
-        });
-    if !from_attacker {
-        return next.run(request).await;
+/// The recorder of the attacker page's requests: a tower layer, outermost, so that it sees what
+/// the browser sent (CORS preflights too) and what it got back. Written as a plain service rather
+/// than an axum `from_fn` middleware: a request from anywhere else passes straight to the router
+/// (a header comparison, no allocation), where `from_fn` would clone the whole service stack
+/// and box a future for every request the server answers.
+#[derive(Clone)]
+pub(crate) struct RecordAttacksLayer(pub(crate) Arc<AttackLog>);
+
+impl<S> tower::Layer<S> for RecordAttacksLayer {
+    type Service = RecordAttacks<S>;
+
+    fn layer(&self, inner: S) -> RecordAttacks<S> {
+        RecordAttacks {
+            inner,
+            log: Arc::clone(&self.0),
+        }
     }
-    let headers = request.headers();
-    let mut record = AttackRecord {
-        seq: 0,
-        at: Timestamp::from_unix_millis(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        ),
-        method: clip(request.method().as_str()),
-        path: clip(request.uri().path()),
-        origin: clip(
-            headers
-                .get(header::ORIGIN)
-                .map_or("(none)", |o| o.to_str().unwrap_or("(not text)")),
-        ),
-        sec_fetch_site: headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .map(clip),
-        credential_cookies: [SESSION_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE]
-            .into_iter()
-            .filter(|name| crate::extract::cookie_value(headers, name).is_some())
-            .collect(),
-        authorization_header: headers.contains_key(header::AUTHORIZATION),
-        status: 0,
-        problem: None,
-    };
-    let response = next.run(request).await;
-    record.status = response.status().as_u16();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    // Problem documents are small and whole; anything larger passes through untouched rather
-    // than being cut.
-    let whole_and_small = {
-        use axum::body::HttpBody as _;
-        response
-            .body()
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n <= ATTACK_PROBLEM_MAX)
-    };
-    let response = if is_problem && whole_and_small {
-        let (parts, body) = response.into_parts();
-        let bytes = match axum::body::to_bytes(
-            body,
-            usize::try_from(ATTACK_PROBLEM_MAX).unwrap_or(usize::MAX),
-        )
-        .await
-        {
-            Ok(bytes) => bytes,
-            // A full body of a known size does not fail; were it to, say so rather than send
-            // an empty one.
-            Err(_) => return problem_lost(),
+}
+
+/// See [`RecordAttacksLayer`].
+#[derive(Clone)]
+pub(crate) struct RecordAttacks<S> {
+    inner: S,
+    log: Arc<AttackLog>,
+}
+
+impl<S> tower::Service<Request> for RecordAttacks<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        S::Future,
+        futures_util::future::BoxFuture<'static, Result<Response, std::convert::Infallible>>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if !self.log.is_from_attacker(request.headers()) {
+            return futures_util::future::Either::Left(self.inner.call(request));
+        }
+        let record = AttackRecord::of(&request);
+        let answer = self.inner.call(request);
+        let log = Arc::clone(&self.log);
+        futures_util::future::Either::Right(Box::pin(async move {
+            let response = answer.await?;
+            Ok(log.record(record, response).await)
+        }))
+    }
+}
+
+impl AttackLog {
+    /// Whether the request's `Origin` (or, for a form that sent `Origin: null`, `Referer`) is
+    /// the attacker page's.
+    fn is_from_attacker(&self, headers: &HeaderMap) -> bool {
+        let attacker = self.attacker_origin.as_bytes();
+        headers
+            .get(header::ORIGIN)
+            .is_some_and(|o| o.as_bytes().eq_ignore_ascii_case(attacker))
+            || headers.get(header::REFERER).is_some_and(|r| {
+                r.as_bytes()
+                    .get(..attacker.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(attacker))
+                    && matches!(r.as_bytes().get(attacker.len()), None | Some(b'/'))
+            })
+    }
+
+    /// Completes `record` with the answer's status and problem type, keeps it, and hands the
+    /// answer on unchanged.
+    async fn record(&self, mut record: AttackRecord, response: Response) -> Response {
+        record.status = response.status().as_u16();
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        // Problem documents are small and whole; anything larger passes through untouched rather
+        // than being cut.
+        let whole_and_small = {
+            use axum::body::HttpBody as _;
+            response
+                .body()
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= ATTACK_PROBLEM_MAX)
         };
-        record.problem = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v["type"].as_str().map(str::to_owned))
-            .map(|t| t.trim_start_matches("urn:tessera:problem:").to_owned());
-        Response::from_parts(parts, Body::from(bytes))
-    } else {
+        let response = if is_problem && whole_and_small {
+            let (parts, body) = response.into_parts();
+            let bytes = match axum::body::to_bytes(
+                body,
+                usize::try_from(ATTACK_PROBLEM_MAX).unwrap_or(usize::MAX),
+            )
+            .await
+            {
+                Ok(bytes) => bytes,
+                // A full body of a known size does not fail; were it to, say so rather than
+                // send an empty one.
+                Err(_) => return problem_lost(),
+            };
+            record.problem = serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["type"].as_str().map(str::to_owned))
+                .map(|t| t.trim_start_matches("urn:tessera:problem:").to_owned());
+            Response::from_parts(parts, Body::from(bytes))
+        } else {
+            response
+        };
+        record.seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if records.len() == ATTACK_LOG_LEN {
+            records.pop_front();
+        }
+        records.push_back(record);
         response
-    };
-    record.seq = log.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut records = log.records.lock().unwrap_or_else(|e| e.into_inner());
-    if records.len() == ATTACK_LOG_LEN {
-        records.pop_front();
     }
-    records.push_back(record);
-    response
+}
+
+impl AttackRecord {
+    /// What the request carried, before it is answered.
+    fn of(request: &Request) -> Self {
+        let headers = request.headers();
+        Self {
+            seq: 0,
+            at: Timestamp::from_unix_millis(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            ),
+            method: clip(request.method().as_str()),
+            path: clip(request.uri().path()),
+            origin: clip(
+                headers
+                    .get(header::ORIGIN)
+                    .map_or("(none)", |o| o.to_str().unwrap_or("(not text)")),
+            ),
+            sec_fetch_site: headers
+                .get("sec-fetch-site")
+                .and_then(|v| v.to_str().ok())
+                .map(clip),
+            credential_cookies: [SESSION_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE]
+                .into_iter()
+                .filter(|name| crate::extract::cookie_value(headers, name).is_some())
+                .collect(),
+            authorization_header: headers.contains_key(header::AUTHORIZATION),
+            status: 0,
+            problem: None,
+        }
+    }
 }
 
 /// `GET /playground/attacks`: the attacker page's requests as this server received and answered
