@@ -197,27 +197,15 @@ pub(crate) fn ask(
                     }
                 })
             };
+            let expected = if i == 1 {
+                "a number of servers, y or n"
+            } else {
+                "y or n"
+            };
             match understood {
                 Some(()) => break,
-                None if interactive => {
-                    eprintln!(
-                        "please answer {} (not {text:?})",
-                        if i == 1 {
-                            "a number of servers, y or n"
-                        } else {
-                            "y or n"
-                        }
-                    );
-                }
-                None => bail!(
-                    "answer {} must be {}, not {text:?}",
-                    i + 1,
-                    if i == 1 {
-                        "a number of servers, y or n"
-                    } else {
-                        "y or n"
-                    }
-                ),
+                None if interactive => eprintln!("please answer {expected} (not {text:?})"),
+                None => bail!("answer {} must be {expected}, not {text:?}", i + 1),
             }
         }
     }

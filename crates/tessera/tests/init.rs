@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use harness::{NO_ENV, Node, run, tessera};
+use harness::{NO_ENV, Node, every_init_answer, run, tessera};
 
 fn postgres_url() -> String {
     std::env::var("TESSERA_TEST_POSTGRES_URL")
@@ -244,57 +244,44 @@ impl Drop for Services {
 
 #[test]
 fn every_combination_of_answers_starts_a_server() {
-    for cross_domain in ["yes", "no"] {
-        for nodes in ["1", "3"] {
-            for high_security in ["yes", "no"] {
-                let dir = tempfile::tempdir().unwrap();
-                let answers = [
-                    "init",
-                    "--cross-domain",
-                    cross_domain,
-                    "--nodes",
-                    nodes,
-                    "--high-security",
-                    high_security,
-                ];
-                let out = run(dir.path(), &answers, NO_ENV);
-                assert!(
-                    out.status.success(),
-                    "{answers:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let written = std::fs::read_to_string(dir.path().join("tessera.toml")).unwrap();
-                let config = ["--config", "tessera.toml"];
-                if nodes == "1" {
-                    // As written: the embedded store, in the directory.
-                    let server = Node::start(dir.path(), &config, NO_ENV);
-                    assert!(dir.path().join("tessera.db").exists(), "{answers:?}");
-                    assert!(server.stop().success(), "{answers:?}");
-                    continue;
-                }
-                assert!(written.contains("PLACEHOLDER"), "{written}");
-                assert!(written.contains("TESSERA_TOKENS__MASTER_KEY"), "{written}");
-                // What an operator fills in: this machine's PostgreSQL and Redis, and a master key.
-                let services = Services {
-                    schema: unique("s"),
-                    prefix: format!("{}:", unique("p")),
-                };
-                let env = [
-                    ("TESSERA_DATABASE", postgres_url()),
-                    ("TESSERA_POSTGRES__SCHEMA", services.schema.clone()),
-                    ("TESSERA_REDIS__URL", redis_url()),
-                    ("TESSERA_REDIS__PREFIX", services.prefix.clone()),
-                    (
-                        "TESSERA_TOKENS__MASTER_KEY",
-                        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
-                    ),
-                ];
-                let first = Node::start(dir.path(), &config, &env);
-                let second = Node::start(dir.path(), &config, &env);
-                assert!(first.stop().success(), "{answers:?}");
-                assert!(second.stop().success(), "{answers:?}");
-                drop(services);
-            }
+    for answers in every_init_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(dir.path(), &answers, NO_ENV);
+        assert!(
+            out.status.success(),
+            "{answers:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let written = std::fs::read_to_string(dir.path().join("tessera.toml")).unwrap();
+        let config = ["--config", "tessera.toml"];
+        if answers[4] == "1" {
+            // As written: the embedded store, in the directory.
+            let server = Node::start(dir.path(), &config, NO_ENV);
+            assert!(dir.path().join("tessera.db").exists(), "{answers:?}");
+            assert!(server.stop().success(), "{answers:?}");
+            continue;
         }
+        assert!(written.contains("PLACEHOLDER"), "{written}");
+        assert!(written.contains("TESSERA_TOKENS__MASTER_KEY"), "{written}");
+        // What an operator fills in: this machine's PostgreSQL and Redis, and a master key.
+        let services = Services {
+            schema: unique("s"),
+            prefix: format!("{}:", unique("p")),
+        };
+        let env = [
+            ("TESSERA_DATABASE", postgres_url()),
+            ("TESSERA_POSTGRES__SCHEMA", services.schema.clone()),
+            ("TESSERA_REDIS__URL", redis_url()),
+            ("TESSERA_REDIS__PREFIX", services.prefix.clone()),
+            (
+                "TESSERA_TOKENS__MASTER_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+            ),
+        ];
+        let first = Node::start(dir.path(), &config, &env);
+        let second = Node::start(dir.path(), &config, &env);
+        assert!(first.stop().success(), "{answers:?}");
+        assert!(second.stop().success(), "{answers:?}");
+        drop(services);
     }
 }

@@ -7,7 +7,7 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 
-use harness::{NO_ENV, Node, run};
+use harness::{NO_ENV, Node, every_init_answer, run};
 
 /// Names of files that exist only beside the repository, never in a user's checkout.
 const OUTSIDE: [&str; 4] = ["seed.md", "design.md", "conventions.md", "../shared"];
@@ -137,27 +137,14 @@ fn the_cli_help_names_no_file_outside_the_repository() {
 #[test]
 fn files_init_writes_name_no_file_outside_the_repository() {
     let mut found = Vec::new();
-    for cross_domain in ["yes", "no"] {
-        for nodes in ["1", "2"] {
-            for high_security in ["yes", "no"] {
-                let dir = tempfile::tempdir().unwrap();
-                let args = [
-                    "init",
-                    "--cross-domain",
-                    cross_domain,
-                    "--nodes",
-                    nodes,
-                    "--high-security",
-                    high_security,
-                ];
-                let out = run(dir.path(), &args, NO_ENV);
-                assert!(out.status.success());
-                let what = args.join(" ");
-                check(&what, &String::from_utf8_lossy(&out.stderr), &mut found);
-                let written = std::fs::read_to_string(dir.path().join("tessera.toml")).unwrap();
-                check(&format!("{what}: tessera.toml"), &written, &mut found);
-            }
-        }
+    for args in every_init_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(dir.path(), &args, NO_ENV);
+        assert!(out.status.success());
+        let what = args.join(" ");
+        check(&what, &String::from_utf8_lossy(&out.stderr), &mut found);
+        let written = std::fs::read_to_string(dir.path().join("tessera.toml")).unwrap();
+        check(&format!("{what}: tessera.toml"), &written, &mut found);
     }
     assert!(found.is_empty(), "{found:#?}");
 }

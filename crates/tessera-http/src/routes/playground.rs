@@ -591,11 +591,7 @@ impl AttackRecord {
         let headers = request.headers();
         Self {
             seq: 0,
-            at: Timestamp::from_unix_millis(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            ),
+            at: tessera_core::Clock::now(&tessera_core::SystemClock),
             method: clip(request.method().as_str()),
             path: clip(request.uri().path()),
             origin: clip(

@@ -310,6 +310,28 @@ fn postgres_bin() -> PathBuf {
 /// with a type.
 pub(crate) const NO_ENV: &[(&str, &str)] = &[];
 
+/// `tessera init` with every combination of answers given as flags: cross-domain yes or no,
+/// one server or three, high security yes or no.
+pub(crate) fn every_init_answer() -> Vec<[&'static str; 7]> {
+    let mut all = Vec::new();
+    for cross_domain in ["yes", "no"] {
+        for nodes in ["1", "3"] {
+            for high_security in ["yes", "no"] {
+                all.push([
+                    "init",
+                    "--cross-domain",
+                    cross_domain,
+                    "--nodes",
+                    nodes,
+                    "--high-security",
+                    high_security,
+                ]);
+            }
+        }
+    }
+    all
+}
+
 /// `tessera` run in `dir` with a clean environment: `PATH` and exactly `env`.
 pub(crate) fn tessera<K, V>(dir: &Path, env: &[(K, V)]) -> Command
 where
