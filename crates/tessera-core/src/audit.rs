@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
+use crate::request_id::RequestId;
 use crate::store::EventStore;
 use crate::user::UserId;
 
@@ -104,8 +105,24 @@ pub struct NewEvent {
     /// The account concerned, `None` when there is none to name (a failed login, a hybrid
     /// logout, an operator's key rotation).
     pub user_id: Option<UserId>,
-    /// A small JSON object: family id, key id, client IP, reason.
+    /// A small JSON object: family id, key id, client IP, reason; `request_id` when it was
+    /// recorded while a request was served.
     pub detail: Value,
+}
+
+/// `detail` with the request's id added as `request_id` (a detail that is not an object is
+/// kept under `detail`).
+fn with_request_id(detail: Value, id: Option<RequestId>) -> Value {
+    let Some(id) = id else {
+        return detail;
+    };
+    let mut object = match detail {
+        Value::Object(object) => object,
+        Value::Null => serde_json::Map::new(),
+        other => serde_json::Map::from_iter([("detail".to_owned(), other)]),
+    };
+    object.insert("request_id".to_owned(), Value::String(id.as_str().to_owned()));
+    Value::Object(object)
 }
 
 /// A recorded event; `id` grows with every event (the paging cursor).
@@ -138,7 +155,10 @@ impl Audit {
     }
 
     /// Records one event now. Never fails: a store error is logged and the event is lost.
+    /// Recorded while a request is served, the event's detail also holds that request's id
+    /// (`request_id`, see [`RequestId`]).
     pub async fn record(&self, kind: EventKind, user: Option<&UserId>, detail: Value) {
+        let detail = with_request_id(detail, RequestId::current());
         let event = NewEvent {
             at: self.clock.now(),
             kind,
@@ -157,5 +177,26 @@ impl Audit {
         limit: usize,
     ) -> Result<Vec<SecurityEvent>, Error> {
         Ok(self.store.events(before, limit).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_request_id_joins_the_detail() {
+        let id = RequestId::parse(b"req-7").unwrap();
+        assert_eq!(
+            with_request_id(json!({"ip": "192.0.2.1"}), Some(id)),
+            json!({"ip": "192.0.2.1", "request_id": "req-7"})
+        );
+        assert_eq!(with_request_id(Value::Null, Some(id)), json!({"request_id": "req-7"}));
+        assert_eq!(
+            with_request_id(json!("x"), Some(id)),
+            json!({"detail": "x", "request_id": "req-7"})
+        );
+        assert_eq!(with_request_id(json!({"a": 1}), None), json!({"a": 1}));
     }
 }

@@ -19,6 +19,7 @@ pub mod follower;
 pub mod logins;
 pub mod merge_patch;
 pub mod password;
+pub mod request_id;
 pub mod secret;
 pub mod services;
 pub mod session;
@@ -37,6 +38,7 @@ pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, To
 pub use password::{
     Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, Password, PasswordHasher, PasswordPolicy,
 };
+pub use request_id::RequestId;
 pub use secret::{CsrfToken, RefreshToken, SessionId, TokenHash};
 pub use services::{BuildError, PasswordsConfig, Services, ServicesConfig};
 pub use session::{

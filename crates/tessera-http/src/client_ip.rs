@@ -47,11 +47,7 @@ fn client_ip(
     socket: Option<IpAddr>,
     forwarded_for: Option<&str>,
 ) -> Option<IpAddr> {
-    // An IPv4-mapped IPv6 address (a dual-stack socket) is the IPv4 address it carries.
-    let trusts = |ip: IpAddr| {
-        let ip = ip.to_canonical();
-        trusted_proxies.iter().any(|net| net.contains(&ip))
-    };
+    let trusts = |ip: IpAddr| is_trusted_proxy(trusted_proxies, ip);
     let socket = socket?.to_canonical();
     if !trusts(socket) {
         return Some(socket);
@@ -73,6 +69,13 @@ fn client_ip(
         }
     }
     Some(client)
+}
+
+/// Whether `ip` belongs to a configured trusted proxy. An IPv4-mapped IPv6 address (a dual-stack
+/// socket) is the IPv4 address it carries.
+pub(crate) fn is_trusted_proxy(trusted_proxies: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    trusted_proxies.iter().any(|net| net.contains(&ip))
 }
 
 /// One `X-Forwarded-For` entry: an address, or an address with the port some proxies add

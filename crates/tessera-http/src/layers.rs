@@ -109,7 +109,11 @@ pub(crate) fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             header::AUTHORIZATION,
             axum::http::HeaderName::from_static(crate::csrf::CSRF_HEADER),
         ])
-        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            crate::request_id::X_REQUEST_ID,
+        ])
         .max_age(std::time::Duration::from_secs(600))
         .vary([header::ORIGIN])
 }

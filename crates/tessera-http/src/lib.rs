@@ -18,6 +18,7 @@ mod layers;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod request_id;
 pub mod routes;
 pub mod state;
 
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
     let cors = layers::cors(&state.0.trusted_origins[1..]);
     let timeouts = state.0.config.timeouts;
     let https = state.0.https;
+    let trusted_proxies = state.0.config.trusted_proxies.clone();
     let mut app = api.route(
         "/openapi.json",
         axum::routing::get(move || openapi::serve(openapi_json.clone())),
@@ -122,7 +124,18 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(move |r| {
             layers::security_headers(r, https)
         }))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
+        // One layer for both, so the stack is boxed once more, not twice: the request id is
+        // decided first, then the trace span that carries it.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(request_id::RequestIdLayer {
+                    trusted_proxies: trusted_proxies.into(),
+                })
+                .layer(
+                    tower_http::trace::TraceLayer::new_for_http()
+                        .make_span_with(request_id::RequestSpan),
+                ),
+        );
     match attack_log {
         // Outermost, so it sees what the browser sent (CORS preflights too) and what it got back.
         Some(log) => app.layer(routes::playground::RecordAttacksLayer(log)),

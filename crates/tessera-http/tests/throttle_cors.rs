@@ -614,7 +614,7 @@ async fn responses_to_the_trusted_origin_are_readable_by_it(backend: Backend) {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(header(&r, "access-control-allow-origin"), Some(TRUSTED));
     let exposed = list_of(&r, "access-control-expose-headers");
-    for h in ["www-authenticate", "retry-after"] {
+    for h in ["www-authenticate", "retry-after", "x-request-id"] {
         assert!(
             exposed.contains(&h.to_owned()),
             "{h} not exposed: {exposed:?}"

@@ -29,6 +29,7 @@ pub(crate) struct Config {
     pub public_url: String,
     pub accounts: AccountsSection,
     pub http: HttpSection,
+    pub tls: TlsSection,
     pub sessions: SessionsSection,
     pub passwords: PasswordsSection,
     pub tokens: TokensSection,
@@ -49,6 +50,7 @@ impl Default for Config {
             public_url: "http://localhost:8080".into(),
             accounts: AccountsSection::default(),
             http: HttpSection::default(),
+            tls: TlsSection::default(),
             sessions: SessionsSection::default(),
             passwords: PasswordsSection::default(),
             tokens: TokensSection::default(),
@@ -214,6 +216,30 @@ impl Default for HttpSection {
             shutdown_grace: Duration::from_secs(10),
             management_listen: None,
         }
+    }
+}
+
+/// HTTPS served by Tessera itself on `listen`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct TlsSection {
+    /// PEM file with the certificate chain, leaf first. With `key`, `listen` serves HTTPS; both
+    /// files are read again when they change and on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// A plain-HTTP listener (e.g. `0.0.0.0:80`) that only redirects to the https `public_url`,
+    /// same path and query. Off unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_listen: Option<SocketAddr>,
+}
+
+impl TlsSection {
+    /// The certificate and key files, when TLS is on.
+    pub(crate) fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert.as_deref()?, self.key.as_deref()?))
     }
 }
 
@@ -629,6 +655,26 @@ impl Config {
                 "must be a prefix length from 1 to 128".into(),
             ));
         }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => return Err(fail("tls.key", "tls.cert is set: set tls.key too".into())),
+            (None, Some(_)) => return Err(fail("tls.cert", "tls.key is set: set tls.cert too".into())),
+            (Some(_), Some(_)) if !self.public_url.starts_with("https://") => {
+                return Err(fail(
+                    "public_url",
+                    format!(
+                        "{:?} must be the https:// URL clients use when tls.cert and tls.key are set",
+                        self.public_url
+                    ),
+                ));
+            }
+            (None, None) if self.tls.redirect_listen.is_some() => {
+                return Err(fail(
+                    "tls.redirect_listen",
+                    "redirects to https need tls.cert and tls.key".into(),
+                ));
+            }
+            _ => {}
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| fail("log.filter", e.to_string()))?;
         self.verify_config().map_err(|e| fail(e.key, e.message))?;
@@ -920,5 +966,28 @@ mod tests {
         assert!(err.contains("playground"), "{err}");
         // Both forms at once is not TOML.
         assert!(Config::from_toml_str("playground = true\n[playground]\nenabled = true").is_err());
+    }
+
+    #[test]
+    fn tls_settings_must_fit_together() {
+        let config = Config::from_toml_str(
+            "public_url = \"https://auth.example.com\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nredirect_listen = \"0.0.0.0:80\"",
+        )
+        .unwrap();
+        assert_eq!(
+            config.tls.files(),
+            Some((Path::new("c.pem"), Path::new("k.pem")))
+        );
+        assert!(Config::from_toml_str("").unwrap().tls.files().is_none());
+        for (text, key) in [
+            ("public_url = \"https://a.example\"\n[tls]\ncert = \"c.pem\"", "tls.key"),
+            ("public_url = \"https://a.example\"\n[tls]\nkey = \"k.pem\"", "tls.cert"),
+            // Cookies, CSRF origins and HSTS follow the public URL: it must say https.
+            ("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"", "public_url"),
+            ("[tls]\nredirect_listen = \"127.0.0.1:80\"", "tls.redirect_listen"),
+        ] {
+            let err = Config::from_toml_str(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 }

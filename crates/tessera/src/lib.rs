@@ -8,6 +8,7 @@ mod config;
 mod init;
 mod keys;
 mod serve;
+mod tls;
 mod user;
 
 use std::net::SocketAddr;

@@ -1,5 +1,8 @@
-//! `tessera serve`: wires the configured store into the services and serves HTTP until SIGINT or
-//! SIGTERM, then finishes the requests in flight.
+//! `tessera serve`: wires the configured store into the services and serves HTTP (HTTPS with
+//! `tls.cert` and `tls.key`) until SIGINT or SIGTERM, then finishes the requests in flight.
+//!
+//! The management listener and the playground's attacker page stay plain HTTP: they are meant
+//! for loopback or a private network only.
 
 use std::sync::Arc;
 
@@ -30,6 +33,11 @@ fn init_logging(config: &Config) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // A bad certificate or key stops the server before anything else happens.
+    let tls = match config.tls.files() {
+        Some((cert, key)) => Some(crate::tls::Tls::load(cert, key)?),
+        None => None,
+    };
     let app = App::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -103,7 +111,33 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // The handlers are in place before anyone can learn the address: a SIGTERM right after
     // "listening" is a graceful stop, never the default kill.
     let signals = ShutdownSignals::install()?;
-    tracing::info!(%addr, "listening on http://{addr}");
+    let mut redirect = None;
+    let (listener, reloader) = match &tls {
+        Some(tls) => {
+            if let Some(at) = config.tls.redirect_listen {
+                let plain = tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("listening on {at} (tls.redirect_listen)"))?;
+                let local = plain.local_addr()?;
+                let public_origin =
+                    tessera_http::origin_of(&config.public_url).map_err(anyhow::Error::msg)?;
+                tracing::info!(addr = %local, "redirecting plain HTTP on {local} to {public_origin}");
+                let page = crate::tls::redirect_router(public_origin);
+                redirect = Some(tokio::spawn(async move {
+                    if let Err(e) = axum::serve(plain, page).await {
+                        tracing::error!(error = %e, "the HTTP-to-HTTPS redirect listener stopped");
+                    }
+                }));
+            }
+            let reloader = tls.spawn_reloader()?;
+            (Listener::Tls(tls.listener(listener)?), Some(reloader))
+        }
+        None => (Listener::Plain(listener), None),
+    };
+    match &listener {
+        Listener::Tls(_) => tracing::info!(%addr, "listening on https://{addr}"),
+        Listener::Plain(_) => tracing::info!(%addr, "listening on http://{addr}"),
+    }
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let stopping = Arc::clone(&stopping);
@@ -119,12 +153,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let grace = config.http.shutdown_grace;
     tokio::select! {
-        served = tessera_http::serve(listener, router, signal) => served.context("serving HTTP")?,
+        served = listener.serve(router, signal) => served.context("serving HTTP")?,
         () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(?grace, "requests still in flight after the shutdown grace period; stopping anyway");
         }
     }
     sweeper.abort();
+    for task in [reloader, redirect].into_iter().flatten() {
+        task.abort();
+    }
     if let Some(management) = management {
         management.abort();
     }
@@ -134,6 +171,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The public listener.
+enum Listener {
+    Plain(tokio::net::TcpListener),
+    Tls(crate::tls::TlsListener),
+}
+
+impl Listener {
+    async fn serve(
+        self,
+        router: axum::Router,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        match self {
+            Listener::Plain(listener) => tessera_http::serve(listener, router, shutdown).await,
+            Listener::Tls(listener) => listener.serve(router, shutdown).await,
+        }
+    }
 }
 
 /// SIGINT and SIGTERM, registered at once (not when first awaited).

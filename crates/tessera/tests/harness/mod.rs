@@ -416,7 +416,7 @@ pub(crate) struct Node {
     child: Child,
     /// The address it listens on.
     pub(crate) addr: SocketAddr,
-    /// `http://` and the address.
+    /// `http://` (`https://` with TLS) and the address.
     pub(crate) base: String,
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -426,13 +426,14 @@ pub(crate) struct Node {
 pub(crate) struct Starting {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
-    listening: Receiver<SocketAddr>,
+    /// The scheme (`http` or `https`) and the address it logged it listens on.
+    listening: Receiver<(&'static str, SocketAddr)>,
 }
 
 impl Starting {
     /// Waits until the process logs that it listens; fails with its log if it does not.
     pub(crate) fn ready(mut self) -> Node {
-        let Ok(addr) = self.listening.recv_timeout(START_TIMEOUT) else {
+        let Ok((scheme, addr)) = self.listening.recv_timeout(START_TIMEOUT) else {
             let _ = self.child.kill();
             let _ = self.child.wait();
             panic!(
@@ -443,7 +444,7 @@ impl Starting {
         Node {
             child: self.child,
             addr,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             log: self.log,
         }
     }
@@ -490,10 +491,17 @@ impl Node {
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on http://").nth(1) {
-                    let addr = addr.split_whitespace().next().unwrap_or("");
-                    if let Ok(addr) = addr.parse::<SocketAddr>() {
-                        let _ = tx.send(addr);
+                for scheme in ["http", "https"] {
+                    if let Some(addr) = line.split(&format!("listening on {scheme}://")).nth(1) {
+                        // The address ends at a space, or at the quote closing a JSON log
+                        // line's message.
+                        let addr = addr
+                            .split(|c: char| c.is_whitespace() || c == '"')
+                            .next()
+                            .unwrap_or("");
+                        if let Ok(addr) = addr.parse::<SocketAddr>() {
+                            let _ = tx.send((scheme, addr));
+                        }
                     }
                 }
                 sink.lock().unwrap().push(line);
