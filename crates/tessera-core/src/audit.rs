@@ -121,7 +121,10 @@ fn with_request_id(detail: Value, id: Option<RequestId>) -> Value {
         Value::Null => serde_json::Map::new(),
         other => serde_json::Map::from_iter([("detail".to_owned(), other)]),
     };
-    object.insert("request_id".to_owned(), Value::String(id.as_str().to_owned()));
+    object.insert(
+        "request_id".to_owned(),
+        Value::String(id.as_str().to_owned()),
+    );
     Value::Object(object)
 }
 
@@ -192,7 +195,10 @@ mod tests {
             with_request_id(json!({"ip": "192.0.2.1"}), Some(id)),
             json!({"ip": "192.0.2.1", "request_id": "req-7"})
         );
-        assert_eq!(with_request_id(Value::Null, Some(id)), json!({"request_id": "req-7"}));
+        assert_eq!(
+            with_request_id(Value::Null, Some(id)),
+            json!({"request_id": "req-7"})
+        );
         assert_eq!(
             with_request_id(json!("x"), Some(id)),
             json!({"detail": "x", "request_id": "req-7"})

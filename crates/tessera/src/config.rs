@@ -656,8 +656,12 @@ impl Config {
             ));
         }
         match (&self.tls.cert, &self.tls.key) {
-            (Some(_), None) => return Err(fail("tls.key", "tls.cert is set: set tls.key too".into())),
-            (None, Some(_)) => return Err(fail("tls.cert", "tls.key is set: set tls.cert too".into())),
+            (Some(_), None) => {
+                return Err(fail("tls.key", "tls.cert is set: set tls.key too".into()));
+            }
+            (None, Some(_)) => {
+                return Err(fail("tls.cert", "tls.key is set: set tls.cert too".into()));
+            }
             (Some(_), Some(_)) if !self.public_url.starts_with("https://") => {
                 return Err(fail(
                     "public_url",
@@ -980,11 +984,20 @@ mod tests {
         );
         assert!(Config::from_toml_str("").unwrap().tls.files().is_none());
         for (text, key) in [
-            ("public_url = \"https://a.example\"\n[tls]\ncert = \"c.pem\"", "tls.key"),
-            ("public_url = \"https://a.example\"\n[tls]\nkey = \"k.pem\"", "tls.cert"),
+            (
+                "public_url = \"https://a.example\"\n[tls]\ncert = \"c.pem\"",
+                "tls.key",
+            ),
+            (
+                "public_url = \"https://a.example\"\n[tls]\nkey = \"k.pem\"",
+                "tls.cert",
+            ),
             // Cookies, CSRF origins and HSTS follow the public URL: it must say https.
             ("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"", "public_url"),
-            ("[tls]\nredirect_listen = \"127.0.0.1:80\"", "tls.redirect_listen"),
+            (
+                "[tls]\nredirect_listen = \"127.0.0.1:80\"",
+                "tls.redirect_listen",
+            ),
         ] {
             let err = Config::from_toml_str(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

@@ -119,7 +119,8 @@ impl Files {
     /// Both files' contents; an error names the file that cannot be read.
     fn read(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
         let read = |path: &Path, what: &str| {
-            std::fs::read(path).map_err(|e| format!("reading the TLS {what} {}: {e}", path.display()))
+            std::fs::read(path)
+                .map_err(|e| format!("reading the TLS {what} {}: {e}", path.display()))
         };
         Ok((read(&self.cert, "certificate")?, read(&self.key, "key")?))
     }

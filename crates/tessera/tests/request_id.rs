@@ -31,7 +31,10 @@ fn id_of(response: &reqwest::Response) -> String {
 
 /// A fresh id: 32 lower-case hex digits.
 fn is_fresh(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn start_with_config(toml: &str) -> (tempfile::TempDir, Node) {

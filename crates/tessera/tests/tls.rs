@@ -263,6 +263,36 @@ async fn https_is_served_with_hsts() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(r.headers().contains_key("strict-transport-security"));
 
+    // Handlers still see the client's socket address: the login records it.
+    let base = format!("https://localhost:{port}");
+    let password = "correct horse battery staple";
+    let r = client
+        .post(format!("{base}/v1/users"))
+        .json(&serde_json::json!({"username": "alice", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let pair: serde_json::Value = client
+        .post(format!("{base}/v1/token"))
+        .json(&serde_json::json!({"username": "alice", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let logins = client
+        .get(format!("{base}/v1/sessions"))
+        .bearer_auth(pair["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(logins.contains(r#""ip":"127.0.0.1""#), "{logins}");
+
     // Plain HTTP on the TLS port gets no answer from the API.
     let plain = reqwest::Client::builder().no_proxy().build().unwrap();
     let attempt = plain
@@ -310,7 +340,11 @@ async fn certificates_are_reloaded_without_dropping_connections() {
     assert_eq!(after_hup.get("/healthz").await.0, 200);
 
     // A broken certificate file is refused, naming the file; the previous one stays in use.
-    std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n").unwrap();
+    std::fs::write(
+        &files.cert,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n",
+    )
+    .unwrap();
     let refusal = wait_for_log(&node, &["refused to reload the TLS certificate"]);
     assert!(refusal.contains("cert.pem"), "{refusal}");
     assert!(refusal.contains("ERROR"), "{refusal}");
@@ -341,12 +375,26 @@ async fn certificates_are_reloaded_without_dropping_connections() {
     wait_for_log(&node, &["TLS certificate reloaded", "the files changed"]);
     let deadline = Instant::now() + PATIENCE;
     while Connection::open(&pki, &node).await.peer_certificate() != third.der {
-        assert!(Instant::now() < deadline, "the third certificate is not served");
+        assert!(
+            Instant::now() < deadline,
+            "the third certificate is not served"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(kept.get("/healthz").await.0, 200);
     assert_eq!(kept.peer_certificate(), first.der);
     node.assert_no_panic();
+
+    // A graceful stop does not wait on the idle connection still open.
+    node.signal("-TERM");
+    wait_for_log(&node, &["tessera::serve: stopped"]);
+    let log = node.log_text();
+    assert!(
+        !log.contains("shutdown grace period"),
+        "the stop waited for the grace period:\n{log}"
+    );
+    drop(kept);
+    assert!(node.wait(Duration::from_secs(15)).success());
 }
 
 #[test]
@@ -428,7 +476,11 @@ async fn the_redirect_listener_sends_plain_http_to_https() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT, "{method} {path}");
+        assert_eq!(
+            r.status(),
+            StatusCode::PERMANENT_REDIRECT,
+            "{method} {path}"
+        );
         assert_eq!(
             r.headers()["location"],
             format!("https://localhost:{port}{path}").as_str(),
