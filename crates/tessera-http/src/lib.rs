@@ -124,8 +124,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::map_response(move |r| {
             layers::security_headers(r, https)
         }))
-        // One layer for both, so the stack is boxed once more, not twice: the request id is
-        // decided first, then the trace span that carries it.
+        // The request id, then the trace span that carries it, as one Router layer: every
+        // Router layer boxes the stack again, and these two need not cost two.
         .layer(
             tower::ServiceBuilder::new()
                 .layer(request_id::RequestIdLayer {
