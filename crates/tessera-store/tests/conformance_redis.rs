@@ -290,8 +290,8 @@ mod revocations {
 mod on_a_cluster {
     use std::sync::OnceLock;
 
-    use test_redis_cluster::RedisCluster;
     use tessera_store::RedisStore;
+    use test_redis_cluster::RedisCluster;
 
     use super::unique_prefix;
 

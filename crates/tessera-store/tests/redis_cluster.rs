@@ -90,7 +90,11 @@ async fn scripts_run_on_every_primary_and_load_again_when_forgotten() {
             store.create_session(&session).await.unwrap();
             assert!(
                 store
-                    .touch_session(&session.handle, now(), now().saturating_add(Duration::from_secs(60)))
+                    .touch_session(
+                        &session.handle,
+                        now(),
+                        now().saturating_add(Duration::from_secs(60))
+                    )
                     .await
                     .unwrap(),
                 "round {round}"
@@ -308,9 +312,16 @@ async fn a_failover_loses_no_acknowledged_revocation() {
         !handles.contains(&&ended.handle),
         "an acknowledged logout is not undone by a failover"
     );
-    assert_eq!(store.session_by_secret(&ended.secret_hash).await.unwrap(), None);
+    assert_eq!(
+        store.session_by_secret(&ended.secret_hash).await.unwrap(),
+        None
+    );
     assert!(
-        store.session_by_secret(&kept.secret_hash).await.unwrap().is_some(),
+        store
+            .session_by_secret(&kept.secret_hash)
+            .await
+            .unwrap()
+            .is_some(),
         "reads work again"
     );
     let denylist = store.revocations(now()).await.unwrap();
@@ -348,10 +359,16 @@ async fn a_failover_loses_no_acknowledged_revocation() {
     .unwrap();
     let deadline = Instant::now() + FAILOVER;
     loop {
-        match store.delete_sessions_of_user(&user, Some(&kept.handle)).await {
+        match store
+            .delete_sessions_of_user(&user, Some(&kept.handle))
+            .await
+        {
             Ok(_) => break,
             Err(StoreError::Unavailable(e)) => {
-                assert!(Instant::now() < deadline, "revocations never recovered: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "revocations never recovered: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{e:?}"),

@@ -297,9 +297,8 @@ impl RedisSection {
     /// it may hold a password.
     pub(crate) fn target(&self) -> Result<RedisTarget, (&'static str, String)> {
         let plain = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
-        let cluster = |url: &str| {
-            url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://")
-        };
+        let cluster =
+            |url: &str| url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://");
         match (&self.url, self.cluster_urls.is_empty()) {
             (Some(_), false) => Err((
                 "redis.cluster_urls",
@@ -322,7 +321,10 @@ impl RedisSection {
                 let hosts = url.split_once("://").map_or("", |(_, rest)| rest);
                 let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, hosts)| hosts);
                 let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
-                if hosts.split(',').any(|h| h.is_empty() || h.contains(['/', '?', '#'])) {
+                if hosts
+                    .split(',')
+                    .any(|h| h.is_empty() || h.contains(['/', '?', '#']))
+                {
                     return Err((
                         "redis.url",
                         "a redis+cluster:// URL lists host:port[,host:port…] and nothing after"
@@ -610,8 +612,7 @@ impl Config {
         self.database().map_err(|e| fail("database", e))?;
         if self.sessions.store == SessionStoreKind::Redis {
             let target = self.redis.target().map_err(|(key, why)| fail(key, why))?;
-            if target.is_cluster() && self.redis.prefix.contains(['{', '}'])
-            {
+            if target.is_cluster() && self.redis.prefix.contains(['{', '}']) {
                 return Err(fail(
                     "redis.prefix",
                     "must not contain { or } with a Redis Cluster (they would change the hash \
@@ -943,8 +944,9 @@ mod tests {
         let redis = |rest: &str| {
             Config::from_toml_str(&format!("[sessions]\nstore = \"redis\"\n[redis]\n{rest}"))
         };
-        let config = redis("cluster_urls = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:7001\"]")
-            .unwrap();
+        let config =
+            redis("cluster_urls = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:7001\"]")
+                .unwrap();
         assert_eq!(
             config.redis.target().unwrap(),
             RedisTarget::ClusterNodes(vec![
@@ -960,7 +962,10 @@ mod tests {
             ("url = \"http://:hunter2@h:1\"", "redis.url"),
             ("url = \"redis+cluster://:hunter2@h:1,,h:2\"", "redis.url"),
             ("url = \"redis+cluster://:hunter2@h:1/3\"", "redis.url"),
-            ("cluster_urls = [\"redis://h:1\", \"tcp://:hunter2@h:2\"]", "redis.cluster_urls"),
+            (
+                "cluster_urls = [\"redis://h:1\", \"tcp://:hunter2@h:2\"]",
+                "redis.cluster_urls",
+            ),
             (
                 "url = \"redis://:hunter2@h:1\"\ncluster_urls = [\"redis://h:1\"]",
                 "redis.cluster_urls",

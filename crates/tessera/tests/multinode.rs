@@ -1306,7 +1306,12 @@ impl Http {
 }
 
 /// Asks `probe` until it answers `want`; every other answer must be one of `meanwhile`.
-async fn answers_within<F, Fut>(what: &str, want: StatusCode, meanwhile: &[StatusCode], mut probe: F) -> usize
+async fn answers_within<F, Fut>(
+    what: &str,
+    want: StatusCode,
+    meanwhile: &[StatusCode],
+    mut probe: F,
+) -> usize
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = StatusCode>,
@@ -1323,7 +1328,10 @@ where
             "{what}: {status} (expected {want}, or meanwhile one of {meanwhile:?})"
         );
         others += 1;
-        assert!(Instant::now() < deadline, "{what}: still {status} after {FAILOVER:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {status} after {FAILOVER:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -1366,7 +1374,10 @@ async fn a_redis_primary_dies_and_no_acknowledged_revocation_is_lost() {
         for cookie in [&ended.cookie, &kept.cookie, &to_end_later.cookie] {
             assert_eq!(http.me_with_cookie(node, cookie).await, StatusCode::OK);
         }
-        assert_eq!(http.me_with_bearer(node, &revoked.access).await, StatusCode::OK);
+        assert_eq!(
+            http.me_with_bearer(node, &revoked.access).await,
+            StatusCode::OK
+        );
     }
 
     // Acknowledged: a logout on B, a token revocation on C. Then the primary dies.
@@ -1398,9 +1409,12 @@ async fn a_redis_primary_dies_and_no_acknowledged_revocation_is_lost() {
             StatusCode::OK => {
                 // Once the login succeeded, its session works on another node.
                 let cookie = cookie.unwrap();
-                answers_within("the new session", StatusCode::OK, &[StatusCode::SERVICE_UNAVAILABLE], || {
-                    http.me_with_cookie(c, &cookie)
-                })
+                answers_within(
+                    "the new session",
+                    StatusCode::OK,
+                    &[StatusCode::SERVICE_UNAVAILABLE],
+                    || http.me_with_cookie(c, &cookie),
+                )
                 .await;
                 break;
             }
@@ -1411,13 +1425,19 @@ async fn a_redis_primary_dies_and_no_acknowledged_revocation_is_lost() {
         for node in [a, b, c] {
             let status = http.me_with_cookie(node, &ended.cookie).await;
             assert!(
-                matches!(status, StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE),
+                matches!(
+                    status,
+                    StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+                ),
                 "the logged-out session on {} during the failover: {status}",
                 node.name
             );
             let status = http.me_with_bearer(node, &revoked.access).await;
             assert!(
-                matches!(status, StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE),
+                matches!(
+                    status,
+                    StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+                ),
                 "the revoked token on {} during the failover: {status}",
                 node.name
             );
@@ -1425,28 +1445,43 @@ async fn a_redis_primary_dies_and_no_acknowledged_revocation_is_lost() {
         assert!(Instant::now() < deadline, "logins never recovered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(unavailable > 0, "a login needing the dead primary was refused with 503 first");
+    assert!(
+        unavailable > 0,
+        "a login needing the dead primary was refused with 503 first"
+    );
     println!("logins answered 503 {unavailable} times, then 200");
 
     // After the failover, on every node: what was revoked stays revoked, the rest works.
     let unavailable = [StatusCode::SERVICE_UNAVAILABLE];
     for node in [a, b, c] {
         let n = node.name;
-        answers_within(&format!("the logged-out session on {n}"), StatusCode::UNAUTHORIZED, &unavailable, || {
-            http.me_with_cookie(node, &ended.cookie)
-        })
+        answers_within(
+            &format!("the logged-out session on {n}"),
+            StatusCode::UNAUTHORIZED,
+            &unavailable,
+            || http.me_with_cookie(node, &ended.cookie),
+        )
         .await;
-        answers_within(&format!("the revoked token on {n}"), StatusCode::UNAUTHORIZED, &unavailable, || {
-            http.me_with_bearer(node, &revoked.access)
-        })
+        answers_within(
+            &format!("the revoked token on {n}"),
+            StatusCode::UNAUTHORIZED,
+            &unavailable,
+            || http.me_with_bearer(node, &revoked.access),
+        )
         .await;
-        answers_within(&format!("the kept session on {n}"), StatusCode::OK, &unavailable, || {
-            http.me_with_cookie(node, &kept.cookie)
-        })
+        answers_within(
+            &format!("the kept session on {n}"),
+            StatusCode::OK,
+            &unavailable,
+            || http.me_with_cookie(node, &kept.cookie),
+        )
         .await;
-        answers_within(&format!("the live token on {n}"), StatusCode::OK, &unavailable, || {
-            http.me_with_bearer(node, &live.access)
-        })
+        answers_within(
+            &format!("the live token on {n}"),
+            StatusCode::OK,
+            &unavailable,
+            || http.me_with_bearer(node, &live.access),
+        )
         .await;
         assert_eq!(
             http.refresh(node, &revoked.refresh).await.err(),
@@ -1481,7 +1516,11 @@ async fn a_redis_primary_dies_and_no_acknowledged_revocation_is_lost() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let login = http.session_login(b, &name).await;
-    assert_eq!(http.logout(c, &login).await, StatusCode::NO_CONTENT, "a logout with a replica to confirm it");
+    assert_eq!(
+        http.logout(c, &login).await,
+        StatusCode::NO_CONTENT,
+        "a logout with a replica to confirm it"
+    );
     for node in [a, b, c] {
         for (what, cookie) in [("retried", &to_end_later.cookie), ("new", &login.cookie)] {
             answers_within(

@@ -168,7 +168,11 @@ impl RedisCluster {
     }
 
     /// Runs `cmd` on the node at `port`.
-    pub fn query<T: redis::FromRedisValue>(&self, port: u16, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+    pub fn query<T: redis::FromRedisValue>(
+        &self,
+        port: u16,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
         let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
         cmd.query(&mut conn)
@@ -239,7 +243,10 @@ impl RedisCluster {
             .iter_mut()
             .find(|s| s.port == port)
             .unwrap_or_else(|| panic!("no node on port {port}"));
-        assert!(server.process.is_none(), "the node on port {port} is running");
+        assert!(
+            server.process.is_none(),
+            "the node on port {port} is running"
+        );
         let process = spawn_server(&dir, port, server.bus)
             .unwrap_or_else(|e| panic!("cannot restart the node on port {port}: {e}"));
         server.process = Some(process);
@@ -441,7 +448,10 @@ fn wait_for_ping(server: &mut Server, dir: &Path) -> Result<(), String> {
             ));
         }
         if Instant::now() > deadline {
-            return Err(format!("redis-server on port {} does not answer", server.port));
+            return Err(format!(
+                "redis-server on port {} does not answer",
+                server.port
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -213,14 +213,20 @@ impl Listener {
         cluster_healthy(&mut subscription.conn).await?;
         let listing: String = call(
             "CLUSTER NODES",
-            cmd("CLUSTER").arg("NODES").query_async(&mut subscription.conn),
+            cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut subscription.conn),
         )
         .await?;
         nodes.learn(&node, &listing);
         Ok(subscription)
     }
 
-    async fn subscribe_on(&self, client: &Client, cluster: bool) -> Result<Subscription, StoreError> {
+    async fn subscribe_on(
+        &self,
+        client: &Client,
+        cluster: bool,
+    ) -> Result<Subscription, StoreError> {
         let (push_sender, pushes) = mpsc::unbounded_channel();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
