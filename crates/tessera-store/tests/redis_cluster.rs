@@ -381,6 +381,6 @@ async fn a_failover_loses_no_acknowledged_revocation() {
         .into_iter()
         .map(|s| s.handle)
         .collect();
-    assert_eq!(left, [kept.handle.clone()]);
+    assert_eq!(left, std::slice::from_ref(&kept.handle));
     drop(restarted);
 }
