@@ -5,6 +5,10 @@
 //! `redis://127.0.0.1:6379`. They fail, never skip, when it cannot be reached. Every store uses
 //! its own key prefix, and each test deletes its keys when it ends. The reconnection test starts
 //! its own `redis-server` on a free port.
+//!
+//! The suite runs a second time on a Redis Cluster (`on_a_cluster`): three primaries with a
+//! replica each, started by this test binary on free ports, shared by its tests, and killed when
+//! the binary ends. A script that touched keys of two slots would fail there (`CROSSSLOT`).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -280,6 +284,64 @@ mod revocations {
             check(connect(&prefix).await).await;
         }
     );
+}
+
+/// The same suite on a Redis Cluster of this binary's own.
+mod on_a_cluster {
+    use std::sync::OnceLock;
+
+    use tessera_store::RedisStore;
+    use test_redis_cluster::RedisCluster;
+
+    use super::unique_prefix;
+
+    /// One cluster for every test of this binary: it lives in memory only and dies with the
+    /// binary (see `test_redis_cluster`), so nothing needs deleting.
+    fn cluster() -> &'static RedisCluster {
+        static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+        CLUSTER.get_or_init(RedisCluster::start)
+    }
+
+    async fn connect(test: &str) -> RedisStore {
+        let url = tokio::task::spawn_blocking(|| cluster().cluster_url())
+            .await
+            .expect("the cluster starts");
+        RedisStore::connect(&url, &unique_prefix(test))
+            .await
+            .expect("connect to the test's Redis Cluster")
+    }
+
+    mod sessions {
+        use super::super::{MemoryStore, UsersAndSessions};
+        use super::connect;
+
+        tessera_store::conformance_tests!(
+            [users, sessions] | check | {
+                check(UsersAndSessions {
+                    users: MemoryStore::new(),
+                    sessions: connect("sessions").await,
+                })
+                .await;
+            }
+        );
+    }
+
+    mod revocations {
+        use super::connect;
+
+        tessera_store::conformance_tests!(
+            [revocations] | check | {
+                check(connect("revocations").await).await;
+            }
+        );
+    }
+
+    /// `PING` goes to every primary.
+    #[tokio::test]
+    async fn ping_answers_on_every_primary() {
+        use tessera_core::store::HealthCheck;
+        connect("ping").await.ping().await.expect("ping");
+    }
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
 use tessera_store::{PostgresStore, RedisStore};
 
-use crate::config::{Config, Database, SessionStoreKind};
+use crate::config::{Config, Database, RedisTarget, SessionStoreKind};
 
 /// Everything a command needs, built from the configuration: the services (`app.sessions`, …
 /// through `Deref`) and the stores under them.
@@ -98,11 +98,32 @@ async fn stores(
         }
     };
     if config.sessions.store == SessionStoreKind::Redis {
-        let url = config.redis.url.as_deref().unwrap_or_default();
-        let redis = RedisStore::connect(url, &config.redis.prefix)
-            .await
-            .context("connecting to Redis")?;
-        tracing::info!(prefix = %config.redis.prefix, "Redis ready: sessions, revocations, throttling and the change feed");
+        let target = config
+            .redis
+            .target()
+            .map_err(|(key, why)| anyhow::anyhow!("{key}: {why}"))?;
+        let prefix = &config.redis.prefix;
+        let mut redis = match &target {
+            RedisTarget::Url { url, .. } => RedisStore::connect(url, prefix).await,
+            RedisTarget::ClusterNodes(nodes) => {
+                RedisStore::connect_cluster(nodes.as_slice(), prefix).await
+            }
+        }
+        .with_context(|| {
+            if target.is_cluster() {
+                "connecting to the Redis Cluster"
+            } else {
+                "connecting to Redis"
+            }
+        })?;
+        if let Some(replicas) = config.redis.replica_acks {
+            redis = redis.with_replica_acks(replicas);
+        }
+        tracing::info!(
+            prefix = %config.redis.prefix,
+            cluster = target.is_cluster(),
+            "Redis ready: sessions, revocations, throttling and the change feed"
+        );
         stores.sessions = Arc::new(redis.clone());
         // Every denylist entry is also written to the database, so a Redis that restarts
         // empty forgets no revocation.

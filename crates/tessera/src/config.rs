@@ -274,17 +274,102 @@ pub(crate) enum SessionStoreKind {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RedisSection {
-    /// `redis://host:port/db`; needed when `sessions.store = "redis"`.
+    /// `redis://host:port/db`, or `redis+cluster://host:port[,host:port…]` for a Redis Cluster;
+    /// `sessions.store = "redis"` needs it or `cluster_urls`.
     pub url: Option<String>,
+    /// A Redis Cluster: some of its nodes, `redis://[user:password@]host:port` each (the others
+    /// are found through them). Instead of `url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_urls: Vec<String>,
     /// Every key starts with this, so several deployments (or test runs) can share a server.
     pub prefix: String,
+    /// How many replicas must confirm a write that ends or revokes something before it is
+    /// acknowledged (Redis `WAIT`); default 1 on a cluster, 0 on one Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_acks: Option<u32>,
 }
 
 impl Default for RedisSection {
     fn default() -> Self {
         Self {
             url: None,
+            cluster_urls: Vec::new(),
             prefix: "tessera:".into(),
+            replica_acks: None,
+        }
+    }
+}
+
+/// Where the Redis store connects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RedisTarget {
+    /// `redis.url`: one Redis, or a Redis Cluster when `cluster` (a `redis+cluster://` URL).
+    Url { url: String, cluster: bool },
+    /// A Redis Cluster, through these nodes (`redis.cluster_urls`).
+    ClusterNodes(Vec<String>),
+}
+
+impl RedisTarget {
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(
+            self,
+            RedisTarget::Url { cluster: true, .. } | RedisTarget::ClusterNodes(_)
+        )
+    }
+}
+
+impl RedisSection {
+    /// Where to connect; `Err((key, why))` for a missing or bad value. No message repeats a URL:
+    /// it may hold a password.
+    pub(crate) fn target(&self) -> Result<RedisTarget, (&'static str, String)> {
+        let plain = |url: &str| url.starts_with("redis://") || url.starts_with("rediss://");
+        let cluster =
+            |url: &str| url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://");
+        match (&self.url, self.cluster_urls.is_empty()) {
+            (Some(_), false) => Err((
+                "redis.cluster_urls",
+                "set either redis.url or redis.cluster_urls, not both".into(),
+            )),
+            (None, false) => {
+                if let Some(i) = self.cluster_urls.iter().position(|u| !plain(u)) {
+                    return Err((
+                        "redis.cluster_urls",
+                        format!("entry {} is not a redis:// or rediss:// URL", i + 1),
+                    ));
+                }
+                Ok(RedisTarget::ClusterNodes(self.cluster_urls.clone()))
+            }
+            (Some(url), true) if plain(url) => Ok(RedisTarget::Url {
+                url: url.clone(),
+                cluster: false,
+            }),
+            (Some(url), true) if cluster(url) => {
+                let hosts = url.split_once("://").map_or("", |(_, rest)| rest);
+                let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, hosts)| hosts);
+                let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+                if hosts
+                    .split(',')
+                    .any(|h| h.is_empty() || h.contains(['/', '?', '#']))
+                {
+                    return Err((
+                        "redis.url",
+                        "a redis+cluster:// URL lists host:port[,host:port…] and nothing after"
+                            .into(),
+                    ));
+                }
+                Ok(RedisTarget::Url {
+                    url: url.clone(),
+                    cluster: true,
+                })
+            }
+            (Some(_), true) => Err((
+                "redis.url",
+                "not a redis://, rediss:// or redis+cluster:// URL".into(),
+            )),
+            (None, true) => Err((
+                "redis.url",
+                "sessions.store = \"redis\" needs redis.url or redis.cluster_urls".into(),
+            )),
         }
     }
 }
@@ -552,17 +637,14 @@ impl Config {
         };
         self.database().map_err(|e| fail("database", e))?;
         if self.sessions.store == SessionStoreKind::Redis {
-            match &self.redis.url {
-                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {}
-                Some(url) => {
-                    return Err(fail("redis.url", format!("{url:?} is not a redis:// URL")));
-                }
-                None => {
-                    return Err(fail(
-                        "redis.url",
-                        "sessions.store = \"redis\" needs redis.url".into(),
-                    ));
-                }
+            let target = self.redis.target().map_err(|(key, why)| fail(key, why))?;
+            if target.is_cluster() && self.redis.prefix.contains(['{', '}']) {
+                return Err(fail(
+                    "redis.prefix",
+                    "must not contain { or } with a Redis Cluster (they would change the hash \
+                     tags that keep each script in one slot)"
+                        .into(),
+                ));
             }
         }
         if let Some(schema) = &self.postgres.schema
@@ -906,6 +988,49 @@ fn describe(errors: figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_cluster_settings_name_the_key_and_never_the_password() {
+        let redis = |rest: &str| {
+            Config::from_toml_str(&format!("[sessions]\nstore = \"redis\"\n[redis]\n{rest}"))
+        };
+        let config =
+            redis("cluster_urls = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:7001\"]")
+                .unwrap();
+        assert_eq!(
+            config.redis.target().unwrap(),
+            RedisTarget::ClusterNodes(vec![
+                "redis://127.0.0.1:7000".into(),
+                "redis://127.0.0.1:7001".into()
+            ])
+        );
+        let config = redis("url = \"redis+cluster://:pw@127.0.0.1:7000,127.0.0.1:7001\"").unwrap();
+        assert!(config.redis.target().unwrap().is_cluster());
+        let config = redis("url = \"redis://127.0.0.1:6379/2\"").unwrap();
+        assert!(!config.redis.target().unwrap().is_cluster());
+        for (rest, key) in [
+            ("url = \"http://:hunter2@h:1\"", "redis.url"),
+            ("url = \"redis+cluster://:hunter2@h:1,,h:2\"", "redis.url"),
+            ("url = \"redis+cluster://:hunter2@h:1/3\"", "redis.url"),
+            (
+                "cluster_urls = [\"redis://h:1\", \"tcp://:hunter2@h:2\"]",
+                "redis.cluster_urls",
+            ),
+            (
+                "url = \"redis://:hunter2@h:1\"\ncluster_urls = [\"redis://h:1\"]",
+                "redis.cluster_urls",
+            ),
+            (
+                "cluster_urls = [\"redis://:hunter2@h:1\"]\nprefix = \"{t}:\"",
+                "redis.prefix",
+            ),
+            ("replica_acks = -1", "replica_acks"),
+        ] {
+            let err = redis(rest).unwrap_err().to_string();
+            assert!(err.contains(key), "{rest}: {err}");
+            assert!(!err.contains("hunter2"), "{rest}: {err}");
+        }
+    }
 
     #[test]
     fn the_playground_is_on_for_a_loopback_listener_by_default() {

@@ -8,6 +8,12 @@
 //! `redis://127.0.0.1:6379`), and fails, never skips, when either cannot be reached. Each run
 //! uses its own schema and key prefix and removes both when it ends, also when it fails.
 //!
+//! The same test runs again with the nodes on a Redis Cluster (three primaries with a replica
+//! each, started by the test on free ports, `redis-server` and `redis-cli` on the `PATH`), and a
+//! third test kills one primary of such a cluster during a run: requests that need it fail
+//! closed (503) until its replica took over, then succeed again, and no acknowledged revocation
+//! or logout comes back. The tests take turns, so the measurements are not disturbed.
+//!
 //! `cargo test -p tessera --test multinode -- --nocapture` shows the latency table.
 
 mod harness;
@@ -22,6 +28,7 @@ use reqwest::StatusCode;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection};
+use test_redis_cluster::RedisCluster;
 
 const PASSWORD: &str = "correct horse battery staple";
 const ADMIN_PASSWORD: &str = "a long admin passphrase for the test";
@@ -68,6 +75,68 @@ fn random_hex() -> String {
             .as_nanos(),
     );
     format!("{:016x}", hasher.finish())
+}
+
+/// The tests of this file run one at a time: each starts nodes and measures them.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The Redis the nodes share.
+enum Redis {
+    /// The one at [`redis_url`], under the run's prefix.
+    Shared,
+    /// A Redis Cluster of the test's own, named by `redis.url = "redis+cluster://…"`, or by
+    /// `redis.cluster_urls` when `by_node_list`.
+    Cluster {
+        cluster: RedisCluster,
+        by_node_list: bool,
+    },
+}
+
+impl Redis {
+    /// Starts a private cluster (off the async workers: it takes a few seconds).
+    async fn cluster(by_node_list: bool) -> Self {
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("the Redis Cluster starts");
+        Redis::Cluster {
+            cluster,
+            by_node_list,
+        }
+    }
+
+    /// The environment that points a node at it.
+    fn env(&self) -> (&'static str, String) {
+        match self {
+            Redis::Shared => ("TESSERA_REDIS__URL", redis_url()),
+            Redis::Cluster {
+                cluster,
+                by_node_list: false,
+            } => ("TESSERA_REDIS__URL", cluster.cluster_url()),
+            Redis::Cluster {
+                cluster,
+                by_node_list: true,
+            } => {
+                let quoted: Vec<String> =
+                    cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+                (
+                    "TESSERA_REDIS__CLUSTER_URLS",
+                    format!("[{}]", quoted.join(",")),
+                )
+            }
+        }
+    }
+
+    /// Where to look for the run's keys: the shared Redis, or every live node of the cluster.
+    fn urls(&self) -> Vec<String> {
+        match self {
+            Redis::Shared => vec![redis_url()],
+            Redis::Cluster { cluster, .. } => cluster
+                .live_ports()
+                .into_iter()
+                .map(|p| format!("redis://127.0.0.1:{p}"))
+                .collect(),
+        }
+    }
 }
 
 /// Fails the test with a clear message when PostgreSQL or Redis cannot be reached.
@@ -119,10 +188,11 @@ struct Cluster {
     prefix: String,
     master_key: String,
     dir: tempfile::TempDir,
+    redis: Redis,
 }
 
 impl Cluster {
-    fn new() -> Self {
+    fn new(redis: Redis) -> Self {
         let id = random_hex();
         let key: Vec<u8> = (0..4)
             .flat_map(|_| {
@@ -137,6 +207,7 @@ impl Cluster {
             prefix: format!("tessera-mn:{id}:"),
             master_key: base64::engine::general_purpose::STANDARD.encode(key),
             dir: tempfile::tempdir().unwrap(),
+            redis,
         }
     }
 
@@ -146,7 +217,7 @@ impl Cluster {
             ("TESSERA_DATABASE", postgres_url()),
             ("TESSERA_POSTGRES__SCHEMA", self.schema.clone()),
             ("TESSERA_SESSIONS__STORE", "redis".into()),
-            ("TESSERA_REDIS__URL", redis_url()),
+            self.redis.env(),
             ("TESSERA_REDIS__PREFIX", self.prefix.clone()),
             ("TESSERA_TOKENS__MASTER_KEY", self.master_key.clone()),
             ("TESSERA_PUBLIC_URL", PUBLIC_URL.into()),
@@ -190,34 +261,40 @@ impl Cluster {
         self.nodes.iter().find(|n| n.name == name).unwrap()
     }
 
-    /// Keys under this run's prefix.
+    /// Keys under this run's prefix (on every node of a cluster).
     fn redis_keys(&self) -> redis::RedisResult<Vec<String>> {
-        let client = redis::Client::open(redis_url())?;
-        let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
-        // The prefix is made of [a-z0-9:-]: nothing to escape for the glob.
-        let pattern = format!("{}*", self.prefix);
-        let mut cursor = String::from("0");
         let mut keys = Vec::new();
-        loop {
-            let (next, page): (String, Vec<String>) = redis::cmd("SCAN")
-                .arg(&cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query(&mut conn)?;
-            keys.extend(page);
-            if next == "0" {
-                break;
+        for url in self.redis.urls() {
+            let client = redis::Client::open(url)?;
+            let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+            // The prefix is made of [a-z0-9:-]: nothing to escape for the glob.
+            let pattern = format!("{}*", self.prefix);
+            let mut cursor = String::from("0");
+            loop {
+                let (next, page): (String, Vec<String>) = redis::cmd("SCAN")
+                    .arg(&cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(&mut conn)?;
+                keys.extend(page);
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
         keys.sort();
         keys.dedup();
         Ok(keys)
     }
 
+    /// Deletes the run's keys from the shared Redis (a private cluster goes with its processes).
     fn delete_redis_keys(&self) -> redis::RedisResult<()> {
+        if !matches!(self.redis, Redis::Shared) {
+            return Ok(());
+        }
         let keys = self.redis_keys()?;
         let client = redis::Client::open(redis_url())?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
@@ -531,9 +608,22 @@ fn ms(d: Duration) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_share_logins_revocations_and_keys() {
-    let started = Instant::now();
+    let _turn = ONE_AT_A_TIME.lock().await;
     require_services().await;
-    let mut cluster = Cluster::new();
+    three_nodes_share(Redis::Shared).await;
+}
+
+/// The same, with the nodes on a Redis Cluster (named by a `redis+cluster://` URL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_share_logins_revocations_and_keys_on_a_redis_cluster() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    require_services().await;
+    three_nodes_share(Redis::cluster(false).await).await;
+}
+
+async fn three_nodes_share(redis: Redis) {
+    let started = Instant::now();
+    let mut cluster = Cluster::new(redis);
     let admin_id = cluster.add_admin("root");
     assert!(admin_id.starts_with("usr_"), "{admin_id}");
     cluster.start_nodes();
@@ -1178,4 +1268,268 @@ fn report(m: &Measured) {
         );
     }
     println!();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A primary of the Redis Cluster dies during a run
+
+/// How long the cluster may take to notice a dead primary and promote its replica (a node
+/// timeout of a second, an election, the clients' slot maps catching up).
+const FAILOVER: Duration = Duration::from_secs(30);
+
+impl Http {
+    /// `POST /v1/session/login`: the status and, on success, the cookie.
+    async fn try_session_login(&self, node: &Node, username: &str) -> (StatusCode, Option<String>) {
+        let r = self
+            .0
+            .post(format!("{}/v1/session/login", node.base))
+            .json(&json!({"username": username, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let cookie = (status == StatusCode::OK).then(|| set_cookie(&r, SESSION_COOKIE));
+        (status, cookie)
+    }
+
+    /// `DELETE /v1/session`: the status.
+    async fn logout(&self, node: &Node, login: &SessionLogin) -> StatusCode {
+        self.0
+            .delete(format!("{}/v1/session", node.base))
+            .header(COOKIE, &login.cookie)
+            .header("X-CSRF-Token", &login.csrf)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+}
+
+/// Asks `probe` until it answers `want`; every other answer must be one of `meanwhile`.
+async fn answers_within<F, Fut>(
+    what: &str,
+    want: StatusCode,
+    meanwhile: &[StatusCode],
+    mut probe: F,
+) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StatusCode>,
+{
+    let deadline = Instant::now() + FAILOVER;
+    let mut others = 0;
+    loop {
+        let status = probe().await;
+        if status == want {
+            return others;
+        }
+        assert!(
+            meanwhile.contains(&status),
+            "{what}: {status} (expected {want}, or meanwhile one of {meanwhile:?})"
+        );
+        others += 1;
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {status} after {FAILOVER:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One primary is killed (SIGKILL) right after it acknowledged a logout and a token
+/// revocation. Requests that need it answer 503 (never 500, never a success on stale state)
+/// until its replica took over, then succeed; the logout and the revocation hold on every node.
+/// Logouts on that shard stay refused (503) while it has no replica to confirm them, and work
+/// again once the old primary is back as its replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_primary_dies_and_no_acknowledged_revocation_is_lost() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    require_services().await;
+    let mut nodes = Cluster::new(Redis::cluster(true).await);
+    let Redis::Cluster { cluster: redis, .. } = &nodes.redis else {
+        unreachable!("a cluster was asked for")
+    };
+    // A user whose sessions live on the primary that holds the revocations: one kill takes
+    // both away.
+    let victim = redis.primary_of(&format!("{}{{rev}}:deny", nodes.prefix));
+    let mut name = String::new();
+    for i in 0.. {
+        assert!(i < 60, "no user id landed on the primary {victim}");
+        name = format!("user{i}");
+        let id = add_user(nodes.dir.path(), &nodes.env(), &name, false, PASSWORD);
+        if redis.primary_of(&format!("{}{{u:{id}}}:sessions", nodes.prefix)) == victim {
+            break;
+        }
+    }
+    nodes.start_nodes();
+    let http = Http::new();
+    let (a, b, c) = (nodes.node("A"), nodes.node("B"), nodes.node("C"));
+
+    let ended = http.session_login(a, &name).await;
+    let kept = http.session_login(b, &name).await;
+    let to_end_later = http.session_login(c, &name).await;
+    let revoked = http.token_login(a, &name).await;
+    let live = http.token_login(b, &name).await;
+    for node in [a, b, c] {
+        for cookie in [&ended.cookie, &kept.cookie, &to_end_later.cookie] {
+            assert_eq!(http.me_with_cookie(node, cookie).await, StatusCode::OK);
+        }
+        assert_eq!(
+            http.me_with_bearer(node, &revoked.access).await,
+            StatusCode::OK
+        );
+    }
+
+    // Acknowledged: a logout on B, a token revocation on C. Then the primary dies.
+    assert_eq!(http.logout(b, &ended).await, StatusCode::NO_CONTENT);
+    http.revoke(c, &revoked.access).await;
+    let Redis::Cluster { cluster: redis, .. } = &mut nodes.redis else {
+        unreachable!()
+    };
+    redis.kill(victim);
+    let replica_port = {
+        let nodes_now = redis.nodes();
+        nodes_now
+            .iter()
+            .find(|n| {
+                let dead = nodes_now.iter().find(|d| d.port == victim);
+                dead.is_some_and(|d| n.primary_id.as_deref() == Some(d.id.as_str()))
+            })
+            .map(|n| n.port)
+    };
+    println!("killed the primary {victim}; its replica {replica_port:?} is to take over");
+
+    // A login for this user needs the dead primary: 503 until the replica took over, then 200.
+    let (a, b, c) = (nodes.node("A"), nodes.node("B"), nodes.node("C"));
+    let deadline = Instant::now() + FAILOVER;
+    let mut unavailable = 0;
+    loop {
+        let (status, cookie) = http.try_session_login(a, &name).await;
+        match status {
+            StatusCode::OK => {
+                // Once the login succeeded, its session works on another node.
+                let cookie = cookie.unwrap();
+                answers_within(
+                    "the new session",
+                    StatusCode::OK,
+                    &[StatusCode::SERVICE_UNAVAILABLE],
+                    || http.me_with_cookie(c, &cookie),
+                )
+                .await;
+                break;
+            }
+            StatusCode::SERVICE_UNAVAILABLE => unavailable += 1,
+            other => panic!("a login while the primary is down: {other} (not 503)"),
+        }
+        // Meanwhile, nothing revoked is accepted anywhere.
+        for node in [a, b, c] {
+            let status = http.me_with_cookie(node, &ended.cookie).await;
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "the logged-out session on {} during the failover: {status}",
+                node.name
+            );
+            let status = http.me_with_bearer(node, &revoked.access).await;
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::UNAUTHORIZED | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "the revoked token on {} during the failover: {status}",
+                node.name
+            );
+        }
+        assert!(Instant::now() < deadline, "logins never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        unavailable > 0,
+        "a login needing the dead primary was refused with 503 first"
+    );
+    println!("logins answered 503 {unavailable} times, then 200");
+
+    // After the failover, on every node: what was revoked stays revoked, the rest works.
+    let unavailable = [StatusCode::SERVICE_UNAVAILABLE];
+    for node in [a, b, c] {
+        let n = node.name;
+        answers_within(
+            &format!("the logged-out session on {n}"),
+            StatusCode::UNAUTHORIZED,
+            &unavailable,
+            || http.me_with_cookie(node, &ended.cookie),
+        )
+        .await;
+        answers_within(
+            &format!("the revoked token on {n}"),
+            StatusCode::UNAUTHORIZED,
+            &unavailable,
+            || http.me_with_bearer(node, &revoked.access),
+        )
+        .await;
+        answers_within(
+            &format!("the kept session on {n}"),
+            StatusCode::OK,
+            &unavailable,
+            || http.me_with_cookie(node, &kept.cookie),
+        )
+        .await;
+        answers_within(
+            &format!("the live token on {n}"),
+            StatusCode::OK,
+            &unavailable,
+            || http.me_with_bearer(node, &live.access),
+        )
+        .await;
+        assert_eq!(
+            http.refresh(node, &revoked.refresh).await.err(),
+            Some(StatusCode::UNAUTHORIZED),
+            "the revoked login's refresh token on {n}"
+        );
+    }
+
+    // The shard has no replica now: a logout there cannot be confirmed, so it is not
+    // acknowledged (503). (The primary may have applied it: the nodes drop the session from
+    // their caches all the same, and a retry finds it gone.)
+    assert_eq!(
+        http.logout(a, &to_end_later).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a logout no replica can confirm"
+    );
+    // The old primary comes back as a replica: logouts are confirmed again.
+    let Redis::Cluster { cluster: redis, .. } = &mut nodes.redis else {
+        unreachable!()
+    };
+    redis.restart(victim);
+    tokio::task::block_in_place(|| redis.wait_until_healthy());
+    let (a, b, c) = (nodes.node("A"), nodes.node("B"), nodes.node("C"));
+    let deadline = Instant::now() + FAILOVER;
+    loop {
+        match http.logout(a, &to_end_later).await {
+            StatusCode::NO_CONTENT | StatusCode::UNAUTHORIZED => break,
+            StatusCode::SERVICE_UNAVAILABLE => {}
+            other => panic!("a logout once the replica is back: {other}"),
+        }
+        assert!(Instant::now() < deadline, "logouts never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let login = http.session_login(b, &name).await;
+    assert_eq!(
+        http.logout(c, &login).await,
+        StatusCode::NO_CONTENT,
+        "a logout with a replica to confirm it"
+    );
+    for node in [a, b, c] {
+        for (what, cookie) in [("retried", &to_end_later.cookie), ("new", &login.cookie)] {
+            answers_within(
+                &format!("the {what} logged-out session on {}", node.name),
+                StatusCode::UNAUTHORIZED,
+                &unavailable,
+                || http.me_with_cookie(node, cookie),
+            )
+            .await;
+        }
+    }
 }

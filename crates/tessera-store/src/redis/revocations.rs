@@ -57,18 +57,17 @@ fn score_millis(score: f64) -> Timestamp {
 
 impl RedisStore {
     async fn remove_allowed_set(&self, set: String) -> Result<usize, StoreError> {
-        let mut conn = self.conn();
-        let removed: i64 = call(
-            "disallow tokens",
-            ALLOW_REMOVE_SET
-                .call()
-                .key(self.keys.allowlist())
-                .key(self.keys.allow_expiry())
-                .key(set)
-                .arg(self.keys.allow_base())
-                .run(&mut conn),
-        )
-        .await?;
+        let removed: i64 = self
+            .run_revoking(
+                "disallow tokens",
+                ALLOW_REMOVE_SET
+                    .call()
+                    .key(self.keys.allowlist())
+                    .key(self.keys.allow_expiry())
+                    .key(set)
+                    .arg(self.keys.allow_base()),
+            )
+            .await?;
         Ok(usize::try_from(removed).unwrap_or(0))
     }
 }
@@ -76,8 +75,7 @@ impl RedisStore {
 #[async_trait]
 impl RevocationStore for RedisStore {
     async fn add_revocation(&self, entry: &RevocationEntry) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        call(
+        self.run_revoking(
             "add revocation",
             DENY_ADD
                 .call()
@@ -85,8 +83,7 @@ impl RevocationStore for RedisStore {
                 .arg(entry.expires_at.unix_millis())
                 .arg(member(&entry.revoked))
                 .arg(self.grace_ms)
-                .arg(MAX_TTL_MS)
-                .run::<()>(&mut conn),
+                .arg(MAX_TTL_MS),
         )
         .await
     }
@@ -183,18 +180,17 @@ impl RevocationStore for RedisStore {
     }
 
     async fn disallow_token(&self, jti: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let removed: i64 = call(
-            "disallow token",
-            ALLOW_REMOVE
-                .call()
-                .key(self.keys.allowlist())
-                .key(self.keys.allow_expiry())
-                .arg(jti)
-                .arg(self.keys.allow_base())
-                .run(&mut conn),
-        )
-        .await?;
+        let removed: i64 = self
+            .run_revoking(
+                "disallow token",
+                ALLOW_REMOVE
+                    .call()
+                    .key(self.keys.allowlist())
+                    .key(self.keys.allow_expiry())
+                    .arg(jti)
+                    .arg(self.keys.allow_base()),
+            )
+            .await?;
         Ok(removed == 1)
     }
 

@@ -88,6 +88,11 @@ impl Call<'_> {
         self
     }
 
+    /// The first key: every key of a script shares its hash tag, so this names the slot.
+    pub(super) fn first_key(&self) -> &[u8] {
+        self.keys.first().map_or(&[], Vec::as_slice)
+    }
+
     /// Runs the script by its hash, loading it first if Redis does not know it (after a restart).
     pub(super) async fn run<T: FromRedisValue>(
         &self,

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use ::redis::aio::ConnectionManager;
 use ::redis::{cmd, pipe};
 use async_trait::async_trait;
 use serde_json::Value;
@@ -16,7 +15,7 @@ use super::scripts::{
     SESSION_CREATE, SESSION_DATA, SESSION_DELETE, SESSION_EXPIRE, SESSION_TOUCH,
     SESSIONS_DELETE_OF_USER, SESSIONS_OF_USER, SWEEP_INDEX_PUT,
 };
-use super::{MAX_TTL_MS, RedisStore, call, corrupt};
+use super::{Conn, MAX_TTL_MS, RedisStore, call, corrupt};
 
 /// How many expired sessions one sweep round trip looks at.
 const SWEEP_BATCH: usize = 256;
@@ -38,7 +37,7 @@ impl RedisStore {
     /// The secret hash (hex) and user of the session `handle` names, if its pointer exists.
     async fn resolve_handle(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         handle: &SessionHandle,
     ) -> Result<Option<(String, String)>, StoreError> {
         let value: Option<String> = call(
@@ -54,7 +53,7 @@ impl RedisStore {
     /// Forgets the pointers and the sweep entry of sessions whose hash keys are gone.
     async fn forget_pointers(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut Conn,
         user: &str,
         gone: &[(String, String)],
     ) -> Result<(), StoreError> {
@@ -378,17 +377,17 @@ impl SessionStore for RedisStore {
         let Some((hash, user)) = self.resolve_handle(&mut conn, handle).await? else {
             return Ok(false);
         };
-        let deleted: i64 = call(
-            "delete session",
-            SESSION_DELETE
-                .call()
-                .key(self.keys.session(&user, &hash))
-                .key(self.keys.user_sessions(&user))
-                .arg(handle.as_str())
-                .arg(&hash)
-                .run(&mut conn),
-        )
-        .await?;
+        let deleted: i64 = self
+            .run_revoking(
+                "delete session",
+                SESSION_DELETE
+                    .call()
+                    .key(self.keys.session(&user, &hash))
+                    .key(self.keys.user_sessions(&user))
+                    .arg(handle.as_str())
+                    .arg(&hash),
+            )
+            .await?;
         // Pointers last, and even when the session was already gone: they point nowhere now.
         self.forget_pointers(&mut conn, &user, &[(hash, handle.as_str().to_owned())])
             .await?;
@@ -421,16 +420,16 @@ impl SessionStore for RedisStore {
         keep: Option<&SessionHandle>,
     ) -> Result<usize, StoreError> {
         let mut conn = self.conn();
-        let flat: Vec<String> = call(
-            "delete sessions of user",
-            SESSIONS_DELETE_OF_USER
-                .call()
-                .key(self.keys.user_sessions(user.as_str()))
-                .arg(self.keys.session_prefix(user.as_str()))
-                .arg(keep.map_or("", SessionHandle::as_str))
-                .run(&mut conn),
-        )
-        .await?;
+        let flat: Vec<String> = self
+            .run_revoking(
+                "delete sessions of user",
+                SESSIONS_DELETE_OF_USER
+                    .call()
+                    .key(self.keys.user_sessions(user.as_str()))
+                    .arg(self.keys.session_prefix(user.as_str()))
+                    .arg(keep.map_or("", SessionHandle::as_str)),
+            )
+            .await?;
         let gone: Vec<(String, String)> = flat
             .chunks_exact(2)
             .map(|pair| (pair[0].clone(), pair[1].clone()))
