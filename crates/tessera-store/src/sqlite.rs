@@ -501,6 +501,8 @@ mod tests {
             let store = SqliteStore::open(&path).await.unwrap();
             // Back to the schema as released with version 1, with a user in it.
             for table in [
+                "change_feed",
+                "change_feed_pruned",
                 "security_events",
                 "allowed_tokens",
                 "revocations",
