@@ -73,6 +73,7 @@ pub(crate) enum UserCommand {
         /// A username or a user id (usr_…).
         user: String,
     },
+    // Account deletion (`Delete`) joins these, with its arm in `run`.
 }
 
 pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
