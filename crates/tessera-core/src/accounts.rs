@@ -209,6 +209,23 @@ impl Accounts {
         Ok(())
     }
 
+    /// Sets a new password without the current one (an operator or admin resetting it). The new
+    /// one must meet the policy, as at registration. Moves the account's `not_before`, so logins
+    /// being made meanwhile are void. `false` when there is no such user.
+    #[tracing::instrument(skip_all, fields(user = %id))]
+    pub async fn set_password(&self, id: &UserId, new: &Password) -> Result<bool, Error> {
+        self.config.password_policy.check(new)?;
+        let hash = self.hasher.hash(new).await?;
+        let set = self
+            .users
+            .set_password_hash(id, &hash, self.clock.now())
+            .await?;
+        if set {
+            tracing::info!("password set");
+        }
+        Ok(set)
+    }
+
     /// Up to `limit` accounts in username order, after `after`.
     pub async fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<User>, Error> {
         let after = after.map(Username::parse).transpose()?;

@@ -37,7 +37,8 @@ pub enum EventKind {
     KeyRotated,
     /// A signing key was retired; tokens it signed no longer verify.
     KeyRetired,
-    /// A user changed their password; their other logins ended.
+    /// A user changed their password, or an admin or operator set it (the detail's `by`: the
+    /// admin, or null for the command line); their other logins ended.
     PasswordChanged,
     /// An admin ended every login of a user.
     ForcedLogout,

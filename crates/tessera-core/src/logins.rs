@@ -555,6 +555,58 @@ impl Logins {
         Ok(())
     }
 
+    /// Sets a user's password without the current one (an operator or admin resetting it): every
+    /// login of the user ends and every access token issued until now is refused, as after a
+    /// password change. `false` when there is no such user.
+    pub async fn set_password(
+        &self,
+        user: &UserId,
+        new_password: &Password,
+        by: Option<&UserId>,
+    ) -> Result<bool, Error> {
+        if !self.accounts.set_password(user, new_password).await? {
+            return Ok(false);
+        }
+        self.sessions.user_changed(user).await;
+        let ended = self
+            .end_others(
+                user,
+                &CurrentLogin::None,
+                "password set by an administrator",
+            )
+            .await?;
+        self.tokens
+            .revoke_user_before(user, self.clock.now())
+            .await?;
+        self.record(
+            EventKind::PasswordChanged,
+            Some(user),
+            json!({"by": by, "logins": ended}),
+        )
+        .await;
+        Ok(true)
+    }
+
+    /// Ends one login by its id alone (`ses_…` or `fam_…`), whoever it belongs to: an operator
+    /// ending a login they found in a log. Returns whose it was; `None` when no live login has
+    /// that id.
+    pub async fn end_by_id(&self, id: &str, reason: &str) -> Result<Option<UserId>, Error> {
+        let owner = if let Some(handle) = SessionHandle::parse(id) {
+            self.sessions.owner(&handle).await?
+        } else if id.starts_with("fam_") {
+            self.families
+                .family(&FamilyId::from_stored(id.to_owned()))
+                .await?
+                .map(|f| f.user_id)
+        } else {
+            None
+        };
+        let Some(owner) = owner else {
+            return Ok(None);
+        };
+        Ok(self.end(&owner, id, reason).await?.then_some(owner))
+    }
+
     /// Disables or enables an account. A disabled user cannot log in and loses every credential.
     pub async fn set_disabled(
         &self,

@@ -758,6 +758,11 @@ impl Sessions {
         }
     }
 
+    /// Whose session `handle` names (read from the store); `None` when there is no such session.
+    pub async fn owner(&self, handle: &SessionHandle) -> Result<Option<UserId>, Error> {
+        Ok(self.store.session_owner(handle).await?)
+    }
+
     /// Ends a session (logout). `false` when it was already gone.
     #[tracing::instrument(skip_all, fields(session = %handle))]
     pub async fn end(&self, handle: &SessionHandle) -> Result<bool, Error> {

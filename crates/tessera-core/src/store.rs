@@ -101,6 +101,10 @@ pub trait SessionStore: Send + Sync + 'static {
         secret_hash: &TokenHash,
     ) -> Result<Option<Session>, StoreError>;
 
+    /// Whose session `handle` names, expired or not; `None` when there is no such session (an
+    /// operator ending one login by its handle).
+    async fn session_owner(&self, handle: &SessionHandle) -> Result<Option<UserId>, StoreError>;
+
     /// Records activity: sets `last_seen_at` and `expires_at`. `false` when the session is gone.
     async fn touch_session(
         &self,

@@ -358,6 +358,14 @@ impl SessionStore for MemoryStore {
         Ok(self.lock()?.sessions.by_secret(secret_hash).cloned())
     }
 
+    async fn session_owner(&self, handle: &SessionHandle) -> Result<Option<UserId>, StoreError> {
+        Ok(self
+            .lock()?
+            .sessions
+            .by_handle(handle)
+            .map(|s| s.user_id.clone()))
+    }
+
     async fn touch_session(
         &self,
         handle: &SessionHandle,

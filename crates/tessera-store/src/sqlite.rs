@@ -1,6 +1,10 @@
-//! The embedded default: one SQLite file in WAL mode, nothing to install.
+//! The embedded default: one SQLite file in WAL mode, nothing to install. The processes that
+//! share the file hear each other's changes through a table in it (`change_feed`).
+
+mod feed;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -20,10 +24,13 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// WAL lets readers proceed beside the single writer; a few connections are plenty.
 const MAX_CONNECTIONS: u32 = 8;
 
-/// Every store in SQLite. Cloning is cheap and shares the connection pool.
+/// Every store in SQLite, and the change feed between the processes that share the file.
+/// Cloning is cheap and shares the connection pool.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Wakes this process's feed subscriptions when it publishes.
+    feed: Arc<feed::FeedWake>,
 }
 
 impl SqliteStore {
@@ -47,7 +54,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| open_error(path, e))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            feed: Arc::default(),
+        };
         store.migrate().await?;
         tracing::debug!(path = %path.display(), "sqlite store opened");
         Ok(store)
@@ -69,7 +79,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(store_error)?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            feed: Arc::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -77,6 +90,42 @@ impl SqliteStore {
     /// Waits for in-flight queries and closes every connection (checkpointing the WAL).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Writes a consistent copy of the whole database to `target` (`VACUUM INTO`), while other
+    /// connections and processes go on reading and writing. `target` must not exist: it is
+    /// created readable and writable by its owner only, and removed again if the copy fails.
+    pub async fn backup_into(&self, target: &Path) -> Result<(), StoreError> {
+        let name = target.to_str().ok_or_else(|| {
+            StoreError::Other(format!("{} is not a UTF-8 path", target.display()))
+        })?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options
+            .open(target)
+            .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", target.display())))?;
+        let copied = async {
+            // SQLite writes into an empty file as into a new one.
+            sqlx::query("VACUUM INTO $1")
+                .bind(name)
+                .execute(&self.pool)
+                .await
+                .map_err(store_error)?;
+            // VACUUM INTO does not sync what it wrote.
+            std::fs::File::open(target)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| StoreError::Other(format!("cannot sync {}: {e}", target.display())))
+        }
+        .await;
+        if copied.is_err() {
+            let _ = std::fs::remove_file(target);
+        }
+        copied
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -118,6 +167,11 @@ fn migrator() -> Migrator {
             4,
             "user not before",
             include_str!("../migrations/sqlite/0004_user_not_before.sql"),
+        ),
+        migration(
+            5,
+            "change feed",
+            include_str!("../migrations/sqlite/0005_change_feed.sql"),
         ),
     ])
 }
@@ -447,6 +501,8 @@ mod tests {
             let store = SqliteStore::open(&path).await.unwrap();
             // Back to the schema as released with version 1, with a user in it.
             for table in [
+                "change_feed",
+                "change_feed_pruned",
                 "security_events",
                 "allowed_tokens",
                 "revocations",

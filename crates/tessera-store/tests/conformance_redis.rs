@@ -233,6 +233,10 @@ impl SessionStore for UsersAndSessions {
         self.sessions.delete_session(handle).await
     }
 
+    async fn session_owner(&self, handle: &SessionHandle) -> Result<Option<UserId>, StoreError> {
+        self.sessions.session_owner(handle).await
+    }
+
     async fn sessions_of_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
         self.sessions.sessions_of_user(user).await
     }

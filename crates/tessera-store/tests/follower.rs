@@ -11,7 +11,7 @@ use tessera_core::{
     Clock, FamilyId, ManualClock, RevocationEntry, Revoked, Services, ServicesConfig,
     SigningAlgorithm, StoreError, Stores, UserId,
 };
-use tessera_store::MemoryStore;
+use tessera_store::{MemoryStore, SqliteStore};
 
 /// A feed the test drives by hand: what it publishes is recorded, and the test decides what the
 /// subscriber hears.
@@ -114,6 +114,39 @@ async fn a_revocation_on_one_node_reaches_the_other() {
         .await
         .unwrap();
     let family = FamilyId::from_stored("fam_1".into());
+    assert!(family_revoked(&a, &family, &clock));
+    eventually(|| family_revoked(&b, &family, &clock)).await;
+}
+
+/// Two processes on one SQLite file (here: two stores, each with a pool and a feed of its own, as
+/// a server and the command line have): a revocation made through one reaches the other through
+/// the file's change feed, not by a re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_another_process_on_the_same_sqlite_file() {
+    let clock = ManualClock::starting_now();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tessera.db");
+    let first = SqliteStore::open(&path).await.unwrap();
+    let second = SqliteStore::open(&path).await.unwrap();
+    let a = node(
+        &Stores::from_one(first.clone()),
+        Arc::new(first.clone()),
+        &clock,
+    )
+    .await;
+    let b = node(
+        &Stores::from_one(second.clone()),
+        Arc::new(second.clone()),
+        &clock,
+    )
+    .await;
+    // Both follow the feed before the change is made.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.revocations
+        .revoke(revocation("fam_sqlite", &clock))
+        .await
+        .unwrap();
+    let family = FamilyId::from_stored("fam_sqlite".into());
     assert!(family_revoked(&a, &family, &clock));
     eventually(|| family_revoked(&b, &family, &clock)).await;
 }

@@ -84,7 +84,10 @@ async fn stores(
                 .await
                 .with_context(|| format!("opening the SQLite database {}", path.display()))?;
             tracing::info!(path = %path.display(), "SQLite database ready");
-            (Stores::from_one(store.clone()), Some(store))
+            let mut stores = Stores::from_one(store.clone());
+            // Processes sharing the file (a server, the command line) hear each other through it.
+            stores.feed = Arc::new(store.clone());
+            (stores, Some(store))
         }
         Database::Postgres(url) => {
             let store = PostgresStore::connect(url, config.postgres.schema.as_deref())
@@ -188,4 +191,36 @@ fn write_private_file(path: &Path, content: &str) -> std::io::Result<()> {
         .open(path)?;
     file.write_all(content.as_bytes())?;
     file.sync_all()
+}
+
+/// Runs `command` on a runtime of its own with an [`App`] built from `config`, then closes the
+/// stores whatever the outcome: how every command but `serve` reaches the services.
+pub(crate) fn with_app<T>(
+    config: &Config,
+    command: impl AsyncFnOnce(&App) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let app = App::build(config).await?;
+            let result = command(&app).await;
+            app.close().await;
+            result
+        })
+}
+
+/// The account `user` names: a user id (`usr_…`) or a username.
+pub(crate) async fn find_user(app: &App, user: &str) -> anyhow::Result<tessera_core::User> {
+    let found = match tessera_core::UserId::parse(user) {
+        Some(id) => app.accounts.user(&id).await?,
+        None => app.accounts.user_by_name(user).await?,
+    };
+    found.ok_or_else(|| anyhow::anyhow!("no user {user:?} (give a username or a user id, usr_…)"))
+}
+
+/// Prints `value` as one JSON document on standard output.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }

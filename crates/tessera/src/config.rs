@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::bail;
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 use tessera_core::token::{RevocationMode, TokenConfig};
 use tessera_core::{
@@ -16,6 +17,38 @@ use tessera_core::{
 
 /// Read when `--config` is not given and the file exists in the working directory.
 pub(crate) const DEFAULT_FILE: &str = "tessera.toml";
+/// How errors and `tessera config check` name the source of a default value.
+pub(crate) const DEFAULTS: &str = "defaults";
+/// How errors and `tessera config check` name the source of a value given as a flag.
+pub(crate) const FLAGS: &str = "command-line flags";
+
+/// A provider under a name of ours: figment names a serialized value by its Rust type, which
+/// says nothing to an operator reading where a value came from.
+struct Named<P> {
+    name: &'static str,
+    provider: P,
+}
+
+impl<P: Provider> Provider for Named<P> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name)
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.provider.data()
+    }
+
+    fn profile(&self) -> Option<Profile> {
+        self.provider.profile()
+    }
+}
+
+fn defaults() -> Named<Serialized<Config>> {
+    Named {
+        name: DEFAULTS,
+        provider: Serialized::defaults(Config::default()),
+    }
+}
 
 /// The whole configuration. Every field has a default, so an empty file is a valid configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -589,12 +622,11 @@ impl Config {
 
     /// The configuration a file with this text gives, on its own: defaults, then the text.
     pub(crate) fn from_toml_str(text: &str) -> anyhow::Result<Self> {
-        Self::extract(
-            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
-        )
+        Self::extract(Figment::from(defaults()).merge(Toml::string(text)))
     }
 
-    fn extract(figment: Figment) -> anyhow::Result<Self> {
+    /// The configuration `figment` gives, checked.
+    pub(crate) fn extract(figment: Figment) -> anyhow::Result<Self> {
         let config: Config = figment
             .extract()
             .map_err(|e| anyhow::anyhow!(describe(e)))?;
@@ -602,8 +634,10 @@ impl Config {
         Ok(config)
     }
 
-    fn figment(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Figment> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    /// Every source merged, in order: defaults, the file, the environment, the flags. Each value
+    /// keeps the name of its source (figment's metadata).
+    pub(crate) fn figment(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Figment> {
+        let mut figment = Figment::from(defaults());
         match file {
             Some(path) => {
                 if !path.is_file() {
@@ -618,7 +652,10 @@ impl Config {
         }
         Ok(figment
             .merge(Env::prefixed("TESSERA_").split("__"))
-            .merge(Serialized::defaults(overrides).profile(figment::Profile::Default)))
+            .merge(Named {
+                name: FLAGS,
+                provider: Serialized::defaults(overrides).profile(Profile::Default),
+            }))
     }
 
     /// Checks what types alone cannot; each error names the key and where its value came from.
@@ -630,7 +667,7 @@ impl Config {
                     Some(src) => format!("{} {src}", m.name),
                     None => m.name.to_string(),
                 })
-                .unwrap_or_else(|| "defaults".into())
+                .unwrap_or_else(|| DEFAULTS.into())
         };
         let fail = |key: &str, why: String| -> anyhow::Error {
             anyhow::anyhow!("invalid configuration: {key} (from {}): {why}", source(key))
@@ -808,7 +845,8 @@ impl Config {
         match url.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => Ok(Database::Sqlite(PathBuf::from(path))),
             _ => Err(format!(
-                "{url:?} is not a supported database URL: use sqlite://PATH, postgres://… or memory"
+                "{:?} is not a supported database URL: use sqlite://PATH, postgres://… or memory",
+                crate::config_check::redact_url(url)
             )),
         }
     }

@@ -3,19 +3,22 @@
 #![forbid(unsafe_code)]
 
 mod app;
+mod backup;
 mod compare;
 mod config;
+mod config_check;
 mod init;
 mod keys;
 mod serve;
 mod tls;
+mod sessions;
 mod user;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
 
@@ -52,35 +55,84 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// List and end a user's logins in every model (sessions, token and hybrid logins).
+    Sessions {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[command(subcommand)]
+        command: sessions::SessionsCommand,
+    },
+    /// Check the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a completion script for a shell: `tessera completions bash > /etc/bash_completion.d/tessera`.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Copy the SQLite database, consistently, while servers keep running. (With PostgreSQL,
+    /// prints how to back it up with pg_dump and exits with status 1: no file was written.)
+    Backup {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Where to write the copy: a new file (never overwritten), readable by its owner only.
+        file: PathBuf,
+    },
 }
 
-/// The options every command shares: they all read the same configuration.
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration as `serve` does and print every value in force, with where it came
+    /// from (default, file, environment variable or flag) and secrets redacted. Exits with status
+    /// 1, naming the key and its source, on an invalid value.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The shells `tessera completions` writes a script for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The options every command shares: they all read the same configuration. They may come before
+/// or after a subcommand (`tessera user --database … list` or `tessera user list --database …`).
 #[derive(Args)]
 struct ConfigArgs {
     /// Configuration file (TOML). Default: ./tessera.toml when it exists.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:8080).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", global = true)]
     listen: Option<SocketAddr>,
-    /// Database: sqlite://PATH (default sqlite://tessera.db) or memory.
-    #[arg(long, value_name = "URL")]
+    /// Database: sqlite://PATH (default sqlite://tessera.db), postgres://… or memory.
+    #[arg(long, value_name = "URL", global = true)]
     database: Option<String>,
     /// The URL clients reach this server at (default http://localhost:8080).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     public_url: Option<String>,
 }
 
 impl ConfigArgs {
     fn load(&self) -> anyhow::Result<Config> {
-        Config::load(
-            self.config.as_deref(),
-            &Overrides {
-                listen: self.listen,
-                database: self.database.clone(),
-                public_url: self.public_url.clone(),
-            },
-        )
+        Config::load(self.config.as_deref(), &self.overrides())
+    }
+
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen,
+            database: self.database.clone(),
+            public_url: self.public_url.clone(),
+        }
     }
 }
 
@@ -102,6 +154,17 @@ pub fn cli_main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Keys { config, command } => config.load().and_then(|c| keys::run(c, command)),
         Command::User { config, command } => config.load().and_then(|c| user::run(c, command)),
+        Command::Sessions { config, command } => {
+            config.load().and_then(|c| sessions::run(c, command))
+        }
+        Command::Config {
+            command: ConfigCommand::Check { config, json },
+        } => config_check::run(config.config.as_deref(), &config.overrides(), json),
+        Command::Completions { shell } => {
+            completions(shell);
+            Ok(())
+        }
+        Command::Backup { config, file } => config.load().and_then(|c| backup::run(&c, &file)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -110,4 +173,20 @@ pub fn cli_main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the completion script for `shell` to standard output.
+fn completions(shell: Shell) {
+    use clap_complete::Shell as Target;
+    let target = match shell {
+        Shell::Bash => Target::Bash,
+        Shell::Zsh => Target::Zsh,
+        Shell::Fish => Target::Fish,
+    };
+    clap_complete::generate(
+        target,
+        &mut Cli::command(),
+        "tessera",
+        &mut std::io::stdout(),
+    );
 }

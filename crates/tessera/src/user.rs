@@ -1,14 +1,22 @@
 //! `tessera user`: accounts, for operators. Reads the same configuration as `serve`. This is how
 //! the first admin is made: there is no default account and no default password.
+//!
+//! Changes go through the same core services as the admin API, so they are audited (with no
+//! admin: the command line acted) and announced on the change feed: running servers apply them at
+//! once.
 
 use std::io::{BufRead, IsTerminal};
 
 use anyhow::Context;
 use clap::Subcommand;
-use tessera_core::Password;
+use serde::Serialize;
+use tessera_core::{CurrentLogin, Password, User};
 
-use crate::app::App;
+use crate::app::{App, find_user, print_json, with_app};
 use crate::config::Config;
+
+/// How many accounts `user list` reads from the store at a time.
+const PAGE: usize = 200;
 
 #[derive(Subcommand)]
 pub(crate) enum UserCommand {
@@ -20,39 +28,268 @@ pub(crate) enum UserCommand {
         #[arg(long)]
         admin: bool,
     },
+    /// List accounts in username order: all of them, or a page with --after and --limit.
+    List {
+        /// Start after this username (the last one of the previous page).
+        #[arg(long, value_name = "USERNAME")]
+        after: Option<String>,
+        /// List at most this many accounts (default: all).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// Print one JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one account: roles, whether it is disabled, when it was created, and its live logins.
+    Show {
+        /// A username or a user id (usr_…).
+        user: String,
+        /// Print one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account: it cannot log in, and every session, login and token it holds stops
+    /// working at once, on every server.
+    Disable {
+        /// A username or a user id (usr_…).
+        user: String,
+    },
+    /// Enable a disabled account again (its ended logins stay ended).
+    Enable {
+        /// A username or a user id (usr_…).
+        user: String,
+    },
+    /// Replace an account's roles with the ones given (none: remove every role). Its current
+    /// access tokens stop working; its next refresh carries the new roles.
+    Roles {
+        /// A username or a user id (usr_…).
+        user: String,
+        /// Role names: 1-32 of letters, digits, - _ . :
+        roles: Vec<String>,
+    },
+    /// Set an account's password, read from standard input (one line). Every login of the
+    /// account ends, and its access tokens stop working.
+    Passwd {
+        /// A username or a user id (usr_…).
+        user: String,
+    },
+    // Account deletion (`Delete`) joins these, with its arm in `run`.
 }
 
 pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
-    let UserCommand::Add { username, admin } = command;
+    match command {
+        UserCommand::Add { username, admin } => {
+            let password = read_password(&format!("password for {username}"))?;
+            with_app(&config, async |app| {
+                add(app, &username, &password, admin).await
+            })
+        }
+        UserCommand::List { after, limit, json } => with_app(&config, async |app| {
+            list(
+                app,
+                after,
+                limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                json,
+            )
+            .await
+        }),
+        UserCommand::Show { user, json } => with_app(&config, async |app| {
+            let user = find_user(app, &user).await?;
+            let logins = app.logins.list(&user.id, &CurrentLogin::None).await?;
+            let view = UserView::new(&user, Some(logins.len()));
+            if json {
+                print_json(&view)
+            } else {
+                view.print_text();
+                Ok(())
+            }
+        }),
+        UserCommand::Disable { user } => set_disabled(&config, &user, true),
+        UserCommand::Enable { user } => set_disabled(&config, &user, false),
+        UserCommand::Roles { user, roles } => with_app(&config, async |app| {
+            let user = find_user(app, &user).await?;
+            if !app.logins.set_roles(&user.id, &roles, None).await? {
+                anyhow::bail!("user {} no longer exists", user.username);
+            }
+            let user = find_user(app, user.id.as_str()).await?;
+            eprintln!("{}: roles now {}", user.username, roles_text(&user.roles));
+            Ok(())
+        }),
+        UserCommand::Passwd { user } => {
+            let password = read_password(&format!("new password for {user}"))?;
+            with_app(&config, async |app| {
+                let user = find_user(app, &user).await?;
+                if !app.logins.set_password(&user.id, &password, None).await? {
+                    anyhow::bail!("user {} no longer exists", user.username);
+                }
+                eprintln!(
+                    "password of {} set; every login of the account ended",
+                    user.username
+                );
+                Ok(())
+            })
+        }
+    }
+}
+
+/// One line of standard input, without its line end. A terminal gets a prompt (the input shows:
+/// a pipe is better).
+fn read_password(prompt: &str) -> anyhow::Result<Password> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprint!("password for {username} (input is shown; prefer a pipe): ");
+        eprint!("{prompt} (input is shown; prefer a pipe): ");
     }
     let mut line = String::new();
     stdin
         .lock()
         .read_line(&mut line)
         .context("reading the password from standard input")?;
-    let password = Password::new(line.trim_end_matches(['\r', '\n']));
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let app = App::build(&config).await?;
-            let roles = if admin {
-                vec!["admin".to_owned()]
-            } else {
-                Vec::new()
-            };
-            let result = app.accounts.create(&username, &password, roles).await;
-            app.close().await;
-            let user = result.map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", user.id);
+    Ok(Password::new(line.trim_end_matches(['\r', '\n'])))
+}
+
+async fn add(app: &App, username: &str, password: &Password, admin: bool) -> anyhow::Result<()> {
+    let roles = if admin {
+        vec!["admin".to_owned()]
+    } else {
+        Vec::new()
+    };
+    let user = app
+        .accounts
+        .create(username, password, roles)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", user.id);
+    eprintln!(
+        "created {}{}",
+        user.username,
+        if admin { " with the admin role" } else { "" }
+    );
+    Ok(())
+}
+
+async fn list(
+    app: &App,
+    after: Option<String>,
+    limit: Option<usize>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut users = Vec::new();
+    let mut cursor = after;
+    loop {
+        let want = limit.map_or(PAGE, |l| (l - users.len()).min(PAGE));
+        let page = app.accounts.list(cursor.as_deref(), want).await?;
+        let full = page.len() == want;
+        cursor = page.last().map(|u| u.username.to_string());
+        users.extend(page.iter().map(|u| UserView::new(u, None)));
+        if !full || limit.is_some_and(|l| users.len() >= l) {
+            break;
+        }
+    }
+    // With a limit, the cursor of the next page: absent when this was the last.
+    let next = match limit {
+        Some(l) if users.len() == l => cursor,
+        _ => None,
+    };
+    if json {
+        return print_json(&UserList { users, next });
+    }
+    println!(
+        "{:<27} {:<24} {:<8} {:<25} ROLES",
+        "ID", "USERNAME", "STATUS", "CREATED"
+    );
+    for u in &users {
+        println!(
+            "{:<27} {:<24} {:<8} {:<25} {}",
+            u.id,
+            u.username,
+            u.status(),
+            u.created_at,
+            u.roles.join(",")
+        );
+    }
+    if let Some(next) = next {
+        eprintln!("more accounts follow: --after {next}");
+    }
+    Ok(())
+}
+
+fn set_disabled(config: &Config, user: &str, disabled: bool) -> anyhow::Result<()> {
+    with_app(config, async |app| {
+        let user = find_user(app, user).await?;
+        if !app.logins.set_disabled(&user.id, disabled, None).await? {
+            anyhow::bail!("user {} no longer exists", user.username);
+        }
+        if disabled {
             eprintln!(
-                "created {}{}",
-                user.username,
-                if admin { " with the admin role" } else { "" }
+                "disabled {}: every session, login and token of the account is refused",
+                user.username
             );
-            Ok(())
-        })
+        } else {
+            eprintln!("enabled {}", user.username);
+        }
+        Ok(())
+    })
+}
+
+fn roles_text(roles: &[String]) -> String {
+    if roles.is_empty() {
+        "(none)".to_owned()
+    } else {
+        roles.join(", ")
+    }
+}
+
+/// An account as `user list` and `user show` print it (never its password hash).
+#[derive(Serialize)]
+struct UserView {
+    id: String,
+    username: String,
+    roles: Vec<String>,
+    disabled: bool,
+    created_at: String,
+    updated_at: String,
+    /// Logins that began before this instant are void (a password change, a forced logout).
+    not_before: String,
+    /// `user show` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live_logins: Option<usize>,
+}
+
+impl UserView {
+    fn new(user: &User, live_logins: Option<usize>) -> Self {
+        Self {
+            id: user.id.to_string(),
+            username: user.username.to_string(),
+            roles: user.roles.clone(),
+            disabled: user.disabled,
+            created_at: user.created_at.to_rfc3339(),
+            updated_at: user.updated_at.to_rfc3339(),
+            not_before: user.not_before.to_rfc3339(),
+            live_logins,
+        }
+    }
+
+    fn status(&self) -> &'static str {
+        if self.disabled { "disabled" } else { "active" }
+    }
+
+    fn print_text(&self) {
+        println!("id:          {}", self.id);
+        println!("username:    {}", self.username);
+        println!("status:      {}", self.status());
+        println!("roles:       {}", roles_text(&self.roles));
+        println!("created:     {}", self.created_at);
+        println!("updated:     {}", self.updated_at);
+        println!("not before:  {}", self.not_before);
+        if let Some(n) = self.live_logins {
+            println!("live logins: {n} (tessera sessions list {})", self.username);
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct UserList {
+    users: Vec<UserView>,
+    /// Pass as --after for the next page; absent on the last page.
+    next: Option<String>,
 }

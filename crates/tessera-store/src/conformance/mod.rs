@@ -101,6 +101,7 @@ where
     sessions::data_round_trip(make().await).await;
     sessions::client_info_round_trip(make().await).await;
     sessions::sessions_need_a_user(make().await).await;
+    sessions::session_owner(make().await).await;
 }
 
 /// The [`KeyStore`] checks, each on a fresh store from `make`.
@@ -244,7 +245,7 @@ macro_rules! __conformance_group {
         $crate::__conformance_checks!(users [users_round_trip, usernames_are_unique, password_hash_replacement, user_paging, user_paging_cursors, user_disabled, user_roles, rehash_and_not_before] $($run)+);
     };
     (sessions $($run:tt)+) => {
-        $crate::__conformance_checks!(sessions [sessions_by_secret, session_clashes, touch, data_compare_and_swap, concurrent_compare_and_swap, concurrent_patches_lose_nothing, delete, sessions_of_user, delete_sessions_of_user, sweep, sweep_follows_touch, data_round_trip, client_info_round_trip, sessions_need_a_user] $($run)+);
+        $crate::__conformance_checks!(sessions [sessions_by_secret, session_clashes, touch, data_compare_and_swap, concurrent_compare_and_swap, concurrent_patches_lose_nothing, delete, sessions_of_user, delete_sessions_of_user, sweep, sweep_follows_touch, data_round_trip, client_info_round_trip, sessions_need_a_user, session_owner] $($run)+);
     };
     (keys $($run:tt)+) => {
         $crate::__conformance_checks!(keys [keys_round_trip, key_rotation, key_retirement] $($run)+);

@@ -845,3 +845,34 @@ pub async fn sessions_need_a_user<S: UserStore + SessionStore>(store: S) {
         Vec::new()
     );
 }
+
+/// `session_owner` names the user of a stored session, and nobody once it is deleted or for a
+/// handle never stored.
+pub async fn session_owner<S: UserStore + SessionStore>(store: S) {
+    let alice = with_user(&store, "alice").await;
+    let bob = with_user(&store, "bob").await;
+    let live = session(&alice.id, T0, T0 + HOUR);
+    let other = session(&bob.id, T0, T0 + HOUR);
+    store.create_session(&live).await.expect("create_session");
+    store.create_session(&other).await.expect("create_session");
+    let owner = |handle: SessionHandle| {
+        let store = &store;
+        async move { store.session_owner(&handle).await.expect("session_owner") }
+    };
+    assert_eq!(owner(live.handle.clone()).await, Some(alice.id.clone()));
+    assert_eq!(owner(other.handle.clone()).await, Some(bob.id.clone()));
+    assert_eq!(
+        owner(SessionHandle::generate().expect("OS randomness")).await,
+        None,
+        "an unknown handle has no owner"
+    );
+    store
+        .delete_session(&live.handle)
+        .await
+        .expect("delete_session");
+    assert_eq!(
+        owner(live.handle.clone()).await,
+        None,
+        "a deleted session has no owner"
+    );
+}

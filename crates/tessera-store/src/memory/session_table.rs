@@ -163,6 +163,10 @@ impl SessionTable {
         }
     }
 
+    pub(super) fn by_handle(&self, handle: &SessionHandle) -> Option<&Session> {
+        occupant(&self.slots, self.slot_by_handle(handle)?)
+    }
+
     pub(super) fn remove(&mut self, handle: &SessionHandle) -> Option<Session> {
         let id = self.slot_by_handle(handle)?;
         self.remove_slot(id)

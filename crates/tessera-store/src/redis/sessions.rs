@@ -394,6 +394,22 @@ impl SessionStore for RedisStore {
         Ok(deleted == 1)
     }
 
+    async fn session_owner(&self, handle: &SessionHandle) -> Result<Option<UserId>, StoreError> {
+        let mut conn = self.conn();
+        let Some((hash, user)) = self.resolve_handle(&mut conn, handle).await? else {
+            return Ok(None);
+        };
+        // The pointer outlives a session that expired: only a session still stored counts.
+        let exists: bool = call(
+            "EXISTS session",
+            cmd("EXISTS")
+                .arg(self.keys.session(&user, &hash))
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(exists.then(|| UserId::from_stored(user)))
+    }
+
     async fn sessions_of_user(&self, user: &UserId) -> Result<Vec<Session>, StoreError> {
         let mut conn = self.conn();
         let listed: Vec<Vec<String>> = call(

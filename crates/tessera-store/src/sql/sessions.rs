@@ -3,7 +3,7 @@
 use serde_json::Value;
 use tessera_core::{Session, SessionHandle, StoreError, Timestamp, TokenHash, UserAgent, UserId};
 
-use super::{Db, json_error, rows, sql_count, sql_limit};
+use super::{Columns, Db, json_error, rows, sql_count, sql_limit};
 
 pub(crate) async fn create_session<D: Db>(db: &D, session: &Session) -> Result<(), StoreError> {
     let data = serde_json::to_string(&session.data).map_err(json_error)?;
@@ -102,6 +102,19 @@ pub(crate) async fn delete_session<D: Db>(
         )
         .await?;
     Ok(deleted > 0)
+}
+
+pub(crate) async fn session_owner<D: Db>(
+    db: &D,
+    handle: &SessionHandle,
+) -> Result<Option<UserId>, StoreError> {
+    db.fetch_optional(
+        "SELECT user_id FROM sessions WHERE handle = $1",
+        &[handle.as_str().into()],
+    )
+    .await?
+    .map(|row| row.text("user_id").map(UserId::from_stored))
+    .transpose()
 }
 
 pub(crate) async fn sessions_of_user<D: Db>(

@@ -128,6 +128,13 @@ macro_rules! impl_store_traits {
                 $crate::sql::sessions::delete_session(self, handle).await
             }
 
+            async fn session_owner(
+                &self,
+                handle: &tessera_core::SessionHandle,
+            ) -> Result<Option<tessera_core::UserId>, tessera_core::StoreError> {
+                $crate::sql::sessions::session_owner(self, handle).await
+            }
+
             async fn sessions_of_user(
                 &self,
                 user: &tessera_core::UserId,
