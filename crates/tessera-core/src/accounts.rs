@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, Timestamp};
 use crate::error::{Error, StoreError};
 use crate::password::{Password, PasswordHasher, PasswordPolicy, Verification};
-use crate::store::UserStore;
+use crate::store::{UserDeletion, UserStore};
 use crate::user::{User, UserId, Username};
 
 /// Who may create an account through `POST /v1/users`.
@@ -157,6 +157,26 @@ impl Accounts {
             Ok(name) => Ok(self.users.user_by_username(&name).await?),
             Err(_) => Ok(None),
         }
+    }
+
+    /// Checks the account's current password (a wrong one is [`Error::WrongCurrentPassword`]):
+    /// what a destructive change to one's own account asks for, beyond a session or token.
+    #[tracing::instrument(skip_all, fields(user = %user.id))]
+    pub async fn check_password(&self, user: &User, password: &Password) -> Result<(), Error> {
+        match self
+            .hasher
+            .verify(password, Some(&user.password_hash))
+            .await?
+        {
+            Verification::Valid { .. } => Ok(()),
+            Verification::Invalid => Err(Error::WrongCurrentPassword),
+        }
+    }
+
+    /// Erases an account and everything of it the user store holds (see
+    /// [`UserStore::delete_user`]); `false` when it was already gone.
+    pub async fn erase(&self, deletion: &UserDeletion) -> Result<bool, Error> {
+        Ok(self.users.delete_user(deletion).await?)
     }
 
     /// Replaces a password after checking the current one (a wrong current password is

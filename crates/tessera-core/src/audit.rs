@@ -1,6 +1,6 @@
 //! The audit log of security events: logins and logouts, token issue, refresh and reuse
 //! detection, revocations, key rotation and retirement, and changes to an account (password,
-//! roles, disabling, forced logout).
+//! roles, disabling, forced logout, deletion).
 
 use std::sync::Arc;
 
@@ -49,6 +49,9 @@ pub enum EventKind {
     /// An admin replaced the user's roles; tokens issued before carry the old roles and are
     /// revoked.
     RolesChanged,
+    /// The account was deleted, by its owner or an admin (the detail's `by`): everything of it
+    /// was erased, and its username taken out of the log; the event names the user by id only.
+    AccountDeleted,
 }
 
 impl EventKind {
@@ -69,6 +72,7 @@ impl EventKind {
             EventKind::UserDisabled => "user_disabled",
             EventKind::UserEnabled => "user_enabled",
             EventKind::RolesChanged => "roles_changed",
+            EventKind::AccountDeleted => "account_deleted",
         }
     }
 
@@ -90,6 +94,7 @@ impl EventKind {
             EventKind::UserDisabled,
             EventKind::UserEnabled,
             EventKind::RolesChanged,
+            EventKind::AccountDeleted,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -2,7 +2,7 @@
 //! hybrid): the one login pipeline every model goes through (throttle, check the credentials,
 //! audit, start the login, keep the user within the cap), and the logins seen and ended together:
 //! listing, logout, ending one or all others, password change, forced logout and disabling an
-//! account. Also the login audit events.
+//! account, and deleting one. Also the login audit events.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -11,13 +11,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::accounts::Accounts;
-use crate::audit::{Audit, EventKind, SecurityEvent};
+use crate::audit::{Audit, EventKind, NewEvent, SecurityEvent};
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::password::Password;
 use crate::secret::{RefreshToken, SessionId};
 use crate::session::{ClientInfo, Session, SessionHandle, Sessions};
-use crate::store::{RefreshStore, Stores};
+use crate::store::{RefreshStore, Stores, UserDeletion};
 use crate::throttle::Throttle;
 use crate::token::refresh::{FamilyId, LoginModel};
 use crate::token::service::{TokenPair, Tokens};
@@ -657,6 +657,95 @@ impl Logins {
         )
         .await;
         Ok(true)
+    }
+
+    /// Deletes an account after checking its password: the owner's own request. Checking the
+    /// password is a guess like a login, throttled with the same budgets (spent up front, given
+    /// back unless the password was wrong). See [`Logins::delete_account`] for what goes.
+    pub async fn delete_own_account(
+        &self,
+        user: &User,
+        password: &Password,
+        ip: Option<IpAddr>,
+    ) -> Result<(), Error> {
+        self.throttle.spend_address(ip).await?;
+        let name = user.username.as_str();
+        self.throttle.spend_account(name, None).await?;
+        let checked = async {
+            // Checked against the stored account, never a cached copy.
+            let stored = self
+                .accounts
+                .user(&user.id)
+                .await?
+                .filter(User::is_active)
+                .ok_or(Error::Unauthenticated)?;
+            self.accounts.check_password(&stored, password).await
+        }
+        .await;
+        if !matches!(checked, Err(Error::WrongCurrentPassword)) {
+            self.throttle.refund_account(name, None).await?;
+        }
+        checked?;
+        if !self.delete_account(&user.id, Some(&user.id)).await? {
+            // Deleted by someone else meanwhile: the caller's credential is void all the same.
+            return Err(Error::Unauthenticated);
+        }
+        Ok(())
+    }
+
+    /// Deletes an account and everything of it, in every store: the user row (credentials,
+    /// roles), its sessions with their data and index, its refresh families, its live access
+    /// tokens. Every login of it ends on every node: sessions and the cached account are dropped
+    /// from the near caches, and access tokens issued until now are refused here and by resource
+    /// servers following the revocation stream. The audit log keeps the user id but not the
+    /// username (taken out of the user's events and of failed logins that attempted it) and
+    /// gains an `account_deleted` event naming `by`. `false` when there is no such user.
+    ///
+    /// The account is disabled first, so nothing can log in while the rest happens; the user
+    /// row and what the same database holds go in one transaction, last. When a step fails the
+    /// account stays disabled and calling this again finishes the job.
+    pub async fn delete_account(&self, user: &UserId, by: Option<&UserId>) -> Result<bool, Error> {
+        let Some(account) = self.accounts.user(user).await? else {
+            return Ok(false);
+        };
+        // Disabling moves `not_before`: a login being made right now voids itself (see `login`),
+        // and a refresh is refused from here on.
+        self.accounts.set_disabled(user, true).await?;
+        self.sessions.user_changed(user).await;
+        // Access tokens carry no account state a resource server could check: a "not before"
+        // revocation stops them everywhere at once. It is keyed by the user id, which is never
+        // handed out again, so a later account of the same name is not affected.
+        self.tokens
+            .revoke_user_before(user, self.clock.now())
+            .await?;
+        // Sessions may live in another store (Redis) than the account.
+        let sessions = self.sessions.end_all_of_user(user).await?;
+        let now = self.clock.now();
+        let families = self
+            .families
+            .families_of_user(user)
+            .await?
+            .iter()
+            .filter(|f| f.is_live(now))
+            .count();
+        let deletion = UserDeletion {
+            user: user.clone(),
+            username: account.username.clone(),
+            event: NewEvent {
+                at: now,
+                kind: EventKind::AccountDeleted,
+                user_id: Some(user.clone()),
+                detail: json!({"by": by, "logins": sessions + families}),
+            },
+        };
+        let deleted = self.accounts.erase(&deletion).await?;
+        // Again, now that the account is gone: every node forgets the disabled copy and the
+        // sessions it may have read in between.
+        self.sessions.user_changed(user).await;
+        if deleted {
+            tracing::info!(user = %user, "account deleted");
+        }
+        Ok(deleted)
     }
 
     /// The audit log, newest first: up to `limit` events with an id below `before`.

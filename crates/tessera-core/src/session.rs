@@ -833,6 +833,16 @@ impl Sessions {
         ))
     }
 
+    /// Deletes every session of a user (with its data and the per-user index), expired or not,
+    /// and tells every node to drop them and the cached account; returns how many went. Called
+    /// again, it finds none.
+    pub async fn end_all_of_user(&self, user: &UserId) -> Result<usize, Error> {
+        let deleted = self.store.delete_sessions_of_user(user, None).await;
+        // Evict everywhere even when the store reported an error: some may have gone.
+        self.user_changed(user).await;
+        Ok(deleted?)
+    }
+
     /// The sessions of a user that have not expired, oldest first.
     pub async fn of_user(&self, user: &UserId) -> Result<Vec<Session>, Error> {
         let now = self.clock.now();

@@ -85,6 +85,49 @@ pub trait UserStore: Send + Sync + 'static {
     /// already there; never back): every login whose check began before it is void (a forced
     /// logout). `false` when there is no such user.
     async fn set_user_not_before(&self, id: &UserId, at: Timestamp) -> Result<bool, StoreError>;
+
+    /// Erases an account (see [`UserDeletion`]). In one transaction where the backend has them
+    /// (SQL), or under one lock (memory): deletes the user row (credentials, roles) and every
+    /// row of that user the backend holds besides — sessions with their data, refresh families
+    /// with their tokens, live access tokens of allowlist mode — removes the username from the
+    /// audit log ([`UserDeletion::scrub`]) and appends [`UserDeletion::event`]. Either all of it
+    /// happens or none of it. Safe to repeat: when the user is already gone it still removes
+    /// whatever of theirs remains and scrubs the log, appends no event, and answers `false`.
+    async fn delete_user(&self, deletion: &UserDeletion) -> Result<bool, StoreError>;
+}
+
+/// What [`UserStore::delete_user`] erases, and what the audit log keeps of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserDeletion {
+    /// The account to erase.
+    pub user: UserId,
+    /// Its username, to remove from the audit log: the store may no longer have it to read.
+    pub username: Username,
+    /// The `account_deleted` event to append, naming the user by id only.
+    pub event: NewEvent,
+}
+
+impl UserDeletion {
+    /// The detail of an audit event with the deleted account's username taken out, or `None`
+    /// when there is nothing of it to take out. Events of the user (`user_id`) lose any
+    /// `username` they hold; failed logins (which have no user id) lose the attempted username
+    /// when it names this account (the same account after normalization, as a login reads it)
+    /// and say that it was erased.
+    pub fn scrub(&self, user_id: Option<&UserId>, detail: &Value) -> Option<Value> {
+        let attempted = detail.get("username")?.as_str()?;
+        let names_this_account = user_id == Some(&self.user)
+            || (user_id.is_none()
+                && Username::parse(attempted).is_ok_and(|name| name == self.username));
+        if !names_this_account {
+            return None;
+        }
+        let mut scrubbed = detail.clone();
+        if let Some(fields) = scrubbed.as_object_mut() {
+            fields.remove("username");
+            fields.insert("username_erased".into(), Value::Bool(true));
+        }
+        Some(scrubbed)
+    }
 }
 
 /// Server-side sessions, looked up by the hash of their secret, indexed by user and by expiry.

@@ -208,6 +208,16 @@ fn add_links(doc: &mut utoipa::openapi::OpenApi) {
             None,
         ),
         (
+            "/v1/users",
+            HttpMethod::Post,
+            "201",
+            "DeleteUser",
+            "/v1/admin/users/{id}",
+            HttpMethod::Delete,
+            &[("id", "$response.body#/id")],
+            None,
+        ),
+        (
             "/v1/session/login",
             HttpMethod::Post,
             "200",

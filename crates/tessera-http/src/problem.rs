@@ -53,6 +53,12 @@ impl ApiError {
         }
     }
 
+    /// Names the request field at fault (the problem's `field`).
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
     /// Sends `name: value` with the problem, e.g. `Retry-After` or `WWW-Authenticate`.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));

@@ -709,6 +709,7 @@ async fn malformed_user_ids_in_admin_urls_are_404s() {
             (Method::GET, format!("/v1/admin/users/{id}")),
             (Method::POST, format!("/v1/admin/users/{id}/disable")),
             (Method::POST, format!("/v1/admin/users/{id}/logout")),
+            (Method::DELETE, format!("/v1/admin/users/{id}")),
         ] {
             let r = app
                 .request(method.clone(), &path)

@@ -10,7 +10,8 @@ mod session_table;
 
 use session_table::{Refused, SessionTable};
 use tessera_core::store::{
-    EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserStore,
+    EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserDeletion,
+    UserStore,
 };
 use tessera_core::{
     AllowedToken, FamilyId, KeyStatus, NewEvent, RefreshFamily, RefreshTokenRecord,
@@ -329,6 +330,47 @@ impl UserStore for MemoryStore {
         };
         user.not_before = User::moved_not_before(user.not_before, at);
         Ok(true)
+    }
+
+    async fn delete_user(&self, deletion: &UserDeletion) -> Result<bool, StoreError> {
+        // One lock: every change below is seen together or not at all.
+        let mut inner = self.lock()?;
+        let id = &deletion.user;
+        let removed = inner.users.remove(id);
+        let existed = removed.is_some();
+        if let Some(user) = removed {
+            inner.user_by_name.remove(user.username.as_str());
+        }
+        inner.sessions.remove_of_user(id, None);
+        let families: Vec<FamilyId> = inner
+            .families_by_user
+            .get(id)
+            .into_iter()
+            .flatten()
+            .map(|(_, family)| family.clone())
+            .collect();
+        for family in &families {
+            inner.remove_family(family);
+        }
+        let jtis = inner.allowed_by_user.remove(id);
+        inner.remove_allowed_all(jtis);
+        for event in &mut inner.events {
+            if let Some(scrubbed) = deletion.scrub(event.user_id.as_ref(), &event.detail) {
+                event.detail = scrubbed;
+            }
+        }
+        if existed {
+            let event_id = inner.events.last().map_or(1, |last| last.id + 1);
+            let event = &deletion.event;
+            inner.events.push(SecurityEvent {
+                id: event_id,
+                at: event.at,
+                kind: event.kind,
+                user_id: event.user_id.clone(),
+                detail: event.detail.clone(),
+            });
+        }
+        Ok(existed)
     }
 }
 

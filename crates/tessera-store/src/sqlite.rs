@@ -271,6 +271,7 @@ const SQL: Dialect = Dialect {
          VALUES ($1, $2, $3, $4) ON CONFLICT (kind, subject, ifnull(before, 0)) \
          DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
     insert_event: "INSERT INTO security_events (at, kind, user_id, detail) VALUES ($1, $2, $3, $4)",
+    update_event_detail: "UPDATE security_events SET detail = $1 WHERE id = $2",
 };
 
 // sqlx's `begin` is SQLite's deferred `BEGIN`: every transaction here writes before it reads, so

@@ -188,6 +188,10 @@ impl UserStore for UsersAndSessions {
     async fn set_user_not_before(&self, id: &UserId, at: Timestamp) -> Result<bool, StoreError> {
         self.users.set_user_not_before(id, at).await
     }
+
+    async fn delete_user(&self, deletion: &tessera_core::UserDeletion) -> Result<bool, StoreError> {
+        self.users.delete_user(deletion).await
+    }
 }
 
 #[async_trait]

@@ -98,6 +98,10 @@ impl UserStore for Gated {
     async fn set_user_not_before(&self, id: &UserId, at: Timestamp) -> Result<bool, StoreError> {
         self.inner.set_user_not_before(id, at).await
     }
+
+    async fn delete_user(&self, deletion: &tessera_core::UserDeletion) -> Result<bool, StoreError> {
+        self.inner.delete_user(deletion).await
+    }
 }
 
 struct Node {

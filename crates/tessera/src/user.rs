@@ -73,7 +73,18 @@ pub(crate) enum UserCommand {
         /// A username or a user id (usr_…).
         user: String,
     },
-    // Account deletion (`Delete`) joins these, with its arm in `run`.
+    /// Delete an account and everything of it: its sessions and their data, its token and hybrid
+    /// logins, its roles and password. Every credential of it stops working at once, on running
+    /// servers too; the audit log keeps the user id, not the username, and records the deletion.
+    /// The username is free to register again. Asks for confirmation on a terminal; give `--yes`
+    /// when standard input is not one (scripts).
+    Delete {
+        /// The account: its username or its id (`usr_…`).
+        user: String,
+        /// Delete without asking.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
@@ -128,6 +139,15 @@ pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
                 );
                 Ok(())
             })
+        }
+        UserCommand::Delete { user, yes } => {
+            if !yes && !std::io::stdin().is_terminal() {
+                anyhow::bail!(
+                    "refusing to delete {user:?} without confirmation: standard input is not a \
+                     terminal; pass --yes to delete without asking"
+                );
+            }
+            with_app(&config, async |app| delete(app, &user, yes).await)
         }
     }
 }
@@ -292,4 +312,32 @@ struct UserList {
     users: Vec<UserView>,
     /// Pass as --after for the next page; absent on the last page.
     next: Option<String>,
+}
+
+/// `tessera user delete`: the account by id or username, confirmed on a terminal (the username
+/// typed again), then deleted.
+async fn delete(app: &App, who: &str, yes: bool) -> anyhow::Result<()> {
+    let user = find_user(app, who).await?;
+    if !yes {
+        eprint!(
+            "delete {} ({}) and everything of it? This cannot be undone. Type the username to confirm: ",
+            user.username, user.id
+        );
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the confirmation from standard input")?;
+        let typed = line.trim();
+        let same = tessera_core::Username::parse(typed).is_ok_and(|name| name == user.username);
+        if !same {
+            anyhow::bail!("not deleted: the confirmation did not match the username");
+        }
+    }
+    if !app.logins.delete_account(&user.id, None).await? {
+        anyhow::bail!("no user {who:?}: it was deleted meanwhile");
+    }
+    println!("{}", user.id);
+    eprintln!("deleted {}", user.username);
+    Ok(())
 }

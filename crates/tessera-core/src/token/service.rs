@@ -649,11 +649,17 @@ impl Tokens {
         };
         if let Some(verified) = verified {
             let c = verified.claims();
-            let username = self
+            // A token of an account deleted or disabled since it was issued is not active, even
+            // where no revocation list refuses it (`tokens.revocation = "none"`).
+            let Some(user) = self
                 .users
                 .user_by_id(verified.user_id())
                 .await?
-                .map(|u| u.username.to_string());
+                .filter(User::is_active)
+            else {
+                return Ok(Introspection::default());
+            };
+            let username = Some(user.username.to_string());
             return Ok(Introspection {
                 active: true,
                 token_type: Some("access_token"),

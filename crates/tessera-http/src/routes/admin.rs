@@ -427,6 +427,46 @@ pub async fn force_logout(
     Ok(Json(Ended { ended }))
 }
 
+/// Delete a user: the account and everything of it are erased, and every credential of it stops
+/// working at once. The audit log keeps the user id (not the username) and records the deletion
+/// with the admin who asked. A deletion that failed half-way leaves the account disabled: asking
+/// again finishes it.
+#[utoipa::path(
+    delete, path = "/v1/admin/users/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The user id")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin cannot delete themselves here (use DELETE /v1/account)", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let user = target(&state, &id).await?;
+    if user.id == admin.user.id {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "self-lockout",
+            "admins cannot delete themselves here; use DELETE /v1/account",
+        ));
+    }
+    if !state
+        .logins()
+        .delete_account(&user.id, Some(&admin.user.id))
+        .await?
+    {
+        return Err(ApiError::not_found(format!("no user {id:?}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Audit log
 
@@ -451,7 +491,7 @@ pub struct EventView {
     pub at: tessera_core::Timestamp,
     /// login_succeeded, login_failed, logout, token_issued, token_refreshed,
     /// refresh_reuse_detected, token_revoked, key_rotated, key_retired, password_changed,
-    /// forced_logout, user_disabled, user_enabled, roles_changed.
+    /// forced_logout, user_disabled, user_enabled, roles_changed, account_deleted.
     pub kind: String,
     /// The account the event concerns (`usr_…`); for a key rotation or retirement, the admin who
     /// acted. Absent when there is none, as for a failed login.

@@ -62,7 +62,7 @@ fn refresh_cookie(pair: &TokenPair) -> Cookie<'static> {
 }
 
 /// Expired cookies that replace both hybrid cookies (with the attributes their prefixes require).
-fn cleared(jar: CookieJar) -> CookieJar {
+pub(crate) fn cleared(jar: CookieJar) -> CookieJar {
     let clear = |name: &'static str, path: &'static str, same_site: SameSite| {
         Cookie::build((name, ""))
             .http_only(true)

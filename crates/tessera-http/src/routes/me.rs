@@ -300,3 +300,58 @@ pub async fn change_password(
         AuthModel::Token(_) => Ok(StatusCode::NO_CONTENT.into_response()),
     }
 }
+
+/// The body of `DELETE /v1/account`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDeletion {
+    /// The account's current password: a stolen session or token alone cannot delete it.
+    #[schema(value_type = String, format = Password)]
+    pub password: Password,
+}
+
+/// Delete my account.
+///
+/// Needs the current password. The account and everything of it are erased — sessions and
+/// their data, token and hybrid logins, roles, the password — and every credential of it stops
+/// working at once, on every node and at resource servers following the revocation stream. The
+/// audit log keeps the user id (not the username) and records the deletion. The username is free
+/// to register again, for a new account that inherits nothing. The session and hybrid cookies
+/// are cleared.
+#[utoipa::path(
+    delete, path = "/v1/account", tag = "account",
+    request_body = AccountDeletion,
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
+    responses(
+        (status = 204, description = "Deleted; the session and hybrid cookies are cleared"),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The password is not correct, or a cross-site request or a missing CSRF token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    auth: AuthUser,
+    client: ClientMeta,
+    ApiJson(body): ApiJson<AccountDeletion>,
+) -> Result<Response, ApiError> {
+    match state
+        .logins()
+        .delete_own_account(&auth.user, &body.password, client.ip)
+        .await
+    {
+        Ok(()) => {}
+        Err(tessera_core::Error::WrongCurrentPassword) => {
+            return Err(
+                ApiError::forbidden("wrong-password", "password is not correct")
+                    .with_field("password"),
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let jar = crate::routes::hybrid::cleared(jar.add(crate::routes::session::removal_cookie()));
+    Ok((StatusCode::NO_CONTENT, jar).into_response())
+}

@@ -63,7 +63,7 @@ pub(crate) fn session_cookie(
 
 /// An expired cookie that replaces the session cookie. It keeps `Secure` and `Path=/`, which the
 /// `__Host-` prefix requires for a browser to accept the removal.
-fn removal_cookie() -> Cookie<'static> {
+pub(crate) fn removal_cookie() -> Cookie<'static> {
     Cookie::build((SESSION_COOKIE, ""))
         .http_only(true)
         .secure(true)

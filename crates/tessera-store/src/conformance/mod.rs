@@ -30,6 +30,7 @@
 //! Failures panic with a message naming the broken rule. Some checks spawn Tokio tasks, so run
 //! the suite inside a Tokio runtime (a multi-threaded one exercises real contention).
 
+pub mod deletion;
 pub mod events;
 pub mod health;
 pub mod keys;
@@ -70,6 +71,19 @@ where
     refresh_conformance(&make).await;
     revocation_conformance(&make).await;
     event_conformance(&make).await;
+    deletion_conformance(&make).await;
+}
+
+/// The [`UserStore::delete_user`] checks on a backend that holds the account and what hangs off
+/// it, each on a fresh store from `make`.
+pub async fn deletion_conformance<S, F, Fut>(make: F)
+where
+    S: deletion::ErasingStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    deletion::delete_user(make().await).await;
+    deletion::delete_user_finishes_the_job(make().await).await;
 }
 
 /// The [`UserStore`] and [`SessionStore`] checks, each on a fresh store from `make`.
@@ -96,6 +110,7 @@ where
     sessions::delete(make().await).await;
     sessions::sessions_of_user(make().await).await;
     sessions::delete_sessions_of_user(make().await).await;
+    sessions::sessions_of_a_deleted_user(make().await).await;
     sessions::sweep(make().await).await;
     sessions::sweep_follows_touch(make().await).await;
     sessions::data_round_trip(make().await).await;
@@ -202,7 +217,7 @@ async fn with_user<S: UserStore>(store: &S, name: &str) -> User {
 /// ```
 ///
 /// A backend that holds only some of the stores names the groups it runs (`health`, `users`,
-/// `sessions`, `keys`, `refresh`, `revocations`, `events`; all of them by default):
+/// `sessions`, `keys`, `refresh`, `revocations`, `events`, `deletion`; all of them by default):
 /// `conformance_tests!([sessions, revocations] make_store().await)`. When every test needs setup
 /// and teardown around its store, give a body instead, in which `check` runs the test's check on
 /// the store it is given:
@@ -229,7 +244,7 @@ macro_rules! conformance_tests {
     };
     ($($run:tt)+) => {
         $crate::conformance_tests!(
-            [health, users, sessions, keys, refresh, revocations, events] $($run)+
+            [health, users, sessions, keys, refresh, revocations, events, deletion] $($run)+
         );
     };
 }
@@ -245,7 +260,7 @@ macro_rules! __conformance_group {
         $crate::__conformance_checks!(users [users_round_trip, usernames_are_unique, password_hash_replacement, user_paging, user_paging_cursors, user_disabled, user_roles, rehash_and_not_before] $($run)+);
     };
     (sessions $($run:tt)+) => {
-        $crate::__conformance_checks!(sessions [sessions_by_secret, session_clashes, touch, data_compare_and_swap, concurrent_compare_and_swap, concurrent_patches_lose_nothing, delete, sessions_of_user, delete_sessions_of_user, sweep, sweep_follows_touch, data_round_trip, client_info_round_trip, sessions_need_a_user, session_owner] $($run)+);
+        $crate::__conformance_checks!(sessions [sessions_by_secret, session_clashes, touch, data_compare_and_swap, concurrent_compare_and_swap, concurrent_patches_lose_nothing, delete, sessions_of_user, delete_sessions_of_user, sessions_of_a_deleted_user, sweep, sweep_follows_touch, data_round_trip, client_info_round_trip, sessions_need_a_user, session_owner] $($run)+);
     };
     (keys $($run:tt)+) => {
         $crate::__conformance_checks!(keys [keys_round_trip, key_rotation, key_retirement] $($run)+);
@@ -258,6 +273,9 @@ macro_rules! __conformance_group {
     };
     (events $($run:tt)+) => {
         $crate::__conformance_checks!(events [events_round_trip, event_paging] $($run)+);
+    };
+    (deletion $($run:tt)+) => {
+        $crate::__conformance_checks!(deletion [delete_user, delete_user_finishes_the_job] $($run)+);
     };
 }
 

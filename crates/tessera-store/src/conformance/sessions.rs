@@ -876,3 +876,111 @@ pub async fn session_owner<S: UserStore + SessionStore>(store: S) {
         "a deleted session has no owner"
     );
 }
+
+/// An account's deletion takes its sessions (with their data and the per-user index) wherever
+/// they are kept: the session store deletes them all, the user store deletes the account (and
+/// what it holds itself), in either order, and a repeat of either finds nothing left.
+pub async fn sessions_of_a_deleted_user<S: UserStore + SessionStore>(store: S) {
+    let bob = with_user(&store, "bob").await;
+    let bobs = session(&bob.id, T0, T0 + HOUR);
+    store.create_session(&bobs).await.expect("create_session");
+    for (name, sessions_first) in [("alice", true), ("carol", false)] {
+        let user = with_user(&store, name).await;
+        let mut mine = Vec::new();
+        for i in 0..3 {
+            let mut s = session(&user.id, T0 + i, T0 + HOUR);
+            s.data = SessionData::new(json!({"n": i}));
+            store.create_session(&s).await.expect("create_session");
+            mine.push(s);
+        }
+        let deletion = tessera_core::UserDeletion {
+            user: user.id.clone(),
+            username: user.username.clone(),
+            event: tessera_core::NewEvent {
+                at: at(T0 + 10),
+                kind: tessera_core::EventKind::AccountDeleted,
+                user_id: Some(user.id.clone()),
+                detail: json!({}),
+            },
+        };
+        if sessions_first {
+            assert_eq!(
+                store
+                    .delete_sessions_of_user(&user.id, None)
+                    .await
+                    .expect("delete_sessions_of_user"),
+                3,
+                "every session of the user goes"
+            );
+            assert!(store.delete_user(&deletion).await.expect("delete_user"));
+        } else {
+            assert!(store.delete_user(&deletion).await.expect("delete_user"));
+            store
+                .delete_sessions_of_user(&user.id, None)
+                .await
+                .expect("delete_sessions_of_user after the account");
+        }
+        assert_eq!(
+            store
+                .delete_sessions_of_user(&user.id, None)
+                .await
+                .expect("delete_sessions_of_user again"),
+            0,
+            "a repeat finds nothing"
+        );
+        assert!(
+            !store
+                .delete_user(&deletion)
+                .await
+                .expect("delete_user again"),
+            "a repeat finds no account"
+        );
+        assert!(
+            store
+                .sessions_of_user(&user.id)
+                .await
+                .expect("sessions_of_user")
+                .is_empty(),
+            "nothing is indexed under the deleted user"
+        );
+        for gone in &mine {
+            assert_eq!(
+                store
+                    .session_by_secret(&gone.secret_hash)
+                    .await
+                    .expect("session_by_secret"),
+                None,
+                "a deleted user's session no longer resolves"
+            );
+            assert!(
+                !store
+                    .replace_session_data(&gone.handle, 0, &json!({"x": 1}))
+                    .await
+                    .expect("replace_session_data"),
+                "its data is gone"
+            );
+            assert!(
+                !store
+                    .delete_session(&gone.handle)
+                    .await
+                    .expect("delete_session"),
+                "it is gone by its handle too"
+            );
+        }
+        // The name is free again; the new account starts with no session.
+        let again = with_user(&store, name).await;
+        assert!(
+            store
+                .sessions_of_user(&again.id)
+                .await
+                .expect("sessions_of_user")
+                .is_empty(),
+            "a new account of the same name inherits no session"
+        );
+    }
+    assert_eq!(
+        stored(&store, &bobs).await,
+        bobs,
+        "another user's session is untouched"
+    );
+}

@@ -295,6 +295,7 @@ const SQL: Dialect = Dialect {
          DO UPDATE SET expires_at = GREATEST(revocations.expires_at, EXCLUDED.expires_at)",
     insert_event: "INSERT INTO security_events (at, kind, user_id, detail) \
          VALUES ($1, $2, $3, $4::json)",
+    update_event_detail: "UPDATE security_events SET detail = $1::json WHERE id = $2",
 };
 
 sql::impl_db_on_pool!(PostgresStore, Postgres, PgRow, &SQL, {

@@ -145,6 +145,12 @@ pub(crate) trait Tx: Send {
         params: &[Param<'_>],
     ) -> Result<Option<Self::Row>, StoreError>;
 
+    async fn fetch_all(
+        &mut self,
+        statement: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Self::Row>, StoreError>;
+
     async fn commit(self) -> Result<(), StoreError>;
 }
 
@@ -282,6 +288,17 @@ macro_rules! impl_db_on_pool {
             ) -> Result<Option<$row>, tessera_core::StoreError> {
                 $crate::sql::query(statement, params)
                     .fetch_optional(&mut **self)
+                    .await
+                    .map_err(<$db as $crate::sql::StoreErrors>::store_error)
+            }
+
+            async fn fetch_all(
+                &mut self,
+                statement: &str,
+                params: &[$crate::sql::Param<'_>],
+            ) -> Result<Vec<$row>, tessera_core::StoreError> {
+                $crate::sql::query(statement, params)
+                    .fetch_all(&mut **self)
                     .await
                     .map_err(<$db as $crate::sql::StoreErrors>::store_error)
             }

@@ -59,6 +59,8 @@ pub(crate) struct Dialect {
     pub add_revocation: &'static str,
     /// Records a security event: at, kind, user, detail (JSON text).
     pub insert_event: &'static str,
+    /// Replaces a security event's detail: detail (JSON text), id.
+    pub update_event_detail: &'static str,
 }
 
 pub(crate) fn json_error(e: serde_json::Error) -> StoreError {

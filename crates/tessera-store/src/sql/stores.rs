@@ -84,6 +84,13 @@ macro_rules! impl_store_traits {
             ) -> Result<bool, tessera_core::StoreError> {
                 $crate::sql::users::set_user_not_before(self, id, at).await
             }
+
+            async fn delete_user(
+                &self,
+                deletion: &tessera_core::UserDeletion,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::users::delete_user(self, deletion).await
+            }
         }
 
         #[async_trait::async_trait]

@@ -1,8 +1,8 @@
 //! [`UserStore`](tessera_core::UserStore) in SQL.
 
-use tessera_core::{StoreError, Timestamp, User, UserId, Username};
+use tessera_core::{EventKind, StoreError, Timestamp, User, UserDeletion, UserId, Username};
 
-use super::{Columns, Db, json_error, rows, sql_limit};
+use super::{Columns, Db, Param, Tx, json_error, rows, sql_limit};
 
 pub(crate) async fn create_user<D: Db>(db: &D, user: &User) -> Result<(), StoreError> {
     let roles = serde_json::to_string(&user.roles).map_err(json_error)?;
@@ -166,4 +166,69 @@ pub(crate) async fn set_user_not_before<D: Db>(
         )
         .await?;
     Ok(changed > 0)
+}
+
+/// See [`UserStore::delete_user`](tessera_core::UserStore::delete_user): one transaction. It
+/// writes first (SQLite's deferred transactions must, to never fail on upgrading a read lock).
+pub(crate) async fn delete_user<D: Db>(
+    db: &D,
+    deletion: &UserDeletion,
+) -> Result<bool, StoreError> {
+    let id: Param<'_> = deletion.user.as_str().into();
+    let mut tx = db.begin().await?;
+    // The foreign keys would cascade from the user row; said outright, the rows also go when a
+    // retry finds the user already gone.
+    tx.execute("DELETE FROM sessions WHERE user_id = $1", &[id])
+        .await?;
+    tx.execute(
+        "DELETE FROM refresh_tokens WHERE family_id IN \
+         (SELECT id FROM refresh_families WHERE user_id = $1)",
+        &[id],
+    )
+    .await?;
+    tx.execute("DELETE FROM refresh_families WHERE user_id = $1", &[id])
+        .await?;
+    tx.execute("DELETE FROM allowed_tokens WHERE user_id = $1", &[id])
+        .await?;
+    let existed = tx.execute("DELETE FROM users WHERE id = $1", &[id]).await? > 0;
+    // The user's own events, and failed logins (which have no user) that may name the account.
+    let columns = D::DIALECT.event_columns;
+    let events = tx
+        .fetch_all(
+            &format!(
+                "SELECT {columns} FROM security_events \
+                 WHERE user_id = $1 OR (user_id IS NULL AND kind = $2)"
+            ),
+            &[id, EventKind::LoginFailed.as_str().into()],
+        )
+        .await?;
+    for row in &events {
+        let user_id = row.optional_text("user_id")?.map(UserId::from_stored);
+        let detail: serde_json::Value = serde_json::from_str(&row.text("detail")?)
+            .map_err(|e| StoreError::Other(format!("an audit event's detail is not JSON: {e}")))?;
+        if let Some(scrubbed) = deletion.scrub(user_id.as_ref(), &detail) {
+            let scrubbed = serde_json::to_string(&scrubbed).map_err(json_error)?;
+            tx.execute(
+                D::DIALECT.update_event_detail,
+                &[scrubbed.as_str().into(), row.int("id")?.into()],
+            )
+            .await?;
+        }
+    }
+    if existed {
+        let event = &deletion.event;
+        let detail = serde_json::to_string(&event.detail).map_err(json_error)?;
+        tx.execute(
+            D::DIALECT.insert_event,
+            &[
+                event.at.into(),
+                event.kind.as_str().into(),
+                event.user_id.as_ref().map(UserId::as_str).into(),
+                detail.as_str().into(),
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(existed)
 }
