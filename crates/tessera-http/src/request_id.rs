@@ -126,26 +126,19 @@ where
     }
 }
 
-/// The span every request is handled in (`tower_http`'s `TraceLayer`): method, path (never the
-/// query, which may carry what logs should not) and `request_id`, at INFO so that every log line
-/// of the request shows them.
+/// The span every request is handled in (`tower_http`'s `TraceLayer`): method and path (never
+/// the query, which may carry what logs should not), at DEBUG, so that it costs nothing at the
+/// default log level. The request id is not a field of it: the server's log formatter adds the
+/// id of the request being served to every line, whatever its level.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct RequestSpan;
 
 impl<B> tower_http::trace::MakeSpan<B> for RequestSpan {
     fn make_span(&mut self, request: &axum::http::Request<B>) -> tracing::Span {
-        match RequestId::current() {
-            Some(id) => tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                request_id = %id,
-            ),
-            None => tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-            ),
-        }
+        tracing::debug_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+        )
     }
 }

@@ -43,16 +43,16 @@ pub(crate) fn run(config: &Config, file: &Path) -> anyhow::Result<()> {
                 .postgres
                 .schema
                 .as_deref()
-                .map(|s| format!(" --schema={s}"))
+                .map(|s| format!(" --schema={}", shell_quoted(s)))
                 .unwrap_or_default();
             eprintln!(
                 "tessera backup copies SQLite databases only. Back up PostgreSQL with pg_dump, \
                  which takes a consistent snapshot while servers keep running:\n\n  \
-                 pg_dump --format=custom{schema} --file={} '{}'\n\n\
+                 pg_dump --format=custom{schema} --file={} {}\n\n\
                  (give the password through PGPASSWORD or ~/.pgpass, not on the command line; \
                  restore with pg_restore)",
-                file.display(),
-                crate::config_check::url_without_password(&url),
+                shell_quoted(&file.display().to_string()),
+                shell_quoted(&crate::config_check::url_without_password(&url)),
             );
             master_key_reminder(config);
             anyhow::bail!("no backup was written: the database is PostgreSQL")
@@ -61,6 +61,12 @@ pub(crate) fn run(config: &Config, file: &Path) -> anyhow::Result<()> {
             anyhow::bail!("database = memory keeps nothing on disk: there is nothing to back up")
         }
     }
+}
+
+/// `text` as one word for a POSIX shell: in single quotes, each `'` in it written `'\''`, so
+/// the printed command can be pasted as it is.
+fn shell_quoted(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 /// The signing keys in the copy are sealed with the master key: without it, they are useless.
@@ -76,5 +82,16 @@ fn master_key_reminder(config: &Config) {
              database backups): the signing keys in the backup cannot be used without it",
             config.tokens.master_key_file.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_keeps_one_word() {
+        assert_eq!(shell_quoted("/tmp/x; touch y"), "'/tmp/x; touch y'");
+        assert_eq!(shell_quoted("te'st"), r"'te'\''st'");
     }
 }

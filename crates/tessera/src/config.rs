@@ -844,10 +844,11 @@ impl Config {
         }
         match url.strip_prefix("sqlite://") {
             Some(path) if !path.is_empty() => Ok(Database::Sqlite(PathBuf::from(path))),
-            _ => Err(format!(
-                "{:?} is not a supported database URL: use sqlite://PATH, postgres://… or memory",
-                crate::config_check::redact_url(url)
-            )),
+            // The value is not repeated: a connection string that is not a URL (`host=… password=…`)
+            // cannot be redacted reliably.
+            _ => Err(
+                "not a supported database URL: use sqlite://PATH, postgres://… or memory".into(),
+            ),
         }
     }
 
@@ -1017,15 +1018,75 @@ fn describe(errors: figment::Error) -> String {
                     None => format!(" (from {})", m.name),
                 })
                 .unwrap_or_default();
-            format!("{key}{}{from}", e.kind)
+            let kind = if crate::config_check::may_hold_secret(&e.path) {
+                without_value(e.kind)
+            } else {
+                e.kind
+            };
+            format!("{key}{}{from}", without_source_lines(&kind.to_string()))
         })
         .collect();
     format!("invalid configuration:\n  {}", lines.join("\n  "))
 }
 
+/// `kind` without the value it quotes: for keys that may hold a secret (a password in a URL, a
+/// key), whose rejected value must not reach a terminal or a log.
+fn without_value(kind: figment::error::Kind) -> figment::error::Kind {
+    use figment::error::{Actual, Kind};
+    let hide = |actual: Actual| match actual {
+        Actual::Str(_) => Actual::Other("a string (not shown: it may hold a secret)".into()),
+        Actual::Char(_) => Actual::Other("a character".into()),
+        Actual::Bytes(_) => Actual::Other("bytes".into()),
+        other => other,
+    };
+    match kind {
+        Kind::InvalidType(actual, expected) => Kind::InvalidType(hide(actual), expected),
+        Kind::InvalidValue(actual, expected) => Kind::InvalidValue(hide(actual), expected),
+        Kind::Message(_) => {
+            Kind::Message("not a valid value (not shown: it may hold a secret)".into())
+        }
+        other => other,
+    }
+}
+
+/// A parse error's message without the lines of the file it quotes (`2 | master_key = "…`): the
+/// line and column it names are enough to find it, and the line may hold a secret.
+fn without_source_lines(message: &str) -> String {
+    let quoted = |line: &str| {
+        let rest = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    let kept: Vec<&str> = message.lines().filter(|l| !quoted(l)).collect();
+    kept.join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_never_repeat_a_secret() {
+        let check = |toml: &str| format!("{:#}", Config::from_toml_str(toml).unwrap_err());
+        for (toml, secret) in [
+            ("[tokens]\nmaster_key = \"SEKRIT\n", "SEKRIT"),
+            (
+                "[tokens]\nmaster_key = 12\n[redis]\ncluster_urls = \"redis://:SEKRIT@h:1\"\n",
+                "SEKRIT",
+            ),
+            (
+                "[tokens]\nintrospection_clients = \"api=SEKRIT\"\n",
+                "SEKRIT",
+            ),
+            ("database = \"host=h password=SEKRIT\"\n", "SEKRIT"),
+        ] {
+            let message = check(toml);
+            assert!(!message.contains(secret), "{toml:?} gave {message}");
+        }
+        // A key that holds no secret still says what it found.
+        assert!(check("[accounts]\nregistration = 12\n").contains("12"));
+    }
 
     #[test]
     fn redis_cluster_settings_name_the_key_and_never_the_password() {

@@ -178,6 +178,17 @@ fn is_secret(path: &[String]) -> bool {
         || last.contains("secret")
 }
 
+/// Whether the value at `path` may hold a secret: a secret itself, or a URL or connection string
+/// that can carry a password (`database`, `redis.*`, `postgres.*`, any `…url…`). Errors about such
+/// a value do not repeat it.
+pub(crate) fn may_hold_secret(path: &[String]) -> bool {
+    let first = path.first().map(String::as_str).unwrap_or_default();
+    is_secret(path)
+        || matches!(first, "database" | "redis" | "postgres")
+        || (first == "tokens" && path.get(1).is_some_and(|k| k == "introspection_clients"))
+        || path.iter().any(|p| p.contains("url"))
+}
+
 fn redact(path: &[String], value: &Value) -> Value {
     if is_secret(path) && !value.is_null() {
         return Value::String(REDACTED.into());

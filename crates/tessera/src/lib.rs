@@ -9,9 +9,10 @@ mod config;
 mod config_check;
 mod init;
 mod keys;
+mod logging;
 mod serve;
-mod tls;
 mod sessions;
+mod tls;
 mod user;
 
 use std::net::SocketAddr;

@@ -9,27 +9,15 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::app::App;
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 
 pub(crate) fn run(config: Config) -> anyhow::Result<()> {
-    init_logging(&config);
+    crate::logging::init(&config);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
         .block_on(serve(config))
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log.filter);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -119,11 +119,48 @@ impl Files {
     /// Both files' contents; an error names the file that cannot be read.
     fn read(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
         let read = |path: &Path, what: &str| {
-            std::fs::read(path)
+            read_pem_file(path)
                 .map_err(|e| format!("reading the TLS {what} {}: {e}", path.display()))
         };
         Ok((read(&self.cert, "certificate")?, read(&self.key, "key")?))
     }
+}
+
+/// The most a certificate chain or key file may hold: real ones are a few KiB.
+const MAX_PEM_FILE: u64 = 1024 * 1024;
+
+/// A PEM file's contents: a regular file of at most [`MAX_PEM_FILE`] bytes. Opened without
+/// blocking, so that a FIFO or device put at the path can neither hang the server (a FIFO blocks
+/// its opener until a writer comes) nor fill its memory (`/dev/zero`).
+fn read_pem_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    if metadata.len() > MAX_PEM_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("larger than {MAX_PEM_FILE} bytes: not a certificate or key"),
+        ));
+    }
+    let mut contents = Vec::new();
+    file.take(MAX_PEM_FILE + 1).read_to_end(&mut contents)?;
+    if contents.len() as u64 > MAX_PEM_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("larger than {MAX_PEM_FILE} bytes: not a certificate or key"),
+        ));
+    }
+    Ok(contents)
 }
 
 /// The certificate and key in these PEM texts, checked to belong together. An error names the
@@ -405,6 +442,29 @@ fn redirect(public_origin: &str, uri: &Uri) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.pem");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+        )
+        .unwrap();
+        let err = read_pem_file(&fifo).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = read_pem_file(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let big = dir.path().join("big.pem");
+        std::fs::write(&big, vec![b'A'; 2 * 1024 * 1024]).unwrap();
+        let err = read_pem_file(&big).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
+        let small = dir.path().join("small.pem");
+        std::fs::write(&small, b"-----BEGIN CERTIFICATE-----\n").unwrap();
+        assert_eq!(read_pem_file(&small).unwrap().len(), 28);
+    }
 
     #[test]
     fn redirects_keep_path_and_query_and_ignore_the_host() {
