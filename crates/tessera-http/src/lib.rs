@@ -4,7 +4,8 @@
 //! # async fn run(state: tessera_http::AppState) {
 //! let app = tessera_http::router(state);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await.unwrap();
-//! tessera_http::serve(listener, app, std::future::pending()).await.unwrap();
+//! let header_timeout = std::time::Duration::from_secs(10);
+//! tessera_http::serve(listener, app, header_timeout, std::future::pending()).await.unwrap();
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -159,16 +160,57 @@ pub fn management_router() -> Router {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then finishes the requests in flight.
-/// The client's socket address is available to handlers (sessions record it).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// The client's socket address is available to handlers (sessions record it). A connection that
+/// has not sent a request's whole head within `header_timeout` is closed (a client trickling its
+/// headers holds nothing for long), and so is one that is idle when the shutdown comes.
+///
+/// `listener` is any [`axum::serve::Listener`] with socket addresses: a `TcpListener`, or one
+/// that completes a TLS handshake first.
+pub async fn serve<L>(
+    mut listener: L,
     app: Router,
+    header_timeout: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    L::Io: Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                tower::ServiceExt::oneshot(app.clone(), request)
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

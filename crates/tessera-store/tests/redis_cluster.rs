@@ -49,10 +49,17 @@ fn session_of(user: &UserId) -> Session {
 }
 
 /// Starts a cluster off the async workers (it takes a few seconds).
-async fn start_cluster() -> RedisCluster {
-    tokio::task::spawn_blocking(RedisCluster::start)
+/// The tests of this file run one at a time, each on a cluster of its own: three clusters (18
+/// servers) at once on two cores starve the nodes' heartbeats past the one-second node timeout,
+/// and the clusters then fail over by themselves in the middle of a test.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn start_cluster() -> (tokio::sync::MutexGuard<'static, ()>, RedisCluster) {
+    let turn = ONE_AT_A_TIME.lock().await;
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
         .await
-        .expect("the cluster starts")
+        .expect("the cluster starts");
+    (turn, cluster)
 }
 
 /// The per-user session index key, as the store names it: its slot is the user's.
@@ -78,7 +85,7 @@ fn users_on_every_primary(cluster: &RedisCluster, prefix: &str) -> Vec<UserId> {
 /// the script is loaded again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_run_on_every_primary_and_load_again_when_forgotten() {
-    let cluster = start_cluster().await;
+    let (_turn, cluster) = start_cluster().await;
     let prefix = "scripts:";
     let store = RedisStore::connect(&cluster.cluster_url(), prefix)
         .await
@@ -152,7 +159,7 @@ fn subscribed_nodes(cluster: &RedisCluster, channel: &str) -> Vec<u16> {
 /// node, and changes flow again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_feed_reaches_every_node_and_survives_the_death_of_its_node() {
-    let mut cluster = start_cluster().await;
+    let (_turn, mut cluster) = start_cluster().await;
     let url = cluster.cluster_url();
     let one = RedisStore::connect(&url, "feed:").await.unwrap();
     let two = RedisStore::connect(&url, "feed:").await.unwrap();
@@ -238,7 +245,7 @@ async fn the_feed_reaches_every_node_and_survives_the_death_of_its_node() {
 /// acknowledged) until the old primary is back as its replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_loses_no_acknowledged_revocation() {
-    let mut cluster = start_cluster().await;
+    let (_turn, mut cluster) = start_cluster().await;
     let prefix = "failover:";
     let store = RedisStore::connect(&cluster.cluster_url(), prefix)
         .await

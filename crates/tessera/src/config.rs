@@ -224,6 +224,10 @@ pub(crate) struct HttpSection {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Largest request body in bytes.
     pub body_limit: usize,
+    /// Longest time to receive a request's head (the request line and headers) once it has
+    /// begun, or the first request after a TLS handshake; past it the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// Longest time to receive a request body.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
@@ -244,6 +248,7 @@ impl Default for HttpSection {
             trusted_origins: Vec::new(),
             trusted_proxies: Vec::new(),
             body_limit: 64 * 1024,
+            header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
@@ -720,6 +725,7 @@ impl Config {
         for (key, value) in [
             ("http.request_timeout", self.http.request_timeout),
             ("http.body_timeout", self.http.body_timeout),
+            ("http.header_timeout", self.http.header_timeout),
         ] {
             if value.is_zero() {
                 return Err(fail(key, "must be positive".into()));

@@ -141,7 +141,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let grace = config.http.shutdown_grace;
     tokio::select! {
-        served = listener.serve(router, signal) => served.context("serving HTTP")?,
+        served = listener.serve(router, config.http.header_timeout, signal) => served.context("serving HTTP")?,
         () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(?grace, "requests still in flight after the shutdown grace period; stopping anyway");
         }
@@ -171,11 +171,14 @@ impl Listener {
     async fn serve(
         self,
         router: axum::Router,
+        header_timeout: std::time::Duration,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         match self {
-            Listener::Plain(listener) => tessera_http::serve(listener, router, shutdown).await,
-            Listener::Tls(listener) => listener.serve(router, shutdown).await,
+            Listener::Plain(listener) => {
+                tessera_http::serve(listener, router, header_timeout, shutdown).await
+            }
+            Listener::Tls(listener) => listener.serve(router, header_timeout, shutdown).await,
         }
     }
 }

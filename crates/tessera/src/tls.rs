@@ -350,16 +350,11 @@ impl TlsListener {
     pub(crate) async fn serve(
         self,
         app: Router,
+        header_timeout: Duration,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
-        // `tap_io` is what gives a listener of our own `ConnectInfo<SocketAddr>` in axum.
         let listener = self.tap_io(set_nodelay as fn(&mut TlsStream<TcpStream>));
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
+        tessera_http::serve(listener, app, header_timeout, shutdown).await
     }
 }
 

@@ -322,6 +322,83 @@ impl RedisCluster {
             {
                 return Err(format!("replica {port} is not in sync with its primary"));
             }
+            // A primary counts a replica for `WAIT` only once it has put it online, which after a
+            // (diskless) full sync waits for the replica's first acknowledgement, up to a second
+            // after the replica itself says its link is up.
+            if replication.lines().any(|l| l.trim() == "role:master") {
+                let me = nodes.iter().find(|n| n.port == port).map(|n| n.id.clone());
+                let replicas = nodes
+                    .iter()
+                    .filter(|n| {
+                        !n.primary && !n.failed && live.contains(&n.port) && n.primary_id == me
+                    })
+                    .count();
+                let online = replication
+                    .lines()
+                    .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                    .count();
+                if online < replicas {
+                    return Err(format!(
+                        "primary {port} has {online} of its {replicas} replicas online"
+                    ));
+                }
+                if replicas > 0 {
+                    self.replication_acknowledged(port, &nodes, replicas)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A write on the primary at `port` is confirmed by its `replicas` (`WAIT`), as the store's
+    /// revoking writes must be: right after the cluster forms, roles and links still settle for a
+    /// moment after every node already says it is healthy.
+    fn replication_acknowledged(
+        &self,
+        port: u16,
+        nodes: &[NodeInfo],
+        replicas: usize,
+    ) -> Result<(), String> {
+        let Some(me) = nodes.iter().find(|n| n.port == port) else {
+            return Err(format!("primary {port} is not listed"));
+        };
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .map_err(|e| format!("primary {port}: {e}"))?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|e| format!("primary {port}: {e}"))?;
+        // A key of one of its slots (about one candidate in three is).
+        let mut key = None;
+        for i in 0..1000u32 {
+            let candidate = format!("test-redis-cluster:ready:{i}");
+            let slot: u16 = redis::cmd("CLUSTER")
+                .arg("KEYSLOT")
+                .arg(&candidate)
+                .query(&mut conn)
+                .map_err(|e| format!("primary {port}: {e}"))?;
+            if me.slots.iter().any(|&(a, b)| (a..=b).contains(&slot)) {
+                key = Some(candidate);
+                break;
+            }
+        }
+        let key = key.ok_or_else(|| format!("primary {port}: no key of its slots found"))?;
+        let confirmed: i64 = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg("1")
+            .arg("PX")
+            .arg(10_000)
+            .ignore()
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(200)
+            .query::<(i64,)>(&mut conn)
+            .map(|(n,)| n)
+            .map_err(|e| format!("primary {port}: {e}"))?;
+        if confirmed < replicas as i64 {
+            return Err(format!(
+                "primary {port}: {confirmed} of {replicas} replicas confirmed a write"
+            ));
         }
         Ok(())
     }

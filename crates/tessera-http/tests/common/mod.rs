@@ -204,7 +204,7 @@ impl TestApp {
         });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            tessera_http::serve(listener, app, async {
+            tessera_http::serve(listener, app, Duration::from_secs(10), async {
                 let _ = rx.await;
             })
             .await
