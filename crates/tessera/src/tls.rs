@@ -33,6 +33,9 @@ use tokio_rustls::server::TlsStream;
 /// How often the certificate and key files are read to see whether they changed.
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long changed files must stay as they are before they are loaded.
+const SETTLE: Duration = Duration::from_millis(300);
+
 /// How long a client may take to complete the TLS handshake before its connection is closed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -255,6 +258,14 @@ struct Reloader {
 }
 
 impl Reloader {
+    /// Both files, read off the runtime's threads.
+    async fn read(&self) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let files = self.files.clone();
+        tokio::task::spawn_blocking(move || files.read())
+            .await
+            .unwrap_or_else(|e| Err(format!("reading the TLS files: {e}")))
+    }
+
     async fn run(mut self, mut hangup: tokio::signal::unix::Signal) {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -270,11 +281,7 @@ impl Reloader {
     /// Reads the files and, when they changed or `asked` (SIGHUP), puts their certificate in
     /// use, or reports why not.
     async fn check(&mut self, asked: bool) {
-        let files = self.files.clone();
-        let read = tokio::task::spawn_blocking(move || files.read())
-            .await
-            .unwrap_or_else(|e| Err(format!("reading the TLS files: {e}")));
-        let (cert_pem, key_pem) = match read {
+        let (cert_pem, key_pem) = match self.read().await {
             Ok(pems) => pems,
             Err(e) => {
                 if asked || self.last_error.as_ref() != Some(&e) {
@@ -286,8 +293,18 @@ impl Reloader {
         };
         self.last_error = None;
         let seen = digest(&cert_pem, &key_pem);
-        if !asked && seen == self.loaded {
-            return;
+        if !asked {
+            if seen == self.loaded {
+                return;
+            }
+            // Files are rarely replaced together (a renewal writes the certificate, then the key):
+            // act on a pair only once it has stopped changing, so that the moment between the two
+            // writes is neither loaded nor reported as a mismatch.
+            tokio::time::sleep(SETTLE).await;
+            match self.read().await {
+                Ok((cert, key)) if digest(&cert, &key) == seen => {}
+                _ => return,
+            }
         }
         self.loaded = seen;
         let reason = if asked { "SIGHUP" } else { "the files changed" };
