@@ -784,6 +784,20 @@ impl Sessions {
     /// with a compare-and-swap. Patches of one session on this node take turns (a striped lock),
     /// so the compare-and-swap only retries against writers on other nodes.
     pub async fn patch_data(&self, secret: &SessionId, patch: &Value) -> Result<Value, Error> {
+        self.update_data(secret, |data| merge_patch::apply(data, patch))
+            .await
+    }
+
+    /// Changes the session data with `change` and returns the new document, under the same rule
+    /// as [`Sessions::patch_data`]: `change` is applied to the latest stored version and written
+    /// with a compare-and-swap, so a concurrent writer's change is never lost. `change` may
+    /// therefore run more than once (each time on the newer version): it must not have other
+    /// effects. The result must be a JSON object within `sessions.max_data_bytes`.
+    pub async fn update_data(
+        &self,
+        secret: &SessionId,
+        mut change: impl FnMut(&mut Value),
+    ) -> Result<Value, Error> {
         let hash = secret.hash();
         let stripe = usize::from(hash.as_bytes()[0]) % self.patch_locks.len();
         let _turn = self.patch_locks[stripe].lock().await;
@@ -800,7 +814,7 @@ impl Sessions {
                 return Err(Error::Unauthenticated);
             }
             let mut data = session.data.to_value();
-            merge_patch::apply(&mut data, patch);
+            change(&mut data);
             if !data.is_object() {
                 return Err(Error::invalid(
                     "body",

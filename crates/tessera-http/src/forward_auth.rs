@@ -18,7 +18,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::extract::{AuthModel, AuthUser, HYBRID_ACCESS_COOKIE, SESSION_COOKIE, cookie_value};
+use crate::extract::{AuthModel, AuthUser, CookieNames, cookie_value};
 use crate::problem::ApiError;
 use crate::state::{AppState, origin_of};
 
@@ -600,10 +600,10 @@ fn wants_html(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the request carries any credential at all.
-fn has_credential(headers: &HeaderMap) -> bool {
+fn has_credential(headers: &HeaderMap, names: &CookieNames) -> bool {
     headers.contains_key(header::AUTHORIZATION)
-        || cookie_value(headers, HYBRID_ACCESS_COOKIE).is_some()
-        || cookie_value(headers, SESSION_COOKIE).is_some()
+        || cookie_value(headers, &names.hybrid_access).is_some()
+        || cookie_value(headers, &names.session).is_some()
 }
 
 /// How the proxy wants an unauthenticated browser sent to the login page.
@@ -716,7 +716,7 @@ pub async fn check(state: &AppState, mut parts: Parts) -> Result<Response, ApiEr
             },
         }
     };
-    if matches!(need, Need::Nothing) && !has_credential(&parts.headers) {
+    if matches!(need, Need::Nothing) && !has_credential(&parts.headers, state.cookies()) {
         count("anonymous");
         return Ok(anonymous());
     }

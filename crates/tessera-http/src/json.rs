@@ -114,7 +114,7 @@ fn source_text(e: &dyn std::error::Error) -> String {
 
 /// serde names the offending value ("invalid type: integer `12345678`, expected a string"): drop
 /// it, since it may be a password sent as the wrong type, and keep what was expected.
-fn without_values(message: &str) -> String {
+pub(crate) fn without_values(message: &str) -> String {
     for marker in ["invalid type: ", "invalid value: ", "invalid length "] {
         if let Some(start) = message.find(marker)
             && let Some(end) = message[start..].find(", expected")

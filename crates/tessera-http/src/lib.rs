@@ -38,8 +38,14 @@ pub use routes::playground::attacker_router;
 pub use state::{AppState, HttpConfig, IntrospectionClient, PlaygroundConfig, Timeouts, origin_of};
 
 /// Every route of the server, with its layers, and `/openapi.json` generated from the same
-/// handlers.
+/// handlers, at the root (see [`routes`] to give them to an application's router).
 pub fn router(state: AppState) -> Router {
+    routes(state)
+}
+
+/// [`router`]'s routes as a router of any state type `S`, to merge into an application's router
+/// (or nest under a path): they carry their own state, so `S` is whatever the application uses.
+pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
     let (api, doc) = OpenApiRouter::with_openapi(openapi::base())
         .routes(routes!(routes::ops::healthz))
         .routes(routes!(routes::ops::readyz))
@@ -78,7 +84,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(routes::admin::force_logout))
         .routes(routes!(routes::admin::events))
         .split_for_parts();
-    let openapi_json = openapi::render(doc);
+    let openapi_json = openapi::render(doc, state.cookies(), state.mount());
     // Installed now, so counters recorded by the core from the first request on are kept.
     let _ = metrics::handle();
     let api = api.route_layer(axum::middleware::from_fn(metrics::track));

@@ -7,7 +7,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::csrf::CSRF_HEADER;
-use crate::extract::SESSION_COOKIE;
+use crate::extract::{CookieNames, SESSION_COOKIE};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -93,8 +93,29 @@ pub(crate) fn base() -> utoipa::openapi::OpenApi {
     doc
 }
 
-pub(crate) fn render(mut doc: utoipa::openapi::OpenApi) -> std::sync::Arc<str> {
+pub(crate) fn render(
+    mut doc: utoipa::openapi::OpenApi,
+    names: &CookieNames,
+    mount: &str,
+) -> std::sync::Arc<str> {
     add_links(&mut doc);
+    // The cookies' names as this server sets them, and the path its routes are mounted under.
+    if let Some(components) = doc.components.as_mut() {
+        for (scheme, name) in [
+            ("session_cookie", &names.session),
+            ("hybrid_cookies", &names.hybrid_access),
+            ("hybrid_refresh_cookie", &names.hybrid_refresh),
+        ] {
+            if let Some(utoipa::openapi::RefOr::T(SecurityScheme::ApiKey(ApiKey::Cookie(value)))) =
+                components.security_schemes.get_mut(scheme)
+            {
+                value.name.clone_from(name);
+            }
+        }
+    }
+    if !mount.is_empty() {
+        doc.servers = Some(vec![utoipa::openapi::server::Server::new(mount)]);
+    }
     doc.to_json().unwrap_or_else(|_| "{}".into()).into()
 }
 

@@ -6,6 +6,8 @@ use ipnet::IpNet;
 use tessera_core::token::Tokens;
 use tessera_core::{Accounts, HealthCheck, Logins, Services, Sessions, Throttle};
 
+use crate::extract::CookieNames;
+
 /// HTTP settings derived from the server configuration.
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
@@ -28,6 +30,12 @@ pub struct HttpConfig {
     pub verify: crate::forward_auth::VerifyConfig,
     /// The playground (`/` and its endpoints); `None` turns it off, and its routes answer 404.
     pub playground: Option<PlaygroundConfig>,
+    /// The base of the cookies' names (see [`CookieNames`]): `tessera` gives `__Host-tessera`.
+    pub cookie_name: String,
+    /// The path Tessera's routes are served under when an application mounts them inside its own
+    /// router (`/auth`), or empty when they are at the root. It shows in the OpenAPI document's
+    /// server URL; cookies keep `Path=/` whatever it is.
+    pub mount: String,
 }
 
 /// The playground's settings.
@@ -87,6 +95,8 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             verify: crate::forward_auth::VerifyConfig::default(),
             playground: Some(PlaygroundConfig::default()),
+            cookie_name: "tessera".into(),
+            mount: String::new(),
         }
     }
 }
@@ -115,6 +125,34 @@ pub fn origin_of(url: &str) -> Result<String, String> {
     })
 }
 
+/// A mount path as given (`/auth`, `/auth/`, or empty for the root), checked and written
+/// without a trailing slash: segments of letters, digits, `-`, `_`, `.` and `~`, none of them `.`
+/// or `..`.
+pub fn check_mount(mount: &str) -> Result<String, String> {
+    let trimmed = mount.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = || {
+        format!(
+            "{mount:?} is not a mount path: write it like /auth (segments of letters, digits, '-', '_', '.', '~')"
+        )
+    };
+    let rest = trimmed.strip_prefix('/').ok_or_else(bad)?;
+    for segment in rest.split('/') {
+        if segment.is_empty()
+            || segment == "."
+            || segment == ".."
+            || !segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+        {
+            return Err(bad());
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
 pub(crate) struct Inner {
     pub services: Services,
     pub config: HttpConfig,
@@ -123,6 +161,8 @@ pub(crate) struct Inner {
     pub https: bool,
     /// The attacker page's requests as received, when the playground has an attacker page.
     pub attack_log: Option<Arc<crate::routes::playground::AttackLog>>,
+    /// The cookies' names.
+    pub cookies: CookieNames,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -139,7 +179,15 @@ impl AppState {
         for o in &config.trusted_origins {
             trusted_origins.push(origin_of(o)?);
         }
+        let cookies = CookieNames::new(&config.cookie_name)?;
         let mut config = config;
+        config.mount = check_mount(&config.mount)?;
+        if !config.mount.is_empty() && config.playground.is_some() {
+            return Err(format!(
+                "the playground is served at the root only, not under {}: turn it off when mounting Tessera's routes",
+                config.mount
+            ));
+        }
         let mut attack_log = None;
         if let Some(playground) = &mut config.playground
             && let Some(attacker) = &mut playground.attacker_origin
@@ -152,6 +200,7 @@ impl AppState {
             }
             attack_log = Some(Arc::new(crate::routes::playground::AttackLog::new(
                 attacker.clone(),
+                cookies.clone(),
             )));
         }
         Ok(Self(Arc::new(Inner {
@@ -160,7 +209,23 @@ impl AppState {
             trusted_origins,
             https,
             attack_log,
+            cookies,
         })))
+    }
+
+    /// The names of the cookies this server sets and reads.
+    pub fn cookies(&self) -> &CookieNames {
+        &self.0.cookies
+    }
+
+    /// The path the routes are mounted under (`/auth`), or empty at the root.
+    pub fn mount(&self) -> &str {
+        &self.0.config.mount
+    }
+
+    /// The origins trusted for cookie-authenticated unsafe requests: the public URL's first.
+    pub fn trusted_origins(&self) -> &[String] {
+        &self.0.trusted_origins
     }
 
     /// Whether the playground is on.

@@ -1,13 +1,12 @@
 //! Wiring shared by every command: the configured stores and the master key, from which
-//! [`Services::build`] builds the core services (the one constructor the tests use too).
+//! [`crate::Tessera`]'s builder builds the core services.
 
-use std::ops::Deref;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tessera_core::token::MasterKey;
-use tessera_core::{AllHealthy, Clock, MirroredRevocations, Services, Stores, SystemClock};
+use tessera_core::{AllHealthy, MirroredRevocations, Stores};
 use tessera_store::memory::MemoryStore;
 use tessera_store::sqlite::SqliteStore;
 use tessera_store::{PostgresStore, RedisStore};
@@ -16,61 +15,11 @@ use crate::config::{Config, Database, RedisTarget, SessionStoreKind};
 
 /// Everything a command needs, built from the configuration: the services (`app.sessions`, …
 /// through `Deref`) and the stores under them.
-pub(crate) struct App {
-    services: Services,
-    /// The SQLite store itself, to close (and checkpoint) at the end.
-    sqlite: Option<SqliteStore>,
-    follower: tokio::task::JoinHandle<()>,
-}
-
-impl Deref for App {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.services
-    }
-}
-
-impl App {
-    pub(crate) async fn build(config: &Config) -> anyhow::Result<Self> {
-        Self::build_with_clock(config, Arc::new(SystemClock)).await
-    }
-
-    /// Builds the stores and the services, and starts following the change feed (without it a
-    /// node stops trusting its revocation state). `serve` also starts the sweeper.
-    pub(crate) async fn build_with_clock(
-        config: &Config,
-        clock: Arc<dyn Clock>,
-    ) -> anyhow::Result<Self> {
-        let database = config.database().map_err(anyhow::Error::msg)?;
-        let (stores, sqlite) = stores(config, &database).await?;
-        let master = master_key(config, &database)?;
-        let services = Services::build(stores, clock, master, config.services_config()).await?;
-        let follower = services.spawn_follower();
-        Ok(Self {
-            services,
-            sqlite,
-            follower,
-        })
-    }
-
-    /// The services, to hand to the HTTP layer.
-    pub(crate) fn services(&self) -> &Services {
-        &self.services
-    }
-
-    /// Closes the stores (the SQLite WAL is checkpointed).
-    pub(crate) async fn close(self) {
-        self.follower.abort();
-        if let Some(sqlite) = self.sqlite {
-            sqlite.close().await;
-        }
-    }
-}
+pub(crate) type App = crate::Tessera;
 
 /// The configured stores: one database for everything, or sessions, revocations, throttling and
 /// the change feed in Redis beside it.
-async fn stores(
+pub(crate) async fn stores(
     config: &Config,
     database: &Database,
 ) -> anyhow::Result<(Stores, Option<SqliteStore>)> {
@@ -147,7 +96,7 @@ async fn stores(
 /// The master key: from the configuration (`tokens.master_key`, best set through the
 /// environment), else from `tokens.master_key_file`, created on first start. A memory database
 /// gets a throwaway key: nothing it seals outlives the process anyway.
-fn master_key(config: &Config, database: &Database) -> anyhow::Result<MasterKey> {
+pub(crate) fn master_key(config: &Config, database: &Database) -> anyhow::Result<MasterKey> {
     if let Some(text) = &config.tokens.master_key {
         return MasterKey::parse_base64(text)
             .map_err(|e| anyhow::anyhow!("tokens.master_key: {e}"));
@@ -203,9 +152,13 @@ pub(crate) fn with_app<T>(
         .enable_all()
         .build()?
         .block_on(async move {
-            let app = App::build(config).await?;
+            let app = crate::Tessera::from_loaded(config.clone())
+                .without_upkeep()
+                .build()
+                .await
+                .map_err(crate::BuildError::into_anyhow)?;
             let result = command(&app).await;
-            app.close().await;
+            app.shutdown().await;
             result
         })
 }

@@ -24,9 +24,9 @@ pub(crate) const FLAGS: &str = "command-line flags";
 
 /// A provider under a name of ours: figment names a serialized value by its Rust type, which
 /// says nothing to an operator reading where a value came from.
-struct Named<P> {
-    name: &'static str,
-    provider: P,
+pub(crate) struct Named<P> {
+    pub(crate) name: &'static str,
+    pub(crate) provider: P,
 }
 
 impl<P: Provider> Provider for Named<P> {
@@ -43,7 +43,7 @@ impl<P: Provider> Provider for Named<P> {
     }
 }
 
-fn defaults() -> Named<Serialized<Config>> {
+pub(crate) fn defaults() -> Named<Serialized<Config>> {
     Named {
         name: DEFAULTS,
         provider: Serialized::defaults(Config::default()),
@@ -240,6 +240,14 @@ pub(crate) struct HttpSection {
     /// Where operators reach `/metrics`: a separate listener, never the public port. Off unless
     /// set; keep it on loopback or a private network.
     pub management_listen: Option<SocketAddr>,
+    /// The path the routes are served under (`/auth`: `/auth/v1/session/login`, …), for a
+    /// server behind a proxy that forwards one path to it, or routes mounted in an application's
+    /// own router. Empty: at the root. The playground is served at the root only.
+    pub mount: String,
+    /// The base of the cookies' names: `tessera` gives `__Host-tessera` (the session),
+    /// `__Host-tessera-at` and `__Host-tessera-rt` (hybrid), `__Host-tessera-device`. Change it
+    /// when two deployments share a host name (cookies do not tell ports apart).
+    pub cookie_name: String,
 }
 
 impl Default for HttpSection {
@@ -253,6 +261,8 @@ impl Default for HttpSection {
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             management_listen: None,
+            mount: String::new(),
+            cookie_name: "tessera".into(),
         }
     }
 }
@@ -678,6 +688,16 @@ impl Config {
             anyhow::anyhow!("invalid configuration: {key} (from {}): {why}", source(key))
         };
         self.database().map_err(|e| fail("database", e))?;
+        let mount = tessera_http::state::check_mount(&self.http.mount)
+            .map_err(|e| fail("http.mount", e))?;
+        if !mount.is_empty() && self.playground.enabled == Some(true) {
+            return Err(fail(
+                "playground",
+                format!("the playground is served at the root only, not under http.mount = {mount:?}: turn it off"),
+            ));
+        }
+        tessera_http::extract::CookieNames::new(&self.http.cookie_name)
+            .map_err(|e| fail("http.cookie_name", e))?;
         if self.sessions.store == SessionStoreKind::Redis {
             let target = self.redis.target().map_err(|(key, why)| fail(key, why))?;
             if target.is_cluster() && self.redis.prefix.contains(['{', '}']) {
@@ -825,7 +845,7 @@ impl Config {
     pub(crate) fn playground_enabled(&self) -> bool {
         self.playground
             .enabled
-            .unwrap_or_else(|| self.listen.ip().is_loopback())
+            .unwrap_or_else(|| self.listen.ip().is_loopback() && self.http.mount.is_empty())
     }
 
     /// Where the playground's attacker page listens: as configured, else `127.0.0.1` on the port
@@ -911,13 +931,19 @@ impl Config {
         }
     }
 
+    /// Where the routes are: the public URL, followed by `http.mount`.
+    pub(crate) fn base_url(&self) -> String {
+        let mount = tessera_http::state::check_mount(&self.http.mount).unwrap_or_default();
+        format!("{}{mount}", self.public_url.trim_end_matches('/'))
+    }
+
     pub(crate) fn token_config(&self) -> TokenConfig {
         TokenConfig {
             issuer: self
                 .tokens
                 .issuer
                 .clone()
-                .unwrap_or_else(|| self.public_url.trim_end_matches('/').to_owned()),
+                .unwrap_or_else(|| self.base_url()),
             audience: self.tokens.audience.clone(),
             client_id: self.tokens.client_id.clone(),
             access_lifetime: self.tokens.access_lifetime,
@@ -1002,6 +1028,8 @@ impl Config {
             playground: self
                 .playground_enabled()
                 .then(tessera_http::PlaygroundConfig::default),
+            cookie_name: self.http.cookie_name.clone(),
+            mount: self.http.mount.clone(),
         }
     }
 }

@@ -1,5 +1,41 @@
-//! The Tessera authentication server: its command line ([`cli_main`]), configuration and the
-//! wiring of the server's parts. The `tessera` binary is [`cli_main`].
+//! Tessera: session, token and hybrid login from one server, or inside your own axum
+//! application.
+//!
+//! [`Tessera`] builds everything (stores, services, background tasks, routes) in a few lines;
+//! the `tessera` binary ([`cli_main`]) is built on the same builder. Protect the application's
+//! own routes with the extractors of [`tessera_http::extract`]:
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tessera::Tessera;
+//! use tessera_http::extract::{Admin, AuthUser, RequireRole};
+//!
+//! async fn home(user: Option<AuthUser>) -> String {
+//!     match user {
+//!         Some(user) => format!("hello {}", user.user.username),
+//!         None => "hello, stranger".into(),
+//!     }
+//! }
+//!
+//! async fn admin(_: RequireRole<Admin>) -> &'static str {
+//!     "for admins"
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tessera = Tessera::builder().memory().mount("/auth").build().await?;
+//! let app: Router = Router::new()
+//!     .route("/", get(home))
+//!     .route("/admin", get(admin))
+//!     .merge(tessera.router())
+//!     .with_state(tessera.state());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let server = axum::serve(listener, app).with_graceful_shutdown(tessera.graceful(async {}));
+//! server.await?;
+//! tessera.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 mod app;
@@ -7,6 +43,7 @@ mod backup;
 mod compare;
 mod config;
 mod config_check;
+mod embed;
 mod init;
 mod keys;
 mod logging;
@@ -22,6 +59,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::config::{Config, Overrides};
+
+pub use embed::{BuildError, Tessera, TesseraBuilder};
 
 #[derive(Parser)]
 #[command(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::app::App;
+use crate::Tessera;
 use crate::config::Config;
 
 pub(crate) fn run(config: Config) -> anyhow::Result<()> {
@@ -26,15 +26,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some((cert, key)) => Some(crate::tls::Tls::load(cert, key)?),
         None => None,
     };
-    let app = App::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let mut http_config = config.http_config();
     // The playground's attacker page: a listener of its own, so it is another origin.
-    let attacker = match &mut http_config.playground {
-        Some(playground) => {
+    let attacker = if config.playground_enabled() {
+        {
             let at = config.attacker_listen();
             let attacker_listener = match tokio::net::TcpListener::bind(at).await {
                 Ok(l) => l,
@@ -52,15 +50,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 }
             };
             let local = attacker_listener.local_addr()?;
-            playground.attacker_origin = Some(format!("http://{local}"));
             Some((attacker_listener, local))
         }
-        None => None,
+    } else {
+        None
     };
-    let state = tessera_http::AppState::new(app.services().clone(), http_config)
-        .map_err(anyhow::Error::msg)?;
-    let router = tessera_http::router(state);
-    let sweeper = app.spawn_sweeper(config.sessions.sweep_interval);
+    let app = Tessera::from_loaded(config.clone())
+        .attacker_origin(attacker.as_ref().map(|(_, local)| format!("http://{local}")))
+        .build()
+        .await
+        .map_err(crate::BuildError::into_anyhow)?;
+    let router: axum::Router = app.router();
     let attacker = match attacker {
         Some((attacker_listener, local)) => {
             let victim_origin =
@@ -129,15 +129,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = {
         let stopping = Arc::clone(&stopping);
-        let tokens = app.tokens.clone();
-        async move {
+        app.graceful(async move {
             signals.wait().await;
             stopping.notify_one();
-            // Revocation streams never end by themselves: end them, so that the requests still
-            // in flight are the only thing a graceful stop waits for. Their clients reconnect to
-            // another node.
-            tokens.revocations().log().shutdown();
-        }
+        })
     };
     let grace = config.http.shutdown_grace;
     tokio::select! {
@@ -146,7 +141,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!(?grace, "requests still in flight after the shutdown grace period; stopping anyway");
         }
     }
-    sweeper.abort();
     for task in [reloader, redirect].into_iter().flatten() {
         task.abort();
     }
@@ -156,7 +150,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(attacker) = attacker {
         attacker.abort();
     }
-    app.close().await;
+    app.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -232,7 +226,10 @@ mod tests {
             database: "memory".into(),
             ..Config::default()
         };
-        let app = App::build_with_clock(&config, Arc::new(clock.clone()))
+        let app = Tessera::from_loaded(config)
+            .without_upkeep()
+            .clock(Arc::new(clock.clone()))
+            .build()
             .await
             .unwrap();
         let user = app

@@ -1,6 +1,6 @@
 //! The token model's extractor: `Authorization: Bearer`.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use tessera_core::token::{VerifiedClaims, VerifyError};
@@ -35,10 +35,19 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError
     Ok(Some(token))
 }
 
-impl FromRequestParts<AppState> for BearerAuth {
+impl<S: Send + Sync> FromRequestParts<S> for BearerAuth
+where
+    AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Self::extract(parts, &AppState::from_ref(state))
+    }
+}
+
+impl BearerAuth {
+    pub(crate) fn extract(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(&parts.headers)?.ok_or_else(ApiError::unauthenticated)?;
         match state.tokens().verify(token) {
             Ok(claims) => Ok(Self { claims }),

@@ -5,19 +5,83 @@ use std::borrow::Cow;
 use axum::http::{HeaderMap, header};
 use tessera_core::{RefreshToken, SessionId};
 
-/// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain, so a
+/// The session cookie's default name. `__Host-` makes browsers insist on Secure, Path=/ and no Domain, so a
 /// sibling subdomain cannot plant or overwrite it.
 pub const SESSION_COOKIE: &str = "__Host-tessera";
-/// The hybrid model's access-token cookie (`__Host-`: Secure, Path=/, no Domain).
+/// The hybrid model's access-token cookie's default name (`__Host-`: Secure, Path=/, no Domain).
 pub const HYBRID_ACCESS_COOKIE: &str = "__Host-tessera-at";
-/// The hybrid model's refresh-token cookie (`__Host-`: Secure, Path=/, no Domain). A `__Secure-`
+/// The hybrid model's refresh-token cookie's default name (`__Host-`: Secure, Path=/, no Domain). A `__Secure-`
 /// cookie could be scoped to `/v1/hybrid`, but a sibling subdomain can set one of that name for
 /// the whole domain (`Domain=`), so it would let another site log a browser in as someone else;
 /// only `__Host-` cookies are credentials here.
 pub const HYBRID_REFRESH_COOKIE: &str = "__Host-tessera-rt";
-/// The device cookie: proof that this browser logged in to an account before, so that it keeps
+/// The device cookie's default name: proof that this browser logged in to an account before, so that it keeps
 /// a failed-attempt budget of its own. Not a credential: it authenticates nothing.
 pub const DEVICE_COOKIE: &str = "__Host-tessera-device";
+
+/// The names of the cookies Tessera sets, from one base name (`http.cookie_name`, default
+/// `tessera`): `__Host-{base}` for the session, `__Host-{base}-at` and `__Host-{base}-rt` for the
+/// hybrid model's access and refresh tokens, `__Host-{base}-device` for the device cookie. Every
+/// one is a `__Host-` cookie (Secure, `Path=/`, no `Domain`), whatever path Tessera's routes are
+/// mounted under, so a sibling subdomain can neither plant nor overwrite one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieNames {
+    /// The session cookie.
+    pub session: String,
+    /// The hybrid model's access-token cookie.
+    pub hybrid_access: String,
+    /// The hybrid model's refresh-token cookie.
+    pub hybrid_refresh: String,
+    /// The device cookie (not a credential; see [`DEVICE_COOKIE`]).
+    pub device: String,
+}
+
+impl CookieNames {
+    /// The names from `base`: 1 to 64 letters, digits, `-` or `_` (an error says what is wrong).
+    ///
+    /// ```
+    /// use tessera_http::extract::CookieNames;
+    /// let names = CookieNames::new("shop").unwrap();
+    /// assert_eq!(names.session, "__Host-shop");
+    /// assert_eq!(names.hybrid_refresh, "__Host-shop-rt");
+    /// assert_eq!(CookieNames::default().session, tessera_http::extract::SESSION_COOKIE);
+    /// assert!(CookieNames::new("a b").is_err());
+    /// ```
+    pub fn new(base: &str) -> Result<Self, String> {
+        if base.is_empty()
+            || base.len() > 64
+            || !base
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "{base:?} is not a cookie name: use 1 to 64 letters, digits, '-' or '_'"
+            ));
+        }
+        Ok(Self {
+            session: format!("__Host-{base}"),
+            hybrid_access: format!("__Host-{base}-at"),
+            hybrid_refresh: format!("__Host-{base}-rt"),
+            device: format!("__Host-{base}-device"),
+        })
+    }
+
+    /// Every credential cookie (session, hybrid access, hybrid refresh).
+    pub fn credentials(&self) -> [&str; 3] {
+        [&self.session, &self.hybrid_access, &self.hybrid_refresh]
+    }
+}
+
+impl Default for CookieNames {
+    fn default() -> Self {
+        Self {
+            session: SESSION_COOKIE.to_owned(),
+            hybrid_access: HYBRID_ACCESS_COOKIE.to_owned(),
+            hybrid_refresh: HYBRID_REFRESH_COOKIE.to_owned(),
+            device: DEVICE_COOKIE.to_owned(),
+        }
+    }
+}
 
 /// The value of the credential cookie named exactly `name`. Names are compared as the browser
 /// stores them, never decoded (`__%48ost-tessera` is not `__Host-tessera`). A request carrying the
@@ -68,13 +132,13 @@ fn pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
 }
 
 /// The session secret in the request's cookie, if it parses.
-pub(crate) fn session_secret(headers: &HeaderMap) -> Option<SessionId> {
-    cookie_value(headers, SESSION_COOKIE).and_then(|v| SessionId::parse(&v))
+pub(crate) fn session_secret(headers: &HeaderMap, names: &CookieNames) -> Option<SessionId> {
+    cookie_value(headers, &names.session).and_then(|v| SessionId::parse(&v))
 }
 
 /// The hybrid refresh token in the request's cookie, if it parses.
-pub(crate) fn hybrid_refresh_token(headers: &HeaderMap) -> Option<RefreshToken> {
-    cookie_value(headers, HYBRID_REFRESH_COOKIE).and_then(|v| RefreshToken::parse(&v))
+pub(crate) fn hybrid_refresh_token(headers: &HeaderMap, names: &CookieNames) -> Option<RefreshToken> {
+    cookie_value(headers, &names.hybrid_refresh).and_then(|v| RefreshToken::parse(&v))
 }
 
 #[cfg(test)]

@@ -2,13 +2,13 @@
 //! cookies, and every unsafe request carries the login's CSRF token (an HMAC over its family id).
 //! Each route's extractor carries its CSRF rule, so no handler checks it by hand.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use tessera_core::token::{VerifiedClaims, VerifyError};
 use tessera_core::{FamilyId, RefreshFamily, RefreshToken, User};
 
 use super::bearer::state_unavailable;
-use super::cookies::{HYBRID_ACCESS_COOKIE, cookie_value, hybrid_refresh_token};
+use super::cookies::{cookie_value, hybrid_refresh_token};
 use crate::client_ip::ClientIp;
 use crate::csrf;
 use crate::problem::ApiError;
@@ -28,7 +28,7 @@ impl HybridAuth {
         parts: &Parts,
         state: &AppState,
     ) -> Result<Option<Self>, ApiError> {
-        let Some(token) = cookie_value(&parts.headers, HYBRID_ACCESS_COOKIE) else {
+        let Some(token) = cookie_value(&parts.headers, &state.0.cookies.hybrid_access) else {
             return Ok(None);
         };
         let unsafe_method = csrf::is_unsafe(&parts.method);
@@ -49,11 +49,14 @@ impl HybridAuth {
     }
 }
 
-impl FromRequestParts<AppState> for HybridAuth {
+impl<S: Send + Sync> FromRequestParts<S> for HybridAuth
+where
+    AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Self::from_cookie(parts, state)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Self::from_cookie(parts, &AppState::from_ref(state))
             .await?
             .ok_or_else(ApiError::unauthenticated)
     }
@@ -74,7 +77,7 @@ impl FromRequestParts<AppState> for HybridLogin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let refresh = hybrid_refresh_token(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+        let refresh = hybrid_refresh_token(&parts.headers, &state.0.cookies).ok_or_else(ApiError::unauthenticated)?;
         let family = state
             .tokens()
             .live_family_of(&refresh)
@@ -84,7 +87,7 @@ impl FromRequestParts<AppState> for HybridLogin {
             Some(user) if user.is_active() => user,
             _ => return Err(ApiError::unauthenticated()),
         };
-        let access = cookie_value(&parts.headers, HYBRID_ACCESS_COOKIE)
+        let access = cookie_value(&parts.headers, &state.0.cookies.hybrid_access)
             .and_then(|token| state.tokens().verify(&token).ok());
         Ok(Self {
             family,
@@ -111,7 +114,7 @@ impl FromRequestParts<AppState> for HybridRefresh {
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
         state.throttle().spend_refresh(ip).await?;
         let presented =
-            hybrid_refresh_token(&parts.headers).ok_or(tessera_core::Error::InvalidGrant)?;
+            hybrid_refresh_token(&parts.headers, &state.0.cookies).ok_or(tessera_core::Error::InvalidGrant)?;
         match state.tokens().live_family_of(&presented).await? {
             Some(family) => csrf::check_hybrid_token(&parts.headers, state, family.id.as_str())?,
             None => csrf::require_token_header(&parts.headers)?,
@@ -132,12 +135,12 @@ impl FromRequestParts<AppState> for HybridLogout {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let from_refresh = match hybrid_refresh_token(&parts.headers) {
+        let from_refresh = match hybrid_refresh_token(&parts.headers, &state.0.cookies) {
             Some(token) => state.tokens().live_family_of(&token).await?.map(|f| f.id),
             None => None,
         };
         let family = from_refresh.or_else(|| {
-            cookie_value(&parts.headers, HYBRID_ACCESS_COOKIE)
+            cookie_value(&parts.headers, &state.0.cookies.hybrid_access)
                 .and_then(|token| state.tokens().decode_access_token_for_logout(&token))
         });
         if let Some(family) = &family {
@@ -157,8 +160,8 @@ impl FromRequestParts<AppState> for HybridRefreshCookie {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        _state: &AppState,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(hybrid_refresh_token(&parts.headers)))
+        Ok(Self(hybrid_refresh_token(&parts.headers, &state.0.cookies)))
     }
 }

@@ -15,6 +15,9 @@
 
 mod bearer;
 mod cookies;
+mod data;
+mod form;
+mod role;
 mod hybrid;
 mod service_client;
 mod session;
@@ -22,17 +25,22 @@ mod session;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use tessera_core::token::VerifiedClaims;
-use tessera_core::{ClientInfo, Session, User, UserAgent};
+use tessera_core::{ClientInfo, LoginModel, Session, User, UserAgent, UserId};
 
 pub use bearer::BearerAuth;
 pub(crate) use bearer::bearer_token;
-pub use cookies::{DEVICE_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, SESSION_COOKIE};
+pub use cookies::{
+    CookieNames, DEVICE_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, SESSION_COOKIE,
+};
 pub(crate) use cookies::{cookie_value, session_secret};
 pub use hybrid::{HybridAuth, HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie};
+pub use data::SessionData;
+pub use form::{CSRF_FIELD, CsrfForm};
+pub use role::{Admin, RequireRole, Role};
 pub use service_client::ServiceClient;
 pub use session::{DeviceCookie, SessionAuth, SessionCookie};
 
@@ -66,12 +74,42 @@ impl AuthUser {
     }
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser
+where
+    AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Self::extract(parts, &AppState::from_ref(state)).await
+    }
+}
+
+/// `Option<AuthUser>`: the caller when a credential of any model authenticates the request, and
+/// `None` for an anonymous caller or one whose credential does not (expired, revoked, or a
+/// cookie-authenticated unsafe request without its CSRF token: such a caller is treated as
+/// anonymous, never as the cookie's owner). Only a server that cannot tell (its store is
+/// unreachable, 503) is a rejection: it fails closed rather than serve an anonymous page to a
+/// logged-in user by mistake.
+impl<S: Send + Sync> OptionalFromRequestParts<S> for AuthUser
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, ApiError> {
+        match Self::extract(parts, &AppState::from_ref(state)).await {
+            Ok(user) => Ok(Some(user)),
+            Err(e) if e.status.is_server_error() => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+impl AuthUser {
+    pub(crate) async fn extract(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         if parts.headers.contains_key(header::AUTHORIZATION) {
-            let BearerAuth { claims } = BearerAuth::from_request_parts(parts, state).await?;
+            let BearerAuth { claims } = BearerAuth::extract(parts, state)?;
             let user = token_user(state, &claims)
                 .await?
                 .ok_or_else(ApiError::invalid_token)?;
@@ -80,26 +118,112 @@ impl FromRequestParts<AppState> for AuthUser {
                 model: AuthModel::Token(Box::new(claims)),
             });
         }
+        if let Some(found) = CookieAuth::extract(parts, state).await? {
+            return Ok(found.0);
+        }
+        Err(ApiError::unauthenticated())
+    }
+
+    /// The CSRF token of the caller's login, to put in a page's forms (field `csrf_token`, see
+    /// [`CsrfForm`]) or in `X-CSRF-Token` from its scripts: the session's token, or the hybrid
+    /// login's. `None` for a bearer token, which needs none.
+    pub fn csrf_token(&self, state: &AppState) -> Option<String> {
+        match &self.model {
+            AuthModel::Session(session) => Some(session.csrf_token.encode()),
+            AuthModel::Token(claims) if claims.claims().model == LoginModel::Hybrid => Some(
+                state
+                    .tokens()
+                    .keyring()
+                    .hybrid_csrf_token(claims.claims().fid.as_str()),
+            ),
+            AuthModel::Token(_) => None,
+        }
+    }
+
+    /// The caller's account id.
+    pub fn id(&self) -> &UserId {
+        &self.user.id
+    }
+
+    /// Whether the account has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.user.roles.iter().any(|r| r == role)
+    }
+
+    /// `Ok` when the account has `role`, else Tessera's 403 problem document naming the role: for
+    /// a route whose role is only known at run time (see [`RequireRole`] otherwise).
+    pub fn require_role(&self, role: &str) -> Result<(), ApiError> {
+        if self.has_role(role) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "missing-role",
+                format!("this route needs the {role} role"),
+            ))
+        }
+    }
+
+    /// The login model that authenticated the request: `"session"`, `"token"` or `"hybrid"`.
+    pub fn model_name(&self) -> &'static str {
+        match &self.model {
+            AuthModel::Session(_) => "session",
+            AuthModel::Token(claims) => claims.claims().model.as_str(),
+        }
+    }
+}
+
+/// A caller authenticated by a cookie: the session cookie or the hybrid model's access cookie,
+/// never `Authorization`. For routes a browser's own pages use (forms, `fetch` from the same
+/// site): on unsafe methods the request must come from a trusted origin and carry the login's
+/// CSRF token in `X-CSRF-Token` (or the `csrf_token` field of a form, see [`CsrfForm`]), else it
+/// is refused with 403 before the handler runs.
+///
+/// A request with an `Authorization` header is refused (401): a bearer caller has no CSRF token
+/// to show and needs none, so routes for both use [`AuthUser`].
+pub struct CookieAuth(pub AuthUser);
+
+impl CookieAuth {
+    /// `Ok(None)` when the request carries no cookie credential.
+    async fn extract(parts: &Parts, state: &AppState) -> Result<Option<Self>, ApiError> {
         // The hybrid cookie, when it is there and valid; otherwise the session cookie.
         let hybrid = match HybridAuth::from_cookie(parts, state).await {
             Ok(found) => found,
-            Err(e) if session_secret(&parts.headers).is_none() => return Err(e),
+            Err(e) if session_secret(&parts.headers, &state.0.cookies).is_none() => return Err(e),
             Err(_) => None,
         };
         if let Some(HybridAuth { claims }) = hybrid {
             let user = token_user(state, &claims)
                 .await?
                 .ok_or_else(ApiError::unauthenticated)?;
-            return Ok(Self {
+            return Ok(Some(Self(AuthUser {
                 user,
                 model: AuthModel::Token(Box::new(claims)),
-            });
+            })));
         }
-        let auth = SessionAuth::from_request_parts(parts, state).await?;
-        Ok(Self {
+        if session_secret(&parts.headers, &state.0.cookies).is_none() {
+            return Ok(None);
+        }
+        let auth = SessionAuth::extract(parts, state).await?;
+        Ok(Some(Self(AuthUser {
             user: auth.user,
             model: AuthModel::Session(auth.session),
-        })
+        })))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CookieAuth
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(ApiError::unauthenticated());
+        }
+        Self::extract(parts, &AppState::from_ref(state))
+            .await?
+            .ok_or_else(ApiError::unauthenticated)
     }
 }
 
@@ -120,11 +244,14 @@ async fn token_user(
 /// An authenticated caller with the `admin` role.
 pub struct AdminUser(pub AuthUser);
 
-impl FromRequestParts<AppState> for AdminUser {
+impl<S: Send + Sync> FromRequestParts<S> for AdminUser
+where
+    AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let user = AuthUser::from_request_parts(parts, state).await?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let user = AuthUser::extract(parts, &AppState::from_ref(state)).await?;
         if !user.is_admin() {
             return Err(ApiError::forbidden(
                 "admin-only",

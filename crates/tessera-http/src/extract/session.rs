@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use tessera_core::{Session, SessionId, User};
 
@@ -24,11 +24,20 @@ pub struct SessionAuth {
     pub secret: SessionId,
 }
 
-impl FromRequestParts<AppState> for SessionAuth {
+impl<S: Send + Sync> FromRequestParts<S> for SessionAuth
+where
+    AppState: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let secret = session_secret(&parts.headers).ok_or_else(ApiError::unauthenticated)?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Self::extract(parts, &AppState::from_ref(state)).await
+    }
+}
+
+impl SessionAuth {
+    pub(crate) async fn extract(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        let secret = session_secret(&parts.headers, &state.0.cookies).ok_or_else(ApiError::unauthenticated)?;
         let unsafe_method = csrf::is_unsafe(&parts.method);
         if unsafe_method {
             csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
@@ -61,11 +70,11 @@ impl FromRequestParts<AppState> for DeviceCookie {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        _state: &AppState,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         Ok(Self(super::cookies::cookie_value(
             &parts.headers,
-            super::DEVICE_COOKIE,
+            &state.0.cookies.device,
         )))
     }
 }
@@ -79,8 +88,8 @@ impl FromRequestParts<AppState> for SessionCookie {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        _state: &AppState,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(session_secret(&parts.headers)))
+        Ok(Self(session_secret(&parts.headers, &state.0.cookies)))
     }
 }

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::{Credentials, UserView};
 use crate::csrf::SameOrigin;
 use crate::extract::{
-    ClientMeta, DeviceCookie, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HybridLogin,
+    ClientMeta, CookieNames, DeviceCookie, HybridLogin,
     HybridLogout, HybridRefresh, HybridRefreshCookie,
 };
 use crate::json::ApiJson;
@@ -35,8 +35,8 @@ pub struct HybridSession {
     pub expires_in: u64,
 }
 
-fn access_cookie(pair: &TokenPair) -> Cookie<'static> {
-    Cookie::build((HYBRID_ACCESS_COOKIE, pair.access_token.clone()))
+fn access_cookie(names: &CookieNames, pair: &TokenPair) -> Cookie<'static> {
+    Cookie::build((names.hybrid_access.clone(), pair.access_token.clone()))
         .http_only(true)
         .secure(true)
         .same_site(SameSite::Lax)
@@ -47,12 +47,12 @@ fn access_cookie(pair: &TokenPair) -> Cookie<'static> {
         .build()
 }
 
-fn refresh_cookie(pair: &TokenPair) -> Cookie<'static> {
+fn refresh_cookie(names: &CookieNames, pair: &TokenPair) -> Cookie<'static> {
     let seconds = (pair.refresh_expires_at.unix_millis() - pair.access_expires_at.unix_millis()
         + i64::try_from(pair.expires_in).unwrap_or(0) * 1000)
         .max(0)
         / 1000;
-    Cookie::build((HYBRID_REFRESH_COOKIE, pair.refresh_token.encode()))
+    Cookie::build((names.hybrid_refresh.clone(), pair.refresh_token.encode()))
         .http_only(true)
         .secure(true)
         .same_site(SameSite::Strict)
@@ -62,9 +62,9 @@ fn refresh_cookie(pair: &TokenPair) -> Cookie<'static> {
 }
 
 /// Expired cookies that replace both hybrid cookies (with the attributes their prefixes require).
-pub(crate) fn cleared(jar: CookieJar) -> CookieJar {
-    let clear = |name: &'static str, path: &'static str, same_site: SameSite| {
-        Cookie::build((name, ""))
+pub(crate) fn cleared(jar: CookieJar, names: &CookieNames) -> CookieJar {
+    let clear = |name: &str, path: &'static str, same_site: SameSite| {
+        Cookie::build((name.to_owned(), ""))
             .http_only(true)
             .secure(true)
             .same_site(same_site)
@@ -73,8 +73,8 @@ pub(crate) fn cleared(jar: CookieJar) -> CookieJar {
             .expires(time::OffsetDateTime::UNIX_EPOCH)
             .build()
     };
-    jar.add(clear(HYBRID_ACCESS_COOKIE, "/", SameSite::Lax))
-        .add(clear(HYBRID_REFRESH_COOKIE, "/", SameSite::Strict))
+    jar.add(clear(&names.hybrid_access, "/", SameSite::Lax))
+        .add(clear(&names.hybrid_refresh, "/", SameSite::Strict))
 }
 
 fn session_body(state: &AppState, user: &User, pair: &TokenPair) -> HybridSession {
@@ -125,9 +125,9 @@ pub async fn login(
         .await?;
     let body = session_body(&state, &login.user, &login.pair);
     Ok((
-        jar.add(access_cookie(&login.pair))
-            .add(refresh_cookie(&login.pair))
-            .add(super::device_cookie(login.device_token)),
+        jar.add(access_cookie(state.cookies(), &login.pair))
+            .add(refresh_cookie(state.cookies(), &login.pair))
+            .add(super::device_cookie(state.cookies(), login.device_token)),
         Json(body),
     ))
 }
@@ -180,7 +180,8 @@ pub async fn refresh(
     let pair = state.tokens().refresh(&presented).await?;
     let body = session_body(&state, &pair.user, &pair);
     Ok((
-        jar.add(access_cookie(&pair)).add(refresh_cookie(&pair)),
+        jar.add(access_cookie(state.cookies(), &pair))
+            .add(refresh_cookie(state.cookies(), &pair)),
         Json(body),
     ))
 }
@@ -207,5 +208,5 @@ pub async fn logout(
     if let Some(family) = family {
         state.logins().logout_hybrid(&family).await?;
     }
-    Ok((StatusCode::NO_CONTENT, cleared(jar)))
+    Ok((StatusCode::NO_CONTENT, cleared(jar, state.cookies())))
 }

@@ -290,7 +290,12 @@ pub async fn change_password(
         AuthModel::Session(old) => {
             state.sessions().end(&old.handle).await?;
             let (secret, session) = state.sessions().start(&auth.user, client.info).await?;
-            let cookie = session_cookie(&secret, &session, session.created_at.unix_millis());
+            let cookie = session_cookie(
+                state.cookies(),
+                &secret,
+                &session,
+                session.created_at.unix_millis(),
+            );
             Ok((
                 jar.add(cookie),
                 Json(SessionInfo::new(&auth.user, &session)),
@@ -352,6 +357,9 @@ pub async fn delete_account(
         }
         Err(e) => return Err(e.into()),
     }
-    let jar = crate::routes::hybrid::cleared(jar.add(crate::routes::session::removal_cookie()));
+    let jar = crate::routes::hybrid::cleared(
+        jar.add(crate::routes::session::removal_cookie(state.cookies())),
+        state.cookies(),
+    );
     Ok((StatusCode::NO_CONTENT, jar).into_response())
 }

@@ -126,9 +126,12 @@ impl Credentials {
 
 /// The device cookie a browser login sets (Secure, HttpOnly, SameSite=Strict, Path=/, a year):
 /// see [`crate::extract::DEVICE_COOKIE`].
-pub(crate) fn device_cookie(token: String) -> axum_extra::extract::cookie::Cookie<'static> {
+pub(crate) fn device_cookie(
+    names: &crate::extract::CookieNames,
+    token: String,
+) -> axum_extra::extract::cookie::Cookie<'static> {
     use axum_extra::extract::cookie::{Cookie, SameSite};
-    Cookie::build((crate::extract::DEVICE_COOKIE, token))
+    Cookie::build((names.device.clone(), token))
         .http_only(true)
         .secure(true)
         .same_site(SameSite::Strict)

@@ -29,10 +29,7 @@ use tessera_core::{
 };
 
 use crate::csrf::{CSRF_HEADER, check_same_origin};
-use crate::extract::{
-    BearerAuth, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, HybridAuth, SESSION_COOKIE,
-    SessionAuth,
-};
+use crate::extract::{BearerAuth, CookieNames, HybridAuth, SessionAuth};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -132,7 +129,7 @@ fn short_hash(hash: &TokenHash) -> String {
 }
 
 /// What the credential of this request weighs on the wire.
-fn credential_view(headers: &HeaderMap, model: &str) -> Value {
+fn credential_view(names: &CookieNames, headers: &HeaderMap, model: &str) -> Value {
     let cookie_bytes: usize = headers
         .get_all(header::COOKIE)
         .iter()
@@ -150,16 +147,17 @@ fn credential_view(headers: &HeaderMap, model: &str) -> Value {
             "bytes": auth_bytes,
         }),
         "session" => json!({
-            "carried_in": format!("cookie {SESSION_COOKIE}"),
-            "bytes": named(SESSION_COOKIE),
+            "carried_in": format!("cookie {}", names.session),
+            "bytes": named(&names.session),
             "cookie_header_bytes": cookie_bytes,
         }),
         _ => json!({
             "carried_in": format!(
-                "cookie {HYBRID_ACCESS_COOKIE}; {HYBRID_REFRESH_COOKIE} (Path=/, SameSite=Strict) rides along"
+                "cookie {}; {} (Path=/, SameSite=Strict) rides along",
+                names.hybrid_access, names.hybrid_refresh
             ),
-            "bytes": named(HYBRID_ACCESS_COOKIE),
-            "refresh_cookie_bytes": named(HYBRID_REFRESH_COOKIE),
+            "bytes": named(&names.hybrid_access),
+            "refresh_cookie_bytes": named(&names.hybrid_refresh),
             "cookie_header_bytes": cookie_bytes,
         }),
     }
@@ -316,7 +314,7 @@ pub async fn held(
             Ok(Json(json!({
                 "model": "session",
                 "live": true,
-                "credential": credential_view(&headers, "session"),
+                "credential": credential_view(state.cookies(), &headers, "session"),
                 "session": session_view(&auth.session),
                 "denylist": {"entries": [], "note": "sessions are never on the denylist: logout deletes the record"},
             })))
@@ -361,7 +359,7 @@ async fn token_held(
     Ok(json!({
         "model": model,
         "live": live,
-        "credential": credential_view(headers, model),
+        "credential": credential_view(state.cookies(), headers, model),
         "access_token": token_extras(c),
         "family": family.as_ref().map(|f| family_view(f, live)),
         "denylist": denylist(state, &c.jti, &c.fid, &c.sub),
@@ -412,7 +410,7 @@ pub struct AttackRecord {
     origin: String,
     sec_fetch_site: Option<String>,
     /// The names (never the values) of the credential cookies the browser sent along.
-    credential_cookies: Vec<&'static str>,
+    credential_cookies: Vec<String>,
     authorization_header: bool,
     status: u16,
     /// The problem type's slug, when the answer was a problem document.
@@ -422,6 +420,7 @@ pub struct AttackRecord {
 /// The last requests from the attacker page's origin (a bounded list).
 pub struct AttackLog {
     attacker_origin: String,
+    cookies: CookieNames,
     records: Mutex<VecDeque<AttackRecord>>,
     next: std::sync::atomic::AtomicU64,
 }
@@ -452,9 +451,10 @@ fn problem_lost() -> Response {
 }
 
 impl AttackLog {
-    pub(crate) fn new(attacker_origin: String) -> Self {
+    pub(crate) fn new(attacker_origin: String, cookies: CookieNames) -> Self {
         Self {
             attacker_origin,
+            cookies,
             records: Mutex::new(VecDeque::new()),
             next: std::sync::atomic::AtomicU64::new(1),
         }
@@ -510,7 +510,7 @@ where
         if !self.log.is_from_attacker(request.headers()) {
             return futures_util::future::Either::Left(self.inner.call(request));
         }
-        let record = AttackRecord::of(&request);
+        let record = AttackRecord::of(&request, &self.log.cookies);
         let answer = self.inner.call(request);
         let log = Arc::clone(&self.log);
         futures_util::future::Either::Right(Box::pin(async move {
@@ -587,7 +587,7 @@ impl AttackLog {
 
 impl AttackRecord {
     /// What the request carried, before it is answered.
-    fn of(request: &Request) -> Self {
+    fn of(request: &Request, names: &CookieNames) -> Self {
         let headers = request.headers();
         Self {
             seq: 0,
@@ -603,9 +603,11 @@ impl AttackRecord {
                 .get("sec-fetch-site")
                 .and_then(|v| v.to_str().ok())
                 .map(clip),
-            credential_cookies: [SESSION_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE]
+            credential_cookies: names
+                .credentials()
                 .into_iter()
                 .filter(|name| crate::extract::cookie_value(headers, name).is_some())
+                .map(str::to_owned)
                 .collect(),
             authorization_header: headers.contains_key(header::AUTHORIZATION),
             status: 0,

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::{Credentials, SessionView, UserView};
 use crate::csrf::SameOrigin;
-use crate::extract::{ClientMeta, DeviceCookie, SESSION_COOKIE, SessionAuth, SessionCookie};
+use crate::extract::{ClientMeta, CookieNames, DeviceCookie, SessionAuth, SessionCookie};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
@@ -47,12 +47,13 @@ pub struct CsrfTokenBody {
 }
 
 pub(crate) fn session_cookie(
+    names: &CookieNames,
     secret: &SessionId,
     session: &Session,
     now_ms: i64,
 ) -> Cookie<'static> {
     let remaining_secs = (session.absolute_expires_at.unix_millis() - now_ms).max(0) / 1000;
-    Cookie::build((SESSION_COOKIE, secret.encode()))
+    Cookie::build((names.session.clone(), secret.encode()))
         .http_only(true)
         .secure(true)
         .same_site(SameSite::Lax)
@@ -63,8 +64,8 @@ pub(crate) fn session_cookie(
 
 /// An expired cookie that replaces the session cookie. It keeps `Secure` and `Path=/`, which the
 /// `__Host-` prefix requires for a browser to accept the removal.
-pub(crate) fn removal_cookie() -> Cookie<'static> {
-    Cookie::build((SESSION_COOKIE, ""))
+pub(crate) fn removal_cookie(names: &CookieNames) -> Cookie<'static> {
+    Cookie::build((names.session.clone(), ""))
         .http_only(true)
         .secure(true)
         .same_site(SameSite::Lax)
@@ -105,10 +106,15 @@ pub async fn login(
         .login_session(body.attempt(client, device.as_deref()), previous.as_ref())
         .await?;
     let session = &login.session;
-    let cookie = session_cookie(&login.secret, session, session.created_at.unix_millis());
+    let cookie = session_cookie(
+        state.cookies(),
+        &login.secret,
+        session,
+        session.created_at.unix_millis(),
+    );
     Ok((
         jar.add(cookie)
-            .add(super::device_cookie(login.device_token)),
+            .add(super::device_cookie(state.cookies(), login.device_token)),
         Json(SessionInfo::new(&login.user, session)),
     ))
 }
@@ -163,7 +169,7 @@ pub async fn logout(
         .logins()
         .logout_session(&auth.user.id, &auth.session.handle)
         .await?;
-    Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie())))
+    Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie(state.cookies()))))
 }
 
 /// The session data: a JSON object the application keeps with the session.

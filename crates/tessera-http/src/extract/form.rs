@@ -1,0 +1,118 @@
+//! HTML forms that change something, posted by a logged-in browser.
+
+use axum::extract::{FromRef, FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::{AuthUser, CookieAuth};
+use crate::csrf::CSRF_HEADER;
+use crate::json::JsonOrForm;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// The form field that carries the login's CSRF token in an HTML form.
+pub const CSRF_FIELD: &str = "csrf_token";
+
+/// An `application/x-www-form-urlencoded` form posted by a browser logged in with a cookie
+/// (session or hybrid model), with the CSRF rules of [`CookieAuth`]: the request must come from
+/// a trusted origin, and the login's CSRF token must be in the form's `csrf_token` field (or in
+/// `X-CSRF-Token`). Put the token in the page with [`AuthUser::csrf_token`]. The other fields are
+/// read as a `T`; a wrong or missing token is a 403 before the body is looked at further, and a
+/// form without the fields `T` needs is a 422.
+///
+/// ```
+/// use axum::{Router, routing::post};
+/// use serde::Deserialize;
+/// use tessera_http::AppState;
+/// use tessera_http::extract::CsrfForm;
+///
+/// #[derive(Deserialize)]
+/// struct Comment {
+///     text: String,
+/// }
+///
+/// async fn comment(CsrfForm { user, form }: CsrfForm<Comment>) -> String {
+///     format!("{} wrote {:?}", user.user.username, form.text)
+/// }
+///
+/// let routes: Router<AppState> = Router::new().route("/comments", post(comment));
+/// ```
+pub struct CsrfForm<T> {
+    /// The caller.
+    pub user: AuthUser,
+    /// The form's fields, without the CSRF token.
+    pub form: T,
+}
+
+impl<S, T> FromRequest<S> for CsrfForm<T>
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let tessera = AppState::from_ref(state);
+        if req.headers().contains_key(header::AUTHORIZATION) {
+            return Err(ApiError::unauthenticated());
+        }
+        let is_form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "this route takes an HTML form: Content-Type: application/x-www-form-urlencoded",
+            ));
+        }
+        let (mut parts, body) = req.into_parts();
+        let JsonOrForm(pairs) = JsonOrForm::<Vec<(String, String)>>::from_request(
+            Request::from_parts(parts.clone(), body),
+            state,
+        )
+        .await?;
+        let (tokens, rest): (Vec<_>, Vec<_>) =
+            pairs.into_iter().partition(|(name, _)| name == CSRF_FIELD);
+        if !parts.headers.contains_key(CSRF_HEADER) {
+            match tokens.as_slice() {
+                [] => {}
+                [(_, token)] => {
+                    let value = HeaderValue::from_str(token).map_err(|_| {
+                        ApiError::forbidden(
+                            "csrf-token-invalid",
+                            "the form's csrf_token does not match this login's CSRF token",
+                        )
+                    })?;
+                    parts.headers.insert(CSRF_HEADER, value);
+                }
+                _ => {
+                    return Err(ApiError::forbidden(
+                        "csrf-token-invalid",
+                        "the form has more than one csrf_token field",
+                    ));
+                }
+            }
+        }
+        let user = CookieAuth::extract(&parts, &tessera)
+            .await?
+            .ok_or_else(ApiError::unauthenticated)?
+            .0;
+        let encoded = serde_urlencoded::to_string(&rest)
+            .map_err(|e| ApiError::bad_request("unreadable-body", e.to_string()))?;
+        let form = serde_urlencoded::from_str::<T>(&encoded).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                format!(
+                    "the form does not have the expected fields: {}",
+                    crate::json::without_values(&e.to_string())
+                ),
+            )
+        })?;
+        Ok(Self { user, form })
+    }
+}
