@@ -1,10 +1,17 @@
 //! Extractors: a handler's signature says what it requires, and an extractor that authenticates
-//! with a cookie carries that route's CSRF rule, so a handler cannot forget it.
+//! with a cookie carries that route's CSRF rule, so a handler cannot forget it. They serve
+//! Tessera's own routes and an application's alike: each works with any router state from which
+//! [`AppState`] can be had (`AppState: FromRef<S>`), and each rejection is Tessera's problem
+//! document ([`ApiError`]).
 //!
-//! - [`AuthUser`]: the caller's identity, whichever model authenticated it; [`AdminUser`]: one with
-//!   the `admin` role.
+//! - [`AuthUser`]: the caller's identity, whichever model authenticated it (`Option<AuthUser>`:
+//!   the caller or an anonymous one); [`CookieAuth`]: a caller logged in with a cookie (session or
+//!   hybrid), with the CSRF rules on unsafe methods; [`CsrfForm`]: an HTML form from such a caller,
+//!   its CSRF token in a form field.
+//! - [`RequireRole`] (any [`Role`]), [`AdminUser`]: a caller whose account has the role.
 //! - [`SessionAuth`] (session cookie), [`BearerAuth`] (`Authorization: Bearer`), [`HybridAuth`]
-//!   (the hybrid access cookie): one model each.
+//!   (the hybrid access cookie): one model each. [`SessionData`]: the session's data, read and
+//!   changed without losing a concurrent change.
 //! - [`HybridLogin`], [`HybridRefresh`], [`HybridLogout`]: the hybrid routes that work from the
 //!   refresh cookie.
 //! - [`SessionCookie`], [`HybridRefreshCookie`]: the login a browser already has, which a new login
@@ -12,6 +19,24 @@
 //! - [`ServiceClient`]: a resource server with HTTP Basic credentials (introspection, the
 //!   revocation stream).
 //! - [`ClientMeta`]: the client's address and user agent, recorded with a login.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tessera_http::AppState;
+//! use tessera_http::extract::AuthUser;
+//!
+//! async fn whoami(user: AuthUser) -> String {
+//!     format!("{} (logged in with the {} model)", user.user.username, user.model_name())
+//! }
+//!
+//! async fn greeting(user: Option<AuthUser>) -> String {
+//!     user.map_or_else(|| "hello, stranger".into(), |u| format!("hello, {}", u.user.username))
+//! }
+//!
+//! let routes: Router<AppState> = Router::new()
+//!     .route("/whoami", get(whoami))
+//!     .route("/", get(greeting));
+//! ```
 
 mod bearer;
 mod cookies;
