@@ -78,7 +78,8 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// The source of the current time.
+/// The source of the current time. Every service reads the time only through it, so a test can
+/// drive expiry with a [`ManualClock`] instead of sleeping; the server uses [`SystemClock`].
 pub trait Clock: Send + Sync + 'static {
     /// The current time; every expiry and `created_at` in the services is read from here.
     fn now(&self) -> Timestamp;

@@ -9,6 +9,7 @@
 //! other nodes announce; the services speak only to the store traits ([`UserStore`],
 //! [`SessionStore`], [`KeyStore`], [`RefreshStore`], [`RevocationStore`], [`EventStore`]).
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod accounts;
 pub mod audit;

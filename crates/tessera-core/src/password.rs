@@ -19,7 +19,27 @@ use tokio::sync::Semaphore;
 
 use crate::error::Error;
 
-/// A password as received from a client. The secret never appears in `Debug` output or logs.
+/// A password as received from a client. The secret never appears in `Debug` output or logs,
+/// and there is no accessor for it: it leaves this type only to be checked against a
+/// [`PasswordPolicy`] or hashed by the [`PasswordHasher`], both after NFKC normalization.
+///
+/// ```
+/// use tessera_core::{Error, Password, PasswordPolicy};
+///
+/// let password = Password::new("correct horse battery staple");
+/// assert_eq!(format!("{password:?}"), "Password(<redacted>)");
+///
+/// let policy = PasswordPolicy::default();
+/// assert!(policy.check(&password).is_ok());
+/// // Refused with a message that names the field and never echoes the password.
+/// match policy.check(&Password::new("hunter2")) {
+///     Err(Error::Invalid { field, message }) => {
+///         assert_eq!(field, "password");
+///         assert!(!message.contains("hunter2"));
+///     }
+///     other => panic!("expected a refusal, got {other:?}"),
+/// }
+/// ```
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Password(SecretString);
@@ -81,7 +101,23 @@ impl Default for PasswordPolicy {
 }
 
 impl PasswordPolicy {
-    /// Checks a new password. The message says what is wrong without echoing the password.
+    /// Checks a new password (after NFKC normalization, lengths counted in Unicode scalar
+    /// values). Fails with [`Error::Invalid`] for the field `password`; the message says what is
+    /// wrong without echoing the password. Only new passwords are checked: a login never is, so
+    /// tightening the policy locks no one out.
+    ///
+    /// ```
+    /// use tessera_core::{Password, PasswordPolicy};
+    ///
+    /// let policy = PasswordPolicy::default();
+    /// // Long enough, but on the list of the most common passwords.
+    /// assert!(policy.check(&Password::new("12345678")).is_err());
+    /// // Spaces and any script are fine; there are no composition rules.
+    /// assert!(policy.check(&Password::new("ein langer Satz über Kühe")).is_ok());
+    ///
+    /// let lax = PasswordPolicy { refuse_common: false, ..PasswordPolicy::default() };
+    /// assert!(lax.check(&Password::new("12345678")).is_ok());
+    /// ```
     pub fn check(&self, password: &Password) -> Result<(), Error> {
         let normalized = password.normalized();
         let length = normalized.chars().count();

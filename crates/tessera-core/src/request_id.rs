@@ -10,6 +10,20 @@ use std::future::Future;
 /// here ([`RequestId::random`]) or taken from a trusted proxy ([`RequestId::parse`]). It is held
 /// inline (no allocation) and is `Copy`, so carrying it costs nothing on the hot path. Not a
 /// secret.
+///
+/// ```
+/// use tessera_core::RequestId;
+///
+/// let id = RequestId::parse(b"edge-7:req.42").expect("a well-formed id");
+/// assert_eq!(id.as_str(), "edge-7:req.42");
+/// // What could forge or break a log line is refused, not cleaned up.
+/// assert!(RequestId::parse(b"42\nlevel=error").is_none());
+/// assert!(RequestId::parse(&[b'x'; RequestId::MAX_LEN + 1]).is_none());
+///
+/// assert_eq!(RequestId::current(), None);
+/// id.sync_scope(|| assert_eq!(RequestId::current(), Some(id)));
+/// assert_eq!(RequestId::random().as_str().len(), 32);
+/// ```
 #[derive(Clone, Copy)]
 pub struct RequestId {
     len: u8,

@@ -77,7 +77,15 @@ fn decode_secret(encoded: &str) -> Option<[u8; SECRET_LEN]> {
 }
 
 /// Compares two secrets without leaking where they differ or how long they are (their SHA-256
-/// digests are compared in constant time).
+/// digests are compared in constant time). Use it for any secret compared as bytes (a client
+/// secret from configuration); the secret types here already compare this way with `==`.
+///
+/// ```
+/// use tessera_core::secret::secrets_equal;
+///
+/// assert!(secrets_equal(b"s3cret", b"s3cret"));
+/// assert!(!secrets_equal(b"s3cret", b"s3cret, and then some"));
+/// ```
 pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
     TokenHash::of(a).0.ct_eq(&TokenHash::of(b).0).into()
 }
@@ -142,7 +150,7 @@ macro_rules! secret_type {
                 URL_SAFE_NO_PAD.encode(self.0)
             }
 
-            /// What the store keeps.
+            /// The SHA-256 of the secret: what the store keeps and looks it up by.
             pub fn hash(&self) -> TokenHash {
                 TokenHash::of(&self.0)
             }
@@ -176,7 +184,24 @@ macro_rules! secret_type {
 }
 
 secret_type!(
-    /// The secret in the session cookie. The server stores only its [`TokenHash`].
+    /// The secret in the session cookie. The server stores only its [`TokenHash`]; `==` compares
+    /// in constant time and `Debug` prints no part of it.
+    ///
+    /// ```
+    /// use tessera_core::{SessionId, TokenHash};
+    ///
+    /// let id = SessionId::generate()?;
+    /// let cookie = id.encode();
+    /// assert_eq!(cookie.len(), 43);
+    ///
+    /// let presented = SessionId::parse(&cookie).expect("a well-formed session id");
+    /// assert_eq!(presented, id);
+    /// // The store is asked by hash; the secret itself is never written down.
+    /// assert_eq!(presented.hash(), TokenHash::of(id.as_bytes()));
+    /// assert_eq!(format!("{id:?}"), "SessionId(<redacted>)");
+    /// assert!(SessionId::parse("not-a-session-id").is_none());
+    /// # Ok::<(), tessera_core::Error>(())
+    /// ```
     SessionId
 );
 
@@ -188,6 +213,20 @@ secret_type!(
 
 secret_type!(
     /// An opaque refresh token. The server stores only its [`TokenHash`]; every refresh replaces it.
+    ///
+    /// Parsing takes only the canonical form: a padded, truncated or otherwise altered token is
+    /// refused rather than repaired.
+    ///
+    /// ```
+    /// use tessera_core::RefreshToken;
+    ///
+    /// let token = RefreshToken::generate()?;
+    /// let wire = token.encode();
+    /// assert!(RefreshToken::parse(&format!("{wire}=")).is_none());
+    /// assert!(RefreshToken::parse(&wire[..42]).is_none());
+    /// assert_eq!(RefreshToken::parse(&wire).map(|t| t.hash()), Some(token.hash()));
+    /// # Ok::<(), tessera_core::Error>(())
+    /// ```
     RefreshToken
 );
 

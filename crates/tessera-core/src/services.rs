@@ -116,6 +116,14 @@ impl Services {
     /// Builds every service: loads the signing keys (creating the first one on a new store) and
     /// the revocation list. Starts no task: see [`Services::spawn_follower`] and
     /// [`Services::spawn_sweeper`].
+    ///
+    /// `master_key` must be the one the store's signing keys were sealed with: with another, the
+    /// build fails with [`BuildError::Keys`] instead of starting with keys that verify nothing
+    /// already issued. The argon2 parameters are taken as given (their minimum is enforced when
+    /// the configuration is loaded, see [`Argon2Params::validate`]).
+    ///
+    /// The crate `tessera-store` has a runnable example that builds the services on its
+    /// `MemoryStore`, registers an account and logs it in (its crate-level documentation).
     pub async fn build(
         stores: Stores,
         clock: Arc<dyn Clock>,

@@ -256,7 +256,9 @@ pub struct Session {
     pub absolute_expires_at: Timestamp,
     /// What the client told us about itself at login.
     pub client: ClientInfo,
-    /// A JSON object.
+    /// What the application keeps in the session: a JSON object, changed only through
+    /// [`Sessions::patch_data`] (JSON Merge Patch) and bounded by
+    /// [`SessionConfig::max_data_bytes`].
     pub data: SessionData,
     /// Incremented by every data write; the compare-and-swap token against lost updates.
     pub data_version: i64,

@@ -346,7 +346,9 @@ pub struct Stores {
     pub limiter: Option<Arc<dyn AttemptLimiter>>,
 }
 
-/// A backend that holds everything.
+/// A backend that holds everything, and so can back a whole server through
+/// [`Stores::from_one`]. Implemented for every type that implements each store trait (and
+/// `Clone`); there is nothing to implement by hand.
 pub trait AllStores:
     UserStore
     + SessionStore

@@ -27,6 +27,17 @@ impl UserId {
 
     /// An id from outside (a URL): `None` unless it has the shape of the ids we generate, so no
     /// lookup is made for one that cannot exist.
+    ///
+    /// ```
+    /// use tessera_core::UserId;
+    ///
+    /// let id = UserId::generate()?;
+    /// assert!(id.as_str().starts_with("usr_"));
+    /// assert_eq!(UserId::parse(id.as_str()), Some(id.clone()));
+    /// assert_eq!(UserId::parse("usr_../../etc/passwd"), None);
+    /// assert_eq!(UserId::parse("alice"), None);
+    /// # Ok::<(), tessera_core::Error>(())
+    /// ```
     pub fn parse(text: &str) -> Option<Self> {
         crate::secret::is_public_id(text, Self::PREFIX).then(|| Self(Arc::new(text.into())))
     }
@@ -77,7 +88,20 @@ impl Username {
     pub const MAX_CHARS: usize = 64;
 
     /// Normalizes and checks a username as typed; [`Error::Invalid`] (field `username`) says
-    /// which rule it breaks.
+    /// which rule it breaks. Look accounts up only by the result, never by the raw text.
+    ///
+    /// ```
+    /// use tessera_core::Username;
+    ///
+    /// let name = Username::parse("Alice@Example.org")?;
+    /// assert_eq!(name.as_str(), "alice@example.org");
+    /// assert_eq!(Username::parse("ALICE@example.ORG")?, name);
+    /// assert!(Username::parse("").is_err());
+    /// assert!(Username::parse("alice smith").is_err());
+    /// // A Cyrillic "а" among Latin letters is refused, not taken for "alice".
+    /// assert!(Username::parse("\u{430}lice").is_err());
+    /// # Ok::<(), tessera_core::Error>(())
+    /// ```
     pub fn parse(raw: &str) -> Result<Self, Error> {
         use unicode_normalization::UnicodeNormalization;
         let normalized: String = raw.nfkc().collect::<String>().to_lowercase();
@@ -139,7 +163,9 @@ pub struct User {
     pub id: UserId,
     /// The login name, unique among accounts.
     pub username: Username,
-    /// PHC string (argon2id).
+    /// The argon2id hash as a PHC string (parameters and salt included, so a hash made with older
+    /// parameters still verifies and is upgraded at the next login). Never the password; and
+    /// `Debug` prints `<redacted>` in its place.
     pub password_hash: String,
     /// Role names (sorted, no duplicates when set by an admin), carried in access tokens for
     /// resource servers to authorize by; `admin` opens Tessera's admin API.

@@ -13,7 +13,64 @@
 //! can back a whole server through [`Stores::from_one`](tessera_core::Stores::from_one). All pass
 //! the same conformance suite (`conformance`, behind the `conformance` feature; one test per check
 //! through `conformance_tests!`) for what they hold, so a backend cannot quietly differ.
+//!
+//! Building a node's services on one store, then registering an account and logging it in with a
+//! server session:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use tessera_core::token::MasterKey;
+//! use tessera_core::{
+//!     Argon2Params, ClientInfo, LoginAttempt, Password, Services, ServicesConfig, Stores,
+//!     SystemClock,
+//! };
+//! use tessera_store::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = ServicesConfig::default();
+//! // Cheap hashing, for this example only (tessera-core's `test-util` feature); a server keeps
+//! // the default cost.
+//! config.passwords.argon2 = Argon2Params::insecure_fast_for_tests();
+//! let (master_key, _bytes_to_keep) = MasterKey::generate()?;
+//! let services = Services::build(
+//!     Stores::from_one(MemoryStore::new()),
+//!     Arc::new(SystemClock),
+//!     master_key,
+//!     config,
+//! )
+//! .await?;
+//!
+//! let password = Password::new("correct horse battery staple");
+//! services.accounts.register("alice", &password).await?;
+//! let login = services
+//!     .logins
+//!     .login_session(
+//!         LoginAttempt {
+//!             username: "Alice",
+//!             password: &password,
+//!             ip: None,
+//!             client: ClientInfo::default(),
+//!             device: None,
+//!         },
+//!         None,
+//!     )
+//!     .await?;
+//!
+//! // The cookie carries `login.secret`; the store holds only its hash.
+//! let (session, user) = services
+//!     .sessions
+//!     .authenticate(&login.secret)
+//!     .await?
+//!     .expect("a live session");
+//! assert_eq!(user.username.as_str(), "alice");
+//! assert_eq!(session.handle, login.session.handle);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

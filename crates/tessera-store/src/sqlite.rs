@@ -39,6 +39,32 @@ impl SqliteStore {
     /// A new file is created with mode 0600 on Unix before SQLite touches it, so it is never
     /// readable by others, not even for a moment; the mode of an existing file is left alone.
     /// Connections use WAL, `synchronous=NORMAL`, foreign keys and a 5 s busy timeout.
+    ///
+    /// Fails with a [`StoreError`] when the file cannot be created or opened, or when its schema
+    /// cannot be brought up to date (it holds migrations this build does not know, or one that
+    /// was edited after it was applied).
+    ///
+    /// ```
+    /// use tessera_core::{HealthCheck, UserStore, Username};
+    /// use tessera_store::SqliteStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tessera.db");
+    /// let store = SqliteStore::open(&path).await?;
+    /// store.ping().await?;
+    /// assert_eq!(store.user_by_username(&Username::parse("alice")?).await?, None);
+    /// store.close().await;
+    ///
+    /// #[cfg(unix)]
+    /// {
+    ///     use std::os::unix::fs::PermissionsExt;
+    ///     assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         create_private_file(path)?;
         let options = SqliteConnectOptions::new()
@@ -95,6 +121,38 @@ impl SqliteStore {
     /// Writes a consistent copy of the whole database to `target` (`VACUUM INTO`), while other
     /// connections and processes go on reading and writing. `target` must not exist: it is
     /// created readable and writable by its owner only, and removed again if the copy fails.
+    ///
+    /// ```
+    /// use tessera_core::{Timestamp, User, UserId, UserStore, Username};
+    /// use tessera_store::SqliteStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = SqliteStore::open(&dir.path().join("tessera.db")).await?;
+    /// let now = Timestamp::from_unix_millis(1_700_000_000_000);
+    /// let alice = User {
+    ///     id: UserId::generate()?,
+    ///     username: Username::parse("alice")?,
+    ///     password_hash: "$argon2id$v=19$m=19456,t=2,p=1$…".into(),
+    ///     roles: Vec::new(),
+    ///     disabled: false,
+    ///     created_at: now,
+    ///     updated_at: now,
+    ///     not_before: now,
+    /// };
+    /// store.create_user(&alice).await?;
+    ///
+    /// let copy = dir.path().join("backup.db");
+    /// store.backup_into(&copy).await?;
+    /// // The target must not exist: a second backup to it is refused, the first left intact.
+    /// assert!(store.backup_into(&copy).await.is_err());
+    ///
+    /// let restored = SqliteStore::open(&copy).await?;
+    /// assert_eq!(restored.user_by_id(&alice.id).await?, Some(alice));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn backup_into(&self, target: &Path) -> Result<(), StoreError> {
         let name = target.to_str().ok_or_else(|| {
             StoreError::Other(format!("{} is not a UTF-8 path", target.display()))

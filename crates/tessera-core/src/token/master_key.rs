@@ -11,7 +11,27 @@ use crate::error::Error;
 
 /// The key that seals signing keys at rest (AES-256-GCM), and from which the hybrid model's CSRF
 /// key is derived (HKDF-SHA256), so every node that shares the master key agrees on both. Never
-/// printed.
+/// printed. Losing it makes the sealed signing keys unreadable; [`crate::Services::build`] then
+/// fails rather than start with new ones.
+///
+/// ```
+/// use tessera_core::token::MasterKey;
+///
+/// // 32 zero bytes, as 43 characters of unpadded base64url (padding is accepted too).
+/// let key = MasterKey::parse_base64(&"A".repeat(43))?;
+/// assert_eq!(format!("{key:?}"), "MasterKey(<redacted>)");
+///
+/// // Two nodes with the same master key agree on the hybrid model's CSRF tokens.
+/// let same = MasterKey::parse_base64(&format!("{}=", "A".repeat(43)))?;
+/// let csrf = key.hybrid_csrf_token("fam_example");
+/// assert!(same.verify_hybrid_csrf_token("fam_example", &csrf));
+/// assert!(!same.verify_hybrid_csrf_token("fam_other", &csrf));
+///
+/// // The error never repeats what it was given.
+/// let error = MasterKey::parse_base64("c2hvcnQ").unwrap_err();
+/// assert!(!error.contains("c2hvcnQ"));
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Clone)]
 pub struct MasterKey(LessSafeKeyHolder);
 

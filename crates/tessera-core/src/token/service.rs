@@ -169,7 +169,10 @@ pub struct Introspection {
     pub roles: Option<Vec<String>>,
 }
 
-/// The token service.
+/// The token and hybrid login models: issues access tokens (signed JWTs, checked in memory by
+/// [`Tokens::verify`]) with rotating refresh tokens (stored only as hashes; one reused after a
+/// short grace revokes its whole family), and revokes, introspects and sweeps them. Built by
+/// [`Services::build`](crate::Services::build), which shares it behind an `Arc`.
 pub struct Tokens {
     keyring: Arc<KeyRing>,
     verifier: Verifier,
@@ -233,7 +236,7 @@ impl Tokens {
         &self.revocations
     }
 
-    /// The service's clock's time.
+    /// The time by the clock the services were built with (not the system clock: tests move it).
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
