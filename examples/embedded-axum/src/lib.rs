@@ -75,7 +75,7 @@ pub fn app(tessera: &Tessera) -> Router {
 
 async fn home(user: Option<AuthUser>) -> Html<String> {
     let greeting = match user {
-        Some(user) => format!("Hello, {}.", escape(&user.user.username)),
+        Some(user) => format!("Hello, {}.", escape(user.user.username.as_str())),
         None => "Hello, stranger. <a href=\"/login\">Log in</a>.".to_owned(),
     };
     Html(format!("<!doctype html><title>Home</title><p>{greeting}</p>"))
@@ -83,7 +83,7 @@ async fn home(user: Option<AuthUser>) -> Html<String> {
 
 /// A page for logged-in users, with a form protected by the login's CSRF token.
 async fn account(State(context): State<AppContext>, user: AuthUser) -> Html<String> {
-    let name = escape(&user.user.username);
+    let name = escape(user.user.username.as_str());
     let notes: String = context
         .notes
         .of(user.id().as_str())
@@ -148,7 +148,7 @@ async fn add_to_cart(
 async fn admin(RequireRole { user, .. }: RequireRole<Admin>) -> Html<String> {
     Html(format!(
         "<!doctype html><title>Admin</title><p>Welcome to the admin page, {}.</p>",
-        escape(&user.user.username)
+        escape(user.user.username.as_str())
     ))
 }
 

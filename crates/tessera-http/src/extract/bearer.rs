@@ -11,6 +11,47 @@ use crate::state::AppState;
 /// A request authenticated by `Authorization: Bearer <access token>`. Tokens are read from that
 /// header only, never from the query string or a form body. Needs no CSRF token: browsers never
 /// attach the header by themselves.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use axum::body::Body;
+/// # use axum::http::Request;
+/// # use tessera_core::{ClientInfo, LoginModel, Password, Services, ServicesConfig, Stores, SystemClock};
+/// # async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String) {
+/// #     use tower::ServiceExt;
+/// #     let response = app.clone().oneshot(request).await.unwrap();
+/// #     let status = response.status().as_u16();
+/// #     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+/// #     (status, String::from_utf8_lossy(&body).into_owned())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
+/// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
+/// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
+/// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
+/// use axum::{Json, Router, routing::get};
+/// use serde_json::{Value, json};
+/// use tessera_http::extract::BearerAuth;
+///
+/// async fn notes(bearer: BearerAuth) -> Json<Value> {
+///     Json(json!({ "owner": bearer.claims.claims().sub }))
+/// }
+/// let app = Router::new().route("/api/notes", get(notes)).with_state(state.clone());
+/// let pair = state.tokens().issue(&alice, LoginModel::Token, ClientInfo::default()).await.unwrap();
+/// let with_token = || Request::get("/api/notes")
+///     .header("authorization", format!("Bearer {}", pair.access_token))
+///     .body(Body::empty())
+///     .unwrap();
+/// let (status, body) = call(&app, with_token()).await;
+/// assert_eq!(status, 200);
+/// assert!(body.contains(alice.id.as_str()), "{body}");
+/// // Revoked (its refresh token, hence its whole login): refused on the next request.
+/// state.tokens().revoke(&pair.refresh_token.encode(), None).await.unwrap();
+/// assert_eq!(call(&app, with_token()).await.0, 401);
+/// # }
+/// ```
 pub struct BearerAuth {
     /// The claims of the access token, after its signature, lifetime and revocation were checked.
     pub claims: VerifiedClaims,

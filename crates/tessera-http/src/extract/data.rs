@@ -20,9 +20,27 @@ use crate::state::AppState;
 /// node or on several) never lose each other's change.
 ///
 /// ```
+/// # use std::sync::Arc;
+/// # use axum::body::Body;
+/// # use axum::http::Request;
+/// # use tessera_core::{ClientInfo, LoginModel, Password, Services, ServicesConfig, Stores, SystemClock};
+/// # async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String) {
+/// #     use tower::ServiceExt;
+/// #     let response = app.clone().oneshot(request).await.unwrap();
+/// #     let status = response.status().as_u16();
+/// #     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+/// #     (status, String::from_utf8_lossy(&body).into_owned())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
+/// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
+/// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
+/// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
 /// use axum::{Json, Router, routing::post};
 /// use serde_json::{Value, json};
-/// use tessera_http::{ApiError, AppState};
+/// use tessera_http::ApiError;
 /// use tessera_http::extract::SessionData;
 ///
 /// /// Adds an item to the cart kept in the session.
@@ -37,8 +55,19 @@ use crate::state::AppState;
 ///         .await?;
 ///     Ok(Json(updated))
 /// }
-///
-/// let routes: Router<AppState> = Router::new().route("/cart", post(add_to_cart));
+/// let app = Router::new().route("/cart", post(add_to_cart)).with_state(state.clone());
+/// let (secret, session) = state.sessions().start(&alice, ClientInfo::default()).await.unwrap();
+/// let add = |item: &str| Request::post("/cart")
+///     .header("cookie", format!("{}={}", state.cookies().session, secret.encode()))
+///     .header("x-csrf-token", session.csrf_token.encode())
+///     .header("content-type", "application/json")
+///     .body(Body::from(format!("{item:?}")))
+///     .unwrap();
+/// call(&app, add("tea")).await;
+/// let (status, body) = call(&app, add("milk")).await;
+/// assert_eq!(status, 200);
+/// assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"cart": ["tea", "milk"]}));
+/// # }
 /// ```
 pub struct SessionData {
     auth: SessionAuth,

@@ -21,9 +21,26 @@ pub const CSRF_FIELD: &str = "csrf_token";
 /// form without the fields `T` needs is a 422.
 ///
 /// ```
+/// # use std::sync::Arc;
+/// # use axum::body::Body;
+/// # use axum::http::Request;
+/// # use tessera_core::{ClientInfo, LoginModel, Password, Services, ServicesConfig, Stores, SystemClock};
+/// # async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String) {
+/// #     use tower::ServiceExt;
+/// #     let response = app.clone().oneshot(request).await.unwrap();
+/// #     let status = response.status().as_u16();
+/// #     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+/// #     (status, String::from_utf8_lossy(&body).into_owned())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
+/// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
+/// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
+/// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
 /// use axum::{Router, routing::post};
 /// use serde::Deserialize;
-/// use tessera_http::AppState;
 /// use tessera_http::extract::CsrfForm;
 ///
 /// #[derive(Deserialize)]
@@ -34,8 +51,22 @@ pub const CSRF_FIELD: &str = "csrf_token";
 /// async fn comment(CsrfForm { user, form }: CsrfForm<Comment>) -> String {
 ///     format!("{} wrote {:?}", user.user.username, form.text)
 /// }
-///
-/// let routes: Router<AppState> = Router::new().route("/comments", post(comment));
+/// let app = Router::new().route("/comments", post(comment)).with_state(state.clone());
+/// let (secret, session) = state.sessions().start(&alice, ClientInfo::default()).await.unwrap();
+/// let post_form = |body: String| Request::post("/comments")
+///     .header("cookie", format!("{}={}", state.cookies().session, secret.encode()))
+///     .header("content-type", "application/x-www-form-urlencoded")
+///     .body(Body::from(body))
+///     .unwrap();
+/// // The page's form carries the token (`user.csrf_token(&state)` put it there).
+/// let token = session.csrf_token.encode();
+/// let (status, body) = call(&app, post_form(format!("text=hi&csrf_token={token}"))).await;
+/// assert_eq!((status, body.as_str()), (200, "alice wrote \"hi\""));
+/// // Another site's form does not know it.
+/// let (status, body) = call(&app, post_form("text=hi".into())).await;
+/// assert_eq!(status, 403);
+/// assert!(body.contains("csrf-token-missing"), "{body}");
+/// # }
 /// ```
 pub struct CsrfForm<T> {
     /// The caller.

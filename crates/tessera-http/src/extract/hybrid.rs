@@ -16,6 +16,52 @@ use crate::state::AppState;
 
 /// A request authenticated by the hybrid model's access-token cookie. On unsafe methods it also
 /// enforces the CSRF rules: a same-site origin and the login's CSRF token in `X-CSRF-Token`.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use axum::body::Body;
+/// # use axum::http::Request;
+/// # use tessera_core::{ClientInfo, LoginModel, Password, Services, ServicesConfig, Stores, SystemClock};
+/// # async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String) {
+/// #     use tower::ServiceExt;
+/// #     let response = app.clone().oneshot(request).await.unwrap();
+/// #     let status = response.status().as_u16();
+/// #     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+/// #     (status, String::from_utf8_lossy(&body).into_owned())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
+/// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
+/// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
+/// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
+/// use axum::{Router, routing::{get, post}};
+/// use tessera_http::extract::HybridAuth;
+///
+/// async fn page(auth: HybridAuth) -> String {
+///     format!("hybrid login {}", auth.claims.claims().fid.as_str().len())
+/// }
+/// let app = Router::new()
+///     .route("/page", get(page))
+///     .route("/change", post(page))
+///     .with_state(state.clone());
+/// let pair = state.tokens().issue(&alice, LoginModel::Hybrid, ClientInfo::default()).await.unwrap();
+/// let cookie = format!("{}={}", state.cookies().hybrid_access, pair.access_token);
+/// let read = Request::get("/page").header("cookie", &cookie).body(Body::empty()).unwrap();
+/// assert_eq!(call(&app, read).await.0, 200);
+/// // Unsafe methods need the login's CSRF token.
+/// let forged = Request::post("/change").header("cookie", &cookie).body(Body::empty()).unwrap();
+/// assert_eq!(call(&app, forged).await.0, 403);
+/// let csrf = state.tokens().keyring().hybrid_csrf_token(pair.family_id.as_str());
+/// let own_page = Request::post("/change")
+///     .header("cookie", &cookie)
+///     .header("x-csrf-token", csrf)
+///     .body(Body::empty())
+///     .unwrap();
+/// assert_eq!(call(&app, own_page).await.0, 200);
+/// # }
+/// ```
 pub struct HybridAuth {
     /// The claims of the access token from the cookie, after its signature, lifetime and
     /// revocation were checked.

@@ -84,6 +84,54 @@ pub enum AuthModel {
 
 /// The caller's identity, from any login model. A request with an `Authorization` header is judged
 /// by it alone; otherwise by the session cookie.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use axum::body::Body;
+/// # use axum::http::Request;
+/// # use tessera_core::{ClientInfo, LoginModel, Password, Services, ServicesConfig, Stores, SystemClock};
+/// # async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String) {
+/// #     use tower::ServiceExt;
+/// #     let response = app.clone().oneshot(request).await.unwrap();
+/// #     let status = response.status().as_u16();
+/// #     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+/// #     (status, String::from_utf8_lossy(&body).into_owned())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
+/// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
+/// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
+/// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
+/// use axum::{Router, routing::get};
+/// use tessera_http::extract::AuthUser;
+///
+/// async fn whoami(user: AuthUser) -> String {
+///     format!("{} ({})", user.user.username, user.model_name())
+/// }
+/// let app = Router::new().route("/whoami", get(whoami)).with_state(state.clone());
+///
+/// // Anonymous: Tessera's 401 problem document.
+/// let (status, body) = call(&app, Request::get("/whoami").body(Body::empty()).unwrap()).await;
+/// assert_eq!(status, 401);
+/// assert!(body.contains("urn:tessera:problem:unauthenticated"), "{body}");
+///
+/// // A bearer token (token model), then a session cookie (session model): the same handler.
+/// let pair = state.tokens().issue(&alice, LoginModel::Token, ClientInfo::default()).await.unwrap();
+/// let bearer = Request::get("/whoami")
+///     .header("authorization", format!("Bearer {}", pair.access_token))
+///     .body(Body::empty())
+///     .unwrap();
+/// assert_eq!(call(&app, bearer).await, (200, "alice (token)".to_owned()));
+/// let (secret, _) = state.sessions().start(&alice, ClientInfo::default()).await.unwrap();
+/// let cookie = Request::get("/whoami")
+///     .header("cookie", format!("{}={}", state.cookies().session, secret.encode()))
+///     .body(Body::empty())
+///     .unwrap();
+/// assert_eq!(call(&app, cookie).await, (200, "alice (session)".to_owned()));
+/// # }
+/// ```
 pub struct AuthUser {
     /// The account, from this node's accounts cache (read from the store once, then kept current
     /// by the change feed).
@@ -205,6 +253,57 @@ impl AuthUser {
 ///
 /// A request with an `Authorization` header is refused (401): a bearer caller has no CSRF token
 /// to show and needs none, so routes for both use [`AuthUser`].
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use axum::body::Body;
+/// # use axum::http::Request;
+/// # use tessera_core::{ClientInfo, LoginModel, Password, Services, ServicesConfig, Stores, SystemClock};
+/// # async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String) {
+/// #     use tower::ServiceExt;
+/// #     let response = app.clone().oneshot(request).await.unwrap();
+/// #     let status = response.status().as_u16();
+/// #     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+/// #     (status, String::from_utf8_lossy(&body).into_owned())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
+/// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
+/// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
+/// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
+/// use axum::{Router, routing::post};
+/// use tessera_http::extract::CookieAuth;
+///
+/// async fn save(CookieAuth(user): CookieAuth) -> String {
+///     format!("saved for {}", user.user.username)
+/// }
+/// let app = Router::new().route("/save", post(save)).with_state(state.clone());
+/// let (secret, session) = state.sessions().start(&alice, ClientInfo::default()).await.unwrap();
+/// let cookie = format!("{}={}", state.cookies().session, secret.encode());
+///
+/// // The session cookie without the session's CSRF token: refused before the handler runs.
+/// let forged = Request::post("/save").header("cookie", &cookie).body(Body::empty()).unwrap();
+/// let (status, body) = call(&app, forged).await;
+/// assert_eq!(status, 403);
+/// assert!(body.contains("csrf-token-missing"), "{body}");
+/// // With it: let in.
+/// let own_page = Request::post("/save")
+///     .header("cookie", &cookie)
+///     .header("x-csrf-token", session.csrf_token.encode())
+///     .body(Body::empty())
+///     .unwrap();
+/// assert_eq!(call(&app, own_page).await, (200, "saved for alice".to_owned()));
+/// // A bearer token is not a cookie login.
+/// let pair = state.tokens().issue(&alice, LoginModel::Token, ClientInfo::default()).await.unwrap();
+/// let bearer = Request::post("/save")
+///     .header("authorization", format!("Bearer {}", pair.access_token))
+///     .body(Body::empty())
+///     .unwrap();
+/// assert_eq!(call(&app, bearer).await.0, 401);
+/// # }
+/// ```
 pub struct CookieAuth(pub AuthUser);
 
 impl CookieAuth {
@@ -267,6 +366,44 @@ async fn token_user(
 }
 
 /// An authenticated caller with the `admin` role.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use axum::body::Body;
+/// # use axum::http::Request;
+/// # use tessera_core::{ClientInfo, LoginModel, Password, Services, ServicesConfig, Stores, SystemClock};
+/// # async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String) {
+/// #     use tower::ServiceExt;
+/// #     let response = app.clone().oneshot(request).await.unwrap();
+/// #     let status = response.status().as_u16();
+/// #     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+/// #     (status, String::from_utf8_lossy(&body).into_owned())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
+/// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
+/// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
+/// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
+/// use axum::{Router, routing::get};
+/// use tessera_http::extract::AdminUser;
+///
+/// async fn keys(AdminUser(user): AdminUser) -> String {
+///     format!("{} may rotate keys", user.user.username)
+/// }
+/// let app = Router::new().route("/keys", get(keys)).with_state(state.clone());
+/// let root = state.accounts().create("root", &Password::new("correct horse battery"), vec!["admin".into()]).await.unwrap();
+/// for (user, expected) in [(&alice, 403), (&root, 200)] {
+///     let pair = state.tokens().issue(user, LoginModel::Token, ClientInfo::default()).await.unwrap();
+///     let request = Request::get("/keys")
+///         .header("authorization", format!("Bearer {}", pair.access_token))
+///         .body(Body::empty())
+///         .unwrap();
+///     assert_eq!(call(&app, request).await.0, expected);
+/// }
+/// # }
+/// ```
 pub struct AdminUser(pub AuthUser);
 
 impl<S: Send + Sync> FromRequestParts<S> for AdminUser

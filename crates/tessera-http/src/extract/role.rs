@@ -41,15 +41,54 @@ impl Role for Admin {
 /// change feed keeps current: a role taken away is refused on the next request, on every node.
 ///
 /// ```
+/// # use std::sync::Arc;
+/// # use axum::body::Body;
+/// # use axum::http::Request;
+/// # use tessera_core::{ClientInfo, LoginModel, Password, Services, ServicesConfig, Stores, SystemClock};
+/// # async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String) {
+/// #     use tower::ServiceExt;
+/// #     let response = app.clone().oneshot(request).await.unwrap();
+/// #     let status = response.status().as_u16();
+/// #     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+/// #     (status, String::from_utf8_lossy(&body).into_owned())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
+/// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
+/// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
+/// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
 /// use axum::{Router, routing::get};
-/// use tessera_http::AppState;
-/// use tessera_http::extract::{Admin, RequireRole};
+/// use tessera_http::extract::{Admin, RequireRole, Role};
+///
+/// /// Editors of the catalogue.
+/// struct Editor;
+/// impl Role for Editor {
+///     const NAME: &'static str = "editor";
+/// }
 ///
 /// async fn audit(RequireRole { user, .. }: RequireRole<Admin>) -> String {
 ///     format!("{} may read the audit log", user.user.username)
 /// }
-///
-/// let routes: Router<AppState> = Router::new().route("/audit", get(audit));
+/// async fn edit(_: RequireRole<Editor>) -> &'static str {
+///     "edited"
+/// }
+/// let app = Router::new()
+///     .route("/audit", get(audit))
+///     .route("/edit", get(edit))
+///     .with_state(state.clone());
+/// let bob = state.accounts().create("bob", &Password::new("correct horse battery"), vec!["editor".into()]).await.unwrap();
+/// let (secret, _) = state.sessions().start(&bob, ClientInfo::default()).await.unwrap();
+/// let get = |path: &str| Request::get(path)
+///     .header("cookie", format!("{}={}", state.cookies().session, secret.encode()))
+///     .body(Body::empty())
+///     .unwrap();
+/// assert_eq!(call(&app, get("/edit")).await, (200, "edited".to_owned()));
+/// let (status, body) = call(&app, get("/audit")).await;
+/// assert_eq!(status, 403);
+/// assert!(body.contains("missing-role"), "{body}");
+/// # }
 /// ```
 pub struct RequireRole<R: Role> {
     /// The caller.

@@ -14,6 +14,54 @@ use crate::state::AppState;
 /// A request authenticated by the session cookie. On unsafe methods it also enforces the CSRF
 /// rules (same origin and the session's token), so a cookie-authenticated handler cannot forget
 /// them. Only a request that passed every check keeps the session alive.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use axum::body::Body;
+/// # use axum::http::Request;
+/// # use tessera_core::{ClientInfo, LoginModel, Password, Services, ServicesConfig, Stores, SystemClock};
+/// # async fn call(app: &axum::Router, request: Request<Body>) -> (u16, String) {
+/// #     use tower::ServiceExt;
+/// #     let response = app.clone().oneshot(request).await.unwrap();
+/// #     let status = response.status().as_u16();
+/// #     let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+/// #     (status, String::from_utf8_lossy(&body).into_owned())
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
+/// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
+/// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
+/// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
+/// use axum::{Router, routing::{get, post}};
+/// use tessera_http::extract::SessionAuth;
+///
+/// async fn page(auth: SessionAuth) -> String {
+///     format!("{}'s session", auth.user.username)
+/// }
+/// let app = Router::new()
+///     .route("/page", get(page))
+///     .route("/change", post(page))
+///     .with_state(state.clone());
+/// let (secret, session) = state.sessions().start(&alice, ClientInfo::default()).await.unwrap();
+/// let cookie = format!("{}={}", state.cookies().session, secret.encode());
+/// let read = Request::get("/page").header("cookie", &cookie).body(Body::empty()).unwrap();
+/// assert_eq!(call(&app, read).await, (200, "alice's session".to_owned()));
+/// // An unsafe method needs the session's CSRF token, and a trusted origin.
+/// let forged = Request::post("/change")
+///     .header("cookie", &cookie)
+///     .header("origin", "https://evil.example")
+///     .header("x-csrf-token", session.csrf_token.encode())
+///     .body(Body::empty())
+///     .unwrap();
+/// assert_eq!(call(&app, forged).await.0, 403);
+/// // After logout, the cookie is refused at once.
+/// state.sessions().end(&session.handle).await.unwrap();
+/// let after = Request::get("/page").header("cookie", &cookie).body(Body::empty()).unwrap();
+/// assert_eq!(call(&app, after).await.0, 401);
+/// # }
+/// ```
 pub struct SessionAuth {
     /// The live session the cookie names, with its activity recorded by this request.
     pub session: Arc<Session>,
