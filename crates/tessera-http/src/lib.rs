@@ -9,6 +9,7 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod client_ip;
 pub mod csrf;

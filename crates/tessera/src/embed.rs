@@ -37,7 +37,7 @@ pub(crate) const BUILDER: &str = "the application's builder";
 /// let tessera = Tessera::builder().memory().mount("/auth").build().await?;
 /// let app: Router = Router::new()
 ///     .route("/", get(|| async { "welcome" }))
-///     .route("/me", get(|user: AuthUser| async move { user.user.username.clone() }))
+///     .route("/me", get(|user: AuthUser| async move { user.user.username.to_string() }))
 ///     .merge(tessera.router())
 ///     .with_state(tessera.state());
 /// # drop(app);

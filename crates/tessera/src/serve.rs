@@ -60,7 +60,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .build()
         .await
         .map_err(crate::BuildError::into_anyhow)?;
-    let router: axum::Router = app.router();
+    let mut router: axum::Router = app.router();
+    if !app.mount().is_empty() {
+        // Outside the mount path, too, an unknown path is a problem document.
+        router = router.fallback(|| async {
+            tessera_http::ApiError::not_found(
+                "no route matches this path (the routes are under http.mount)",
+            )
+        });
+    }
     let attacker = match attacker {
         Some((attacker_listener, local)) => {
             let victim_origin =

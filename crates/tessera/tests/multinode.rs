@@ -1341,7 +1341,7 @@ where
 }
 
 /// One primary is killed (SIGKILL) right after it acknowledged a logout and a token
-/// revocation. Requests that need it answer 503 (never 500, never a success on stale state)
+/// revocation that every node has applied. Requests that need it answer 503 (never 500, never a success on stale state)
 /// until its replica took over, then succeed; the logout and the revocation hold on every node.
 /// Logouts on that shard stay refused (503) while it has no replica to confirm them, and work
 /// again once the old primary is back as its replica.
@@ -1384,9 +1384,23 @@ async fn a_redis_primary_dies_and_no_acknowledged_revocation_is_lost() {
         );
     }
 
-    // Acknowledged: a logout on B, a token revocation on C. Then the primary dies.
+    // Acknowledged: a logout on B, a token revocation on C, and every node has heard of both.
+    // Then the primary that holds them dies. (Whether an announcement still on its way when a
+    // primary dies reaches every node is another matter: a node that keeps its feed but misses
+    // it enforces the revocation at its next periodic re-read of the store.)
     assert_eq!(http.logout(b, &ended).await, StatusCode::NO_CONTENT);
     http.revoke(c, &revoked.access).await;
+    let since = Instant::now();
+    for node in [a, b, c] {
+        refused_within(&format!("the logged-out session on {}", node.name), since, || {
+            http.me_with_cookie(node, &ended.cookie)
+        })
+        .await;
+        refused_within(&format!("the revoked token on {}", node.name), since, || {
+            http.me_with_bearer(node, &revoked.access)
+        })
+        .await;
+    }
     let Redis::Cluster { cluster: redis, .. } = &mut nodes.redis else {
         unreachable!()
     };
