@@ -24,6 +24,9 @@ impl FromRequestParts<AppState> for ClientIp {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
+        if socket.is_none() {
+            warn_once_without_address();
+        }
         // Every header line, in order: proxies may append a line rather than extend one, and
         // reading only the first would believe what the client wrote.
         let lines: Vec<&str> = parts
@@ -39,6 +42,18 @@ impl FromRequestParts<AppState> for ClientIp {
             forwarded.as_deref(),
         )))
     }
+}
+
+/// Says once per process that requests come without the client's socket address.
+fn warn_once_without_address() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "requests carry no client address: the login throttle cannot count per address and \
+             logins record none; serve with tessera_http::serve (or Tessera::serve), or give \
+             axum::serve the router's into_make_service_with_connect_info::<SocketAddr>()"
+        );
+    });
 }
 
 /// The client's address given the socket's and `X-Forwarded-For`.

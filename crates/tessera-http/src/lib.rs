@@ -85,7 +85,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .routes(routes!(routes::admin::force_logout))
         .routes(routes!(routes::admin::events))
         .split_for_parts();
-    let openapi_json = openapi::render(doc, state.cookies(), state.mount());
+    let openapi_json = openapi::render(doc, state.cookies(), &state.base_path());
     // Installed now, so counters recorded by the core from the first request on are kept.
     let _ = metrics::handle();
     let api = api.route_layer(axum::middleware::from_fn(metrics::track));

@@ -96,10 +96,10 @@ pub(crate) fn base() -> utoipa::openapi::OpenApi {
 pub(crate) fn render(
     mut doc: utoipa::openapi::OpenApi,
     names: &CookieNames,
-    mount: &str,
+    base_path: &str,
 ) -> std::sync::Arc<str> {
     add_links(&mut doc);
-    // The cookies' names as this server sets them, and the path its routes are mounted under.
+    // The cookies' names as this server sets them, and the path clients reach its routes under.
     if let Some(components) = doc.components.as_mut() {
         for (scheme, name) in [
             ("session_cookie", &names.session),
@@ -113,8 +113,8 @@ pub(crate) fn render(
             }
         }
     }
-    if !mount.is_empty() {
-        doc.servers = Some(vec![utoipa::openapi::server::Server::new(mount)]);
+    if !base_path.is_empty() {
+        doc.servers = Some(vec![utoipa::openapi::server::Server::new(base_path)]);
     }
     doc.to_json().unwrap_or_else(|_| "{}".into()).into()
 }

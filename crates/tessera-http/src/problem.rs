@@ -53,6 +53,18 @@ impl ApiError {
         }
     }
 
+    /// The problem's short name: `unauthenticated`, `csrf-token-missing`, `missing-role`, … (the
+    /// document's `type` is `urn:tessera:problem:` followed by it). For an application that maps
+    /// Tessera's refusals to its own error type.
+    pub fn slug(&self) -> &'static str {
+        self.slug
+    }
+
+    /// What was wrong, as the document's `detail` says it.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// Names the request field at fault (the problem's `field`).
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());

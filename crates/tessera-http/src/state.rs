@@ -223,6 +223,19 @@ impl AppState {
         &self.0.config.mount
     }
 
+    /// The path clients reach the routes under: the public URL's path (a proxy may forward
+    /// `https://example.com/id/` here) followed by the mount path; empty at the root.
+    pub fn base_path(&self) -> String {
+        let path = self
+            .0
+            .config
+            .public_url
+            .parse::<axum::http::Uri>()
+            .map(|uri| uri.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        format!("{path}{}", self.mount())
+    }
+
     /// The origins trusted for cookie-authenticated unsafe requests: the public URL's first.
     pub fn trusted_origins(&self) -> &[String] {
         &self.0.trusted_origins

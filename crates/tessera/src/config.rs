@@ -693,7 +693,9 @@ impl Config {
         if !mount.is_empty() && self.playground.enabled == Some(true) {
             return Err(fail(
                 "playground",
-                format!("the playground is served at the root only, not under http.mount = {mount:?}: turn it off"),
+                format!(
+                    "the playground is served at the root only, not under http.mount = {mount:?}: turn it off"
+                ),
             ));
         }
         tessera_http::extract::CookieNames::new(&self.http.cookie_name)

@@ -53,6 +53,8 @@ pub struct Tessera {
     sqlite: Option<SqliteStore>,
     /// The follower and, unless turned off, the upkeep.
     tasks: Vec<JoinHandle<()>>,
+    /// `http.header_timeout`, for [`Tessera::serve`].
+    header_timeout: std::time::Duration,
 }
 
 /// Why Tessera could not be built: an invalid setting (naming the key and where its value came
@@ -164,6 +166,31 @@ impl Tessera {
             signal.await;
             tokens.revocations().log().shutdown();
         }
+    }
+
+    /// Serves `app` (the application's router, with [`Tessera::router`] merged in) on `listener`
+    /// until `signal` completes, then finishes the requests in flight, as `tessera serve` serves:
+    /// handlers see the client's address (the login throttle counts by it, logins record it),
+    /// and a connection that does not send a request's head within `http.header_timeout` is
+    /// closed, so clients that trickle their headers hold nothing for long. The revocation
+    /// streams end when `signal` completes (see [`Tessera::graceful`]).
+    ///
+    /// Serving with `axum::serve` works too, but then give it
+    /// `app.into_make_service_with_connect_info::<SocketAddr>()`, or every client shares one
+    /// unknown address, which turns the per-address login throttle off.
+    ///
+    /// The future does not borrow `self`: it can be spawned, and [`Tessera::shutdown`] called once
+    /// it has completed.
+    pub fn serve<F>(
+        &self,
+        listener: tokio::net::TcpListener,
+        app: Router,
+        signal: F,
+    ) -> impl Future<Output = std::io::Result<()>> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        tessera_http::serve(listener, app, self.header_timeout, self.graceful(signal))
     }
 
     /// Stops the background tasks and waits until they have ended, ends the revocation streams,
@@ -344,6 +371,7 @@ impl TesseraBuilder {
             state,
             sqlite,
             tasks,
+            header_timeout: config.http.header_timeout,
         })
     }
 }

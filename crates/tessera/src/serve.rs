@@ -56,7 +56,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         None
     };
     let app = Tessera::from_loaded(config.clone())
-        .attacker_origin(attacker.as_ref().map(|(_, local)| format!("http://{local}")))
+        .attacker_origin(
+            attacker
+                .as_ref()
+                .map(|(_, local)| format!("http://{local}")),
+        )
         .build()
         .await
         .map_err(crate::BuildError::into_anyhow)?;

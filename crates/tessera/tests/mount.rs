@@ -39,7 +39,11 @@ async fn routes_under_a_path_with_cookies_of_another_name() {
     let c = client();
 
     assert_eq!(
-        c.get(node.url("/auth/healthz")).send().await.unwrap().status(),
+        c.get(node.url("/auth/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
     // Outside the path: a problem document, not Tessera's routes.
@@ -80,7 +84,10 @@ async fn routes_under_a_path_with_cookies_of_another_name() {
         .unwrap();
     assert_eq!(login.status(), StatusCode::OK);
     let cookie = set_cookie(&login, "__Host-shop").expect("the session cookie");
-    assert!(cookie.contains("Path=/;") || cookie.ends_with("Path=/"), "{cookie}");
+    assert!(
+        cookie.contains("Path=/;") || cookie.ends_with("Path=/"),
+        "{cookie}"
+    );
     assert!(set_cookie(&login, "__Host-tessera").is_none());
     assert!(set_cookie(&login, "__Host-shop-device").is_some());
     let pair = cookie.split(';').next().unwrap().to_owned();
@@ -148,7 +155,10 @@ fn invalid_mount_or_cookie_name_is_refused_naming_the_key() {
         ("[http]\nmount = \"/a b\"\n", "http.mount"),
         ("[http]\ncookie_name = \"a;b\"\n", "http.cookie_name"),
         ("[http]\ncookie_name = \"\"\n", "http.cookie_name"),
-        ("playground = true\n[http]\nmount = \"/auth\"\n", "playground"),
+        (
+            "playground = true\n[http]\nmount = \"/auth\"\n",
+            "playground",
+        ),
     ] {
         std::fs::write(
             dir.path().join("tessera.toml"),

@@ -1392,13 +1392,17 @@ async fn a_redis_primary_dies_and_no_acknowledged_revocation_is_lost() {
     http.revoke(c, &revoked.access).await;
     let since = Instant::now();
     for node in [a, b, c] {
-        refused_within(&format!("the logged-out session on {}", node.name), since, || {
-            http.me_with_cookie(node, &ended.cookie)
-        })
+        refused_within(
+            &format!("the logged-out session on {}", node.name),
+            since,
+            || http.me_with_cookie(node, &ended.cookie),
+        )
         .await;
-        refused_within(&format!("the revoked token on {}", node.name), since, || {
-            http.me_with_bearer(node, &revoked.access)
-        })
+        refused_within(
+            &format!("the revoked token on {}", node.name),
+            since,
+            || http.me_with_bearer(node, &revoked.access),
+        )
         .await;
     }
     let Redis::Cluster { cluster: redis, .. } = &mut nodes.redis else {

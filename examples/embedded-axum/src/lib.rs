@@ -21,9 +21,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tessera::Tessera;
-use tessera_http::extract::{
-    Admin, AuthUser, BearerAuth, CsrfForm, RequireRole, SessionData,
-};
+use tessera_http::extract::{Admin, AuthUser, BearerAuth, CsrfForm, RequireRole, SessionData};
+use tessera_http::json::ApiJson;
 use tessera_http::{ApiError, AppState};
 
 /// The application's state: its own data, and Tessera's state, which the extractors find
@@ -62,15 +61,45 @@ pub fn app(tessera: &Tessera) -> Router {
         tessera: tessera.state(),
         notes: Notes::default(),
     };
-    Router::new()
+    // The application's pages hold the login's CSRF token and the user's notes: not cached, not
+    // framed by another site.
+    let pages = Router::new()
         .route("/", get(home))
         .route("/account", get(account))
         .route("/notes", post(add_note))
-        .route("/cart", post(add_to_cart))
         .route("/admin", get(admin))
+        .layer(axum::middleware::map_response(page_headers));
+    Router::new()
+        .merge(pages)
+        .route("/cart", post(add_to_cart))
         .route("/api/notes", get(api_notes).post(api_add_note))
         .merge(tessera.router())
+        .fallback(|| async { ApiError::not_found("no page here") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method",
+            )
+        })
         .with_state(context)
+}
+
+/// Headers for pages: never cached (they carry a CSRF token), never framed by another site.
+async fn page_headers(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 async fn home(user: Option<AuthUser>) -> Html<String> {
@@ -78,7 +107,9 @@ async fn home(user: Option<AuthUser>) -> Html<String> {
         Some(user) => format!("Hello, {}.", escape(user.user.username.as_str())),
         None => "Hello, stranger. <a href=\"/login\">Log in</a>.".to_owned(),
     };
-    Html(format!("<!doctype html><title>Home</title><p>{greeting}</p>"))
+    Html(format!(
+        "<!doctype html><title>Home</title><p>{greeting}</p>"
+    ))
 }
 
 /// A page for logged-in users, with a form protected by the login's CSRF token.
@@ -128,7 +159,7 @@ struct CartItem {
 
 async fn add_to_cart(
     data: SessionData,
-    Json(body): Json<CartItem>,
+    ApiJson(body): ApiJson<CartItem>,
 ) -> Result<Json<Value>, ApiError> {
     let item = checked_note(body.item)?;
     let updated = data
@@ -166,7 +197,7 @@ struct ApiNote {
 async fn api_add_note(
     State(context): State<AppContext>,
     bearer: BearerAuth,
-    Json(note): Json<ApiNote>,
+    ApiJson(note): ApiJson<ApiNote>,
 ) -> Result<Response, ApiError> {
     let text = checked_note(note.text)?;
     let user = &bearer.claims.claims().sub;

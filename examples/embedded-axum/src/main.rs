@@ -8,8 +8,7 @@ use tessera::Tessera;
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
@@ -26,9 +25,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let app = embedded_axum::app(&tessera);
     println!("listening on http://localhost:{}", addr.port());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(tessera.graceful(stop_signal()))
-        .await?;
+    tessera.serve(listener, app, stop_signal()).await?;
     tessera.shutdown().await;
     Ok(())
 }

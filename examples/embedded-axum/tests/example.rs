@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tessera::Tessera;
+use tessera::{Tessera, TesseraBuilder};
 use tessera_core::Password;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,25 +29,20 @@ struct TestApp {
 
 impl TestApp {
     async fn spawn() -> Self {
+        Self::spawn_with(|builder| builder).await
+    }
+
+    /// The app with Tessera's builder adjusted by `adjust`.
+    async fn spawn_with(adjust: impl FnOnce(TesseraBuilder) -> TesseraBuilder) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let tessera = Tessera::builder()
-            .memory()
-            .public_url(&base)
-            .mount("/auth")
-            .build()
-            .await
-            .unwrap();
+        let builder = Tessera::builder().memory().public_url(&base).mount("/auth");
+        let tessera = adjust(builder).build().await.unwrap();
         let app = embedded_axum::app(&tessera);
         let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = tessera.graceful(async {
+        let server = tokio::spawn(tessera.serve(listener, app, async {
             let _ = stopped.await;
-        });
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        });
+        }));
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -254,7 +249,11 @@ impl Answer {
             self.text
         );
         let kind = self.json()["type"].as_str().unwrap_or("").to_owned();
-        assert!(kind.ends_with(slug), "expected {slug}, got {kind}: {}", self.text);
+        assert!(
+            kind.ends_with(slug),
+            "expected {slug}, got {kind}: {}",
+            self.text
+        );
     }
 }
 
@@ -276,9 +275,18 @@ async fn each_route_kind_with_each_model() {
     for model in MODELS {
         let mut caller = app.login("alice", model).await;
         let home = app.get("/", &mut caller).await;
-        assert!(home.text.contains("Hello, alice."), "{model:?}: {}", home.text);
+        assert!(
+            home.text.contains("Hello, alice."),
+            "{model:?}: {}",
+            home.text
+        );
         let account = app.get("/account", &mut caller).await;
-        assert_eq!(account.status, StatusCode::OK, "{model:?}: {}", account.text);
+        assert_eq!(
+            account.status,
+            StatusCode::OK,
+            "{model:?}: {}",
+            account.text
+        );
         let expected = match model {
             Model::Session => "session",
             Model::Hybrid => "hybrid",
@@ -302,7 +310,12 @@ async fn each_route_kind_with_each_model() {
             .await;
         match model {
             Model::Session | Model::Hybrid => {
-                assert_eq!(posted.status, StatusCode::SEE_OTHER, "{model:?}: {}", posted.text);
+                assert_eq!(
+                    posted.status,
+                    StatusCode::SEE_OTHER,
+                    "{model:?}: {}",
+                    posted.text
+                );
                 let page = app.get("/account", &mut caller).await;
                 assert!(page.text.contains(&note), "{model:?}: {}", page.text);
                 // The page shows the token the form needs.
@@ -330,7 +343,10 @@ async fn each_route_kind_with_each_model() {
                     &mut caller,
                     Body::Form(vec![
                         ("text", "forged".into()),
-                        ("csrf_token", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
+                        (
+                            "csrf_token",
+                            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+                        ),
                     ]),
                 )
                 .await;
@@ -373,10 +389,12 @@ async fn each_route_kind_with_each_model() {
                     )
                     .await;
                 assert_eq!(added.status, StatusCode::CREATED, "{}", added.text);
-                assert!(added.json()["notes"]
-                    .as_array()
-                    .unwrap()
-                    .contains(&json!("from the API")));
+                assert!(
+                    added.json()["notes"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!("from the API"))
+                );
             }
             _ => api.assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated"),
         }
@@ -459,7 +477,10 @@ async fn a_logout_reaches_the_applications_routes_at_once() {
     app.user("carol", &[]).await;
     for model in MODELS {
         let mut caller = app.login("carol", model).await;
-        assert_eq!(app.get("/account", &mut caller).await.status, StatusCode::OK);
+        assert_eq!(
+            app.get("/account", &mut caller).await.status,
+            StatusCode::OK
+        );
         let (method, path, body) = match model {
             Model::Session => (Method::DELETE, "/auth/v1/session", Body::None),
             Model::Hybrid => (Method::DELETE, "/auth/v1/hybrid/session", Body::None),
@@ -487,7 +508,11 @@ async fn a_logout_reaches_the_applications_routes_at_once() {
             .await
             .assert_problem(StatusCode::UNAUTHORIZED, "");
         let home = app.get("/", &mut copy).await;
-        assert!(home.text.contains("Hello, stranger"), "{model:?}: {}", home.text);
+        assert!(
+            home.text.contains("Hello, stranger"),
+            "{model:?}: {}",
+            home.text
+        );
     }
     app.stop().await;
 }
@@ -505,7 +530,9 @@ async fn concurrent_changes_to_the_session_data_are_all_kept() {
             .post(format!("{}/cart", app.base))
             .headers(headers.clone())
             .json(&json!({"item": format!("item {i}")}));
-        requests.push(tokio::spawn(async move { request.send().await.unwrap().status() }));
+        requests.push(tokio::spawn(async move {
+            request.send().await.unwrap().status()
+        }));
     }
     for request in requests {
         assert_eq!(request.await.unwrap(), StatusCode::OK);
@@ -557,7 +584,10 @@ async fn a_graceful_shutdown_stops_tesseras_tasks() {
     let app = TestApp::spawn().await;
     app.user("frank", &[]).await;
     let mut caller = app.login("frank", Model::Session).await;
-    assert_eq!(app.get("/account", &mut caller).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/account", &mut caller).await.status,
+        StatusCode::OK
+    );
     // Tessera's tasks (the feed follower and the upkeep) and the server are running.
     assert!(metrics.num_alive_tasks() >= before + 3);
     let client = app.client.clone();
@@ -572,4 +602,140 @@ async fn a_graceful_shutdown_stops_tesseras_tasks() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The application's own refusals are problem documents too; its pages are neither cached nor
+/// framed; and logins record the client's address (the server passes it to Tessera).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_problem_documents_and_pages_are_protected() {
+    let app = TestApp::spawn().await;
+    app.user("grace", &[]).await;
+    let mut session = app.login("grace", Model::Session).await;
+    let mut bearer = app.login("grace", Model::Token).await;
+
+    let page = app.get("/account", &mut session).await;
+    assert_eq!(page.headers["cache-control"], "no-store");
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+
+    app.get("/no/such/page", &mut session)
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not-found");
+    app.get("/notes", &mut session)
+        .await
+        .assert_problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed");
+    let not_json = app
+        .send(
+            Method::POST,
+            "/api/notes",
+            &mut bearer,
+            Body::Form(vec![("text", "hi".into())]),
+        )
+        .await;
+    assert_eq!(
+        not_json.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{}",
+        not_json.text
+    );
+    assert_eq!(not_json.headers["content-type"], "application/problem+json");
+    let wrong_shape = app
+        .send(
+            Method::POST,
+            "/api/notes",
+            &mut bearer,
+            Body::Json(json!({"note": "hi"})),
+        )
+        .await;
+    wrong_shape.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body");
+    let empty = app
+        .send(
+            Method::POST,
+            "/api/notes",
+            &mut bearer,
+            Body::Json(json!({"text": ""})),
+        )
+        .await;
+    empty.assert_problem(StatusCode::BAD_REQUEST, "invalid-note");
+
+    // A form's CSRF refusal speaks of the form's field.
+    session.csrf_header = false;
+    let refused = app
+        .send(
+            Method::POST,
+            "/notes",
+            &mut session,
+            Body::Form(vec![("text", "hi".into()), ("csrf_token", "nope".into())]),
+        )
+        .await;
+    refused.assert_problem(StatusCode::FORBIDDEN, "csrf-token-invalid");
+    assert!(refused.text.contains("csrf_token"), "{}", refused.text);
+    session.csrf_header = true;
+
+    // A session cookie beside a bearer token: the session's data is not changed for a caller
+    // that other extractors take for the bearer's owner.
+    let mut both = Caller {
+        bearer: bearer.bearer.clone(),
+        cookies: session.cookies.clone(),
+        csrf: session.csrf.clone(),
+        ..Caller::anonymous(&app.base)
+    };
+    app.send(
+        Method::POST,
+        "/cart",
+        &mut both,
+        Body::Json(json!({"item": "tea"})),
+    )
+    .await
+    .assert_problem(StatusCode::UNAUTHORIZED, "unauthenticated");
+
+    // The login recorded where it came from.
+    let logins = app.get("/auth/v1/sessions", &mut session).await;
+    assert_eq!(logins.status, StatusCode::OK, "{}", logins.text);
+    assert!(logins.text.contains("127.0.0.1"), "{}", logins.text);
+    app.stop().await;
+}
+
+/// A client that starts a request and never finishes its headers is cut off after
+/// `http.header_timeout`, and does not hold up a graceful stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_cut_off_and_does_not_hold_up_the_stop() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|b| b.set("http.header_timeout", "1s")).await;
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stalled
+        .write_all(b"GET /account HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 256];
+    let read = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut buffer))
+        .await
+        .expect("the stalled connection was never closed");
+    // Closed (or answered 408 and closed): never left open.
+    if let Ok(n) = read
+        && n > 0
+    {
+        let text = String::from_utf8_lossy(&buffer[..n]);
+        assert!(text.contains(" 408 "), "{text}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Another stalled client, then a stop: it does not wait for the client.
+    let mut second = tokio::net::TcpStream::connect(&address).await.unwrap();
+    second.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let stopping = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("the stop waited for a stalled client");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    drop(second);
 }

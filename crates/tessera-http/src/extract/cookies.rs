@@ -37,7 +37,9 @@ pub struct CookieNames {
 }
 
 impl CookieNames {
-    /// The names from `base`: 1 to 64 letters, digits, `-` or `_` (an error says what is wrong).
+    /// The names from `base`: 1 to 64 letters, digits, `-` or `_`, starting with a letter or a
+    /// digit and not ending in `-at`, `-rt` or `-device` (which would give one deployment's
+    /// session cookie the name of another's hybrid or device cookie). An error says what is wrong.
     ///
     /// ```
     /// use tessera_http::extract::CookieNames;
@@ -46,6 +48,8 @@ impl CookieNames {
     /// assert_eq!(names.hybrid_refresh, "__Host-shop-rt");
     /// assert_eq!(CookieNames::default().session, tessera_http::extract::SESSION_COOKIE);
     /// assert!(CookieNames::new("a b").is_err());
+    /// assert!(CookieNames::new("__Host-shop").is_err());
+    /// assert!(CookieNames::new("shop-at").is_err());
     /// ```
     pub fn new(base: &str) -> Result<Self, String> {
         if base.is_empty()
@@ -56,6 +60,19 @@ impl CookieNames {
         {
             return Err(format!(
                 "{base:?} is not a cookie name: use 1 to 64 letters, digits, '-' or '_'"
+            ));
+        }
+        if !base.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "{base:?} must start with a letter or a digit (the __Host- prefix is added)"
+            ));
+        }
+        if ["-at", "-rt", "-device"]
+            .iter()
+            .any(|end| base.ends_with(end))
+        {
+            return Err(format!(
+                "{base:?} must not end in -at, -rt or -device: those endings name the other cookies"
             ));
         }
         Ok(Self {
@@ -137,7 +154,10 @@ pub(crate) fn session_secret(headers: &HeaderMap, names: &CookieNames) -> Option
 }
 
 /// The hybrid refresh token in the request's cookie, if it parses.
-pub(crate) fn hybrid_refresh_token(headers: &HeaderMap, names: &CookieNames) -> Option<RefreshToken> {
+pub(crate) fn hybrid_refresh_token(
+    headers: &HeaderMap,
+    names: &CookieNames,
+) -> Option<RefreshToken> {
     cookie_value(headers, &names.hybrid_refresh).and_then(|v| RefreshToken::parse(&v))
 }
 

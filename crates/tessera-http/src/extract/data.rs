@@ -13,7 +13,9 @@ use crate::state::AppState;
 /// The session's data (a JSON object kept with the session on the server), for a caller
 /// authenticated by the session cookie; extracted as [`SessionAuth`] is, so unsafe methods need
 /// the session's CSRF token. Other models keep no data on the server: their callers are refused
-/// with 401.
+/// with 401, and so is a request that carries another model's credential beside the session
+/// cookie (`Authorization`, or the hybrid cookie), which other extractors would take for the
+/// caller: the data changed must be that caller's.
 ///
 /// Changes follow the rule of `PATCH /v1/session/data`: each is applied to the latest stored
 /// version and written with a compare-and-swap, so two requests changing the data at once (on one
@@ -110,7 +112,10 @@ impl SessionData {
     /// stored data and may run more than once (again on a newer version when another request
     /// wrote in between), so it must only change the map it is given. The data must stay within
     /// `sessions.max_data_bytes` (413 otherwise).
-    pub async fn update(&self, mut change: impl FnMut(&mut Map<String, Value>)) -> Result<Value, ApiError> {
+    pub async fn update(
+        &self,
+        mut change: impl FnMut(&mut Map<String, Value>),
+    ) -> Result<Value, ApiError> {
         Ok(self
             .state
             .sessions()
@@ -134,6 +139,14 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
+        if parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+            || super::cookies::cookie_value(&parts.headers, &state.0.cookies.hybrid_access)
+                .is_some()
+        {
+            return Err(ApiError::unauthenticated());
+        }
         let auth = SessionAuth::extract(parts, &state).await?;
         Ok(Self { auth, state })
     }

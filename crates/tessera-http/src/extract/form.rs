@@ -92,7 +92,10 @@ where
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+            .is_some_and(|ct| {
+                ct.to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
         if !is_form {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -108,7 +111,8 @@ where
         .await?;
         let (tokens, rest): (Vec<_>, Vec<_>) =
             pairs.into_iter().partition(|(name, _)| name == CSRF_FIELD);
-        if !parts.headers.contains_key(CSRF_HEADER) {
+        let from_form = !parts.headers.contains_key(CSRF_HEADER);
+        if from_form {
             match tokens.as_slice() {
                 [] => {}
                 [(_, token)] => {
@@ -128,10 +132,24 @@ where
                 }
             }
         }
-        let user = CookieAuth::extract(&parts, &tessera)
-            .await?
-            .ok_or_else(ApiError::unauthenticated)?
-            .0;
+        let user = match CookieAuth::extract(&parts, &tessera).await {
+            Ok(Some(CookieAuth(user))) => user,
+            Ok(None) => return Err(ApiError::unauthenticated()),
+            // The rules are the header's; say what the form lacks.
+            Err(e) if from_form && e.slug() == "csrf-token-missing" => {
+                return Err(ApiError::forbidden(
+                    "csrf-token-missing",
+                    "this form needs the login's CSRF token in its csrf_token field",
+                ));
+            }
+            Err(e) if from_form && e.slug() == "csrf-token-invalid" => {
+                return Err(ApiError::forbidden(
+                    "csrf-token-invalid",
+                    "the form's csrf_token does not match this login's CSRF token",
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         let encoded = serde_urlencoded::to_string(&rest)
             .map_err(|e| ApiError::bad_request("unreadable-body", e.to_string()))?;
         let form = serde_urlencoded::from_str::<T>(&encoded).map_err(|e| {

@@ -123,7 +123,8 @@ impl FromRequestParts<AppState> for HybridLogin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let refresh = hybrid_refresh_token(&parts.headers, &state.0.cookies).ok_or_else(ApiError::unauthenticated)?;
+        let refresh = hybrid_refresh_token(&parts.headers, &state.0.cookies)
+            .ok_or_else(ApiError::unauthenticated)?;
         let family = state
             .tokens()
             .live_family_of(&refresh)
@@ -159,8 +160,8 @@ impl FromRequestParts<AppState> for HybridRefresh {
         csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
         state.throttle().spend_refresh(ip).await?;
-        let presented =
-            hybrid_refresh_token(&parts.headers, &state.0.cookies).ok_or(tessera_core::Error::InvalidGrant)?;
+        let presented = hybrid_refresh_token(&parts.headers, &state.0.cookies)
+            .ok_or(tessera_core::Error::InvalidGrant)?;
         match state.tokens().live_family_of(&presented).await? {
             Some(family) => csrf::check_hybrid_token(&parts.headers, state, family.id.as_str())?,
             None => csrf::require_token_header(&parts.headers)?,

@@ -42,8 +42,8 @@ mod bearer;
 mod cookies;
 mod data;
 mod form;
-mod role;
 mod hybrid;
+mod role;
 mod service_client;
 mod session;
 
@@ -62,9 +62,9 @@ pub use cookies::{
     CookieNames, DEVICE_COOKIE, HYBRID_ACCESS_COOKIE, HYBRID_REFRESH_COOKIE, SESSION_COOKIE,
 };
 pub(crate) use cookies::{cookie_value, session_secret};
-pub use hybrid::{HybridAuth, HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie};
 pub use data::SessionData;
 pub use form::{CSRF_FIELD, CsrfForm};
+pub use hybrid::{HybridAuth, HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie};
 pub use role::{Admin, RequireRole, Role};
 pub use service_client::ServiceClient;
 pub use session::{DeviceCookie, SessionAuth, SessionCookie};

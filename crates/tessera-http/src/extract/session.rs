@@ -85,7 +85,8 @@ where
 
 impl SessionAuth {
     pub(crate) async fn extract(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
-        let secret = session_secret(&parts.headers, &state.0.cookies).ok_or_else(ApiError::unauthenticated)?;
+        let secret = session_secret(&parts.headers, &state.0.cookies)
+            .ok_or_else(ApiError::unauthenticated)?;
         let unsafe_method = csrf::is_unsafe(&parts.method);
         if unsafe_method {
             csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;

@@ -15,8 +15,8 @@ use utoipa::ToSchema;
 use super::{Credentials, UserView};
 use crate::csrf::SameOrigin;
 use crate::extract::{
-    ClientMeta, CookieNames, DeviceCookie, HybridLogin,
-    HybridLogout, HybridRefresh, HybridRefreshCookie,
+    ClientMeta, CookieNames, DeviceCookie, HybridLogin, HybridLogout, HybridRefresh,
+    HybridRefreshCookie,
 };
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};

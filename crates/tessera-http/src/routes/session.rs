@@ -169,7 +169,10 @@ pub async fn logout(
         .logins()
         .logout_session(&auth.user.id, &auth.session.handle)
         .await?;
-    Ok((StatusCode::NO_CONTENT, jar.add(removal_cookie(state.cookies()))))
+    Ok((
+        StatusCode::NO_CONTENT,
+        jar.add(removal_cookie(state.cookies())),
+    ))
 }
 
 /// The session data: a JSON object the application keeps with the session.
