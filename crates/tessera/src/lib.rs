@@ -30,8 +30,8 @@
 //!     .merge(tessera.router())
 //!     .with_state(tessera.state());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let server = axum::serve(listener, app).with_graceful_shutdown(tessera.graceful(async {}));
-//! server.await?;
+//! // Until the signal (here: at once), then a graceful stop; then Tessera's tasks stop too.
+//! tessera.serve(listener, app, async {}).await?;
 //! tessera.shutdown().await;
 //! # Ok(())
 //! # }
