@@ -107,7 +107,24 @@ impl Tessera {
 
     /// A builder starting from the configuration `tessera serve` reads: the defaults, then `file`
     /// (or `./tessera.toml` when `None` and it exists), then the `TESSERA_…` environment
-    /// variables. Fails when `file` is given and does not exist.
+    /// variables. Fails when `file` is given and does not exist. Values set on the builder
+    /// afterwards override all three.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("tessera.toml");
+    /// std::fs::write(&file, "database = \"memory\"\n[http]\nmount = \"/id/\"\n")?;
+    /// let tessera = tessera::Tessera::from_config(Some(&file))?.build().await?;
+    /// assert_eq!(tessera.mount(), "/id");
+    /// tessera.shutdown().await;
+    ///
+    /// let missing = tessera::Tessera::from_config(Some(&dir.path().join("nope.toml")));
+    /// assert!(missing.is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_config(file: Option<&Path>) -> Result<TesseraBuilder, BuildError> {
         let figment = Config::figment(file, &crate::config::Overrides::default())?;
         Ok(TesseraBuilder::new(figment))
@@ -230,7 +247,8 @@ impl TesseraBuilder {
 
     /// Sets a configuration key (dotted, as in the file: `sessions.idle_timeout`,
     /// `tokens.algorithm`) to `value`, which must serialize as the file would write it
-    /// (`"15m"` for a duration). Checked by [`TesseraBuilder::build`].
+    /// (`"15m"` for a duration). Checked by [`TesseraBuilder::build`]. A value set here
+    /// overrides the defaults and, after [`Tessera::from_config`], the file and the environment.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]

@@ -32,26 +32,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // The playground's attacker page: a listener of its own, so it is another origin.
     let attacker = if config.playground_enabled() {
-        {
-            let at = config.attacker_listen();
-            let attacker_listener = match tokio::net::TcpListener::bind(at).await {
-                Ok(l) => l,
-                // The default port (the next one) is taken: any free loopback port will do.
-                Err(e) if config.playground.attacker_listen.is_none() => {
-                    tracing::warn!(%at, error = %e, "the playground's attacker page takes another port");
-                    tokio::net::TcpListener::bind((at.ip(), 0))
-                        .await
-                        .context("listening for the playground's attacker page")?
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("listening on {at} (playground.attacker_listen)")
-                    });
-                }
-            };
-            let local = attacker_listener.local_addr()?;
-            Some((attacker_listener, local))
-        }
+        let at = config.attacker_listen();
+        let attacker_listener = match tokio::net::TcpListener::bind(at).await {
+            Ok(l) => l,
+            // The default port (the next one) is taken: any free loopback port will do.
+            Err(e) if config.playground.attacker_listen.is_none() => {
+                tracing::warn!(%at, error = %e, "the playground's attacker page takes another port");
+                tokio::net::TcpListener::bind((at.ip(), 0))
+                    .await
+                    .context("listening for the playground's attacker page")?
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("listening on {at} (playground.attacker_listen)"));
+            }
+        };
+        let local = attacker_listener.local_addr()?;
+        Some((attacker_listener, local))
     } else {
         None
     };
