@@ -43,7 +43,12 @@ pub(crate) async fn security_headers(mut response: Response, https: bool) -> Res
 
 /// Turns an error response that is not yet a problem document (axum's 405, a path rejection) into
 /// one, keeping its status and headers (`Allow`, for instance) and its text as the detail.
-pub(crate) async fn problem_for_bare_errors(response: Response) -> Response {
+pub(crate) async fn problem_for_bare_errors<B>(response: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let response = response.map(Body::new);
     let status = response.status();
     let is_problem = response
         .headers()

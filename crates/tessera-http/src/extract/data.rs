@@ -38,6 +38,7 @@ use crate::state::AppState;
 /// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
 /// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
 /// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let _follower = services.spawn_follower();
 /// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
 /// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
 /// use axum::{Json, Router, routing::post};

@@ -102,6 +102,7 @@ pub enum AuthModel {
 /// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
 /// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
 /// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let _follower = services.spawn_follower();
 /// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
 /// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
 /// use axum::{Router, routing::get};
@@ -271,6 +272,7 @@ impl AuthUser {
 /// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
 /// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
 /// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let _follower = services.spawn_follower();
 /// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
 /// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
 /// use axum::{Router, routing::post};
@@ -384,6 +386,7 @@ async fn token_user(
 /// # let (key, _) = tessera_core::token::MasterKey::generate().unwrap();
 /// # let services = Services::build(Stores::from_one(tessera_store::MemoryStore::new()),
 /// #     Arc::new(SystemClock), key, ServicesConfig::default()).await.unwrap();
+/// # let _follower = services.spawn_follower();
 /// # let state = tessera_http::AppState::new(services, Default::default()).unwrap();
 /// # let alice = state.accounts().create("alice", &Password::new("correct horse battery"), vec![]).await.unwrap();
 /// use axum::{Router, routing::get};
