@@ -42,7 +42,10 @@ where
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+            .is_some_and(|ct| {
+                ct.to_ascii_lowercase()
+                    .starts_with("application/x-www-form-urlencoded")
+            });
         if !is_form {
             return ApiJson::from_request(req, state)
                 .await

@@ -186,7 +186,13 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // HTTP/2 has no header-read timer: a peer that stops answering pings is cut off instead, so
+    // dead or stalled HTTP/2 connections do not pile up either.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

@@ -55,6 +55,8 @@ pub struct Tessera {
     tasks: Vec<JoinHandle<()>>,
     /// `http.header_timeout`, for [`Tessera::serve`].
     header_timeout: std::time::Duration,
+    /// `http.shutdown_grace`, for [`Tessera::serve`].
+    shutdown_grace: std::time::Duration,
 }
 
 /// Why Tessera could not be built: an invalid setting (naming the key and where its value came
@@ -196,6 +198,10 @@ impl Tessera {
     /// `app.into_make_service_with_connect_info::<SocketAddr>()`, or every client shares one
     /// unknown address, which turns the per-address login throttle off.
     ///
+    /// Once `signal` has completed, requests in flight get `http.shutdown_grace` (default 10 s)
+    /// to finish; past it the future completes anyway (and says so in the log), so a client that
+    /// holds a connection open cannot hold up the stop.
+    ///
     /// The future does not borrow `self`: it can be spawned, and [`Tessera::shutdown`] called once
     /// it has completed.
     pub fn serve<F>(
@@ -207,7 +213,25 @@ impl Tessera {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        tessera_http::serve(listener, app, self.header_timeout, self.graceful(signal))
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let signal = {
+            let stopping = Arc::clone(&stopping);
+            self.graceful(async move {
+                signal.await;
+                stopping.notify_one();
+            })
+        };
+        let served = tessera_http::serve(listener, app, self.header_timeout, signal);
+        let grace = self.shutdown_grace;
+        async move {
+            tokio::select! {
+                served = served => served,
+                () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!(?grace, "requests still in flight after the shutdown grace period; stopping anyway");
+                    Ok(())
+                }
+            }
+        }
     }
 
     /// Stops the background tasks and waits until they have ended, ends the revocation streams,
@@ -390,6 +414,7 @@ impl TesseraBuilder {
             sqlite,
             tasks,
             header_timeout: config.http.header_timeout,
+            shutdown_grace: config.http.shutdown_grace,
         })
     }
 }

@@ -105,7 +105,7 @@ async fn page_headers(mut response: Response) -> Response {
 async fn home(user: Option<AuthUser>) -> Html<String> {
     let greeting = match user {
         Some(user) => format!("Hello, {}.", escape(user.user.username.as_str())),
-        None => "Hello, stranger. <a href=\"/login\">Log in</a>.".to_owned(),
+        None => "Hello, stranger. Log in with POST /auth/v1/session/login.".to_owned(),
     };
     Html(format!(
         "<!doctype html><title>Home</title><p>{greeting}</p>"
@@ -146,7 +146,7 @@ async fn add_note(
     State(context): State<AppContext>,
     CsrfForm { user, form }: CsrfForm<NoteForm>,
 ) -> Result<Redirect, ApiError> {
-    let text = checked_note(form.text)?;
+    let text = checked_text("note", form.text)?;
     context.notes.add(user.id().as_str(), text);
     Ok(Redirect::to("/account"))
 }
@@ -161,7 +161,7 @@ async fn add_to_cart(
     data: SessionData,
     ApiJson(body): ApiJson<CartItem>,
 ) -> Result<Json<Value>, ApiError> {
-    let item = checked_note(body.item)?;
+    let item = checked_text("item", body.item)?;
     let updated = data
         .update(|data| {
             let cart = data.entry("cart").or_insert_with(|| json!([]));
@@ -199,7 +199,7 @@ async fn api_add_note(
     bearer: BearerAuth,
     ApiJson(note): ApiJson<ApiNote>,
 ) -> Result<Response, ApiError> {
-    let text = checked_note(note.text)?;
+    let text = checked_text("note", note.text)?;
     let user = &bearer.claims.claims().sub;
     context.notes.add(user.as_str(), text);
     Ok((
@@ -209,13 +209,13 @@ async fn api_add_note(
         .into_response())
 }
 
-/// A note of 1 to 200 characters.
-fn checked_note(text: String) -> Result<String, ApiError> {
+/// A note or a cart item: 1 to 200 characters.
+fn checked_text(what: &str, text: String) -> Result<String, ApiError> {
     let length = text.chars().count();
     if length == 0 || length > 200 {
         return Err(ApiError::bad_request(
-            "invalid-note",
-            "a note has 1 to 200 characters",
+            "invalid-text",
+            format!("a {what} has 1 to 200 characters"),
         ));
     }
     Ok(text)

@@ -655,7 +655,7 @@ async fn refusals_are_problem_documents_and_pages_are_protected() {
             Body::Json(json!({"text": ""})),
         )
         .await;
-    empty.assert_problem(StatusCode::BAD_REQUEST, "invalid-note");
+    empty.assert_problem(StatusCode::BAD_REQUEST, "invalid-text");
 
     // A form's CSRF refusal speaks of the form's field.
     session.csrf_header = false;
@@ -738,4 +738,61 @@ async fn a_stalled_client_is_cut_off_and_does_not_hold_up_the_stop() {
         stopping.elapsed()
     );
     drop(second);
+}
+
+/// A browser holding two cookie logins (say, a session planted by someone else beside its own
+/// hybrid login) is one caller everywhere: the hybrid login, as the pages show it. A form sent
+/// with the other login's CSRF token is refused, not carried out as that other login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cookie_logins_in_one_browser_act_as_one() {
+    let app = TestApp::spawn().await;
+    app.user("bob", &[]).await;
+    app.user("alice", &[]).await;
+    let bob = app.login("bob", Model::Session).await;
+    let alice = app.login("alice", Model::Hybrid).await;
+    let mut both = Caller {
+        cookies: bob
+            .cookies
+            .clone()
+            .into_iter()
+            .chain(alice.cookies.clone())
+            .collect(),
+        csrf_header: false,
+        ..Caller::anonymous(&app.base)
+    };
+    let page = app.get("/account", &mut both).await;
+    assert!(page.text.contains("<h1>alice</h1>"), "{}", page.text);
+    let with_bobs_token = app
+        .send(
+            Method::POST,
+            "/notes",
+            &mut both,
+            Body::Form(vec![
+                ("text", "as bob?".into()),
+                ("csrf_token", bob.csrf.clone().unwrap()),
+            ]),
+        )
+        .await;
+    with_bobs_token.assert_problem(StatusCode::FORBIDDEN, "csrf-token-invalid");
+    let with_alices_token = app
+        .send(
+            Method::POST,
+            "/notes",
+            &mut both,
+            Body::Form(vec![
+                ("text", "as alice".into()),
+                ("csrf_token", alice.csrf.clone().unwrap()),
+            ]),
+        )
+        .await;
+    assert_eq!(
+        with_alices_token.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        with_alices_token.text
+    );
+    let mut bob = bob;
+    let bobs_page = app.get("/account", &mut bob).await;
+    assert!(!bobs_page.text.contains("as bob?"), "{}", bobs_page.text);
+    app.stop().await;
 }

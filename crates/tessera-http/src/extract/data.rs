@@ -140,11 +140,13 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
+        let live_hybrid =
+            super::cookies::cookie_value(&parts.headers, &state.0.cookies.hybrid_access)
+                .is_some_and(|token| state.tokens().verify(&token).is_ok());
         if parts
             .headers
             .contains_key(axum::http::header::AUTHORIZATION)
-            || super::cookies::cookie_value(&parts.headers, &state.0.cookies.hybrid_access)
-                .is_some()
+            || live_hybrid
         {
             return Err(ApiError::unauthenticated());
         }

@@ -311,10 +311,14 @@ pub struct CookieAuth(pub AuthUser);
 impl CookieAuth {
     /// `Ok(None)` when the request carries no cookie credential.
     async fn extract(parts: &Parts, state: &AppState) -> Result<Option<Self>, ApiError> {
-        // The hybrid cookie, when it is there and valid; otherwise the session cookie.
+        // The hybrid cookie, when it is there and valid; otherwise the session cookie. A valid
+        // hybrid cookie whose request fails the CSRF rules is refused, never passed on to the
+        // session cookie: the caller is the hybrid login (as on safe methods), and a request
+        // made with the session's CSRF token must not act as another login.
         let hybrid = match HybridAuth::from_cookie(parts, state).await {
             Ok(found) => found,
             Err(e) if session_secret(&parts.headers, &state.0.cookies).is_none() => return Err(e),
+            Err(e) if e.status == axum::http::StatusCode::FORBIDDEN => return Err(e),
             Err(_) => None,
         };
         if let Some(HybridAuth { claims }) = hybrid {

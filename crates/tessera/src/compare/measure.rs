@@ -151,6 +151,18 @@ impl Response {
     }
 }
 
+/// The server closed the connection before any byte of its answer.
+#[derive(Debug)]
+struct ClosedBeforeAnswer;
+
+impl std::fmt::Display for ClosedBeforeAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server closed the connection before answering")
+    }
+}
+
+impl std::error::Error for ClosedBeforeAnswer {}
+
 /// One keep-alive connection to a node; reconnects when the server closed it.
 pub(crate) struct Conn {
     addr: SocketAddr,
@@ -188,6 +200,19 @@ impl Conn {
     }
 
     async fn exchange(&mut self, bytes: &[u8], head: bool) -> anyhow::Result<Response> {
+        let reused = self.stream.is_some();
+        match self.exchange_once(bytes, head).await {
+            // A kept-alive connection the server closed while it was idle (past its header
+            // timeout, say) answers nothing at all: send again on a new connection.
+            Err(e) if reused && e.downcast_ref::<ClosedBeforeAnswer>().is_some() => {
+                self.stream = None;
+                self.exchange_once(bytes, head).await
+            }
+            other => other,
+        }
+    }
+
+    async fn exchange_once(&mut self, bytes: &[u8], head: bool) -> anyhow::Result<Response> {
         let stream = match &mut self.stream {
             Some(stream) => stream,
             None => {
@@ -199,7 +224,15 @@ impl Conn {
                 self.stream.insert(stream)
             }
         };
-        stream.write_all(bytes).await?;
+        if let Err(e) = stream.write_all(bytes).await {
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) {
+                return Err(ClosedBeforeAnswer.into());
+            }
+            return Err(e.into());
+        }
         let sent = bytes.len() as u64;
         // The head.
         let (status, headers, head_len) = loop {
@@ -219,8 +252,14 @@ impl Conn {
                     .collect();
                 break (status, headers, len);
             }
-            if read_more(stream, &mut self.buf).await? == 0 {
-                bail!("the server closed the connection mid-answer");
+            match read_more(stream, &mut self.buf).await {
+                Ok(0) if self.buf.is_empty() => return Err(ClosedBeforeAnswer.into()),
+                Ok(0) => bail!("the server closed the connection mid-answer"),
+                Ok(_) => {}
+                Err(e) if self.buf.is_empty() && is_reset(&e) => {
+                    return Err(ClosedBeforeAnswer.into());
+                }
+                Err(e) => return Err(e),
             }
         };
         let header = |name: &str| {
@@ -264,6 +303,12 @@ impl Conn {
             received,
         })
     }
+}
+
+/// Whether reading failed because the peer reset the connection.
+fn is_reset(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset)
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<usize> {
