@@ -29,6 +29,15 @@ pub fn is_unsafe(method: &Method) -> bool {
 /// nor an explicitly trusted one. Requests with neither header (curl, servers) pass: they cannot
 /// carry a victim's cookies by accident.
 pub fn check_same_origin(headers: &HeaderMap, trusted_origins: &[String]) -> Result<(), ApiError> {
+    // Browsers send each of these once: two are a forged request, and neither is believed.
+    for name in ["sec-fetch-site", "origin"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(ApiError::forbidden(
+                "untrusted-origin",
+                format!("the request has more than one {name} header"),
+            ));
+        }
+    }
     if let Some(site) = headers.get("sec-fetch-site") {
         // `same-site` is not enough: a sibling subdomain is same-site and may be hostile. The
         // Origin check below decides those.
@@ -69,6 +78,7 @@ impl FromRequestParts<AppState> for SameOrigin {
 
 /// Checks the `X-CSRF-Token` header against the session's token, in constant time.
 pub fn check_session_token(headers: &HeaderMap, expected: &CsrfToken) -> Result<(), ApiError> {
+    refuse_two_tokens(headers)?;
     let Some(sent) = headers.get(CSRF_HEADER) else {
         return Err(ApiError::forbidden(
             "csrf-token-missing",
@@ -96,6 +106,7 @@ pub(crate) fn check_hybrid_token(
     state: &AppState,
     family: &str,
 ) -> Result<(), ApiError> {
+    refuse_two_tokens(headers)?;
     let Some(sent) = headers.get(CSRF_HEADER) else {
         return Err(ApiError::forbidden(
             "csrf-token-missing",
@@ -116,6 +127,17 @@ pub(crate) fn check_hybrid_token(
             "the X-CSRF-Token header does not match this login's CSRF token",
         ))
     }
+}
+
+/// Two `X-CSRF-Token` headers: refused, rather than guess which one the page meant.
+fn refuse_two_tokens(headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.get_all(CSRF_HEADER).iter().nth(1).is_some() {
+        return Err(ApiError::forbidden(
+            "csrf-token-invalid",
+            "the request has more than one X-CSRF-Token header",
+        ));
+    }
+    Ok(())
 }
 
 /// Requires an `X-CSRF-Token` header without checking its value: for a hybrid refresh token that
@@ -189,5 +211,26 @@ mod tests {
         assert!(check_session_token(&h, &token).is_err());
         h.insert(CSRF_HEADER, HeaderValue::from_str(&token.encode()).unwrap());
         assert!(check_session_token(&h, &token).is_ok());
+        // The right token beside a wrong one: neither is believed.
+        h.append(CSRF_HEADER, HeaderValue::from_str(&other.encode()).unwrap());
+        assert!(check_session_token(&h, &token).is_err());
+    }
+
+    /// Two Origin or Sec-Fetch-Site headers are refused even when the first is trusted.
+    #[test]
+    fn duplicated_origin_headers_are_refused() {
+        let trusted = vec!["https://app.example".to_owned()];
+        for name in ["origin", "sec-fetch-site"] {
+            let mut h = HeaderMap::new();
+            let first = if name == "origin" {
+                "https://app.example"
+            } else {
+                "same-origin"
+            };
+            h.append(name, HeaderValue::from_static(first));
+            assert!(check_same_origin(&h, &trusted).is_ok(), "{name}");
+            h.append(name, HeaderValue::from_static("https://evil.example"));
+            assert!(check_same_origin(&h, &trusted).is_err(), "{name}");
+        }
     }
 }
