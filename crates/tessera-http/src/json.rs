@@ -26,6 +26,18 @@ where
     }
 }
 
+/// Whether the request's body is `application/x-www-form-urlencoded` (media types are compared
+/// without regard to case).
+pub(crate) fn is_form(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
 /// A body that is JSON or `application/x-www-form-urlencoded`, as OAuth endpoints (RFC 7009,
 /// RFC 7662) accept.
 pub struct JsonOrForm<T>(pub T);
@@ -38,15 +50,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_form = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.to_ascii_lowercase()
-                    .starts_with("application/x-www-form-urlencoded")
-            });
-        if !is_form {
+        if !is_form(req.headers()) {
             return ApiJson::from_request(req, state)
                 .await
                 .map(|ApiJson(v)| Self(v));

@@ -213,6 +213,25 @@ impl Tessera {
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        let header_timeout = self.header_timeout;
+        self.serve_with(signal, move |signal| {
+            tessera_http::serve(listener, app, header_timeout, signal)
+        })
+    }
+
+    /// Runs `serve` (which stops gracefully when the future it is given completes) until
+    /// `signal`, then for at most `http.shutdown_grace` more: what [`Tessera::serve`] and
+    /// `tessera serve` (on its plain or TLS listener) share.
+    pub(crate) fn serve_with<F, S, Fut>(
+        &self,
+        signal: F,
+        serve: S,
+    ) -> impl Future<Output = std::io::Result<()>> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+        S: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+    {
         let stopping = Arc::new(tokio::sync::Notify::new());
         let signal = {
             let stopping = Arc::clone(&stopping);
@@ -221,7 +240,7 @@ impl Tessera {
                 stopping.notify_one();
             })
         };
-        let served = tessera_http::serve(listener, app, self.header_timeout, signal);
+        let served = serve(Box::pin(signal));
         let grace = self.shutdown_grace;
         async move {
             tokio::select! {

@@ -4,8 +4,6 @@
 //! The management listener and the playground's attacker page stay plain HTTP: they are meant
 //! for loopback or a private network only.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 
 use crate::Tessera;
@@ -135,21 +133,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Listener::Tls(_) => tracing::info!(%addr, "listening on https://{addr}"),
         Listener::Plain(_) => tracing::info!(%addr, "listening on http://{addr}"),
     }
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = {
-        let stopping = Arc::clone(&stopping);
-        app.graceful(async move {
-            signals.wait().await;
-            stopping.notify_one();
-        })
-    };
-    let grace = config.http.shutdown_grace;
-    tokio::select! {
-        served = listener.serve(router, config.http.header_timeout, signal) => served.context("serving HTTP")?,
-        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(?grace, "requests still in flight after the shutdown grace period; stopping anyway");
-        }
-    }
+    let header_timeout = config.http.header_timeout;
+    app.serve_with(signals.wait(), move |signal| {
+        listener.serve(router, header_timeout, signal)
+    })
+    .await
+    .context("serving HTTP")?;
     for task in [reloader, redirect].into_iter().flatten() {
         task.abort();
     }
@@ -224,6 +213,7 @@ fn serves_secure_cookies(public_url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::Duration;
     use tessera_core::{ClientInfo, ManualClock};
 

@@ -89,15 +89,7 @@ where
         if req.headers().contains_key(header::AUTHORIZATION) {
             return Err(ApiError::unauthenticated());
         }
-        let is_form = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                ct.to_ascii_lowercase()
-                    .starts_with("application/x-www-form-urlencoded")
-            });
-        if !is_form {
+        if !crate::json::is_form(req.headers()) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",

@@ -315,9 +315,10 @@ impl CookieAuth {
         // hybrid cookie whose request fails the CSRF rules is refused, never passed on to the
         // session cookie: the caller is the hybrid login (as on safe methods), and a request
         // made with the session's CSRF token must not act as another login.
+        let session = session_secret(&parts.headers, &state.0.cookies);
         let hybrid = match HybridAuth::from_cookie(parts, state).await {
             Ok(found) => found,
-            Err(e) if session_secret(&parts.headers, &state.0.cookies).is_none() => return Err(e),
+            Err(e) if session.is_none() => return Err(e),
             Err(e) if e.status == axum::http::StatusCode::FORBIDDEN => return Err(e),
             Err(_) => None,
         };
@@ -330,10 +331,10 @@ impl CookieAuth {
                 model: AuthModel::Token(Box::new(claims)),
             })));
         }
-        if session_secret(&parts.headers, &state.0.cookies).is_none() {
+        let Some(secret) = session else {
             return Ok(None);
-        }
-        let auth = SessionAuth::extract(parts, state).await?;
+        };
+        let auth = SessionAuth::with_secret(parts, state, secret).await?;
         Ok(Some(Self(AuthUser {
             user: auth.user,
             model: AuthModel::Session(auth.session),

@@ -88,6 +88,15 @@ impl SessionAuth {
     pub(crate) async fn extract(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let secret = session_secret(&parts.headers, &state.0.cookies)
             .ok_or_else(ApiError::unauthenticated)?;
+        Self::with_secret(parts, state, secret).await
+    }
+
+    /// The checks of [`SessionAuth`] for the secret already read from the request's cookie.
+    pub(crate) async fn with_secret(
+        parts: &Parts,
+        state: &AppState,
+        secret: SessionId,
+    ) -> Result<Self, ApiError> {
         let unsafe_method = csrf::is_unsafe(&parts.method);
         if unsafe_method {
             csrf::check_same_origin(&parts.headers, &state.0.trusted_origins)?;
