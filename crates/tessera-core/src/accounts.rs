@@ -98,6 +98,7 @@ impl Accounts {
             created_at: now,
             updated_at: now,
             not_before: now,
+            email: None,
         };
         match self.users.create_user(&user).await {
             Ok(()) => {

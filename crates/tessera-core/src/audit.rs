@@ -52,6 +52,22 @@ pub enum EventKind {
     /// The account was deleted, by its owner or an admin (the detail's `by`): everything of it
     /// was erased, and its username taken out of the log; the event names the user by id only.
     AccountDeleted,
+    /// The account's address was set, changed or removed (by the user at registration or later, or by an admin: the detail's `by`); a new address starts unverified.
+    EmailChanged,
+    /// A verification code was queued for the account's address (the detail's `by`: an admin who asked to resend).
+    VerificationSent,
+    /// A verification code came back: the account's address is verified.
+    EmailVerified,
+    /// Account recovery was asked for an existing account with an address: a code was queued for it. (A request for an unknown account records nothing, so the log cannot be used to tell them apart.)
+    RecoveryRequested,
+    /// A recovery code was used: the password was set and every login of the account ended.
+    AccountRecovered,
+    /// A recovery or verification code was presented that is unknown, used, expired or replaced (the detail's `purpose`); the event has no user.
+    CodeRefused,
+    /// A queued mail was accepted by the mail server (the detail has its id, subject and attempts).
+    MailSent,
+    /// A queued mail was given up: refused for good by the mail server, no longer useful (the code it carried expired), or unreadable.
+    MailAbandoned,
 }
 
 impl EventKind {
@@ -73,6 +89,14 @@ impl EventKind {
             EventKind::UserEnabled => "user_enabled",
             EventKind::RolesChanged => "roles_changed",
             EventKind::AccountDeleted => "account_deleted",
+            EventKind::EmailChanged => "email_changed",
+            EventKind::VerificationSent => "verification_sent",
+            EventKind::EmailVerified => "email_verified",
+            EventKind::RecoveryRequested => "recovery_requested",
+            EventKind::AccountRecovered => "account_recovered",
+            EventKind::CodeRefused => "code_refused",
+            EventKind::MailSent => "mail_sent",
+            EventKind::MailAbandoned => "mail_abandoned",
         }
     }
 
@@ -95,6 +119,14 @@ impl EventKind {
             EventKind::UserEnabled,
             EventKind::RolesChanged,
             EventKind::AccountDeleted,
+            EventKind::EmailChanged,
+            EventKind::VerificationSent,
+            EventKind::EmailVerified,
+            EventKind::RecoveryRequested,
+            EventKind::AccountRecovered,
+            EventKind::CodeRefused,
+            EventKind::MailSent,
+            EventKind::MailAbandoned,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

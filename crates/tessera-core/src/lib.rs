@@ -14,10 +14,12 @@
 pub mod accounts;
 pub mod audit;
 pub mod clock;
+pub mod email;
 pub mod error;
 pub mod feed;
 pub mod follower;
 pub mod logins;
+pub mod mail;
 pub mod merge_patch;
 pub mod password;
 pub mod request_id;
@@ -33,14 +35,18 @@ pub mod user_cache;
 pub use accounts::{Accounts, AccountsConfig, Registration};
 pub use audit::{EventKind, NewEvent, SecurityEvent};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use email::{AccountCode, CodePurpose, CodeVerified, EmailAddress, UserEmail};
 pub use error::{Error, StoreError};
 pub use feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
+pub use mail::{
+    MailId, MailMessage, MailStore, MailTransport, Mailer, MailerConfig, QueuedMail, SendError,
+};
 pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, TokenLogin};
 pub use password::{
     Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, Password, PasswordHasher, PasswordPolicy,
 };
 pub use request_id::RequestId;
-pub use secret::{CsrfToken, RefreshToken, SessionId, TokenHash};
+pub use secret::{CsrfToken, OneTimeCode, RefreshToken, SessionId, TokenHash};
 pub use services::{BuildError, PasswordsConfig, Services, ServicesConfig};
 pub use session::{
     ClientInfo, Session, SessionConfig, SessionData, SessionHandle, Sessions, UserAgent,

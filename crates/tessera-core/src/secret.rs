@@ -267,3 +267,10 @@ mod tests {
         assert_ne!(a.hash(), b.hash());
     }
 }
+
+secret_type!(
+    /// The single-use code a mail carries: account recovery, or proof that an address is the
+    /// user's. The server stores only its [`TokenHash`], so a copy of the database (or of the mail
+    /// queue, which is sealed) holds no usable code.
+    OneTimeCode
+);

@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::audit::{NewEvent, SecurityEvent};
 use crate::clock::Timestamp;
+use crate::email::{AccountCode, CodeVerified, EmailAddress};
 use crate::error::StoreError;
+use crate::mail::MailStore;
 use crate::secret::TokenHash;
 use crate::session::{Session, SessionHandle};
 use crate::token::key::StoredKey;
@@ -89,11 +91,64 @@ pub trait UserStore: Send + Sync + 'static {
     /// Erases an account (see [`UserDeletion`]). In one transaction where the backend has them
     /// (SQL), or under one lock (memory): deletes the user row (credentials, roles) and every
     /// row of that user the backend holds besides — sessions with their data, refresh families
-    /// with their tokens, live access tokens of allowlist mode — removes the username from the
+    /// with their tokens, live access tokens of allowlist mode, mailed codes and queued mail — removes the username from the
     /// audit log ([`UserDeletion::scrub`]) and appends [`UserDeletion::event`]. Either all of it
     /// happens or none of it. Safe to repeat: when the user is already gone it still removes
     /// whatever of theirs remains and scrubs the log, appends no event, and answers `false`.
     async fn delete_user(&self, deletion: &UserDeletion) -> Result<bool, StoreError>;
+
+    /// The account whose address has this comparison key ([`EmailAddress::key`]); `None` when
+    /// there is none.
+    async fn user_by_email(&self, key: &str) -> Result<Option<User>, StoreError>;
+
+    /// Sets the account's address (unverified), or removes it with `None`, and deletes the
+    /// account's unused verification codes (they were for the old address). Moves neither
+    /// `updated_at` nor `not_before`: an address is not a credential. [`StoreError::Conflict`]
+    /// when another account has an address with the same key; `false` when there is no such
+    /// user.
+    async fn set_email(
+        &self,
+        id: &UserId,
+        email: Option<&EmailAddress>,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores a mailed code and deletes every other code of the same account and purpose, in
+    /// one step: a newer request voids the older codes. [`StoreError::Conflict`] on a hash that
+    /// exists (it never does: codes are 256 random bits); `false` when the user is gone.
+    async fn create_code(&self, code: &AccountCode) -> Result<bool, StoreError>;
+
+    /// Uses a recovery code, at most once, in one transaction: if a
+    /// [`CodePurpose::Recovery`](crate::CodePurpose::Recovery) code with this hash exists and
+    /// `expires_at` is after `now`, deletes it (and every other recovery code of the account),
+    /// replaces the password hash, sets `updated_at` to `now`, moves `not_before`
+    /// ([`User::moved_not_before`]), and marks the address verified when the code went to the
+    /// account's current address. Returns the account; `None` (nothing changed) for an unknown,
+    /// used, expired or replaced code.
+    async fn use_recovery_code(
+        &self,
+        hash: &crate::secret::TokenHash,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<UserId>, StoreError>;
+
+    /// Uses a verification code, at most once, in one transaction: if a
+    /// [`CodePurpose::VerifyEmail`](crate::CodePurpose::VerifyEmail) code with this hash exists
+    /// and `expires_at` is after `now`, deletes it, and marks the account's address verified if
+    /// it is still the one the code was mailed to. `None` (nothing changed) for an unknown, used,
+    /// expired or replaced code.
+    async fn use_verification_code(
+        &self,
+        hash: &crate::secret::TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<CodeVerified>, StoreError>;
+
+    /// Deletes up to `limit` codes whose `expires_at` is at or before `now`; returns how many
+    /// went.
+    async fn delete_expired_codes(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
 }
 
 /// What [`UserStore::delete_user`] erases, and what the audit log keeps of it.
@@ -337,6 +392,8 @@ pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     /// The audit log.
     pub events: Arc<dyn EventStore>,
+    /// The outgoing mail queue.
+    pub mail: Arc<dyn MailStore>,
     /// The readiness check; with several backends, an [`AllHealthy`] over all of them.
     pub health: Arc<dyn HealthCheck>,
     /// How changes reach every node: in process for a single node; Redis pub/sub or PostgreSQL
@@ -356,6 +413,7 @@ pub trait AllStores:
     + RefreshStore
     + RevocationStore
     + EventStore
+    + MailStore
     + HealthCheck
     + Clone
 {
@@ -368,6 +426,7 @@ impl<S> AllStores for S where
         + RefreshStore
         + RevocationStore
         + EventStore
+        + MailStore
         + HealthCheck
         + Clone
 {
@@ -383,6 +442,7 @@ impl Stores {
             refresh: Arc::new(store.clone()),
             revocations: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
+            mail: Arc::new(store.clone()),
             health: Arc::new(store),
             feed: Arc::new(crate::feed::LocalFeed::new()),
             limiter: None,

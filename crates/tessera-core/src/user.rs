@@ -181,6 +181,9 @@ pub struct User {
     /// one of them (it checked the old password while the change was being made) does not
     /// outlive it.
     pub not_before: Timestamp,
+    /// The account's email address and whether it is verified; `None` when it has none. Shown
+    /// only to the user and to admins.
+    pub email: Option<crate::email::UserEmail>,
 }
 
 impl User {
@@ -214,6 +217,7 @@ impl fmt::Debug for User {
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .field("not_before", &self.not_before)
+            .field("email", &self.email)
             .finish()
     }
 }
@@ -289,6 +293,7 @@ mod tests {
             created_at: Timestamp::from_unix_millis(0),
             updated_at: Timestamp::from_unix_millis(0),
             not_before: Timestamp::from_unix_millis(0),
+            email: None,
         };
         assert!(!format!("{u:?}").contains("argon2id"));
     }

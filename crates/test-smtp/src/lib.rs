@@ -1,0 +1,2 @@
+//! A small SMTP server for tests.
+#![forbid(unsafe_code)]
