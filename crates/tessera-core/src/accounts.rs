@@ -8,7 +8,13 @@ use crate::clock::{Clock, Timestamp};
 use crate::error::{Error, StoreError};
 use crate::password::{Password, PasswordHasher, PasswordPolicy, Verification};
 use crate::store::{UserDeletion, UserStore};
+use crate::email::{EmailAddress, UserEmail};
 use crate::user::{User, UserId, Username};
+
+/// The answer when an address belongs to another account. It names no account.
+fn email_taken() -> Error {
+    Error::Conflict("the email address is in use by another account".into())
+}
 
 /// Who may create an account through `POST /v1/users`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +28,19 @@ pub enum Registration {
     Closed,
 }
 
+/// What a login with the right password but an unverified address gets, when verified
+/// addresses are required.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnverifiedLogins {
+    /// Refused with [`Error::EmailNotVerified`] (the default).
+    #[default]
+    Refuse,
+    /// Allowed; `/v1/me` and the access token's claims say `email_verified: false`, for the
+    /// application to decide.
+    Allow,
+}
+
 /// The settings of [`Accounts`], built by the binary from its `[accounts]` configuration.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountsConfig {
@@ -29,6 +48,12 @@ pub struct AccountsConfig {
     pub registration: Registration,
     /// What a new password must meet, at registration and on a password change.
     pub password_policy: PasswordPolicy,
+    /// Whether every account must have an email address it proved is its own: registration asks
+    /// for one, and logins until it is verified get what `unverified_logins` says.
+    pub require_verified_email: bool,
+    /// With `require_verified_email`: refuse logins of unverified accounts, or allow them with
+    /// `email_verified: false`.
+    pub unverified_logins: UnverifiedLogins,
 }
 
 impl AccountsConfig {
@@ -64,28 +89,64 @@ impl Accounts {
         }
     }
 
-    /// Self-service registration, refused when registration is closed.
-    pub async fn register(&self, username: &str, password: &Password) -> Result<User, Error> {
+    /// Self-service registration, refused when registration is closed. `email` is required when
+    /// verified addresses are (`require_verified_email`); it starts unverified.
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &Password,
+        email: Option<&str>,
+    ) -> Result<User, Error> {
         if self.config.registration == Registration::Closed {
             return Err(Error::RegistrationClosed);
         }
-        self.create(username, password, Vec::new()).await
+        if self.config.require_verified_email && email.is_none() {
+            return Err(Error::invalid(
+                "email",
+                "is required: this server asks every account for an email address it can verify",
+            ));
+        }
+        self.create_with_email(username, password, Vec::new(), email)
+            .await
+    }
+
+    /// The settings the service runs with.
+    pub fn config(&self) -> &AccountsConfig {
+        &self.config
     }
 
     /// Creates an account whatever the registration setting (operators, admins).
-    #[tracing::instrument(skip(self, password))]
     pub async fn create(
         &self,
         username: &str,
         password: &Password,
         roles: Vec<String>,
     ) -> Result<User, Error> {
+        self.create_with_email(username, password, roles, None)
+            .await
+    }
+
+    /// Creates an account with an (unverified) email address, whatever the registration setting.
+    #[tracing::instrument(skip(self, password, email))]
+    pub async fn create_with_email(
+        &self,
+        username: &str,
+        password: &Password,
+        roles: Vec<String>,
+        email: Option<&str>,
+    ) -> Result<User, Error> {
         let username = Username::parse(username)?;
+        let email = email.map(EmailAddress::parse).transpose()?;
         self.config.password_policy.check(password)?;
         if self.users.user_by_username(&username).await?.is_some() {
             return Err(Error::Conflict(format!(
                 "the username \"{username}\" is taken"
             )));
+        }
+        if let Some(email) = &email
+            && self.users.user_by_email(email.key()).await?.is_some()
+        {
+            return Err(email_taken());
         }
         let password_hash = self.hasher.hash(password).await?;
         let now = self.clock.now();
@@ -98,18 +159,32 @@ impl Accounts {
             created_at: now,
             updated_at: now,
             not_before: now,
-            email: None,
+            email: email.map(|address| UserEmail {
+                address,
+                verified: false,
+            }),
         };
         match self.users.create_user(&user).await {
             Ok(()) => {
                 tracing::info!(user = %user.id, "user created");
                 Ok(user)
             }
-            // Lost a race with another registration of the same name.
-            Err(StoreError::Conflict(_)) => Err(Error::Conflict(format!(
-                "the username \"{}\" is taken",
-                user.username
-            ))),
+            // Lost a race with another registration of the same name or address.
+            Err(StoreError::Conflict(_)) => {
+                if let Some(email) = &user.email
+                    && self
+                        .users
+                        .user_by_email(email.address.key())
+                        .await?
+                        .is_some()
+                {
+                    return Err(email_taken());
+                }
+                Err(Error::Conflict(format!(
+                    "the username \"{}\" is taken",
+                    user.username
+                )))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -130,6 +205,11 @@ impl Accounts {
             .await?;
         match (user, verification) {
             (Some(user), Verification::Valid { rehash }) if user.is_active() => {
+                // Only once the password is known to be right: the refusal tells nothing to
+                // someone who does not have it.
+                if self.refuses_unverified(&user) {
+                    return Err(Error::EmailNotVerified);
+                }
                 // Only if the hash is still the one just checked: a password changed while this
                 // login was being checked is never reverted to the old one.
                 if let Some(new_hash) = rehash
@@ -143,6 +223,33 @@ impl Accounts {
                 Ok(user)
             }
             _ => Err(Error::InvalidCredentials),
+        }
+    }
+
+    /// Whether a login of `user` is refused for want of a verified address.
+    pub fn refuses_unverified(&self, user: &User) -> bool {
+        self.config.require_verified_email
+            && self.config.unverified_logins == UnverifiedLogins::Refuse
+            && !user.email.as_ref().is_some_and(|e| e.verified)
+    }
+
+    /// The account whose address is `email` (compared by its key); `None` also when `email` is
+    /// not an address at all.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, Error> {
+        match EmailAddress::parse(email) {
+            Ok(address) => Ok(self.users.user_by_email(address.key()).await?),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Sets, changes or (with `None`) removes the account's address; a new one starts
+    /// unverified. [`Error::Conflict`] when another account has it. `false` when there is no such
+    /// user.
+    pub async fn set_email(&self, id: &UserId, email: Option<&EmailAddress>) -> Result<bool, Error> {
+        match self.users.set_email(id, email).await {
+            Ok(set) => Ok(set),
+            Err(StoreError::Conflict(_)) => Err(email_taken()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -172,6 +279,28 @@ impl Accounts {
             Verification::Valid { .. } => Ok(()),
             Verification::Invalid => Err(Error::WrongCurrentPassword),
         }
+    }
+
+    /// Checks a new password against the policy, naming `field` in the refusal.
+    pub fn check_new_password(&self, password: &Password, field: &'static str) -> Result<(), Error> {
+        self.config.password_policy.check(password).map_err(|e| match e {
+            Error::Invalid { message, .. } => Error::Invalid { field, message },
+            other => other,
+        })
+    }
+
+    /// The argon2id hash of a new password, off the async workers.
+    pub async fn hash_password(&self, password: &Password) -> Result<String, Error> {
+        self.hasher.hash(password).await
+    }
+
+    /// Checks a password against the account's hash, off the async workers.
+    pub async fn verify_password(
+        &self,
+        user: &User,
+        password: &Password,
+    ) -> Result<Verification, Error> {
+        self.hasher.verify(password, Some(&user.password_hash)).await
     }
 
     /// Erases an account and everything of it the user store holds (see

@@ -43,6 +43,17 @@ pub enum Error {
     /// The request conflicts with the current state (a username already taken).
     #[error("{0}")]
     Conflict(String),
+    /// The password was right, but the account's email address is not verified yet and this
+    /// server refuses such logins (`accounts.require_verified_email`).
+    #[error("the account's email address is not verified yet")]
+    EmailNotVerified,
+    /// A mailed code that is unknown, used already, expired, or replaced by a newer one. One
+    /// answer for all of them.
+    #[error("the code is unknown, used already, expired, or replaced by a newer one")]
+    InvalidCode,
+    /// This server sends no mail (no transport configured), so nothing that needs it can be done.
+    #[error("this server sends no mail")]
+    MailUnavailable,
     /// Registration is closed by configuration.
     #[error("registration is closed on this server")]
     RegistrationClosed,

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod account_mail;
 pub mod accounts;
 pub mod audit;
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod feed;
 pub mod follower;
 pub mod logins;
 pub mod mail;
+pub mod mail_templates;
 pub mod merge_patch;
 pub mod password;
 pub mod request_id;
@@ -32,7 +34,9 @@ pub mod token;
 pub mod user;
 pub mod user_cache;
 
-pub use accounts::{Accounts, AccountsConfig, Registration};
+pub use account_mail::{AccountMail, AccountMailConfig};
+pub use accounts::{Accounts, AccountsConfig, Registration, UnverifiedLogins};
+pub use mail_templates::{MailKind, MailTemplates};
 pub use audit::{EventKind, NewEvent, SecurityEvent};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::{AccountCode, CodePurpose, CodeVerified, EmailAddress, UserEmail};

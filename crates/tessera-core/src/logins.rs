@@ -567,16 +567,8 @@ impl Logins {
         if !self.accounts.set_password(user, new_password).await? {
             return Ok(false);
         }
-        self.sessions.user_changed(user).await;
         let ended = self
-            .end_others(
-                user,
-                &CurrentLogin::None,
-                "password set by an administrator",
-            )
-            .await?;
-        self.tokens
-            .revoke_user_before(user, self.clock.now())
+            .end_everything(user, "password set by an administrator")
             .await?;
         self.record(
             EventKind::PasswordChanged,
@@ -585,6 +577,25 @@ impl Logins {
         )
         .await;
         Ok(true)
+    }
+
+    /// Every login of `user` ends (on every node) and every access token issued until now is
+    /// refused: what a password set without the old one needs (an admin, a recovery code).
+    /// The account's `not_before` must already have moved with the change. Returns how many
+    /// logins ended.
+    pub async fn end_everything(&self, user: &UserId, reason: &str) -> Result<usize, Error> {
+        self.sessions.user_changed(user).await;
+        let ended = self.end_others(user, &CurrentLogin::None, reason).await?;
+        self.tokens
+            .revoke_user_before(user, self.clock.now())
+            .await?;
+        Ok(ended)
+    }
+
+    /// The account changed in a way the near caches must learn on every node (its address or
+    /// whether it is verified).
+    pub async fn account_changed(&self, user: &UserId) {
+        self.sessions.account_changed(user).await;
     }
 
     /// Ends one login by its id alone (`ses_…` or `fam_…`), whoever it belongs to: an operator

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::account_mail::{AccountMail, AccountMailConfig};
 use crate::accounts::{Accounts, AccountsConfig};
+use crate::audit::Audit;
+use crate::mail::{MailTransport, Mailer, MailerConfig};
+use crate::mail_templates::MailTemplates;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::follower::Follower;
@@ -64,6 +68,10 @@ pub struct ServicesConfig {
     /// At most this many live logins per user (every model together); the oldest end first.
     /// 0: no cap.
     pub max_logins_per_user: usize,
+    /// Recovery and verification mails: links, lifetimes, the application's name.
+    pub account_mail: AccountMailConfig,
+    /// How the mail queue is worked.
+    pub mailer: MailerConfig,
 }
 
 impl Default for ServicesConfig {
@@ -76,6 +84,8 @@ impl Default for ServicesConfig {
             signing_algorithm: SigningAlgorithm::EdDSA,
             throttle: ThrottleConfig::default(),
             max_logins_per_user: 0,
+            account_mail: AccountMailConfig::default(),
+            mailer: MailerConfig::default(),
         }
     }
 }
@@ -110,6 +120,10 @@ pub struct Services {
     pub tokens: Arc<Tokens>,
     /// The login pipeline and every login of a user, in any model.
     pub logins: Logins,
+    /// Recovery, address verification and address changes, by mail.
+    pub account_mail: AccountMail,
+    master_key: MasterKey,
+    mailer_config: MailerConfig,
 }
 
 impl Services {
@@ -154,7 +168,7 @@ impl Services {
         let token_config = config.tokens;
         let keyring = KeyRing::load(
             stores.keys.clone(),
-            master_key,
+            master_key.clone(),
             clock.clone(),
             config.signing_algorithm,
             token_config.access_lifetime + token_config.leeway,
@@ -188,6 +202,25 @@ impl Services {
             clock.clone(),
             config.max_logins_per_user,
         );
+        let audit = Audit::new(stores.events.clone(), clock.clone());
+        let mailer = Mailer::new(
+            stores.mail.clone(),
+            None,
+            master_key.clone(),
+            clock.clone(),
+            audit.clone(),
+            config.mailer,
+        );
+        let account_mail = AccountMail::new(
+            stores.users.clone(),
+            accounts.clone(),
+            logins.clone(),
+            mailer,
+            MailTemplates::builtin(),
+            audit,
+            clock.clone(),
+            config.account_mail,
+        );
         Ok(Self {
             stores,
             clock,
@@ -195,7 +228,31 @@ impl Services {
             sessions,
             tokens,
             logins,
+            account_mail,
+            master_key,
+            mailer_config: config.mailer,
         })
+    }
+
+    /// The same services sending mail through `transport` (the SMTP client), with `templates`
+    /// (the operator's, or the built-in ones). Without this, nothing needing mail is offered.
+    pub fn with_mail(mut self, transport: Arc<dyn MailTransport>, templates: MailTemplates) -> Self {
+        let mailer = Mailer::new(
+            self.stores.mail.clone(),
+            Some(transport),
+            self.master_key.clone(),
+            self.clock.clone(),
+            Audit::new(self.stores.events.clone(), self.clock.clone()),
+            self.mailer_config,
+        );
+        self.account_mail = self.account_mail.with_mailer(mailer, templates);
+        self
+    }
+
+    /// Starts working the mail queue (see [`Mailer::run`]); returns at once, doing nothing, when
+    /// no transport is configured. Runs until aborted.
+    pub fn spawn_mailer(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.account_mail.mailer().clone().run())
     }
 
     /// Starts following the change feed: what other nodes change (revocations, keys, sessions,
@@ -239,6 +296,16 @@ impl Services {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "expired token state swept"),
             Err(e) => tracing::warn!(error = %e, "token sweep failed; will retry"),
+        }
+        match self
+            .stores
+            .users
+            .delete_expired_codes(self.clock.now(), SWEEP_BATCH)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired mailed codes swept"),
+            Err(e) => tracing::warn!(error = %e, "code sweep failed; will retry"),
         }
         if let Err(e) = self.tokens.keyring().reload().await {
             tracing::warn!(error = %e, "reloading the signing keys failed; will retry");

@@ -626,6 +626,12 @@ impl Sessions {
             .await;
     }
 
+    /// Tells every node that an account changed without touching its logins (its address, or
+    /// whether that is verified): their copies of the account are read again.
+    pub async fn account_changed(&self, user: &UserId) {
+        self.changed(Change::UserChanged { user: user.clone() }).await;
+    }
+
     /// Tells every node that an account was disabled or enabled.
     pub async fn user_disabled(&self, user: &UserId, disabled: bool) {
         self.changed(Change::UserDisabled {

@@ -45,6 +45,10 @@ pub struct ThrottleConfig {
     /// Refreshes (token and hybrid) from one client address: budgeted apart from logins, since
     /// every open tab refreshes, and many users may share an address behind a NAT.
     pub refresh_per_ip: Rate,
+    /// Mails asked for one account or address (recovery and verification codes): every request
+    /// spends it, whether or not the account exists, so neither a mailbox can be flooded nor the
+    /// limit tell accounts apart.
+    pub mail_per_account: Rate,
     /// The prefix length that makes one IPv6 client: every address in the same network shares a
     /// budget. 64 by default; 128 budgets each address on its own.
     pub ipv6_prefix: u8,
@@ -64,6 +68,10 @@ impl Default for ThrottleConfig {
             refresh_per_ip: Rate {
                 burst: 120,
                 per_minute: 600,
+            },
+            mail_per_account: Rate {
+                burst: 3,
+                per_minute: 1,
             },
             ipv6_prefix: 64,
         }
@@ -94,6 +102,7 @@ pub struct Throttle {
     addresses: Gcra,
     refreshes: Gcra,
     accounts: Gcra,
+    mails: Gcra,
     config: ThrottleConfig,
     shared: Option<Arc<dyn AttemptLimiter>>,
 }
@@ -105,6 +114,7 @@ impl Throttle {
             addresses: Gcra::new(config.per_ip),
             refreshes: Gcra::new(config.refresh_per_ip),
             accounts: Gcra::new(config.per_account),
+            mails: Gcra::new(config.mail_per_account),
             config,
             shared,
         }
@@ -185,6 +195,23 @@ impl Throttle {
             }
         }
         Ok(())
+    }
+
+    /// Spends one mail of `target`'s budget: the account or address a recovery or verification
+    /// mail is asked for, as typed (normalized as login normalizes names), or an account id.
+    /// [`Error::Throttled`] (scope account) when it is spent.
+    pub async fn spend_mail(&self, target: &str) -> Result<(), Error> {
+        let key = format!("mail:{}", normalize_account(target));
+        let outcome = match &self.shared {
+            None => self.mails.attempt(&key, true),
+            Some(shared) => {
+                let rate = self.config.mail_per_account;
+                shared
+                    .take_attempt(&key, rate.burst, rate.per_minute, true)
+                    .await?
+            }
+        };
+        throttled(outcome, ThrottleScope::Account)
     }
 
     /// The budget an address spends: an IPv4 address; an IPv6 address's network of
@@ -287,6 +314,23 @@ impl Gcra {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn mail_budgets_are_kept_per_target_as_typed_and_normalized() {
+        let t = throttle(64);
+        t.spend_mail("Alice").await.unwrap();
+        t.spend_mail("ａｌｉｃｅ").await.unwrap();
+        assert!(matches!(
+            t.spend_mail("alice").await,
+            Err(Error::Throttled {
+                scope: ThrottleScope::Account,
+                ..
+            })
+        ));
+        // Another target has its own budget, and logins do not share it.
+        t.spend_mail("bob@example.org").await.unwrap();
+        t.spend_account("alice", None).await.unwrap();
+    }
+
     fn throttle(prefix: u8) -> Throttle {
         Throttle::new(
             ThrottleConfig {
@@ -300,6 +344,10 @@ mod tests {
                 },
                 refresh_per_ip: Rate {
                     burst: 1,
+                    per_minute: 1,
+                },
+                mail_per_account: Rate {
+                    burst: 2,
                     per_minute: 1,
                 },
                 ipv6_prefix: prefix,

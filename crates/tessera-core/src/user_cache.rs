@@ -34,6 +34,9 @@ impl quick_cache::Weighter<UserId, Entry> for UserWeighter {
                 + u.username.as_str().len()
                 + u.password_hash.len()
                 + u.roles.iter().map(|r| r.len() + 24).sum::<usize>()
+                + u.email
+                    .as_ref()
+                    .map_or(0, |e| e.address.as_str().len() + e.address.key().len())
         });
         (80 + key.as_str().len() + user_bytes) as u64
     }

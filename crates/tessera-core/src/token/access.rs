@@ -53,6 +53,10 @@ pub struct AccessClaims {
     pub model: LoginModel,
     /// The user's roles when the token was signed; a role change revokes older tokens.
     pub roles: Vec<String>,
+    /// Whether the account's email address was verified when the token was signed; absent for
+    /// an account without an address. (The address itself is never in a token.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 /// Why a token was refused. Clients only ever see a generic 401; this is for logs and tests.
@@ -331,6 +335,7 @@ mod tests {
                 fid: FamilyId::generate().unwrap(),
                 model: LoginModel::Token,
                 roles: Vec::new(),
+                email_verified: None,
             }),
             kid: "k1".into(),
         })

@@ -364,6 +364,7 @@ impl Tokens {
             fid: family.id.clone(),
             model: family.model,
             roles: user.roles.clone(),
+            email_verified: user.email.as_ref().map(|e| e.verified),
         };
         let mut header = Header::new(key.jwt_algorithm);
         header.typ = Some(ACCESS_TOKEN_TYP.into());
