@@ -408,26 +408,6 @@ impl AccountMail {
         Ok(())
     }
 
-    /// Resends a verification code for the caller's own address (logged in). Throttled per
-    /// account. [`Error::Invalid`] (field `email`) when there is no address, or it is verified.
-    pub async fn resend_verification(
-        &self,
-        user: &User,
-        language: &str,
-        by: Option<&UserId>,
-    ) -> Result<(), Error> {
-        self.require_mail()?;
-        match &user.email {
-            None => return Err(Error::invalid("email", "the account has no email address")),
-            Some(email) if email.verified => {
-                return Err(Error::invalid("email", "the address is verified already"));
-            }
-            Some(_) => {}
-        }
-        self.throttle().spend_mail(user.id.as_str()).await?;
-        self.send_verification(user, language, by).await
-    }
-
     /// Marks an address verified with the code mailed to it. [`Error::InvalidCode`] for an
     /// unknown, used, expired or replaced code, or one mailed to an address the account no
     /// longer has.

@@ -358,6 +358,16 @@ impl Logins {
                 .await;
                 Err(Error::InvalidCredentials)
             }
+            Err(Error::EmailNotVerified) => {
+                metrics::counter!("tessera_logins_unverified_total").increment(1);
+                self.record(
+                    EventKind::LoginFailed,
+                    None,
+                    json!({"model": model, "reason": "email_not_verified", "ip": client.ip}),
+                )
+                .await;
+                Err(Error::EmailNotVerified)
+            }
             Err(e) => Err(e),
         }
     }

@@ -85,6 +85,8 @@ pub enum ThrottleScope {
     Address,
     /// The account's.
     Account,
+    /// The mails asked for one account or address.
+    Mail,
 }
 
 impl ThrottleScope {
@@ -93,6 +95,7 @@ impl ThrottleScope {
         match self {
             ThrottleScope::Address => "address",
             ThrottleScope::Account => "account",
+            ThrottleScope::Mail => "mail",
         }
     }
 }
@@ -211,7 +214,7 @@ impl Throttle {
                     .await?
             }
         };
-        throttled(outcome, ThrottleScope::Account)
+        throttled(outcome, ThrottleScope::Mail)
     }
 
     /// The budget an address spends: an IPv4 address; an IPv6 address's network of
@@ -322,7 +325,7 @@ mod tests {
         assert!(matches!(
             t.spend_mail("alice").await,
             Err(Error::Throttled {
-                scope: ThrottleScope::Account,
+                scope: ThrottleScope::Mail,
                 ..
             })
         ));

@@ -177,6 +177,27 @@ impl From<Error> for ApiError {
                 err
             }
             Error::Conflict(detail) => Self::new(StatusCode::CONFLICT, "conflict", detail),
+            Error::EmailNotVerified => Self::forbidden(
+                "email-not-verified",
+                "the password is right, but this account's email address is not verified yet: \
+                 open the link in the verification mail, or ask for a new one with \
+                 POST /v1/account/email/verification",
+            ),
+            Error::InvalidCode => {
+                let mut err = Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-code",
+                    "the code is unknown, used already, expired, or replaced by a newer one; ask for a new one",
+                );
+                err.field = Some("code".to_owned());
+                err
+            }
+            Error::MailUnavailable => Self::new(
+                StatusCode::NOT_FOUND,
+                "mail-unavailable",
+                "this server sends no mail (email.smtp_url is not set), so account recovery and \
+                 address verification are not available",
+            ),
             Error::RegistrationClosed => Self::forbidden(
                 "registration-closed",
                 "registration is closed on this server; ask an administrator for an account",
@@ -185,16 +206,19 @@ impl From<Error> for ApiError {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", detail)
             }
             Error::Throttled { retry_after, scope } => {
-                let what = match scope {
-                    ThrottleScope::Address => "from this address",
-                    ThrottleScope::Account => "for this account",
-                };
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too-many-attempts",
-                    format!("too many login attempts {what}; try again in {seconds} s"),
-                )
+                let detail = match scope {
+                    ThrottleScope::Address => {
+                        format!("too many login attempts from this address; try again in {seconds} s")
+                    }
+                    ThrottleScope::Account => {
+                        format!("too many login attempts for this account; try again in {seconds} s")
+                    }
+                    ThrottleScope::Mail => format!(
+                        "too many mails asked for this account or address; try again in {seconds} s"
+                    ),
+                };
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "too-many-attempts", detail)
                 .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
             }
             Error::Busy => Self::unavailable("the server is busy; try again shortly"),

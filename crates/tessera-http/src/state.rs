@@ -275,6 +275,11 @@ impl AppState {
         &self.0.services.logins
     }
 
+    /// Recovery, address verification and address changes, by mail.
+    pub fn account_mail(&self) -> &tessera_core::AccountMail {
+        &self.0.services.account_mail
+    }
+
     /// The login-attempt budgets (per client address and per account) the login service spends
     /// from; registration and password changes are held to them too.
     pub fn throttle(&self) -> &Throttle {

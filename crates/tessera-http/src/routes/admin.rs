@@ -427,6 +427,55 @@ pub async fn force_logout(
     Ok(Json(Ended { ended }))
 }
 
+/// Send a user a new verification mail for their address.
+///
+/// For an account whose address is not verified yet; earlier codes stop working. Written in
+/// the language of the admin's `Accept-Language` when the templates have it.
+#[utoipa::path(
+    post, path = "/v1/admin/users/{id}/email/verification", tag = "admin",
+    params(("id" = String, Path, description = "The user id")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
+    responses(
+        (status = 202, description = "A verification mail is queued"),
+        (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user, or this server sends no mail", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The user has no address, or it is verified already", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let user = target(&state, &id).await?;
+    match &user.email {
+        None => {
+            return Err(tessera_core::Error::Invalid {
+                field: "email",
+                message: "the user has no email address".into(),
+            }
+            .into());
+        }
+        Some(email) if email.verified => {
+            return Err(tessera_core::Error::Invalid {
+                field: "email",
+                message: "the user's address is verified already".into(),
+            }
+            .into());
+        }
+        Some(_) => {}
+    }
+    let language = crate::routes::account::mail_language(&state, &headers);
+    state
+        .account_mail()
+        .send_verification(&user, &language, Some(&admin.user.id))
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 /// Delete a user: the account and everything of it are erased, and every credential of it stops
 /// working at once. The audit log keeps the user id (not the username) and records the deletion
 /// with the admin who asked. A deletion that failed half-way leaves the account disabled: asking

@@ -108,6 +108,10 @@ pub async fn me(auth: AuthUser) -> Response {
         username: &'a tessera_core::Username,
         roles: &'a [String],
         created_at: Timestamp,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        email: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        email_verified: Option<bool>,
     }
     #[derive(Serialize)]
     struct AuthBody<'a> {
@@ -145,6 +149,8 @@ pub async fn me(auth: AuthUser) -> Response {
             username: &user.username,
             roles: &user.roles,
             created_at: user.created_at,
+            email: user.email.as_ref().map(|e| e.address.as_str()),
+            email_verified: user.email.as_ref().map(|e| e.verified),
         },
         auth: auth_body,
     })

@@ -1,5 +1,6 @@
 //! Route handlers, one module per group of the HTTP surface, and the JSON views they share.
 
+pub mod account;
 pub mod admin;
 pub mod hybrid;
 pub mod me;
@@ -30,6 +31,15 @@ pub struct UserView {
     /// When the account was registered.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// The account's email address, as given; absent when it has none. Shown only to the user
+    /// and to admins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "alice@example.org")]
+    pub email: Option<String>,
+    /// Whether the address was shown to be the user's (a code mailed to it came back); absent
+    /// when there is no address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 impl From<&User> for UserView {
@@ -39,8 +49,30 @@ impl From<&User> for UserView {
             username: u.username.to_string(),
             roles: u.roles.clone(),
             created_at: u.created_at,
+            email: u.email.as_ref().map(|e| e.address.as_str().to_owned()),
+            email_verified: u.email.as_ref().map(|e| e.verified),
         }
     }
+}
+
+/// The body of `POST /v1/users`: a username, a password, and an email address (required when
+/// the server requires verified addresses).
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    /// The username to log in with: 1 to 64 letters, digits and `. _ - @ +` of one script,
+    /// compared case-insensitively after Unicode normalization (NFKC).
+    #[schema(example = "alice", min_length = 1, max_length = 64)]
+    pub username: String,
+    /// The password: with the default policy, 8 to 1,024 characters, not one of the most common
+    /// passwords.
+    #[schema(value_type = String, format = Password, example = "correct horse battery staple", min_length = 8, max_length = 1024)]
+    pub password: tessera_core::Password,
+    /// An email address for recovery mail: unique per server, unverified until the code mailed
+    /// to it comes back.
+    #[serde(default)]
+    #[schema(example = "alice@example.org")]
+    pub email: Option<String>,
 }
 
 /// A session as its owner sees it (never its secret).
