@@ -71,6 +71,8 @@ pub(crate) struct Config {
     pub redis: RedisSection,
     pub log: LogSection,
     pub verify: VerifySection,
+    /// Outgoing mail: recovery and verification codes, notices.
+    pub email: EmailSection,
     /// The playground page at `/`: `playground = true|false`, or a `[playground]` table.
     pub playground: PlaygroundSection,
 }
@@ -92,6 +94,7 @@ impl Default for Config {
             redis: RedisSection::default(),
             log: LogSection::default(),
             verify: VerifySection::default(),
+            email: EmailSection::default(),
             playground: PlaygroundSection::default(),
         }
     }
@@ -160,6 +163,25 @@ pub(crate) struct AccountsSection {
     pub registration: Registration,
     /// Live logins (sessions, token and hybrid logins) per user; the oldest end first. 0: no cap.
     pub max_logins_per_user: usize,
+    /// Every account must have an email address it proved is its own: registration asks for
+    /// one, and a login before it is verified gets what `unverified_logins` says. Needs
+    /// `email.smtp_url`.
+    pub require_verified_email: bool,
+    /// With `require_verified_email`: `refuse` (the default) or `allow` logins of accounts whose
+    /// address is not verified yet (`email_verified: false` in `/v1/me` and access tokens).
+    pub unverified_logins: tessera_core::UnverifiedLogins,
+    /// The page a recovery mail links to, with `code=…` added to its query. Default: the
+    /// built-in page, `<public_url><http.mount>/account/recovery`.
+    pub recovery_url: Option<String>,
+    /// How long a recovery code works.
+    #[serde(with = "humantime_serde")]
+    pub recovery_lifetime: Duration,
+    /// The page a verification mail links to, with `code=…` added to its query. Default: the
+    /// built-in page, `<public_url><http.mount>/account/verify`.
+    pub verification_url: Option<String>,
+    /// How long a verification code works.
+    #[serde(with = "humantime_serde")]
+    pub verification_lifetime: Duration,
 }
 
 impl Default for AccountsSection {
@@ -167,7 +189,64 @@ impl Default for AccountsSection {
         Self {
             registration: Registration::Open,
             max_logins_per_user: 100,
+            require_verified_email: false,
+            unverified_logins: tessera_core::UnverifiedLogins::Refuse,
+            recovery_url: None,
+            recovery_lifetime: Duration::from_secs(15 * 60),
+            verification_url: None,
+            verification_lifetime: Duration::from_secs(48 * 3600),
         }
+    }
+}
+
+/// `[email]`: the SMTP server mail goes out through.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct EmailSection {
+    /// `smtp://[user[:password]@]host[:port]` (STARTTLS when the server offers it) or
+    /// `smtps://…` (TLS from the start). Unset: no mail, so no recovery or verification.
+    pub smtp_url: Option<String>,
+    /// The SMTP password, when the URL names a user but not the password. Prefer the
+    /// environment (`TESSERA_EMAIL__SMTP_PASSWORD`).
+    pub smtp_password: Option<String>,
+    /// The sender: `no-reply@example.org` or `Example <no-reply@example.org>`.
+    pub from: Option<String>,
+    /// A directory of templates replacing the built-in ones (`<lang>/<kind>.subject.txt`,
+    /// `.txt`, `.html`); see docs/email-templates.md.
+    pub templates_dir: Option<PathBuf>,
+    /// The application's name, as mails call it. Default: the host of `public_url`.
+    pub product_name: Option<String>,
+    /// Longest wait for the SMTP server at each step (connecting, each command).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for EmailSection {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            smtp_password: None,
+            from: None,
+            templates_dir: None,
+            product_name: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for EmailSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailSection")
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "<redacted>"))
+            .field(
+                "smtp_password",
+                &self.smtp_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("from", &self.from)
+            .field("templates_dir", &self.templates_dir)
+            .field("product_name", &self.product_name)
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -188,6 +267,8 @@ pub(crate) struct ThrottlingSection {
     pub per_ip: RateSection,
     /// Refreshes (token and hybrid) per client address.
     pub refresh_per_ip: RateSection,
+    /// Recovery and verification mails asked for one account or address.
+    pub mail_per_account: RateSection,
     /// The prefix length that makes one IPv6 client (every address of the network shares a
     /// budget).
     pub ipv6_prefix: u8,
@@ -208,6 +289,10 @@ impl Default for ThrottlingSection {
             refresh_per_ip: RateSection {
                 burst: d.refresh_per_ip.burst,
                 per_minute: d.refresh_per_ip.per_minute,
+            },
+            mail_per_account: RateSection {
+                burst: d.mail_per_account.burst,
+                per_minute: d.mail_per_account.per_minute,
             },
             ipv6_prefix: d.ipv6_prefix,
         }
@@ -829,6 +914,7 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log.filter)
             .map_err(|e| fail("log.filter", e.to_string()))?;
         self.verify_config().map_err(|e| fail(e.key, e.message))?;
+        self.validate_email().map_err(|(key, why)| fail(key, why))?;
         if let Some(at) = self.playground.attacker_listen
             && !at.ip().is_loopback()
         {
@@ -839,6 +925,72 @@ impl Config {
                      machine only (use 127.0.0.1:PORT or [::1]:PORT)"
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// The `[email]` keys and the mail-related `[accounts]` keys: the key at fault and why.
+    fn validate_email(&self) -> Result<(), (&'static str, String)> {
+        for (key, url) in [
+            ("accounts.recovery_url", &self.accounts.recovery_url),
+            ("accounts.verification_url", &self.accounts.verification_url),
+        ] {
+            if let Some(url) = url {
+                tessera_http::origin_of(url).map_err(|e| (key, e))?;
+            }
+        }
+        for (key, value, min, max) in [
+            (
+                "accounts.recovery_lifetime",
+                self.accounts.recovery_lifetime,
+                Duration::from_secs(60),
+                Duration::from_secs(24 * 3600),
+            ),
+            (
+                "accounts.verification_lifetime",
+                self.accounts.verification_lifetime,
+                Duration::from_secs(60),
+                Duration::from_secs(30 * 24 * 3600),
+            ),
+        ] {
+            if value < min || value > max {
+                return Err((
+                    key,
+                    format!(
+                        "{} is out of range: from {} to {}",
+                        humantime_serde::re::humantime::format_duration(value),
+                        humantime_serde::re::humantime::format_duration(min),
+                        humantime_serde::re::humantime::format_duration(max)
+                    ),
+                ));
+            }
+        }
+        if self.email.timeout.is_zero() {
+            return Err(("email.timeout", "must be positive".into()));
+        }
+        if self.throttling.mail_per_account.burst == 0
+            || self.throttling.mail_per_account.per_minute == 0
+        {
+            return Err((
+                "throttling.mail_per_account",
+                "burst and per_minute must be at least 1".into(),
+            ));
+        }
+        match &self.email.smtp_url {
+            None => {
+                if self.accounts.require_verified_email {
+                    return Err((
+                        "accounts.require_verified_email",
+                        "needs mail to send the codes: set email.smtp_url and email.from".into(),
+                    ));
+                }
+            }
+            Some(_) => {
+                crate::mail::transport(&self.email).map_err(|(key, why)| (key, why))?;
+            }
+        }
+        if let Some(dir) = &self.email.templates_dir {
+            crate::mail::templates(dir).map_err(|why| ("email.templates_dir", why))?;
         }
         Ok(())
     }
@@ -906,9 +1058,43 @@ impl Config {
                     burst: self.throttling.refresh_per_ip.burst,
                     per_minute: self.throttling.refresh_per_ip.per_minute,
                 },
+                mail_per_account: tessera_core::Rate {
+                    burst: self.throttling.mail_per_account.burst,
+                    per_minute: self.throttling.mail_per_account.per_minute,
+                },
                 ipv6_prefix: self.throttling.ipv6_prefix,
             },
             max_logins_per_user: self.accounts.max_logins_per_user,
+            account_mail: self.account_mail_config(),
+            mailer: tessera_core::MailerConfig::default(),
+        }
+    }
+
+    /// How recovery and verification mails are made.
+    pub(crate) fn account_mail_config(&self) -> tessera_core::AccountMailConfig {
+        let base = self.base_url();
+        tessera_core::AccountMailConfig {
+            product_name: self.email.product_name.clone().unwrap_or_else(|| {
+                self.public_url
+                    .split_once("://")
+                    .map_or(self.public_url.as_str(), |(_, rest)| rest)
+                    .split(['/', ':'])
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            }),
+            recovery_url: self
+                .accounts
+                .recovery_url
+                .clone()
+                .unwrap_or_else(|| format!("{base}/account/recovery")),
+            recovery_lifetime: self.accounts.recovery_lifetime,
+            verification_url: self
+                .accounts
+                .verification_url
+                .clone()
+                .unwrap_or_else(|| format!("{base}/account/verify")),
+            verification_lifetime: self.accounts.verification_lifetime,
         }
     }
 
@@ -930,6 +1116,8 @@ impl Config {
                 max_length: self.passwords.max_length,
                 refuse_common: self.passwords.refuse_common,
             },
+            require_verified_email: self.accounts.require_verified_email,
+            unverified_logins: self.accounts.unverified_logins,
         }
     }
 

@@ -97,6 +97,7 @@ pub struct TesseraBuilder {
     clock: Arc<dyn Clock>,
     upkeep: bool,
     attacker_origin: Option<String>,
+    mail_transport: Option<Arc<dyn tessera_core::MailTransport>>,
 }
 
 impl Tessera {
@@ -285,6 +286,7 @@ impl TesseraBuilder {
             clock: Arc::new(SystemClock),
             upkeep: true,
             attacker_origin: None,
+            mail_transport: None,
         }
     }
 
@@ -382,6 +384,19 @@ impl TesseraBuilder {
         self
     }
 
+    /// Sends mail (recovery and verification codes) through `transport` instead of the SMTP
+    /// server of `email.smtp_url`: an application that already has a way to send mail. The queue,
+    /// its retries and the templates stay Tessera's.
+    pub fn mail_transport(mut self, transport: Arc<dyn tessera_core::MailTransport>) -> Self {
+        self.mail_transport = Some(transport);
+        self
+    }
+
+    /// Sends mail through the SMTP server at `url` (`smtp://…` or `smtps://…`), from `from`.
+    pub fn smtp(self, url: &str, from: &str) -> Self {
+        self.set("email.smtp_url", url).set("email.from", from)
+    }
+
     /// Without the periodic upkeep: for a command that runs once.
     pub(crate) fn without_upkeep(mut self) -> Self {
         self.upkeep = false;
@@ -413,9 +428,26 @@ impl TesseraBuilder {
         let database = config.database().map_err(anyhow::Error::msg)?;
         let (stores, sqlite) = crate::app::stores(&config, &database).await?;
         let master = crate::app::master_key(&config, &database)?;
-        let services = Services::build(stores, self.clock, master, config.services_config())
+        let mut services = Services::build(stores, self.clock, master, config.services_config())
             .await
             .context("starting the services")?;
+        let transport = match self.mail_transport {
+            Some(transport) => Some(transport),
+            None if config.email.smtp_url.is_some() => Some(
+                crate::mail::transport(&config.email)
+                    .map_err(|(key, why)| anyhow::anyhow!("invalid configuration: {key}: {why}"))?,
+            ),
+            None => None,
+        };
+        if let Some(transport) = transport {
+            let templates = match &config.email.templates_dir {
+                Some(dir) => crate::mail::templates(dir).map_err(|why| {
+                    anyhow::anyhow!("invalid configuration: email.templates_dir: {why}")
+                })?,
+                None => tessera_core::MailTemplates::builtin(),
+            };
+            services = services.with_mail(transport, templates);
+        }
         let mut http = config.http_config();
         if let Some(playground) = &mut http.playground {
             playground.attacker_origin = self.attacker_origin;
@@ -425,6 +457,8 @@ impl TesseraBuilder {
         let mut tasks = vec![services.spawn_follower()];
         if self.upkeep {
             tasks.push(services.spawn_sweeper(config.sessions.sweep_interval));
+            // Mail queued by any node (or by a command) goes out from every serving node.
+            tasks.push(services.spawn_mailer());
         }
         Ok(Tessera {
             services,

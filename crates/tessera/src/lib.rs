@@ -48,6 +48,7 @@ mod embed;
 mod init;
 mod keys;
 mod logging;
+mod mail;
 mod serve;
 mod sessions;
 mod tls;
