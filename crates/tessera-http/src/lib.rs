@@ -104,6 +104,16 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         "/openapi.json",
         axum::routing::get(move || openapi::serve(openapi_json.clone())),
     );
+    // The pages recovery and verification mails link to.
+    {
+        use axum::routing::get;
+        use routes::pages;
+        app = app
+            .route("/account/recovery", get(pages::recovery))
+            .route("/account/verify", get(pages::verify))
+            .route("/account/account.js", get(pages::script))
+            .route("/account/account.css", get(pages::style));
+    }
     // The playground's routes exist only when it is on: otherwise they are 404s like any other
     // unknown path.
     if state.playground_on() {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod hybrid;
 pub mod me;
 pub mod ops;
+pub mod pages;
 pub mod playground;
 pub mod revocations;
 pub mod session;
