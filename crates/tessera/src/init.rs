@@ -323,6 +323,12 @@ pub(crate) fn render(a: Answers) -> String {
     } else {
         line("registration = \"open\"");
     }
+    line("");
+    line("# Mail for account recovery and address verification: set the SMTP server to turn them");
+    line("# on (the password is best given as TESSERA_EMAIL__SMTP_PASSWORD).");
+    line("# [email]");
+    line("# smtp_url = \"smtp://mailer@smtp.example.com:587\"");
+    line("# from = \"Example <no-reply@example.com>\"");
     out
 }
 

@@ -182,6 +182,7 @@ impl TestApp {
             signing_algorithm: options.algorithm,
             throttle: options.throttle,
             max_logins_per_user: options.max_logins_per_user,
+            ..ServicesConfig::default()
         };
         let services = Services::build(
             stores,
