@@ -27,6 +27,10 @@ pub(crate) enum UserCommand {
         /// Give the account the admin role.
         #[arg(long)]
         admin: bool,
+        /// The account's email address (for recovery mail). It starts unverified; with mail
+        /// configured, a verification mail is queued and goes out from the running server.
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
     },
     /// List accounts in username order: all of them, or a page with --after and --limit.
     List {
@@ -89,10 +93,14 @@ pub(crate) enum UserCommand {
 
 pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
     match command {
-        UserCommand::Add { username, admin } => {
+        UserCommand::Add {
+            username,
+            admin,
+            email,
+        } => {
             let password = read_password(&format!("password for {username}"))?;
             with_app(&config, async |app| {
-                add(app, &username, &password, admin).await
+                add(app, &username, &password, admin, email.as_deref()).await
             })
         }
         UserCommand::List { after, limit, json } => with_app(&config, async |app| {
@@ -167,7 +175,13 @@ fn read_password(prompt: &str) -> anyhow::Result<Password> {
     Ok(Password::new(line.trim_end_matches(['\r', '\n'])))
 }
 
-async fn add(app: &App, username: &str, password: &Password, admin: bool) -> anyhow::Result<()> {
+async fn add(
+    app: &App,
+    username: &str,
+    password: &Password,
+    admin: bool,
+    email: Option<&str>,
+) -> anyhow::Result<()> {
     let roles = if admin {
         vec!["admin".to_owned()]
     } else {
@@ -175,9 +189,16 @@ async fn add(app: &App, username: &str, password: &Password, admin: bool) -> any
     };
     let user = app
         .accounts
-        .create(username, password, roles)
+        .create_with_email(username, password, roles, email)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if user.email.is_some() && app.account_mail.mailer().enabled() {
+        app.account_mail
+            .send_verification(&user, "en", None)
+            .await
+            .map_err(|e| anyhow::anyhow!("queueing the verification mail: {e}"))?;
+        eprintln!("a verification mail is queued for {}'s address", user.username);
+    }
     println!("{}", user.id);
     eprintln!(
         "created {}{}",
@@ -270,6 +291,12 @@ struct UserView {
     updated_at: String,
     /// Logins that began before this instant are void (a password change, a forced logout).
     not_before: String,
+    /// The account's address, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    /// Whether the address is verified (absent without an address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
     /// `user show` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     live_logins: Option<usize>,
@@ -285,6 +312,8 @@ impl UserView {
             created_at: user.created_at.to_rfc3339(),
             updated_at: user.updated_at.to_rfc3339(),
             not_before: user.not_before.to_rfc3339(),
+            email: user.email.as_ref().map(|e| e.address.to_string()),
+            email_verified: user.email.as_ref().map(|e| e.verified),
             live_logins,
         }
     }
@@ -301,6 +330,10 @@ impl UserView {
         println!("created:     {}", self.created_at);
         println!("updated:     {}", self.updated_at);
         println!("not before:  {}", self.not_before);
+        if let (Some(email), Some(verified)) = (&self.email, self.email_verified) {
+            let state = if verified { "verified" } else { "not verified" };
+            println!("email:       {email} ({state})");
+        }
         if let Some(n) = self.live_logins {
             println!("live logins: {n} (tessera sessions list {})", self.username);
         }
