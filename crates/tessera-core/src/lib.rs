@@ -20,6 +20,7 @@ pub mod feed;
 pub mod follower;
 pub mod logins;
 pub mod mail;
+pub mod mail_templates;
 pub mod merge_patch;
 pub mod password;
 pub mod request_id;
@@ -38,10 +39,11 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::{AccountCode, CodePurpose, CodeVerified, EmailAddress, UserEmail};
 pub use error::{Error, StoreError};
 pub use feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
+pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, TokenLogin};
 pub use mail::{
     MailId, MailMessage, MailStore, MailTransport, Mailer, MailerConfig, QueuedMail, SendError,
 };
-pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, TokenLogin};
+pub use mail_templates::{MailKind, MailTemplates};
 pub use password::{
     Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, Password, PasswordHasher, PasswordPolicy,
 };
