@@ -1101,6 +1101,10 @@ mod tests {
         );
         // In a filter's argument, in a test.
         assert!(overrides(&[("en/recovery.txt", "{{ cod | upper }}")]).is_err());
+        // `default` makes a variable optional, as docs/email-templates.md says.
+        assert!(
+            overrides(&[("en/recovery.txt", "{{ code }}{{ nickname | default('') }}")]).is_ok()
+        );
         assert!(overrides(&[("en/recovery.txt", "{% if expires_min > 1 %}s{% endif %}")]).is_err());
         let err = overrides(&[("en/recovery.subject.txt", "{{ '' }}\n  ")]).unwrap_err();
         assert!(
