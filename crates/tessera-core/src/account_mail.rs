@@ -166,7 +166,12 @@ impl AccountMail {
 
     /// Checks the account name or address a request typed, and spends the budgets of the client
     /// and of what it typed. Done the same way whatever it names.
-    async fn admit(&self, field: &'static str, identifier: &str, ip: Option<IpAddr>) -> Result<String, Error> {
+    async fn admit(
+        &self,
+        field: &'static str,
+        identifier: &str,
+        ip: Option<IpAddr>,
+    ) -> Result<String, Error> {
         self.require_mail()?;
         let identifier = identifier.trim();
         if identifier.is_empty() {
@@ -245,7 +250,10 @@ impl AccountMail {
             self.templates
                 .render(MailKind::Recovery, language, email.address.as_str(), &vars)?;
         let not_after = self.clock.now().saturating_add(lifetime);
-        let id = self.mailer.enqueue(Some(&user.id), &message, not_after).await?;
+        let id = self
+            .mailer
+            .enqueue(Some(&user.id), &message, not_after)
+            .await?;
         self.audit
             .record(
                 EventKind::RecoveryRequested,
@@ -368,7 +376,10 @@ impl AccountMail {
             &vars,
         )?;
         let not_after = self.clock.now().saturating_add(lifetime);
-        let id = self.mailer.enqueue(Some(&user.id), &message, not_after).await?;
+        let id = self
+            .mailer
+            .enqueue(Some(&user.id), &message, not_after)
+            .await?;
         self.audit
             .record(
                 EventKind::VerificationSent,
@@ -425,7 +436,11 @@ impl AccountMail {
             Some(done) if done.still_current => {
                 self.logins.account_changed(&done.user).await;
                 self.audit
-                    .record(EventKind::EmailVerified, Some(&done.user), json!({"ip": ip}))
+                    .record(
+                        EventKind::EmailVerified,
+                        Some(&done.user),
+                        json!({"ip": ip}),
+                    )
                     .await;
                 Ok(done.user)
             }
@@ -469,7 +484,11 @@ impl AccountMail {
             .await
             .and_then(|u| u.filter(User::is_active).ok_or(Error::Unauthenticated));
         let checked = match fresh {
-            Ok(fresh) => match self.accounts.verify_password(&fresh, current_password).await {
+            Ok(fresh) => match self
+                .accounts
+                .verify_password(&fresh, current_password)
+                .await
+            {
                 Ok(Verification::Valid { .. }) => Ok(fresh),
                 Ok(Verification::Invalid) => Err(Error::WrongCurrentPassword),
                 Err(e) => Err(e),
@@ -526,12 +545,17 @@ impl AccountMail {
             "removed": new.is_none(),
             "at": self.clock.now().to_rfc3339(),
         });
-        let message = self
-            .templates
-            .render(MailKind::EmailChanged, language, old.as_str(), &vars)?;
+        let message =
+            self.templates
+                .render(MailKind::EmailChanged, language, old.as_str(), &vars)?;
         // A notice stays useful for a while, not forever.
-        let not_after = self.clock.now().saturating_add(Duration::from_secs(7 * 86400));
-        self.mailer.enqueue(Some(&user.id), &message, not_after).await?;
+        let not_after = self
+            .clock
+            .now()
+            .saturating_add(Duration::from_secs(7 * 86400));
+        self.mailer
+            .enqueue(Some(&user.id), &message, not_after)
+            .await?;
         Ok(())
     }
 }
@@ -542,12 +566,18 @@ mod tests {
 
     #[test]
     fn the_code_joins_the_query() {
-        assert_eq!(link_with_code("https://a.example/r", "C"), "https://a.example/r?code=C");
+        assert_eq!(
+            link_with_code("https://a.example/r", "C"),
+            "https://a.example/r?code=C"
+        );
         assert_eq!(
             link_with_code("https://a.example/r?lang=zh", "C"),
             "https://a.example/r?lang=zh&code=C"
         );
-        assert_eq!(link_with_code("https://a.example/r?", "C"), "https://a.example/r?code=C");
+        assert_eq!(
+            link_with_code("https://a.example/r?", "C"),
+            "https://a.example/r?code=C"
+        );
         assert_eq!(
             link_with_code("https://a.example/app#/reset", "C"),
             "https://a.example/app?code=C#/reset"

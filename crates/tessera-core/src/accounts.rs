@@ -5,10 +5,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, Timestamp};
+use crate::email::{EmailAddress, UserEmail};
 use crate::error::{Error, StoreError};
 use crate::password::{Password, PasswordHasher, PasswordPolicy, Verification};
 use crate::store::{UserDeletion, UserStore};
-use crate::email::{EmailAddress, UserEmail};
 use crate::user::{User, UserId, Username};
 
 /// The answer when an address belongs to another account. It names no account.
@@ -245,7 +245,11 @@ impl Accounts {
     /// Sets, changes or (with `None`) removes the account's address; a new one starts
     /// unverified. [`Error::Conflict`] when another account has it. `false` when there is no such
     /// user.
-    pub async fn set_email(&self, id: &UserId, email: Option<&EmailAddress>) -> Result<bool, Error> {
+    pub async fn set_email(
+        &self,
+        id: &UserId,
+        email: Option<&EmailAddress>,
+    ) -> Result<bool, Error> {
         match self.users.set_email(id, email).await {
             Ok(set) => Ok(set),
             Err(StoreError::Conflict(_)) => Err(email_taken()),
@@ -282,11 +286,18 @@ impl Accounts {
     }
 
     /// Checks a new password against the policy, naming `field` in the refusal.
-    pub fn check_new_password(&self, password: &Password, field: &'static str) -> Result<(), Error> {
-        self.config.password_policy.check(password).map_err(|e| match e {
-            Error::Invalid { message, .. } => Error::Invalid { field, message },
-            other => other,
-        })
+    pub fn check_new_password(
+        &self,
+        password: &Password,
+        field: &'static str,
+    ) -> Result<(), Error> {
+        self.config
+            .password_policy
+            .check(password)
+            .map_err(|e| match e {
+                Error::Invalid { message, .. } => Error::Invalid { field, message },
+                other => other,
+            })
     }
 
     /// The argon2id hash of a new password, off the async workers.
@@ -300,7 +311,9 @@ impl Accounts {
         user: &User,
         password: &Password,
     ) -> Result<Verification, Error> {
-        self.hasher.verify(password, Some(&user.password_hash)).await
+        self.hasher
+            .verify(password, Some(&user.password_hash))
+            .await
     }
 
     /// Erases an account and everything of it the user store holds (see

@@ -36,16 +36,16 @@ pub mod user_cache;
 
 pub use account_mail::{AccountMail, AccountMailConfig};
 pub use accounts::{Accounts, AccountsConfig, Registration, UnverifiedLogins};
-pub use mail_templates::{MailKind, MailTemplates};
 pub use audit::{EventKind, NewEvent, SecurityEvent};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::{AccountCode, CodePurpose, CodeVerified, EmailAddress, UserEmail};
 pub use error::{Error, StoreError};
 pub use feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
+pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, TokenLogin};
 pub use mail::{
     MailId, MailMessage, MailStore, MailTransport, Mailer, MailerConfig, QueuedMail, SendError,
 };
-pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, TokenLogin};
+pub use mail_templates::{MailKind, MailTemplates};
 pub use password::{
     Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, Password, PasswordHasher, PasswordPolicy,
 };

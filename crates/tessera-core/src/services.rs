@@ -10,12 +10,12 @@ use thiserror::Error;
 use crate::account_mail::{AccountMail, AccountMailConfig};
 use crate::accounts::{Accounts, AccountsConfig};
 use crate::audit::Audit;
-use crate::mail::{MailTransport, Mailer, MailerConfig};
-use crate::mail_templates::MailTemplates;
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::follower::Follower;
 use crate::logins::Logins;
+use crate::mail::{MailTransport, Mailer, MailerConfig};
+use crate::mail_templates::MailTemplates;
 use crate::password::{Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, PasswordHasher};
 use crate::session::{SessionConfig, Sessions};
 use crate::store::Stores;
@@ -236,7 +236,11 @@ impl Services {
 
     /// The same services sending mail through `transport` (the SMTP client), with `templates`
     /// (the operator's, or the built-in ones). Without this, nothing needing mail is offered.
-    pub fn with_mail(mut self, transport: Arc<dyn MailTransport>, templates: MailTemplates) -> Self {
+    pub fn with_mail(
+        mut self,
+        transport: Arc<dyn MailTransport>,
+        templates: MailTemplates,
+    ) -> Self {
         let mailer = Mailer::new(
             self.stores.mail.clone(),
             Some(transport),

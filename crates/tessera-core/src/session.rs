@@ -629,7 +629,8 @@ impl Sessions {
     /// Tells every node that an account changed without touching its logins (its address, or
     /// whether that is verified): their copies of the account are read again.
     pub async fn account_changed(&self, user: &UserId) {
-        self.changed(Change::UserChanged { user: user.clone() }).await;
+        self.changed(Change::UserChanged { user: user.clone() })
+            .await;
     }
 
     /// Tells every node that an account was disabled or enabled.

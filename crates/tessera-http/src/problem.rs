@@ -209,17 +209,21 @@ impl From<Error> for ApiError {
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 let detail = match scope {
                     ThrottleScope::Address => {
-                        format!("too many login attempts from this address; try again in {seconds} s")
+                        format!(
+                            "too many login attempts from this address; try again in {seconds} s"
+                        )
                     }
                     ThrottleScope::Account => {
-                        format!("too many login attempts for this account; try again in {seconds} s")
+                        format!(
+                            "too many login attempts for this account; try again in {seconds} s"
+                        )
                     }
                     ThrottleScope::Mail => format!(
                         "too many mails asked for this account or address; try again in {seconds} s"
                     ),
                 };
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "too-many-attempts", detail)
-                .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
+                    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
             }
             Error::Busy => Self::unavailable("the server is busy; try again shortly"),
             Error::Store(StoreError::Unavailable(cause)) => {

@@ -197,7 +197,10 @@ async fn add(
             .send_verification(&user, "en", None)
             .await
             .map_err(|e| anyhow::anyhow!("queueing the verification mail: {e}"))?;
-        eprintln!("a verification mail is queued for {}'s address", user.username);
+        eprintln!(
+            "a verification mail is queued for {}'s address",
+            user.username
+        );
     }
     println!("{}", user.id);
     eprintln!(

@@ -23,7 +23,10 @@ fn asset(content_type: &'static str, body: impl Into<Body>) -> Response {
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(PAGE_CSP),
             ),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         body.into(),
@@ -66,5 +69,8 @@ pub async fn script() -> Response {
 
 /// `GET /account/account.css`: the pages' style sheet.
 pub async fn style() -> Response {
-    asset("text/css; charset=utf-8", include_str!("../pages/account.css"))
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../pages/account.css"),
+    )
 }

@@ -6,10 +6,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
 use super::{NewAccount, UserView};
-use axum::http::HeaderMap;
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::state::AppState;
+use axum::http::HeaderMap;
 
 /// Register an account.
 ///
