@@ -11,13 +11,11 @@
 mod harness;
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use base64::Engine;
-use harness::{NO_ENV, Node, add_user, run, run_with_input};
+use harness::{NO_ENV, Node, Shared, add_user, run, run_with_input};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::{Connection, Executor, PgConnection};
 
 const PASSWORD: &str = "correct horse battery staple";
 /// How long a change may take to reach the running server before the test fails.
@@ -154,87 +152,6 @@ async fn an_operator_deletes_an_account_of_a_stopped_server() {
     );
 }
 
-fn postgres_url() -> String {
-    std::env::var("TESSERA_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn redis_url() -> String {
-    std::env::var("TESSERA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A PostgreSQL schema and Redis prefix of this test's own, dropped and deleted at the end.
-struct Shared {
-    schema: String,
-    prefix: String,
-    master_key: String,
-}
-
-impl Shared {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let id = format!("{}_{nanos}", std::process::id());
-        let key: Vec<u8> = nanos
-            .to_le_bytes()
-            .iter()
-            .chain(&(u128::from(std::process::id()) << 64 | 0x5eed).to_le_bytes())
-            .copied()
-            .collect();
-        Self {
-            schema: format!("tessera_udel_{id}"),
-            prefix: format!("tessera-udel:{id}:"),
-            master_key: base64::engine::general_purpose::STANDARD.encode(key),
-        }
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("TESSERA_DATABASE", postgres_url()),
-            ("TESSERA_POSTGRES__SCHEMA", self.schema.clone()),
-            ("TESSERA_SESSIONS__STORE", "redis".into()),
-            ("TESSERA_REDIS__URL", redis_url()),
-            ("TESSERA_REDIS__PREFIX", self.prefix.clone()),
-            ("TESSERA_TOKENS__MASTER_KEY", self.master_key.clone()),
-        ]
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        let schema = self.schema.clone();
-        let prefix = self.prefix.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(client) = redis::Client::open(redis_url())
-                && let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2))
-            {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{prefix}*"))
-                    .query(&mut conn)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&keys).query(&mut conn);
-                }
-            }
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async {
-                    let mut conn = PgConnection::connect(&postgres_url()).await?;
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                    )))
-                    .await?;
-                    conn.close().await
-                })
-        })
-        .join();
-    }
-}
-
 /// Asks `probe` until it answers 401, for at most [`PATIENCE`]; any answer but 200 or 401 fails.
 async fn refused<F, Fut>(what: &str, mut probe: F)
 where
@@ -255,7 +172,7 @@ where
 
 #[tokio::test]
 async fn an_operator_deletes_an_account_of_a_running_server() {
-    let shared = Shared::new();
+    let shared = Shared::new("udel");
     let env = shared.env();
     let dir = tempfile::tempdir().unwrap();
     let id = add_user(dir.path(), &env, "erin", false, PASSWORD);

@@ -589,3 +589,93 @@ impl Drop for Node {
         self.kill();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The shared PostgreSQL and Redis (`TESSERA_TEST_POSTGRES_URL`, default
+// `postgres://postgres@127.0.0.1:5432/test`; `TESSERA_TEST_REDIS_URL`, default
+// `redis://127.0.0.1:6379`)
+
+pub(crate) fn postgres_url() -> String {
+    std::env::var("TESSERA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub(crate) fn redis_url() -> String {
+    std::env::var("TESSERA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A PostgreSQL schema and Redis prefix of a test's own on the shared services (named after
+/// `tag`, the process and the time), and a master key for its nodes; the schema is dropped and
+/// the keys deleted when it is dropped.
+pub(crate) struct Shared {
+    pub(crate) schema: String,
+    pub(crate) prefix: String,
+    pub(crate) master_key: String,
+}
+
+impl Shared {
+    pub(crate) fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let id = format!("{}_{nanos}", std::process::id());
+        let key: Vec<u8> = nanos
+            .to_le_bytes()
+            .iter()
+            .chain(&(u128::from(std::process::id()) << 64 | 0x5eed).to_le_bytes())
+            .copied()
+            .collect();
+        Self {
+            schema: format!("tessera_{tag}_{id}"),
+            prefix: format!("tessera-{tag}:{id}:"),
+            master_key: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key),
+        }
+    }
+
+    /// The environment of a node on these services (PostgreSQL, sessions in Redis).
+    pub(crate) fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("TESSERA_DATABASE", postgres_url()),
+            ("TESSERA_POSTGRES__SCHEMA", self.schema.clone()),
+            ("TESSERA_SESSIONS__STORE", "redis".into()),
+            ("TESSERA_REDIS__URL", redis_url()),
+            ("TESSERA_REDIS__PREFIX", self.prefix.clone()),
+            ("TESSERA_TOKENS__MASTER_KEY", self.master_key.clone()),
+        ]
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let schema = self.schema.clone();
+        let prefix = self.prefix.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(client) = redis::Client::open(redis_url())
+                && let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2))
+            {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}*"))
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(&keys).query(&mut conn);
+                }
+            }
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async {
+                    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url()).await?;
+                    sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                    )))
+                    .await?;
+                    sqlx::Connection::close(conn).await
+                })
+        })
+        .join();
+    }
+}
+
