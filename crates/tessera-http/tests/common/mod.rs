@@ -52,6 +52,8 @@ macro_rules! on_every_backend {
 }
 
 pub(crate) struct Options {
+    /// Mail goes out through this (the SMTP transport to a test server); none by default.
+    pub mail: Option<std::sync::Arc<dyn tessera_core::MailTransport>>,
     pub registration: Registration,
     pub sessions: SessionConfig,
     pub http: HttpConfig,
@@ -86,6 +88,7 @@ pub(crate) fn relaxed_throttle() -> ThrottleConfig {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            mail: None,
             registration: Registration::Open,
             sessions: SessionConfig::default(),
             http: HttpConfig::default(),
@@ -182,6 +185,12 @@ impl TestApp {
             signing_algorithm: options.algorithm,
             throttle: options.throttle,
             max_logins_per_user: options.max_logins_per_user,
+            account_mail: tessera_core::AccountMailConfig {
+                product_name: "Tessera test".into(),
+                recovery_url: format!("{origin}/account/recovery"),
+                verification_url: format!("{origin}/account/verify"),
+                ..tessera_core::AccountMailConfig::default()
+            },
             ..ServicesConfig::default()
         };
         let services = Services::build(
@@ -192,6 +201,14 @@ impl TestApp {
         )
         .await
         .unwrap();
+        let services = match options.mail {
+            Some(transport) => {
+                services.with_mail(transport, tessera_core::MailTemplates::builtin())
+            }
+            None => services,
+        };
+        // Does nothing without a transport.
+        let _mailer = services.spawn_mailer();
         let follower = services.spawn_follower();
         let state = AppState::new(services.clone(), http).unwrap();
         let app = tessera_http::router(state);
