@@ -140,6 +140,7 @@ async fn main() {
             created_at: now,
             updated_at: now,
             not_before: now,
+            email: None,
         };
         store.create_user(&user).await.expect("create_user");
         accounts.push(user);

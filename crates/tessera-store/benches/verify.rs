@@ -89,6 +89,7 @@ async fn setup(algorithm: SigningAlgorithm) -> Setup {
         created_at: now,
         updated_at: now,
         not_before: now,
+        email: None,
     };
     store.create_user(&user).await.unwrap();
 

@@ -6,22 +6,29 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde_json::Value;
+mod code_table;
+mod mail_queue;
 mod session_table;
 
+use code_table::CodeTable;
+use mail_queue::MailQueue;
 use session_table::{Refused, SessionTable};
 use tessera_core::store::{
     EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserDeletion,
     UserStore,
 };
 use tessera_core::{
-    AllowedToken, FamilyId, KeyStatus, NewEvent, RefreshFamily, RefreshTokenRecord,
-    RevocationEntry, Revoked, Rotation, SecurityEvent, Session, SessionHandle, StoreError,
-    StoredKey, Timestamp, TokenHash, User, UserId, Username,
+    AccountCode, AllowedToken, CodePurpose, CodeVerified, EmailAddress, FamilyId, KeyStatus,
+    MailId, MailStore, NewEvent, QueuedMail, RefreshFamily, RefreshTokenRecord, RevocationEntry,
+    Revoked, Rotation, SecurityEvent, Session, SessionHandle, StoreError, StoredKey, Timestamp,
+    TokenHash, User, UserId, Username,
 };
 
 /// Everything in memory, with the same indexes a database would keep: users by username (in
-/// order, for paging), sessions and refresh families by user (oldest first) and by expiry, so a sweep costs what expired; refresh tokens by
-/// secret hash and by family; live access tokens by family, by user and by expiry.
+/// order, for paging) and by address key; sessions and refresh families by user (oldest first)
+/// and by expiry, so a sweep costs what expired; refresh tokens by secret hash and by family;
+/// live access tokens by family, by user and by expiry; mailed codes by hash, by account and by
+/// expiry; queued mail by due time and by account.
 ///
 /// Cloning is cheap and every clone sees the same data. The lock is held only for map updates,
 /// never across an `.await`.
@@ -43,6 +50,7 @@ use tessera_core::{
 ///     created_at: now,
 ///     updated_at: now,
 ///     not_before: now,
+///     email: None,
 /// };
 /// store.create_user(&alice).await?;
 ///
@@ -65,6 +73,10 @@ struct Inner {
     /// Keyed by the normalized name, ordered as SQLite orders it (by bytes), so `list_users` can
     /// page from a cursor.
     user_by_name: BTreeMap<String, UserId>,
+    /// Keyed by [`EmailAddress::key`]: unique, as `users_by_email_key` is in SQL.
+    user_by_email: HashMap<String, UserId>,
+    codes: CodeTable,
+    mail: MailQueue,
     sessions: SessionTable,
 
     keys: HashMap<String, StoredKey>,
@@ -123,6 +135,19 @@ impl Inner {
             // What the SQL stores' foreign key says: the owner must exist.
             Err(StoreError::Other(format!("no user {id}")))
         }
+    }
+
+    /// The code with this hash if it is of `purpose` and unexpired at `now`.
+    fn usable_code(
+        &self,
+        hash: &TokenHash,
+        purpose: CodePurpose,
+        now: Timestamp,
+    ) -> Option<AccountCode> {
+        self.codes
+            .get(hash)
+            .filter(|code| code.purpose == purpose && code.expires_at > now)
+            .cloned()
     }
 
     /// Moves a family's activity and idle expiry, keeping the expiry index in step.
@@ -211,9 +236,16 @@ impl UserStore for MemoryStore {
         if inner.users.contains_key(&user.id) {
             return Err(StoreError::Conflict(format!("user id {} exists", user.id)));
         }
+        let key = user.email.as_ref().map(|email| email.address.key());
+        if key.is_some_and(|key| inner.user_by_email.contains_key(key)) {
+            return Err(address_in_use());
+        }
         inner
             .user_by_name
             .insert(user.username.as_str().to_owned(), user.id.clone());
+        if let Some(key) = key {
+            inner.user_by_email.insert(key.to_owned(), user.id.clone());
+        }
         inner.users.insert(user.id.clone(), user.clone());
         Ok(())
     }
@@ -340,8 +372,14 @@ impl UserStore for MemoryStore {
         let existed = removed.is_some();
         if let Some(user) = removed {
             inner.user_by_name.remove(user.username.as_str());
+            if let Some(email) = &user.email {
+                inner.user_by_email.remove(email.address.key());
+            }
         }
         inner.sessions.remove_of_user(id, None);
+        inner.codes.remove_of_user(id, CodePurpose::Recovery);
+        inner.codes.remove_of_user(id, CodePurpose::VerifyEmail);
+        inner.mail.remove_of_user(id);
         let families: Vec<FamilyId> = inner
             .families_by_user
             .get(id)
@@ -371,6 +409,170 @@ impl UserStore for MemoryStore {
             });
         }
         Ok(existed)
+    }
+
+    async fn user_by_email(&self, key: &str) -> Result<Option<User>, StoreError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .user_by_email
+            .get(key)
+            .and_then(|id| inner.users.get(id))
+            .cloned())
+    }
+
+    async fn set_email(
+        &self,
+        id: &UserId,
+        email: Option<&EmailAddress>,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(user) = inner.users.get(id) else {
+            return Ok(false);
+        };
+        let old_key = user.email.as_ref().map(|e| e.address.key().to_owned());
+        if let Some(email) = email
+            && inner
+                .user_by_email
+                .get(email.key())
+                .is_some_and(|owner| owner != id)
+        {
+            return Err(address_in_use());
+        }
+        if let Some(old_key) = old_key {
+            inner.user_by_email.remove(&old_key);
+        }
+        if let Some(email) = email {
+            inner
+                .user_by_email
+                .insert(email.key().to_owned(), id.clone());
+        }
+        if let Some(user) = inner.users.get_mut(id) {
+            user.email = email.map(|address| tessera_core::UserEmail {
+                address: address.clone(),
+                verified: false,
+            });
+        }
+        inner.codes.remove_of_user(id, CodePurpose::VerifyEmail);
+        Ok(true)
+    }
+
+    async fn create_code(&self, code: &AccountCode) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        if !inner.users.contains_key(&code.user_id) {
+            return Ok(false);
+        }
+        if inner.codes.contains(&code.hash) {
+            return Err(StoreError::Conflict("account code hash exists".into()));
+        }
+        inner.codes.remove_of_user(&code.user_id, code.purpose);
+        inner.codes.insert(code.clone());
+        Ok(true)
+    }
+
+    async fn use_recovery_code(
+        &self,
+        hash: &TokenHash,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<UserId>, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(code) = inner.usable_code(hash, CodePurpose::Recovery, now) else {
+            return Ok(None);
+        };
+        let Some(user) = inner.users.get_mut(&code.user_id) else {
+            return Ok(None);
+        };
+        user.password_hash = password_hash.to_owned();
+        user.updated_at = now;
+        user.not_before = User::moved_not_before(user.not_before, now);
+        if let Some(email) = &mut user.email
+            && email.address.key() == code.email_key
+        {
+            email.verified = true;
+        }
+        inner
+            .codes
+            .remove_of_user(&code.user_id, CodePurpose::Recovery);
+        Ok(Some(code.user_id))
+    }
+
+    async fn use_verification_code(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<CodeVerified>, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(code) = inner.usable_code(hash, CodePurpose::VerifyEmail, now) else {
+            return Ok(None);
+        };
+        inner.codes.remove(hash);
+        let email = inner
+            .users
+            .get_mut(&code.user_id)
+            .and_then(|user| user.email.as_mut())
+            .filter(|email| email.address.key() == code.email_key);
+        let still_current = email.is_some();
+        if let Some(email) = email {
+            email.verified = true;
+        }
+        Ok(Some(CodeVerified {
+            user: code.user_id,
+            still_current,
+        }))
+    }
+
+    async fn delete_expired_codes(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        Ok(self.lock()?.codes.remove_expired(now, limit))
+    }
+}
+
+/// What a second account with an address's key hears: that the address is taken, not which.
+fn address_in_use() -> StoreError {
+    StoreError::Conflict("the email address is in use by another account".into())
+}
+
+#[async_trait]
+impl MailStore for MemoryStore {
+    async fn enqueue_mail(&self, mail: &QueuedMail) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if let Some(user) = &mail.user_id {
+            inner.user_exists(user)?;
+        }
+        if inner.mail.contains(&mail.id) {
+            return Err(StoreError::Conflict(format!("mail {} exists", mail.id)));
+        }
+        inner.mail.insert(mail.clone());
+        Ok(())
+    }
+
+    async fn claim_mail(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<QueuedMail>, StoreError> {
+        Ok(self.lock()?.mail.claim(now, lease_until, limit))
+    }
+
+    async fn delete_mail(&self, id: &MailId) -> Result<bool, StoreError> {
+        Ok(self.lock()?.mail.remove(id).is_some())
+    }
+
+    async fn retry_mail(
+        &self,
+        id: &MailId,
+        next_attempt_at: Timestamp,
+        last_error: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock()?.mail.retry(id, next_attempt_at, last_error))
+    }
+
+    async fn queued_mail(&self) -> Result<usize, StoreError> {
+        Ok(self.lock()?.mail.len())
     }
 }
 

@@ -140,6 +140,7 @@ impl SqliteStore {
     ///     created_at: now,
     ///     updated_at: now,
     ///     not_before: now,
+    ///     email: None,
     /// };
     /// store.create_user(&alice).await?;
     ///
@@ -231,6 +232,11 @@ fn migrator() -> Migrator {
             "change feed",
             include_str!("../migrations/sqlite/0005_change_feed.sql"),
         ),
+        migration(
+            6,
+            "email and mail",
+            include_str!("../migrations/sqlite/0006_email_and_mail.sql"),
+        ),
     ])
 }
 
@@ -296,7 +302,8 @@ fn store_error(e: sqlx::Error) -> StoreError {
 
 /// What SQLite says differently from PostgreSQL.
 const SQL: Dialect = Dialect {
-    user_columns: "id, username, password_hash, roles, disabled, created_at, updated_at, not_before",
+    user_columns: "id, username, password_hash, roles, disabled, created_at, updated_at, \
+         not_before, email, email_verified",
     session_columns: "handle, user_id, secret_hash, csrf_token, created_at, last_seen_at, \
          expires_at, absolute_expires_at, user_agent, ip, data, data_version",
     event_columns: "id, at, kind, user_id, detail",
@@ -304,7 +311,22 @@ const SQL: Dialect = Dialect {
     // serves both the cursor and the order.
     username_order: "username",
     insert_user: "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, \
-         updated_at, not_before) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         updated_at, not_before, email, email_key, email_verified) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    // SQLite locks the whole database, not rows: any write takes the write lock, and one that
+    // changes nothing is enough.
+    lock_user: "UPDATE users SET email_verified = email_verified WHERE id = $1 RETURNING id",
+    lock_code_owner: "UPDATE users SET email_verified = email_verified \
+         WHERE id = (SELECT user_id FROM account_codes WHERE hash = $1) RETURNING id",
+    // The subquery reads only the expiry index, as in the session sweep.
+    delete_expired_codes: "DELETE FROM account_codes WHERE rowid IN \
+         (SELECT rowid FROM account_codes WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2)",
+    // One statement under the write lock: no other claim runs between the choice and the lease.
+    claim_mail: "UPDATE mail_queue SET next_attempt_at = $2, attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM mail_queue WHERE next_attempt_at <= $1 \
+         ORDER BY next_attempt_at, created_at, id LIMIT $3) \
+         RETURNING id, user_id, sealed, created_at, not_after, attempts, next_attempt_at, \
+         last_error",
     set_user_roles: "UPDATE users SET roles = $1, updated_at = $2, \
          not_before = CASE WHEN not_before >= $2 THEN not_before + 1 ELSE $2 END WHERE id = $3",
     disabled_user_ids: "SELECT id FROM users WHERE disabled <> 0 ORDER BY id",
@@ -364,8 +386,8 @@ mod tests {
         EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserStore,
     };
     use tessera_core::{
-        ClientInfo, EventKind, FamilyId, LoginModel, NewEvent, RefreshFamily, RefreshTokenRecord,
-        TokenHash, UserId,
+        ClientInfo, EventKind, FamilyId, LoginModel, MailStore, NewEvent, RefreshFamily,
+        RefreshTokenRecord, TokenHash, UserId,
     };
 
     use super::*;
@@ -560,6 +582,8 @@ mod tests {
             let store = SqliteStore::open(&path).await.unwrap();
             // Back to the schema as released with version 1, with a user in it.
             for table in [
+                "mail_queue",
+                "account_codes",
                 "change_feed",
                 "change_feed_pruned",
                 "security_events",
@@ -574,11 +598,16 @@ mod tests {
                     .await
                     .unwrap();
             }
-            // Later migrations also added columns to version 1's tables.
-            sqlx::query("ALTER TABLE users DROP COLUMN not_before")
-                .execute(&store.pool)
-                .await
-                .unwrap();
+            // Later migrations also added columns (and an index) to version 1's tables.
+            for statement in [
+                "DROP INDEX users_by_email_key",
+                "ALTER TABLE users DROP COLUMN email_verified",
+                "ALTER TABLE users DROP COLUMN email_key",
+                "ALTER TABLE users DROP COLUMN email",
+                "ALTER TABLE users DROP COLUMN not_before",
+            ] {
+                exec(&store, statement).await;
+            }
             sqlx::query("DELETE FROM _sqlx_migrations WHERE version > 1")
                 .execute(&store.pool)
                 .await
@@ -617,7 +646,69 @@ mod tests {
         };
         store.create_family(&family, &first).await.unwrap();
         assert_eq!(store.families_of_user(&user).await.unwrap(), vec![family]);
+        assert_eq!(
+            store.user_by_id(&user).await.unwrap().map(|u| u.email),
+            Some(None),
+            "an account from before addresses has none"
+        );
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_code_sweep_reads_the_expiry_index() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let plan = plan(&store, SQL.delete_expired_codes, &["0", "10"]).await;
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("account_codes_by_expiry")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.starts_with("SCAN account_codes")),
+            "{plan:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn claiming_mail_reads_the_due_index_in_order() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let plan = plan(&store, SQL.claim_mail, &["0", "10", "16"]).await;
+        assert!(
+            plan.iter().any(|step| step.contains("mail_queue_by_due")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "no sort: the index holds the order: {plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN mail_queue")),
+            "{plan:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_stored_mail_is_an_error_not_a_panic() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        ignore_checks(&store).await;
+        exec(
+            &store,
+            "INSERT INTO mail_queue (id, sealed, created_at, not_after, attempts, \
+             next_attempt_at) VALUES ('mail_x', x'00', 0, 10, -5, 0)",
+        )
+        .await;
+        assert!(matches!(
+            store
+                .claim_mail(
+                    Timestamp::from_unix_millis(0),
+                    Timestamp::from_unix_millis(5),
+                    1
+                )
+                .await,
+            Err(StoreError::Other(_))
+        ));
     }
 
     #[tokio::test]

@@ -150,6 +150,7 @@ fn alice() -> User {
         created_at: Timestamp::from_unix_millis(1_700_000_000_000),
         updated_at: Timestamp::from_unix_millis(1_700_000_000_000),
         not_before: Timestamp::from_unix_millis(1_700_000_000_000),
+        email: None,
     }
 }
 

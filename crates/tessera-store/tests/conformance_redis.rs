@@ -192,6 +192,47 @@ impl UserStore for UsersAndSessions {
     async fn delete_user(&self, deletion: &tessera_core::UserDeletion) -> Result<bool, StoreError> {
         self.users.delete_user(deletion).await
     }
+
+    async fn user_by_email(&self, key: &str) -> Result<Option<User>, StoreError> {
+        self.users.user_by_email(key).await
+    }
+
+    async fn set_email(
+        &self,
+        id: &UserId,
+        email: Option<&tessera_core::EmailAddress>,
+    ) -> Result<bool, StoreError> {
+        self.users.set_email(id, email).await
+    }
+
+    async fn create_code(&self, code: &tessera_core::AccountCode) -> Result<bool, StoreError> {
+        self.users.create_code(code).await
+    }
+
+    async fn use_recovery_code(
+        &self,
+        hash: &tessera_core::TokenHash,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<UserId>, StoreError> {
+        self.users.use_recovery_code(hash, password_hash, now).await
+    }
+
+    async fn use_verification_code(
+        &self,
+        hash: &tessera_core::TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<tessera_core::CodeVerified>, StoreError> {
+        self.users.use_verification_code(hash, now).await
+    }
+
+    async fn delete_expired_codes(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.users.delete_expired_codes(now, limit).await
+    }
 }
 
 #[async_trait]

@@ -102,6 +102,47 @@ impl UserStore for Gated {
     async fn delete_user(&self, deletion: &tessera_core::UserDeletion) -> Result<bool, StoreError> {
         self.inner.delete_user(deletion).await
     }
+
+    async fn user_by_email(&self, key: &str) -> Result<Option<User>, StoreError> {
+        self.inner.user_by_email(key).await
+    }
+
+    async fn set_email(
+        &self,
+        id: &UserId,
+        email: Option<&tessera_core::EmailAddress>,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_email(id, email).await
+    }
+
+    async fn create_code(&self, code: &tessera_core::AccountCode) -> Result<bool, StoreError> {
+        self.inner.create_code(code).await
+    }
+
+    async fn use_recovery_code(
+        &self,
+        hash: &tessera_core::TokenHash,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<UserId>, StoreError> {
+        self.inner.use_recovery_code(hash, password_hash, now).await
+    }
+
+    async fn use_verification_code(
+        &self,
+        hash: &tessera_core::TokenHash,
+        now: Timestamp,
+    ) -> Result<Option<tessera_core::CodeVerified>, StoreError> {
+        self.inner.use_verification_code(hash, now).await
+    }
+
+    async fn delete_expired_codes(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.inner.delete_expired_codes(now, limit).await
+    }
 }
 
 struct Node {

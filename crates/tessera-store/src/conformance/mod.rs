@@ -190,6 +190,7 @@ fn user(name: &str) -> User {
         created_at: at(T0),
         updated_at: at(T0),
         not_before: at(T0),
+        email: None,
     }
 }
 

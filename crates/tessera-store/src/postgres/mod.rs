@@ -170,6 +170,11 @@ fn migrator() -> Migrator {
             "user not before",
             include_str!("../../migrations/postgres/0003_user_not_before.sql"),
         ),
+        migration(
+            4,
+            "email and mail",
+            include_str!("../../migrations/postgres/0004_email_and_mail.sql"),
+        ),
     ])
 }
 
@@ -258,7 +263,8 @@ impl StoreErrors for Postgres {
 /// What PostgreSQL says differently from SQLite: JSON columns cast from and to text, byte order
 /// for usernames spelled out, and sweeps that several nodes can run at once.
 const SQL: Dialect = Dialect {
-    user_columns: "id, username, password_hash, roles::text AS roles, disabled, created_at, updated_at, not_before",
+    user_columns: "id, username, password_hash, roles::text AS roles, disabled, created_at, \
+         updated_at, not_before, email, email_verified",
     session_columns: "handle, user_id, secret_hash, csrf_token, created_at, last_seen_at, \
          expires_at, absolute_expires_at, user_agent, ip, data::text AS data, data_version",
     event_columns: "id, at, kind, user_id, detail::text AS detail",
@@ -266,7 +272,26 @@ const SQL: Dialect = Dialect {
     // order; saying so here keeps the byte order even if the column's collation changed.
     username_order: "username COLLATE \"C\"",
     insert_user: "INSERT INTO users (id, username, password_hash, roles, disabled, created_at, \
-         updated_at, not_before) VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8)",
+         updated_at, not_before, email, email_key, email_verified) \
+         VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11)",
+    // NO KEY UPDATE: what an UPDATE of the row's other columns takes, so it queues the writers
+    // of the user's codes without holding off inserts that merely reference the user (a new
+    // session's foreign key).
+    lock_user: "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
+    lock_code_owner: "SELECT u.id FROM users u JOIN account_codes c ON c.user_id = u.id \
+         WHERE c.hash = $1 FOR NO KEY UPDATE OF u",
+    // `SKIP LOCKED` as in the session sweep; a code being used right now is left to the next one.
+    delete_expired_codes: "DELETE FROM account_codes WHERE hash IN \
+         (SELECT hash FROM account_codes WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 \
+          FOR UPDATE SKIP LOCKED)",
+    // `SKIP LOCKED`: a mail another node is claiming right now is not waited for but passed
+    // over, and one it claimed and committed no longer matches `next_attempt_at <= now` when
+    // PostgreSQL checks the row again under its lock, so no two claims ever return one mail.
+    claim_mail: "UPDATE mail_queue SET next_attempt_at = $2, attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM mail_queue WHERE next_attempt_at <= $1 \
+         ORDER BY next_attempt_at, created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         RETURNING id, user_id, sealed, created_at, not_after, attempts, next_attempt_at, \
+         last_error",
     set_user_roles: "UPDATE users SET roles = $1::jsonb, updated_at = $2, \
          not_before = CASE WHEN not_before >= $2 THEN not_before + 1 ELSE $2 END WHERE id = $3",
     disabled_user_ids: "SELECT id FROM users WHERE disabled ORDER BY id",

@@ -8,8 +8,10 @@
 //! whose text differs.
 
 mod db;
+pub(crate) mod email;
 pub(crate) mod events;
 pub(crate) mod keys;
+pub(crate) mod mail;
 pub(crate) mod refresh;
 pub(crate) mod revocations;
 pub(crate) mod rows;
@@ -35,8 +37,24 @@ pub(crate) struct Dialect {
     /// Orders usernames by their bytes, as the memory store's `str` order does, and can use the
     /// unique index on `username`.
     pub username_order: &'static str,
-    /// Inserts a user: id, username, password hash, roles (JSON text), disabled, created, updated.
+    /// Inserts a user: id, username, password hash, roles (JSON text), disabled, created, updated,
+    /// not before, email, email key, email verified.
     pub insert_user: &'static str,
+    /// Locks a user's row until the transaction ends, against every other transaction that
+    /// writes the user's codes (they all take this lock first), and returns its `id`; no row when
+    /// there is no such user: id. PostgreSQL: a row lock; SQLite: a write that changes nothing,
+    /// which takes the database's write lock.
+    pub lock_user: &'static str,
+    /// [`lock_user`](Self::lock_user) for the owner of the code with this hash; no row when
+    /// there is no such code: hash.
+    pub lock_code_owner: &'static str,
+    /// Deletes up to a limit of the codes expired by now, through the expiry index: now, limit.
+    pub delete_expired_codes: &'static str,
+    /// Leases up to a limit of the mails due by now, in one statement: moves their
+    /// `next_attempt_at` to the lease's end, adds one to `attempts`, and returns them as updated
+    /// ([`MAIL_COLUMNS`](mail::MAIL_COLUMNS)). The due mails are taken by `next_attempt_at`, then
+    /// `created_at`, then `id`, from `mail_queue_by_due`: now, lease until, limit.
+    pub claim_mail: &'static str,
     /// Replaces a user's roles: roles (JSON text), updated at, id.
     pub set_user_roles: &'static str,
     /// The ids of the disabled users, `id`, in order.

@@ -5,10 +5,10 @@
 use std::fmt;
 
 use tessera_core::{
-    AllowedToken, ClientInfo, CsrfToken, EventKind, FamilyId, KeyStatus, LoginModel, RefreshFamily,
-    RefreshTokenRecord, RevocationEntry, Revoked, SecurityEvent, Session, SessionHandle,
-    SigningAlgorithm, StoreError, StoredKey, Timestamp, TokenHash, User, UserAgent, UserId,
-    Username,
+    AllowedToken, ClientInfo, CsrfToken, EmailAddress, EventKind, FamilyId, KeyStatus, LoginModel,
+    MailId, QueuedMail, RefreshFamily, RefreshTokenRecord, RevocationEntry, Revoked, SecurityEvent,
+    Session, SessionHandle, SigningAlgorithm, StoreError, StoredKey, Timestamp, TokenHash, User,
+    UserAgent, UserEmail, UserId, Username,
 };
 
 use super::Columns;
@@ -54,6 +54,14 @@ fn client(row: &impl Columns) -> Result<ClientInfo, StoreError> {
 /// From `users`: the dialect's user columns, with `roles` as JSON text.
 pub(crate) fn user(row: &impl Columns) -> Result<User, StoreError> {
     let roles = row.text("roles")?;
+    // The key is derived from the address again: `email_key` is there for the index.
+    let email = match row.optional_text("email")? {
+        Some(address) => Some(UserEmail {
+            address: EmailAddress::from_stored(address),
+            verified: row.flag("email_verified")?,
+        }),
+        None => None,
+    };
     Ok(User {
         id: UserId::from_stored(row.text("id")?),
         username: Username::from_stored(row.text("username")?),
@@ -63,6 +71,7 @@ pub(crate) fn user(row: &impl Columns) -> Result<User, StoreError> {
         created_at: millis(row, "created_at")?,
         updated_at: millis(row, "updated_at")?,
         not_before: millis(row, "not_before")?,
+        email,
     })
 }
 
@@ -205,5 +214,21 @@ pub(crate) fn event(row: &impl Columns) -> Result<SecurityEvent, StoreError> {
             .ok_or_else(|| corrupt("event kind", format!("unknown kind {kind:?}")))?,
         user_id: row.optional_text("user_id")?.map(UserId::from_stored),
         detail: serde_json::from_str(&detail).map_err(|e| corrupt("event detail", e))?,
+    })
+}
+
+/// From `mail_queue`: [`MAIL_COLUMNS`](super::mail::MAIL_COLUMNS).
+pub(crate) fn mail(row: &impl Columns) -> Result<QueuedMail, StoreError> {
+    let attempts = row.int("attempts")?;
+    Ok(QueuedMail {
+        id: MailId::from_stored(row.text("id")?),
+        user_id: row.optional_text("user_id")?.map(UserId::from_stored),
+        sealed: row.bytes("sealed")?,
+        created_at: millis(row, "created_at")?,
+        not_after: millis(row, "not_after")?,
+        attempts: u32::try_from(attempts)
+            .map_err(|_| corrupt("mail attempts", format!("{attempts} is out of range")))?,
+        next_attempt_at: millis(row, "next_attempt_at")?,
+        last_error: row.optional_text("last_error")?,
     })
 }

@@ -91,6 +91,92 @@ macro_rules! impl_store_traits {
             ) -> Result<bool, tessera_core::StoreError> {
                 $crate::sql::users::delete_user(self, deletion).await
             }
+
+            async fn user_by_email(
+                &self,
+                key: &str,
+            ) -> Result<Option<tessera_core::User>, tessera_core::StoreError> {
+                $crate::sql::email::user_by_email(self, key).await
+            }
+
+            async fn set_email(
+                &self,
+                id: &tessera_core::UserId,
+                email: Option<&tessera_core::EmailAddress>,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::email::set_email(self, id, email).await
+            }
+
+            async fn create_code(
+                &self,
+                code: &tessera_core::AccountCode,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::email::create_code(self, code).await
+            }
+
+            async fn use_recovery_code(
+                &self,
+                hash: &tessera_core::TokenHash,
+                password_hash: &str,
+                now: tessera_core::Timestamp,
+            ) -> Result<Option<tessera_core::UserId>, tessera_core::StoreError> {
+                $crate::sql::email::use_recovery_code(self, hash, password_hash, now).await
+            }
+
+            async fn use_verification_code(
+                &self,
+                hash: &tessera_core::TokenHash,
+                now: tessera_core::Timestamp,
+            ) -> Result<Option<tessera_core::CodeVerified>, tessera_core::StoreError> {
+                $crate::sql::email::use_verification_code(self, hash, now).await
+            }
+
+            async fn delete_expired_codes(
+                &self,
+                now: tessera_core::Timestamp,
+                limit: usize,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::email::delete_expired_codes(self, now, limit).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tessera_core::MailStore for $store {
+            async fn enqueue_mail(
+                &self,
+                mail: &tessera_core::QueuedMail,
+            ) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::mail::enqueue_mail(self, mail).await
+            }
+
+            async fn claim_mail(
+                &self,
+                now: tessera_core::Timestamp,
+                lease_until: tessera_core::Timestamp,
+                limit: usize,
+            ) -> Result<Vec<tessera_core::QueuedMail>, tessera_core::StoreError> {
+                $crate::sql::mail::claim_mail(self, now, lease_until, limit).await
+            }
+
+            async fn delete_mail(
+                &self,
+                id: &tessera_core::MailId,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::mail::delete_mail(self, id).await
+            }
+
+            async fn retry_mail(
+                &self,
+                id: &tessera_core::MailId,
+                next_attempt_at: tessera_core::Timestamp,
+                last_error: &str,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::mail::retry_mail(self, id, next_attempt_at, last_error).await
+            }
+
+            async fn queued_mail(&self) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::mail::queued_mail(self).await
+            }
         }
 
         #[async_trait::async_trait]

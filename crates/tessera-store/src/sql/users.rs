@@ -1,11 +1,15 @@
 //! [`UserStore`](tessera_core::UserStore) in SQL.
 
-use tessera_core::{EventKind, StoreError, Timestamp, User, UserDeletion, UserId, Username};
+use tessera_core::{
+    EmailAddress, EventKind, StoreError, Timestamp, User, UserDeletion, UserId, Username,
+};
 
+use super::email::address_conflict;
 use super::{Columns, Db, Param, Tx, json_error, rows, sql_limit};
 
 pub(crate) async fn create_user<D: Db>(db: &D, user: &User) -> Result<(), StoreError> {
     let roles = serde_json::to_string(&user.roles).map_err(json_error)?;
+    let address = user.email.as_ref().map(|email| &email.address);
     db.execute(
         D::DIALECT.insert_user,
         &[
@@ -17,9 +21,16 @@ pub(crate) async fn create_user<D: Db>(db: &D, user: &User) -> Result<(), StoreE
             user.created_at.into(),
             user.updated_at.into(),
             user.not_before.into(),
+            address.map(EmailAddress::as_str).into(),
+            address.map(EmailAddress::key).into(),
+            user.email
+                .as_ref()
+                .is_some_and(|email| email.verified)
+                .into(),
         ],
     )
-    .await?;
+    .await
+    .map_err(address_conflict)?;
     Ok(())
 }
 
@@ -176,9 +187,16 @@ pub(crate) async fn delete_user<D: Db>(
 ) -> Result<bool, StoreError> {
     let id: Param<'_> = deletion.user.as_str().into();
     let mut tx = db.begin().await?;
+    // The row first, as every writer of the user's codes takes it (see `email`), so that none of
+    // them and this wait on each other in a circle.
+    tx.fetch_optional(D::DIALECT.lock_user, &[id]).await?;
     // The foreign keys would cascade from the user row; said outright, the rows also go when a
     // retry finds the user already gone.
     tx.execute("DELETE FROM sessions WHERE user_id = $1", &[id])
+        .await?;
+    tx.execute("DELETE FROM account_codes WHERE user_id = $1", &[id])
+        .await?;
+    tx.execute("DELETE FROM mail_queue WHERE user_id = $1", &[id])
         .await?;
     tx.execute(
         "DELETE FROM refresh_tokens WHERE family_id IN \
