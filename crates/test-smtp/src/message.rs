@@ -38,13 +38,14 @@ impl Message {
         self.header("Subject")
     }
 
-    /// The first `text/plain` part, decoded, with `\n` line ends. A message without a
-    /// `Content-Type` is text/plain.
+    /// The first `text/plain` part, decoded, with `\n` line ends and without trailing ones
+    /// (SMTP and MIME add line ends of their own: lettre ends a one-part message with an
+    /// empty line). A message without a `Content-Type` is text/plain.
     pub fn text(&self) -> Option<String> {
         find_part(&self.data, "text/plain", 0)
     }
 
-    /// The first `text/html` part, decoded, with `\n` line ends.
+    /// The first `text/html` part, decoded, with `\n` line ends and without trailing ones.
     pub fn html(&self) -> Option<String> {
         find_part(&self.data, "text/html", 0)
     }
@@ -134,11 +135,6 @@ fn find_part(entity: &str, wanted: &str, depth: usize) -> Option<String> {
     if media != wanted {
         return None;
     }
-    // The line end before a boundary, or before the end of DATA, belongs to them.
-    let body = body
-        .strip_suffix("\r\n")
-        .or_else(|| body.strip_suffix('\n'))
-        .unwrap_or(body);
     let encoding = header(head, "Content-Transfer-Encoding")
         .unwrap_or_default()
         .to_ascii_lowercase();
@@ -153,7 +149,8 @@ fn find_part(entity: &str, wanted: &str, depth: usize) -> Option<String> {
         "quoted-printable" => decode_quoted_printable(body),
         _ => body.as_bytes().to_vec(),
     };
-    Some(String::from_utf8_lossy(&bytes).replace("\r\n", "\n"))
+    let text = String::from_utf8_lossy(&bytes).replace("\r\n", "\n");
+    Some(text.trim_end_matches('\n').to_owned())
 }
 
 /// The body parts of a multipart body with this boundary (RFC 2046 §5.1.1): what lies between

@@ -69,7 +69,7 @@ async fn lettre_delivers_in_plain_smtp_and_the_message_reads_back() {
     );
     assert_eq!(
         m.text().as_deref(),
-        Some("你好，\n\n您的验证码是 123456。\n.leading dot line\n")
+        Some("你好，\n\n您的验证码是 123456。\n.leading dot line")
     );
     assert_eq!(
         m.html().as_deref(),
