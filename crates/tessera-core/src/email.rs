@@ -57,14 +57,13 @@ impl EmailAddress {
             return Err(invalid("must be an address of the form name@example.org"));
         };
         if local.is_empty() || local.len() > 64 {
-            return Err(invalid(
-                "the part before @ must be 1 to 64 characters long",
-            ));
+            return Err(invalid("the part before @ must be 1 to 64 characters long"));
         }
-        let atom_char = |c: char| {
-            c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c)
-        };
-        if local.split('.').any(|atom| atom.is_empty() || !atom.chars().all(atom_char)) {
+        let atom_char = |c: char| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
+        if local
+            .split('.')
+            .any(|atom| atom.is_empty() || !atom.chars().all(atom_char))
+        {
             return Err(invalid(
                 "the part before @ may contain only letters, digits, !#$%&'*+/=?^_`{|}~- and single dots between them",
             ));

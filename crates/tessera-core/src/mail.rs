@@ -401,6 +401,9 @@ mod tests {
             language: "en".into(),
         };
         let shown = format!("{message:?}");
-        assert!(!shown.contains("alice") && !shown.contains("SECRET"), "{shown}");
+        assert!(
+            !shown.contains("alice") && !shown.contains("SECRET"),
+            "{shown}"
+        );
     }
 }

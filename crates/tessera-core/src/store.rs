@@ -144,11 +144,8 @@ pub trait UserStore: Send + Sync + 'static {
 
     /// Deletes up to `limit` codes whose `expires_at` is at or before `now`; returns how many
     /// went.
-    async fn delete_expired_codes(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<usize, StoreError>;
+    async fn delete_expired_codes(&self, now: Timestamp, limit: usize)
+    -> Result<usize, StoreError>;
 }
 
 /// What [`UserStore::delete_user`] erases, and what the audit log keeps of it.
