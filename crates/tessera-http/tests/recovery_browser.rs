@@ -101,7 +101,10 @@ async fn the_recovery_link_opens_a_page_that_sets_the_new_password() {
         )
         .await;
     chromium
-        .execute("document.getElementById('confirm-password').value = '';", json!([]))
+        .execute(
+            "document.getElementById('confirm-password').value = '';",
+            json!([]),
+        )
         .await;
     chromium.fill("#confirm-password", NEW_PASSWORD).await;
     chromium.click("#recovery-submit").await;
@@ -127,6 +130,9 @@ async fn the_recovery_link_opens_a_page_that_sets_the_new_password() {
     let r = app.login_response("alice", NEW_PASSWORD).await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["user"]["email_verified"], true, "the code verified the address: {body}");
+    assert_eq!(
+        body["user"]["email_verified"], true,
+        "the code verified the address: {body}"
+    );
     smtp.stop().await;
 }

@@ -40,7 +40,10 @@ fn mail_env(smtp: &SmtpServer) -> Vec<(&'static str, String)> {
             "TESSERA_EMAIL__SMTP_URL",
             format!("smtp://127.0.0.1:{}", smtp.port()),
         ),
-        ("TESSERA_EMAIL__FROM", "Example <no-reply@example.org>".into()),
+        (
+            "TESSERA_EMAIL__FROM",
+            "Example <no-reply@example.org>".into(),
+        ),
         ("TESSERA_EMAIL__PRODUCT_NAME", "Example".into()),
         (
             "TESSERA_THROTTLING__PER_IP",
@@ -181,7 +184,10 @@ async fn verification_and_recovery_by_real_smtp() {
     let verify = mail_to(&smtp, "Alice@Example.org", "", 0).await;
     assert_eq!(verify.mail_from, "no-reply@example.org");
     assert!(
-        verify.html().expect("an HTML part").contains(&code_of(&verify)),
+        verify
+            .html()
+            .expect("an HTML part")
+            .contains(&code_of(&verify)),
         "the HTML part carries the code too"
     );
     let (status, body) = post(
@@ -207,7 +213,10 @@ async fn verification_and_recovery_by_real_smtp() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["type"].as_str().unwrap().rsplit('/').next(), Some("invalid-code"));
+    assert_eq!(
+        body["type"].as_str().unwrap().rsplit('/').next(),
+        Some("invalid-code")
+    );
 
     // Recovery, asked for by address (any case) in Chinese.
     let r = client
@@ -221,7 +230,11 @@ async fn verification_and_recovery_by_real_smtp() {
     let first = mail_to(&smtp, "Alice@Example.org", "", 1).await;
     assert_eq!(first.header("content-language").as_deref(), Some("zh"));
     assert!(
-        first.subject().unwrap().chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)),
+        first
+            .subject()
+            .unwrap()
+            .chars()
+            .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)),
         "a Chinese subject: {:?}",
         first.subject()
     );
@@ -239,10 +252,21 @@ async fn verification_and_recovery_by_real_smtp() {
     let complete = |code: String, password: &'static str| {
         let client = client.clone();
         let url = node.url("/v1/account/recovery/complete");
-        async move { post(&client, url, json!({"code": code, "new_password": password})).await }
+        async move {
+            post(
+                &client,
+                url,
+                json!({"code": code, "new_password": password}),
+            )
+            .await
+        }
     };
     let (status, body) = complete(code_of(&first), NEW_PASSWORD).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "the older code is void: {body}");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "the older code is void: {body}"
+    );
     // A password the rules refuse does not spend the code.
     let (status, body) = complete(code_of(&second), "short").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -303,7 +327,13 @@ async fn unknown_and_known_accounts_get_the_same_answer_in_the_same_time() {
     let client = client();
     const ROUNDS: usize = 12;
     for i in 0..ROUNDS {
-        register(&client, &node, &format!("known{i}"), &format!("known{i}@example.org")).await;
+        register(
+            &client,
+            &node,
+            &format!("known{i}"),
+            &format!("known{i}@example.org"),
+        )
+        .await;
     }
     let ask = |name: String| {
         let client = client.clone();
@@ -377,10 +407,19 @@ async fn the_mail_goes_out_when_the_smtp_server_is_back_after_a_restart_of_tesse
         json!({"username": "bob"}),
     )
     .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "the request does not wait on SMTP");
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the request does not wait on SMTP"
+    );
     // Both mails were tried and failed: the node logged it.
     let since = Instant::now();
-    while node.log_text().matches("sending a mail failed; will retry").count() < 2 {
+    while node
+        .log_text()
+        .matches("sending a mail failed; will retry")
+        .count()
+        < 2
+    {
         assert!(
             since.elapsed() < MAIL_PATIENCE,
             "no failed attempt logged:\n{}",
@@ -419,8 +458,14 @@ async fn recovery_on_one_node_ends_the_logins_on_another() {
     let client = client();
     register(&client, &a, "carol", "carol@example.org").await;
     let (cookie, token) = logins(&client, &b, "carol", PASSWORD).await;
-    assert_eq!(me_with(&client, &b, Some(&cookie), None).await.0, StatusCode::OK);
-    assert_eq!(me_with(&client, &b, None, Some(&token)).await.0, StatusCode::OK);
+    assert_eq!(
+        me_with(&client, &b, Some(&cookie), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        me_with(&client, &b, None, Some(&token)).await.0,
+        StatusCode::OK
+    );
     let (status, _) = post(
         &client,
         a.url("/v1/account/recovery"),
@@ -502,7 +547,12 @@ async fn unverified_addresses_are_refused_or_flagged_as_configured() {
         } else {
             let (status, body) = login().await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-            assert!(body["type"].as_str().unwrap().ends_with("email-not-verified"));
+            assert!(
+                body["type"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("email-not-verified")
+            );
             assert!(body["detail"].as_str().unwrap().contains("verif"), "{body}");
             // A wrong password still gets the one answer for bad credentials.
             let (status, _) = post(
@@ -523,7 +573,10 @@ async fn unverified_addresses_are_refused_or_flagged_as_configured() {
         assert_eq!(status, StatusCode::OK);
         let (status, body) = login().await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(claims(body["access_token"].as_str().unwrap())["email_verified"], true);
+        assert_eq!(
+            claims(body["access_token"].as_str().unwrap())["email_verified"],
+            true
+        );
     }
     smtp.stop().await;
 }
@@ -536,7 +589,10 @@ async fn codes_expire() {
     let tessera = tessera::Tessera::builder()
         .memory()
         .clock(Arc::new(clock.clone()))
-        .smtp(&format!("smtp://127.0.0.1:{}", smtp.port()), "no-reply@example.org")
+        .smtp(
+            &format!("smtp://127.0.0.1:{}", smtp.port()),
+            "no-reply@example.org",
+        )
         .build()
         .await
         .unwrap();
@@ -568,7 +624,10 @@ async fn codes_expire() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let recovery = smtp
         .inbox()
-        .wait_for(|m| m.subject().is_some_and(|s| s.contains("recovery")), MAIL_PATIENCE)
+        .wait_for(
+            |m| m.subject().is_some_and(|s| s.contains("recovery")),
+            MAIL_PATIENCE,
+        )
         .await
         .expect("the recovery mail");
     // 15 minutes for a recovery code; 48 hours for a verification code.
@@ -587,7 +646,11 @@ async fn codes_expire() {
         json!({"code": code_of(&verify)}),
     )
     .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "an expired verification code");
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an expired verification code"
+    );
     server.abort();
     tessera.shutdown().await;
     smtp.stop().await;

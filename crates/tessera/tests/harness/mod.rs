@@ -667,10 +667,12 @@ impl Drop for Shared {
                 .build()
                 .expect("runtime")
                 .block_on(async {
-                    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url()).await?;
-                    sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                    )))
+                    let mut conn =
+                        <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_url()).await?;
+                    sqlx::Executor::execute(
+                        &mut conn,
+                        sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")),
+                    )
                     .await?;
                     sqlx::Connection::close(conn).await
                 })
@@ -678,4 +680,3 @@ impl Drop for Shared {
         .join();
     }
 }
-
