@@ -33,8 +33,9 @@
 //!
 //! [`MailTransport::send`](tessera_core::MailTransport::send) answers
 //! [`SendError::Permanent`](tessera_core::SendError::Permanent) only for a 5xx reply (RFC 5321
-//! §4.2.1), at whatever step: an unknown mailbox (550), a refused password (535), a refused
-//! sender. Everything else is [`SendError::Temporary`](tessera_core::SendError::Temporary) and
+//! §4.2.1), at whatever step: an unknown mailbox (550), a refused sender — but for a refused
+//! login (53x, such as 535): a wrong password is the operator's to fix, and the queue keeps its
+//! mail until it is (or the mail expires). Everything else is [`SendError::Temporary`](tessera_core::SendError::Temporary) and
 //! retried: 4xx replies, a server that cannot be reached or does not answer within
 //! [`SmtpSettings::timeout`], TLS failures (an untrusted certificate too: the operator may fix
 //! it before the code expires), and a server lacking STARTTLS or a usable AUTH mechanism. The

@@ -65,9 +65,9 @@ pub const PASSWORD: &str = "email.smtp_password";
 /// The name of [`SmtpSettings::from`] in errors.
 pub const FROM: &str = "email.from";
 /// The name of [`SmtpSettings::timeout`] in errors.
-pub const TIMEOUT: &str = "email.smtp_timeout";
+pub const TIMEOUT: &str = "email.timeout";
 /// The name of [`SmtpSettings::extra_roots`] in errors.
-pub const EXTRA_ROOTS: &str = "email.smtp_extra_roots";
+pub const EXTRA_ROOTS: &str = "email.ca_file";
 
 /// How the connection is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -165,7 +165,8 @@ impl SmtpTransport {
         ))
     }
 
-    /// A lettre error as a [`SendError`]: 5xx replies are permanent, everything else (4xx,
+    /// A lettre error as a [`SendError`]: 5xx replies are permanent but for a refused login (53x),
+    /// everything else (4xx,
     /// connection, TLS, timeouts, a server lacking STARTTLS or AUTH) temporary. The text has
     /// no password, no recipient and no content.
     fn failure(
@@ -188,7 +189,12 @@ impl SmtpTransport {
             text.truncate(end);
             text.push('…');
         }
-        if error.is_permanent() {
+        // A refused login (53x: AUTH) is the operator's to fix, not the message's fault: it is
+        // retried, so the queue keeps its mail until the password is right again.
+        let auth_refused = error.status().is_some_and(|code| {
+            code.category == lettre::transport::smtp::response::Category::Unspecified3
+        });
+        if error.is_permanent() && !auth_refused {
             SendError::Permanent(text)
         } else {
             SendError::Temporary(text)

@@ -239,15 +239,15 @@ async fn auth_with_the_password_in_the_url_or_apart() {
 }
 
 #[tokio::test]
-async fn a_wrong_password_is_permanent_and_not_repeated() {
-    // 535 is a 5xx reply: the server will not take this password again, so the mail is given
-    // up rather than retried until it expires (the operator must fix the configuration).
+async fn a_wrong_password_is_retried_and_not_repeated() {
+    // 535 and 530 are 5xx replies, but about the login, not the message: the operator fixes the
+    // password and the queued mail goes out, so they are temporary.
     let server = SmtpServer::start(SmtpOptions::default().require_auth("mailer", PASSWORD)).await;
     let url = format!("smtp://mailer:hunter2@127.0.0.1:{}?tls=none", server.port());
     let mailer = transport(settings(&url));
     for outcome in [mailer.send(&chinese()).await, mailer.check().await] {
         match outcome {
-            Err(SendError::Permanent(why)) => {
+            Err(SendError::Temporary(why)) => {
                 assert!(why.contains("535"), "{why}");
                 assert!(!why.contains("hunter2"), "{why}");
             }
@@ -260,7 +260,7 @@ async fn a_wrong_password_is_permanent_and_not_repeated() {
         server.port()
     )));
     match anonymous.send(&chinese()).await {
-        Err(SendError::Permanent(why)) => assert!(why.contains("530"), "{why}"),
+        Err(SendError::Temporary(why)) => assert!(why.contains("530"), "{why}"),
         other => panic!("{other:?}"),
     }
     assert!(server.inbox().is_empty());

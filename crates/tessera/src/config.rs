@@ -216,7 +216,10 @@ pub(crate) struct EmailSection {
     pub templates_dir: Option<PathBuf>,
     /// The application's name, as mails call it. Default: the host of `public_url`.
     pub product_name: Option<String>,
-    /// Longest wait for the SMTP server at each step (connecting, each command).
+    /// A PEM file of certificates to trust for the SMTP server's TLS besides the system's (a
+    /// private certificate authority).
+    pub ca_file: Option<PathBuf>,
+    /// Longest a delivery attempt may take, from connecting to the server's last answer.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
 }
@@ -229,6 +232,7 @@ impl Default for EmailSection {
             from: None,
             templates_dir: None,
             product_name: None,
+            ca_file: None,
             timeout: Duration::from_secs(30),
         }
     }
@@ -245,6 +249,7 @@ impl std::fmt::Debug for EmailSection {
             .field("from", &self.from)
             .field("templates_dir", &self.templates_dir)
             .field("product_name", &self.product_name)
+            .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .finish()
     }

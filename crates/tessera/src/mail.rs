@@ -22,16 +22,42 @@ pub(crate) fn transport(
                 .into(),
         ));
     };
+    let extra_roots = match &email.ca_file {
+        Some(path) => ca_certificates(path).map_err(|why| ("email.ca_file", why))?,
+        None => Vec::new(),
+    };
     let settings = tessera_mail::SmtpSettings {
         url: url.clone().into(),
         password: email.smtp_password.clone().map(Into::into),
         from: from.clone(),
         timeout: email.timeout,
-        extra_roots: Vec::new(),
+        extra_roots,
     };
     tessera_mail::SmtpTransport::new(settings)
         .map(|t| Arc::new(t) as Arc<dyn MailTransport>)
-        .map_err(|e| (e.key(), e.to_string()))
+        .map_err(|e| {
+            let text = e.to_string();
+            let why = text
+                .strip_prefix(&format!("{}: ", e.field()))
+                .unwrap_or(&text)
+                .to_owned();
+            (e.field(), why)
+        })
+}
+
+/// The certificates (DER) of a PEM file.
+fn ca_certificates(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not PEM certificates: {e}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{} holds no certificate", path.display()));
+    }
+    Ok(certificates)
 }
 
 /// Most bytes a template file may have.
