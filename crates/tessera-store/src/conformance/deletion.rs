@@ -1,35 +1,66 @@
 //! The [`UserStore::delete_user`] checks, on a backend that holds the account and what hangs off
-//! it (sessions, refresh families, live access tokens, the audit log): everything of the user
-//! goes at once, the audit log keeps the user id but not the username, a repeat finishes an
+//! it (sessions, refresh families, live access tokens, mailed codes, queued mail, the audit log):
+//! everything of the user goes at once, the audit log keeps the user id but not the username, a repeat finishes an
 //! interrupted erasure, and the freed username starts a new account from nothing.
 
 use serde_json::{Value, json};
 use tessera_core::store::{EventStore, RefreshStore, RevocationStore, SessionStore, UserStore};
 use tessera_core::{
-    AllowedToken, ClientInfo, CsrfToken, EventKind, FamilyId, LoginModel, NewEvent, RefreshFamily,
-    RefreshTokenRecord, SecurityEvent, Session, SessionData, SessionHandle, SessionId, User,
-    UserDeletion, UserId,
+    AccountCode, AllowedToken, ClientInfo, CodePurpose, CsrfToken, EmailAddress, EventKind,
+    FamilyId, LoginModel, MailId, MailStore, NewEvent, QueuedMail, RefreshFamily,
+    RefreshTokenRecord, SecurityEvent, Session, SessionData, SessionHandle, SessionId, TokenHash,
+    User, UserDeletion, UserId,
 };
 
 use super::{HOUR, T0, at, with_user};
 
 /// What a backend that erases accounts holds.
 pub trait ErasingStore:
-    UserStore + SessionStore + RefreshStore + RevocationStore + EventStore
+    UserStore + SessionStore + RefreshStore + RevocationStore + EventStore + MailStore
 {
 }
 
 impl<S> ErasingStore for S where
-    S: UserStore + SessionStore + RefreshStore + RevocationStore + EventStore
+    S: UserStore + SessionStore + RefreshStore + RevocationStore + EventStore + MailStore
 {
 }
 
-/// What one user holds: a session with data, a refresh family with its token, a live token.
+/// What one user holds: a session with data, a refresh family with its token, a live token, a
+/// code of each purpose and a queued mail.
 struct Holdings {
     session: Session,
     family: RefreshFamily,
     token: RefreshTokenRecord,
     jti: String,
+    recovery: TokenHash,
+    verify: TokenHash,
+    mail: MailId,
+}
+
+async fn code<S: ErasingStore>(store: &S, user: &UserId, purpose: CodePurpose) -> TokenHash {
+    let code = AccountCode {
+        hash: SessionId::generate().expect("OS randomness").hash(),
+        user_id: user.clone(),
+        purpose,
+        email_key: format!("{user}@example.org").to_lowercase(),
+        created_at: at(T0),
+        expires_at: at(T0 + HOUR),
+    };
+    assert!(store.create_code(&code).await.expect("create_code"));
+    code.hash
+}
+
+fn mail_for(user: Option<&UserId>) -> QueuedMail {
+    QueuedMail {
+        id: MailId::generate().expect("OS randomness"),
+        user_id: user.cloned(),
+        sealed: b"sealed".to_vec(),
+        created_at: at(T0),
+        not_after: at(T0 + HOUR),
+        attempts: 0,
+        next_attempt_at: at(T0),
+        last_error: None,
+    }
 }
 
 async fn holdings<S: ErasingStore>(store: &S, user: &UserId) -> Holdings {
@@ -85,11 +116,18 @@ async fn holdings<S: ErasingStore>(store: &S, user: &UserId) -> Holdings {
         })
         .await
         .expect("allow_token");
+    let recovery = code(store, user, CodePurpose::Recovery).await;
+    let verify = code(store, user, CodePurpose::VerifyEmail).await;
+    let mail = mail_for(Some(user));
+    store.enqueue_mail(&mail).await.expect("enqueue_mail");
     Holdings {
         session,
         family,
         token,
         jti,
+        recovery,
+        verify,
+        mail: mail.id,
     }
 }
 
@@ -191,6 +229,29 @@ async fn holds_nothing<S: ErasingStore>(store: &S, user: &User, held: &Holdings)
             .any(|t| t.user_id == user.id || t.jti == held.jti),
         "the user's live access token is gone"
     );
+    assert_eq!(
+        store
+            .use_recovery_code(&held.recovery, "$argon2id$x", at(T0))
+            .await
+            .expect("use_recovery_code"),
+        None,
+        "the user's recovery code is gone"
+    );
+    assert_eq!(
+        store
+            .use_verification_code(&held.verify, at(T0))
+            .await
+            .expect("use_verification_code"),
+        None,
+        "the user's verification code is gone"
+    );
+    assert!(
+        !store
+            .retry_mail(&held.mail, at(T0), "x")
+            .await
+            .expect("retry_mail"),
+        "the user's queued mail is gone"
+    );
 }
 
 /// Deleting a user erases the row and everything of it the backend holds, and nothing of anyone
@@ -199,10 +260,19 @@ async fn holds_nothing<S: ErasingStore>(store: &S, user: &User, held: &Holdings)
 /// gains the deletion event; a repeat finds nothing to do; the freed name starts afresh.
 pub async fn delete_user<S: ErasingStore>(store: S) {
     let alice = with_user(&store, "alice").await;
+    let address = EmailAddress::parse("Alice@Example.org").expect("valid address");
+    assert!(
+        store
+            .set_email(&alice.id, Some(&address))
+            .await
+            .expect("set_email")
+    );
     let bob = with_user(&store, "bob").await;
     let admin = with_user(&store, "admin").await;
     let held = holdings(&store, &alice.id).await;
     let bobs = holdings(&store, &bob.id).await;
+    let to_nobody = mail_for(None);
+    store.enqueue_mail(&to_nobody).await.expect("enqueue_mail");
     record(
         &store,
         EventKind::LoginSucceeded,
@@ -276,6 +346,28 @@ pub async fn delete_user<S: ErasingStore>(store: S) {
             .any(|t| t.jti == bobs.jti),
         "another user's live token stays"
     );
+    assert_eq!(
+        store
+            .user_by_email(address.key())
+            .await
+            .expect("user_by_email"),
+        None,
+        "the address no longer names an account"
+    );
+    let mut left: Vec<MailId> = store
+        .claim_mail(at(T0), at(T0 + HOUR), 100)
+        .await
+        .expect("claim_mail")
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    left.sort();
+    let mut expected = vec![bobs.mail.clone(), to_nobody.id.clone()];
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "another user's mail and mail of no account stay; the user's went"
+    );
 
     let events = all_events(&store).await;
     assert_eq!(events.len(), 9, "one event more: the deletion's");
@@ -348,8 +440,15 @@ pub async fn delete_user<S: ErasingStore>(store: S) {
         "a repeat records nothing"
     );
 
-    // The name is free, and the new account has nothing of the old one.
+    // The name and the address are free, and the new account has nothing of the old one.
     let again = with_user(&store, "alice").await;
+    assert!(
+        store
+            .set_email(&again.id, Some(&address))
+            .await
+            .expect("set_email"),
+        "the address of a deleted account is free again"
+    );
     assert_ne!(again.id, alice.id);
     assert!(
         store
@@ -364,6 +463,14 @@ pub async fn delete_user<S: ErasingStore>(store: S) {
             .await
             .expect("families_of_user")
             .is_empty()
+    );
+    assert_eq!(
+        store
+            .delete_expired_codes(at(T0 + 2 * HOUR), 100)
+            .await
+            .expect("delete_expired_codes"),
+        2,
+        "of the codes, only the other user's two are left"
     );
 }
 
@@ -391,6 +498,27 @@ pub async fn delete_user_finishes_the_job<S: ErasingStore>(store: S) {
         json!({"username": "alice"}),
     )
     .await;
+    assert!(
+        !store
+            .create_code(&AccountCode {
+                hash: SessionId::generate().expect("OS randomness").hash(),
+                user_id: alice.id.clone(),
+                purpose: CodePurpose::Recovery,
+                email_key: "alice@example.org".into(),
+                created_at: at(T0),
+                expires_at: at(T0 + HOUR),
+            })
+            .await
+            .expect("create_code"),
+        "no code is stored for an account that is gone"
+    );
+    assert!(
+        store
+            .enqueue_mail(&mail_for(Some(&alice.id)))
+            .await
+            .is_err(),
+        "no mail is queued for an account that is gone"
+    );
     assert!(!store.delete_user(&first).await.expect("delete_user again"));
     assert!(
         store

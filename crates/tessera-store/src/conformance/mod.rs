@@ -31,9 +31,11 @@
 //! the suite inside a Tokio runtime (a multi-threaded one exercises real contention).
 
 pub mod deletion;
+pub mod email;
 pub mod events;
 pub mod health;
 pub mod keys;
+pub mod mail;
 pub mod refresh;
 pub mod revocations;
 pub mod sessions;
@@ -44,7 +46,7 @@ use std::future::Future;
 use tessera_core::store::{
     EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserStore,
 };
-use tessera_core::{Timestamp, User, UserId, Username};
+use tessera_core::{MailStore, Timestamp, User, UserId, Username};
 
 /// A moment in late 2023, so that every timestamp in the suite is a plausible one.
 const T0: i64 = 1_700_000_000_000;
@@ -61,12 +63,15 @@ where
         + RefreshStore
         + RevocationStore
         + EventStore
+        + MailStore
         + HealthCheck,
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
     health::ping(make().await).await;
     session_conformance(&make).await;
+    email_conformance(&make).await;
+    mail_conformance(&make).await;
     key_conformance(&make).await;
     refresh_conformance(&make).await;
     revocation_conformance(&make).await;
@@ -84,6 +89,40 @@ where
 {
     deletion::delete_user(make().await).await;
     deletion::delete_user_finishes_the_job(make().await).await;
+}
+
+/// The [`UserStore`] checks of addresses and mailed codes, each on a fresh store from `make`.
+pub async fn email_conformance<S, F, Fut>(make: F)
+where
+    S: UserStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    email::emails_round_trip(make().await).await;
+    email::addresses_are_unique(make().await).await;
+    email::set_email_resets_verification(make().await).await;
+    email::newer_code_voids_older(make().await).await;
+    email::codes_work_once_before_they_expire(make().await).await;
+    email::recovery_code_resets_the_password(make().await).await;
+    email::verification_code_checks_the_address(make().await).await;
+    email::code_sweep(make().await).await;
+    email::concurrent_code_use(make().await).await;
+    email::concurrent_code_writes(make().await).await;
+}
+
+/// The [`MailStore`] checks, each on a fresh store from `make`.
+pub async fn mail_conformance<S, F, Fut>(make: F)
+where
+    S: mail::MailQueueStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    mail::mail_round_trip(make().await).await;
+    mail::claim_order(make().await).await;
+    mail::claimed_mail_is_leased(make().await).await;
+    mail::retry_mail(make().await).await;
+    mail::delete_mail(make().await).await;
+    mail::concurrent_claims(make().await).await;
 }
 
 /// The [`UserStore`] and [`SessionStore`] checks, each on a fresh store from `make`.
@@ -218,7 +257,8 @@ async fn with_user<S: UserStore>(store: &S, name: &str) -> User {
 /// ```
 ///
 /// A backend that holds only some of the stores names the groups it runs (`health`, `users`,
-/// `sessions`, `keys`, `refresh`, `revocations`, `events`, `deletion`; all of them by default):
+/// `email`, `sessions`, `keys`, `refresh`, `revocations`, `events`, `mail`, `deletion`; all of
+/// them by default):
 /// `conformance_tests!([sessions, revocations] make_store().await)`. When every test needs setup
 /// and teardown around its store, give a body instead, in which `check` runs the test's check on
 /// the store it is given:
@@ -245,7 +285,7 @@ macro_rules! conformance_tests {
     };
     ($($run:tt)+) => {
         $crate::conformance_tests!(
-            [health, users, sessions, keys, refresh, revocations, events, deletion] $($run)+
+            [health, users, email, sessions, keys, refresh, revocations, events, mail, deletion] $($run)+
         );
     };
 }
@@ -259,6 +299,12 @@ macro_rules! __conformance_group {
     };
     (users $($run:tt)+) => {
         $crate::__conformance_checks!(users [users_round_trip, usernames_are_unique, password_hash_replacement, user_paging, user_paging_cursors, user_disabled, user_roles, rehash_and_not_before] $($run)+);
+    };
+    (email $($run:tt)+) => {
+        $crate::__conformance_checks!(email [emails_round_trip, addresses_are_unique, set_email_resets_verification, newer_code_voids_older, codes_work_once_before_they_expire, recovery_code_resets_the_password, verification_code_checks_the_address, code_sweep, concurrent_code_use, concurrent_code_writes] $($run)+);
+    };
+    (mail $($run:tt)+) => {
+        $crate::__conformance_checks!(mail [mail_round_trip, claim_order, claimed_mail_is_leased, retry_mail, delete_mail, concurrent_claims] $($run)+);
     };
     (sessions $($run:tt)+) => {
         $crate::__conformance_checks!(sessions [sessions_by_secret, session_clashes, touch, data_compare_and_swap, concurrent_compare_and_swap, concurrent_patches_lose_nothing, delete, sessions_of_user, delete_sessions_of_user, sessions_of_a_deleted_user, sweep, sweep_follows_touch, data_round_trip, client_info_round_trip, sessions_need_a_user, session_owner] $($run)+);

@@ -75,6 +75,7 @@ pub(crate) async fn set_email<D: Db>(
 
 pub(crate) async fn create_code<D: Db>(db: &D, code: &AccountCode) -> Result<bool, StoreError> {
     let user: Param<'_> = code.user_id.as_str().into();
+    let hash: Param<'_> = code.hash.as_bytes().as_slice().into();
     let mut tx = db.begin().await?;
     if tx
         .fetch_optional(D::DIALECT.lock_user, &[user])
@@ -83,22 +84,23 @@ pub(crate) async fn create_code<D: Db>(db: &D, code: &AccountCode) -> Result<boo
     {
         return Ok(false);
     }
-    tx.execute(
-        "DELETE FROM account_codes WHERE user_id = $1 AND purpose = $2",
-        &[user, code.purpose.as_str().into()],
-    )
-    .await?;
+    // The insert first: a hash that exists is a conflict, whoever's code it is.
     tx.execute(
         "INSERT INTO account_codes (hash, user_id, purpose, email_key, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
-            code.hash.as_bytes().as_slice().into(),
+            hash,
             user,
             code.purpose.as_str().into(),
             code.email_key.as_str().into(),
             code.created_at.into(),
             code.expires_at.into(),
         ],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM account_codes WHERE user_id = $1 AND purpose = $2 AND hash <> $3",
+        &[user, code.purpose.as_str().into(), hash],
     )
     .await?;
     tx.commit().await?;
