@@ -101,8 +101,9 @@ pub trait UserStore: Send + Sync + 'static {
     /// there is none.
     async fn user_by_email(&self, key: &str) -> Result<Option<User>, StoreError>;
 
-    /// Sets the account's address (unverified), or removes it with `None`, and deletes the
-    /// account's unused verification codes (they were for the old address). Moves neither
+    /// Sets the account's address (unverified), or removes it with `None`, and deletes every
+    /// unused code of the account, recovery codes too: they were mailed to the old address, and
+    /// whoever reads that mailbox must not keep a way into the account. Moves neither
     /// `updated_at` nor `not_before`: an address is not a credential. [`StoreError::Conflict`]
     /// when another account has an address with the same key; `false` when there is no such
     /// user.

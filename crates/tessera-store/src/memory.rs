@@ -452,7 +452,10 @@ impl UserStore for MemoryStore {
                 verified: false,
             });
         }
+        // Codes mailed to the old address, of both purposes: whoever reads that mailbox now
+        // must not be able to verify or recover the account.
         inner.codes.remove_of_user(id, CodePurpose::VerifyEmail);
+        inner.codes.remove_of_user(id, CodePurpose::Recovery);
         Ok(true)
     }
 

@@ -226,7 +226,7 @@ pub async fn addresses_are_unique<S: UserStore>(store: S) {
 
 /// Setting, changing or removing an address leaves it unverified (even the same address again),
 /// moves neither `updated_at` nor `not_before`, re-keys `user_by_email`, voids the account's
-/// pending verification codes (not its recovery code, nor anyone else's), and answers `false`
+/// pending codes of both purposes (they went to the old mailbox; nobody else's), and answers `false`
 /// for a missing user.
 pub async fn set_email_resets_verification<S: UserStore>(store: S) {
     let alice = with_address(&store, "alice", "alice@example.org", true).await;
@@ -381,8 +381,8 @@ pub async fn set_email_resets_verification<S: UserStore>(store: S) {
             .use_recovery_code(&recovery, "$argon2id$recovered", at(T0 + 1))
             .await
             .expect("use_recovery_code"),
-        Some(alice.id.clone()),
-        "a recovery code survives a change of address"
+        None,
+        "a recovery code mailed to the old address is void after a change of address"
     );
 
     let ghost = UserId::generate().expect("OS randomness");

@@ -64,9 +64,11 @@ pub(crate) async fn set_email<D: Db>(
     if changed == 0 {
         return Ok(false);
     }
+    // Codes mailed to the old address, of both purposes: whoever reads that mailbox now must
+    // not be able to verify or recover the account.
     tx.execute(
-        "DELETE FROM account_codes WHERE user_id = $1 AND purpose = $2",
-        &[id.as_str().into(), CodePurpose::VerifyEmail.as_str().into()],
+        "DELETE FROM account_codes WHERE user_id = $1",
+        &[id.as_str().into()],
     )
     .await?;
     tx.commit().await?;
