@@ -390,6 +390,21 @@ impl AccountMail {
         Ok(())
     }
 
+    /// Spends a mail of `email`'s budget before an account is registered with it (the
+    /// registration sends it a verification mail): [`Error::Throttled`] when the address had
+    /// its share, so registering and deleting accounts cannot flood a mailbox. Nothing is spent
+    /// when this server sends no mail, or for an address that does not parse (registration
+    /// refuses it).
+    pub async fn admit_registration(&self, email: Option<&str>) -> Result<(), Error> {
+        if !self.mailer.enabled() {
+            return Ok(());
+        }
+        if let Some(address) = email.and_then(|e| EmailAddress::parse(e).ok()) {
+            self.throttle().spend_mail(address.key()).await?;
+        }
+        Ok(())
+    }
+
     /// Asks for a new verification code without being logged in (an account whose logins are
     /// refused until its address is verified). Answers the same whether or not there is such an
     /// account, as [`AccountMail::request_recovery`] does.
@@ -417,6 +432,67 @@ impl AccountMail {
             }
         });
         Ok(())
+    }
+
+    /// Marks the account's current address verified without mail: an operator vouching for it
+    /// (`tessera user email … --verified`, or the first admin of a server that requires
+    /// verified addresses). Goes through a code like any verification, so it holds only while
+    /// the account still has that address. `false` when the account has no address or is gone.
+    pub async fn verify_by_operator(&self, user: &User) -> Result<bool, Error> {
+        let Some(email) = &user.email else {
+            return Ok(false);
+        };
+        let Some(code) = self
+            .new_code(
+                &user.id,
+                CodePurpose::VerifyEmail,
+                &email.address,
+                Duration::from_secs(60),
+            )
+            .await?
+        else {
+            return Ok(false);
+        };
+        match self
+            .users
+            .use_verification_code(&code.hash(), self.clock.now())
+            .await?
+        {
+            Some(done) if done.still_current => {
+                self.logins.account_changed(&user.id).await;
+                self.audit
+                    .record(
+                        EventKind::EmailVerified,
+                        Some(&user.id),
+                        json!({"by": "operator"}),
+                    )
+                    .await;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Sets (or with `None` removes) an account's address as an operator, without the password
+    /// or a notice; it starts unverified. `false` when the account is gone.
+    pub async fn set_email_by_operator(
+        &self,
+        user: &UserId,
+        email: Option<&str>,
+    ) -> Result<bool, Error> {
+        let email = email.map(EmailAddress::parse).transpose()?;
+        if !self.accounts.set_email(user, email.as_ref()).await? {
+            return Ok(false);
+        }
+        self.logins.account_changed(user).await;
+        self.audit
+            .record(
+                EventKind::EmailChanged,
+                Some(user),
+                json!({"removed": email.is_none(), "by": "operator"}),
+            )
+            .await;
+        Ok(true)
     }
 
     /// Marks an address verified with the code mailed to it. [`Error::InvalidCode`] for an
@@ -505,6 +581,14 @@ impl AccountMail {
         if old.as_ref().map(|e| &e.address) == new.as_ref() {
             return Ok(before);
         }
+        // Each address gets few mails, whoever makes it get them: a new address its
+        // verification mail, the old one its notice. A change that would send past the new
+        // address's budget is refused before anything changes.
+        if let Some(new) = &new
+            && self.mailer.enabled()
+        {
+            throttle.spend_mail(new.key()).await?;
+        }
         if !self.accounts.set_email(&before.id, new.as_ref()).await? {
             return Err(Error::Unauthenticated);
         }
@@ -523,8 +607,12 @@ impl AccountMail {
             .ok_or(Error::Unauthenticated)?;
         if self.mailer.enabled() {
             if let Some(old) = &old {
-                self.notify_change(&after, &old.address, new.as_ref(), language)
-                    .await?;
+                if throttle.spend_mail(old.address.key()).await.is_ok() {
+                    self.notify_change(&after, &old.address, new.as_ref(), language)
+                        .await?;
+                } else {
+                    tracing::info!(user = %after.id, "change notice not sent: too many mails to that address");
+                }
             }
             self.send_verification(&after, language, None).await?;
         }

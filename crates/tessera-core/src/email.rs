@@ -10,25 +10,28 @@ use crate::error::Error;
 use crate::secret::TokenHash;
 use crate::user::UserId;
 
-/// An email address as the user gave it (trimmed, NFC), with the key it is compared by: NFKC and
-/// lower-cased, so `Alice@Example.org` and `alice@example.org` are one address, unique per
-/// deployment.
+/// An email address in the form mail goes to, with the key it is compared by (lower-cased), so
+/// `Alice@Example.org` and `alice@example.org` are one address, unique per deployment.
 ///
-/// Only the common form every mail server takes is accepted: `local@domain`, where the local
-/// part is a dot-atom (letters, digits and ``!#$%&'*+/=?^_`{|}~-``, dots between them) and the
-/// domain has at least two labels of letters, digits and hyphens. Quoted local parts, IP-literal
-/// domains and comments are refused.
+/// Only the form every mail server takes is accepted: `local@domain`, where the local part is an
+/// ASCII dot-atom (letters, digits and ``!#$%&'*+/=?^_`{|}~-``, dots between them: other
+/// characters need SMTPUTF8, which not every server speaks) and the domain has at least two labels.
+/// An internationalized domain is kept in its ASCII form (`exämple.org` is `xn--exmple-cua.org`),
+/// so both spellings of one mailbox are one address. Quoted local parts, IP-literal domains and
+/// comments are refused.
 ///
 /// ```
 /// use tessera_core::EmailAddress;
 ///
 /// let address = EmailAddress::parse(" Alice@Example.org ")?;
-/// assert_eq!(address.as_str(), "Alice@Example.org");
+/// assert_eq!(address.as_str(), "Alice@example.org");
 /// assert_eq!(address.key(), "alice@example.org");
 /// assert_eq!(address, EmailAddress::parse("alice@EXAMPLE.org")?);
+/// assert_eq!(EmailAddress::parse("a@exämple.org")?.as_str(), "a@xn--exmple-cua.org");
 /// assert!(EmailAddress::parse("alice").is_err());
 /// assert!(EmailAddress::parse("alice@localhost").is_err());
 /// assert!(EmailAddress::parse("\"a b\"@example.org").is_err());
+/// assert!(EmailAddress::parse("ȧlice@example.org").is_err());
 /// # Ok::<(), tessera_core::Error>(())
 /// ```
 #[derive(Clone, Eq)]
@@ -45,64 +48,72 @@ impl EmailAddress {
     /// wrong with it.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         use unicode_normalization::UnicodeNormalization;
-        let address: String = raw.trim().nfc().collect();
+        let typed: String = raw.trim().nfkc().collect();
         let invalid = |why: &str| Error::invalid("email", why.to_owned());
-        if address.is_empty() {
+        if typed.is_empty() {
             return Err(invalid("must not be empty"));
         }
-        if address.len() > Self::MAX_LEN {
+        if typed.len() > 4 * Self::MAX_LEN {
             return Err(invalid("must be at most 254 bytes long"));
         }
-        let Some((local, domain)) = address.rsplit_once('@') else {
+        let Some((local, domain)) = typed.rsplit_once('@') else {
             return Err(invalid("must be an address of the form name@example.org"));
         };
         if local.is_empty() || local.len() > 64 {
             return Err(invalid("the part before @ must be 1 to 64 characters long"));
         }
-        let atom_char = |c: char| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
+        let atom_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~-".contains(c);
         if local
             .split('.')
             .any(|atom| atom.is_empty() || !atom.chars().all(atom_char))
         {
             return Err(invalid(
-                "the part before @ may contain only letters, digits, !#$%&'*+/=?^_`{|}~- and single dots between them",
+                "the part before @ may contain only ASCII letters, digits, !#$%&'*+/=?^_`{|}~- and single dots between them",
             ));
         }
+        if !unicode_security::MixedScript::is_single_script(domain) {
+            return Err(invalid(
+                "the domain must not mix letters of different scripts (such as Latin and Cyrillic)",
+            ));
+        }
+        let bad_domain = || invalid("the part after @ must be a domain name such as example.org");
+        if domain.is_empty() || domain.ends_with('.') {
+            return Err(bad_domain());
+        }
+        // UTS 46: the ASCII form of an internationalized domain, lower-cased.
+        let domain = idna::domain_to_ascii(domain).map_err(|_| bad_domain())?;
         let labels: Vec<&str> = domain.split('.').collect();
         let label_ok = |label: &&str| {
             !label.is_empty()
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         };
         if labels.len() < 2 || !labels.iter().all(label_ok) {
-            return Err(invalid(
-                "the part after @ must be a domain name such as example.org",
-            ));
+            return Err(bad_domain());
         }
-        if !unicode_security::MixedScript::is_single_script(address.as_str()) {
-            return Err(invalid(
-                "must not mix letters of different scripts (such as Latin and Cyrillic)",
-            ));
+        let address = format!("{local}@{domain}");
+        if address.len() > Self::MAX_LEN {
+            return Err(invalid("must be at most 254 bytes long"));
         }
-        let key = address.nfkc().collect::<String>().to_lowercase();
+        let key = address.to_ascii_lowercase();
         Ok(Self { address, key })
     }
 
     /// Rebuilds an address read back from the store, checked when it was written.
     pub fn from_stored(address: String) -> Self {
-        use unicode_normalization::UnicodeNormalization;
-        let key = address.nfkc().collect::<String>().to_lowercase();
+        let key = address.to_lowercase();
         Self { address, key }
     }
 
-    /// The address as the user gave it: where mail goes, and what the user and admins see.
+    /// The address as the user gave it (the domain in its ASCII, lower-case form): where mail
+    /// goes, and what the user and admins see.
     pub fn as_str(&self) -> &str {
         &self.address
     }
 
-    /// The comparison key (NFKC, lower-cased): what uniqueness and lookups use.
+    /// The comparison key (lower-cased): what uniqueness and lookups use.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -211,8 +222,9 @@ mod tests {
             "a@b.co",
             "first.last+tag@sub.example.org",
             "o'brien@example.ie",
-            "用户@例子.广告",
+            "a@例子.广告",
             "x_y-z@xn--bcher-kva.example",
+            "ＡＬＩＣＥ@example.org",
         ] {
             assert!(EmailAddress::parse(good).is_ok(), "{good:?} refused");
         }
@@ -240,6 +252,10 @@ mod tests {
             "<a@example.org>",
             "a@example.org\r\nBcc: x@example.org",
             "\u{430}lice@example.org",
+            "用户@example.org",
+            "ȧlice@example.org",
+            "a@ex\u{430}mple.org",
+            "a@example.org.",
             long_local.as_str(),
             long.as_str(),
         ] {
@@ -250,11 +266,16 @@ mod tests {
     #[test]
     fn addresses_compare_by_their_key_and_debug_hides_the_local_part() {
         let a = EmailAddress::parse("ALICE@Example.ORG").unwrap();
-        assert_eq!(a.as_str(), "ALICE@Example.ORG");
+        assert_eq!(a.as_str(), "ALICE@example.org");
         assert_eq!(a.key(), "alice@example.org");
         assert_eq!(a, EmailAddress::from_stored("alice@example.org".into()));
         assert_eq!(format!("{a:?}"), "EmailAddress(…@example.org)");
         let fullwidth = EmailAddress::parse("ａlice@example.org").unwrap();
         assert_eq!(fullwidth.key(), "alice@example.org");
+        // One mailbox, two spellings of its domain: one address.
+        assert_eq!(
+            EmailAddress::parse("alice@exämple.org").unwrap(),
+            EmailAddress::parse("alice@xn--exmple-cua.org").unwrap()
+        );
     }
 }

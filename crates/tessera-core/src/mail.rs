@@ -311,6 +311,7 @@ impl Mailer {
         let now = self.clock.now();
         if now > mail.not_after {
             self.store.delete_mail(&mail.id).await?;
+            metrics::counter!("tessera_mails_total", "outcome" => "expired").increment(1);
             tracing::warn!(mail = %mail.id, attempts = mail.attempts - 1, "mail given up: no longer useful");
             self.audit
                 .record(
@@ -331,6 +332,7 @@ impl Mailer {
             None => {
                 // Sealed with another master key, or damaged: it can never be sent.
                 self.store.delete_mail(&mail.id).await?;
+                metrics::counter!("tessera_mails_total", "outcome" => "unreadable").increment(1);
                 tracing::error!(mail = %mail.id, "a queued mail cannot be opened with this master key; dropped");
                 self.audit
                     .record(
@@ -345,6 +347,7 @@ impl Mailer {
         match transport.send(&message).await {
             Ok(()) => {
                 self.store.delete_mail(&mail.id).await?;
+                metrics::counter!("tessera_mails_total", "outcome" => "sent").increment(1);
                 tracing::info!(mail = %mail.id, attempts = mail.attempts, "mail sent");
                 self.audit
                     .record(
@@ -356,6 +359,7 @@ impl Mailer {
             }
             Err(SendError::Permanent(why)) => {
                 self.store.delete_mail(&mail.id).await?;
+                metrics::counter!("tessera_mails_total", "outcome" => "refused").increment(1);
                 tracing::warn!(mail = %mail.id, error = %why, "mail refused by the mail server; not retried");
                 self.audit
                     .record(
@@ -370,6 +374,7 @@ impl Mailer {
                 self.store
                     .retry_mail(&mail.id, self.clock.now().saturating_add(wait), &why)
                     .await?;
+                metrics::counter!("tessera_mails_total", "outcome" => "retry").increment(1);
                 tracing::warn!(mail = %mail.id, attempts = mail.attempts, retry_in = ?wait, error = %why, "sending a mail failed; will retry");
             }
         }

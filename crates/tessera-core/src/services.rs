@@ -157,6 +157,7 @@ impl Services {
             },
         )
         .map_err(BuildError::Passwords)?;
+        let require_verified_email = config.accounts.require_verified_email;
         let accounts = Accounts::new(stores.users.clone(), hasher, clock.clone(), config.accounts);
         let sessions = Sessions::new(
             stores.sessions.clone(),
@@ -165,7 +166,10 @@ impl Services {
             config.sessions,
         )
         .with_feed(stores.feed.clone());
-        let token_config = config.tokens;
+        let mut token_config = config.tokens;
+        // With verified addresses required, every token answers the question, even for an
+        // account that has no address (created before the setting, or by an operator).
+        token_config.email_verified_always |= require_verified_email;
         let keyring = KeyRing::load(
             stores.keys.clone(),
             master_key.clone(),

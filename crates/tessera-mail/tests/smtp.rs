@@ -377,14 +377,14 @@ fn bad_settings_are_refused_up_front_without_the_password() {
             timeout: Duration::ZERO,
             ..settings("smtp://u:hunter2@mail.example.org")
         }),
-        "email.smtp_timeout: must be longer than zero"
+        "email.timeout: must be longer than zero"
     );
     let bad_root = refused(SmtpSettings {
         extra_roots: vec![b"hunter2".to_vec()],
         ..settings("smtps://u:hunter2@mail.example.org")
     });
     assert!(
-        bad_root.starts_with("email.smtp_extra_roots: "),
+        bad_root.starts_with("email.ca_file: "),
         "{bad_root}"
     );
     let error = SmtpTransport::new(settings("smtp://u@mail.example.org")).unwrap_err();

@@ -1148,6 +1148,7 @@ impl Config {
             revocation: self.tokens.revocation,
             leeway: self.tokens.leeway,
             verify_cache_bytes: self.tokens.verify_cache_bytes,
+            email_verified_always: self.accounts.require_verified_email,
         }
     }
 

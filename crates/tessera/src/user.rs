@@ -31,6 +31,25 @@ pub(crate) enum UserCommand {
         /// configured, a verification mail is queued and goes out from the running server.
         #[arg(long, value_name = "ADDRESS")]
         email: Option<String>,
+        /// Mark the address verified: you vouch that it is the user's (no mail is sent).
+        #[arg(long, requires = "email")]
+        email_verified: bool,
+    },
+    /// Set, change or remove an account's email address (no password, no notice to the old
+    /// address). It starts unverified, and gets a verification mail when mail is configured,
+    /// unless --verified says you vouch for it.
+    Email {
+        /// A username or a user id (usr_…).
+        user: String,
+        /// The new address; omit it with --remove.
+        #[arg(required_unless_present = "remove", conflicts_with = "remove")]
+        address: Option<String>,
+        /// Remove the address.
+        #[arg(long)]
+        remove: bool,
+        /// Mark the address verified: you vouch that it is the user's (no mail is sent).
+        #[arg(long, conflicts_with = "remove")]
+        verified: bool,
     },
     /// List accounts in username order: all of them, or a page with --after and --limit.
     List {
@@ -97,12 +116,58 @@ pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
             username,
             admin,
             email,
+            email_verified,
         } => {
+            if email.is_none() && config.accounts.require_verified_email {
+                anyhow::bail!(
+                    "accounts.require_verified_email is on: give the account an address with \
+                     --email (and --email-verified when you vouch for it), or it cannot log in"
+                );
+            }
             let password = read_password(&format!("password for {username}"))?;
             with_app(&config, async |app| {
-                add(app, &username, &password, admin, email.as_deref()).await
+                add(app, &username, &password, admin, email.as_deref(), email_verified).await
             })
         }
+        UserCommand::Email {
+            user,
+            address,
+            remove: _,
+            verified,
+        } => with_app(&config, async |app| {
+            let found = find_user(app, &user).await?;
+            if !app
+                .account_mail
+                .set_email_by_operator(&found.id, address.as_deref())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                anyhow::bail!("user {} no longer exists", found.username);
+            }
+            let user = find_user(app, found.id.as_str()).await?;
+            match &user.email {
+                None => eprintln!("{}: address removed", user.username),
+                Some(_) if verified => {
+                    app.account_mail
+                        .verify_by_operator(&user)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    eprintln!("{}: address set and marked verified", user.username);
+                }
+                Some(_) if app.account_mail.mailer().enabled() => {
+                    app.account_mail
+                        .send_verification(&user, "en", None)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("queueing the verification mail: {e}"))?;
+                    eprintln!(
+                        "{}: address set; a verification mail is queued",
+                        user.username
+                    );
+                }
+                Some(_) => eprintln!("{}: address set (not verified)", user.username),
+            }
+            Ok(())
+        }),
         UserCommand::List { after, limit, json } => with_app(&config, async |app| {
             list(
                 app,
@@ -181,6 +246,7 @@ async fn add(
     password: &Password,
     admin: bool,
     email: Option<&str>,
+    email_verified: bool,
 ) -> anyhow::Result<()> {
     let roles = if admin {
         vec!["admin".to_owned()]
@@ -192,7 +258,12 @@ async fn add(
         .create_with_email(username, password, roles, email)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if user.email.is_some() && app.account_mail.mailer().enabled() {
+    if email_verified {
+        app.account_mail
+            .verify_by_operator(&user)
+            .await
+            .map_err(|e| anyhow::anyhow!("marking the address verified: {e}"))?;
+    } else if user.email.is_some() && app.account_mail.mailer().enabled() {
         app.account_mail
             .send_verification(&user, "en", None)
             .await

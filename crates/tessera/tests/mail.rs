@@ -655,3 +655,110 @@ async fn codes_expire() {
     tessera.shutdown().await;
     smtp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_set_addresses_and_vouch_for_them() {
+    let smtp = SmtpServer::start(SmtpOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = mail_env(&smtp);
+    env.push(("TESSERA_DATABASE", "sqlite://tessera.db".into()));
+    // An account made before verified addresses were required: it has none.
+    harness::add_user(dir.path(), &env, "legacy", false, PASSWORD);
+    env.push(("TESSERA_ACCOUNTS__REQUIRE_VERIFIED_EMAIL", "true".into()));
+    let refused = harness::run_with_input(
+        dir.path(),
+        &["user", "add", "root", "--admin"],
+        &env,
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(!refused.status.success(), "an admin without an address");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--email"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let made = harness::run_with_input(
+        dir.path(),
+        &["user", "add", "root", "--admin", "--email", "root@example.org", "--email-verified"],
+        &env,
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let client = client();
+    {
+        let node = Node::start(dir.path(), &[], &env);
+        let (status, body) = post(
+            &client,
+            node.url("/v1/token"),
+            json!({"username": "root", "password": PASSWORD}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(claims(body["access_token"].as_str().unwrap())["email_verified"], true);
+        // The account without an address is refused, with a way out for its operator.
+        let (status, body) = post(
+            &client,
+            node.url("/v1/token"),
+            json!({"username": "legacy", "password": PASSWORD}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        node.stop();
+    }
+    let set = harness::run(
+        dir.path(),
+        &["user", "email", "legacy", "legacy@example.org", "--verified"],
+        &env,
+    );
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    env.push(("TESSERA_ACCOUNTS__UNVERIFIED_LOGINS", "allow".into()));
+    harness::add_user(dir.path(), &[("TESSERA_DATABASE", "sqlite://tessera.db")], "bare", false, PASSWORD);
+    let node = Node::start(dir.path(), &[], &env);
+    let (status, body) = post(
+        &client,
+        node.url("/v1/token"),
+        json!({"username": "legacy", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(claims(body["access_token"].as_str().unwrap())["email_verified"], true);
+    // Allowed without an address: the token and /v1/me say it is not verified.
+    let (status, body) = post(
+        &client,
+        node.url("/v1/token"),
+        json!({"username": "bare", "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims(&token)["email_verified"], false);
+    let (_, me) = me_with(&client, &node, None, Some(&token)).await;
+    assert_eq!(me["user"]["email_verified"], false, "{me}");
+
+    // Changing the address spends the new address's mail budget: no flooding a mailbox by
+    // switching an account's address back and forth.
+    let mut statuses = Vec::new();
+    for address in ["victim@example.org", "bare@example.org"].iter().cycle().take(10) {
+        let r = client
+            .put(node.url("/v1/account/email"))
+            .bearer_auth(&token)
+            .json(&json!({"email": address, "current_password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status());
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let to_victim = smtp
+        .inbox()
+        .messages()
+        .iter()
+        .filter(|m| m.rcpt_to.iter().any(|r| r == "victim@example.org"))
+        .count();
+    assert!(to_victim <= 3 + 3, "{to_victim} mails reached the victim");
+    smtp.stop().await;
+}

@@ -47,6 +47,10 @@ pub struct TokenConfig {
     /// Memory for verified tokens, in bytes (about 450 bytes a token): a repeated token costs a
     /// lookup instead of a signature check. 0 turns the cache off.
     pub verify_cache_bytes: u64,
+    /// Whether every access token says `email_verified` (false for an account without an
+    /// address): set when verified addresses are required. Otherwise only accounts with an
+    /// address carry the claim.
+    pub email_verified_always: bool,
 }
 
 impl Default for TokenConfig {
@@ -62,6 +66,7 @@ impl Default for TokenConfig {
             revocation: RevocationMode::Denylist,
             leeway: Duration::from_secs(5),
             verify_cache_bytes: VERIFY_CACHE_CAPACITY_BYTES,
+            email_verified_always: false,
         }
     }
 }
@@ -364,7 +369,10 @@ impl Tokens {
             fid: family.id.clone(),
             model: family.model,
             roles: user.roles.clone(),
-            email_verified: user.email.as_ref().map(|e| e.verified),
+            email_verified: match &user.email {
+                Some(email) => Some(email.verified),
+                None => self.config.email_verified_always.then_some(false),
+            },
         };
         let mut header = Header::new(key.jwt_algorithm);
         header.typ = Some(ACCESS_TOKEN_TYP.into());

@@ -99,7 +99,7 @@ pub struct Me {
         ServiceProblems,
     )
 )]
-pub async fn me(auth: AuthUser) -> Response {
+pub async fn me(State(state): State<AppState>, auth: AuthUser) -> Response {
     // The body borrows from the caller's cached account and credential rather than copying them
     // into a `Me`: the same JSON (the `Me` schema), with no allocation but the body's own.
     #[derive(Serialize)]
@@ -150,7 +150,16 @@ pub async fn me(auth: AuthUser) -> Response {
             roles: &user.roles,
             created_at: user.created_at,
             email: user.email.as_ref().map(|e| e.address.as_str()),
-            email_verified: user.email.as_ref().map(|e| e.verified),
+            // With verified addresses required, the answer is always there (false without an
+            // address), as in the access token.
+            email_verified: match &user.email {
+                Some(email) => Some(email.verified),
+                None => state
+                    .accounts()
+                    .config()
+                    .require_verified_email
+                    .then_some(false),
+            },
         },
         auth: auth_body,
     })

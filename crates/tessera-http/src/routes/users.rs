@@ -24,7 +24,7 @@ use axum::http::HeaderMap;
         (status = 201, description = "The account was created", body = UserView),
         (status = 403, description = "Registration is closed", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The username is taken, or another account has the email address", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many attempts from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this address, or too many mails to the email address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
         ServiceProblems,
     )
@@ -37,6 +37,10 @@ pub async fn register(
 ) -> Result<impl IntoResponse, ApiError> {
     // Registrations spend the address's login budget: no account-creation floods.
     state.throttle().spend_address(ip).await?;
+    state
+        .account_mail()
+        .admit_registration(body.email.as_deref())
+        .await?;
     let user = state
         .accounts()
         .register(&body.username, &body.password, body.email.as_deref())
