@@ -383,10 +383,7 @@ fn bad_settings_are_refused_up_front_without_the_password() {
         extra_roots: vec![b"hunter2".to_vec()],
         ..settings("smtps://u:hunter2@mail.example.org")
     });
-    assert!(
-        bad_root.starts_with("email.ca_file: "),
-        "{bad_root}"
-    );
+    assert!(bad_root.starts_with("email.ca_file: "), "{bad_root}");
     let error = SmtpTransport::new(settings("smtp://u@mail.example.org")).unwrap_err();
     assert_eq!(error.field(), tessera_mail::URL);
 }

@@ -126,7 +126,15 @@ pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
             }
             let password = read_password(&format!("password for {username}"))?;
             with_app(&config, async |app| {
-                add(app, &username, &password, admin, email.as_deref(), email_verified).await
+                add(
+                    app,
+                    &username,
+                    &password,
+                    admin,
+                    email.as_deref(),
+                    email_verified,
+                )
+                .await
             })
         }
         UserCommand::Email {
