@@ -991,7 +991,7 @@ impl Config {
                 }
             }
             Some(_) => {
-                crate::mail::transport(&self.email).map_err(|(key, why)| (key, why))?;
+                crate::mail::transport(&self.email)?;
             }
         }
         if let Some(dir) = &self.email.templates_dir {

@@ -182,7 +182,10 @@ async fn verification_and_recovery_by_real_smtp() {
 
     // Registration with an address: a verification mail, whose code verifies it.
     let alice = register(&client, &node, "alice", "Alice@Example.org").await;
-    assert_eq!(alice["email"], "Alice@example.org", "the domain in its lower-case ASCII form");
+    assert_eq!(
+        alice["email"], "Alice@example.org",
+        "the domain in its lower-case ASCII form"
+    );
     assert_eq!(alice["email_verified"], false);
     let verify = mail_to(&smtp, "Alice@example.org", "", 0).await;
     assert_eq!(verify.mail_from, "no-reply@example.org");
