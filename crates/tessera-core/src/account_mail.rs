@@ -453,23 +453,32 @@ impl AccountMail {
         else {
             return Ok(false);
         };
+        Ok(self
+            .use_verification_code(&code, json!({"by": "operator"}))
+            .await?
+            .is_some())
+    }
+
+    /// Uses a verification code; when it verified the account's address, tells every node and
+    /// records it with `detail`. The account, or `None` when the code did nothing.
+    async fn use_verification_code(
+        &self,
+        code: &OneTimeCode,
+        detail: serde_json::Value,
+    ) -> Result<Option<UserId>, Error> {
         match self
             .users
             .use_verification_code(&code.hash(), self.clock.now())
             .await?
         {
             Some(done) if done.still_current => {
-                self.logins.account_changed(&user.id).await;
+                self.logins.account_changed(&done.user).await;
                 self.audit
-                    .record(
-                        EventKind::EmailVerified,
-                        Some(&user.id),
-                        json!({"by": "operator"}),
-                    )
+                    .record(EventKind::EmailVerified, Some(&done.user), detail)
                     .await;
-                Ok(true)
+                Ok(Some(done.user))
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
     }
 
@@ -504,23 +513,9 @@ impl AccountMail {
             self.refused(CodePurpose::VerifyEmail, ip).await;
             return Err(Error::InvalidCode);
         };
-        match self
-            .users
-            .use_verification_code(&code.hash(), self.clock.now())
-            .await?
-        {
-            Some(done) if done.still_current => {
-                self.logins.account_changed(&done.user).await;
-                self.audit
-                    .record(
-                        EventKind::EmailVerified,
-                        Some(&done.user),
-                        json!({"ip": ip}),
-                    )
-                    .await;
-                Ok(done.user)
-            }
-            _ => {
+        match self.use_verification_code(&code, json!({"ip": ip})).await? {
+            Some(user) => Ok(user),
+            None => {
                 self.refused(CodePurpose::VerifyEmail, ip).await;
                 Err(Error::InvalidCode)
             }
