@@ -43,7 +43,7 @@
 //! .await?;
 //!
 //! let password = Password::new("correct horse battery staple");
-//! services.accounts.register("alice", &password).await?;
+//! services.accounts.register("alice", &password, None).await?;
 //! let login = services
 //!     .logins
 //!     .login_session(
