@@ -297,7 +297,37 @@ async fn verification_and_recovery_by_real_smtp() {
     )
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    logins(&client, &node, "alice", NEW_PASSWORD).await;
+    let (_, token) = logins(&client, &node, "alice", NEW_PASSWORD).await;
+
+    // A change of address: the new one gets a verification mail, the old one a notice that
+    // names the new one masked.
+    let r = client
+        .put(node.url("/v1/account/email"))
+        .bearer_auth(&token)
+        .json(&json!({"email": "alice.new@example.org", "current_password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let changed: Value = r.json().await.unwrap();
+    assert_eq!(changed["email"], "alice.new@example.org");
+    assert_eq!(changed["email_verified"], false);
+    let notice = mail_to(&smtp, "Alice@example.org", "changed", 0).await;
+    let text = notice.text().unwrap();
+    assert!(text.contains("a•••@example.org"), "{text}");
+    assert!(
+        !text.contains("alice.new@"),
+        "the new address is masked: {text}"
+    );
+    assert!(!text.contains("code="), "a notice carries no code: {text}");
+    let verify_new = mail_to(&smtp, "alice.new@example.org", "Confirm", 0).await;
+    let (status, _) = post(
+        &client,
+        node.url("/v1/account/email/verify"),
+        json!({"code": code_of(&verify_new)}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
     node.assert_no_panic();
     smtp.stop().await;
 }

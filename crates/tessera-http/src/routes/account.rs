@@ -30,32 +30,10 @@ pub(crate) fn mail_language(state: &AppState, headers: &HeaderMap) -> String {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountName {
-    /// The account's username, or its email address.
-    #[schema(example = "alice")]
-    #[serde(default)]
-    pub username: Option<String>,
-    /// The account's email address (the same as giving it as `username`).
-    #[schema(example = "alice@example.org")]
-    #[serde(default)]
-    pub email: Option<String>,
-}
-
-impl AccountName {
-    fn identifier(&self) -> Result<&str, ApiError> {
-        match (&self.username, &self.email) {
-            (Some(name), None) | (None, Some(name)) => Ok(name),
-            (Some(_), Some(_)) => Err(tessera_core::Error::Invalid {
-                field: "username",
-                message: "give the username or the email address, not both".into(),
-            }
-            .into()),
-            (None, None) => Err(tessera_core::Error::Invalid {
-                field: "username",
-                message: "is required (or give email)".into(),
-            }
-            .into()),
-        }
-    }
+    /// The account's username or its email address (also accepted under the name `email`).
+    #[schema(example = "alice", min_length = 1, max_length = 254)]
+    #[serde(alias = "email")]
+    pub username: String,
 }
 
 /// The answer to a request for a mail: the same whether or not the account exists.
@@ -95,7 +73,7 @@ pub async fn request_recovery(
     let language = mail_language(&state, &headers);
     state
         .account_mail()
-        .request_recovery(body.identifier()?, language, ip)
+        .request_recovery(&body.username, language, ip)
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -179,7 +157,7 @@ pub async fn request_verification(
     let language = mail_language(&state, &headers);
     state
         .account_mail()
-        .request_verification(body.identifier()?, language, ip)
+        .request_verification(&body.username, language, ip)
         .await?;
     Ok((
         StatusCode::ACCEPTED,
