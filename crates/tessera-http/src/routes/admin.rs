@@ -440,7 +440,7 @@ pub async fn force_logout(
         (status = 401, description = "Not authenticated (or the caller's login ended)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user, or this server sends no mail", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The user has no address, or it is verified already", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The user has no address, or it is verified already", body = Problem, content_type = "application/problem+json"),
         ServiceProblems,
     )
 )]
@@ -453,17 +453,15 @@ pub async fn resend_verification(
     let user = target(&state, &id).await?;
     match &user.email {
         None => {
-            return Err(tessera_core::Error::Invalid {
-                field: "email",
-                message: "the user has no email address".into(),
-            }
+            return Err(tessera_core::Error::Conflict(
+                "the user has no email address to verify".into(),
+            )
             .into());
         }
         Some(email) if email.verified => {
-            return Err(tessera_core::Error::Invalid {
-                field: "email",
-                message: "the user's address is verified already".into(),
-            }
+            return Err(tessera_core::Error::Conflict(
+                "the user's email address is verified already".into(),
+            )
             .into());
         }
         Some(_) => {}
