@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::accounts::Accounts;
 use crate::audit::{Audit, EventKind};
 use crate::clock::Clock;
-use crate::email::{AccountCode, CodePurpose, EmailAddress};
+use crate::email::{AccountCode, CodePurpose, EmailAddress, UserEmail};
 use crate::error::Error;
 use crate::logins::Logins;
 use crate::mail::Mailer;
@@ -232,28 +232,19 @@ impl AccountMail {
             return Ok(());
         }
         let lifetime = self.config.recovery_lifetime;
-        let code = self
-            .new_code(&user.id, CodePurpose::Recovery, &email.address, lifetime)
-            .await?;
-        let Some(code) = code else {
+        let Some(id) = self
+            .send_code(
+                &user,
+                &email.address,
+                MailKind::Recovery,
+                language,
+                lifetime,
+                json!({"expires_minutes": lifetime.as_secs().div_ceil(60)}),
+            )
+            .await?
+        else {
             return Ok(());
         };
-        let link = link_with_code(&self.config.recovery_url, &code.encode());
-        let vars = json!({
-            "product": self.config.product_name,
-            "username": user.username.as_str(),
-            "code": code.encode(),
-            "link": link,
-            "expires_minutes": lifetime.as_secs().div_ceil(60),
-        });
-        let message =
-            self.templates
-                .render(MailKind::Recovery, language, email.address.as_str(), &vars)?;
-        let not_after = self.clock.now().saturating_add(lifetime);
-        let id = self
-            .mailer
-            .enqueue(Some(&user.id), &message, not_after)
-            .await?;
         self.audit
             .record(
                 EventKind::RecoveryRequested,
@@ -287,6 +278,59 @@ impl AccountMail {
             })
             .await?;
         Ok(stored.then_some(code))
+    }
+
+    /// Makes a code for `kind`'s purpose (voiding the account's older ones) and queues the mail
+    /// that carries it to `address`. The template gets `code` and `link` (the purpose's page with
+    /// `code=`), `extra`, and what [`AccountMail::queue`] adds. `None` when the account is gone.
+    async fn send_code(
+        &self,
+        user: &User,
+        address: &EmailAddress,
+        kind: MailKind,
+        language: &str,
+        lifetime: Duration,
+        extra: serde_json::Value,
+    ) -> Result<Option<crate::mail::MailId>, Error> {
+        let (purpose, page) = match kind {
+            MailKind::Recovery => (CodePurpose::Recovery, &self.config.recovery_url),
+            _ => (CodePurpose::VerifyEmail, &self.config.verification_url),
+        };
+        let Some(code) = self.new_code(&user.id, purpose, address, lifetime).await? else {
+            return Ok(None);
+        };
+        let code = code.encode();
+        let mut vars = json!({"link": link_with_code(page, &code), "code": code});
+        if let (Some(vars), serde_json::Value::Object(extra)) = (vars.as_object_mut(), extra) {
+            vars.extend(extra);
+        }
+        let not_after = self.clock.now().saturating_add(lifetime);
+        self.queue(user, kind, language, address, vars, not_after)
+            .await
+            .map(Some)
+    }
+
+    /// Renders `kind` with `vars` plus `product` and `username`, and queues it to `address`,
+    /// not to be sent after `not_after`.
+    async fn queue(
+        &self,
+        user: &User,
+        kind: MailKind,
+        language: &str,
+        address: &EmailAddress,
+        mut vars: serde_json::Value,
+        not_after: crate::clock::Timestamp,
+    ) -> Result<crate::mail::MailId, Error> {
+        if let Some(vars) = vars.as_object_mut() {
+            vars.insert("product".into(), self.config.product_name.clone().into());
+            vars.insert("username".into(), user.username.as_str().into());
+        }
+        let message = self
+            .templates
+            .render(kind, language, address.as_str(), &vars)?;
+        self.mailer
+            .enqueue(Some(&user.id), &message, not_after)
+            .await
     }
 
     /// Sets a new password with a recovery code: the code works once; every login of the account
@@ -354,32 +398,22 @@ impl AccountMail {
             return Ok(());
         };
         let lifetime = self.config.verification_lifetime;
-        let Some(code) = self
-            .new_code(&user.id, CodePurpose::VerifyEmail, &email.address, lifetime)
+        let Some(id) = self
+            .send_code(
+                user,
+                &email.address,
+                MailKind::VerifyEmail,
+                language,
+                lifetime,
+                json!({
+                    "expires_hours": lifetime.as_secs().div_ceil(3600),
+                    "address": email.address.as_str(),
+                }),
+            )
             .await?
         else {
             return Ok(());
         };
-        let link = link_with_code(&self.config.verification_url, &code.encode());
-        let vars = json!({
-            "product": self.config.product_name,
-            "username": user.username.as_str(),
-            "code": code.encode(),
-            "link": link,
-            "expires_hours": lifetime.as_secs().div_ceil(3600),
-            "address": email.address.as_str(),
-        });
-        let message = self.templates.render(
-            MailKind::VerifyEmail,
-            language,
-            email.address.as_str(),
-            &vars,
-        )?;
-        let not_after = self.clock.now().saturating_add(lifetime);
-        let id = self
-            .mailer
-            .enqueue(Some(&user.id), &message, not_after)
-            .await?;
         self.audit
             .record(
                 EventKind::VerificationSent,
@@ -595,11 +629,14 @@ impl AccountMail {
                 json!({"removed": new.is_none(), "had_address": old.is_some(), "ip": ip}),
             )
             .await;
-        let after = self
-            .accounts
-            .user(&before.id)
-            .await?
-            .ok_or(Error::Unauthenticated)?;
+        // The account as it now is: what the store just wrote, without reading it back.
+        let after = User {
+            email: new.clone().map(|address| UserEmail {
+                address,
+                verified: false,
+            }),
+            ..before
+        };
         if self.mailer.enabled() {
             if let Some(old) = &old {
                 if throttle.spend_mail(old.address.key()).await.is_ok() {
@@ -622,22 +659,16 @@ impl AccountMail {
         language: &str,
     ) -> Result<(), Error> {
         let vars = json!({
-            "product": self.config.product_name,
-            "username": user.username.as_str(),
             "new_address": new.map(masked).unwrap_or_default(),
             "removed": new.is_none(),
             "at": self.clock.now().to_rfc3339(),
         });
-        let message =
-            self.templates
-                .render(MailKind::EmailChanged, language, old.as_str(), &vars)?;
         // A notice stays useful for a while, not forever.
         let not_after = self
             .clock
             .now()
             .saturating_add(Duration::from_secs(7 * 86400));
-        self.mailer
-            .enqueue(Some(&user.id), &message, not_after)
+        self.queue(user, MailKind::EmailChanged, language, old, vars, not_after)
             .await?;
         Ok(())
     }

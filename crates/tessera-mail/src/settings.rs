@@ -56,6 +56,11 @@ impl MailConfigError {
     pub fn field(&self) -> &'static str {
         self.field
     }
+
+    /// What is wrong with it, without the setting's name.
+    pub fn problem(&self) -> &str {
+        &self.problem
+    }
 }
 
 /// The name of [`SmtpSettings::url`] in errors.

@@ -35,14 +35,7 @@ pub(crate) fn transport(
     };
     tessera_mail::SmtpTransport::new(settings)
         .map(|t| Arc::new(t) as Arc<dyn MailTransport>)
-        .map_err(|e| {
-            let text = e.to_string();
-            let why = text
-                .strip_prefix(&format!("{}: ", e.field()))
-                .unwrap_or(&text)
-                .to_owned();
-            (e.field(), why)
-        })
+        .map_err(|e| (e.field(), e.problem().to_owned()))
 }
 
 /// The certificates (DER) of a PEM file.
