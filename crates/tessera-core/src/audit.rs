@@ -33,6 +33,9 @@ pub enum EventKind {
     RefreshReuseDetected,
     /// A client revoked a token (RFC 7009); its whole family was revoked.
     TokenRevoked,
+    /// A refresh token of a login bound to a DPoP key came without a proof signed by that key
+    /// (a copied refresh token, most likely): refused, and the token was not used up.
+    DpopBindingRefused,
     /// A new signing key became current; the user, if any, is the admin who asked.
     KeyRotated,
     /// A signing key was retired; tokens it signed no longer verify.
@@ -81,6 +84,7 @@ impl EventKind {
             EventKind::TokenRefreshed => "token_refreshed",
             EventKind::RefreshReuseDetected => "refresh_reuse_detected",
             EventKind::TokenRevoked => "token_revoked",
+            EventKind::DpopBindingRefused => "dpop_binding_refused",
             EventKind::KeyRotated => "key_rotated",
             EventKind::KeyRetired => "key_retired",
             EventKind::PasswordChanged => "password_changed",
@@ -111,6 +115,7 @@ impl EventKind {
             EventKind::TokenRefreshed,
             EventKind::RefreshReuseDetected,
             EventKind::TokenRevoked,
+            EventKind::DpopBindingRefused,
             EventKind::KeyRotated,
             EventKind::KeyRetired,
             EventKind::PasswordChanged,

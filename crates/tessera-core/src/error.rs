@@ -29,6 +29,10 @@ pub enum Error {
     /// A refresh token that is unknown, rotated, revoked or expired. One answer for all.
     #[error("the refresh token is invalid, expired or revoked")]
     InvalidGrant,
+    /// The refresh token belongs to a login bound to a DPoP key, and the request had no proof
+    /// signed by that key.
+    #[error("this refresh token is bound to a DPoP key: send a DPoP proof signed with it")]
+    DpopKeyRequired,
     /// No valid credential was presented.
     #[error("authentication required")]
     Unauthenticated,

@@ -57,7 +57,7 @@ pub use session::{
 };
 pub use store::{
     AllHealthy, AllStores, AttemptLimiter, EventStore, HealthCheck, KeyStore, MirroredRevocations,
-    RefreshStore, RevocationStore, SessionStore, Stores, UserDeletion, UserStore,
+    ProofReplayStore, RefreshStore, RevocationStore, SessionStore, Stores, UserDeletion, UserStore,
 };
 pub use throttle::{Rate, Throttle, ThrottleConfig, ThrottleScope};
 pub use token::key::{KeyStatus, SigningAlgorithm, StoredKey};

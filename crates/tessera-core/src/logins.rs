@@ -78,6 +78,9 @@ pub struct LoginAttempt<'a> {
     /// The device token the client holds from an earlier login, if any: a client that logged in
     /// to this account before keeps an attempt budget of its own.
     pub device: Option<&'a str>,
+    /// The thumbprint of the DPoP key the request proved it holds (token model): the login's
+    /// tokens are bound to it.
+    pub dpop_jkt: Option<&'a str>,
 }
 
 /// A login of the session model: the cookie's secret and the session it names.
@@ -183,6 +186,7 @@ impl Logins {
         model: LoginModel,
         replacing: Option<&RefreshToken>,
     ) -> Result<TokenLogin, Error> {
+        let dpop_jkt = attempt.dpop_jkt;
         let (user, device_token, pair) = self
             .login(attempt, model, async |user, client| {
                 if let Some(previous) = replacing
@@ -192,7 +196,10 @@ impl Logins {
                         .revoke_family(&family.id, "replaced by a new login")
                         .await?;
                 }
-                let pair = self.tokens.issue(user, model, client).await?;
+                let pair = self
+                    .tokens
+                    .issue_bound(user, model, client, dpop_jkt)
+                    .await?;
                 let current = CurrentLogin::Family(pair.family_id.clone());
                 // Issuing read the account after storing the login, for the roles the access
                 // token carries: that read also serves the pipeline's check.
@@ -224,6 +231,7 @@ impl Logins {
             ip,
             client,
             device,
+            dpop_jkt: _,
         } = attempt;
         self.throttle.spend_address(ip).await?;
         let account = crate::throttle::normalize_account(username);

@@ -194,6 +194,8 @@ impl Services {
             stores.refresh.clone(),
             stores.users.clone(),
             stores.events.clone(),
+            stores.proofs.clone(),
+            master_key.clone(),
             clock.clone(),
             token_config,
         ));
@@ -314,6 +316,11 @@ impl Services {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "expired mailed codes swept"),
             Err(e) => tracing::warn!(error = %e, "code sweep failed; will retry"),
+        }
+        match self.tokens.dpop().sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired DPoP proofs forgotten"),
+            Err(e) => tracing::warn!(error = %e, "DPoP proof sweep failed; will retry"),
         }
         if let Err(e) = self.tokens.keyring().reload().await {
             tracing::warn!(error = %e, "reloading the signing keys failed; will retry");

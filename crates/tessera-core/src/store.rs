@@ -360,6 +360,37 @@ pub trait RevocationStore: Send + Sync + 'static {
     async fn purge_expired(&self, now: Timestamp) -> Result<usize, StoreError>;
 }
 
+/// DPoP proofs seen lately, so that a proof replayed to any node within its window is refused.
+/// A proof is named by [`tessera_dpop::VerifiedProof::replay_key`] (a hash, never the proof).
+///
+/// ```
+/// # use tessera_core::{ProofReplayStore, Timestamp};
+/// # async fn demo(store: &dyn ProofReplayStore) -> Result<(), tessera_core::StoreError> {
+/// let now = Timestamp::from_unix_millis(1_764_400_000_000);
+/// let until = Timestamp::from_unix_millis(1_764_400_065_000);
+/// assert!(store.first_use(&[7; 32], until, now).await?);
+/// assert!(!store.first_use(&[7; 32], until, now).await?, "the second use is a replay");
+/// # Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// #     demo(&tessera_core::token::dpop::SeenProofs::default()).await.unwrap();
+/// # });
+/// ```
+#[async_trait]
+pub trait ProofReplayStore: Send + Sync + 'static {
+    /// Records `key` until `expires_at`, atomically across every node: `true` when it was not
+    /// recorded (or its record had expired by `now`), `false` when it is a replay.
+    async fn first_use(
+        &self,
+        key: &[u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Forgets records that expired at or before `now`; returns how many (an estimate where the
+    /// store expires them by itself).
+    async fn purge_expired_proofs(&self, now: Timestamp) -> Result<usize, StoreError>;
+}
+
 /// The audit trail.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
@@ -392,6 +423,9 @@ pub struct Stores {
     pub events: Arc<dyn EventStore>,
     /// The outgoing mail queue.
     pub mail: Arc<dyn MailStore>,
+    /// DPoP proofs seen lately (replay detection): in process for one node; the database or
+    /// Redis for many.
+    pub proofs: Arc<dyn ProofReplayStore>,
     /// The readiness check; with several backends, an [`AllHealthy`] over all of them.
     pub health: Arc<dyn HealthCheck>,
     /// How changes reach every node: in process for a single node; Redis pub/sub or PostgreSQL
@@ -412,6 +446,7 @@ pub trait AllStores:
     + RevocationStore
     + EventStore
     + MailStore
+    + ProofReplayStore
     + HealthCheck
     + Clone
 {
@@ -425,6 +460,7 @@ impl<S> AllStores for S where
         + RevocationStore
         + EventStore
         + MailStore
+        + ProofReplayStore
         + HealthCheck
         + Clone
 {
@@ -441,6 +477,7 @@ impl Stores {
             revocations: Arc::new(store.clone()),
             events: Arc::new(store.clone()),
             mail: Arc::new(store.clone()),
+            proofs: Arc::new(store.clone()),
             health: Arc::new(store),
             feed: Arc::new(crate::feed::LocalFeed::new()),
             limiter: None,

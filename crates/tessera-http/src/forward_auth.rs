@@ -537,6 +537,29 @@ impl Forwarded {
         Ok(forwarded)
     }
 
+    /// The request a DPoP proof sent with the original request names: its method and URL, when
+    /// the proxy told all of them.
+    fn dpop_target(&self) -> crate::extract::dpop::DpopTarget {
+        use crate::extract::dpop::DpopTarget;
+        let Some(method) = &self.method else {
+            return DpopTarget::Unknown("the proxy did not send X-Forwarded-Method");
+        };
+        let Some(proto) = self.proto else {
+            return DpopTarget::Unknown("the proxy did not send X-Forwarded-Proto");
+        };
+        let Some(host) = &self.host else {
+            return DpopTarget::Unknown("the proxy did not send X-Forwarded-Host");
+        };
+        let Some(uri) = &self.uri else {
+            return DpopTarget::Unknown("the proxy did not send X-Forwarded-Uri");
+        };
+        let path = uri.split_once('?').map_or(uri.as_str(), |(path, _)| path);
+        DpopTarget::Known {
+            method: method.clone(),
+            url: format!("{proto}://{host}{path}"),
+        }
+    }
+
     /// Whether the original request may be answered with a redirect: a GET or HEAD (a form
     /// post would lose its body).
     fn redirectable(&self) -> bool {
@@ -716,6 +739,8 @@ pub async fn check(state: &AppState, mut parts: Parts) -> Result<Response, ApiEr
             },
         }
     };
+    // A DPoP proof names the original request, not this check.
+    parts.extensions.insert(forwarded.dpop_target());
     if matches!(need, Need::Nothing) && !has_credential(&parts.headers, state.cookies()) {
         count("anonymous");
         return Ok(anonymous());

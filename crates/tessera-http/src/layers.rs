@@ -75,6 +75,7 @@ where
         status: status.as_u16(),
         detail,
         field: None,
+        error: None,
     };
     problem_response(status, headers, &problem)
 }
@@ -113,11 +114,13 @@ pub(crate) fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
             axum::http::HeaderName::from_static(crate::csrf::CSRF_HEADER),
+            crate::extract::dpop::DPOP,
         ])
         .expose_headers([
             header::RETRY_AFTER,
             header::WWW_AUTHENTICATE,
             crate::request_id::X_REQUEST_ID,
+            crate::extract::dpop::DPOP_NONCE,
         ])
         .max_age(std::time::Duration::from_secs(600))
         .vary([header::ORIGIN])
@@ -141,6 +144,7 @@ pub(crate) fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<B
         status: 500,
         detail: "the server failed to handle the request; the failure has been logged".into(),
         field: None,
+        error: None,
     };
     problem_response(
         StatusCode::INTERNAL_SERVER_ERROR,

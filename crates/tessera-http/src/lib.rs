@@ -65,6 +65,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .routes(routes!(routes::token::revoke))
         .routes(routes!(routes::token::introspect))
         .routes(routes!(routes::token::jwks))
+        .routes(routes!(routes::token::metadata))
         .routes(routes!(routes::revocations::stream))
         .routes(routes!(routes::admin::list_keys))
         .routes(routes!(routes::admin::rotate_key))
@@ -95,6 +96,14 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
     // Installed now, so counters recorded by the core from the first request on are kept.
     let _ = metrics::handle();
     let api = api.route_layer(axum::middleware::from_fn(metrics::track));
+    let api = if state.tokens().dpop().config().nonce {
+        api.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            extract::dpop::send_nonce,
+        ))
+    } else {
+        api
+    };
     let body_limit = state.0.config.body_limit;
     let cors = layers::cors(&state.0.trusted_origins[1..]);
     let timeouts = state.0.config.timeouts;

@@ -26,6 +26,10 @@ pub struct Problem {
     /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The OAuth error code (RFC 6749 §5.2, RFC 9449), for OAuth client libraries: e.g.
+    /// `use_dpop_nonce`, `invalid_dpop_proof`. Only on the answers OAuth defines one for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
 }
 
 /// An error that a handler or extractor returns; renders as a problem document.
@@ -36,6 +40,7 @@ pub struct ApiError {
     slug: &'static str,
     detail: String,
     field: Option<String>,
+    oauth_error: Option<&'static str>,
     /// Extra headers (`Retry-After`, `WWW-Authenticate`); rarely more than one.
     headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -49,6 +54,7 @@ impl ApiError {
             slug,
             detail: detail.into(),
             field: None,
+            oauth_error: None,
             headers: Vec::new(),
         }
     }
@@ -68,6 +74,12 @@ impl ApiError {
     /// Names the request field at fault (the problem's `field`).
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    /// Names the OAuth error code the problem document also carries (its `error` member).
+    pub fn with_oauth_error(mut self, code: &'static str) -> Self {
+        self.oauth_error = Some(code);
         self
     }
 
@@ -142,6 +154,7 @@ impl ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             field: self.field,
+            error: self.oauth_error,
         };
         (self.status, self.headers.into_iter().collect(), problem)
     }
@@ -167,6 +180,12 @@ impl From<Error> for ApiError {
                 "invalid-grant",
                 "the refresh token is invalid, expired or revoked; log in again",
             ),
+            Error::DpopKeyRequired => Self::bad_request(
+                "invalid-dpop-proof",
+                "this refresh token belongs to a login bound to a DPoP key: send a DPoP proof \
+                 signed with that key (the refresh token was not used up)",
+            )
+            .with_oauth_error("invalid_dpop_proof"),
             Error::Invalid { field, message } => {
                 let mut err = Self::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

@@ -236,6 +236,11 @@ impl AppState {
         format!("{path}{}", self.mount())
     }
 
+    /// The URL clients reach this server at (`http.public_url`).
+    pub(crate) fn public_url(&self) -> &str {
+        &self.0.config.public_url
+    }
+
     /// The origins trusted for cookie-authenticated unsafe requests: the public URL's first.
     pub fn trusted_origins(&self) -> &[String] {
         &self.0.trusted_origins

@@ -53,6 +53,7 @@
 //!             ip: None,
 //!             client: ClientInfo::default(),
 //!             device: None,
+//!             dpop_jkt: None,
 //!         },
 //!         None,
 //!     )

@@ -65,6 +65,8 @@ pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
     /// Every call, read or write: lets tests prove a path asks no store at all.
     calls: Arc<std::sync::atomic::AtomicU64>,
+    /// DPoP proofs seen lately.
+    proofs: Arc<tessera_core::token::dpop::SeenProofs>,
 }
 
 #[derive(Default)]
@@ -659,6 +661,23 @@ impl SessionStore for MemoryStore {
         limit: usize,
     ) -> Result<usize, StoreError> {
         Ok(self.lock()?.sessions.remove_expired(now, limit))
+    }
+}
+
+#[async_trait]
+impl tessera_core::ProofReplayStore for MemoryStore {
+    async fn first_use(
+        &self,
+        key: &[u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.proofs.first_use(key, expires_at, now).await
+    }
+
+    async fn purge_expired_proofs(&self, now: Timestamp) -> Result<usize, StoreError> {
+        self.proofs.purge_expired_proofs(now).await
     }
 }
 

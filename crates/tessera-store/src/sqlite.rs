@@ -31,6 +31,9 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Wakes this process's feed subscriptions when it publishes.
     feed: Arc<feed::FeedWake>,
+    /// DPoP proofs seen lately: in memory, as a SQLite server is one node (a proof is checked
+    /// once per request, and a disk write per request would cost more than the rest of it).
+    proofs: Arc<tessera_core::token::dpop::SeenProofs>,
 }
 
 impl SqliteStore {
@@ -83,6 +86,7 @@ impl SqliteStore {
         let store = Self {
             pool,
             feed: Arc::default(),
+            proofs: Arc::default(),
         };
         store.migrate().await?;
         tracing::debug!(path = %path.display(), "sqlite store opened");
@@ -108,6 +112,7 @@ impl SqliteStore {
         let store = Self {
             pool,
             feed: Arc::default(),
+            proofs: Arc::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -379,6 +384,25 @@ sql::impl_db_on_pool!(SqliteStore, Sqlite, SqliteRow, &SQL, {
 
 sql::impl_store_traits!(SqliteStore);
 
+#[async_trait::async_trait]
+impl tessera_core::ProofReplayStore for SqliteStore {
+    async fn first_use(
+        &self,
+        key: &[u8; 32],
+        expires_at: tessera_core::Timestamp,
+        now: tessera_core::Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.proofs.first_use(key, expires_at, now).await
+    }
+
+    async fn purge_expired_proofs(
+        &self,
+        now: tessera_core::Timestamp,
+    ) -> Result<usize, StoreError> {
+        self.proofs.purge_expired_proofs(now).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use sqlx::Row;
@@ -636,6 +660,7 @@ mod tests {
             revoked_reason: None,
             client: ClientInfo::default(),
             generation: 0,
+            dpop_jkt: None,
         };
         let first = RefreshTokenRecord {
             hash: TokenHash::of(b"first"),

@@ -335,6 +335,18 @@ mod revocations {
     );
 }
 
+mod proofs {
+    use super::{Cleanup, connect, unique_prefix};
+
+    tessera_store::conformance_tests!(
+        [proofs] | check | {
+            let prefix = unique_prefix("proofs");
+            let _cleanup = Cleanup(prefix.clone());
+            check(connect(&prefix).await).await;
+        }
+    );
+}
+
 /// The same suite on a Redis Cluster of this binary's own.
 mod on_a_cluster {
     use std::sync::OnceLock;

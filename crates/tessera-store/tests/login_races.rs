@@ -201,6 +201,7 @@ async fn race_after(
         ip: None,
         client: ClientInfo::default(),
         device: None,
+        dpop_jkt: None,
     };
     node.users
         .armed

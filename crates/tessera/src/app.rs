@@ -74,7 +74,7 @@ pub(crate) async fn stores(
         tracing::info!(
             prefix = %config.redis.prefix,
             cluster = target.is_cluster(),
-            "Redis ready: sessions, revocations, throttling and the change feed"
+            "Redis ready: sessions, revocations, throttling, DPoP proofs and the change feed"
         );
         stores.sessions = Arc::new(redis.clone());
         // Every denylist entry is also written to the database, so a Redis that restarts
@@ -84,6 +84,7 @@ pub(crate) async fn stores(
             durable: stores.revocations.clone(),
         });
         stores.feed = Arc::new(redis.clone());
+        stores.proofs = Arc::new(redis.clone());
         stores.health = Arc::new(AllHealthy(vec![
             stores.health.clone(),
             Arc::new(redis.clone()),

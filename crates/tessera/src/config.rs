@@ -603,6 +603,15 @@ pub(crate) struct TokensSection {
     /// Memory for verified access tokens, in bytes (about 450 bytes a token); 0 turns the cache
     /// off, so every request pays the signature check.
     pub verify_cache_bytes: u64,
+    /// Every token login and refresh must come with a DPoP proof (RFC 9449): no bearer tokens
+    /// are issued, so a copied token is useless without the client's private key.
+    pub require_dpop: bool,
+    /// DPoP proofs must carry a recent server nonce (`DPoP-Nonce`), so a proof made in advance
+    /// cannot be used later.
+    pub dpop_nonce: bool,
+    /// How old a DPoP proof may be (and how long its id is remembered to refuse a replay).
+    #[serde(with = "humantime_serde")]
+    pub dpop_proof_max_age: Duration,
 }
 
 impl std::fmt::Debug for TokensSection {
@@ -613,6 +622,8 @@ impl std::fmt::Debug for TokensSection {
             .field("audience", &self.audience)
             .field("access_lifetime", &self.access_lifetime)
             .field("revocation", &self.revocation)
+            .field("require_dpop", &self.require_dpop)
+            .field("dpop_nonce", &self.dpop_nonce)
             .field(
                 "master_key",
                 &self.master_key.as_ref().map(|_| "<redacted>"),
@@ -644,6 +655,9 @@ impl Default for TokensSection {
             master_key_file: PathBuf::from("tessera.key"),
             introspection_clients: Default::default(),
             verify_cache_bytes: core.verify_cache_bytes,
+            require_dpop: core.dpop.required,
+            dpop_nonce: core.dpop.nonce,
+            dpop_proof_max_age: core.dpop.proof_max_age,
         }
     }
 }
@@ -1149,6 +1163,11 @@ impl Config {
             leeway: self.tokens.leeway,
             verify_cache_bytes: self.tokens.verify_cache_bytes,
             email_verified_always: self.accounts.require_verified_email,
+            dpop: tessera_core::token::DpopConfig {
+                required: self.tokens.require_dpop,
+                nonce: self.tokens.dpop_nonce,
+                proof_max_age: self.tokens.dpop_proof_max_age,
+            },
         }
     }
 

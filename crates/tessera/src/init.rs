@@ -301,6 +301,10 @@ pub(crate) fn render(a: Answers) -> String {
         line("revocation = \"allowlist\"");
         line("refresh_absolute_lifetime = \"7d\"");
         line("refresh_idle_lifetime = \"1d\"");
+        line("# Sender-constrained tokens (DPoP): clients prove they hold a key with every");
+        line("# request, so a copied token or refresh token is useless. Turn on once your");
+        line("# clients send DPoP proofs.");
+        line("# require_dpop = true");
     } else {
         line("access_lifetime = \"10m\"");
         line("revocation = \"denylist\"");

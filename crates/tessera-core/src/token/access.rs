@@ -57,6 +57,10 @@ pub struct AccessClaims {
     /// an account without an address. (The address itself is never in a token.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
+    /// The DPoP key the token is bound to (RFC 9449 §6): it is accepted only with a proof signed
+    /// by that key, as `Authorization: DPoP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<crate::token::dpop::Confirmation>,
 }
 
 /// Why a token was refused. Clients only ever see a generic 401; this is for logs and tests.
@@ -131,6 +135,7 @@ impl quick_cache::Weighter<TokenHash, Arc<Cached>> for CachedWeighter {
             + claims.jti.len()
             + claims.client_id.len()
             + claims.fid.as_str().len()
+            + claims.cnf.as_ref().map_or(0, |c| c.jkt.len() + 24)
             + claims.roles.iter().map(|r| r.len() + 24).sum::<usize>()) as u64
     }
 }
@@ -336,6 +341,7 @@ mod tests {
                 model: LoginModel::Token,
                 roles: Vec::new(),
                 email_verified: None,
+                cnf: None,
             }),
             kid: "k1".into(),
         })

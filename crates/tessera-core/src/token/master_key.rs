@@ -40,6 +40,7 @@ struct LessSafeKeyHolder(
     Arc<LessSafeKey>,
     Arc<aws_lc_rs::hmac::Key>,
     Arc<aws_lc_rs::hmac::Key>,
+    Arc<aws_lc_rs::hmac::Key>,
 );
 
 /// How many random bytes name a device.
@@ -75,6 +76,7 @@ impl MasterKey {
             Arc::new(LessSafeKey::new(key)),
             Arc::new(derive(b"tessera hybrid csrf v1")?),
             Arc::new(derive(b"tessera device cookie v1")?),
+            Arc::new(derive(b"tessera dpop nonce v1")?),
         )))
     }
 
@@ -154,6 +156,23 @@ impl MasterKey {
         aws_lc_rs::hmac::verify(&self.0.2, &device_message(account, device), &tag)
             .is_ok()
             .then(|| device.to_owned())
+    }
+
+    /// The DPoP server nonce of a period: the period and an HMAC over it, so every node that
+    /// shares the master key makes and accepts the same nonces without shared state.
+    pub(crate) fn dpop_nonce(&self, period: u64) -> String {
+        let tag = aws_lc_rs::hmac::sign(&self.0.3, &period.to_be_bytes());
+        crate::token::dpop::encode_nonce(period, tag.as_ref())
+    }
+
+    /// The period a nonce made by [`MasterKey::dpop_nonce`] names; `None` for anything else.
+    pub(crate) fn dpop_nonce_period(&self, nonce: &str) -> Option<u64> {
+        let (period, tag) = crate::token::dpop::decode_nonce(nonce)?;
+        let expected = aws_lc_rs::hmac::sign(&self.0.3, &period.to_be_bytes());
+        let expected = &expected.as_ref()[..crate::token::dpop::NONCE_TAG_LEN];
+        aws_lc_rs::constant_time::verify_slices_are_equal(expected, &tag)
+            .is_ok()
+            .then_some(period)
     }
 
     pub(crate) fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {

@@ -2,6 +2,7 @@
 //! and the key ring.
 
 pub mod access;
+pub mod dpop;
 pub mod key;
 pub mod keyring;
 pub mod master_key;
@@ -12,6 +13,7 @@ pub mod service;
 pub mod stream;
 
 pub use access::{AccessClaims, VerifiedClaims, Verifier, VerifyError};
+pub use dpop::{Confirmation, Dpop, DpopConfig, DpopError};
 pub use keyring::{KeyInfo, KeyRing};
 pub use master_key::MasterKey;
 pub use revocation::{RevocationMode, Revocations};

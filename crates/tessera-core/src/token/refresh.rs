@@ -111,6 +111,9 @@ pub struct RefreshFamily {
     /// token of this generation may rotate, and each rotation moves it on by one, so a family has
     /// one branch that goes on; a token of an older generation presented again is reuse.
     pub generation: u32,
+    /// The JWK thumbprint of the DPoP key the login is bound to (RFC 9449): every refresh must
+    /// come with a proof signed by that key. `None` for a login without DPoP.
+    pub dpop_jkt: Option<String>,
 }
 
 impl RefreshFamily {
@@ -194,6 +197,7 @@ mod tests {
             revoked_reason: None,
             client: ClientInfo::default(),
             generation: 0,
+            dpop_jkt: None,
         };
         assert!(family.is_live(at(99)));
         assert!(!family.is_live(at(100)), "idle expiry");

@@ -13,9 +13,12 @@ use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::secret::RefreshToken;
 use crate::session::ClientInfo;
+use crate::store::ProofReplayStore;
 use crate::store::{EventStore, RefreshStore, UserStore};
 use crate::token::access::{ACCESS_TOKEN_TYP, AccessClaims, VerifiedClaims, Verifier, VerifyError};
+use crate::token::dpop::{Confirmation, Dpop, DpopConfig};
 use crate::token::keyring::{KeyInfo, KeyRing};
+use crate::token::master_key::MasterKey;
 use crate::token::refresh::{FamilyId, LoginModel, RefreshFamily, RefreshTokenRecord, Rotation};
 use crate::token::revocation::{RevocationMode, Revocations};
 use crate::token::revoked::{AllowedToken, RevocationEntry, Revoked};
@@ -51,6 +54,8 @@ pub struct TokenConfig {
     /// address): set when verified addresses are required. Otherwise only accounts with an
     /// address carry the claim.
     pub email_verified_always: bool,
+    /// Sender-constrained tokens (DPoP, RFC 9449).
+    pub dpop: DpopConfig,
 }
 
 impl Default for TokenConfig {
@@ -67,6 +72,7 @@ impl Default for TokenConfig {
             leeway: Duration::from_secs(5),
             verify_cache_bytes: VERIFY_CACHE_CAPACITY_BYTES,
             email_verified_always: false,
+            dpop: DpopConfig::default(),
         }
     }
 }
@@ -94,6 +100,14 @@ impl TokenConfig {
         }
         if self.leeway > Duration::from_secs(300) {
             return Err(("leeway", "must be at most 5m".into()));
+        }
+        if self.dpop.proof_max_age < Duration::from_secs(5)
+            || self.dpop.proof_max_age > Duration::from_secs(600)
+        {
+            return Err((
+                "dpop_proof_max_age",
+                "must be between 5s and 10m: a proof is made for one request".into(),
+            ));
         }
         if self.issuer.is_empty() || self.audience.is_empty() || self.client_id.is_empty() {
             return Err((
@@ -123,6 +137,8 @@ pub struct TokenPair {
     pub refresh_expires_at: Timestamp,
     /// The account as the access token describes it (read just before signing).
     pub user: User,
+    /// Whether the access token is bound to a DPoP key (`token_type: DPoP`).
+    pub dpop_bound: bool,
 }
 
 impl std::fmt::Debug for TokenPair {
@@ -187,14 +203,16 @@ pub struct Tokens {
     audit: Audit,
     clock: Arc<dyn Clock>,
     config: TokenConfig,
+    dpop: Dpop,
 }
 
 /// Bytes the verified-token cache holds by default (about 100k tokens).
 pub const VERIFY_CACHE_CAPACITY_BYTES: u64 = 48 * 1024 * 1024;
 
 impl Tokens {
-    /// A token service signing with `keyring`, recording families in `refresh` and events in
-    /// `events`; built by [`Services::build`](crate::Services::build) in the server.
+    /// A token service signing with `keyring`, recording families in `refresh`, events in
+    /// `events` and DPoP proofs in `proofs`; built by [`Services::build`](crate::Services::build)
+    /// in the server.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         keyring: Arc<KeyRing>,
@@ -202,6 +220,8 @@ impl Tokens {
         refresh: Arc<dyn RefreshStore>,
         users: Arc<dyn UserStore>,
         events: Arc<dyn EventStore>,
+        proofs: Arc<dyn ProofReplayStore>,
+        master_key: MasterKey,
         clock: Arc<dyn Clock>,
         config: TokenConfig,
     ) -> Self {
@@ -214,6 +234,13 @@ impl Tokens {
             i64::try_from(config.leeway.as_secs()).unwrap_or(0),
             config.verify_cache_bytes,
         );
+        let dpop = Dpop::new(
+            proofs,
+            master_key,
+            Arc::clone(&clock),
+            config.dpop.clone(),
+            config.leeway,
+        );
         Self {
             keyring,
             verifier,
@@ -223,7 +250,13 @@ impl Tokens {
             audit: Audit::new(events, Arc::clone(&clock)),
             clock,
             config,
+            dpop,
         }
+    }
+
+    /// DPoP: proof checks with replay detection, server nonces.
+    pub fn dpop(&self) -> &Dpop {
+        &self.dpop
     }
 
     /// The signing keys, for the JWKS document and key administration.
@@ -251,13 +284,25 @@ impl Tokens {
         self.verifier.verify(token)
     }
 
-    /// Starts a family for `user` and hands out its first pair.
-    #[tracing::instrument(skip_all, fields(user = %user.id, model = model.as_str()))]
+    /// Starts a family for `user` and hands out its first pair (bearer tokens).
     pub async fn issue(
         &self,
         user: &User,
         model: LoginModel,
         client: ClientInfo,
+    ) -> Result<TokenPair, Error> {
+        self.issue_bound(user, model, client, None).await
+    }
+
+    /// [`Tokens::issue`], and with `dpop_jkt` (the thumbprint of the key a verified DPoP proof
+    /// was signed with) the login and its access tokens are bound to that key.
+    #[tracing::instrument(skip_all, fields(user = %user.id, model = model.as_str()))]
+    pub async fn issue_bound(
+        &self,
+        user: &User,
+        model: LoginModel,
+        client: ClientInfo,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenPair, Error> {
         let now = self.clock.now();
         let absolute = now.saturating_add(self.config.refresh_absolute_lifetime);
@@ -275,6 +320,7 @@ impl Tokens {
             revoked_reason: None,
             client,
             generation: 0,
+            dpop_jkt: dpop_jkt.map(str::to_owned),
         };
         let refresh_token = RefreshToken::generate()?;
         let record = RefreshTokenRecord {
@@ -286,7 +332,7 @@ impl Tokens {
         };
         self.refresh.create_family(&family, &record).await?;
         let pair = match self
-            .pair(user, &family, refresh_token, family.expires_at)
+            .pair(user, &family, refresh_token, family.expires_at, dpop_jkt)
             .await
         {
             Ok(pair) => pair,
@@ -306,7 +352,7 @@ impl Tokens {
         self.event(
             EventKind::TokenIssued,
             Some(&user.id),
-            json!({"family": family.id, "model": model}),
+            json!({"family": family.id, "model": model, "dpop": family.dpop_jkt.is_some()}),
         )
         .await;
         Ok(pair)
@@ -318,6 +364,7 @@ impl Tokens {
         family: &RefreshFamily,
         refresh_token: RefreshToken,
         refresh_expires_at: Timestamp,
+        dpop_jkt: Option<&str>,
     ) -> Result<TokenPair, Error> {
         // The token says what the account was at `as_of`: read it again now, after noting the
         // time, so a role or password change recorded after that time refuses this token, and one
@@ -328,7 +375,7 @@ impl Tokens {
             _ => return Err(Error::InvalidGrant),
         };
         let user = &user;
-        let (access_token, claims) = self.sign_access_token(user, family, as_of)?;
+        let (access_token, claims) = self.sign_access_token(user, family, as_of, dpop_jkt)?;
         self.revocations
             .allow(AllowedToken {
                 jti: claims.jti.clone(),
@@ -345,6 +392,7 @@ impl Tokens {
             access_expires_at: Timestamp::from_unix_millis(claims.exp.saturating_mul(1000)),
             refresh_expires_at,
             user: user.clone(),
+            dpop_bound: dpop_jkt.is_some(),
         })
     }
 
@@ -353,6 +401,7 @@ impl Tokens {
         user: &User,
         family: &RefreshFamily,
         as_of: Timestamp,
+        dpop_jkt: Option<&str>,
     ) -> Result<(String, AccessClaims), Error> {
         let key = self.keyring.signing_key();
         let now = self.clock.now().unix_seconds();
@@ -373,6 +422,9 @@ impl Tokens {
                 Some(email) => Some(email.verified),
                 None => self.config.email_verified_always.then_some(false),
             },
+            cnf: dpop_jkt.map(|jkt| Confirmation {
+                jkt: jkt.to_owned(),
+            }),
         };
         let mut header = Header::new(key.jwt_algorithm);
         header.typ = Some(ACCESS_TOKEN_TYP.into());
@@ -398,8 +450,23 @@ impl Tokens {
     /// rotated less than `reuse_grace` ago (a concurrent refresh from another tab) still gets a
     /// valid pair; one rotated earlier is treated as stolen: the whole family, and every access
     /// token it issued, is revoked.
-    #[tracing::instrument(skip_all)]
+    ///
+    /// A login bound to a DPoP key is refused here: see [`Tokens::refresh_with_proof`].
     pub async fn refresh(&self, presented: &RefreshToken) -> Result<TokenPair, Error> {
+        self.refresh_with_proof(presented, None).await
+    }
+
+    /// [`Tokens::refresh`] for a request with a DPoP proof: `dpop_jkt` is the thumbprint of the
+    /// key its verified proof was signed with, if it had one. A login bound to a key is refreshed
+    /// only with a proof of that key: otherwise the attempt is refused and recorded, and the token
+    /// is not used up (its owner goes on). The new access token is bound to the proof's key
+    /// whenever there is one.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh_with_proof(
+        &self,
+        presented: &RefreshToken,
+        dpop_jkt: Option<&str>,
+    ) -> Result<TokenPair, Error> {
         let hash = presented.hash();
         let Some((record, family)) = self.refresh.refresh_token(&hash).await? else {
             return Err(Error::InvalidGrant);
@@ -408,6 +475,23 @@ impl Tokens {
         if !family.is_live(now) {
             return Err(Error::InvalidGrant);
         }
+        if let Some(bound) = &family.dpop_jkt
+            && dpop_jkt != Some(bound.as_str())
+        {
+            tracing::warn!(family = %family.id, user = %family.user_id, "refresh of a DPoP-bound login without its key's proof; refused");
+            metrics::counter!("tessera_token_refreshes_total", "outcome" => "dpop_key_missing")
+                .increment(1);
+            self.event(
+                EventKind::DpopBindingRefused,
+                Some(&family.user_id),
+                json!({"family": family.id, "proof": if dpop_jkt.is_some() { "another key" } else { "none" }}),
+            )
+            .await;
+            return Err(Error::DpopKeyRequired);
+        }
+        // A login bound to a key keeps issuing tokens bound to it; an unbound one binds each
+        // access token to the key of the proof it was refreshed with, if any.
+        let dpop_jkt = family.dpop_jkt.as_deref().or(dpop_jkt);
         let user = match self.users.user_by_id(&family.user_id).await? {
             Some(user) if user.is_active() => user,
             _ => return Err(Error::InvalidGrant),
@@ -446,7 +530,7 @@ impl Tokens {
                         json!({"family": family.id}),
                     )
                     .await;
-                    return self.pair(&user, &family, next, expires_at).await;
+                    return self.pair(&user, &family, next, expires_at, dpop_jkt).await;
                 }
                 // The same token, rotated a moment ago by a concurrent request.
                 Rotation::AlreadyRotated { at } => Some(at),
@@ -470,7 +554,7 @@ impl Tokens {
                 // branch may start from an ended one.
                 return Err(Error::InvalidGrant);
             }
-            return self.pair(&user, &family, next, expires_at).await;
+            return self.pair(&user, &family, next, expires_at, dpop_jkt).await;
         }
         tracing::warn!(family = %family.id, user = %user.id, "refresh token reuse detected; revoking the family");
         metrics::counter!("tessera_token_refreshes_total", "outcome" => "reuse_detected")

@@ -1,16 +1,19 @@
-//! The token model's extractor: `Authorization: Bearer`.
+//! The token model's extractor: `Authorization: Bearer`, or `Authorization: DPoP` with a proof
+//! for a token bound to the client's key.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use tessera_core::token::{VerifiedClaims, VerifyError};
 
+use super::dpop::Scheme;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-/// A request authenticated by `Authorization: Bearer <access token>`. Tokens are read from that
-/// header only, never from the query string or a form body. Needs no CSRF token: browsers never
-/// attach the header by themselves.
+/// A request authenticated by `Authorization: Bearer <access token>`, or, for a token bound to a
+/// DPoP key (its `cnf.jkt`), `Authorization: DPoP <access token>` with a `DPoP` proof signed by
+/// that key for this very request. Tokens are read from that header only, never from the query
+/// string or a form body. Needs no CSRF token: browsers never attach the header by themselves.
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -58,9 +61,14 @@ pub struct BearerAuth {
     pub claims: VerifiedClaims,
 }
 
-/// The bearer token of a request: `Ok(None)` without an `Authorization` header, an error for a
-/// header that is not a well-formed bearer credential.
+/// The access token of a request: `Ok(None)` without an `Authorization` header, an error for a
+/// header that is not a well-formed `Bearer` or `DPoP` credential.
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    Ok(access_token(headers)?.map(|(_, token)| token))
+}
+
+/// [`bearer_token`] with the scheme it came with.
+pub(crate) fn access_token(headers: &HeaderMap) -> Result<Option<(Scheme, &str)>, ApiError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -71,10 +79,17 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, ApiError
     }
     let value = value.to_str().map_err(|_| ApiError::invalid_token())?;
     let (scheme, token) = value.split_once(' ').ok_or_else(ApiError::invalid_token)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case(tessera_dpop::AUTH_SCHEME) {
+        Scheme::Dpop
+    } else {
+        return Err(ApiError::invalid_token());
+    };
+    if token.is_empty() {
         return Err(ApiError::invalid_token());
     }
-    Ok(Some(token))
+    Ok(Some((scheme, token)))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for BearerAuth
@@ -84,21 +99,24 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Self::extract(parts, &AppState::from_ref(state))
+        Self::extract(parts, &AppState::from_ref(state)).await
     }
 }
 
 impl BearerAuth {
-    pub(crate) fn extract(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer_token(&parts.headers)?.ok_or_else(ApiError::unauthenticated)?;
-        match state.tokens().verify(token) {
-            Ok(claims) => Ok(Self { claims }),
-            Err(VerifyError::StateUnavailable) => Err(state_unavailable()),
+    pub(crate) async fn extract(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (scheme, token) =
+            access_token(&parts.headers)?.ok_or_else(ApiError::unauthenticated)?;
+        let claims = match state.tokens().verify(token) {
+            Ok(claims) => claims,
+            Err(VerifyError::StateUnavailable) => return Err(state_unavailable()),
             Err(reason) => {
                 tracing::debug!(?reason, "bearer token refused");
-                Err(ApiError::invalid_token())
+                return Err(ApiError::invalid_token());
             }
-        }
+        };
+        super::dpop::check_resource_request(state, parts, scheme, token, &claims).await?;
+        Ok(Self { claims })
     }
 }
 

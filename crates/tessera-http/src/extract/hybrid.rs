@@ -89,6 +89,12 @@ impl HybridAuth {
             tracing::debug!(?reason, "hybrid access cookie refused");
             ApiError::unauthenticated()
         })?;
+        // A token bound to a DPoP key is only good with a proof of that key; a cookie carries
+        // none, so one planted in the cookie jar is refused.
+        if claims.claims().cnf.is_some() {
+            tracing::debug!("a DPoP-bound token in the hybrid access cookie refused");
+            return Err(ApiError::unauthenticated());
+        }
         if unsafe_method {
             csrf::check_hybrid_token(&parts.headers, state, claims.claims().fid.as_str())?;
         }

@@ -41,6 +41,7 @@
 mod bearer;
 mod cookies;
 mod data;
+pub(crate) mod dpop;
 mod form;
 mod hybrid;
 mod role;
@@ -63,6 +64,7 @@ pub use cookies::{
 };
 pub(crate) use cookies::{cookie_value, session_secret};
 pub use data::SessionData;
+pub use dpop::TokenEndpointProof;
 pub use form::{CSRF_FIELD, CsrfForm};
 pub use hybrid::{HybridAuth, HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie};
 pub use role::{Admin, RequireRole, Role};
@@ -183,7 +185,7 @@ where
 impl AuthUser {
     pub(crate) async fn extract(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         if parts.headers.contains_key(header::AUTHORIZATION) {
-            let BearerAuth { claims } = BearerAuth::extract(parts, state)?;
+            let BearerAuth { claims } = BearerAuth::extract(parts, state).await?;
             let user = token_user(state, &claims)
                 .await?
                 .ok_or_else(ApiError::invalid_token)?;

@@ -153,6 +153,7 @@ impl Credentials {
             ip: client.ip,
             client: client.info,
             device: self.device_token.as_deref().or(device),
+            dpop_jkt: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::Credentials;
 use crate::client_ip::ClientIp;
+use crate::extract::dpop::TokenEndpointProof;
 use crate::extract::{AuthUser, ClientMeta, ServiceClient};
 use crate::json::{ApiJson, JsonOrForm};
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
@@ -20,9 +21,11 @@ use crate::state::AppState;
 /// A token pair (RFC 6749 §5.1).
 #[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
-    /// A JWT (RFC 9068) to send as `Authorization: Bearer …`.
+    /// A JWT (RFC 9068) to send as `Authorization: Bearer …`, or, when `token_type` is `DPoP`,
+    /// as `Authorization: DPoP …` with a DPoP proof of the client's key.
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `Bearer`, or `DPoP` when the request came with a DPoP proof: the token is then bound to
+    /// the proof's key (RFC 9449).
     #[schema(example = "Bearer")]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
@@ -40,8 +43,8 @@ pub struct TokenResponse {
 impl From<TokenPair> for TokenResponse {
     fn from(pair: TokenPair) -> Self {
         Self {
+            token_type: if pair.dpop_bound { "DPoP" } else { "Bearer" },
             access_token: pair.access_token,
-            token_type: "Bearer",
             expires_in: pair.expires_in,
             refresh_token: pair.refresh_token.encode(),
             device_token: None,
@@ -63,12 +66,16 @@ pub struct RefreshRequest {
 /// Log in for a token pair.
 ///
 /// For SPAs, mobile apps and services that send `Authorization: Bearer`. The access token is short
-/// lived; the refresh token rotates on every use.
+/// lived; the refresh token rotates on every use. With a `DPoP` proof header (RFC 9449; ES256 or
+/// EdDSA), the tokens are bound to the proof's key: the access token (`token_type: DPoP`) is
+/// accepted only with a proof of that key, and so is every refresh of the login.
 #[utoipa::path(
     post, path = "/v1/token", tag = "token",
+    params(("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449) for this request: binds the tokens to its key")),
     request_body = Credentials,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 400, description = "The DPoP proof is invalid, replayed, or lacks the server's nonce (`error`: `invalid_dpop_proof`, `use_dpop_nonce`; a fresh nonce in `DPoP-Nonce`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
@@ -78,11 +85,14 @@ pub struct RefreshRequest {
 pub async fn login(
     State(state): State<AppState>,
     client: ClientMeta,
+    proof: TokenEndpointProof,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<TokenResponse>, ApiError> {
+    let mut attempt = body.attempt(client, None);
+    attempt.dpop_jkt = proof.thumbprint();
     let login = state
         .logins()
-        .login_tokens(body.attempt(client, None), LoginModel::Token, None)
+        .login_tokens(attempt, LoginModel::Token, None)
         .await?;
     Ok(Json(TokenResponse {
         device_token: Some(login.device_token),
@@ -94,15 +104,19 @@ pub async fn login(
 ///
 /// The presented token is rotated out. Presenting it again within a few seconds (another tab
 /// refreshing at the same time) still gets a valid pair; later, it is treated as stolen and the
-/// whole login (every refresh and access token of it) is revoked.
+/// whole login (every refresh and access token of it) is revoked. A login made with DPoP is
+/// refreshed only with a `DPoP` proof of the same key; without one the refresh is refused (and
+/// recorded in the audit log), and the refresh token is not used up.
 #[utoipa::path(
     post, path = "/v1/token/refresh", tag = "token",
+    params(("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449) for this request; required for a login bound to a key")),
     request_body(content(
         (RefreshRequest = "application/json"),
         (RefreshRequest = "application/x-www-form-urlencoded"),
     )),
     responses(
         (status = 200, description = "A new pair", body = TokenResponse),
+        (status = 400, description = "The DPoP proof is missing (for a bound login), invalid, replayed, of another key, or lacks the server's nonce", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The refresh token is invalid, expired, rotated or revoked", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many refreshes from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
@@ -112,6 +126,7 @@ pub async fn login(
 pub async fn refresh(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    proof: TokenEndpointProof,
     JsonOrForm(body): JsonOrForm<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     state.throttle().spend_refresh(ip).await?;
@@ -128,7 +143,10 @@ pub async fn refresh(
     }
     let token =
         RefreshToken::parse(&body.refresh_token).ok_or(tessera_core::Error::InvalidGrant)?;
-    let pair = state.tokens().refresh(&token).await?;
+    let pair = state
+        .tokens()
+        .refresh_with_proof(&token, proof.thumbprint())
+        .await?;
     Ok(Json(pair.into()))
 }
 
@@ -235,4 +253,49 @@ pub async fn jwks(State(state): State<AppState>) -> Result<Response, ApiError> {
         Json(ring.jwks()),
     )
         .into_response())
+}
+
+/// This server's OAuth metadata (RFC 8414): where its endpoints are and what they accept,
+/// `dpop_signing_alg_values_supported` (RFC 9449) among them.
+///
+/// The `token_endpoint` is the refresh endpoint, which speaks RFC 6749 (`grant_type=
+/// refresh_token`); logins go to `POST /v1/token` with a JSON username and password, which is not
+/// an OAuth grant and so is not listed.
+#[utoipa::path(
+    get, path = "/.well-known/oauth-authorization-server", tag = "token",
+    responses(
+        (status = 200, description = "The authorization server metadata", body = Object),
+    )
+)]
+pub async fn metadata(State(state): State<AppState>) -> Response {
+    let base = format!(
+        "{}{}",
+        state.public_url().trim_end_matches('/'),
+        state.mount()
+    );
+    let tokens = state.tokens();
+    let mut document = serde_json::json!({
+        "issuer": tokens.config().issuer,
+        "token_endpoint": format!("{base}/v1/token/refresh"),
+        "revocation_endpoint": format!("{base}/v1/token/revoke"),
+        "introspection_endpoint": format!("{base}/v1/token/introspect"),
+        "grant_types_supported": ["refresh_token"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "dpop_signing_alg_values_supported": tessera_dpop::SIGNING_ALGORITHMS,
+        "service_documentation": format!("{base}/openapi.json"),
+    });
+    if tokens.keyring().algorithm().is_asymmetric() {
+        document["jwks_uri"] = format!("{base}/.well-known/jwks.json").into();
+    }
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        )],
+        Json(document),
+    )
+        .into_response()
 }

@@ -94,6 +94,7 @@ async fn holdings<S: ErasingStore>(store: &S, user: &UserId) -> Holdings {
         revoked_reason: None,
         client: ClientInfo::default(),
         generation: 0,
+        dpop_jkt: None,
     };
     let token = RefreshTokenRecord {
         hash: SessionId::generate().expect("OS randomness").hash(),

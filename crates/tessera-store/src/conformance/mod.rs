@@ -36,6 +36,7 @@ pub mod events;
 pub mod health;
 pub mod keys;
 pub mod mail;
+pub mod proofs;
 pub mod refresh;
 pub mod revocations;
 pub mod sessions;
@@ -64,6 +65,7 @@ where
         + RevocationStore
         + EventStore
         + MailStore
+        + tessera_core::ProofReplayStore
         + HealthCheck,
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
@@ -77,6 +79,19 @@ where
     revocation_conformance(&make).await;
     event_conformance(&make).await;
     deletion_conformance(&make).await;
+    proof_conformance(&make).await;
+}
+
+/// The checks of [`tessera_core::ProofReplayStore`].
+pub async fn proof_conformance<S, F, Fut>(make: F)
+where
+    S: tessera_core::ProofReplayStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    proofs::proofs_are_first_used_once(make().await).await;
+    proofs::proof_sweep(make().await).await;
+    proofs::concurrent_first_use(make().await).await;
 }
 
 /// The [`UserStore::delete_user`] checks on a backend that holds the account and what hangs off
@@ -285,7 +300,7 @@ macro_rules! conformance_tests {
     };
     ($($run:tt)+) => {
         $crate::conformance_tests!(
-            [health, users, email, sessions, keys, refresh, revocations, events, mail, deletion] $($run)+
+            [health, users, email, sessions, keys, refresh, revocations, events, mail, deletion, proofs] $($run)+
         );
     };
 }
@@ -320,6 +335,9 @@ macro_rules! __conformance_group {
     };
     (events $($run:tt)+) => {
         $crate::__conformance_checks!(events [events_round_trip, event_paging] $($run)+);
+    };
+    (proofs $($run:tt)+) => {
+        $crate::__conformance_checks!(proofs [proofs_are_first_used_once, proof_sweep, concurrent_first_use] $($run)+);
     };
     (deletion $($run:tt)+) => {
         $crate::__conformance_checks!(deletion [delete_user, delete_user_finishes_the_job] $($run)+);

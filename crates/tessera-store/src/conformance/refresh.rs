@@ -35,6 +35,7 @@ fn family(
         revoked_reason: None,
         client: ClientInfo::default(),
         generation: 0,
+        dpop_jkt: None,
     };
     let first = token_of(&family.id, created_at);
     (family, first)
@@ -265,6 +266,7 @@ pub async fn rotation<S: UserStore + RefreshStore>(store: S) {
         last_used_at: at(T0 + 60_000),
         expires_at: at(T0 + 2 * HOUR),
         generation: 1,
+        dpop_jkt: None,
         ..f.clone()
     };
     assert_eq!(

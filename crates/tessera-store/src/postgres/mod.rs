@@ -340,3 +340,38 @@ sql::impl_db_on_pool!(PostgresStore, Postgres, PgRow, &SQL, {
 });
 
 sql::impl_store_traits!(PostgresStore);
+
+#[async_trait::async_trait]
+impl tessera_core::ProofReplayStore for PostgresStore {
+    async fn first_use(
+        &self,
+        key: &[u8; 32],
+        expires_at: tessera_core::Timestamp,
+        now: tessera_core::Timestamp,
+    ) -> Result<bool, StoreError> {
+        // One statement, atomic across nodes: a row is written when there was none, or when the
+        // one there had expired; a live one is left alone, and nothing is written.
+        let written = sql::Db::execute(
+            self,
+            "INSERT INTO dpop_proofs (key, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE dpop_proofs.expires_at <= $3",
+            &[key.as_slice().into(), expires_at.into(), now.into()],
+        )
+        .await?;
+        Ok(written == 1)
+    }
+
+    async fn purge_expired_proofs(
+        &self,
+        now: tessera_core::Timestamp,
+    ) -> Result<usize, StoreError> {
+        let deleted = sql::Db::execute(
+            self,
+            "DELETE FROM dpop_proofs WHERE expires_at <= $1",
+            &[now.into()],
+        )
+        .await?;
+        Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+    }
+}

@@ -95,6 +95,7 @@
 //! [`SessionStore::delete_expired_sessions`]: tessera_core::SessionStore::delete_expired_sessions
 //! [`RevocationStore::purge_expired`]: tessera_core::RevocationStore::purge_expired
 
+mod dpop;
 mod feed;
 mod revocations;
 mod scripts;
@@ -585,6 +586,15 @@ impl Keys {
 
     fn throttle(&self, key: &str) -> String {
         format!("{}throttle:{key}", self.prefix)
+    }
+
+    fn dpop_proof(&self, key: &[u8; 32]) -> String {
+        use std::fmt::Write;
+        let mut name = format!("{}dpop:", self.prefix);
+        for byte in key {
+            let _ = write!(name, "{byte:02x}");
+        }
+        name
     }
 
     fn changes(&self) -> String {

@@ -11,7 +11,7 @@ use super::{Columns, Db, Tx, rows, sql_count, sql_limit};
 /// both tables use, `generation`, is renamed, so rows are read by bare name either way.
 pub(crate) const FAMILY_COLUMNS: &str = "f.id, f.user_id, f.model, f.created_at, f.last_used_at, \
      f.expires_at, f.absolute_expires_at, f.revoked_at, f.revoked_reason, f.user_agent, f.ip, \
-     f.generation AS family_generation";
+     f.generation AS family_generation, f.dpop_jkt";
 
 /// Token columns, qualified like [`FAMILY_COLUMNS`].
 pub(crate) const TOKEN_COLUMNS: &str =
@@ -51,8 +51,8 @@ pub(crate) async fn create_family<D: Db>(
     let mut tx = db.begin().await?;
     tx.execute(
         "INSERT INTO refresh_families (id, user_id, model, created_at, last_used_at, \
-         expires_at, absolute_expires_at, revoked_at, revoked_reason, user_agent, ip, generation) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         expires_at, absolute_expires_at, revoked_at, revoked_reason, user_agent, ip, generation, \
+         dpop_jkt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         &[
             family.id.as_str().into(),
             family.user_id.as_str().into(),
@@ -71,6 +71,7 @@ pub(crate) async fn create_family<D: Db>(
                 .into(),
             ip.as_deref().into(),
             i64::from(family.generation).into(),
+            family.dpop_jkt.as_deref().into(),
         ],
     )
     .await?;

@@ -132,6 +132,7 @@ pub(crate) fn family(row: &impl Columns) -> Result<RefreshFamily, StoreError> {
         revoked_reason: row.optional_text("revoked_reason")?,
         client: client(row)?,
         generation: generation(row, "family_generation")?,
+        dpop_jkt: row.optional_text("dpop_jkt")?,
     })
 }
 
