@@ -306,6 +306,82 @@ pub fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Proofs seen lately, in this process: what a single server (or one replica of a resource
+/// service) needs to refuse a replayed proof. Exact, never evicting a live entry: past its
+/// capacity it refuses new proofs ([`ReplayCacheFull`]) rather than forget one.
+pub struct ReplayCache {
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], i64>>,
+    capacity: usize,
+}
+
+/// The replay cache holds as many live proofs as it may: refuse the request (fail closed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many recent DPoP proofs to remember another")]
+pub struct ReplayCacheFull;
+
+impl Default for ReplayCache {
+    fn default() -> Self {
+        Self::with_capacity(Self::DEFAULT_CAPACITY)
+    }
+}
+
+impl std::fmt::Debug for ReplayCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayCache")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplayCache {
+    /// The default capacity: about a million proofs (some 50 MB at most).
+    pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+    /// A cache of at most `capacity` live proofs.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            seen: std::sync::Mutex::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Records `key` (a [`VerifiedProof::replay_key`]) until `expires_at_ms`: `Ok(true)` the
+    /// first time (or once its record expired by `now_ms`), `Ok(false)` for a replay.
+    pub fn first_use(
+        &self,
+        key: &[u8; 32],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, ReplayCacheFull> {
+        // A panic elsewhere while holding the lock leaves the map whole (each change is one
+        // insert), so its contents are still right.
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = seen.get_mut(key) {
+            if *until > now_ms {
+                return Ok(false);
+            }
+            *until = expires_at_ms;
+            return Ok(true);
+        }
+        if seen.len() >= self.capacity {
+            seen.retain(|_, until| *until > now_ms);
+            if seen.len() >= self.capacity {
+                return Err(ReplayCacheFull);
+            }
+        }
+        seen.insert(*key, expires_at_ms);
+        Ok(true)
+    }
+
+    /// Forgets the records that expired by `now_ms`; returns how many.
+    pub fn purge(&self, now_ms: i64) -> usize {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let before = seen.len();
+        seen.retain(|_, until| *until > now_ms);
+        before - seen.len()
+    }
+}
+
 #[derive(Deserialize)]
 struct ProofClaims {
     jti: Option<String>,
@@ -675,6 +751,19 @@ mod tests {
             check_proof(&token, &expected(now)),
             Err(ProofError::MissingClaim("htu"))
         );
+    }
+
+    #[test]
+    fn the_replay_cache_refuses_repeats_and_fails_closed_when_full() {
+        let cache = ReplayCache::with_capacity(2);
+        assert_eq!(cache.first_use(&[1; 32], 100, 0), Ok(true));
+        assert_eq!(cache.first_use(&[1; 32], 100, 50), Ok(false));
+        assert_eq!(cache.first_use(&[2; 32], 100, 50), Ok(true));
+        assert_eq!(cache.first_use(&[3; 32], 100, 50), Err(ReplayCacheFull));
+        // Expired entries make room, and an expired key may be used again.
+        assert_eq!(cache.first_use(&[3; 32], 200, 100), Ok(true));
+        assert_eq!(cache.first_use(&[1; 32], 200, 100), Ok(true));
+        assert_eq!(cache.purge(200), 2);
     }
 
     #[test]

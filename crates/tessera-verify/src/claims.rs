@@ -43,6 +43,19 @@ pub struct Claims {
     /// The user's roles when the token was issued.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The DPoP key the token is bound to (RFC 9449): it is accepted only with a proof of that
+    /// key ([`Verifier::verify_dpop`](crate::Verifier::verify_dpop)).
+    #[serde(default)]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf` (RFC 7800): the key a token is bound to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Confirmation {
+    /// The JWK SHA-256 thumbprint (RFC 7638) of the client's DPoP key.
+    #[serde(default)]
+    pub jkt: Option<String>,
 }
 
 impl Claims {
@@ -65,6 +78,11 @@ impl Claims {
             + optional(&self.fid)
             + optional(&self.model)
             + self.roles.iter().map(|r| r.len() + 24).sum::<usize>()
+            + self
+                .cnf
+                .as_ref()
+                .and_then(|c| c.jkt.as_ref())
+                .map_or(0, |jkt| jkt.len() + 24)
             + std::mem::size_of::<Self>()
     }
 }

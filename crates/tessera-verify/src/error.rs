@@ -61,13 +61,50 @@ pub enum VerifyError {
     /// No JWKS has been fetched yet (the server is unreachable): map to 503, not 401.
     #[error("signing keys unavailable")]
     KeysUnavailable,
+    /// The token is bound to a DPoP key (`cnf.jkt`) but came as a bearer token, or without a
+    /// `DPoP` proof: a copied token, or a client that forgot its proof.
+    #[error("the token is bound to a DPoP key: it needs Authorization: DPoP and a proof")]
+    DpopRequired,
+    /// The token came with the DPoP scheme but is not bound to a key.
+    #[error("the token is not bound to a DPoP key: send it as Authorization: Bearer")]
+    NotDpopBound,
+    /// The DPoP proof failed a check (header, signature, method, URL, age, token hash).
+    #[error("invalid DPoP proof: {0}")]
+    DpopProof(tessera_dpop::ProofError),
+    /// The DPoP proof was signed with another key than the one the token is bound to.
+    #[error("the DPoP proof is signed with another key than the token's")]
+    DpopWrongKey,
+    /// The DPoP proof was accepted before: a replay.
+    #[error("the DPoP proof was used before")]
+    DpopReplayed,
+    /// Too many recent proofs to remember another: refuse until some expire (503).
+    #[error("too many recent DPoP proofs")]
+    DpopReplayCacheFull,
 }
 
 impl VerifyError {
     /// `true` when the verifier cannot decide right now (no revocation state, no keys yet):
     /// answer 503 and let the client retry, rather than 401.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::StateUnavailable | Self::KeysUnavailable)
+        matches!(
+            self,
+            Self::StateUnavailable | Self::KeysUnavailable | Self::DpopReplayCacheFull
+        )
+    }
+}
+
+impl VerifyError {
+    /// `true` for a refusal of the DPoP part of a request (RFC 9449): the answer's challenge is
+    /// `WWW-Authenticate: DPoP`.
+    pub fn is_dpop(&self) -> bool {
+        matches!(
+            self,
+            Self::DpopRequired
+                | Self::NotDpopBound
+                | Self::DpopProof(_)
+                | Self::DpopWrongKey
+                | Self::DpopReplayed
+        )
     }
 }
 

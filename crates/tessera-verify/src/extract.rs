@@ -4,10 +4,11 @@ use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
-use crate::http::{Rejection, bearer_token};
+use crate::http::{Rejection, bearer_token, verify_request};
 use crate::{VerifiedToken, Verifier};
 
-/// Reads `Authorization: Bearer` and verifies it with the [`Verifier`] in the router's state
+/// Reads `Authorization: Bearer` (or `Authorization: DPoP` with its `DPoP` proof, for a token
+/// bound to the client's key) and verifies it with the [`Verifier`] in the router's state
 /// (the state is the verifier, or implements [`FromRef`] for it). When
 /// [`RequireBearerLayer`](crate::RequireBearerLayer) already verified the request, its result is
 /// reused.
@@ -36,11 +37,9 @@ where
             return Ok(token.clone());
         }
         let verifier = Verifier::from_ref(state);
-        let token = bearer_token(&parts.headers)?;
-        let verified = verifier.verify(token).await.map_err(|e| {
-            tracing::debug!(reason = %e, "bearer token refused");
-            Rejection::from_error(e)
-        })?;
+        let verified = verify_request(&verifier, &parts.method, &parts.uri, &parts.headers)
+            .await
+            .inspect_err(|e| tracing::debug!(reason = %e, "access token refused"))?;
         parts.extensions.insert(verified.clone());
         Ok(verified)
     }

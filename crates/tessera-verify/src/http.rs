@@ -68,6 +68,18 @@ impl Rejection {
                 "access tokens cannot be checked right now; try again shortly",
                 None,
             ),
+            Kind::Token(VerifyError::DpopRequired) => (
+                "this access token is bound to a DPoP key: send it as Authorization: DPoP with a DPoP proof of that key",
+                Some("DPoP algs=\"ES256 EdDSA\", error=\"invalid_token\""),
+            ),
+            Kind::Token(VerifyError::NotDpopBound) => (
+                "this access token is not bound to a DPoP key: send it as Authorization: Bearer",
+                Some("Bearer error=\"invalid_token\""),
+            ),
+            Kind::Token(e) if e.is_dpop() => (
+                "the DPoP proof is invalid, replayed, or not signed by the token's key: make a new proof for every request",
+                Some("DPoP algs=\"ES256 EdDSA\", error=\"invalid_dpop_proof\""),
+            ),
             Kind::Token(_) => (
                 "the access token is invalid, expired or revoked",
                 Some("Bearer error=\"invalid_token\""),
@@ -112,6 +124,12 @@ impl std::error::Error for Rejection {}
 /// The bearer token of a request. Exactly one `Authorization` header is accepted; the scheme is
 /// case-insensitive (`Bearer`, `bearer`); the token is never read from a query string or form.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
+    access_token(headers).map(|(_, token)| token)
+}
+
+/// The access token of a request and whether it came with the DPoP scheme: `Authorization:
+/// Bearer <token>` or `Authorization: DPoP <token>`.
+pub(crate) fn access_token(headers: &HeaderMap) -> Result<(bool, &str), Rejection> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Rejection {
@@ -127,7 +145,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
         kind: Kind::BadRequest("the Authorization header is not text"),
     })?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let dpop = scheme.eq_ignore_ascii_case(tessera_dpop::AUTH_SCHEME);
+    if !dpop && !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Rejection {
             kind: Kind::Missing,
         });
@@ -138,7 +157,42 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
             kind: Kind::BadRequest("expected Authorization: Bearer <token>"),
         });
     }
-    Ok(token)
+    Ok((dpop, token))
+}
+
+/// Verifies the access token of a request with these parts: a bearer token, or a DPoP-bound
+/// token with its proof (the `DPoP` header) for this method and URL.
+pub(crate) async fn verify_request(
+    verifier: &Verifier,
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<VerifiedToken, Rejection> {
+    let (dpop, token) = access_token(headers)?;
+    if !dpop {
+        return verifier.verify(token).await.map_err(Rejection::from_error);
+    }
+    let mut proofs = headers.get_all(tessera_dpop::PROOF_HEADER).iter();
+    let proof = match (proofs.next(), proofs.next()) {
+        (None, _) => None,
+        (Some(value), None) => Some(value.to_str().map_err(|_| Rejection {
+            kind: Kind::BadRequest("the DPoP header is not text"),
+        })?),
+        (Some(_), Some(_)) => {
+            return Err(Rejection {
+                kind: Kind::BadRequest("send one DPoP header"),
+            });
+        }
+    };
+    let url = verifier.request_url(uri, headers).ok_or(Rejection {
+        kind: Kind::BadRequest(
+            "the request has no Host: its URL, which a DPoP proof names, is unknown",
+        ),
+    })?;
+    verifier
+        .verify_dpop(token, proof, method.as_str(), &url)
+        .await
+        .map_err(Rejection::from_error)
 }
 
 /// A tower [`Layer`](tower::Layer) that lets a request through only with a valid bearer token,
@@ -206,10 +260,13 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
-            let verified = match bearer_token(request.headers()) {
-                Ok(token) => verifier.verify(token).await.map_err(Rejection::from_error),
-                Err(rejection) => Err(rejection),
-            };
+            let verified = verify_request(
+                &verifier,
+                request.method(),
+                request.uri(),
+                request.headers(),
+            )
+            .await;
             match verified {
                 Ok(token) => {
                     request.extensions_mut().insert::<VerifiedToken>(token);

@@ -261,6 +261,7 @@ mod tests {
             fid: fid.map(Into::into),
             model: None,
             roles: vec![],
+            cnf: None,
         }
     }
 

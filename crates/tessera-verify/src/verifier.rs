@@ -77,6 +77,15 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) last_event_id: Mutex<Option<String>>,
     runtime: tokio::runtime::Handle,
+    dpop: DpopSettings,
+}
+
+/// How DPoP proofs are checked (RFC 9449).
+struct DpopSettings {
+    /// The service's public URL (scheme, host, any path prefix): what `htu` is compared with.
+    public_url: Option<String>,
+    proof_max_age: Duration,
+    seen: tessera_dpop::ReplayCache,
 }
 
 struct JwksSource {
@@ -199,6 +208,8 @@ pub struct VerifierBuilder {
     http_timeout: Duration,
     client: Option<reqwest::Client>,
     clock: Arc<dyn Clock>,
+    public_url: Option<String>,
+    dpop_proof_max_age: Duration,
 }
 
 impl std::fmt::Debug for VerifierBuilder {
@@ -237,6 +248,8 @@ impl Verifier {
             http_timeout: Duration::from_secs(10),
             client: None,
             clock: Arc::new(SystemClock),
+            public_url: None,
+            dpop_proof_max_age: Duration::from_secs(60),
         }
     }
 
@@ -245,7 +258,96 @@ impl Verifier {
     /// interval for its turn),
     /// claims, time, and revocation. A token seen before costs a cache lookup plus the checks
     /// that can change: the key still being in force, `exp`/`nbf`, and every revocation.
+    ///
+    /// A token bound to a DPoP key is refused here ([`VerifyError::DpopRequired`]): such a
+    /// token is only good with a proof, see [`Verifier::verify_dpop`].
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        let verified = self.verify_any(token).await?;
+        if verified.claims().cnf.is_some() {
+            return Err(VerifyError::DpopRequired);
+        }
+        Ok(verified)
+    }
+
+    /// Verifies a DPoP-bound access token sent as `Authorization: DPoP` (RFC 9449): the token
+    /// as [`Verifier::verify`] does, then the `DPoP` proof sent with it — signed by the key the
+    /// token is bound to, for this `method` and absolute `url` (see
+    /// [`VerifierBuilder::public_url`] and [`Verifier::request_url`]), recent, naming this token,
+    /// and never seen before by this process.
+    ///
+    /// A service running as several replicas refuses a replay to the same replica only; a
+    /// proof is also bound to one request (method and URL) and expires after a minute.
+    pub async fn verify_dpop(
+        &self,
+        token: &str,
+        proof: Option<&str>,
+        method: &str,
+        url: &str,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let verified = self.verify_any(token).await?;
+        let Some(jkt) = verified
+            .claims()
+            .cnf
+            .as_ref()
+            .and_then(|c| c.jkt.as_deref())
+        else {
+            return Err(VerifyError::NotDpopBound);
+        };
+        let proof = proof.ok_or(VerifyError::DpopRequired)?;
+        let shared = &self.inner.shared;
+        let now_ms = shared.clock.now_unix_millis();
+        let settings = &shared.dpop;
+        let checked = tessera_dpop::check_proof(
+            proof,
+            &tessera_dpop::Expected {
+                method,
+                url,
+                access_token: Some(token),
+                now: now_ms.div_euclid(1000),
+                max_age: settings.proof_max_age.as_secs(),
+                leeway: u64::try_from(shared.leeway_ms / 1000).unwrap_or(0),
+            },
+        )
+        .map_err(VerifyError::DpopProof)?;
+        if checked.thumbprint != jkt {
+            return Err(VerifyError::DpopWrongKey);
+        }
+        let forget_at = checked
+            .iat
+            .saturating_mul(1000)
+            .saturating_add(i64::try_from(settings.proof_max_age.as_millis()).unwrap_or(0))
+            .saturating_add(shared.leeway_ms)
+            .max(now_ms);
+        match settings
+            .seen
+            .first_use(&checked.replay_key(), forget_at, now_ms)
+        {
+            Ok(true) => Ok(verified),
+            Ok(false) => Err(VerifyError::DpopReplayed),
+            Err(_) => {
+                settings.seen.purge(now_ms);
+                Err(VerifyError::DpopReplayCacheFull)
+            }
+        }
+    }
+
+    /// The absolute URL a DPoP proof for this request must name: the configured public URL
+    /// followed by the request's path, else the request's own absolute URI, else `http://` and
+    /// its `Host` header. `None` when none of these is known.
+    #[cfg(feature = "tower")]
+    pub fn request_url(&self, uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
+        let path = uri.path();
+        if let Some(base) = &self.inner.shared.dpop.public_url {
+            return Some(format!("{}{path}", base.trim_end_matches('/')));
+        }
+        if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
+            return Some(format!("{scheme}://{authority}{path}"));
+        }
+        let host = headers.get(http::header::HOST)?.to_str().ok()?;
+        Some(format!("http://{host}{path}"))
+    }
+
+    async fn verify_any(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         let shared = &self.inner.shared;
         match shared.verify_now(token) {
             Err(Refusal::UnknownKid(kid)) => {
@@ -474,8 +576,33 @@ impl VerifierBuilder {
     /// kept fresh, and the revocation stream is followed. Must run inside a Tokio runtime. Never
     /// fails for network reasons: until the first JWKS and snapshot arrive, tokens are refused
     /// with an error for which [`VerifyError::is_unavailable`] holds (see [`Verifier::ready`]).
+    /// This service's public URL (`https://api.example.com`, with a path prefix if a proxy adds
+    /// one): DPoP proofs must name it followed by the request's path. Without it, the URL is
+    /// taken from the request (its absolute form or `Host` header, as `http`), which is wrong
+    /// behind a proxy that ends TLS.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
+    /// How old a DPoP proof may be (default 60 s); its id is remembered this long, so a replay
+    /// to this process is refused.
+    pub fn dpop_proof_max_age(mut self, age: Duration) -> Self {
+        self.dpop_proof_max_age = age;
+        self
+    }
+
+    /// Checks the settings, starts the background tasks (JWKS refresh, revocation stream) on
+    /// the current Tokio runtime, and returns the verifier.
     pub fn build(self) -> Result<Verifier, BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        if let Some(url) = &self.public_url
+            && tessera_dpop::normalize_htu(url).is_none()
+        {
+            return Err(BuildError::BadSetting(
+                "the public URL must be an absolute http(s) URL",
+            ));
+        }
         let jwks_url = self.jwks_url.ok_or(BuildError::NoJwksUrl)?;
         check_url(&jwks_url, "the JWKS URL")?;
         if self.min_age > self.max_age {
@@ -546,6 +673,11 @@ impl VerifierBuilder {
             counters: Counters::default(),
             last_event_id: Mutex::new(None),
             runtime: runtime.clone(),
+            dpop: DpopSettings {
+                public_url: self.public_url,
+                proof_max_age: self.dpop_proof_max_age,
+                seen: tessera_dpop::ReplayCache::default(),
+            },
         });
         let mut tasks = vec![
             runtime

@@ -6,7 +6,7 @@
 //! (refresh family) is bound to the same key. From then on every request with the token, and
 //! every refresh of the login, needs a fresh proof signed by that key.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -208,23 +208,10 @@ pub(crate) fn decode_nonce(nonce: &str) -> Option<(u64, Vec<u8>)> {
 pub(crate) const NONCE_TAG_LEN: usize = 16;
 
 /// DPoP proofs seen lately, in this process: replay detection for a single node (the memory and
-/// SQLite stores). Bounded: past [`SeenProofs::CAPACITY`] live entries it refuses new proofs
-/// (fail closed) rather than forget any.
-#[derive(Default)]
-pub struct SeenProofs {
-    seen: Mutex<std::collections::HashMap<[u8; 32], i64>>,
-}
-
-impl std::fmt::Debug for SeenProofs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeenProofs").finish_non_exhaustive()
-    }
-}
-
-impl SeenProofs {
-    /// The most proofs remembered at once (about 50 bytes each).
-    pub const CAPACITY: usize = 1 << 20;
-}
+/// SQLite stores). Bounded: past its capacity it refuses new proofs (fail closed) rather than
+/// forget any.
+#[derive(Debug, Default)]
+pub struct SeenProofs(tessera_dpop::ReplayCache);
 
 #[async_trait]
 impl ProofReplayStore for SeenProofs {
@@ -234,39 +221,13 @@ impl ProofReplayStore for SeenProofs {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let mut seen = self
-            .seen
-            .lock()
-            .map_err(|_| StoreError::Other("the DPoP replay state was poisoned".into()))?;
-        let now = now.unix_millis();
-        if let Some(until) = seen.get_mut(key) {
-            if *until > now {
-                return Ok(false);
-            }
-            *until = expires_at.unix_millis();
-            return Ok(true);
-        }
-        if seen.len() >= Self::CAPACITY {
-            seen.retain(|_, until| *until > now);
-            if seen.len() >= Self::CAPACITY {
-                return Err(StoreError::Unavailable(
-                    "too many recent DPoP proofs to remember another".into(),
-                ));
-            }
-        }
-        seen.insert(*key, expires_at.unix_millis());
-        Ok(true)
+        self.0
+            .first_use(key, expires_at.unix_millis(), now.unix_millis())
+            .map_err(|full| StoreError::Unavailable(full.to_string()))
     }
 
     async fn purge_expired_proofs(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let mut seen = self
-            .seen
-            .lock()
-            .map_err(|_| StoreError::Other("the DPoP replay state was poisoned".into()))?;
-        let before = seen.len();
-        let now = now.unix_millis();
-        seen.retain(|_, until| *until > now);
-        Ok(before - seen.len())
+        Ok(self.0.purge(now.unix_millis()))
     }
 }
 
@@ -360,26 +321,5 @@ mod tests {
                 .await,
             Err(DpopError::UseNonce)
         ));
-    }
-
-    #[tokio::test]
-    async fn seen_proofs_fail_closed_when_full_of_live_entries() {
-        let seen = SeenProofs::default();
-        let now = Timestamp::from_unix_millis(1_000_000);
-        let later = Timestamp::from_unix_millis(2_000_000);
-        {
-            let mut map = seen.seen.lock().unwrap();
-            for i in 0..SeenProofs::CAPACITY {
-                let mut key = [0u8; 32];
-                key[..8].copy_from_slice(&(i as u64).to_be_bytes());
-                map.insert(key, later.unix_millis());
-            }
-        }
-        assert!(matches!(
-            seen.first_use(&[0xff; 32], later, now).await,
-            Err(StoreError::Unavailable(_))
-        ));
-        // Once they have expired, room is made.
-        assert!(seen.first_use(&[0xff; 32], later, later).await.unwrap());
     }
 }
