@@ -242,6 +242,11 @@ fn migrator() -> Migrator {
             "email and mail",
             include_str!("../migrations/sqlite/0006_email_and_mail.sql"),
         ),
+        migration(
+            7,
+            "dpop",
+            include_str!("../migrations/sqlite/0007_dpop.sql"),
+        ),
     ])
 }
 

@@ -175,6 +175,11 @@ fn migrator() -> Migrator {
             "email and mail",
             include_str!("../../migrations/postgres/0004_email_and_mail.sql"),
         ),
+        migration(
+            5,
+            "dpop",
+            include_str!("../../migrations/postgres/0005_dpop.sql"),
+        ),
     ])
 }
 
