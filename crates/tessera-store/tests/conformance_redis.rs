@@ -442,7 +442,7 @@ fn session_of(user: &UserId, created_at: Timestamp, lifetime: Duration) -> Sessi
     }
 }
 
-/// Every key a session flow, revocations and throttling write has a TTL.
+/// Every key a session flow, revocations, throttling and DPoP proofs write has a TTL.
 #[tokio::test]
 async fn every_key_has_a_ttl() {
     let prefix = unique_prefix("ttl");
@@ -512,6 +512,16 @@ async fn every_key_has_a_ttl() {
             .unwrap()
             .is_ok()
     );
+    assert!(
+        tessera_core::ProofReplayStore::first_use(
+            &store,
+            &[9; 32],
+            t.saturating_add(Duration::from_secs(65)),
+            t
+        )
+        .await
+        .unwrap()
+    );
 
     let keys = keys_under(&prefix);
     let kinds = [
@@ -526,6 +536,7 @@ async fn every_key_has_a_ttl() {
         "{rev}:allow:fam:",
         "{rev}:allow:usr:",
         "throttle:",
+        "dpop:",
     ];
     for kind in kinds {
         assert!(

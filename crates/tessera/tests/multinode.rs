@@ -1808,3 +1808,130 @@ async fn deleting_an_account_on_one_node_refuses_it_on_every_node() {
         );
     }
 }
+
+/// DPoP across nodes: a proof accepted by one node is refused by every other (the replay state
+/// is shared), a token bound on one node needs its key's proofs on all of them, and a refresh
+/// token stolen without the key is refused wherever it is tried, and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dpop_proof_replayed_to_another_node_is_refused() {
+    use tessera_dpop::ProofKey;
+
+    require_services().await;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::new(Redis::Shared);
+    cluster.add_admin("root");
+    cluster.start_nodes();
+    let http = Http::new();
+    let (a, b, c) = (cluster.node("A"), cluster.node("B"), cluster.node("C"));
+    http.register(a, "erin").await;
+    let key = ProofKey::generate_es256().unwrap();
+    // Every node is reached through the same public URL: proofs name it, not the node.
+    let proof = |method: &str, path: &str, token: Option<&str>| {
+        key.proof(method, &format!("{PUBLIC_URL}{path}"), token, None)
+            .unwrap()
+    };
+
+    let r = http
+        .0
+        .post(format!("{}/v1/token", a.base))
+        .header("dpop", proof("POST", "/v1/token", None))
+        .json(&json!({"username": "erin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "DPoP login on A");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+
+    let me = |node: &Node, proof: String| {
+        http.0
+            .get(format!("{}/v1/me", node.base))
+            .header("authorization", format!("DPoP {access}"))
+            .header("dpop", proof)
+            .send()
+    };
+    let once = proof("GET", "/v1/me", Some(&access));
+    assert_eq!(me(a, once.clone()).await.unwrap().status(), StatusCode::OK);
+    for node in [b, c, a] {
+        assert_eq!(
+            me(node, once.clone()).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "the proof A accepted, replayed on {}",
+            node.name
+        );
+    }
+    for node in [b, c] {
+        assert_eq!(
+            me(node, proof("GET", "/v1/me", Some(&access)))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK,
+            "a fresh proof on {}",
+            node.name
+        );
+        assert_eq!(
+            http.me_with_bearer(node, &access).await,
+            StatusCode::UNAUTHORIZED,
+            "the bound token as a bearer token on {}",
+            node.name
+        );
+    }
+
+    // The refresh token, stolen: useless on any node without the key.
+    for node in [b, c] {
+        let r = http
+            .0
+            .post(format!("{}/v1/token/refresh", node.base))
+            .json(&json!({"refresh_token": refresh}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "on {}", node.name);
+    }
+    let admin = http.token_login_as(c, "root", ADMIN_PASSWORD).await;
+    let events: Value = http
+        .0
+        .get(format!("{}/v1/admin/events?limit=200", a.base))
+        .bearer_auth(&admin.access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refused = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "dpop_binding_refused")
+        .count();
+    assert_eq!(refused, 2, "{events}");
+    // Its owner refreshes on A with the key; the proof for that refresh is then spent on B too.
+    let refresh_proof = proof("POST", "/v1/token/refresh", None);
+    let refreshed = http
+        .0
+        .post(format!("{}/v1/token/refresh", a.base))
+        .header("dpop", &refresh_proof)
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let next: Value = refreshed.json().await.unwrap();
+    let r = http
+        .0
+        .post(format!("{}/v1/token/refresh", b.base))
+        .header("dpop", &refresh_proof)
+        .json(&json!({"refresh_token": next["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "the refresh's proof replayed on B"
+    );
+}
