@@ -219,3 +219,116 @@ async fn unavailable_state_is_a_503_not_a_401() {
         answer.problem();
     }
 }
+
+/// A token bound to a DPoP key: the extractor and the layer want `Authorization: DPoP` and a
+/// fresh proof of that key for this request, once; a bearer copy of it is refused.
+#[tokio::test]
+async fn dpop_bound_tokens_need_their_keys_proof() {
+    use tessera_dpop::ProofKey;
+
+    let key = SigningKey::ed25519("k1");
+    let fake = FakeTessera::start(&[&key]).await;
+    let verifier = Verifier::builder(ISSUER, AUDIENCE)
+        .server_url(&fake.base)
+        .service_credentials(CLIENT_ID, CLIENT_SECRET)
+        .public_url("https://api.example.com")
+        .build()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), verifier.ready())
+        .await
+        .unwrap();
+    let app = routes(verifier);
+    let client = ProofKey::generate_es256().unwrap();
+    let mut bound = claims("usr_1", "j1");
+    bound["cnf"] = serde_json::json!({"jkt": client.thumbprint()});
+    let token = key.sign(&bound);
+    let dpop = format!("DPoP {token}");
+    let proof = |path: &str| {
+        client
+            .proof(
+                "GET",
+                &format!("https://api.example.com{path}"),
+                Some(&token),
+                None,
+            )
+            .unwrap()
+    };
+    let with_proof = async |path: &str, proof: String| {
+        let request = Request::get(path)
+            .header(header::AUTHORIZATION, &dpop)
+            .header("dpop", proof)
+            .body(Body::empty())
+            .unwrap();
+        app.clone().oneshot(request).await.unwrap().status()
+    };
+
+    for path in ["/extractor", "/layered", "/layered-extractor"] {
+        assert_eq!(
+            with_proof(path, proof(path)).await,
+            StatusCode::OK,
+            "{path}"
+        );
+        // The same proof again: a replay.
+        let once = proof(path);
+        assert_eq!(
+            with_proof(path, once.clone()).await,
+            StatusCode::OK,
+            "{path}"
+        );
+        assert_eq!(
+            with_proof(path, once).await,
+            StatusCode::UNAUTHORIZED,
+            "{path} replay"
+        );
+        // A proof for another path.
+        assert_eq!(
+            with_proof(path, proof("/elsewhere")).await,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        // As a bearer token, or without its proof.
+        let stolen = call(&app, path, &[&format!("Bearer {token}")]).await;
+        assert_eq!(stolen.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(stolen.challenge().unwrap().starts_with("DPoP"), "{path}");
+        stolen.problem();
+        assert_eq!(
+            call(&app, path, &[&dpop]).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Another key's proof.
+    let thief = ProofKey::generate_es256().unwrap();
+    let theirs = thief
+        .proof(
+            "GET",
+            "https://api.example.com/extractor",
+            Some(&token),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        with_proof("/extractor", theirs).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // An unbound token under the DPoP scheme.
+    let plain = key.sign(&claims("usr_2", "j2"));
+    let request = Request::get("/extractor")
+        .header(header::AUTHORIZATION, format!("DPoP {plain}"))
+        .header(
+            "dpop",
+            client
+                .proof(
+                    "GET",
+                    "https://api.example.com/extractor",
+                    Some(&plain),
+                    None,
+                )
+                .unwrap(),
+        )
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(request).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -249,12 +249,22 @@ async fn checks_the_claims() {
     let ok = [
         json!({"exp": now - 3, "jti": "ok1"}),
         json!({"nbf": now + 4, "jti": "ok2"}),
-        json!({"jti": "ok3", "scope": "orders:read", "cnf": {"jkt": "x"}}),
+        json!({"jti": "ok3", "scope": "orders:read"}),
         json!({"jti": "ok4", "iat": null, "iat_ms": null, "fid": null, "client_id": null, "model": null, "roles": null}),
     ];
     for changes in ok {
         let token = key.sign(&with(base.clone(), changes.clone()));
         assert!(verifier.verify(&token).await.is_ok(), "{changes}");
+    }
+    // A token bound to a key (DPoP's `cnf.jkt`, or any other confirmation this crate cannot
+    // check) is not a bearer token.
+    for cnf in [json!({"jkt": "x"}), json!({"x5t#S256": "y"})] {
+        let token = key.sign(&with(base.clone(), json!({"jti": "bound", "cnf": cnf})));
+        assert_eq!(
+            verifier.verify(&token).await.unwrap_err(),
+            VerifyError::DpopRequired,
+            "{cnf}"
+        );
     }
 }
 
