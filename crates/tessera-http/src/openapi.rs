@@ -68,7 +68,9 @@ impl Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some("An access token from POST /v1/token (RFC 9068)."))
+                    .description(Some(
+                        "An access token from POST /v1/token (RFC 9068). A token issued with a DPoP proof (token_type DPoP) is sent as `Authorization: DPoP <token>` instead, with a `DPoP` proof header for each request (RFC 9449).",
+                    ))
                     .build(),
             ),
         );
