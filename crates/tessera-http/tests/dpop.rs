@@ -106,6 +106,20 @@ impl<'a> Client<'a> {
     }
 }
 
+async fn spawn_with_dpop(backend: Backend, dpop: DpopConfig) -> TestApp {
+    TestApp::spawn_with(
+        backend,
+        Options {
+            tokens: TokenConfig {
+                dpop,
+                ..TokenConfig::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await
+}
+
 async fn register(app: &TestApp, username: &str) {
     assert_eq!(
         app.register(username, PASSWORD).await.status(),
@@ -324,17 +338,11 @@ async fn a_stolen_refresh_token_is_useless_without_the_key_and_is_recorded(backe
 }
 
 async fn nonces_are_asked_for_and_then_accepted(backend: Backend) {
-    let app = TestApp::spawn_with(
+    let app = spawn_with_dpop(
         backend,
-        Options {
-            tokens: TokenConfig {
-                dpop: DpopConfig {
-                    nonce: true,
-                    ..DpopConfig::default()
-                },
-                ..TokenConfig::default()
-            },
-            ..Options::default()
+        DpopConfig {
+            nonce: true,
+            ..DpopConfig::default()
         },
     )
     .await;
@@ -395,17 +403,11 @@ async fn nonces_are_asked_for_and_then_accepted(backend: Backend) {
 }
 
 async fn a_server_that_requires_dpop_issues_no_bearer_tokens(backend: Backend) {
-    let app = TestApp::spawn_with(
+    let app = spawn_with_dpop(
         backend,
-        Options {
-            tokens: TokenConfig {
-                dpop: DpopConfig {
-                    required: true,
-                    ..DpopConfig::default()
-                },
-                ..TokenConfig::default()
-            },
-            ..Options::default()
+        DpopConfig {
+            required: true,
+            ..DpopConfig::default()
         },
     )
     .await;
