@@ -33,6 +33,10 @@ pub enum Error {
     /// signed by that key.
     #[error("this refresh token is bound to a DPoP key: send a DPoP proof signed with it")]
     DpopKeyRequired,
+    /// A DPoP proof came with the refresh token of a login made without DPoP: such a login stays
+    /// a bearer login; binding one takes a login with a proof.
+    #[error("this login was made without DPoP: log in with a DPoP proof to bind it to a key")]
+    DpopNotBound,
     /// No valid credential was presented.
     #[error("authentication required")]
     Unauthenticated,

@@ -186,6 +186,12 @@ impl From<Error> for ApiError {
                  signed with that key (the refresh token was not used up)",
             )
             .with_oauth_error("invalid_dpop_proof"),
+            Error::DpopNotBound => Self::bad_request(
+                "invalid-dpop-proof",
+                "this refresh token belongs to a login made without DPoP: refresh it without a \
+                 DPoP header, or log in with a DPoP proof to bind a new login to your key",
+            )
+            .with_oauth_error("invalid_dpop_proof"),
             Error::Invalid { field, message } => {
                 let mut err = Self::new(
                     StatusCode::UNPROCESSABLE_ENTITY,

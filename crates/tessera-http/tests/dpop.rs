@@ -25,6 +25,8 @@ on_every_backend!(
     a_server_that_requires_dpop_issues_no_bearer_tokens,
     forward_auth_checks_the_proof_against_the_original_request,
     bad_proofs_are_clear_problems,
+    a_copy_of_a_bound_token_cannot_end_or_show_its_login,
+    proofs_are_recorded_only_once_the_credentials_were_right,
 );
 
 /// A client with a DPoP key, talking to `app`.
@@ -541,4 +543,146 @@ async fn bad_proofs_are_clear_problems(backend: Backend) {
         metadata["token_endpoint"],
         format!("{}/v1/token/refresh", app.origin)
     );
+}
+
+async fn a_copy_of_a_bound_token_cannot_end_or_show_its_login(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let root = admin(&app).await;
+    register(&app, "alice").await;
+    let client = Client::es256(&app);
+    let (access, refresh) = client.bound_pair("alice").await;
+    let revoke = |token: &str, proof: Option<String>| {
+        let mut request = app
+            .request(Method::POST, "/v1/token/revoke")
+            .form(&[("token", token)]);
+        if let Some(proof) = proof {
+            request = request.header("dpop", proof);
+        }
+        request.send()
+    };
+
+    // Introspection says the token is bound, so a resource server that introspects knows not to
+    // take it as a bearer token.
+    let r = app
+        .request(Method::POST, "/v1/token/introspect")
+        .bearer_auth(&root.access)
+        .form(&[("token", access.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let introspected: Value = r.json().await.unwrap();
+    assert_eq!(introspected["active"], true);
+    assert_eq!(introspected["cnf"]["jkt"], client.key.thumbprint());
+
+    // A thief revoking with the copies alone (or with a key of their own): 200, and nothing
+    // ends.
+    let thief = Client::es256(&app);
+    for token in [&access, &refresh] {
+        assert_eq!(revoke(token, None).await.unwrap().status(), StatusCode::OK);
+        let theirs = thief.proof("POST", "/v1/token/revoke", None, None);
+        assert_eq!(
+            revoke(token, Some(theirs)).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    // Nor can the copied refresh token be shown, refreshed or ended through the hybrid model's
+    // cookie routes.
+    let cookie = format!("__Host-tessera-rt={refresh}");
+    let r = app
+        .request(Method::GET, "/v1/hybrid/session")
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = app
+        .request(Method::POST, "/v1/hybrid/refresh")
+        .header("cookie", &cookie)
+        .header("origin", &app.origin)
+        .header("x-csrf-token", "anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = client
+        .me(
+            &access,
+            Some(client.proof("GET", "/v1/me", Some(&access), None)),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "the owner's login goes on");
+
+    // A login made without DPoP is not bound halfway by a proof at refresh.
+    let r = app
+        .request(Method::POST, "/v1/token")
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let bearer: Value = r.json().await.unwrap();
+    let r = client
+        .refresh(
+            bearer["refresh_token"].as_str().unwrap(),
+            Some(client.proof("POST", "/v1/token/refresh", None, None)),
+        )
+        .await;
+    let body = problem(r, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("without DPoP"),
+        "{body}"
+    );
+
+    // The owner, with the key, revokes: the login ends.
+    let mine = client.proof("POST", "/v1/token/revoke", None, None);
+    assert_eq!(
+        revoke(&refresh, Some(mine)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let r = client
+        .me(
+            &access,
+            Some(client.proof("GET", "/v1/me", Some(&access), None)),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn proofs_are_recorded_only_once_the_credentials_were_right(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    register(&app, "alice").await;
+    let client = Client::ed25519(&app);
+    let proof = client.proof("POST", "/v1/token", None, None);
+    let login = |password: &'static str| {
+        app.request(Method::POST, "/v1/token")
+            .header("dpop", &proof)
+            .json(&json!({"username": "alice", "password": password}))
+            .send()
+    };
+    // A wrong password spends the proof's request, not the proof: nobody without the password
+    // can fill the replay store.
+    assert_eq!(
+        login("not the password at all").await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = login(PASSWORD).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let first: Value = r.json().await.unwrap();
+    let access = first["access_token"].as_str().unwrap();
+    // Once it made a login, it is spent; the replay makes no second login.
+    let r = login(PASSWORD).await.unwrap();
+    let body = problem(r, StatusCode::BAD_REQUEST).await;
+    assert_eq!(body["error"], "invalid_dpop_proof");
+    let r = app
+        .request(Method::GET, "/v1/sessions")
+        .header("authorization", format!("DPoP {access}"))
+        .header(
+            "dpop",
+            client.proof("GET", "/v1/sessions", Some(access), None),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let logins: Value = r.json().await.unwrap();
+    assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
 }

@@ -37,9 +37,15 @@ where
             return Ok(token.clone());
         }
         let verifier = Verifier::from_ref(state);
-        let verified = verify_request(&verifier, &parts.method, &parts.uri, &parts.headers)
-            .await
-            .inspect_err(|e| tracing::debug!(reason = %e, "access token refused"))?;
+        let verified = verify_request(
+            &verifier,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            &parts.extensions,
+        )
+        .await
+        .inspect_err(|e| tracing::debug!(reason = %e, "access token refused"))?;
         parts.extensions.insert(verified.clone());
         Ok(verified)
     }

@@ -167,6 +167,7 @@ pub(crate) async fn verify_request(
     method: &http::Method,
     uri: &http::Uri,
     headers: &HeaderMap,
+    extensions: &http::Extensions,
 ) -> Result<VerifiedToken, Rejection> {
     let (dpop, token) = access_token(headers)?;
     if !dpop {
@@ -184,6 +185,14 @@ pub(crate) async fn verify_request(
             });
         }
     };
+    // Inside a nested axum router the URI has lost its prefix; the client's proof names the
+    // whole path.
+    #[cfg(feature = "axum")]
+    let uri = extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(uri, |original| &original.0);
+    #[cfg(not(feature = "axum"))]
+    let _ = extensions;
     let url = verifier.request_url(uri, headers).ok_or(Rejection {
         kind: Kind::BadRequest(
             "the request has no Host: its URL, which a DPoP proof names, is unknown",
@@ -265,6 +274,7 @@ where
                 request.method(),
                 request.uri(),
                 request.headers(),
+                request.extensions(),
             )
             .await;
             match verified {

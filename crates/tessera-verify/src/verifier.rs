@@ -86,6 +86,9 @@ struct DpopSettings {
     public_url: Option<String>,
     proof_max_age: Duration,
     seen: tessera_dpop::ReplayCache,
+    /// Whether the missing public URL was warned about already.
+    #[cfg(feature = "tower")]
+    warned_no_public_url: AtomicBool,
 }
 
 struct JwksSource {
@@ -312,12 +315,14 @@ impl Verifier {
         if checked.thumbprint != jkt {
             return Err(VerifyError::DpopWrongKey);
         }
+        // The age check compares whole seconds: a proof is accepted until the end of second
+        // `iat + max_age`, plus the leeway; it is remembered that long.
         let forget_at = checked
             .iat
+            .saturating_add(i64::try_from(settings.proof_max_age.as_secs()).unwrap_or(0))
+            .saturating_add(1)
             .saturating_mul(1000)
-            .saturating_add(i64::try_from(settings.proof_max_age.as_millis()).unwrap_or(0))
-            .saturating_add(shared.leeway_ms)
-            .max(now_ms);
+            .saturating_add(shared.leeway_ms);
         match settings
             .seen
             .first_use(&checked.replay_key(), forget_at, now_ms)
@@ -337,8 +342,16 @@ impl Verifier {
     #[cfg(feature = "tower")]
     pub fn request_url(&self, uri: &http::Uri, headers: &http::HeaderMap) -> Option<String> {
         let path = uri.path();
-        if let Some(base) = &self.inner.shared.dpop.public_url {
+        let dpop = &self.inner.shared.dpop;
+        if let Some(base) = &dpop.public_url {
             return Some(format!("{}{path}", base.trim_end_matches('/')));
+        }
+        if !dpop.warned_no_public_url.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a DPoP request arrived but the verifier has no public URL: proofs are checked \
+                 against the URL the request itself names (its Host header); set \
+                 VerifierBuilder::public_url"
+            );
         }
         if let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) {
             return Some(format!("{scheme}://{authority}{path}"));
@@ -677,6 +690,8 @@ impl VerifierBuilder {
                 public_url: self.public_url,
                 proof_max_age: self.dpop_proof_max_age,
                 seen: tessera_dpop::ReplayCache::default(),
+                #[cfg(feature = "tower")]
+                warned_no_public_url: AtomicBool::new(false),
             },
         });
         let mut tasks = vec![

@@ -296,6 +296,22 @@ async fn dpop_bound_tokens_need_their_keys_proof() {
             StatusCode::UNAUTHORIZED
         );
     }
+    // Nested under a prefix, the proof names the whole path the client used, not the part the
+    // nested router sees.
+    let nested = Router::new().nest("/api", app.clone());
+    let nested_call = async |proof: String| {
+        let request = Request::get("/api/extractor")
+            .header(header::AUTHORIZATION, &dpop)
+            .header("dpop", proof)
+            .body(Body::empty())
+            .unwrap();
+        nested.clone().oneshot(request).await.unwrap().status()
+    };
+    assert_eq!(nested_call(proof("/api/extractor")).await, StatusCode::OK);
+    assert_eq!(
+        nested_call(proof("/extractor")).await,
+        StatusCode::UNAUTHORIZED
+    );
     // Another key's proof.
     let thief = ProofKey::generate_es256().unwrap();
     let theirs = thief

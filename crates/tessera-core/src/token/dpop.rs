@@ -115,10 +115,25 @@ impl Dpop {
     }
 
     /// Checks a proof for a request (`method`, the absolute `url` the client addressed, the
-    /// `access_token` it carries if any), then records it so it is never accepted again. A
-    /// proof without a current nonce, when nonces are on, is refused with [`DpopError::UseNonce`]
-    /// *after* its signature was checked but before it is recorded, so the client can retry.
+    /// `access_token` it carries if any), then records it so it is never accepted again: what a
+    /// request with a bound access token goes through.
     pub async fn check(
+        &self,
+        proof: &str,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+    ) -> Result<VerifiedProof, DpopError> {
+        let verified = self.verify(proof, method, url, access_token)?;
+        self.record(&verified).await?;
+        Ok(verified)
+    }
+
+    /// Every check of [`Dpop::check`] but the replay check: the proof is not recorded yet. A
+    /// token endpoint records it with [`Dpop::record`] once the request has spent its budget, so
+    /// that requests nobody is throttled for cannot fill the replay store. A proof without a
+    /// current nonce, when nonces are on, is refused with [`DpopError::UseNonce`].
+    pub fn verify(
         &self,
         proof: &str,
         method: &str,
@@ -143,23 +158,37 @@ impl Dpop {
         {
             return Err(DpopError::UseNonce);
         }
-        // Kept until no proof of that iat can be accepted any more.
-        let forget_at = Timestamp::from_unix_millis(
-            verified.iat.saturating_mul(1000).saturating_add(
-                i64::try_from((self.config.proof_max_age + self.leeway).as_millis())
-                    .unwrap_or(i64::MAX / 4),
-            ),
-        )
-        .max(now);
+        Ok(verified)
+    }
+
+    /// Records a verified proof: refused as a replay if any node recorded it before.
+    pub async fn record(&self, verified: &VerifiedProof) -> Result<(), DpopError> {
+        let now = self.clock.now();
         if !self
             .proofs
-            .first_use(&verified.replay_key(), forget_at, now)
+            .first_use(&verified.replay_key(), self.forget_at(verified.iat), now)
             .await?
         {
             metrics::counter!("tessera_dpop_proofs_total", "outcome" => "replayed").increment(1);
             return Err(DpopError::Replayed);
         }
-        Ok(verified)
+        Ok(())
+    }
+
+    /// Until when a proof issued at `iat` (whole seconds) must be remembered: as long as the age
+    /// check could still accept it. That check compares whole seconds, so a proof is accepted
+    /// until the end of second `iat + max_age`, to which the leeway adds.
+    fn forget_at(&self, iat: i64) -> Timestamp {
+        let accepted_until_secs = iat
+            .saturating_add(
+                i64::try_from(self.config.proof_max_age.as_secs()).unwrap_or(i64::MAX / 4),
+            )
+            .saturating_add(1);
+        Timestamp::from_unix_millis(
+            accepted_until_secs
+                .saturating_mul(1000)
+                .saturating_add(i64::try_from(self.leeway.as_millis()).unwrap_or(i64::MAX / 4)),
+        )
     }
 
     /// The nonce to hand out now (`DPoP-Nonce`), when nonces are on.
@@ -266,8 +295,14 @@ mod tests {
             dpop.check(&proof, "POST", URL, None).await,
             Err(DpopError::Replayed)
         ));
-        // Once it is too old to be accepted anyway, it is forgotten.
-        clock.advance(Duration::from_secs(66));
+        // Still refused in the last moments of its window (the age check counts whole seconds)…
+        clock.advance(Duration::from_millis(60_900));
+        assert!(matches!(
+            dpop.check(&proof, "POST", URL, None).await,
+            Err(DpopError::Replayed)
+        ));
+        // …and once it is too old to be accepted anyway, it is forgotten.
+        clock.advance(Duration::from_secs(6));
         assert_eq!(dpop.sweep().await.unwrap(), 1);
         assert!(matches!(
             dpop.check(&proof, "POST", URL, None).await,

@@ -188,6 +188,11 @@ pub struct Introspection {
     /// The roles the access token carries (access tokens only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// The DPoP key the token is bound to (RFC 9449 §6.2): a resource server must accept such a
+    /// token only as `Authorization: DPoP` with a proof signed by that key, never as a bearer
+    /// token. For a refresh token, the key its login is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
 }
 
 /// The token and hybrid login models: issues access tokens (signed JWTs, checked in memory by
@@ -489,9 +494,13 @@ impl Tokens {
             .await;
             return Err(Error::DpopKeyRequired);
         }
-        // A login bound to a key keeps issuing tokens bound to it; an unbound one binds each
-        // access token to the key of the proof it was refreshed with, if any.
-        let dpop_jkt = family.dpop_jkt.as_deref().or(dpop_jkt);
+        // A login made without DPoP stays a bearer login: a proof here would bind the new access
+        // token but not the refresh token, a half-bound login a copied refresh token still
+        // works for. The client logs in with a proof instead.
+        if family.dpop_jkt.is_none() && dpop_jkt.is_some() {
+            return Err(Error::DpopNotBound);
+        }
+        let dpop_jkt = family.dpop_jkt.as_deref();
         let user = match self.users.user_by_id(&family.user_id).await? {
             Some(user) if user.is_active() => user,
             _ => return Err(Error::InvalidGrant),
@@ -570,6 +579,32 @@ impl Tokens {
         self.event(EventKind::RefreshReuseDetected, Some(&user.id), detail)
             .await;
         Err(Error::InvalidGrant)
+    }
+
+    /// Whether a request may act on a token bound to `bound` (a key thumbprint; `None`: a bearer
+    /// token, which anyone holding it may act on): its proof's key must be that key. A refusal is
+    /// recorded.
+    async fn holds_key(
+        &self,
+        bound: Option<&str>,
+        proof: Option<&str>,
+        family: &FamilyId,
+        user: &UserId,
+    ) -> bool {
+        match bound {
+            None => true,
+            Some(bound) if proof == Some(bound) => true,
+            Some(_) => {
+                tracing::warn!(%family, %user, "revocation of a DPoP-bound token without its key's proof; ignored");
+                self.event(
+                    EventKind::DpopBindingRefused,
+                    Some(user),
+                    json!({"family": family, "proof": if proof.is_some() { "another key" } else { "none" }, "action": "revoke"}),
+                )
+                .await;
+                false
+            }
+        }
     }
 
     /// The live family a refresh token belongs to (not rotated out, not revoked, not expired),
@@ -678,10 +713,35 @@ impl Tokens {
     /// expires, and its family). Unknown and invalid tokens are not an error.
     #[tracing::instrument(skip_all, fields(hint = hint.unwrap_or("")))]
     pub async fn revoke(&self, token: &str, hint: Option<&str>) -> Result<(), Error> {
+        self.revoke_with_proof(token, hint, None).await
+    }
+
+    /// [`Tokens::revoke`] for a request with a DPoP proof (`dpop_jkt`, the thumbprint of its
+    /// verified key). A token bound to a key — a DPoP access token, or a refresh token of a login
+    /// bound to one — is revoked only with a proof of that key: a copy, useless for anything
+    /// else, must not be able to log its owner out either. Otherwise nothing happens (the answer
+    /// is the same as for an unknown token) and the attempt is recorded.
+    pub async fn revoke_with_proof(
+        &self,
+        token: &str,
+        hint: Option<&str>,
+        dpop_jkt: Option<&str>,
+    ) -> Result<(), Error> {
         let as_refresh = || RefreshToken::parse(token);
         let refresh_first = hint != Some("access_token");
         if refresh_first && let Some(refresh) = as_refresh() {
             if let Some((_, family)) = self.refresh.refresh_token(&refresh.hash()).await? {
+                if !self
+                    .holds_key(
+                        family.dpop_jkt.as_deref(),
+                        dpop_jkt,
+                        &family.id,
+                        &family.user_id,
+                    )
+                    .await
+                {
+                    return Ok(());
+                }
                 self.revoke_family(&family.id, "revoked by the client")
                     .await?;
                 self.event(
@@ -697,6 +757,13 @@ impl Tokens {
         // login, so a token found in an old log cannot be used to log its owner out.
         match self.verifier.verify_unrevoked(token, true) {
             Ok(claims) => {
+                let bound = claims.cnf.as_ref().map(|c| c.jkt.as_str());
+                if !self
+                    .holds_key(bound, dpop_jkt, &claims.fid, &claims.sub)
+                    .await
+                {
+                    return Ok(());
+                }
                 let now = self.clock.now();
                 self.revocations
                     .revoke(RevocationEntry {
@@ -721,6 +788,14 @@ impl Tokens {
                 // Hinted as an access token but it is not one: try it as a refresh token.
                 if let Some(refresh) = as_refresh()
                     && let Some((_, family)) = self.refresh.refresh_token(&refresh.hash()).await?
+                    && self
+                        .holds_key(
+                            family.dpop_jkt.as_deref(),
+                            dpop_jkt,
+                            &family.id,
+                            &family.user_id,
+                        )
+                        .await
                 {
                     self.revoke_family(&family.id, "revoked by the client")
                         .await?;
@@ -769,6 +844,7 @@ impl Tokens {
                 aud: Some(c.aud.clone()),
                 jti: Some(c.jti.clone()),
                 roles: Some(c.roles.clone()),
+                cnf: c.cnf.clone(),
             });
         }
         if let Some(refresh) = RefreshToken::parse(token)
@@ -789,6 +865,7 @@ impl Tokens {
                     exp: Some(family.expires_at.unix_seconds()),
                     iat: Some(record.issued_at.unix_seconds()),
                     iss: Some(self.config.issuer.clone()),
+                    cnf: family.dpop_jkt.clone().map(|jkt| Confirmation { jkt }),
                     ..Introspection::default()
                 });
             }

@@ -115,6 +115,12 @@ impl BearerAuth {
                 return Err(ApiError::invalid_token());
             }
         };
+        // A hybrid login's token lives in its HttpOnly cookie; copied into a header (by a script
+        // that read it from somewhere it should not be) it is refused.
+        if claims.claims().model == tessera_core::LoginModel::Hybrid {
+            tracing::debug!("a hybrid login's token in the Authorization header refused");
+            return Err(ApiError::invalid_token());
+        }
         super::dpop::check_resource_request(state, parts, scheme, token, &claims).await?;
         Ok(Self { claims })
     }

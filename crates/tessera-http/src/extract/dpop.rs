@@ -121,8 +121,9 @@ pub(crate) async fn check_resource_request(
     Ok(())
 }
 
-/// The proof of a request to a token endpoint (`POST /v1/token`, `/v1/token/refresh`): `None`
-/// without a `DPoP` header (refused when the server requires DPoP), else the verified proof.
+/// The proof of a request to a token endpoint (`POST /v1/token`, `/v1/token/refresh`,
+/// `/v1/token/revoke`): `None` without a `DPoP` header (refused when the server requires DPoP),
+/// else the verified proof, not recorded yet (see [`TokenEndpointProof::record`]).
 pub(crate) async fn token_endpoint_proof(
     state: &AppState,
     parts: &Parts,
@@ -143,8 +144,7 @@ pub(crate) async fn token_endpoint_proof(
         )
         .with_oauth_error("invalid_dpop_proof")
     })?;
-    dpop.check(proof, &method, &url, None)
-        .await
+    dpop.verify(proof, &method, &url, None)
         .map(Some)
         .map_err(|e| token_endpoint_error(state, e))
 }
@@ -239,16 +239,30 @@ pub(crate) async fn send_nonce(
     response
 }
 
-/// The verified DPoP proof (RFC 9449) of a request that issues tokens, if it carried one: its
-/// `DPoP` header checked against the request (method and URL), recorded so it is never accepted
-/// again, and required when the server requires DPoP. A refusal is a 400 with the OAuth `error`
-/// (`invalid_dpop_proof`, `use_dpop_nonce`).
+/// The verified DPoP proof (RFC 9449) of a request to a token endpoint, if it carried one: its
+/// `DPoP` header checked against the request (method and URL), and required when the server
+/// requires DPoP. A refusal is a 400 with the OAuth `error` (`invalid_dpop_proof`,
+/// `use_dpop_nonce`). The handler records the proof ([`TokenEndpointProof::record`]) once the
+/// request has spent its budget, so that it is never accepted again.
 pub struct TokenEndpointProof(pub Option<VerifiedProof>);
 
 impl TokenEndpointProof {
     /// The JWK thumbprint of the proof's key: what tokens bound to it carry as `cnf.jkt`.
     pub fn thumbprint(&self) -> Option<&str> {
         self.0.as_ref().map(|proof| proof.thumbprint.as_str())
+    }
+
+    /// Records the proof, on every node: a proof that was used before is refused.
+    pub async fn record(&self, state: &AppState) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(proof) => state
+                .tokens()
+                .dpop()
+                .record(proof)
+                .await
+                .map_err(|e| token_endpoint_error(state, e)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use tessera_core::token::{VerifiedClaims, VerifyError};
-use tessera_core::{FamilyId, RefreshFamily, RefreshToken, User};
+use tessera_core::{FamilyId, LoginModel, RefreshFamily, RefreshToken, User};
 
 use super::bearer::state_unavailable;
 use super::cookies::{cookie_value, hybrid_refresh_token};
@@ -89,10 +89,10 @@ impl HybridAuth {
             tracing::debug!(?reason, "hybrid access cookie refused");
             ApiError::unauthenticated()
         })?;
-        // A token bound to a DPoP key is only good with a proof of that key; a cookie carries
-        // none, so one planted in the cookie jar is refused.
-        if claims.claims().cnf.is_some() {
-            tracing::debug!("a DPoP-bound token in the hybrid access cookie refused");
+        // Only a hybrid login's token lives in the cookie: a token-model token planted there
+        // (a DPoP-bound one above all, whose proof a cookie cannot carry) is refused.
+        if claims.claims().model != LoginModel::Hybrid || claims.claims().cnf.is_some() {
+            tracing::debug!("a token of another login model in the hybrid access cookie refused");
             return Err(ApiError::unauthenticated());
         }
         if unsafe_method {
@@ -136,13 +136,15 @@ impl FromRequestParts<AppState> for HybridLogin {
             .tokens()
             .live_family_of(&refresh)
             .await?
+            .filter(|family| family.model == LoginModel::Hybrid)
             .ok_or_else(ApiError::unauthenticated)?;
         let user = match state.accounts().user(&family.user_id).await? {
             Some(user) if user.is_active() => user,
             _ => return Err(ApiError::unauthenticated()),
         };
         let access = cookie_value(&parts.headers, &state.0.cookies.hybrid_access)
-            .and_then(|token| state.tokens().verify(&token).ok());
+            .and_then(|token| state.tokens().verify(&token).ok())
+            .filter(|claims| claims.claims().model == LoginModel::Hybrid);
         Ok(Self {
             family,
             user,
@@ -170,6 +172,10 @@ impl FromRequestParts<AppState> for HybridRefresh {
         let presented = hybrid_refresh_token(&parts.headers, &state.0.cookies)
             .ok_or(tessera_core::Error::InvalidGrant)?;
         match state.tokens().live_family_of(&presented).await? {
+            // A token-model login's refresh token is not refreshed into cookies.
+            Some(family) if family.model != LoginModel::Hybrid => {
+                return Err(tessera_core::Error::InvalidGrant.into());
+            }
             Some(family) => csrf::check_hybrid_token(&parts.headers, state, family.id.as_str())?,
             None => csrf::require_token_header(&parts.headers)?,
         }
@@ -190,7 +196,12 @@ impl FromRequestParts<AppState> for HybridLogout {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let from_refresh = match hybrid_refresh_token(&parts.headers, &state.0.cookies) {
-            Some(token) => state.tokens().live_family_of(&token).await?.map(|f| f.id),
+            Some(token) => state
+                .tokens()
+                .live_family_of(&token)
+                .await?
+                .filter(|f| f.model == LoginModel::Hybrid)
+                .map(|f| f.id),
             None => None,
         };
         let family = from_refresh.or_else(|| {

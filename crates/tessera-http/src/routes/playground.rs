@@ -327,7 +327,11 @@ pub async fn held(
                 // Read as the bearer extractor reads it (one header, the bearer scheme): only
                 // the verdict on the token differs.
                 let bearer = crate::extract::bearer_token(&headers).ok().flatten();
-                match bearer.and_then(|t| state.tokens().claims_even_if_revoked(t)) {
+                // A DPoP-bound token is only good with its key's proof: its copy shows nothing.
+                let claims = bearer
+                    .and_then(|t| state.tokens().claims_even_if_revoked(t))
+                    .filter(|claims| claims.cnf.is_none());
+                match claims {
                     Some(claims) => Ok(Json(token_held(&state, &headers, &claims, false).await?)),
                     None => Err(refused),
                 }

@@ -94,6 +94,16 @@ pub async fn login(
         .logins()
         .login_tokens(attempt, LoginModel::Token, None)
         .await?;
+    // Recorded once the password was right (the login spent the address's and the account's
+    // budgets first), so nobody without a password can fill the replay store. A proof used
+    // before voids the login it just made.
+    if let Err(refusal) = proof.record(&state).await {
+        state
+            .tokens()
+            .revoke_family(&login.pair.family_id, "DPoP proof replayed")
+            .await?;
+        return Err(refusal);
+    }
     Ok(Json(TokenResponse {
         device_token: Some(login.device_token),
         ..login.pair.into()
@@ -143,6 +153,7 @@ pub async fn refresh(
     }
     let token =
         RefreshToken::parse(&body.refresh_token).ok_or(tessera_core::Error::InvalidGrant)?;
+    proof.record(&state).await?;
     let pair = state
         .tokens()
         .refresh_with_proof(&token, proof.thumbprint())
@@ -163,26 +174,37 @@ pub struct TokenRequest {
 /// Revoke a token (RFC 7009).
 ///
 /// A refresh token ends its whole login; an access token is refused from now on, and so is its
-/// login. The answer is 200 for unknown and invalid tokens too.
+/// login. The answer is 200 for unknown and invalid tokens too. A token bound to a DPoP key is
+/// revoked only with a `DPoP` proof of that key: without one, nothing happens (and the attempt
+/// is recorded in the audit log).
 #[utoipa::path(
     post, path = "/v1/token/revoke", tag = "token",
+    params(("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449) of the key the token is bound to, for a DPoP-bound token")),
     request_body(content(
         (TokenRequest = "application/x-www-form-urlencoded"),
         (TokenRequest = "application/json"),
     )),
     responses(
         (status = 200, description = "The token is not usable any more (or never was)"),
+        (status = 400, description = "The DPoP proof is invalid or lacks the server's nonce", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
         ServiceProblems,
     )
 )]
 pub async fn revoke(
     State(state): State<AppState>,
+    proof: TokenEndpointProof,
     JsonOrForm(body): JsonOrForm<TokenRequest>,
 ) -> Result<StatusCode, ApiError> {
+    // The proof only shows the caller holds the key; replaying it could only revoke the same
+    // token again, so it is not recorded.
     state
         .tokens()
-        .revoke(body.token.trim(), body.token_type_hint.as_deref())
+        .revoke_with_proof(
+            body.token.trim(),
+            body.token_type_hint.as_deref(),
+            proof.thumbprint(),
+        )
         .await?;
     Ok(StatusCode::OK)
 }
