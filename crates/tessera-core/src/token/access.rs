@@ -57,6 +57,30 @@ pub struct AccessClaims {
     /// an account without an address. (The address itself is never in a token.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_verified: Option<bool>,
+    /// How the user authenticated (RFC 8176 values): `["pwd"]`, or `["pwd", "otp", "mfa"]`
+    /// with a second factor. Absent in tokens signed before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// The assurance level reached: `aal1` (password) or `aal2` (with a second factor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// When the user last authenticated for this login (the login or the latest step-up), in
+    /// seconds since the epoch (OpenID Connect's `auth_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
+impl AccessClaims {
+    /// Whether the token says a second factor was used within `max_age` before `now`: its
+    /// `acr` is `aal2` and its `auth_time` (the time of that factor: a login with it, or a
+    /// step-up) is recent enough.
+    pub fn second_factor_within(&self, now: Timestamp, max_age: std::time::Duration) -> bool {
+        self.acr.as_deref() == Some(crate::auth_context::ACR_SECOND_FACTOR)
+            && self.auth_time.is_some_and(|at| {
+                let age = now.unix_seconds().saturating_sub(at);
+                u64::try_from(age).is_ok_and(|age| age <= max_age.as_secs())
+            })
+    }
 }
 
 /// Why a token was refused. Clients only ever see a generic 401; this is for logs and tests.
@@ -336,6 +360,9 @@ mod tests {
                 model: LoginModel::Token,
                 roles: Vec::new(),
                 email_verified: None,
+                amr: None,
+                acr: None,
+                auth_time: None,
             }),
             kid: "k1".into(),
         })

@@ -15,4 +15,4 @@ pub use access::{AccessClaims, VerifiedClaims, Verifier, VerifyError};
 pub use keyring::{KeyInfo, KeyRing};
 pub use master_key::MasterKey;
 pub use revocation::{RevocationMode, Revocations};
-pub use service::{Introspection, TokenConfig, TokenPair, Tokens};
+pub use service::{Introspection, SteppedUpAccess, TokenConfig, TokenPair, Tokens};

@@ -111,6 +111,9 @@ pub struct RefreshFamily {
     /// token of this generation may rotate, and each rotation moves it on by one, so a family has
     /// one branch that goes on; a token of an older generation presented again is reuse.
     pub generation: u32,
+    /// How the user authenticated: at login, or at the latest step-up. Every access token of
+    /// the family carries it (`amr`, `acr`, `auth_time`), refreshed ones too.
+    pub auth: crate::auth_context::AuthContext,
 }
 
 impl RefreshFamily {
@@ -194,6 +197,7 @@ mod tests {
             revoked_reason: None,
             client: ClientInfo::default(),
             generation: 0,
+            auth: crate::auth_context::AuthContext::password(at(0)),
         };
         assert!(family.is_live(at(99)));
         assert!(!family.is_live(at(100)), "idle expiry");

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{Audit, EventKind};
+use crate::auth_context::AuthContext;
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::secret::RefreshToken;
@@ -123,6 +124,24 @@ pub struct TokenPair {
     pub refresh_expires_at: Timestamp,
     /// The account as the access token describes it (read just before signing).
     pub user: User,
+}
+
+/// A fresh access token after a step-up: the refresh token stays as it is.
+pub struct SteppedUpAccess {
+    /// The signed JWT, carrying the new `auth_time`, `amr` and `acr`.
+    pub access_token: String,
+    /// Its lifetime in seconds.
+    pub expires_in: u64,
+    /// When it expires (its `exp`).
+    pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for SteppedUpAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SteppedUpAccess")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for TokenPair {
@@ -259,6 +278,18 @@ impl Tokens {
         model: LoginModel,
         client: ClientInfo,
     ) -> Result<TokenPair, Error> {
+        let auth = AuthContext::password(self.clock.now());
+        self.issue_with(user, model, client, auth).await
+    }
+
+    /// [`Tokens::issue`] for a login authenticated as `auth` says (with a second factor).
+    pub async fn issue_with(
+        &self,
+        user: &User,
+        model: LoginModel,
+        client: ClientInfo,
+        auth: AuthContext,
+    ) -> Result<TokenPair, Error> {
         let now = self.clock.now();
         let absolute = now.saturating_add(self.config.refresh_absolute_lifetime);
         let family = RefreshFamily {
@@ -275,6 +306,7 @@ impl Tokens {
             revoked_reason: None,
             client,
             generation: 0,
+            auth,
         };
         let refresh_token = RefreshToken::generate()?;
         let record = RefreshTokenRecord {
@@ -373,6 +405,9 @@ impl Tokens {
                 Some(email) => Some(email.verified),
                 None => self.config.email_verified_always.then_some(false),
             },
+            amr: Some(family.auth.amr().into_iter().map(str::to_owned).collect()),
+            acr: Some(family.auth.acr().to_owned()),
+            auth_time: Some(family.auth.auth_time.unix_seconds()),
         };
         let mut header = Header::new(key.jwt_algorithm);
         header.typ = Some(ACCESS_TOKEN_TYP.into());
@@ -512,6 +547,49 @@ impl Tokens {
     /// revoked: for showing the holder of a revoked token the entries that now refuse it.
     pub fn claims_even_if_revoked(&self, token: &str) -> Option<Arc<AccessClaims>> {
         self.verifier.verify_unrevoked(token, true).ok()
+    }
+
+    /// Records a step-up on the live family `id` of `user` (its later tokens, refreshed ones
+    /// too, carry `auth`) and signs a fresh access token that carries it. [`Error::InvalidGrant`]
+    /// when the family is not live or not the user's.
+    pub async fn step_up(
+        &self,
+        id: &FamilyId,
+        user: &UserId,
+        auth: AuthContext,
+    ) -> Result<SteppedUpAccess, Error> {
+        let now = self.clock.now();
+        let Some(mut family) = self
+            .family_of_user(id, user)
+            .await?
+            .filter(|f| f.is_live(now))
+        else {
+            return Err(Error::InvalidGrant);
+        };
+        if !self.refresh.set_family_auth(id, &auth).await? {
+            return Err(Error::InvalidGrant);
+        }
+        family.auth = auth;
+        let as_of = self.clock.now();
+        let account = match self.users.user_by_id(user).await? {
+            Some(fresh) if fresh.is_active() => fresh,
+            _ => return Err(Error::InvalidGrant),
+        };
+        let (access_token, claims) = self.sign_access_token(&account, &family, as_of)?;
+        let expires_at = Timestamp::from_unix_millis(claims.exp.saturating_mul(1000));
+        self.revocations
+            .allow(AllowedToken {
+                jti: claims.jti.clone(),
+                family_id: family.id.clone(),
+                user_id: account.id.clone(),
+                expires_at,
+            })
+            .await?;
+        Ok(SteppedUpAccess {
+            access_token,
+            expires_in: self.config.access_lifetime.as_secs(),
+            expires_at,
+        })
     }
 
     /// The family `id` (revoked or not, until the sweep deletes it).
