@@ -533,7 +533,7 @@ impl SecondFactors {
                         };
                         Ok(self
                             .store
-                            .use_recovery_code(&user.id, &hash)
+                            .spend_recovery_code(&user.id, &hash)
                             .await?
                             .map(Some))
                     }

@@ -291,7 +291,7 @@ pub trait SecondFactorStore: Send + Sync + 'static {
     /// Uses one recovery code of the user, at most once: deletes it if it exists and answers
     /// how many are left; `None` for an unknown or used code. Of concurrent callers with one
     /// code, exactly one gets `Some`.
-    async fn use_recovery_code(
+    async fn spend_recovery_code(
         &self,
         user: &UserId,
         hash: &TokenHash,

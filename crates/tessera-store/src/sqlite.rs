@@ -305,7 +305,7 @@ const SQL: Dialect = Dialect {
     user_columns: "id, username, password_hash, roles, disabled, created_at, updated_at, \
          not_before, email, email_verified",
     session_columns: "handle, user_id, secret_hash, csrf_token, created_at, last_seen_at, \
-         expires_at, absolute_expires_at, user_agent, ip, data, data_version",
+         expires_at, absolute_expires_at, user_agent, ip, data, data_version, auth_context",
     event_columns: "id, at, kind, user_id, detail",
     // The default BINARY collation orders by bytes, and `username` is UNIQUE, so its index
     // serves both the cursor and the order.
@@ -331,8 +331,8 @@ const SQL: Dialect = Dialect {
          not_before = CASE WHEN not_before >= $2 THEN not_before + 1 ELSE $2 END WHERE id = $3",
     disabled_user_ids: "SELECT id FROM users WHERE disabled <> 0 ORDER BY id",
     insert_session: "INSERT INTO sessions (handle, user_id, secret_hash, csrf_token, created_at, \
-         last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version, \
+         auth_context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     replace_session_data: "UPDATE sessions SET data = $1, data_version = data_version + 1 \
          WHERE handle = $2 AND data_version = $3",
     // Reads the per-user index. `IS NOT` rather than `<>`: with no session to keep the bound
@@ -636,6 +636,7 @@ mod tests {
             revoked_reason: None,
             client: ClientInfo::default(),
             generation: 0,
+            auth: tessera_core::AuthContext::password(Timestamp::from_unix_millis(0)),
         };
         let first = RefreshTokenRecord {
             hash: TokenHash::of(b"first"),

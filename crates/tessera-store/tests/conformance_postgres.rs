@@ -417,6 +417,7 @@ async fn a_deleted_user_takes_their_sessions_and_families() {
         revoked_reason: None,
         client: Default::default(),
         generation: 0,
+        auth: tessera_core::AuthContext::password(now),
     };
     let first = tessera_core::RefreshTokenRecord {
         hash: tessera_core::TokenHash::of(b"first"),

@@ -252,6 +252,14 @@ impl SessionStore for UsersAndSessions {
         self.sessions.session_by_secret(secret_hash).await
     }
 
+    async fn set_session_auth(
+        &self,
+        handle: &SessionHandle,
+        auth: &tessera_core::AuthContext,
+    ) -> Result<bool, StoreError> {
+        self.sessions.set_session_auth(handle, auth).await
+    }
+
     async fn touch_session(
         &self,
         handle: &SessionHandle,
@@ -427,6 +435,7 @@ fn session_of(user: &UserId, created_at: Timestamp, lifetime: Duration) -> Sessi
         },
         data: json!({}).into(),
         data_version: 0,
+        auth: tessera_core::AuthContext::password(created_at),
     }
 }
 

@@ -172,6 +172,18 @@ return 1
 );
 
 script!(
+    /// KEYS[1] only. ARGV: handle, the authentication context's stored form. 1 if written, 0
+    /// when the session is gone (a write to a missing hash would recreate part of it).
+    SESSION_AUTH = r"
+if redis.call('HGET', KEYS[1], 'handle') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'auth', ARGV[2])
+return 1
+"
+);
+
+script!(
     /// ARGV: handle, hash. 1 if deleted, 0 if it was not there.
     SESSION_DELETE = r"
 if redis.call('HGET', KEYS[1], 'handle') ~= ARGV[1] then
