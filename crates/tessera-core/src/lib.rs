@@ -44,7 +44,10 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::{AccountCode, CodePurpose, CodeVerified, EmailAddress, UserEmail};
 pub use error::{Error, StoreError};
 pub use feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
-pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, TokenLogin};
+pub use logins::{
+    CompletedLogin, CurrentLogin, LoginAttempt, LoginInfo, LoginStep, Logins, PendingLogin,
+    SecondFactorAttempt, SessionLogin, TokenLogin,
+};
 pub use mail::{
     MailId, MailMessage, MailStore, MailTransport, Mailer, MailerConfig, QueuedMail, SendError,
 };

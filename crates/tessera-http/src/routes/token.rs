@@ -68,7 +68,7 @@ pub struct RefreshRequest {
     post, path = "/v1/token", tag = "token",
     request_body = Credentials,
     responses(
-        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 200, description = "Logged in (`TokenResponse`); or, for an account with a second factor, a challenge to complete at POST /v1/login/second-factor (`SecondFactorRequired`, no token)", body = crate::routes::second_factor::TokenLoginAnswer),
         (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
@@ -79,15 +79,27 @@ pub async fn login(
     State(state): State<AppState>,
     client: ClientMeta,
     ApiJson(body): ApiJson<Credentials>,
-) -> Result<Json<TokenResponse>, ApiError> {
-    let login = state
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let step = state
         .logins()
         .login_tokens(body.attempt(client, None), LoginModel::Token, None)
         .await?;
-    Ok(Json(TokenResponse {
+    Ok(match step {
+        tessera_core::LoginStep::Done(login) => Json(token_login_body(login)).into_response(),
+        tessera_core::LoginStep::SecondFactor(pending) => Json(
+            crate::routes::second_factor::SecondFactorRequired::from(pending),
+        )
+        .into_response(),
+    })
+}
+
+/// What a token login answers: the pair and the device token.
+pub(crate) fn token_login_body(login: tessera_core::TokenLogin) -> TokenResponse {
+    TokenResponse {
         device_token: Some(login.device_token),
         ..login.pair.into()
-    }))
+    }
 }
 
 /// Exchange a refresh token for a new pair.
