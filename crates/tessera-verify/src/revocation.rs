@@ -261,6 +261,9 @@ mod tests {
             fid: fid.map(Into::into),
             model: None,
             roles: vec![],
+            amr: None,
+            acr: None,
+            auth_time: None,
         }
     }
 

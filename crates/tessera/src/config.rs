@@ -677,7 +677,8 @@ pub(crate) struct VerifySection {
     /// `return_to` set to the page it asked for. Unset: browsers get a 401 like API clients.
     pub login_url: Option<String>,
     /// Route rules: `[[verify.rules]] prefix = "/admin" role = "admin"`, or `public = true`;
-    /// optionally `host = "app.example.com"`. A path without a rule needs a login.
+    /// optionally `host = "app.example.com"` and `second_factor_max_age = "10m"`. A path without
+    /// a rule needs a login.
     pub rules: Vec<VerifyRuleSection>,
 }
 
@@ -693,6 +694,14 @@ pub(crate) struct VerifyRuleSection {
     /// Only for requests whose `X-Forwarded-Host` is this host (any port unless one is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The caller must also have used a second factor within this long (`"10m"`); with a role,
+    /// or alone for any logged-in user.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub second_factor_max_age: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -1248,6 +1257,7 @@ impl Config {
             let access = match (&rule.role, rule.public) {
                 (Some(role), false) => Access::Role(role.clone()),
                 (None, true) => Access::Public,
+                (None, false) if rule.second_factor_max_age.is_some() => Access::LoggedIn,
                 (Some(_), true) => {
                     return Err(VerifyConfigError {
                         key: "verify.rules",
@@ -1262,8 +1272,8 @@ impl Config {
                     return Err(VerifyConfigError {
                         key: "verify.rules",
                         message: format!(
-                            "rule {} (prefix {:?}): needs role = \"…\" or public = true (a path \
-                             without a rule already needs a login)",
+                            "rule {} (prefix {:?}): needs role = \"…\", public = true or \
+                             second_factor_max_age (a path without a rule already needs a login)",
                             i + 1,
                             rule.prefix
                         ),
@@ -1274,6 +1284,7 @@ impl Config {
                 prefix: rule.prefix.clone(),
                 host: rule.host.clone(),
                 access,
+                second_factor_max_age: rule.second_factor_max_age,
             });
         }
         VerifyConfig::new(rules, self.verify.login_url.clone())
