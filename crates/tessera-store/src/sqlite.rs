@@ -237,6 +237,12 @@ fn migrator() -> Migrator {
             "email and mail",
             include_str!("../migrations/sqlite/0006_email_and_mail.sql"),
         ),
+        // 7 is DPoP's.
+        migration(
+            8,
+            "second factor",
+            include_str!("../migrations/sqlite/0008_second_factor.sql"),
+        ),
     ])
 }
 

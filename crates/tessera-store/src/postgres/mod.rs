@@ -175,6 +175,12 @@ fn migrator() -> Migrator {
             "email and mail",
             include_str!("../../migrations/postgres/0004_email_and_mail.sql"),
         ),
+        // 5 is DPoP's.
+        migration(
+            6,
+            "second factor",
+            include_str!("../../migrations/postgres/0006_second_factor.sql"),
+        ),
     ])
 }
 
