@@ -58,7 +58,7 @@ pub use password::{
 pub use request_id::RequestId;
 pub use second_factor::{
     LoginChallenge, RecoveryCode, SecondFactorConfig, SecondFactorStatus, SecondFactors,
-    TotpEnrolment, TotpFactor,
+    TotpEnrolment, TotpFactor, TotpSecret,
 };
 pub use secret::{ChallengeSecret, CsrfToken, OneTimeCode, RefreshToken, SessionId, TokenHash};
 pub use services::{BuildError, PasswordsConfig, Services, ServicesConfig};

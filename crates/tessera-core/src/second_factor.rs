@@ -51,6 +51,22 @@ impl TotpSecret {
         crate::secret::random_bytes().map(Self)
     }
 
+    /// A secret as an authenticator app reads it (base32, case and spaces ignored, padding
+    /// allowed); `None` unless it is a 160-bit secret as [`TotpSecret::generate`] makes them.
+    pub fn from_base32(text: &str) -> Option<Self> {
+        let compact: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '=')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        let bytes = data_encoding::BASE32_NOPAD
+            .decode(compact.as_bytes())
+            .ok()?;
+        <[u8; TOTP_SECRET_LEN]>::try_from(bytes.as_slice())
+            .ok()
+            .map(Self)
+    }
+
     /// The secret as authenticator apps take it: base32 without padding (RFC 4648).
     pub fn to_base32(&self) -> String {
         data_encoding::BASE32_NOPAD.encode(&self.0)
@@ -671,6 +687,9 @@ mod tests {
         let secret = TotpSecret::generate().unwrap();
         assert_eq!(format!("{secret:?}"), "TotpSecret(<redacted>)");
         assert_eq!(secret.to_base32().len(), 32);
+        let read = TotpSecret::from_base32(&secret.to_base32().to_ascii_lowercase()).unwrap();
+        assert_eq!(read.code_at_step(7), secret.code_at_step(7));
+        assert!(TotpSecret::from_base32("JBSWY3DP").is_none());
         let (code, hash) = RecoveryCode::generate().unwrap();
         assert_eq!(format!("{code:?}"), "RecoveryCode(<redacted>)");
         assert_eq!(code.as_str().len(), 19);

@@ -13,8 +13,6 @@ use tessera_core::{LoginModel, User};
 use utoipa::ToSchema;
 
 use super::{Credentials, UserView};
-use crate::routes::second_factor::{HybridLoginAnswer, SecondFactorRequired};
-use tessera_core::LoginStep;
 use crate::csrf::SameOrigin;
 use crate::extract::{
     ClientMeta, CookieNames, DeviceCookie, HybridLogin, HybridLogout, HybridRefresh,
@@ -22,7 +20,9 @@ use crate::extract::{
 };
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
+use crate::routes::second_factor::{HybridLoginAnswer, SecondFactorRequired};
 use crate::state::AppState;
+use tessera_core::LoginStep;
 
 /// A hybrid login: who, and the CSRF token for unsafe requests. The tokens are only in cookies.
 #[derive(Serialize, ToSchema)]

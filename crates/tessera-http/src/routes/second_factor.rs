@@ -504,7 +504,8 @@ pub async fn step_up(
     let hybrid = auth.model_name() == LoginModel::Hybrid.as_str();
     Ok(match access {
         Some(access) if hybrid => {
-            let cookie = access_token_cookie(state.cookies(), access.access_token, access.expires_in);
+            let cookie =
+                access_token_cookie(state.cookies(), access.access_token, access.expires_in);
             (
                 jar.add(cookie),
                 Json(SteppedUp {
