@@ -1140,10 +1140,10 @@ impl SecondFactorStore for MemoryStore {
         codes: &[TokenHash],
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
-        if !inner
+        if inner
             .totp
             .get(user)
-            .is_some_and(|f| f.confirmed_at.is_some())
+            .is_none_or(|f| f.confirmed_at.is_none())
         {
             return Ok(false);
         }

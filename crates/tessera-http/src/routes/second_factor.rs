@@ -52,8 +52,11 @@ impl From<PendingLogin> for SecondFactorRequired {
 }
 
 /// What `POST /v1/session/login` answers with 200.
+///
+/// Only the OpenAPI document's schema of the answer: the handlers build its variants directly.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)]
 pub enum SessionLoginAnswer {
     /// Logged in.
     Done(SessionInfo),
@@ -62,8 +65,11 @@ pub enum SessionLoginAnswer {
 }
 
 /// What `POST /v1/token` answers with 200.
+///
+/// Only the OpenAPI document's schema of the answer: the handlers build its variants directly.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)]
 pub enum TokenLoginAnswer {
     /// Logged in.
     Done(TokenResponse),
@@ -72,8 +78,11 @@ pub enum TokenLoginAnswer {
 }
 
 /// What `POST /v1/hybrid/login` answers with 200.
+///
+/// Only the OpenAPI document's schema of the answer: the handlers build its variants directly.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)]
 pub enum HybridLoginAnswer {
     /// Logged in.
     Done(HybridSession),
@@ -82,8 +91,11 @@ pub enum HybridLoginAnswer {
 }
 
 /// What a completed login answers: the answer of the model its login started in.
+///
+/// Only the OpenAPI document's schema of the answer: the handlers build its variants directly.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)]
 pub enum CompletedLoginAnswer {
     /// A session login (`POST /v1/session/login`): the session cookie is set.
     Session(SessionInfo),
