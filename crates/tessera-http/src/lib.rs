@@ -98,6 +98,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .routes(routes!(routes::admin::set_roles))
         .routes(routes!(routes::admin::user_sessions))
         .routes(routes!(routes::admin::force_logout))
+        .routes(routes!(routes::admin::remove_totp))
         .routes(routes!(routes::admin::events))
         .split_for_parts();
     let openapi_json = openapi::render(doc, state.cookies(), &state.base_path());

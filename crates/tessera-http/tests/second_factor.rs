@@ -645,10 +645,160 @@ async fn a_hybrid_step_up_renews_the_access_cookie(backend: Backend) {
     );
 }
 
+async fn forward_auth_rules_can_need_a_recent_second_factor(backend: Backend) {
+    use tessera_http::forward_auth::{Access, RouteRule, VerifyConfig};
+    let rules = vec![RouteRule {
+        prefix: "/security".into(),
+        host: None,
+        access: Access::LoggedIn,
+        second_factor_max_age: Some(Duration::from_secs(300)),
+    }];
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            http: tessera_http::HttpConfig {
+                verify: VerifyConfig::new(rules, None).unwrap(),
+                ..tessera_http::HttpConfig::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = app.user_with_session("alice").await;
+    let verify = |token: String, uri: &'static str| {
+        let app = &app;
+        async move {
+            app.request(Method::GET, "/v1/verify")
+                .bearer_auth(token)
+                .header("x-forwarded-method", "GET")
+                .header("x-forwarded-uri", uri)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let password_only: Value = password_login(&app, "/v1/token", "alice")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let password_only = password_only["access_token"].as_str().unwrap().to_owned();
+    // Without a second factor in this login: other paths pass, the rule's path does not.
+    assert_eq!(
+        verify(password_only.clone(), "/elsewhere").await.status(),
+        StatusCode::OK
+    );
+    let refused = verify(password_only, "/security/keys").await;
+    assert!(
+        refused.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("insufficient_user_authentication")
+    );
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+
+    let (secret, _) = enrol(&app, &Cred::Browser(&alice), "alice").await;
+    let c = challenge(&app, "/v1/token", "alice").await;
+    let pair: Value = complete(&app, &c, &code_now(&app, &secret))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let with_factor = pair["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        verify(with_factor.clone(), "/security/keys").await.status(),
+        StatusCode::OK
+    );
+    app.clock.advance(Duration::from_secs(301));
+    assert_eq!(
+        verify(with_factor, "/security/keys").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn admins_can_be_made_to_use_a_second_factor(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            second_factor: SecondFactorConfig {
+                admin_requires_second_factor: true,
+                ..SecondFactorConfig::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    app.accounts
+        .create(
+            "root",
+            &tessera_core::Password::new(PASSWORD),
+            vec!["admin".into()],
+        )
+        .await
+        .unwrap();
+    let pair: Value = password_login(&app, "/v1/token", "root")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let r = app
+        .request(Method::GET, "/v1/admin/users")
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(r, StatusCode::UNAUTHORIZED).await["type"],
+        "urn:tessera:problem:insufficient-user-authentication"
+    );
+    // Setting one up is not an admin route; then a login with it opens them.
+    let (secret, _) = enrol(&app, &Cred::Bearer(&access), "root").await;
+    let c = challenge(&app, "/v1/token", "root").await;
+    let pair: Value = complete(&app, &c, &code_now(&app, &secret))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let admin_token = pair["access_token"].as_str().unwrap().to_owned();
+    let r = app
+        .request(Method::GET, "/v1/admin/users")
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // An admin removes the second factor of a user who lost it.
+    let alice = app.user_with_session("alice").await;
+    enrol(&app, &Cred::Browser(&alice), "alice").await;
+    challenge(&app, "/v1/session/login", "alice").await;
+    let id = alice.login["user"]["id"].as_str().unwrap();
+    let path = format!("/v1/admin/users/{id}/totp");
+    let r = app
+        .request(Method::DELETE, &path)
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = app
+        .request(Method::DELETE, &path)
+        .bearer_auth(&admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = password_login(&app, "/v1/session/login", "alice").await;
+    assert!(session_cookie(&r).is_some(), "the password alone logs in again");
+}
+
 on_every_backend!(
     enrolment_then_a_challenge_in_every_model,
     challenges_are_bound_and_burn,
     step_up_guards_admin_routes,
     step_up_on_a_session_guards_privileged_account_routes,
     a_hybrid_step_up_renews_the_access_cookie,
+    forward_auth_rules_can_need_a_recent_second_factor,
+    admins_can_be_made_to_use_a_second_factor,
 );
