@@ -790,7 +790,10 @@ async fn admins_can_be_made_to_use_a_second_factor(backend: Backend) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let r = password_login(&app, "/v1/session/login", "alice").await;
-    assert!(session_cookie(&r).is_some(), "the password alone logs in again");
+    assert!(
+        session_cookie(&r).is_some(),
+        "the password alone logs in again"
+    );
 }
 
 on_every_backend!(

@@ -213,7 +213,10 @@ pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
                 .remove_totp(&user.id, None)
                 .await?
             {
-                eprintln!("{}: TOTP removed; the password alone logs in", user.username);
+                eprintln!(
+                    "{}: TOTP removed; the password alone logs in",
+                    user.username
+                );
                 Ok(())
             } else {
                 anyhow::bail!("{} has no TOTP set up", user.username)

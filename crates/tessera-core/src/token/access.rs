@@ -155,7 +155,12 @@ impl quick_cache::Weighter<TokenHash, Arc<Cached>> for CachedWeighter {
             + claims.jti.len()
             + claims.client_id.len()
             + claims.fid.as_str().len()
-            + claims.roles.iter().map(|r| r.len() + 24).sum::<usize>()) as u64
+            + claims.roles.iter().map(|r| r.len() + 24).sum::<usize>()
+            + claims
+                .amr
+                .as_ref()
+                .map_or(0, |amr| amr.iter().map(|m| m.len() + 24).sum::<usize>())
+            + claims.acr.as_ref().map_or(0, String::len)) as u64
     }
 }
 

@@ -191,6 +191,15 @@ pub struct Introspection {
     /// The roles the access token carries (access tokens only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub roles: Option<Vec<String>>,
+    /// How the user authenticated (RFC 8176 values; access tokens that carry it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// The assurance level: `aal1` or `aal2` (access tokens that carry it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// When the user last authenticated for the login, in seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 /// The token and hybrid login models: issues access tokens (signed JWTs, checked in memory by
@@ -763,6 +772,9 @@ impl Tokens {
                 aud: Some(c.aud.clone()),
                 jti: Some(c.jti.clone()),
                 roles: Some(c.roles.clone()),
+                amr: c.amr.clone(),
+                acr: c.acr.clone(),
+                auth_time: c.auth_time,
             });
         }
         if let Some(refresh) = RefreshToken::parse(token)
@@ -783,6 +795,9 @@ impl Tokens {
                     exp: Some(family.expires_at.unix_seconds()),
                     iat: Some(record.issued_at.unix_seconds()),
                     iss: Some(self.config.issuer.clone()),
+                    amr: Some(family.auth.amr().into_iter().map(str::to_owned).collect()),
+                    acr: Some(family.auth.acr().to_owned()),
+                    auth_time: Some(family.auth.auth_time.unix_seconds()),
                     ..Introspection::default()
                 });
             }
