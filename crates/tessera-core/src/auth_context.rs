@@ -64,12 +64,12 @@ pub const ACR_SECOND_FACTOR: &str = "aal2";
 ///
 /// let login = Timestamp::from_unix_millis(1_000_000);
 /// let password_only = AuthContext::password(login);
-/// assert_eq!(password_only.amr(), vec!["pwd"]);
+/// assert_eq!(password_only.amr(), ["pwd"]);
 /// assert_eq!(password_only.acr(), "aal1");
 ///
 /// let later = Timestamp::from_unix_millis(1_060_000);
 /// let stepped_up = password_only.with_second_factor(SecondFactorMethod::Totp, later);
-/// assert_eq!(stepped_up.amr(), vec!["pwd", "otp", "mfa"]);
+/// assert_eq!(stepped_up.amr(), ["pwd", "otp", "mfa"]);
 /// assert_eq!(stepped_up.acr(), "aal2");
 /// assert_eq!(stepped_up.auth_time, later);
 /// let now = Timestamp::from_unix_millis(1_600_000);
@@ -108,10 +108,13 @@ impl AuthContext {
     }
 
     /// The `amr` values (RFC 8176): `pwd`, and with a second factor its method and `mfa`.
-    pub fn amr(&self) -> Vec<&'static str> {
-        match self.second_factor {
-            None => vec!["pwd"],
-            Some(method) => vec!["pwd", method.amr(), "mfa"],
+    /// Static, so answering with them allocates nothing.
+    pub fn amr(&self) -> &'static [&'static str] {
+        match self.second_factor.map(SecondFactorMethod::amr) {
+            None => &["pwd"],
+            Some("otp") => &["pwd", "otp", "mfa"],
+            // Every method so far is a one-time password; a new one adds its own arm.
+            Some(_) => &["pwd", "mfa"],
         }
     }
 

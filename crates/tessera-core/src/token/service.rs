@@ -414,7 +414,7 @@ impl Tokens {
                 Some(email) => Some(email.verified),
                 None => self.config.email_verified_always.then_some(false),
             },
-            amr: Some(family.auth.amr().into_iter().map(str::to_owned).collect()),
+            amr: Some(family.auth.amr().iter().map(|m| (*m).to_owned()).collect()),
             acr: Some(family.auth.acr().to_owned()),
             auth_time: Some(family.auth.auth_time.unix_seconds()),
         };
@@ -795,7 +795,7 @@ impl Tokens {
                     exp: Some(family.expires_at.unix_seconds()),
                     iat: Some(record.issued_at.unix_seconds()),
                     iss: Some(self.config.issuer.clone()),
-                    amr: Some(family.auth.amr().into_iter().map(str::to_owned).collect()),
+                    amr: Some(family.auth.amr().iter().map(|m| (*m).to_owned()).collect()),
                     acr: Some(family.auth.acr().to_owned()),
                     auth_time: Some(family.auth.auth_time.unix_seconds()),
                     ..Introspection::default()

@@ -124,7 +124,16 @@ pub async fn me(State(state): State<AppState>, auth: AuthUser) -> Response {
         family_id: Option<&'a tessera_core::FamilyId>,
         #[serde(skip_serializing_if = "Option::is_none")]
         expires_at: Option<i64>,
-        authentication: crate::routes::second_factor::AuthenticationView,
+        authentication: AuthenticationBody,
+    }
+    /// `AuthenticationView`'s JSON, from static text.
+    #[derive(Serialize)]
+    struct AuthenticationBody {
+        amr: &'static [&'static str],
+        acr: &'static str,
+        auth_time: Timestamp,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        second_factor_at: Option<Timestamp>,
     }
     #[derive(Serialize)]
     struct MeBody<'a> {
@@ -132,7 +141,13 @@ pub async fn me(State(state): State<AppState>, auth: AuthUser) -> Response {
         auth: AuthBody<'a>,
     }
     let user = &*auth.user;
-    let authentication = (&auth.auth_context()).into();
+    let context = auth.auth_context();
+    let authentication = AuthenticationBody {
+        amr: context.amr(),
+        acr: context.acr(),
+        auth_time: context.auth_time,
+        second_factor_at: context.second_factor_at(),
+    };
     let auth_body = match &auth.model {
         AuthModel::Session(session) => AuthBody {
             model: "session",

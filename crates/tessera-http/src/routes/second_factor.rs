@@ -445,7 +445,7 @@ pub struct AuthenticationView {
 impl From<&AuthContext> for AuthenticationView {
     fn from(auth: &AuthContext) -> Self {
         Self {
-            amr: auth.amr().into_iter().map(str::to_owned).collect(),
+            amr: auth.amr().iter().map(|m| (*m).to_owned()).collect(),
             acr: auth.acr().to_owned(),
             auth_time: auth.auth_time,
             second_factor_at: auth.second_factor_at(),
