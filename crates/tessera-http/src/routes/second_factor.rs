@@ -118,24 +118,24 @@ pub struct SecondFactorLogin {
     /// `totp` or `recovery_code`; without it, six digits are a TOTP code and anything else a
     /// recovery code.
     #[serde(default)]
-    pub method: Option<Method>,
+    pub method: Option<CodeMethod>,
 }
 
 /// A second-factor method, as requests name it.
 #[derive(Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Method {
+pub enum CodeMethod {
     /// A code of the authenticator app.
     Totp,
     /// A recovery code.
     RecoveryCode,
 }
 
-impl From<Method> for SecondFactorMethod {
-    fn from(m: Method) -> Self {
+impl From<CodeMethod> for SecondFactorMethod {
+    fn from(m: CodeMethod) -> Self {
         match m {
-            Method::Totp => SecondFactorMethod::Totp,
-            Method::RecoveryCode => SecondFactorMethod::RecoveryCode,
+            CodeMethod::Totp => SecondFactorMethod::Totp,
+            CodeMethod::RecoveryCode => SecondFactorMethod::RecoveryCode,
         }
     }
 }
@@ -314,7 +314,7 @@ pub struct SecondFactorCode {
     pub code: String,
     /// `totp` or `recovery_code` (step-up only); guessed from the code's shape when absent.
     #[serde(default)]
-    pub method: Option<Method>,
+    pub method: Option<CodeMethod>,
 }
 
 /// Recovery codes, shown once.
