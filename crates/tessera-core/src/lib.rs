@@ -66,9 +66,9 @@ pub use session::{
     ClientInfo, Session, SessionConfig, SessionData, SessionHandle, Sessions, UserAgent,
 };
 pub use store::{
-    AllHealthy, AllStores, AttemptLimiter, EventStore, HealthCheck, KeyStore, MirroredRevocations,
-    RefreshStore, RevocationStore, SecondFactorStore, SessionStore, Stores, UserDeletion,
-    UserStore,
+    AllHealthy, AllStores, AttemptLimiter, ChallengeStore, EventStore, HealthCheck, KeyStore,
+    MirroredRevocations, RefreshStore, RevocationStore, SecondFactorStore, SessionStore, Stores,
+    UserDeletion, UserStore,
 };
 pub use throttle::{Rate, Throttle, ThrottleConfig, ThrottleScope};
 pub use token::key::{KeyStatus, SigningAlgorithm, StoredKey};

@@ -166,6 +166,7 @@ pub struct Logins {
     /// At most this many live logins per user; the oldest end first. 0: no cap.
     max_per_user: usize,
     second_factors: SecondFactors,
+    challenges: Arc<dyn crate::store::ChallengeStore>,
 }
 
 impl Logins {
@@ -204,6 +205,7 @@ impl Logins {
             clock,
             max_per_user,
             second_factors,
+            challenges: stores.challenges.clone(),
         }
     }
 
@@ -334,7 +336,7 @@ impl Logins {
             return Err(refused("malformed challenge").await);
         };
         let hash = secret.hash();
-        let store = self.second_factors.store();
+        let store = &self.challenges;
         let Some(challenge) = store
             .attempt_challenge(&hash, self.clock.now(), config.challenge_max_attempts)
             .await?
@@ -416,8 +418,7 @@ impl Logins {
         let methods = self.second_factors.status(&user.id).await?.methods();
         let secret = ChallengeSecret::generate()?;
         let now = self.clock.now();
-        self.second_factors
-            .store()
+        self.challenges
             .create_challenge(&LoginChallenge {
                 hash: secret.hash(),
                 user_id: user.id.clone(),

@@ -360,10 +360,6 @@ impl SecondFactors {
         &self.config
     }
 
-    pub(crate) fn store(&self) -> &Arc<dyn SecondFactorStore> {
-        &self.store
-    }
-
     /// What second factors `user` has.
     pub async fn status(&self, user: &UserId) -> Result<SecondFactorStatus, Error> {
         let factor = self.store.totp_factor(user).await?;

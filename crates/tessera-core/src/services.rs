@@ -324,7 +324,7 @@ impl Services {
         }
         match self
             .stores
-            .second_factors
+            .challenges
             .delete_expired_challenges(self.clock.now(), SWEEP_BATCH)
             .await
         {

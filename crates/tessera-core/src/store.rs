@@ -250,8 +250,8 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<usize, StoreError>;
 }
 
-/// Second factors (TOTP with its recovery codes) and the login challenges that wait for them.
-/// Held with the accounts (SQL or memory): a user's factor rows go when the user is deleted.
+/// Second factors: TOTP with its recovery codes. Held with the accounts (SQL or memory): a
+/// user's factor rows go when the user is deleted.
 #[async_trait]
 pub trait SecondFactorStore: Send + Sync + 'static {
     /// Stores an unconfirmed TOTP factor, replacing an unconfirmed one of the same user. `false`
@@ -299,7 +299,12 @@ pub trait SecondFactorStore: Send + Sync + 'static {
 
     /// How many unused recovery codes the user has.
     async fn recovery_codes_left(&self, user: &UserId) -> Result<usize, StoreError>;
+}
 
+/// Login challenges: a correct password waiting for its second factor. Short-lived state, like
+/// a session: held with the accounts (SQL, memory), or in Redis beside the sessions.
+#[async_trait]
+pub trait ChallengeStore: Send + Sync + 'static {
     /// Stores a login challenge. [`StoreError::Conflict`] on a hash that exists (it never
     /// does: 256 random bits).
     async fn create_challenge(&self, challenge: &LoginChallenge) -> Result<(), StoreError>;
@@ -481,8 +486,10 @@ pub struct Stores {
     pub events: Arc<dyn EventStore>,
     /// The outgoing mail queue.
     pub mail: Arc<dyn MailStore>,
-    /// Second factors and login challenges.
+    /// Second factors (TOTP, recovery codes).
     pub second_factors: Arc<dyn SecondFactorStore>,
+    /// Login challenges waiting for a second factor: the database, or Redis with the sessions.
+    pub challenges: Arc<dyn ChallengeStore>,
     /// The readiness check; with several backends, an [`AllHealthy`] over all of them.
     pub health: Arc<dyn HealthCheck>,
     /// How changes reach every node: in process for a single node; Redis pub/sub or PostgreSQL
@@ -504,6 +511,7 @@ pub trait AllStores:
     + EventStore
     + MailStore
     + SecondFactorStore
+    + ChallengeStore
     + HealthCheck
     + Clone
 {
@@ -518,6 +526,7 @@ impl<S> AllStores for S where
         + EventStore
         + MailStore
         + SecondFactorStore
+        + ChallengeStore
         + HealthCheck
         + Clone
 {
@@ -535,6 +544,7 @@ impl Stores {
             events: Arc::new(store.clone()),
             mail: Arc::new(store.clone()),
             second_factors: Arc::new(store.clone()),
+            challenges: Arc::new(store.clone()),
             health: Arc::new(store),
             feed: Arc::new(crate::feed::LocalFeed::new()),
             limiter: None,

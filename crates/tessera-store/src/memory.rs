@@ -14,8 +14,8 @@ use code_table::CodeTable;
 use mail_queue::MailQueue;
 use session_table::{Refused, SessionTable};
 use tessera_core::store::{
-    EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SecondFactorStore,
-    SessionStore, UserDeletion, UserStore,
+    ChallengeStore, EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore,
+    SecondFactorStore, SessionStore, UserDeletion, UserStore,
 };
 use tessera_core::{
     AccountCode, AllowedToken, AuthContext, CodePurpose, CodeVerified, EmailAddress, FamilyId,
@@ -1172,7 +1172,10 @@ impl SecondFactorStore for MemoryStore {
             .get(user)
             .map_or(0, HashSet::len))
     }
+}
 
+#[async_trait]
+impl ChallengeStore for MemoryStore {
     async fn create_challenge(&self, challenge: &LoginChallenge) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
         inner.user_exists(&challenge.user_id)?;

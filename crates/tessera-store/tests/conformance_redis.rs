@@ -311,6 +311,40 @@ impl SessionStore for UsersAndSessions {
     }
 }
 
+/// Challenges live in Redis beside the sessions; the accounts they name stay in the database.
+#[async_trait]
+impl tessera_core::ChallengeStore for UsersAndSessions {
+    async fn create_challenge(
+        &self,
+        challenge: &tessera_core::LoginChallenge,
+    ) -> Result<(), StoreError> {
+        self.sessions.create_challenge(challenge).await
+    }
+
+    async fn attempt_challenge(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        max_attempts: u32,
+    ) -> Result<Option<tessera_core::LoginChallenge>, StoreError> {
+        self.sessions
+            .attempt_challenge(hash, now, max_attempts)
+            .await
+    }
+
+    async fn consume_challenge(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        self.sessions.consume_challenge(hash).await
+    }
+
+    async fn delete_expired_challenges(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.sessions.delete_expired_challenges(now, limit).await
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The suite
 
@@ -319,7 +353,7 @@ mod sessions {
     use super::{Cleanup, MemoryStore, UsersAndSessions, connect, unique_prefix};
 
     tessera_store::conformance_tests!(
-        [users, sessions] | check | {
+        [users, sessions, challenges] | check | {
             let prefix = unique_prefix("sessions");
             let _cleanup = Cleanup(prefix.clone());
             check(UsersAndSessions {
@@ -373,7 +407,7 @@ mod on_a_cluster {
         use super::connect;
 
         tessera_store::conformance_tests!(
-            [users, sessions] | check | {
+            [users, sessions, challenges] | check | {
                 check(UsersAndSessions {
                     users: MemoryStore::new(),
                     sessions: connect("sessions").await,

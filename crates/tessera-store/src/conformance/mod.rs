@@ -30,6 +30,7 @@
 //! Failures panic with a message naming the broken rule. Some checks spawn Tokio tasks, so run
 //! the suite inside a Tokio runtime (a multi-threaded one exercises real contention).
 
+pub mod challenges;
 pub mod deletion;
 pub mod email;
 pub mod events;
@@ -45,8 +46,8 @@ pub mod users;
 use std::future::Future;
 
 use tessera_core::store::{
-    EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SecondFactorStore,
-    SessionStore, UserStore,
+    ChallengeStore, EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore,
+    SecondFactorStore, SessionStore, UserStore,
 };
 use tessera_core::{MailStore, Timestamp, User, UserId, Username};
 
@@ -67,12 +68,14 @@ where
         + EventStore
         + MailStore
         + SecondFactorStore
+        + ChallengeStore
         + HealthCheck,
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
     health::ping(make().await).await;
     second_factor_conformance(&make).await;
+    challenge_conformance(&make).await;
     session_conformance(&make).await;
     email_conformance(&make).await;
     mail_conformance(&make).await;
@@ -117,7 +120,7 @@ where
 /// The [`SecondFactorStore`] checks, each on a fresh store from `make`.
 pub async fn second_factor_conformance<S, F, Fut>(make: F)
 where
-    S: UserStore + SecondFactorStore,
+    S: UserStore + SecondFactorStore + ChallengeStore,
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
@@ -126,10 +129,19 @@ where
     second_factor::concurrent_step_use(make().await).await;
     second_factor::recovery_codes_work_once(make().await).await;
     second_factor::concurrent_recovery_code_use(make().await).await;
-    second_factor::challenges(make().await).await;
-    second_factor::concurrent_challenge_use(make().await).await;
-    second_factor::challenge_sweep(make().await).await;
     second_factor::second_factors_of_a_deleted_user(make().await).await;
+}
+
+/// The [`ChallengeStore`] checks, each on a fresh store from `make`.
+pub async fn challenge_conformance<S, F, Fut>(make: F)
+where
+    S: UserStore + ChallengeStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    challenges::challenges(make().await).await;
+    challenges::concurrent_challenge_use(make().await).await;
+    challenges::challenge_sweep(make().await).await;
 }
 
 /// The [`MailStore`] checks, each on a fresh store from `make`.
@@ -282,7 +294,7 @@ async fn with_user<S: UserStore>(store: &S, name: &str) -> User {
 ///
 /// A backend that holds only some of the stores names the groups it runs (`health`, `users`,
 /// `email`, `sessions`, `keys`, `refresh`, `revocations`, `events`, `mail`, `deletion`,
-/// `second_factor`; all of
+/// `second_factor`, `challenges`; all of
 /// them by default):
 /// `conformance_tests!([sessions, revocations] make_store().await)`. When every test needs setup
 /// and teardown around its store, give a body instead, in which `check` runs the test's check on
@@ -310,7 +322,7 @@ macro_rules! conformance_tests {
     };
     ($($run:tt)+) => {
         $crate::conformance_tests!(
-            [health, users, email, sessions, keys, refresh, revocations, events, mail, deletion, second_factor] $($run)+
+            [health, users, email, sessions, keys, refresh, revocations, events, mail, deletion, second_factor, challenges] $($run)+
         );
     };
 }
@@ -347,7 +359,10 @@ macro_rules! __conformance_group {
         $crate::__conformance_checks!(events [events_round_trip, event_paging] $($run)+);
     };
     (second_factor $($run:tt)+) => {
-        $crate::__conformance_checks!(second_factor [totp_enrolment, totp_steps_are_used_once, concurrent_step_use, recovery_codes_work_once, concurrent_recovery_code_use, challenges, concurrent_challenge_use, challenge_sweep, second_factors_of_a_deleted_user] $($run)+);
+        $crate::__conformance_checks!(second_factor [totp_enrolment, totp_steps_are_used_once, concurrent_step_use, recovery_codes_work_once, concurrent_recovery_code_use, second_factors_of_a_deleted_user] $($run)+);
+    };
+    (challenges $($run:tt)+) => {
+        $crate::__conformance_checks!(challenges [challenges, concurrent_challenge_use, challenge_sweep] $($run)+);
     };
     (deletion $($run:tt)+) => {
         $crate::__conformance_checks!(deletion [delete_user, delete_user_finishes_the_job] $($run)+);

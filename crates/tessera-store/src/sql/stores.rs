@@ -510,7 +510,10 @@ macro_rules! impl_store_traits {
             ) -> Result<usize, tessera_core::StoreError> {
                 $crate::sql::second_factor::recovery_codes_left(self, user).await
             }
+        }
 
+        #[async_trait::async_trait]
+        impl tessera_core::ChallengeStore for $store {
             async fn create_challenge(
                 &self,
                 challenge: &tessera_core::LoginChallenge,
