@@ -696,6 +696,186 @@ mod tests {
         assert_eq!(RecoveryCode::hash_of_typed("1111-1111-1111-1111"), None);
     }
 
+    /// A store of one user's factor and codes, in memory: what the service needs of
+    /// [`SecondFactorStore`], so its rules can be tested here, on a manual clock.
+    #[derive(Default)]
+    struct OneUser {
+        factor: std::sync::Mutex<Option<TotpFactor>>,
+        codes: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+    }
+
+    #[async_trait::async_trait]
+    impl SecondFactorStore for OneUser {
+        async fn put_pending_totp(&self, factor: &TotpFactor) -> Result<bool, StoreError> {
+            let mut slot = self.factor.lock().unwrap();
+            if slot.as_ref().is_some_and(|f| f.confirmed_at.is_some()) {
+                return Ok(false);
+            }
+            *slot = Some(factor.clone());
+            Ok(true)
+        }
+        async fn totp_factor(&self, _: &UserId) -> Result<Option<TotpFactor>, StoreError> {
+            Ok(self.factor.lock().unwrap().clone())
+        }
+        async fn confirm_totp(
+            &self,
+            _: &UserId,
+            step: i64,
+            codes: &[TokenHash],
+            at: Timestamp,
+        ) -> Result<bool, StoreError> {
+            let mut slot = self.factor.lock().unwrap();
+            let Some(factor) = slot.as_mut().filter(|f| f.confirmed_at.is_none()) else {
+                return Ok(false);
+            };
+            factor.confirmed_at = Some(at);
+            factor.last_step = Some(step);
+            *self.codes.lock().unwrap() = codes.iter().map(|h| *h.as_bytes()).collect();
+            Ok(true)
+        }
+        async fn use_totp_step(&self, _: &UserId, step: i64) -> Result<bool, StoreError> {
+            let mut slot = self.factor.lock().unwrap();
+            match slot.as_mut() {
+                Some(f) if f.confirmed_at.is_some() && f.last_step.is_none_or(|l| l < step) => {
+                    f.last_step = Some(step);
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        }
+        async fn delete_totp(&self, _: &UserId) -> Result<bool, StoreError> {
+            self.codes.lock().unwrap().clear();
+            Ok(self.factor.lock().unwrap().take().is_some())
+        }
+        async fn replace_recovery_codes(
+            &self,
+            _: &UserId,
+            codes: &[TokenHash],
+        ) -> Result<bool, StoreError> {
+            *self.codes.lock().unwrap() = codes.iter().map(|h| *h.as_bytes()).collect();
+            Ok(true)
+        }
+        async fn spend_recovery_code(
+            &self,
+            _: &UserId,
+            hash: &TokenHash,
+        ) -> Result<Option<usize>, StoreError> {
+            let mut codes = self.codes.lock().unwrap();
+            Ok(codes.remove(hash.as_bytes()).then_some(codes.len()))
+        }
+        async fn recovery_codes_left(&self, _: &UserId) -> Result<usize, StoreError> {
+            Ok(self.codes.lock().unwrap().len())
+        }
+    }
+
+    struct NoEvents;
+
+    #[async_trait::async_trait]
+    impl crate::store::EventStore for NoEvents {
+        async fn record_event(&self, _: &crate::audit::NewEvent) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn events(
+            &self,
+            _: Option<i64>,
+            _: usize,
+        ) -> Result<Vec<crate::audit::SecurityEvent>, StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The code check on a manual clock: a code works in its step and one step either side,
+    /// once; a recovery code works once; a wrong code is refused.
+    #[tokio::test]
+    async fn codes_are_checked_on_the_injected_clock_and_work_once() {
+        let clock = crate::clock::ManualClock::starting_at_millis(1_700_000_000_000);
+        let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
+        let (key, _) = MasterKey::generate().unwrap();
+        let service = SecondFactors::new(
+            Arc::new(OneUser::default()),
+            key,
+            Arc::clone(&clock_dyn),
+            Arc::new(Throttle::new(
+                crate::throttle::ThrottleConfig::default(),
+                None,
+            )),
+            Audit::new(Arc::new(NoEvents), clock_dyn),
+            SecondFactorConfig::default(),
+        );
+        let user = User {
+            id: UserId::generate().unwrap(),
+            username: crate::user::Username::parse("alice").unwrap(),
+            password_hash: String::new(),
+            roles: Vec::new(),
+            disabled: false,
+            created_at: clock.now(),
+            updated_at: clock.now(),
+            not_before: clock.now(),
+            email: None,
+        };
+        let enrolment = service.begin_totp(&user).await.unwrap();
+        let secret = TotpSecret::from_base32(&enrolment.secret).unwrap();
+        assert!(
+            !service.required(&user.id).await.unwrap(),
+            "not before confirmation"
+        );
+        let codes = service
+            .confirm_totp(&user, &secret.code_at(clock.now()), None)
+            .await
+            .unwrap();
+        assert_eq!(codes.len(), RECOVERY_CODES);
+        assert!(service.required(&user.id).await.unwrap());
+        let verify = async |code: &str| service.verify(&user, code, None, None, "test").await;
+
+        // The confirming code's step is used.
+        assert!(matches!(
+            verify(&secret.code_at(clock.now())).await,
+            Err(Error::InvalidSecondFactor)
+        ));
+        // The next step's code is accepted a step early, once.
+        let next = clock.now().saturating_add(Duration::from_secs(30));
+        assert_eq!(
+            verify(&secret.code_at(next)).await.unwrap(),
+            SecondFactorMethod::Totp
+        );
+        assert!(verify(&secret.code_at(next)).await.is_err(), "reused");
+        // Two steps ahead: refused, even though that step is unused.
+        clock.advance(Duration::from_secs(90));
+        let two_ahead = clock.now().saturating_add(Duration::from_secs(60));
+        assert!(verify(&secret.code_at(two_ahead)).await.is_err());
+        // Two steps behind: refused; one step behind: accepted (that step is unused).
+        let two_behind = clock.now().saturating_sub(Duration::from_secs(60));
+        assert!(verify(&secret.code_at(two_behind)).await.is_err());
+        let one_behind = clock.now().saturating_sub(Duration::from_secs(30));
+        assert!(verify(&secret.code_at(one_behind)).await.is_ok());
+        assert!(verify("000000x").await.is_err());
+
+        // A recovery code works once, typed any way.
+        let typed = codes[3].as_str().replace('-', " ").to_uppercase();
+        assert_eq!(
+            verify(&typed).await.unwrap(),
+            SecondFactorMethod::RecoveryCode
+        );
+        assert!(verify(codes[3].as_str()).await.is_err(), "used");
+        assert_eq!(
+            service.status(&user.id).await.unwrap().recovery_codes_left,
+            RECOVERY_CODES - 1
+        );
+        // Told it is a TOTP code, a recovery code is refused.
+        assert!(
+            service
+                .verify(
+                    &user,
+                    codes[4].as_str(),
+                    Some(SecondFactorMethod::Totp),
+                    None,
+                    "test"
+                )
+                .await
+                .is_err()
+        );
+    }
+
     #[test]
     fn the_otpauth_label_is_percent_encoded() {
         assert_eq!(percent_encode("Acme Corp"), "Acme%20Corp");
