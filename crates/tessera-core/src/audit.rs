@@ -71,6 +71,19 @@ pub enum EventKind {
     MailSent,
     /// A queued mail was given up: refused for good by the mail server, no longer useful (the code it carried expired), or unreadable.
     MailAbandoned,
+    /// A second factor was confirmed and is now required at login (the detail's `method`).
+    SecondFactorEnrolled,
+    /// A second factor was removed (the detail's `method`); logins need only the password again.
+    SecondFactorRemoved,
+    /// A second-factor code was refused: at a login challenge or a step-up (the detail's
+    /// `during`), or the challenge itself was unknown, used or expired.
+    SecondFactorFailed,
+    /// A recovery code was used instead of the authenticator (the detail has how many are left).
+    RecoveryCodeUsed,
+    /// New recovery codes replaced the old ones.
+    RecoveryCodesRegenerated,
+    /// A logged-in user used their second factor again (step-up); the detail names the login.
+    SteppedUp,
 }
 
 impl EventKind {
@@ -101,6 +114,12 @@ impl EventKind {
             EventKind::CodeRefused => "code_refused",
             EventKind::MailSent => "mail_sent",
             EventKind::MailAbandoned => "mail_abandoned",
+            EventKind::SecondFactorEnrolled => "second_factor_enrolled",
+            EventKind::SecondFactorRemoved => "second_factor_removed",
+            EventKind::SecondFactorFailed => "second_factor_failed",
+            EventKind::RecoveryCodeUsed => "recovery_code_used",
+            EventKind::RecoveryCodesRegenerated => "recovery_codes_regenerated",
+            EventKind::SteppedUp => "stepped_up",
         }
     }
 
@@ -132,6 +151,12 @@ impl EventKind {
             EventKind::CodeRefused,
             EventKind::MailSent,
             EventKind::MailAbandoned,
+            EventKind::SecondFactorEnrolled,
+            EventKind::SecondFactorRemoved,
+            EventKind::SecondFactorFailed,
+            EventKind::RecoveryCodeUsed,
+            EventKind::RecoveryCodesRegenerated,
+            EventKind::SteppedUp,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -59,6 +59,25 @@ pub enum Error {
     /// answer for all of them.
     #[error("the code is unknown, used already, expired, or replaced by a newer one")]
     InvalidCode,
+    /// A second-factor code (TOTP or recovery code) that is wrong, already used, or for an
+    /// account without a second factor. One answer for all of them.
+    #[error("the second-factor code is not correct")]
+    InvalidSecondFactor,
+    /// A login challenge that is unknown, already used, expired, or burnt by wrong codes. One
+    /// answer for all: the client starts the login again.
+    #[error("the login challenge is unknown, used, or expired; log in again")]
+    InvalidChallenge,
+    /// The caller is authenticated, but this action needs a second factor used more recently
+    /// than `max_age` (RFC 9470 step-up): use it again at `POST /v1/account/step-up`.
+    #[error("this action needs your second factor, used within the last {} s", max_age.as_secs())]
+    StepUpRequired {
+        /// How recently the second factor must have been used.
+        max_age: std::time::Duration,
+    },
+    /// A browser login (session, hybrid) completed from another site: refused like a
+    /// cross-site login.
+    #[error("a cross-site request cannot complete a browser login")]
+    CrossSite,
     /// This server sends no mail (no transport configured), so nothing that needs it can be done.
     #[error("this server sends no mail")]
     MailUnavailable,

@@ -14,6 +14,7 @@
 pub mod account_mail;
 pub mod accounts;
 pub mod audit;
+pub mod auth_context;
 pub mod clock;
 pub mod email;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod mail_templates;
 pub mod merge_patch;
 pub mod password;
 pub mod request_id;
+pub mod second_factor;
 pub mod secret;
 pub mod services;
 pub mod session;
@@ -37,11 +39,15 @@ pub mod user_cache;
 pub use account_mail::{AccountMail, AccountMailConfig};
 pub use accounts::{Accounts, AccountsConfig, Registration, UnverifiedLogins};
 pub use audit::{EventKind, NewEvent, SecurityEvent};
+pub use auth_context::{AuthContext, SecondFactorMethod};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::{AccountCode, CodePurpose, CodeVerified, EmailAddress, UserEmail};
 pub use error::{Error, StoreError};
 pub use feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
-pub use logins::{CurrentLogin, LoginAttempt, LoginInfo, Logins, SessionLogin, TokenLogin};
+pub use logins::{
+    CompletedLogin, CurrentLogin, LoginAttempt, LoginInfo, LoginStep, Logins, PendingLogin,
+    SecondFactorAttempt, SessionLogin, TokenLogin,
+};
 pub use mail::{
     MailId, MailMessage, MailStore, MailTransport, Mailer, MailerConfig, QueuedMail, SendError,
 };
@@ -50,14 +56,19 @@ pub use password::{
     Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, Password, PasswordHasher, PasswordPolicy,
 };
 pub use request_id::RequestId;
-pub use secret::{CsrfToken, OneTimeCode, RefreshToken, SessionId, TokenHash};
+pub use second_factor::{
+    LoginChallenge, RecoveryCode, SecondFactorConfig, SecondFactorStatus, SecondFactors,
+    TotpEnrolment, TotpFactor, TotpSecret,
+};
+pub use secret::{ChallengeSecret, CsrfToken, OneTimeCode, RefreshToken, SessionId, TokenHash};
 pub use services::{BuildError, PasswordsConfig, Services, ServicesConfig};
 pub use session::{
     ClientInfo, Session, SessionConfig, SessionData, SessionHandle, Sessions, UserAgent,
 };
 pub use store::{
-    AllHealthy, AllStores, AttemptLimiter, EventStore, HealthCheck, KeyStore, MirroredRevocations,
-    ProofReplayStore, RefreshStore, RevocationStore, SessionStore, Stores, UserDeletion, UserStore,
+    AllHealthy, AllStores, AttemptLimiter, ChallengeStore, EventStore, HealthCheck, KeyStore,
+    MirroredRevocations, ProofReplayStore, RefreshStore, RevocationStore, SecondFactorStore,
+    SessionStore, Stores, UserDeletion, UserStore,
 };
 pub use throttle::{Rate, Throttle, ThrottleConfig, ThrottleScope};
 pub use token::key::{KeyStatus, SigningAlgorithm, StoredKey};

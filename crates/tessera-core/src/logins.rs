@@ -12,10 +12,12 @@ use serde_json::json;
 
 use crate::accounts::Accounts;
 use crate::audit::{Audit, EventKind, NewEvent, SecurityEvent};
+use crate::auth_context::{AuthContext, SecondFactorMethod};
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::password::Password;
-use crate::secret::{RefreshToken, SessionId};
+use crate::second_factor::{LoginChallenge, SecondFactors};
+use crate::secret::{ChallengeSecret, RefreshToken, SessionId};
 use crate::session::{ClientInfo, Session, SessionHandle, Sessions};
 use crate::store::{RefreshStore, Stores, UserDeletion};
 use crate::throttle::Throttle;
@@ -105,6 +107,59 @@ pub struct TokenLogin {
     pub device_token: String,
 }
 
+/// What a login with the right password comes to.
+pub enum LoginStep<T> {
+    /// The login is made.
+    Done(T),
+    /// The account has a second factor: nothing is issued until a code completes the login
+    /// ([`Logins::complete_second_factor`]).
+    SecondFactor(PendingLogin),
+}
+
+/// A login waiting for its second factor: the challenge to hand the client.
+pub struct PendingLogin {
+    /// The challenge's secret (only its hash is stored, so this is the one copy).
+    pub challenge: ChallengeSecret,
+    /// The methods the account can complete it with.
+    pub methods: Vec<SecondFactorMethod>,
+    /// How long the challenge waits.
+    pub expires_in: std::time::Duration,
+}
+
+/// A second-factor code sent to complete a login.
+pub struct SecondFactorAttempt<'a> {
+    /// The challenge the login answered with, in its wire form.
+    pub challenge: &'a str,
+    /// The TOTP code or a recovery code.
+    pub code: &'a str,
+    /// Which kind of code it is; guessed from its shape when absent.
+    pub method: Option<SecondFactorMethod>,
+    /// The client's address, whose attempt budget a wrong code spends.
+    pub ip: Option<IpAddr>,
+    /// The client as it describes itself now: it must be the one that logged in.
+    pub client: ClientInfo,
+    /// Whether the request is same-origin: a browser login (session, hybrid) is only completed
+    /// from the server's own origin, as it is only started from there.
+    pub same_origin: bool,
+    /// The session the browser already has, which a session login replaces.
+    pub replacing_session: Option<&'a SessionId>,
+    /// The refresh token of the hybrid login the browser already has, which a hybrid login
+    /// replaces.
+    pub replacing_refresh: Option<&'a RefreshToken>,
+    /// The thumbprint of the key of the request's verified DPoP proof, if it had one: a login
+    /// started with a proof completes only with a proof of the same key, and its tokens are
+    /// bound to it.
+    pub dpop_jkt: Option<&'a str>,
+}
+
+/// A login completed with its second factor: what the model it started in answers with.
+pub enum CompletedLogin {
+    /// A session login.
+    Session(SessionLogin),
+    /// A token or hybrid login ([`TokenLogin::pair`]'s family says which).
+    Tokens(LoginModel, TokenLogin),
+}
+
 /// The service that sees every login of a user.
 #[derive(Clone)]
 pub struct Logins {
@@ -117,10 +172,13 @@ pub struct Logins {
     clock: Arc<dyn Clock>,
     /// At most this many live logins per user; the oldest end first. 0: no cap.
     max_per_user: usize,
+    second_factors: SecondFactors,
+    challenges: Arc<dyn crate::store::ChallengeStore>,
 }
 
 impl Logins {
     /// Built by [`crate::Services::build`], over the other services.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         accounts: Accounts,
         sessions: Sessions,
@@ -129,19 +187,38 @@ impl Logins {
         stores: &Stores,
         clock: Arc<dyn Clock>,
         max_per_user: usize,
+        master_key: crate::token::MasterKey,
+        second_factors: crate::second_factor::SecondFactorConfig,
     ) -> Self {
         let families = stores.refresh.clone();
         let events = stores.events.clone();
+        let throttle = Arc::new(throttle);
+        let audit = Audit::new(events, Arc::clone(&clock));
+        let second_factors = SecondFactors::new(
+            stores.second_factors.clone(),
+            master_key,
+            Arc::clone(&clock),
+            Arc::clone(&throttle),
+            audit.clone(),
+            second_factors,
+        );
         Self {
             accounts,
             sessions,
             tokens,
-            throttle: Arc::new(throttle),
+            throttle,
             families,
-            audit: Audit::new(events, Arc::clone(&clock)),
+            audit,
             clock,
             max_per_user,
+            second_factors,
+            challenges: stores.challenges.clone(),
         }
+    }
+
+    /// Second factors: enrolment, removal, and the code check.
+    pub fn second_factors(&self) -> &SecondFactors {
+        &self.second_factors
     }
 
     /// The login-attempt budgets (registration and password changes spend them too).
@@ -156,25 +233,41 @@ impl Logins {
         &self,
         attempt: LoginAttempt<'_>,
         replacing: Option<&SessionId>,
-    ) -> Result<SessionLogin, Error> {
-        let (user, device_token, (secret, session)) = self
-            .login(attempt, LoginModel::Session, async |user, client| {
-                if let Some(previous) = replacing
-                    && let Err(e) = self.sessions.end_by_secret(previous).await
-                {
-                    tracing::warn!(error = %e, "could not end the session the login replaces");
-                }
-                let (secret, session) = self.sessions.start(user, client).await?;
-                let current = CurrentLogin::Session(session.handle.clone());
-                Ok(((secret, session), current, None))
+    ) -> Result<LoginStep<SessionLogin>, Error> {
+        let step = self
+            .login(attempt, LoginModel::Session, async |user, client, auth| {
+                self.start_session(user, client, auth, replacing).await
             })
             .await?;
-        Ok(SessionLogin {
-            user,
-            secret,
-            session,
-            device_token,
+        Ok(match step {
+            LoginStep::Done((user, device_token, (secret, session))) => {
+                LoginStep::Done(SessionLogin {
+                    user,
+                    secret,
+                    session,
+                    device_token,
+                })
+            }
+            LoginStep::SecondFactor(pending) => LoginStep::SecondFactor(pending),
         })
+    }
+
+    /// Starts a session login (the `start` of the pipeline).
+    async fn start_session(
+        &self,
+        user: &User,
+        client: ClientInfo,
+        auth: AuthContext,
+        replacing: Option<&SessionId>,
+    ) -> Result<((SessionId, Session), CurrentLogin, Option<User>), Error> {
+        if let Some(previous) = replacing
+            && let Err(e) = self.sessions.end_by_secret(previous).await
+        {
+            tracing::warn!(error = %e, "could not end the session the login replaces");
+        }
+        let (secret, session) = self.sessions.start_with(user, client, auth).await?;
+        let current = CurrentLogin::Session(session.handle.clone());
+        Ok(((secret, session), current, None))
     }
 
     /// Logs in for a token pair: `model` is [`LoginModel::Token`] (bearer) or
@@ -185,53 +278,263 @@ impl Logins {
         attempt: LoginAttempt<'_>,
         model: LoginModel,
         replacing: Option<&RefreshToken>,
-    ) -> Result<TokenLogin, Error> {
+    ) -> Result<LoginStep<TokenLogin>, Error> {
         let dpop_jkt = attempt.dpop_jkt;
-        let (user, device_token, pair) = self
-            .login(attempt, model, async |user, client| {
-                if let Some(previous) = replacing
-                    && let Ok(Some(family)) = self.tokens.live_family_of(previous).await
-                {
-                    self.tokens
-                        .revoke_family(&family.id, "replaced by a new login")
-                        .await?;
-                }
-                let pair = self
-                    .tokens
-                    .issue_bound(user, model, client, dpop_jkt)
-                    .await?;
-                let current = CurrentLogin::Family(pair.family_id.clone());
-                // Issuing read the account after storing the login, for the roles the access
-                // token carries: that read also serves the pipeline's check.
-                let read_after = Some(pair.user.clone());
-                Ok((pair, current, read_after))
+        let step = self
+            .login(attempt, model, async |user, client, auth| {
+                self.start_tokens(user, client, auth, model, replacing, dpop_jkt)
+                    .await
             })
             .await?;
-        Ok(TokenLogin {
-            user,
-            pair,
-            device_token,
+        Ok(match step {
+            LoginStep::Done((user, device_token, pair)) => LoginStep::Done(TokenLogin {
+                user,
+                pair,
+                device_token,
+            }),
+            LoginStep::SecondFactor(pending) => LoginStep::SecondFactor(pending),
         })
     }
 
+    /// Starts a token or hybrid login (the `start` of the pipeline).
+    async fn start_tokens(
+        &self,
+        user: &User,
+        client: ClientInfo,
+        auth: AuthContext,
+        model: LoginModel,
+        replacing: Option<&RefreshToken>,
+        dpop_jkt: Option<&str>,
+    ) -> Result<(TokenPair, CurrentLogin, Option<User>), Error> {
+        if let Some(previous) = replacing
+            && let Ok(Some(family)) = self.tokens.live_family_of(previous).await
+        {
+            self.tokens
+                .revoke_family(&family.id, "replaced by a new login")
+                .await?;
+        }
+        let pair = self
+            .tokens
+            .issue_with(user, model, client, auth, dpop_jkt)
+            .await?;
+        let current = CurrentLogin::Family(pair.family_id.clone());
+        // Issuing read the account after storing the login, for the roles the access token
+        // carries: that read also serves the pipeline's check.
+        let read_after = Some(pair.user.clone());
+        Ok((pair, current, read_after))
+    }
+
+    /// Completes a login that answered with a second-factor challenge: checks the code (wrong
+    /// ones spend the attempt budgets and count against the challenge, which a few of them
+    /// burn), uses the challenge up, and makes the login in the model it started in, as that
+    /// model's login would have. [`Error::InvalidChallenge`] for a challenge that is unknown,
+    /// used, expired, burnt, from another client, or whose account changed meanwhile;
+    /// [`Error::InvalidSecondFactor`] for a wrong code.
+    pub async fn complete_second_factor(
+        &self,
+        attempt: SecondFactorAttempt<'_>,
+    ) -> Result<CompletedLogin, Error> {
+        let config = self.second_factors.config();
+        let refused = async |reason: &str| {
+            self.record(
+                EventKind::SecondFactorFailed,
+                None,
+                json!({"during": "login", "reason": reason, "ip": attempt.ip}),
+            )
+            .await;
+            Error::InvalidChallenge
+        };
+        let Some(secret) = ChallengeSecret::parse(attempt.challenge.trim()) else {
+            return Err(refused("malformed challenge").await);
+        };
+        let hash = secret.hash();
+        let store = &self.challenges;
+        let Some(challenge) = store
+            .attempt_challenge(&hash, self.clock.now(), config.challenge_max_attempts)
+            .await?
+        else {
+            return Err(refused("unknown, used or expired challenge").await);
+        };
+        if challenge.model != LoginModel::Token && !attempt.same_origin {
+            return Err(Error::CrossSite);
+        }
+        if challenge.client.user_agent != attempt.client.user_agent {
+            return Err(refused("another client").await);
+        }
+        // A login started with a DPoP proof completes only with a proof of the same key: the
+        // challenge alone, copied, makes no login bound to someone else's key. Refused before
+        // the code is looked at, so the owner can still complete it.
+        if let Some(bound) = &challenge.dpop_jkt
+            && attempt.dpop_jkt != Some(bound.as_str())
+        {
+            return Err(Error::DpopKeyRequired);
+        }
+        let dpop_jkt = challenge.dpop_jkt.as_deref().or(attempt.dpop_jkt);
+        // Before the account is read, as for a password login (see `login`).
+        let began = self.clock.now();
+        let Some(user) = self
+            .accounts
+            .user(&challenge.user_id)
+            .await?
+            .filter(|u| u.is_active() && u.not_before == challenge.user_not_before)
+        else {
+            store.consume_challenge(&hash).await?;
+            return Err(refused("the account changed").await);
+        };
+        let method = self
+            .second_factors
+            .verify(&user, attempt.code, attempt.method, attempt.ip, "login")
+            .await?;
+        if !store.consume_challenge(&hash).await? {
+            // Met by a concurrent request with another code a moment ago: that one logged in.
+            return Err(Error::InvalidChallenge);
+        }
+        let now = self.clock.now();
+        let auth = AuthContext::password(challenge.created_at).with_second_factor(method, now);
+        let client = challenge.client.clone();
+        let account = crate::throttle::normalize_account(user.username.as_str());
+        let device_token = self.tokens.keyring().device_token(&account)?;
+        Ok(match challenge.model {
+            LoginModel::Session => {
+                let (secret, session) = self
+                    .finish(&user, began, client, auth, async |user, client, auth| {
+                        self.start_session(user, client, auth, attempt.replacing_session)
+                            .await
+                    })
+                    .await?;
+                CompletedLogin::Session(SessionLogin {
+                    user,
+                    secret,
+                    session,
+                    device_token,
+                })
+            }
+            model => {
+                let pair = self
+                    .finish(&user, began, client, auth, async |user, client, auth| {
+                        self.start_tokens(
+                            user,
+                            client,
+                            auth,
+                            model,
+                            attempt.replacing_refresh,
+                            dpop_jkt.filter(|_| model == LoginModel::Token),
+                        )
+                        .await
+                    })
+                    .await?;
+                CompletedLogin::Tokens(
+                    model,
+                    TokenLogin {
+                        user,
+                        pair,
+                        device_token,
+                    },
+                )
+            }
+        })
+    }
+
+    /// Stores a challenge for `user`, whose password was right.
+    async fn challenge(
+        &self,
+        user: &User,
+        model: LoginModel,
+        client: ClientInfo,
+        dpop_jkt: Option<&str>,
+    ) -> Result<PendingLogin, Error> {
+        let config = self.second_factors.config();
+        let methods = self.second_factors.status(&user.id).await?.methods();
+        let secret = ChallengeSecret::generate()?;
+        let now = self.clock.now();
+        self.challenges
+            .create_challenge(&LoginChallenge {
+                hash: secret.hash(),
+                user_id: user.id.clone(),
+                model,
+                user_not_before: user.not_before,
+                client,
+                created_at: now,
+                expires_at: now.saturating_add(config.challenge_lifetime),
+                attempts: 0,
+                dpop_jkt: dpop_jkt.map(str::to_owned),
+            })
+            .await?;
+        Ok(PendingLogin {
+            challenge: secret,
+            methods,
+            expires_in: config.challenge_lifetime,
+        })
+    }
+
+    /// Step-up: the caller, logged in as `user` with `login`, uses a second factor again. The
+    /// login's authentication context records it (a session on every node; a family for its
+    /// later tokens); for a token login a fresh access token carrying it comes back.
+    pub async fn step_up(
+        &self,
+        user: &User,
+        login: &CurrentLogin,
+        current: AuthContext,
+        code: &str,
+        method: Option<SecondFactorMethod>,
+        ip: Option<IpAddr>,
+    ) -> Result<(AuthContext, Option<crate::token::SteppedUpAccess>), Error> {
+        let method = self
+            .second_factors
+            .verify(user, code, method, ip, "step_up")
+            .await?;
+        let auth = current.with_second_factor(method, self.clock.now());
+        let access = match login {
+            CurrentLogin::Session(handle) => {
+                if !self.sessions.set_auth(handle, &auth).await? {
+                    return Err(Error::Unauthenticated);
+                }
+                None
+            }
+            CurrentLogin::Family(family) => Some(
+                self.tokens
+                    .step_up(family, &user.id, auth)
+                    .await
+                    .map_err(|e| match e {
+                        Error::InvalidGrant => Error::Unauthenticated,
+                        e => e,
+                    })?,
+            ),
+            CurrentLogin::None => return Err(Error::Unauthenticated),
+        };
+        self.record(
+            EventKind::SteppedUp,
+            Some(&user.id),
+            json!({"login": match login {
+                CurrentLogin::Session(h) => h.to_string(),
+                CurrentLogin::Family(f) => f.to_string(),
+                CurrentLogin::None => String::new(),
+            }, "method": method}),
+        )
+        .await;
+        Ok((auth, access))
+    }
+
     /// The pipeline every login goes through: spend an attempt of the address and the account,
-    /// check the credentials (audited), `start` the login in its model, void it if the account
-    /// changed meanwhile, then keep the user within the cap (the new login is spared). `start`
-    /// returns what it started, which login that is, and the account if it read it again after
-    /// storing the login (else the pipeline reads it).
+    /// check the credentials (audited); then, for an account with a second factor, store a
+    /// challenge and stop there; otherwise [`finish`](Self::finish) the login.
     async fn login<T>(
         &self,
         attempt: LoginAttempt<'_>,
         model: LoginModel,
-        start: impl AsyncFnOnce(&User, ClientInfo) -> Result<(T, CurrentLogin, Option<User>), Error>,
-    ) -> Result<(User, String, T), Error> {
+        start: impl AsyncFnOnce(
+            &User,
+            ClientInfo,
+            AuthContext,
+        ) -> Result<(T, CurrentLogin, Option<User>), Error>,
+    ) -> Result<LoginStep<(User, String, T)>, Error> {
         let LoginAttempt {
             username,
             password,
             ip,
             client,
             device,
-            dpop_jkt: _,
+            dpop_jkt,
         } = attempt;
         self.throttle.spend_address(ip).await?;
         let account = crate::throttle::normalize_account(username);
@@ -253,12 +556,46 @@ impl Logins {
                 .await?;
         }
         let user = checked?;
+        // Only now, with the password right: a wrong password or an unknown user answers as
+        // before, in the same time, whether or not the account has a second factor.
+        if self.second_factors.required(&user.id).await? {
+            return Ok(LoginStep::SecondFactor(
+                self.challenge(&user, model, client, dpop_jkt).await?,
+            ));
+        }
+        let auth = AuthContext::password(self.clock.now());
+        let started = self.finish(&user, began, client, auth, start).await?;
+        let device_token = match (device, device_id) {
+            (Some(token), Some(_)) => token.to_owned(),
+            _ => keyring.device_token(&account)?,
+        };
+        Ok(LoginStep::Done((user, device_token, started)))
+    }
+
+    /// The end of every login, with or without a second factor: `start` the login in its
+    /// model, void it if the account changed since `began` (when `user` was read), then keep
+    /// the user within the cap (the new login is spared). `start` returns what it started,
+    /// which login that is, and the account if it read it again after storing the login (else
+    /// this reads it).
+    async fn finish<T>(
+        &self,
+        user: &User,
+        began: Timestamp,
+        client: ClientInfo,
+        auth: AuthContext,
+        start: impl AsyncFnOnce(
+            &User,
+            ClientInfo,
+            AuthContext,
+        ) -> Result<(T, CurrentLogin, Option<User>), Error>,
+    ) -> Result<T, Error> {
         // A login presents no refresh token: `InvalidGrant` from starting one means the account
         // was disabled or deleted meanwhile, which is what the credentials answer says.
-        let (started, current, read_after) = start(&user, client).await.map_err(|e| match e {
-            Error::InvalidGrant => Error::InvalidCredentials,
-            e => e,
-        })?;
+        let (started, current, read_after) =
+            start(user, client, auth).await.map_err(|e| match e {
+                Error::InvalidGrant => Error::InvalidCredentials,
+                e => e,
+            })?;
         // A password change, role change, disable or forced logout that completed while this
         // login was being made voids it. Every such change moves the account's `not_before`
         // before it ends the logins it finds, so either it found this one, or this read sees it.
@@ -278,11 +615,7 @@ impl Logins {
             return Err(Error::InvalidCredentials);
         }
         self.enforce_cap(&user.id, &current).await?;
-        let device_token = match (device, device_id) {
-            (Some(token), Some(_)) => token.to_owned(),
-            _ => keyring.device_token(&account)?,
-        };
-        Ok((user, device_token, started))
+        Ok(started)
     }
 
     /// Ends a login the pipeline started and must not hand out.

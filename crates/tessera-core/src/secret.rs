@@ -230,6 +230,12 @@ secret_type!(
     RefreshToken
 );
 
+secret_type!(
+    /// The secret of a second-factor login challenge: handed to the client after a correct
+    /// password, exchanged with a code for the login. The server stores only its [`TokenHash`].
+    ChallengeSecret
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

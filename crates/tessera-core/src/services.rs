@@ -17,6 +17,7 @@ use crate::logins::Logins;
 use crate::mail::{MailTransport, Mailer, MailerConfig};
 use crate::mail_templates::MailTemplates;
 use crate::password::{Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, PasswordHasher};
+use crate::second_factor::SecondFactorConfig;
 use crate::session::{SessionConfig, Sessions};
 use crate::store::Stores;
 use crate::throttle::{Throttle, ThrottleConfig};
@@ -72,6 +73,9 @@ pub struct ServicesConfig {
     pub account_mail: AccountMailConfig,
     /// How the mail queue is worked.
     pub mailer: MailerConfig,
+    /// Second factors: the TOTP issuer, login challenges, and how recent a second factor
+    /// privileged actions need.
+    pub second_factor: SecondFactorConfig,
 }
 
 impl Default for ServicesConfig {
@@ -86,6 +90,7 @@ impl Default for ServicesConfig {
             max_logins_per_user: 0,
             account_mail: AccountMailConfig::default(),
             mailer: MailerConfig::default(),
+            second_factor: SecondFactorConfig::default(),
         }
     }
 }
@@ -207,6 +212,8 @@ impl Services {
             &stores,
             clock.clone(),
             config.max_logins_per_user,
+            master_key.clone(),
+            config.second_factor,
         );
         let audit = Audit::new(stores.events.clone(), clock.clone());
         let mailer = Mailer::new(
@@ -321,6 +328,16 @@ impl Services {
             Ok(0) => {}
             Ok(n) => tracing::debug!(deleted = n, "expired DPoP proofs forgotten"),
             Err(e) => tracing::warn!(error = %e, "DPoP proof sweep failed; will retry"),
+        }
+        match self
+            .stores
+            .challenges
+            .delete_expired_challenges(self.clock.now(), SWEEP_BATCH)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "expired login challenges swept"),
+            Err(e) => tracing::warn!(error = %e, "challenge sweep failed; will retry"),
         }
         if let Err(e) = self.tokens.keyring().reload().await {
             tracing::warn!(error = %e, "reloading the signing keys failed; will retry");

@@ -262,6 +262,8 @@ pub struct Session {
     pub data: SessionData,
     /// Incremented by every data write; the compare-and-swap token against lost updates.
     pub data_version: i64,
+    /// How the user authenticated: at login, or at the latest step-up.
+    pub auth: crate::auth_context::AuthContext,
 }
 
 /// Session lifetimes and limits.
@@ -649,11 +651,22 @@ impl Sessions {
 
     /// Starts a new session for `user` with a fresh id: a session id a client brought is never
     /// adopted (no fixation).
-    #[tracing::instrument(skip_all, fields(user = %user.id))]
     pub async fn start(
         &self,
         user: &User,
         client: ClientInfo,
+    ) -> Result<(SessionId, Session), Error> {
+        let auth = crate::auth_context::AuthContext::password(self.clock.now());
+        self.start_with(user, client, auth).await
+    }
+
+    /// [`Sessions::start`] for a login authenticated as `auth` says (with a second factor).
+    #[tracing::instrument(skip_all, fields(user = %user.id))]
+    pub async fn start_with(
+        &self,
+        user: &User,
+        client: ClientInfo,
+        auth: crate::auth_context::AuthContext,
     ) -> Result<(SessionId, Session), Error> {
         let now = self.clock.now();
         let secret = SessionId::generate()?;
@@ -670,6 +683,7 @@ impl Sessions {
             client,
             data: SessionData::default(),
             data_version: 0,
+            auth,
         };
         self.store.create_session(&session).await?;
         tracing::info!(session = %session.handle, "session started");
@@ -770,6 +784,22 @@ impl Sessions {
     /// Whose session `handle` names (read from the store); `None` when there is no such session.
     pub async fn owner(&self, handle: &SessionHandle) -> Result<Option<UserId>, Error> {
         Ok(self.store.session_owner(handle).await?)
+    }
+
+    /// Records how the session's user authenticated again (a step-up), on every node. `false`
+    /// when the session is gone.
+    pub async fn set_auth(
+        &self,
+        handle: &SessionHandle,
+        auth: &crate::auth_context::AuthContext,
+    ) -> Result<bool, Error> {
+        let written = self.store.set_session_auth(handle, auth).await;
+        // Every node reads the session again: a privileged check must see the step-up at once.
+        self.changed(Change::SessionChanged {
+            handle: handle.clone(),
+        })
+        .await;
+        Ok(written?)
     }
 
     /// Ends a session (logout). `false` when it was already gone.
@@ -914,15 +944,17 @@ mod tests {
             client: ClientInfo::default(),
             data: SessionData::default(),
             data_version: 0,
+            auth: crate::auth_context::AuthContext::password(T0),
         })
     }
 
     #[test]
     fn an_idle_session_stays_small() {
         // What a million sessions cost in a store or a near cache starts here: the handle inline,
-        // the user id and user agent thin shared pointers, empty data one word.
+        // the user id and user agent thin shared pointers, empty data one word; the
+        // authentication context (step-up) 16 bytes.
         assert!(
-            size_of::<Session>() <= 184,
+            size_of::<Session>() <= 200,
             "a Session takes {} bytes",
             size_of::<Session>()
         );

@@ -11,10 +11,12 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::audit::{NewEvent, SecurityEvent};
+use crate::auth_context::AuthContext;
 use crate::clock::Timestamp;
 use crate::email::{AccountCode, CodeVerified, EmailAddress};
 use crate::error::StoreError;
 use crate::mail::MailStore;
+use crate::second_factor::{LoginChallenge, TotpFactor};
 use crate::secret::TokenHash;
 use crate::session::{Session, SessionHandle};
 use crate::token::key::StoredKey;
@@ -218,6 +220,14 @@ pub trait SessionStore: Send + Sync + 'static {
         data: &Value,
     ) -> Result<bool, StoreError>;
 
+    /// Replaces how the session was authenticated (a step-up); `false` when the session is
+    /// gone.
+    async fn set_session_auth(
+        &self,
+        handle: &SessionHandle,
+        auth: &AuthContext,
+    ) -> Result<bool, StoreError>;
+
     /// Deletes one session; `false` when it did not exist.
     async fn delete_session(&self, handle: &SessionHandle) -> Result<bool, StoreError>;
 
@@ -234,6 +244,86 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes up to `limit` sessions whose `expires_at` is at or before `now`, returning how many
     /// went. Implementations use an index on `expires_at`, so the cost follows what expired.
     async fn delete_expired_sessions(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
+}
+
+/// Second factors: TOTP with its recovery codes. Held with the accounts (SQL or memory): a
+/// user's factor rows go when the user is deleted.
+#[async_trait]
+pub trait SecondFactorStore: Send + Sync + 'static {
+    /// Stores an unconfirmed TOTP factor, replacing an unconfirmed one of the same user. `false`
+    /// (nothing written) when the user has a confirmed one, or is gone.
+    async fn put_pending_totp(&self, factor: &TotpFactor) -> Result<bool, StoreError>;
+
+    /// The user's TOTP factor, confirmed or not.
+    async fn totp_factor(&self, user: &UserId) -> Result<Option<TotpFactor>, StoreError>;
+
+    /// Confirms the user's unconfirmed factor in one step: sets `confirmed_at`, records `step`
+    /// as the last used one, and replaces the user's recovery codes with `recovery_codes`.
+    /// `false` (nothing written) when there is no unconfirmed factor.
+    async fn confirm_totp(
+        &self,
+        user: &UserId,
+        step: i64,
+        recovery_codes: &[TokenHash],
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Records the use of time step `step` of the user's confirmed factor, only if it is later
+    /// than the last used one, in one atomic step: of many concurrent callers with the same
+    /// step exactly one gets `true`. `false` for a step used already (or an earlier one), or
+    /// without a confirmed factor.
+    async fn use_totp_step(&self, user: &UserId, step: i64) -> Result<bool, StoreError>;
+
+    /// Deletes the user's TOTP factor and recovery codes; `false` when there was no factor.
+    async fn delete_totp(&self, user: &UserId) -> Result<bool, StoreError>;
+
+    /// Replaces the user's recovery codes; `false` (nothing written) without a confirmed factor.
+    async fn replace_recovery_codes(
+        &self,
+        user: &UserId,
+        codes: &[TokenHash],
+    ) -> Result<bool, StoreError>;
+
+    /// Uses one recovery code of the user, at most once: deletes it if it exists and answers
+    /// how many are left; `None` for an unknown or used code. Of concurrent callers with one
+    /// code, exactly one gets `Some`.
+    async fn spend_recovery_code(
+        &self,
+        user: &UserId,
+        hash: &TokenHash,
+    ) -> Result<Option<usize>, StoreError>;
+
+    /// How many unused recovery codes the user has.
+    async fn recovery_codes_left(&self, user: &UserId) -> Result<usize, StoreError>;
+}
+
+/// Login challenges: a correct password waiting for its second factor. Short-lived state, like
+/// a session: held with the accounts (SQL, memory), or in Redis beside the sessions.
+#[async_trait]
+pub trait ChallengeStore: Send + Sync + 'static {
+    /// Stores a login challenge. [`StoreError::Conflict`] on a hash that exists (it never
+    /// does: 256 random bits).
+    async fn create_challenge(&self, challenge: &LoginChallenge) -> Result<(), StoreError>;
+
+    /// Counts one attempt at a challenge, atomically: if it exists, `expires_at` is after `now`
+    /// and it has had fewer than `max_attempts`, adds one to `attempts` and returns it as
+    /// updated. Otherwise `None`, and a challenge that is spent or expired is deleted.
+    async fn attempt_challenge(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        max_attempts: u32,
+    ) -> Result<Option<LoginChallenge>, StoreError>;
+
+    /// Deletes a challenge (it was met); `true` only for the one caller that deleted it.
+    async fn consume_challenge(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+
+    /// Deletes up to `limit` challenges whose `expires_at` is at or before `now`; how many went.
+    async fn delete_expired_challenges(
         &self,
         now: Timestamp,
         limit: usize,
@@ -315,6 +405,10 @@ pub trait RefreshStore: Send + Sync + 'static {
         at: Timestamp,
         reason: &str,
     ) -> Result<bool, StoreError>;
+
+    /// Replaces how the family's login was authenticated (a step-up); its next tokens carry it.
+    /// `false` when the family is gone or revoked.
+    async fn set_family_auth(&self, id: &FamilyId, auth: &AuthContext) -> Result<bool, StoreError>;
 
     /// One family by id, revoked and expired ones included until swept (the caller asks
     /// [`RefreshFamily::is_live`]).
@@ -426,6 +520,10 @@ pub struct Stores {
     /// DPoP proofs seen lately (replay detection): in process for one node; the database or
     /// Redis for many.
     pub proofs: Arc<dyn ProofReplayStore>,
+    /// Second factors (TOTP, recovery codes).
+    pub second_factors: Arc<dyn SecondFactorStore>,
+    /// Login challenges waiting for a second factor: the database, or Redis with the sessions.
+    pub challenges: Arc<dyn ChallengeStore>,
     /// The readiness check; with several backends, an [`AllHealthy`] over all of them.
     pub health: Arc<dyn HealthCheck>,
     /// How changes reach every node: in process for a single node; Redis pub/sub or PostgreSQL
@@ -447,6 +545,8 @@ pub trait AllStores:
     + EventStore
     + MailStore
     + ProofReplayStore
+    + SecondFactorStore
+    + ChallengeStore
     + HealthCheck
     + Clone
 {
@@ -461,6 +561,8 @@ impl<S> AllStores for S where
         + EventStore
         + MailStore
         + ProofReplayStore
+        + SecondFactorStore
+        + ChallengeStore
         + HealthCheck
         + Clone
 {
@@ -478,6 +580,8 @@ impl Stores {
             events: Arc::new(store.clone()),
             mail: Arc::new(store.clone()),
             proofs: Arc::new(store.clone()),
+            second_factors: Arc::new(store.clone()),
+            challenges: Arc::new(store.clone()),
             health: Arc::new(store),
             feed: Arc::new(crate::feed::LocalFeed::new()),
             limiter: None,

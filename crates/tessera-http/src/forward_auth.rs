@@ -52,6 +52,9 @@ const MAX_URI: usize = 8 * 1024;
 pub enum Access {
     /// Anyone, logged in or not.
     Public,
+    /// Any logged-in user (what a path without a rule needs; a rule says it to add a second
+    /// factor requirement).
+    LoggedIn,
     /// A logged-in user with this role.
     Role(String),
 }
@@ -68,6 +71,10 @@ pub struct RouteRule {
     pub host: Option<String>,
     /// Who may pass.
     pub access: Access,
+    /// When set, a logged-in caller must also have used a second factor within this long
+    /// (else 401 with RFC 9470's `insufficient_user_authentication`); not with
+    /// [`Access::Public`].
+    pub second_factor_max_age: Option<std::time::Duration>,
 }
 
 /// A setting that cannot be used, and why.
@@ -108,6 +115,7 @@ struct CompiledRule {
     segments: Vec<String>,
     host: Option<String>,
     access: Access,
+    second_factor_max_age: Option<std::time::Duration>,
 }
 
 impl VerifyConfig {
@@ -138,6 +146,14 @@ impl VerifyConfig {
                     "role {role:?} is not a role name (1-32 of letters, digits, - _ . :)"
                 )));
             }
+            if rule.access == Access::Public && rule.second_factor_max_age.is_some() {
+                return Err(fail(
+                    "a public rule cannot need a second factor (second_factor_max_age)".into(),
+                ));
+            }
+            if rule.second_factor_max_age.is_some_and(|age| age.is_zero()) {
+                return Err(fail("second_factor_max_age must be positive".into()));
+            }
             let prefix = format!("/{}", segments.join("/"));
             if compiled
                 .iter()
@@ -155,6 +171,7 @@ impl VerifyConfig {
                 segments,
                 host,
                 access: rule.access,
+                second_factor_max_age: rule.second_factor_max_age,
             });
         }
         compiled.sort_by(|a, b| {
@@ -714,6 +731,7 @@ pub async fn check(state: &AppState, mut parts: Parts) -> Result<Response, ApiEr
             return Err(e);
         }
     };
+    let mut second_factor_max_age = None;
     let need = if config.0.rules.is_empty() {
         Need::Login
     } else {
@@ -733,10 +751,14 @@ pub async fn check(state: &AppState, mut parts: Parts) -> Result<Response, ApiEr
         }
         match config.rule_for(forwarded.host.as_deref(), &forwarded.segments) {
             None => Need::Login,
-            Some(rule) => match &rule.access {
-                Access::Public => Need::Nothing,
-                Access::Role(role) => Need::Role(&rule.prefix, role),
-            },
+            Some(rule) => {
+                second_factor_max_age = rule.second_factor_max_age;
+                match &rule.access {
+                    Access::Public => Need::Nothing,
+                    Access::LoggedIn => Need::Login,
+                    Access::Role(role) => Need::Role(&rule.prefix, role),
+                }
+            }
         }
     };
     // A DPoP proof names the original request, not this check.
@@ -765,6 +787,12 @@ pub async fn check(state: &AppState, mut parts: Parts) -> Result<Response, ApiEr
             "role-required",
             format!("{prefix} needs the {role:?} role"),
         ));
+    }
+    if let Some(max_age) = second_factor_max_age
+        && !auth.second_factor_within(state.tokens().now(), max_age)
+    {
+        count("step_up");
+        return Err(ApiError::step_up_required(max_age));
     }
     count("allowed");
     Ok(identity(&auth))
@@ -860,6 +888,7 @@ mod tests {
             prefix: prefix.into(),
             host: None,
             access,
+            second_factor_max_age: None,
         }
     }
 
@@ -911,6 +940,7 @@ mod tests {
                     prefix: "/admin".into(),
                     host: Some("ops.example.com".into()),
                     access: Access::Role("ops".into()),
+                    second_factor_max_age: None,
                 },
             ],
             None,

@@ -82,6 +82,15 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .routes(routes!(routes::account::request_verification))
         .routes(routes!(routes::account::verify_email))
         .routes(routes!(routes::account::change_email))
+        .routes(routes!(routes::second_factor::complete_login))
+        .routes(routes!(
+            routes::second_factor::status,
+            routes::second_factor::begin,
+            routes::second_factor::remove
+        ))
+        .routes(routes!(routes::second_factor::confirm))
+        .routes(routes!(routes::second_factor::regenerate_recovery_codes))
+        .routes(routes!(routes::second_factor::step_up))
         .routes(routes!(routes::admin::resend_verification))
         .routes(routes!(routes::admin::list_users))
         .routes(routes!(routes::admin::get_user, routes::admin::delete_user))
@@ -90,6 +99,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .routes(routes!(routes::admin::set_roles))
         .routes(routes!(routes::admin::user_sessions))
         .routes(routes!(routes::admin::force_logout))
+        .routes(routes!(routes::admin::remove_totp))
         .routes(routes!(routes::admin::events))
         .split_for_parts();
     let openapi_json = openapi::render(doc, state.cookies(), &state.base_path());

@@ -23,7 +23,8 @@ use crate::extract::{CookieNames, SESSION_COOKIE};
         (name = "token", description = "The token model: JWT access tokens, rotating refresh tokens, revocation, JWKS"),
         (name = "hybrid", description = "The hybrid model: the access token in an HttpOnly cookie, plus a CSRF token"),
         (name = "account", description = "A user's own logins (any model) and password"),
-        (name = "admin", description = "For users with the admin role"),
+        (name = "second-factor", description = "TOTP and recovery codes: enrolment, completing a login with the second factor, and step-up"),
+        (name = "admin", description = "For users with the admin role; privileged (an admin with a second factor must have used it recently)"),
         (name = "ops", description = "Health and readiness"),
     )
 )]

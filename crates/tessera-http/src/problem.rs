@@ -117,6 +117,31 @@ impl ApiError {
         )
     }
 
+    /// 401 for a caller who is logged in but whose second factor is not recent enough for this
+    /// action (step-up, RFC 9470): the challenge says `insufficient_user_authentication`, the
+    /// `max_age` (seconds) the action needs and the `acr` to reach. Cookie clients read the same
+    /// from the problem document.
+    pub fn step_up_required(max_age: std::time::Duration) -> Self {
+        let seconds = max_age.as_secs();
+        let challenge = format!(
+            "Bearer realm=\"tessera\", error=\"insufficient_user_authentication\", \
+             error_description=\"a second factor used within the last {seconds} s is required\", \
+             max_age={seconds}, acr_values=\"{}\"",
+            tessera_core::auth_context::ACR_SECOND_FACTOR
+        );
+        let err = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "insufficient-user-authentication",
+            format!(
+                "this action needs your second factor, used within the last {seconds} s: use it again at POST /v1/account/step-up (with {{\"code\": \"…\"}}), then repeat the request; without a second factor, set one up at POST /v1/account/totp first"
+            ),
+        );
+        match HeaderValue::from_str(&challenge) {
+            Ok(value) => err.with_header(header::WWW_AUTHENTICATE, value),
+            Err(_) => err,
+        }
+    }
+
     /// 403: the request is understood and refused, e.g. a missing role or a failed CSRF or origin
     /// check.
     pub fn forbidden(slug: &'static str, detail: impl Into<String>) -> Self {
@@ -217,6 +242,23 @@ impl From<Error> for ApiError {
                 err.field = Some("code".to_owned());
                 err
             }
+            Error::InvalidSecondFactor => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-second-factor",
+                "the second-factor code is not correct (a TOTP code works once, within about 30 s either side of its time; a recovery code works once)",
+            )
+            .with_field("code"),
+            Error::InvalidChallenge => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-challenge",
+                "the login challenge is unknown, used, expired, or was tried too often; log in again with the password",
+            )
+            .with_field("challenge"),
+            Error::StepUpRequired { max_age } => Self::step_up_required(max_age),
+            Error::CrossSite => Self::forbidden(
+                "cross-site-request",
+                "a browser login (session or hybrid) is completed only from this server's own origin",
+            ),
             Error::MailUnavailable => Self::new(
                 StatusCode::NOT_FOUND,
                 "mail-unavailable",

@@ -20,6 +20,7 @@ fn rule(prefix: &str, access: Access) -> RouteRule {
         prefix: prefix.into(),
         host: None,
         access,
+        second_factor_max_age: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn rules() -> Vec<RouteRule> {
             prefix: "/internal".into(),
             host: Some("ops.example.com".into()),
             access: role("ops"),
+            second_factor_max_age: None,
         },
     ]
 }

@@ -257,10 +257,11 @@ fn dpop(
             .unwrap()
             .unwrap();
         let pair = rt
-            .block_on(tokens.issue_bound(
+            .block_on(tokens.issue_with(
                 &user,
                 LoginModel::Token,
                 ClientInfo::default(),
+                tessera_core::AuthContext::password(tokens.now()),
                 Some(key.thumbprint()),
             ))
             .unwrap();

@@ -22,8 +22,8 @@
 //!
 //! use tessera_core::token::MasterKey;
 //! use tessera_core::{
-//!     Argon2Params, ClientInfo, LoginAttempt, Password, Services, ServicesConfig, Stores,
-//!     SystemClock,
+//!     Argon2Params, ClientInfo, LoginAttempt, LoginStep, Password, Services, ServicesConfig,
+//!     Stores, SystemClock,
 //! };
 //! use tessera_store::MemoryStore;
 //!
@@ -44,7 +44,7 @@
 //!
 //! let password = Password::new("correct horse battery staple");
 //! services.accounts.register("alice", &password, None).await?;
-//! let login = services
+//! let step = services
 //!     .logins
 //!     .login_session(
 //!         LoginAttempt {
@@ -58,6 +58,11 @@
 //!         None,
 //!     )
 //!     .await?;
+//! // An account with a second factor would get a challenge to complete with a code
+//! // (`Logins::complete_second_factor`); alice has none.
+//! let LoginStep::Done(login) = step else {
+//!     panic!("alice has no second factor")
+//! };
 //!
 //! // The cookie carries `login.secret`; the store holds only its hash.
 //! let (session, user) = services

@@ -14,14 +14,14 @@ use code_table::CodeTable;
 use mail_queue::MailQueue;
 use session_table::{Refused, SessionTable};
 use tessera_core::store::{
-    EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserDeletion,
-    UserStore,
+    ChallengeStore, EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore,
+    SecondFactorStore, SessionStore, UserDeletion, UserStore,
 };
 use tessera_core::{
-    AccountCode, AllowedToken, CodePurpose, CodeVerified, EmailAddress, FamilyId, KeyStatus,
-    MailId, MailStore, NewEvent, QueuedMail, RefreshFamily, RefreshTokenRecord, RevocationEntry,
-    Revoked, Rotation, SecurityEvent, Session, SessionHandle, StoreError, StoredKey, Timestamp,
-    TokenHash, User, UserId, Username,
+    AccountCode, AllowedToken, AuthContext, CodePurpose, CodeVerified, EmailAddress, FamilyId,
+    KeyStatus, LoginChallenge, MailId, MailStore, NewEvent, QueuedMail, RefreshFamily,
+    RefreshTokenRecord, RevocationEntry, Revoked, Rotation, SecurityEvent, Session, SessionHandle,
+    StoreError, StoredKey, Timestamp, TokenHash, TotpFactor, User, UserId, Username,
 };
 
 /// Everything in memory, with the same indexes a database would keep: users by username (in
@@ -100,6 +100,13 @@ struct Inner {
 
     /// Oldest first; ids strictly increase, so the order is also by id.
     events: Vec<SecurityEvent>,
+
+    totp: HashMap<UserId, TotpFactor>,
+    /// Each user's unused recovery codes.
+    recovery_codes: HashMap<UserId, HashSet<TokenHash>>,
+    challenges: HashMap<TokenHash, LoginChallenge>,
+    /// `(expires_at, hash)` of every challenge, for the sweep.
+    challenges_by_expiry: BTreeSet<(Timestamp, [u8; 32])>,
 }
 
 impl MemoryStore {
@@ -130,6 +137,13 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl Inner {
+    fn remove_challenge(&mut self, hash: &TokenHash) -> Option<LoginChallenge> {
+        let removed = self.challenges.remove(hash)?;
+        self.challenges_by_expiry
+            .remove(&(removed.expires_at, *removed.hash.as_bytes()));
+        Some(removed)
+    }
+
     fn user_exists(&self, id: &UserId) -> Result<(), StoreError> {
         if self.users.contains_key(id) {
             Ok(())
@@ -379,6 +393,17 @@ impl UserStore for MemoryStore {
             }
         }
         inner.sessions.remove_of_user(id, None);
+        inner.totp.remove(id);
+        inner.recovery_codes.remove(id);
+        let challenges: Vec<TokenHash> = inner
+            .challenges
+            .values()
+            .filter(|c| c.user_id == *id)
+            .map(|c| c.hash)
+            .collect();
+        for hash in &challenges {
+            inner.remove_challenge(hash);
+        }
         inner.codes.remove_of_user(id, CodePurpose::Recovery);
         inner.codes.remove_of_user(id, CodePurpose::VerifyEmail);
         inner.mail.remove_of_user(id);
@@ -615,6 +640,14 @@ impl SessionStore for MemoryStore {
             .map(|s| s.user_id.clone()))
     }
 
+    async fn set_session_auth(
+        &self,
+        handle: &SessionHandle,
+        auth: &AuthContext,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock()?.sessions.set_auth(handle, auth))
+    }
+
     async fn touch_session(
         &self,
         handle: &SessionHandle,
@@ -734,6 +767,17 @@ impl KeyStore for MemoryStore {
 
 #[async_trait]
 impl RefreshStore for MemoryStore {
+    async fn set_family_auth(&self, id: &FamilyId, auth: &AuthContext) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.families.get_mut(id) {
+            Some(family) if family.revoked_at.is_none() => {
+                family.auth = *auth;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn create_family(
         &self,
         family: &RefreshFamily,
@@ -1039,5 +1083,171 @@ impl EventStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl SecondFactorStore for MemoryStore {
+    async fn put_pending_totp(&self, factor: &TotpFactor) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        if !inner.users.contains_key(&factor.user_id) {
+            return Ok(false);
+        }
+        if inner
+            .totp
+            .get(&factor.user_id)
+            .is_some_and(|f| f.confirmed_at.is_some())
+        {
+            return Ok(false);
+        }
+        let pending = TotpFactor {
+            confirmed_at: None,
+            last_step: None,
+            ..factor.clone()
+        };
+        inner.totp.insert(factor.user_id.clone(), pending);
+        Ok(true)
+    }
+
+    async fn totp_factor(&self, user: &UserId) -> Result<Option<TotpFactor>, StoreError> {
+        Ok(self.lock()?.totp.get(user).cloned())
+    }
+
+    async fn confirm_totp(
+        &self,
+        user: &UserId,
+        step: i64,
+        recovery_codes: &[TokenHash],
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.totp.get_mut(user) {
+            Some(factor) if factor.confirmed_at.is_none() => {
+                factor.confirmed_at = Some(at);
+                factor.last_step = Some(step);
+            }
+            _ => return Ok(false),
+        }
+        inner
+            .recovery_codes
+            .insert(user.clone(), recovery_codes.iter().copied().collect());
+        Ok(true)
+    }
+
+    async fn use_totp_step(&self, user: &UserId, step: i64) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.totp.get_mut(user) {
+            Some(factor)
+                if factor.confirmed_at.is_some() && factor.last_step.is_none_or(|l| l < step) =>
+            {
+                factor.last_step = Some(step);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn delete_totp(&self, user: &UserId) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        inner.recovery_codes.remove(user);
+        Ok(inner.totp.remove(user).is_some())
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user: &UserId,
+        codes: &[TokenHash],
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        if inner
+            .totp
+            .get(user)
+            .is_none_or(|f| f.confirmed_at.is_none())
+        {
+            return Ok(false);
+        }
+        inner
+            .recovery_codes
+            .insert(user.clone(), codes.iter().copied().collect());
+        Ok(true)
+    }
+
+    async fn spend_recovery_code(
+        &self,
+        user: &UserId,
+        hash: &TokenHash,
+    ) -> Result<Option<usize>, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(codes) = inner.recovery_codes.get_mut(user) else {
+            return Ok(None);
+        };
+        Ok(codes.remove(hash).then_some(codes.len()))
+    }
+
+    async fn recovery_codes_left(&self, user: &UserId) -> Result<usize, StoreError> {
+        Ok(self
+            .lock()?
+            .recovery_codes
+            .get(user)
+            .map_or(0, HashSet::len))
+    }
+}
+
+#[async_trait]
+impl ChallengeStore for MemoryStore {
+    async fn create_challenge(&self, challenge: &LoginChallenge) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        inner.user_exists(&challenge.user_id)?;
+        if inner.challenges.contains_key(&challenge.hash) {
+            return Err(StoreError::Conflict("challenge hash exists".into()));
+        }
+        inner
+            .challenges_by_expiry
+            .insert((challenge.expires_at, *challenge.hash.as_bytes()));
+        inner.challenges.insert(challenge.hash, challenge.clone());
+        Ok(())
+    }
+
+    async fn attempt_challenge(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        max_attempts: u32,
+    ) -> Result<Option<LoginChallenge>, StoreError> {
+        let mut inner = self.lock()?;
+        match inner.challenges.get_mut(hash) {
+            Some(challenge) if now < challenge.expires_at && challenge.attempts < max_attempts => {
+                challenge.attempts += 1;
+                Ok(Some(challenge.clone()))
+            }
+            Some(_) => {
+                inner.remove_challenge(hash);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn consume_challenge(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        Ok(self.lock()?.remove_challenge(hash).is_some())
+    }
+
+    async fn delete_expired_challenges(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut inner = self.lock()?;
+        let expired: Vec<TokenHash> = inner
+            .challenges_by_expiry
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(_, hash)| TokenHash::from_bytes(*hash))
+            .collect();
+        for hash in &expired {
+            inner.remove_challenge(hash);
+        }
+        Ok(expired.len())
     }
 }

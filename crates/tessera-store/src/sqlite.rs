@@ -247,6 +247,11 @@ fn migrator() -> Migrator {
             "dpop",
             include_str!("../migrations/sqlite/0007_dpop.sql"),
         ),
+        migration(
+            8,
+            "second factor",
+            include_str!("../migrations/sqlite/0008_second_factor.sql"),
+        ),
     ])
 }
 
@@ -315,7 +320,7 @@ const SQL: Dialect = Dialect {
     user_columns: "id, username, password_hash, roles, disabled, created_at, updated_at, \
          not_before, email, email_verified",
     session_columns: "handle, user_id, secret_hash, csrf_token, created_at, last_seen_at, \
-         expires_at, absolute_expires_at, user_agent, ip, data, data_version",
+         expires_at, absolute_expires_at, user_agent, ip, data, data_version, auth_context",
     event_columns: "id, at, kind, user_id, detail",
     // The default BINARY collation orders by bytes, and `username` is UNIQUE, so its index
     // serves both the cursor and the order.
@@ -341,8 +346,8 @@ const SQL: Dialect = Dialect {
          not_before = CASE WHEN not_before >= $2 THEN not_before + 1 ELSE $2 END WHERE id = $3",
     disabled_user_ids: "SELECT id FROM users WHERE disabled <> 0 ORDER BY id",
     insert_session: "INSERT INTO sessions (handle, user_id, secret_hash, csrf_token, created_at, \
-         last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version, \
+         auth_context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     replace_session_data: "UPDATE sessions SET data = $1, data_version = data_version + 1 \
          WHERE handle = $2 AND data_version = $3",
     // Reads the per-user index. `IS NOT` rather than `<>`: with no session to keep the bound
@@ -611,6 +616,9 @@ mod tests {
             let store = SqliteStore::open(&path).await.unwrap();
             // Back to the schema as released with version 1, with a user in it.
             for table in [
+                "login_challenges",
+                "recovery_codes",
+                "totp_factors",
                 "mail_queue",
                 "account_codes",
                 "change_feed",
@@ -629,6 +637,7 @@ mod tests {
             }
             // Later migrations also added columns (and an index) to version 1's tables.
             for statement in [
+                "ALTER TABLE sessions DROP COLUMN auth_context",
                 "DROP INDEX users_by_email_key",
                 "ALTER TABLE users DROP COLUMN email_verified",
                 "ALTER TABLE users DROP COLUMN email_key",
@@ -666,6 +675,7 @@ mod tests {
             client: ClientInfo::default(),
             generation: 0,
             dpop_jkt: None,
+            auth: tessera_core::AuthContext::password(Timestamp::from_unix_millis(0)),
         };
         let first = RefreshTokenRecord {
             hash: TokenHash::of(b"first"),

@@ -418,6 +418,7 @@ async fn a_deleted_user_takes_their_sessions_and_families() {
         client: Default::default(),
         generation: 0,
         dpop_jkt: None,
+        auth: tessera_core::AuthContext::password(now),
     };
     let first = tessera_core::RefreshTokenRecord {
         hash: tessera_core::TokenHash::of(b"first"),

@@ -252,6 +252,14 @@ impl SessionStore for UsersAndSessions {
         self.sessions.session_by_secret(secret_hash).await
     }
 
+    async fn set_session_auth(
+        &self,
+        handle: &SessionHandle,
+        auth: &tessera_core::AuthContext,
+    ) -> Result<bool, StoreError> {
+        self.sessions.set_session_auth(handle, auth).await
+    }
+
     async fn touch_session(
         &self,
         handle: &SessionHandle,
@@ -303,6 +311,40 @@ impl SessionStore for UsersAndSessions {
     }
 }
 
+/// Challenges live in Redis beside the sessions; the accounts they name stay in the database.
+#[async_trait]
+impl tessera_core::ChallengeStore for UsersAndSessions {
+    async fn create_challenge(
+        &self,
+        challenge: &tessera_core::LoginChallenge,
+    ) -> Result<(), StoreError> {
+        self.sessions.create_challenge(challenge).await
+    }
+
+    async fn attempt_challenge(
+        &self,
+        hash: &TokenHash,
+        now: Timestamp,
+        max_attempts: u32,
+    ) -> Result<Option<tessera_core::LoginChallenge>, StoreError> {
+        self.sessions
+            .attempt_challenge(hash, now, max_attempts)
+            .await
+    }
+
+    async fn consume_challenge(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        self.sessions.consume_challenge(hash).await
+    }
+
+    async fn delete_expired_challenges(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.sessions.delete_expired_challenges(now, limit).await
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The suite
 
@@ -311,7 +353,7 @@ mod sessions {
     use super::{Cleanup, MemoryStore, UsersAndSessions, connect, unique_prefix};
 
     tessera_store::conformance_tests!(
-        [users, sessions] | check | {
+        [users, sessions, challenges] | check | {
             let prefix = unique_prefix("sessions");
             let _cleanup = Cleanup(prefix.clone());
             check(UsersAndSessions {
@@ -377,7 +419,7 @@ mod on_a_cluster {
         use super::connect;
 
         tessera_store::conformance_tests!(
-            [users, sessions] | check | {
+            [users, sessions, challenges] | check | {
                 check(UsersAndSessions {
                     users: MemoryStore::new(),
                     sessions: connect("sessions").await,
@@ -439,6 +481,7 @@ fn session_of(user: &UserId, created_at: Timestamp, lifetime: Duration) -> Sessi
         },
         data: json!({}).into(),
         data_version: 0,
+        auth: tessera_core::AuthContext::password(created_at),
     }
 }
 

@@ -45,6 +45,7 @@ fn session_of(user: &UserId) -> Session {
         client: ClientInfo::default(),
         data: json!({}).into(),
         data_version: 0,
+        auth: tessera_core::AuthContext::password(t),
     }
 }
 

@@ -262,6 +262,9 @@ mod tests {
             model: None,
             roles: vec![],
             cnf: None,
+            amr: None,
+            acr: None,
+            auth_time: None,
         }
     }
 

@@ -74,9 +74,11 @@ pub(crate) async fn stores(
         tracing::info!(
             prefix = %config.redis.prefix,
             cluster = target.is_cluster(),
-            "Redis ready: sessions, revocations, throttling, DPoP proofs and the change feed"
+            "Redis ready: sessions, login challenges, revocations, throttling, DPoP proofs and the change feed"
         );
         stores.sessions = Arc::new(redis.clone());
+        // Login challenges are short-lived like sessions, and live beside them.
+        stores.challenges = Arc::new(redis.clone());
         // Every denylist entry is also written to the database, so a Redis that restarts
         // empty forgets no revocation.
         stores.revocations = Arc::new(MirroredRevocations {

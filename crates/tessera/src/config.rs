@@ -182,6 +182,22 @@ pub(crate) struct AccountsSection {
     /// How long a verification code works.
     #[serde(with = "humantime_serde")]
     pub verification_lifetime: Duration,
+    /// Privileged actions (admin routes, password and email changes, removing a second factor,
+    /// new recovery codes) of a user with a second factor need it used within this long; else
+    /// 401 `insufficient_user_authentication` (step up at `POST /v1/account/step-up`).
+    #[serde(with = "humantime_serde")]
+    pub privileged_max_age: Duration,
+    /// Whether admin routes need a recent second factor from every admin, even one who has
+    /// none yet (who must set one up first).
+    pub admin_requires_second_factor: bool,
+    /// How long a login challenge (password right, second factor awaited) waits for its code.
+    #[serde(with = "humantime_serde")]
+    pub second_factor_challenge_lifetime: Duration,
+    /// Wrong codes a login challenge takes before it is burnt (the login starts over).
+    pub second_factor_max_attempts: u32,
+    /// The issuer authenticator apps show beside the username (`otpauth://totp/<issuer>:…`).
+    /// Default: the host of `public_url`.
+    pub totp_issuer: Option<String>,
 }
 
 impl Default for AccountsSection {
@@ -195,6 +211,11 @@ impl Default for AccountsSection {
             recovery_lifetime: Duration::from_secs(15 * 60),
             verification_url: None,
             verification_lifetime: Duration::from_secs(48 * 3600),
+            privileged_max_age: Duration::from_secs(10 * 60),
+            admin_requires_second_factor: false,
+            second_factor_challenge_lifetime: Duration::from_secs(5 * 60),
+            second_factor_max_attempts: 5,
+            totp_issuer: None,
         }
     }
 }
@@ -670,7 +691,8 @@ pub(crate) struct VerifySection {
     /// `return_to` set to the page it asked for. Unset: browsers get a 401 like API clients.
     pub login_url: Option<String>,
     /// Route rules: `[[verify.rules]] prefix = "/admin" role = "admin"`, or `public = true`;
-    /// optionally `host = "app.example.com"`. A path without a rule needs a login.
+    /// optionally `host = "app.example.com"` and `second_factor_max_age = "10m"`. A path without
+    /// a rule needs a login.
     pub rules: Vec<VerifyRuleSection>,
 }
 
@@ -686,6 +708,14 @@ pub(crate) struct VerifyRuleSection {
     /// Only for requests whose `X-Forwarded-Host` is this host (any port unless one is given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The caller must also have used a second factor within this long (`"10m"`); with a role,
+    /// or alone for any logged-in user.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub second_factor_max_age: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -934,6 +964,41 @@ impl Config {
             .map_err(|e| fail("log.filter", e.to_string()))?;
         self.verify_config().map_err(|e| fail(e.key, e.message))?;
         self.validate_email().map_err(|(key, why)| fail(key, why))?;
+        self.second_factor_config()
+            .validate()
+            .map_err(|(key, why)| fail(&format!("accounts.{key}"), why))?;
+        for (key, value, min, max) in [
+            (
+                "accounts.privileged_max_age",
+                self.accounts.privileged_max_age,
+                Duration::from_secs(30),
+                Duration::from_secs(24 * 3600),
+            ),
+            (
+                "accounts.second_factor_challenge_lifetime",
+                self.accounts.second_factor_challenge_lifetime,
+                Duration::from_secs(30),
+                Duration::from_secs(3600),
+            ),
+        ] {
+            if value < min || value > max {
+                return Err(fail(
+                    key,
+                    format!(
+                        "{} is out of range: from {} to {}",
+                        humantime_serde::re::humantime::format_duration(value),
+                        humantime_serde::re::humantime::format_duration(min),
+                        humantime_serde::re::humantime::format_duration(max)
+                    ),
+                ));
+            }
+        }
+        if !(1..=20).contains(&self.accounts.second_factor_max_attempts) {
+            return Err(fail(
+                "accounts.second_factor_max_attempts",
+                "must be from 1 to 20".into(),
+            ));
+        }
         if let Some(at) = self.playground.attacker_listen
             && !at.ip().is_loopback()
         {
@@ -1086,7 +1151,34 @@ impl Config {
             max_logins_per_user: self.accounts.max_logins_per_user,
             account_mail: self.account_mail_config(),
             mailer: tessera_core::MailerConfig::default(),
+            second_factor: self.second_factor_config(),
         }
+    }
+
+    /// Second factors: the TOTP issuer, login challenges, and step-up.
+    pub(crate) fn second_factor_config(&self) -> tessera_core::SecondFactorConfig {
+        tessera_core::SecondFactorConfig {
+            totp_issuer: self
+                .accounts
+                .totp_issuer
+                .clone()
+                .unwrap_or_else(|| self.public_host()),
+            challenge_lifetime: self.accounts.second_factor_challenge_lifetime,
+            challenge_max_attempts: self.accounts.second_factor_max_attempts,
+            privileged_max_age: self.accounts.privileged_max_age,
+            admin_requires_second_factor: self.accounts.admin_requires_second_factor,
+        }
+    }
+
+    /// The host of `public_url` (what names this server to a person).
+    fn public_host(&self) -> String {
+        self.public_url
+            .split_once("://")
+            .map_or(self.public_url.as_str(), |(_, rest)| rest)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// How recovery and verification mails are made.
@@ -1184,6 +1276,7 @@ impl Config {
             let access = match (&rule.role, rule.public) {
                 (Some(role), false) => Access::Role(role.clone()),
                 (None, true) => Access::Public,
+                (None, false) if rule.second_factor_max_age.is_some() => Access::LoggedIn,
                 (Some(_), true) => {
                     return Err(VerifyConfigError {
                         key: "verify.rules",
@@ -1198,8 +1291,8 @@ impl Config {
                     return Err(VerifyConfigError {
                         key: "verify.rules",
                         message: format!(
-                            "rule {} (prefix {:?}): needs role = \"…\" or public = true (a path \
-                             without a rule already needs a login)",
+                            "rule {} (prefix {:?}): needs role = \"…\", public = true or \
+                             second_factor_max_age (a path without a rule already needs a login)",
                             i + 1,
                             rule.prefix
                         ),
@@ -1210,6 +1303,7 @@ impl Config {
                 prefix: rule.prefix.clone(),
                 host: rule.host.clone(),
                 access,
+                second_factor_max_age: rule.second_factor_max_age,
             });
         }
         VerifyConfig::new(rules, self.verify.login_url.clone())

@@ -327,6 +327,12 @@ pub(crate) fn render(a: Answers) -> String {
     } else {
         line("registration = \"open\"");
     }
+    line("# Second factors (TOTP): a user who set one up uses it again for privileged actions");
+    line("# (admin routes, password and email changes) when it is older than this.");
+    line("# privileged_max_age = \"10m\"");
+    line("# Admin routes need a recent second factor from every admin (who must set one up).");
+    line("# admin_requires_second_factor = true");
+    line("# second_factor_challenge_lifetime = \"5m\"");
     line("");
     line("# Mail for account recovery and address verification: set the SMTP server to turn them");
     line("# on (the password is best given as TESSERA_EMAIL__SMTP_PASSWORD).");

@@ -96,6 +96,13 @@ pub(crate) enum UserCommand {
         /// A username or a user id (usr_…).
         user: String,
     },
+    /// Remove an account's second factor (TOTP and its recovery codes), for a user who lost
+    /// both: logins need only the password again until they set one up anew. Check who asks
+    /// first: it is what someone holding only the password would ask for.
+    RemoveTotp {
+        /// A username or a user id (usr_…).
+        user: String,
+    },
     /// Delete an account and everything of it: its sessions and their data, its token and hybrid
     /// logins, its roles and password. Every credential of it stops working at once, on running
     /// servers too; the audit log keeps the user id, not the username, and records the deletion.
@@ -198,6 +205,23 @@ pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
         }),
         UserCommand::Disable { user } => set_disabled(&config, &user, true),
         UserCommand::Enable { user } => set_disabled(&config, &user, false),
+        UserCommand::RemoveTotp { user } => with_app(&config, async |app| {
+            let user = find_user(app, &user).await?;
+            if app
+                .logins
+                .second_factors()
+                .remove_totp(&user.id, None)
+                .await?
+            {
+                eprintln!(
+                    "{}: TOTP removed; the password alone logs in",
+                    user.username
+                );
+                Ok(())
+            } else {
+                anyhow::bail!("{} has no TOTP set up", user.username)
+            }
+        }),
         UserCommand::Roles { user, roles } => with_app(&config, async |app| {
             let user = find_user(app, &user).await?;
             if !app.logins.set_roles(&user.id, &roles, None).await? {

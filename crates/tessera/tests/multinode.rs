@@ -1935,3 +1935,113 @@ async fn a_dpop_proof_replayed_to_another_node_is_refused() {
         "the refresh's proof replayed on B"
     );
 }
+
+/// Second factors across nodes: a login challenge made on one node completes on another (it
+/// lives in the shared database), and a step-up of a session on one node is seen by the others
+/// at once (their near caches drop the session), so a privileged route refused there before
+/// is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_factor_works_across_nodes() {
+    require_services().await;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::new(Redis::Shared);
+    cluster.start_nodes();
+    let http = Http::new();
+    let (a, b, c) = (cluster.node("A"), cluster.node("B"), cluster.node("C"));
+    let now = || {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        tessera_core::Timestamp::from_unix_millis(i64::try_from(ms).unwrap())
+    };
+
+    http.register(a, "erin").await;
+    let session = http.session_login(a, "erin").await;
+    let post = |node: &Node, path: &str| {
+        http.0
+            .post(format!("{}{path}", node.base))
+            .header(COOKIE, &session.cookie)
+            .header("X-CSRF-Token", &session.csrf)
+    };
+    let r = post(a, "/v1/account/totp").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "TOTP enrolment on A");
+    let body: Value = r.json().await.unwrap();
+    let secret = tessera_core::TotpSecret::from_base32(body["secret"].as_str().unwrap()).unwrap();
+    let r = post(a, "/v1/account/totp/confirm")
+        .json(&json!({"code": secret.code_at(now())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "TOTP confirmation on A");
+    let body: Value = r.json().await.unwrap();
+    let recovery = body["recovery_codes"][0].as_str().unwrap().to_owned();
+
+    // The session logged in with the password alone: B refuses it a privileged route (and
+    // keeps the session in its near cache).
+    let r = post(b, "/v1/account/totp/recovery-codes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "privileged route on B"
+    );
+
+    // A challenge made on B completes on C, with the code of the next time step (the current
+    // one was used by the confirmation; one step of skew is accepted).
+    let r = http
+        .0
+        .post(format!("{}/v1/token", b.base))
+        .json(&json!({"username": "erin", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["second_factor_required"], true, "{body}");
+    let next_step = now().saturating_add(Duration::from_secs(30));
+    let r = http
+        .0
+        .post(format!("{}/v1/login/second-factor", c.base))
+        .json(&json!({"challenge": body["challenge"], "code": secret.code_at(next_step)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "challenge of B completed on C");
+    let pair: Value = r.json().await.unwrap();
+    let access = pair["access_token"].as_str().unwrap();
+    let claims = access.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["acr"], "aal2");
+
+    // The session steps up on C (with a recovery code); B lets it through soon after.
+    let r = post(c, "/v1/account/step-up")
+        .json(&json!({"code": recovery}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "step-up on C");
+    let since = Instant::now();
+    loop {
+        let status = post(b, "/v1/account/totp/recovery-codes")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            since.elapsed() < PATIENCE,
+            "B still refuses the stepped-up session {PATIENCE:?} later"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

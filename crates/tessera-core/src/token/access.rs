@@ -61,6 +61,30 @@ pub struct AccessClaims {
     /// by that key, as `Authorization: DPoP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<crate::token::dpop::Confirmation>,
+    /// How the user authenticated (RFC 8176 values): `["pwd"]`, or `["pwd", "otp", "mfa"]`
+    /// with a second factor. Absent in tokens signed before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// The assurance level reached: `aal1` (password) or `aal2` (with a second factor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// When the user last authenticated for this login (the login or the latest step-up), in
+    /// seconds since the epoch (OpenID Connect's `auth_time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+}
+
+impl AccessClaims {
+    /// Whether the token says a second factor was used within `max_age` before `now`: its
+    /// `acr` is `aal2` and its `auth_time` (the time of that factor: a login with it, or a
+    /// step-up) is recent enough.
+    pub fn second_factor_within(&self, now: Timestamp, max_age: std::time::Duration) -> bool {
+        self.acr.as_deref() == Some(crate::auth_context::ACR_SECOND_FACTOR)
+            && self.auth_time.is_some_and(|at| {
+                let age = now.unix_seconds().saturating_sub(at);
+                u64::try_from(age).is_ok_and(|age| age <= max_age.as_secs())
+            })
+    }
 }
 
 /// Why a token was refused. Clients only ever see a generic 401; this is for logs and tests.
@@ -136,7 +160,12 @@ impl quick_cache::Weighter<TokenHash, Arc<Cached>> for CachedWeighter {
             + claims.client_id.len()
             + claims.fid.as_str().len()
             + claims.cnf.as_ref().map_or(0, |c| c.jkt.len() + 24)
-            + claims.roles.iter().map(|r| r.len() + 24).sum::<usize>()) as u64
+            + claims.roles.iter().map(|r| r.len() + 24).sum::<usize>()
+            + claims
+                .amr
+                .as_ref()
+                .map_or(0, |amr| amr.iter().map(|m| m.len() + 24).sum::<usize>())
+            + claims.acr.as_ref().map_or(0, String::len)) as u64
     }
 }
 
@@ -342,6 +371,9 @@ mod tests {
                 roles: Vec::new(),
                 email_verified: None,
                 cnf: None,
+                amr: None,
+                acr: None,
+                auth_time: None,
             }),
             kid: "k1".into(),
         })

@@ -17,4 +17,4 @@ pub use dpop::{Confirmation, Dpop, DpopConfig, DpopError};
 pub use keyring::{KeyInfo, KeyRing};
 pub use master_key::MasterKey;
 pub use revocation::{RevocationMode, Revocations};
-pub use service::{Introspection, TokenConfig, TokenPair, Tokens};
+pub use service::{Introspection, SteppedUpAccess, TokenConfig, TokenPair, Tokens};

@@ -114,6 +114,9 @@ pub struct RefreshFamily {
     /// The JWK thumbprint of the DPoP key the login is bound to (RFC 9449): every refresh must
     /// come with a proof signed by that key. `None` for a login without DPoP.
     pub dpop_jkt: Option<String>,
+    /// How the user authenticated: at login, or at the latest step-up. Every access token of
+    /// the family carries it (`amr`, `acr`, `auth_time`), refreshed ones too.
+    pub auth: crate::auth_context::AuthContext,
 }
 
 impl RefreshFamily {
@@ -198,6 +201,7 @@ mod tests {
             client: ClientInfo::default(),
             generation: 0,
             dpop_jkt: None,
+            auth: crate::auth_context::AuthContext::password(at(0)),
         };
         assert!(family.is_live(at(99)));
         assert!(!family.is_live(at(100)), "idle expiry");

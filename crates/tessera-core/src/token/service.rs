@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::audit::{Audit, EventKind};
+use crate::auth_context::AuthContext;
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::secret::RefreshToken;
@@ -141,6 +142,26 @@ pub struct TokenPair {
     pub dpop_bound: bool,
 }
 
+/// A fresh access token after a step-up: the refresh token stays as it is.
+pub struct SteppedUpAccess {
+    /// The signed JWT, carrying the new `auth_time`, `amr` and `acr`.
+    pub access_token: String,
+    /// Its lifetime in seconds.
+    pub expires_in: u64,
+    /// When it expires (its `exp`).
+    pub expires_at: Timestamp,
+    /// Whether it is bound to the login's DPoP key (`token_type: DPoP`).
+    pub dpop_bound: bool,
+}
+
+impl std::fmt::Debug for SteppedUpAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SteppedUpAccess")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::fmt::Debug for TokenPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenPair")
@@ -193,6 +214,15 @@ pub struct Introspection {
     /// token. For a refresh token, the key its login is bound to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// How the user authenticated (RFC 8176 values; access tokens that carry it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// The assurance level: `aal1` or `aal2` (access tokens that carry it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// When the user last authenticated for the login, in seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 /// The token and hybrid login models: issues access tokens (signed JWTs, checked in memory by
@@ -296,17 +326,20 @@ impl Tokens {
         model: LoginModel,
         client: ClientInfo,
     ) -> Result<TokenPair, Error> {
-        self.issue_bound(user, model, client, None).await
+        let auth = AuthContext::password(self.clock.now());
+        self.issue_with(user, model, client, auth, None).await
     }
 
-    /// [`Tokens::issue`], and with `dpop_jkt` (the thumbprint of the key a verified DPoP proof
-    /// was signed with) the login and its access tokens are bound to that key.
+    /// [`Tokens::issue`] for a login authenticated as `auth` says (with a second factor), and
+    /// with `dpop_jkt` (the thumbprint of the key a verified DPoP proof was signed with) bound to
+    /// that key: the login and its access tokens.
     #[tracing::instrument(skip_all, fields(user = %user.id, model = model.as_str()))]
-    pub async fn issue_bound(
+    pub async fn issue_with(
         &self,
         user: &User,
         model: LoginModel,
         client: ClientInfo,
+        auth: AuthContext,
         dpop_jkt: Option<&str>,
     ) -> Result<TokenPair, Error> {
         let now = self.clock.now();
@@ -325,6 +358,7 @@ impl Tokens {
             revoked_reason: None,
             client,
             generation: 0,
+            auth,
             dpop_jkt: dpop_jkt.map(str::to_owned),
         };
         let refresh_token = RefreshToken::generate()?;
@@ -337,7 +371,7 @@ impl Tokens {
         };
         self.refresh.create_family(&family, &record).await?;
         let pair = match self
-            .pair(user, &family, refresh_token, family.expires_at, dpop_jkt)
+            .pair(user, &family, refresh_token, family.expires_at)
             .await
         {
             Ok(pair) => pair,
@@ -369,7 +403,6 @@ impl Tokens {
         family: &RefreshFamily,
         refresh_token: RefreshToken,
         refresh_expires_at: Timestamp,
-        dpop_jkt: Option<&str>,
     ) -> Result<TokenPair, Error> {
         // The token says what the account was at `as_of`: read it again now, after noting the
         // time, so a role or password change recorded after that time refuses this token, and one
@@ -380,7 +413,7 @@ impl Tokens {
             _ => return Err(Error::InvalidGrant),
         };
         let user = &user;
-        let (access_token, claims) = self.sign_access_token(user, family, as_of, dpop_jkt)?;
+        let (access_token, claims) = self.sign_access_token(user, family, as_of)?;
         self.revocations
             .allow(AllowedToken {
                 jti: claims.jti.clone(),
@@ -397,7 +430,7 @@ impl Tokens {
             access_expires_at: Timestamp::from_unix_millis(claims.exp.saturating_mul(1000)),
             refresh_expires_at,
             user: user.clone(),
-            dpop_bound: dpop_jkt.is_some(),
+            dpop_bound: family.dpop_jkt.is_some(),
         })
     }
 
@@ -406,7 +439,6 @@ impl Tokens {
         user: &User,
         family: &RefreshFamily,
         as_of: Timestamp,
-        dpop_jkt: Option<&str>,
     ) -> Result<(String, AccessClaims), Error> {
         let key = self.keyring.signing_key();
         let now = self.clock.now().unix_seconds();
@@ -427,9 +459,10 @@ impl Tokens {
                 Some(email) => Some(email.verified),
                 None => self.config.email_verified_always.then_some(false),
             },
-            cnf: dpop_jkt.map(|jkt| Confirmation {
-                jkt: jkt.to_owned(),
-            }),
+            amr: Some(family.auth.amr().iter().map(|m| (*m).to_owned()).collect()),
+            acr: Some(family.auth.acr().to_owned()),
+            auth_time: Some(family.auth.auth_time.unix_seconds()),
+            cnf: family.dpop_jkt.clone().map(|jkt| Confirmation { jkt }),
         };
         let mut header = Header::new(key.jwt_algorithm);
         header.typ = Some(ACCESS_TOKEN_TYP.into());
@@ -500,7 +533,6 @@ impl Tokens {
         if family.dpop_jkt.is_none() && dpop_jkt.is_some() {
             return Err(Error::DpopNotBound);
         }
-        let dpop_jkt = family.dpop_jkt.as_deref();
         let user = match self.users.user_by_id(&family.user_id).await? {
             Some(user) if user.is_active() => user,
             _ => return Err(Error::InvalidGrant),
@@ -539,7 +571,7 @@ impl Tokens {
                         json!({"family": family.id}),
                     )
                     .await;
-                    return self.pair(&user, &family, next, expires_at, dpop_jkt).await;
+                    return self.pair(&user, &family, next, expires_at).await;
                 }
                 // The same token, rotated a moment ago by a concurrent request.
                 Rotation::AlreadyRotated { at } => Some(at),
@@ -563,7 +595,7 @@ impl Tokens {
                 // branch may start from an ended one.
                 return Err(Error::InvalidGrant);
             }
-            return self.pair(&user, &family, next, expires_at, dpop_jkt).await;
+            return self.pair(&user, &family, next, expires_at).await;
         }
         tracing::warn!(family = %family.id, user = %user.id, "refresh token reuse detected; revoking the family");
         metrics::counter!("tessera_token_refreshes_total", "outcome" => "reuse_detected")
@@ -631,6 +663,50 @@ impl Tokens {
     /// revoked: for showing the holder of a revoked token the entries that now refuse it.
     pub fn claims_even_if_revoked(&self, token: &str) -> Option<Arc<AccessClaims>> {
         self.verifier.verify_unrevoked(token, true).ok()
+    }
+
+    /// Records a step-up on the live family `id` of `user` (its later tokens, refreshed ones
+    /// too, carry `auth`) and signs a fresh access token that carries it. [`Error::InvalidGrant`]
+    /// when the family is not live or not the user's.
+    pub async fn step_up(
+        &self,
+        id: &FamilyId,
+        user: &UserId,
+        auth: AuthContext,
+    ) -> Result<SteppedUpAccess, Error> {
+        let now = self.clock.now();
+        let Some(mut family) = self
+            .family_of_user(id, user)
+            .await?
+            .filter(|f| f.is_live(now))
+        else {
+            return Err(Error::InvalidGrant);
+        };
+        if !self.refresh.set_family_auth(id, &auth).await? {
+            return Err(Error::InvalidGrant);
+        }
+        family.auth = auth;
+        let as_of = self.clock.now();
+        let account = match self.users.user_by_id(user).await? {
+            Some(fresh) if fresh.is_active() => fresh,
+            _ => return Err(Error::InvalidGrant),
+        };
+        let (access_token, claims) = self.sign_access_token(&account, &family, as_of)?;
+        let expires_at = Timestamp::from_unix_millis(claims.exp.saturating_mul(1000));
+        self.revocations
+            .allow(AllowedToken {
+                jti: claims.jti.clone(),
+                family_id: family.id.clone(),
+                user_id: account.id.clone(),
+                expires_at,
+            })
+            .await?;
+        Ok(SteppedUpAccess {
+            access_token,
+            expires_in: self.config.access_lifetime.as_secs(),
+            expires_at,
+            dpop_bound: family.dpop_jkt.is_some(),
+        })
     }
 
     /// The family `id` (revoked or not, until the sweep deletes it).
@@ -845,6 +921,9 @@ impl Tokens {
                 jti: Some(c.jti.clone()),
                 roles: Some(c.roles.clone()),
                 cnf: c.cnf.clone(),
+                amr: c.amr.clone(),
+                acr: c.acr.clone(),
+                auth_time: c.auth_time,
             });
         }
         if let Some(refresh) = RefreshToken::parse(token)
@@ -866,6 +945,9 @@ impl Tokens {
                     iat: Some(record.issued_at.unix_seconds()),
                     iss: Some(self.config.issuer.clone()),
                     cnf: family.dpop_jkt.clone().map(|jkt| Confirmation { jkt }),
+                    amr: Some(family.auth.amr().iter().map(|m| (*m).to_owned()).collect()),
+                    acr: Some(family.auth.acr().to_owned()),
+                    auth_time: Some(family.auth.auth_time.unix_seconds()),
                     ..Introspection::default()
                 });
             }

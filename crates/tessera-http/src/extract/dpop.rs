@@ -127,11 +127,12 @@ pub(crate) async fn check_resource_request(
 pub(crate) async fn token_endpoint_proof(
     state: &AppState,
     parts: &Parts,
+    enforce_required: bool,
 ) -> Result<Option<VerifiedProof>, ApiError> {
     let dpop = state.tokens().dpop();
     let proof = match proof_header(&parts.headers) {
         Ok(Some(proof)) => proof,
-        Ok(None) if dpop.config().required => {
+        Ok(None) if enforce_required && dpop.config().required => {
             return Err(token_endpoint_error(state, DpopError::Missing));
         }
         Ok(None) => return Ok(None),
@@ -274,6 +275,25 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = <AppState as axum::extract::FromRef<S>>::from_ref(state);
-        token_endpoint_proof(&state, parts).await.map(Self)
+        token_endpoint_proof(&state, parts, true).await.map(Self)
+    }
+}
+
+/// [`TokenEndpointProof`] where the server's `tokens.require_dpop` does not apply by itself:
+/// completing a login with its second factor, where the login being completed says whether a
+/// proof is needed (one started with a proof needs a proof of the same key).
+pub struct OptionalDpopProof(pub TokenEndpointProof);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OptionalDpopProof
+where
+    AppState: axum::extract::FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = <AppState as axum::extract::FromRef<S>>::from_ref(state);
+        token_endpoint_proof(&state, parts, false)
+            .await
+            .map(|proof| Self(TokenEndpointProof(proof)))
     }
 }

@@ -64,7 +64,7 @@ pub use cookies::{
 };
 pub(crate) use cookies::{cookie_value, session_secret};
 pub use data::SessionData;
-pub use dpop::TokenEndpointProof;
+pub use dpop::{OptionalDpopProof, TokenEndpointProof};
 pub use form::{CSRF_FIELD, CsrfForm};
 pub use hybrid::{HybridAuth, HybridLogin, HybridLogout, HybridRefresh, HybridRefreshCookie};
 pub use role::{Admin, RequireRole, Role};
@@ -239,6 +239,73 @@ impl AuthUser {
         }
     }
 
+    /// The login the request came with: its session, or its access token's family.
+    pub fn login(&self) -> tessera_core::CurrentLogin {
+        match &self.model {
+            AuthModel::Session(s) => tessera_core::CurrentLogin::Session(s.handle.clone()),
+            AuthModel::Token(c) => tessera_core::CurrentLogin::Family(c.family_id().clone()),
+        }
+    }
+
+    /// How the caller authenticated for this login: its session's record, or what its access
+    /// token says (`auth_time`, `acr`; a token without them is read as a password login at its
+    /// issue time).
+    pub fn auth_context(&self) -> tessera_core::AuthContext {
+        match &self.model {
+            AuthModel::Session(session) => session.auth,
+            AuthModel::Token(claims) => {
+                let claims = claims.claims();
+                let at = tessera_core::Timestamp::from_unix_millis(
+                    claims
+                        .auth_time
+                        .map_or(claims.iat_ms, |s| s.saturating_mul(1000)),
+                );
+                let mut context = tessera_core::AuthContext::password(at);
+                if claims.acr.as_deref() == Some(tessera_core::auth_context::ACR_SECOND_FACTOR) {
+                    // Which one a token does not say (`otp` covers both); the time is what counts.
+                    context.second_factor = Some(tessera_core::SecondFactorMethod::Totp);
+                }
+                context
+            }
+        }
+    }
+
+    /// Whether the caller used a second factor within `max_age` before `now`.
+    pub fn second_factor_within(
+        &self,
+        now: tessera_core::Timestamp,
+        max_age: std::time::Duration,
+    ) -> bool {
+        match &self.model {
+            AuthModel::Session(session) => session.auth.second_factor_within(now, max_age),
+            AuthModel::Token(claims) => claims.claims().second_factor_within(now, max_age),
+        }
+    }
+
+    /// `Ok` when the caller may take a privileged action: a user with a second factor must
+    /// have used it within `accounts.privileged_max_age` (and, for an admin route with
+    /// `accounts.admin_requires_second_factor`, every admin must); otherwise the step-up
+    /// problem (401, RFC 9470's `insufficient_user_authentication`).
+    pub async fn require_recent_second_factor(
+        &self,
+        state: &AppState,
+        admin_route: bool,
+    ) -> Result<(), ApiError> {
+        let factors = state.logins().second_factors();
+        let config = factors.config();
+        let max_age = config.privileged_max_age;
+        if self.second_factor_within(state.tokens().now(), max_age) {
+            return Ok(());
+        }
+        let needed = (admin_route && config.admin_requires_second_factor)
+            || factors.required(&self.user.id).await?;
+        if needed {
+            Err(ApiError::step_up_required(max_age))
+        } else {
+            Ok(())
+        }
+    }
+
     /// The login model that authenticated the request: `"session"`, `"token"` or `"hybrid"`.
     pub fn model_name(&self) -> &'static str {
         match &self.model {
@@ -374,7 +441,10 @@ async fn token_user(
         .filter(|user| user.is_active()))
 }
 
-/// An authenticated caller with the `admin` role.
+/// An authenticated caller with the `admin` role. Admin routes are privileged: an admin whose
+/// account has a second factor (every admin, with `accounts.admin_requires_second_factor`) must
+/// have used it within `accounts.privileged_max_age`, else the answer is 401 with RFC 9470's
+/// `insufficient_user_authentication` (see [`Privileged`]).
 ///
 /// ```
 /// # use std::sync::Arc;
@@ -423,13 +493,37 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let user = AuthUser::extract(parts, &AppState::from_ref(state)).await?;
+        let state = AppState::from_ref(state);
+        let user = AuthUser::extract(parts, &state).await?;
         if !user.is_admin() {
             return Err(ApiError::forbidden(
                 "admin-only",
                 "this route needs the admin role",
             ));
         }
+        // Admin routes are privileged: an admin with a second factor steps up to use them.
+        user.require_recent_second_factor(&state, true).await?;
+        Ok(Self(user))
+    }
+}
+
+/// A caller about to take a privileged action (change the password or the email address,
+/// remove a second factor, regenerate recovery codes): authenticated as [`AuthUser`] is, and,
+/// when the account has a second factor, having used it within `accounts.privileged_max_age`;
+/// otherwise refused with 401 and RFC 9470's `insufficient_user_authentication` (step up at
+/// `POST /v1/account/step-up`, then repeat the request).
+pub struct Privileged(pub AuthUser);
+
+impl<S: Send + Sync> FromRequestParts<S> for Privileged
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        let user = AuthUser::extract(parts, &state).await?;
+        user.require_recent_second_factor(&state, false).await?;
         Ok(Self(user))
     }
 }

@@ -24,6 +24,9 @@ use crate::state::AppState;
 /// assert_eq!(Editor::NAME, "editor");
 /// ```
 pub trait Role: Send + Sync + 'static {
+    /// Whether the role's routes are privileged: a caller with a second factor must have used it
+    /// recently (see [`AuthUser::require_recent_second_factor`]).
+    const PRIVILEGED: bool = false;
     /// The role's name, as stored with the account.
     const NAME: &'static str;
 }
@@ -33,6 +36,7 @@ pub struct Admin;
 
 impl Role for Admin {
     const NAME: &'static str = "admin";
+    const PRIVILEGED: bool = true;
 }
 
 /// A caller authenticated by any model (as [`AuthUser`]) whose account has the role `R`. Without
@@ -105,8 +109,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let user = AuthUser::extract(parts, &AppState::from_ref(state)).await?;
+        let state = AppState::from_ref(state);
+        let user = AuthUser::extract(parts, &state).await?;
         user.require_role(R::NAME)?;
+        if R::PRIVILEGED {
+            user.require_recent_second_factor(&state, true).await?;
+        }
         Ok(Self {
             user,
             role: PhantomData,

@@ -10,7 +10,7 @@ use tessera_core::Password;
 use utoipa::ToSchema;
 
 use crate::client_ip::ClientIp;
-use crate::extract::{AuthUser, ClientMeta};
+use crate::extract::{ClientMeta, Privileged};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::routes::UserView;
@@ -228,7 +228,8 @@ pub struct EmailChange {
 
 /// Change my email address.
 ///
-/// Needs the current password. The new address starts unverified and gets a verification mail;
+/// Needs the current password; privileged (an account with a second factor must have used it
+/// within `accounts.privileged_max_age`: step up at `POST /v1/account/step-up` first). The new address starts unverified and gets a verification mail;
 /// the old one, if any, gets a notice of the change. Giving the address the account already has
 /// changes nothing.
 #[utoipa::path(
@@ -237,7 +238,7 @@ pub struct EmailChange {
     security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, description = "Changed", body = UserView),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated, or the second factor was not used recently enough (`insufficient-user-authentication`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The current password is not correct, or a cross-site request or a missing CSRF token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another account has this address", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -247,7 +248,7 @@ pub struct EmailChange {
 )]
 pub async fn change_email(
     State(state): State<AppState>,
-    auth: AuthUser,
+    Privileged(auth): Privileged,
     client: ClientMeta,
     headers: HeaderMap,
     ApiJson(body): ApiJson<EmailChange>,

@@ -427,6 +427,42 @@ pub async fn force_logout(
     Ok(Json(Ended { ended }))
 }
 
+/// Remove a user's second factor (TOTP and recovery codes), for a user who lost both.
+///
+/// Their logins need only the password again, until they set one up anew. Check who asks
+/// before doing this: it is how an attacker who has the password would like to get in.
+#[utoipa::path(
+    delete, path = "/v1/admin/users/{id}/totp", tag = "admin",
+    params(("id" = String, Path, description = "The user id")),
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Not authenticated, or the admin's second factor was not used recently enough", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user, or no TOTP set up", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn remove_totp(
+    State(state): State<AppState>,
+    AdminUser(admin): AdminUser,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let user = target(&state, &id).await?;
+    if state
+        .logins()
+        .second_factors()
+        .remove_totp(&user.id, Some(&admin.user.id))
+        .await?
+    {
+        Ok(axum::http::StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!(
+            "user {id:?} has no TOTP set up"
+        )))
+    }
+}
+
 /// Send a user a new verification mail for their address.
 ///
 /// For an account whose address is not verified yet; earlier codes stop working. Written in

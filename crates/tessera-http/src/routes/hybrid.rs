@@ -20,7 +20,9 @@ use crate::extract::{
 };
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
+use crate::routes::second_factor::{HybridLoginAnswer, SecondFactorRequired};
 use crate::state::AppState;
+use tessera_core::LoginStep;
 
 /// A hybrid login: who, and the CSRF token for unsafe requests. The tokens are only in cookies.
 #[derive(Serialize, ToSchema)]
@@ -35,19 +37,28 @@ pub struct HybridSession {
     pub expires_in: u64,
 }
 
-fn access_cookie(names: &CookieNames, pair: &TokenPair) -> Cookie<'static> {
-    Cookie::build((names.hybrid_access.clone(), pair.access_token.clone()))
+pub(crate) fn access_cookie(names: &CookieNames, pair: &TokenPair) -> Cookie<'static> {
+    access_token_cookie(names, pair.access_token.clone(), pair.expires_in)
+}
+
+/// The access-token cookie for `token`, which expires in `expires_in` seconds.
+pub(crate) fn access_token_cookie(
+    names: &CookieNames,
+    token: String,
+    expires_in: u64,
+) -> Cookie<'static> {
+    Cookie::build((names.hybrid_access.clone(), token))
         .http_only(true)
         .secure(true)
         .same_site(SameSite::Lax)
         .path("/")
         .max_age(time::Duration::seconds(
-            i64::try_from(pair.expires_in).unwrap_or(0),
+            i64::try_from(expires_in).unwrap_or(0),
         ))
         .build()
 }
 
-fn refresh_cookie(names: &CookieNames, pair: &TokenPair) -> Cookie<'static> {
+pub(crate) fn refresh_cookie(names: &CookieNames, pair: &TokenPair) -> Cookie<'static> {
     let seconds = (pair.refresh_expires_at.unix_millis() - pair.access_expires_at.unix_millis()
         + i64::try_from(pair.expires_in).unwrap_or(0) * 1000)
         .max(0)
@@ -77,7 +88,7 @@ pub(crate) fn cleared(jar: CookieJar, names: &CookieNames) -> CookieJar {
         .add(clear(&names.hybrid_refresh, "/", SameSite::Strict))
 }
 
-fn session_body(state: &AppState, user: &User, pair: &TokenPair) -> HybridSession {
+pub(crate) fn session_body(state: &AppState, user: &User, pair: &TokenPair) -> HybridSession {
     HybridSession {
         user: user.into(),
         csrf_token: state
@@ -98,7 +109,7 @@ fn session_body(state: &AppState, user: &User, pair: &TokenPair) -> HybridSessio
     post, path = "/v1/hybrid/login", tag = "hybrid",
     request_body = Credentials,
     responses(
-        (status = 200, description = "Logged in; both cookies are set", body = HybridSession),
+        (status = 200, description = "Logged in, both cookies set (`HybridSession`); or, for an account with a second factor, a challenge to complete at POST /v1/login/second-factor (`SecondFactorRequired`, no cookie)", body = HybridLoginAnswer),
         (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Cross-site login refused", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -115,7 +126,7 @@ pub async fn login(
     jar: CookieJar,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let login = state
+    let step = state
         .logins()
         .login_tokens(
             body.attempt(client, device.as_deref()),
@@ -123,13 +134,29 @@ pub async fn login(
             previous.as_ref(),
         )
         .await?;
-    let body = session_body(&state, &login.user, &login.pair);
-    Ok((
+    let login = match step {
+        LoginStep::Done(login) => login,
+        LoginStep::SecondFactor(pending) => {
+            return Ok(Json(SecondFactorRequired::from(pending)).into_response());
+        }
+    };
+    Ok(hybrid_login_response(&state, jar, login))
+}
+
+/// What a hybrid login answers: both cookies, the device cookie, and the login's CSRF token.
+pub(crate) fn hybrid_login_response(
+    state: &AppState,
+    jar: CookieJar,
+    login: tessera_core::TokenLogin,
+) -> axum::response::Response {
+    let body = session_body(state, &login.user, &login.pair);
+    (
         jar.add(access_cookie(state.cookies(), &login.pair))
             .add(refresh_cookie(state.cookies(), &login.pair))
             .add(super::device_cookie(state.cookies(), login.device_token)),
         Json(body),
-    ))
+    )
+        .into_response()
 }
 
 /// The current hybrid login and its CSRF token (after a page reload, say).

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tessera_core::{CurrentLogin, LoginInfo, Password, Timestamp};
 use utoipa::ToSchema;
 
-use crate::extract::{AuthModel, AuthUser, ClientMeta};
+use crate::extract::{AuthModel, AuthUser, ClientMeta, Privileged};
 use crate::json::ApiJson;
 use crate::problem::{ApiError, JsonBodyProblems, Problem, ServiceProblems};
 use crate::routes::UserView;
@@ -78,6 +78,8 @@ pub struct AuthView {
     /// When the credential expires: the access token's `exp`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// How the user authenticated for this login (`amr`, `acr`, `auth_time`).
+    pub authentication: crate::routes::second_factor::AuthenticationView,
 }
 
 /// The caller of `GET /v1/me`: who they are, and how this request was authenticated.
@@ -122,6 +124,16 @@ pub async fn me(State(state): State<AppState>, auth: AuthUser) -> Response {
         family_id: Option<&'a tessera_core::FamilyId>,
         #[serde(skip_serializing_if = "Option::is_none")]
         expires_at: Option<i64>,
+        authentication: AuthenticationBody,
+    }
+    /// `AuthenticationView`'s JSON, from static text.
+    #[derive(Serialize)]
+    struct AuthenticationBody {
+        amr: &'static [&'static str],
+        acr: &'static str,
+        auth_time: Timestamp,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        second_factor_at: Option<Timestamp>,
     }
     #[derive(Serialize)]
     struct MeBody<'a> {
@@ -129,18 +141,27 @@ pub async fn me(State(state): State<AppState>, auth: AuthUser) -> Response {
         auth: AuthBody<'a>,
     }
     let user = &*auth.user;
+    let context = auth.auth_context();
+    let authentication = AuthenticationBody {
+        amr: context.amr(),
+        acr: context.acr(),
+        auth_time: context.auth_time,
+        second_factor_at: context.second_factor_at(),
+    };
     let auth_body = match &auth.model {
         AuthModel::Session(session) => AuthBody {
             model: "session",
             session_id: Some(&session.handle),
             family_id: None,
             expires_at: None,
+            authentication,
         },
         AuthModel::Token(claims) => AuthBody {
             model: claims.claims().model.as_str(),
             session_id: None,
             family_id: Some(&claims.claims().fid),
             expires_at: Some(claims.claims().exp),
+            authentication,
         },
     };
     Json(MeBody {
@@ -260,7 +281,8 @@ pub struct PasswordChange {
 
 /// Change my password.
 ///
-/// Needs the current password. Every other login ends, and access tokens issued before stop
+/// Needs the current password; privileged (an account with a second factor must have used it
+/// within `accounts.privileged_max_age`: step up at `POST /v1/account/step-up` first). Every other login ends, and access tokens issued before stop
 /// working at once — a token or hybrid caller refreshes; a session caller gets a new session id
 /// (a new cookie and CSRF token in the answer).
 #[utoipa::path(
@@ -270,7 +292,7 @@ pub struct PasswordChange {
     responses(
         (status = 200, description = "Changed; a session caller gets its new session", body = SessionInfo),
         (status = 204, description = "Changed (token and hybrid callers)"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated, or the second factor was not used recently enough (`insufficient-user-authentication`)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The current password is not correct, or a cross-site request or a missing CSRF token", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
@@ -280,7 +302,7 @@ pub struct PasswordChange {
 pub async fn change_password(
     State(state): State<AppState>,
     jar: CookieJar,
-    auth: AuthUser,
+    Privileged(auth): Privileged,
     client: ClientMeta,
     ApiJson(body): ApiJson<PasswordChange>,
 ) -> Result<Response, ApiError> {
@@ -304,7 +326,11 @@ pub async fn change_password(
         // A privilege change: the session gets a new id.
         AuthModel::Session(old) => {
             state.sessions().end(&old.handle).await?;
-            let (secret, session) = state.sessions().start(&auth.user, client.info).await?;
+            // The new session is the same login: it keeps how the user authenticated.
+            let (secret, session) = state
+                .sessions()
+                .start_with(&auth.user, client.info, old.auth)
+                .await?;
             let cookie = session_cookie(
                 state.cookies(),
                 &secret,

@@ -8,6 +8,7 @@ pub mod ops;
 pub mod pages;
 pub mod playground;
 pub mod revocations;
+pub mod second_factor;
 pub mod session;
 pub mod token;
 pub mod users;
@@ -99,6 +100,8 @@ pub struct SessionView {
     pub user_agent: Option<String>,
     /// The client's address at login, if known.
     pub ip: Option<String>,
+    /// How the user authenticated: at login, or at the latest step-up.
+    pub authentication: second_factor::AuthenticationView,
 }
 
 impl From<&Session> for SessionView {
@@ -115,6 +118,7 @@ impl From<&Session> for SessionView {
                 .as_ref()
                 .map(|ua| ua.as_str().to_owned()),
             ip: s.client.ip.map(|ip| ip.to_string()),
+            authentication: (&s.auth).into(),
         }
     }
 }

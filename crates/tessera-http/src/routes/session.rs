@@ -83,7 +83,7 @@ pub(crate) fn removal_cookie(names: &CookieNames) -> Cookie<'static> {
     post, path = "/v1/session/login", tag = "session",
     request_body = Credentials,
     responses(
-        (status = 200, description = "Logged in; the session cookie is set", body = SessionInfo,
+        (status = 200, description = "Logged in, the session cookie set (`SessionInfo`); or, for an account with a second factor, a challenge to complete at POST /v1/login/second-factor (`SecondFactorRequired`, no cookie)", body = crate::routes::second_factor::SessionLoginAnswer,
             headers(("Set-Cookie" = String, description = "__Host-tessera=…; Secure; HttpOnly; SameSite=Lax; Path=/ (and __Host-tessera-device, the device cookie: SameSite=Strict)"))),
         (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Cross-site login refused", body = Problem, content_type = "application/problem+json"),
@@ -101,10 +101,26 @@ pub async fn login(
     jar: CookieJar,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let login = state
+    let step = state
         .logins()
         .login_session(body.attempt(client, device.as_deref()), previous.as_ref())
         .await?;
+    match step {
+        tessera_core::LoginStep::Done(login) => Ok(session_login_response(&state, jar, login)),
+        tessera_core::LoginStep::SecondFactor(pending) => Ok(Json(
+            crate::routes::second_factor::SecondFactorRequired::from(pending),
+        )
+        .into_response()),
+    }
+}
+
+/// What a session login answers: the session and device cookies, and the session with its CSRF
+/// token.
+pub(crate) fn session_login_response(
+    state: &AppState,
+    jar: CookieJar,
+    login: tessera_core::SessionLogin,
+) -> axum::response::Response {
     let session = &login.session;
     let cookie = session_cookie(
         state.cookies(),
@@ -112,11 +128,12 @@ pub async fn login(
         session,
         session.created_at.unix_millis(),
     );
-    Ok((
+    (
         jar.add(cookie)
             .add(super::device_cookie(state.cookies(), login.device_token)),
         Json(SessionInfo::new(&login.user, session)),
-    ))
+    )
+        .into_response()
 }
 
 /// The current session and user.

@@ -74,7 +74,7 @@ pub struct RefreshRequest {
     params(("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449) for this request: binds the tokens to its key")),
     request_body = Credentials,
     responses(
-        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 200, description = "Logged in (`TokenResponse`); or, for an account with a second factor, a challenge to complete at POST /v1/login/second-factor (`SecondFactorRequired`, no token)", body = crate::routes::second_factor::TokenLoginAnswer),
         (status = 400, description = "The DPoP proof is invalid, replayed, or lacks the server's nonce (`error`: `invalid_dpop_proof`, `use_dpop_nonce`; a fresh nonce in `DPoP-Nonce`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Invalid username or password", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
@@ -87,10 +87,11 @@ pub async fn login(
     client: ClientMeta,
     proof: TokenEndpointProof,
     ApiJson(body): ApiJson<Credentials>,
-) -> Result<Json<TokenResponse>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let mut attempt = body.attempt(client, None);
     attempt.dpop_jkt = proof.thumbprint();
-    let login = state
+    let step = state
         .logins()
         .login_tokens(attempt, LoginModel::Token, None)
         .await?;
@@ -98,16 +99,29 @@ pub async fn login(
     // budgets first), so nobody without a password can fill the replay store. A proof used
     // before voids the login it just made.
     if let Err(refusal) = proof.record(&state).await {
-        state
-            .tokens()
-            .revoke_family(&login.pair.family_id, "DPoP proof replayed")
-            .await?;
+        if let tessera_core::LoginStep::Done(login) = &step {
+            state
+                .tokens()
+                .revoke_family(&login.pair.family_id, "DPoP proof replayed")
+                .await?;
+        }
         return Err(refusal);
     }
-    Ok(Json(TokenResponse {
+    Ok(match step {
+        tessera_core::LoginStep::Done(login) => Json(token_login_body(login)).into_response(),
+        tessera_core::LoginStep::SecondFactor(pending) => Json(
+            crate::routes::second_factor::SecondFactorRequired::from(pending),
+        )
+        .into_response(),
+    })
+}
+
+/// What a token login answers: the pair and the device token.
+pub(crate) fn token_login_body(login: tessera_core::TokenLogin) -> TokenResponse {
+    TokenResponse {
         device_token: Some(login.device_token),
         ..login.pair.into()
-    }))
+    }
 }
 
 /// Exchange a refresh token for a new pair.

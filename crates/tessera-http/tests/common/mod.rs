@@ -63,6 +63,8 @@ pub(crate) struct Options {
     pub tokens: TokenConfig,
     pub algorithm: SigningAlgorithm,
     pub max_logins_per_user: usize,
+    /// Second factors: challenges and how recent a second factor privileged routes need.
+    pub second_factor: tessera_core::SecondFactorConfig,
 }
 
 /// Throttling relaxed, so tests that log in often are not throttled; throttling tests set their
@@ -97,6 +99,7 @@ impl Default for Options {
             tokens: TokenConfig::default(),
             max_logins_per_user: 0,
             algorithm: SigningAlgorithm::EdDSA,
+            second_factor: tessera_core::SecondFactorConfig::default(),
         }
     }
 }
@@ -191,6 +194,7 @@ impl TestApp {
                 verification_url: format!("{origin}/account/verify"),
                 ..tessera_core::AccountMailConfig::default()
             },
+            second_factor: options.second_factor,
             ..ServicesConfig::default()
         };
         let services = Services::build(

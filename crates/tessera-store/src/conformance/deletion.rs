@@ -77,6 +77,7 @@ async fn holdings<S: ErasingStore>(store: &S, user: &UserId) -> Holdings {
         client: ClientInfo::default(),
         data: SessionData::new(json!({"cart": [1, 2]})),
         data_version: 0,
+        auth: tessera_core::AuthContext::password(at(T0)),
     };
     store
         .create_session(&session)
@@ -95,6 +96,7 @@ async fn holdings<S: ErasingStore>(store: &S, user: &UserId) -> Holdings {
         client: ClientInfo::default(),
         generation: 0,
         dpop_jkt: None,
+        auth: tessera_core::AuthContext::password(at(T0)),
     };
     let token = RefreshTokenRecord {
         hash: SessionId::generate().expect("OS randomness").hash(),

@@ -30,6 +30,7 @@
 //! Failures panic with a message naming the broken rule. Some checks spawn Tokio tasks, so run
 //! the suite inside a Tokio runtime (a multi-threaded one exercises real contention).
 
+pub mod challenges;
 pub mod deletion;
 pub mod email;
 pub mod events;
@@ -39,13 +40,15 @@ pub mod mail;
 pub mod proofs;
 pub mod refresh;
 pub mod revocations;
+pub mod second_factor;
 pub mod sessions;
 pub mod users;
 
 use std::future::Future;
 
 use tessera_core::store::{
-    EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore, SessionStore, UserStore,
+    ChallengeStore, EventStore, HealthCheck, KeyStore, RefreshStore, RevocationStore,
+    SecondFactorStore, SessionStore, UserStore,
 };
 use tessera_core::{MailStore, Timestamp, User, UserId, Username};
 
@@ -66,11 +69,15 @@ where
         + EventStore
         + MailStore
         + tessera_core::ProofReplayStore
+        + SecondFactorStore
+        + ChallengeStore
         + HealthCheck,
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
     health::ping(make().await).await;
+    second_factor_conformance(&make).await;
+    challenge_conformance(&make).await;
     session_conformance(&make).await;
     email_conformance(&make).await;
     mail_conformance(&make).await;
@@ -125,6 +132,33 @@ where
     email::concurrent_code_writes(make().await).await;
 }
 
+/// The [`SecondFactorStore`] checks, each on a fresh store from `make`.
+pub async fn second_factor_conformance<S, F, Fut>(make: F)
+where
+    S: UserStore + SecondFactorStore + ChallengeStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    second_factor::totp_enrolment(make().await).await;
+    second_factor::totp_steps_are_used_once(make().await).await;
+    second_factor::concurrent_step_use(make().await).await;
+    second_factor::recovery_codes_work_once(make().await).await;
+    second_factor::concurrent_recovery_code_use(make().await).await;
+    second_factor::second_factors_of_a_deleted_user(make().await).await;
+}
+
+/// The [`ChallengeStore`] checks, each on a fresh store from `make`.
+pub async fn challenge_conformance<S, F, Fut>(make: F)
+where
+    S: UserStore + ChallengeStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    challenges::challenges(make().await).await;
+    challenges::concurrent_challenge_use(make().await).await;
+    challenges::challenge_sweep(make().await).await;
+}
+
 /// The [`MailStore`] checks, each on a fresh store from `make`.
 pub async fn mail_conformance<S, F, Fut>(make: F)
 where
@@ -171,6 +205,7 @@ where
     sessions::client_info_round_trip(make().await).await;
     sessions::sessions_need_a_user(make().await).await;
     sessions::session_owner(make().await).await;
+    sessions::session_auth(make().await).await;
 }
 
 /// The [`KeyStore`] checks, each on a fresh store from `make`.
@@ -204,6 +239,7 @@ where
     refresh::families_of_user(make().await).await;
     refresh::family_sweep(make().await).await;
     refresh::family_sweep_follows_refresh(make().await).await;
+    refresh::family_auth(make().await).await;
 }
 
 /// The [`RevocationStore`] checks, each on a fresh store from `make`.
@@ -272,7 +308,8 @@ async fn with_user<S: UserStore>(store: &S, name: &str) -> User {
 /// ```
 ///
 /// A backend that holds only some of the stores names the groups it runs (`health`, `users`,
-/// `email`, `sessions`, `keys`, `refresh`, `revocations`, `events`, `mail`, `deletion`; all of
+/// `email`, `sessions`, `keys`, `refresh`, `revocations`, `events`, `mail`, `deletion`,
+/// `second_factor`, `challenges`; all of
 /// them by default):
 /// `conformance_tests!([sessions, revocations] make_store().await)`. When every test needs setup
 /// and teardown around its store, give a body instead, in which `check` runs the test's check on
@@ -300,7 +337,7 @@ macro_rules! conformance_tests {
     };
     ($($run:tt)+) => {
         $crate::conformance_tests!(
-            [health, users, email, sessions, keys, refresh, revocations, events, mail, deletion, proofs] $($run)+
+            [health, users, email, sessions, keys, refresh, revocations, events, mail, deletion, proofs, second_factor, challenges] $($run)+
         );
     };
 }
@@ -322,13 +359,13 @@ macro_rules! __conformance_group {
         $crate::__conformance_checks!(mail [mail_round_trip, claim_order, claimed_mail_is_leased, retry_mail, delete_mail, concurrent_claims] $($run)+);
     };
     (sessions $($run:tt)+) => {
-        $crate::__conformance_checks!(sessions [sessions_by_secret, session_clashes, touch, data_compare_and_swap, concurrent_compare_and_swap, concurrent_patches_lose_nothing, delete, sessions_of_user, delete_sessions_of_user, sessions_of_a_deleted_user, sweep, sweep_follows_touch, data_round_trip, client_info_round_trip, sessions_need_a_user, session_owner] $($run)+);
+        $crate::__conformance_checks!(sessions [sessions_by_secret, session_clashes, touch, data_compare_and_swap, concurrent_compare_and_swap, concurrent_patches_lose_nothing, delete, sessions_of_user, delete_sessions_of_user, sessions_of_a_deleted_user, sweep, sweep_follows_touch, data_round_trip, client_info_round_trip, sessions_need_a_user, session_owner, session_auth] $($run)+);
     };
     (keys $($run:tt)+) => {
         $crate::__conformance_checks!(keys [keys_round_trip, key_rotation, key_retirement] $($run)+);
     };
     (refresh $($run:tt)+) => {
-        $crate::__conformance_checks!(refresh [families_round_trip, family_clashes, rotation, one_branch, concurrent_branches, concurrent_rotation, rotation_refusals, add_token, revoke_family, families_of_user, family_sweep, family_sweep_follows_refresh] $($run)+);
+        $crate::__conformance_checks!(refresh [families_round_trip, family_clashes, rotation, one_branch, concurrent_branches, concurrent_rotation, rotation_refusals, add_token, revoke_family, families_of_user, family_sweep, family_sweep_follows_refresh, family_auth] $($run)+);
     };
     (revocations $($run:tt)+) => {
         $crate::__conformance_checks!(revocations [denylist, denylist_twice, allowlist, purge] $($run)+);
@@ -338,6 +375,12 @@ macro_rules! __conformance_group {
     };
     (proofs $($run:tt)+) => {
         $crate::__conformance_checks!(proofs [proofs_are_first_used_once, proof_sweep, concurrent_first_use] $($run)+);
+    };
+    (second_factor $($run:tt)+) => {
+        $crate::__conformance_checks!(second_factor [totp_enrolment, totp_steps_are_used_once, concurrent_step_use, recovery_codes_work_once, concurrent_recovery_code_use, second_factors_of_a_deleted_user] $($run)+);
+    };
+    (challenges $($run:tt)+) => {
+        $crate::__conformance_checks!(challenges [challenges, concurrent_challenge_use, challenge_sweep] $($run)+);
     };
     (deletion $($run:tt)+) => {
         $crate::__conformance_checks!(deletion [delete_user, delete_user_finishes_the_job] $($run)+);

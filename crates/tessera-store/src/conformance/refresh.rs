@@ -36,6 +36,7 @@ fn family(
         client: ClientInfo::default(),
         generation: 0,
         dpop_jkt: None,
+        auth: tessera_core::AuthContext::password(at(created_at)),
     };
     let first = token_of(&family.id, created_at);
     (family, first)
@@ -1035,4 +1036,47 @@ pub async fn family_sweep_follows_refresh<S: UserStore + RefreshStore>(store: S)
             "the sweep follows the family's current expiries"
         );
     }
+}
+
+/// How a family's login was authenticated round-trips (through the family and its tokens), a
+/// step-up replaces it, and a revoked family takes none.
+pub async fn family_auth<S: UserStore + RefreshStore>(store: S) {
+    let alice = with_user(&store, "alice").await;
+    let (family, first) = family(&alice.id, T0, T0 + HOUR, T0 + 2 * HOUR);
+    store
+        .create_family(&family, &first)
+        .await
+        .expect("create_family");
+    let read = store
+        .family(&family.id)
+        .await
+        .expect("family")
+        .expect("a family");
+    assert_eq!(read.auth, family.auth);
+    let stepped = family
+        .auth
+        .with_second_factor(tessera_core::SecondFactorMethod::RecoveryCode, at(T0 + 5));
+    assert!(
+        store
+            .set_family_auth(&family.id, &stepped)
+            .await
+            .expect("set_family_auth")
+    );
+    let (_, through_token) = store
+        .refresh_token(&first.hash)
+        .await
+        .expect("refresh_token")
+        .expect("the token");
+    assert_eq!(through_token.auth, stepped);
+    store
+        .revoke_family(&family.id, at(T0 + 6), "logout")
+        .await
+        .expect("revoke_family");
+    assert!(
+        !store
+            .set_family_auth(&family.id, &family.auth)
+            .await
+            .expect("set_family_auth"),
+        "a revoked family"
+    );
 }

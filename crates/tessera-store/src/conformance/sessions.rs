@@ -28,6 +28,7 @@ fn session(user: &UserId, created_at: i64, expires_at: i64) -> Session {
         client: ClientInfo::default(),
         data: SessionData::default(),
         data_version: 0,
+        auth: tessera_core::AuthContext::password(at(created_at)),
     }
 }
 
@@ -982,5 +983,34 @@ pub async fn sessions_of_a_deleted_user<S: UserStore + SessionStore>(store: S) {
         stored(&store, &bobs).await,
         bobs,
         "another user's session is untouched"
+    );
+}
+
+/// How a session was authenticated round-trips, and a step-up replaces it.
+pub async fn session_auth<S: UserStore + SessionStore>(store: S) {
+    let alice = with_user(&store, "alice").await;
+    let session = session(&alice.id, T0, T0 + HOUR);
+    store
+        .create_session(&session)
+        .await
+        .expect("create_session");
+    assert_eq!(stored(&store, &session).await.auth, session.auth);
+    let stepped = session
+        .auth
+        .with_second_factor(tessera_core::SecondFactorMethod::Totp, at(T0 + 60_000));
+    assert!(
+        store
+            .set_session_auth(&session.handle, &stepped)
+            .await
+            .expect("set_session_auth")
+    );
+    assert_eq!(stored(&store, &session).await.auth, stepped);
+    store.delete_session(&session.handle).await.expect("delete");
+    assert!(
+        !store
+            .set_session_auth(&session.handle, &stepped)
+            .await
+            .expect("set_session_auth"),
+        "a session that is gone"
     );
 }

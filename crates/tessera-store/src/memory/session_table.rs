@@ -8,7 +8,9 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 use serde_json::Value;
-use tessera_core::{Session, SessionData, SessionHandle, Timestamp, TokenHash, UserId};
+use tessera_core::{
+    AuthContext, Session, SessionData, SessionHandle, Timestamp, TokenHash, UserId,
+};
 
 /// A slot's number: four bytes in each index rather than a copy of the handle.
 type SlotId = u32;
@@ -163,6 +165,20 @@ impl SessionTable {
         }
     }
 
+    /// Replaces how the session was authenticated; `false` when there is no such session.
+    pub(super) fn set_auth(&mut self, handle: &SessionHandle, auth: &AuthContext) -> bool {
+        let Some(id) = self.slot_by_handle(handle) else {
+            return false;
+        };
+        match self.session_mut(id) {
+            Some(session) => {
+                session.auth = *auth;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(super) fn by_handle(&self, handle: &SessionHandle) -> Option<&Session> {
         occupant(&self.slots, self.slot_by_handle(handle)?)
     }
@@ -273,6 +289,7 @@ mod tests {
             client: ClientInfo::default(),
             data: SessionData::default(),
             data_version: 0,
+            auth: tessera_core::AuthContext::password(Timestamp::from_unix_millis(created)),
         }
     }
 

@@ -180,6 +180,11 @@ fn migrator() -> Migrator {
             "dpop",
             include_str!("../../migrations/postgres/0005_dpop.sql"),
         ),
+        migration(
+            6,
+            "second factor",
+            include_str!("../../migrations/postgres/0006_second_factor.sql"),
+        ),
     ])
 }
 
@@ -271,7 +276,8 @@ const SQL: Dialect = Dialect {
     user_columns: "id, username, password_hash, roles::text AS roles, disabled, created_at, \
          updated_at, not_before, email, email_verified",
     session_columns: "handle, user_id, secret_hash, csrf_token, created_at, last_seen_at, \
-         expires_at, absolute_expires_at, user_agent, ip, data::text AS data, data_version",
+         expires_at, absolute_expires_at, user_agent, ip, data::text AS data, data_version, \
+         auth_context",
     event_columns: "id, at, kind, user_id, detail::text AS detail",
     // The column is COLLATE "C" already, so its unique index serves both the cursor and the
     // order; saying so here keeps the byte order even if the column's collation changed.
@@ -301,8 +307,8 @@ const SQL: Dialect = Dialect {
          not_before = CASE WHEN not_before >= $2 THEN not_before + 1 ELSE $2 END WHERE id = $3",
     disabled_user_ids: "SELECT id FROM users WHERE disabled ORDER BY id",
     insert_session: "INSERT INTO sessions (handle, user_id, secret_hash, csrf_token, created_at, \
-         last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::json, $12)",
+         last_seen_at, expires_at, absolute_expires_at, user_agent, ip, data, data_version, \
+         auth_context) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::json, $12, $13)",
     replace_session_data: "UPDATE sessions SET data = $1::json, data_version = data_version + 1 \
          WHERE handle = $2 AND data_version = $3",
     // Reads the per-user index. `IS DISTINCT FROM` rather than `<>`: with no session to keep the

@@ -19,6 +19,8 @@
 //! | `P{rev}:allow:exp` | zset | allowlist jtis scored by `expires_at` | last token + grace |
 //! | `P{rev}:allow:fam:<id>`, `P{rev}:allow:usr:<id>` | set | allowlist jtis of a family, a user | last token + grace |
 //! | `Pthrottle:<key>` | string | GCRA theoretical arrival time, µs | until it no longer matters |
+//! | `P{ch}:<hash>` | hash | a login challenge waiting for its second factor | its lifetime + grace |
+//! | `P{ch}:exp` | zset | the challenges' sweep index, scored by `expires_at` | last challenge |
 //! | `Pchanges` | channel | the change feed | — |
 //!
 //! # Why the user id is the sessions' hash tag
@@ -95,6 +97,7 @@
 //! [`SessionStore::delete_expired_sessions`]: tessera_core::SessionStore::delete_expired_sessions
 //! [`RevocationStore::purge_expired`]: tessera_core::RevocationStore::purge_expired
 
+mod challenges;
 mod dpop;
 mod feed;
 mod revocations;

@@ -172,6 +172,18 @@ return 1
 );
 
 script!(
+    /// KEYS[1] only. ARGV: handle, the authentication context's stored form. 1 if written, 0
+    /// when the session is gone (a write to a missing hash would recreate part of it).
+    SESSION_AUTH = r"
+if redis.call('HGET', KEYS[1], 'handle') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'auth', ARGV[2])
+return 1
+"
+);
+
+script!(
     /// ARGV: handle, hash. 1 if deleted, 0 if it was not there.
     SESSION_DELETE = r"
 if redis.call('HGET', KEYS[1], 'handle') ~= ARGV[1] then
@@ -396,5 +408,67 @@ if new_tat <= now then
 end
 redis.call('SET', KEYS[1], int(math.ceil(new_tat)), 'PX', int(math.ceil((new_tat - now) / 1000) + 1))
 return 1
+"
+);
+
+// ---------------------------------------------------------------------------------------------
+// Login challenges. KEYS[1] is the challenge hash and KEYS[2] the expiry index, both tagged
+// `{ch}`: one slot for every challenge, which are few and short-lived.
+
+script!(
+    /// ARGV: ttl_ms, hash, expires_at (caller's clock), then field/value pairs. 1 if written, 0
+    /// if a challenge with this hash exists.
+    CHALLENGE_CREATE = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+extend(KEYS[2], now_ms(), now_ms() + tonumber(ARGV[1]))
+return 1
+"
+);
+
+script!(
+    /// ARGV: now (caller's clock), max attempts, hash. Counts one attempt and returns the
+    /// challenge's fields if it is live and has attempts left; otherwise deletes it and returns
+    /// nil.
+    CHALLENGE_ATTEMPT = r"
+local exp = redis.call('HGET', KEYS[1], 'exp')
+if not exp then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return false
+end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+if tonumber(exp) <= tonumber(ARGV[1]) or attempts >= tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return false
+end
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return redis.call('HGETALL', KEYS[1])
+"
+);
+
+script!(
+    /// ARGV: hash. 1 if the challenge was there (and is now gone), else 0.
+    CHALLENGE_DELETE = r"
+local gone = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return gone
+"
+);
+
+script!(
+    /// ARGV: hash, now (caller's clock). Deletes the challenge if it expired by now; 1 if it was
+    /// still listed in the index (and so counts as swept), else 0.
+    CHALLENGE_SWEEP_ONE = r"
+local exp = redis.call('HGET', KEYS[1], 'exp')
+if exp and tonumber(exp) > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+return redis.call('ZREM', KEYS[2], ARGV[1])
 "
 );

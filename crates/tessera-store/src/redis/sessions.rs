@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tessera_core::store::SessionStore;
 use tessera_core::{
-    ClientInfo, CsrfToken, Session, SessionData, SessionHandle, StoreError, Timestamp, TokenHash,
-    UserAgent, UserId,
+    AuthContext, ClientInfo, CsrfToken, Session, SessionData, SessionHandle, StoreError, Timestamp,
+    TokenHash, UserAgent, UserId,
 };
 
 use super::scripts::{
-    SESSION_CREATE, SESSION_DATA, SESSION_DELETE, SESSION_EXPIRE, SESSION_TOUCH,
+    SESSION_AUTH, SESSION_CREATE, SESSION_DATA, SESSION_DELETE, SESSION_EXPIRE, SESSION_TOUCH,
     SESSIONS_DELETE_OF_USER, SESSIONS_OF_USER, SWEEP_INDEX_PUT,
 };
 use super::{Conn, MAX_TTL_MS, RedisStore, call, corrupt};
@@ -121,6 +121,7 @@ fn encode(session: &Session) -> Result<Vec<(&'static str, String)>, StoreError> 
         ("abs", session.absolute_expires_at.unix_millis().to_string()),
         ("data", data),
         ("ver", session.data_version.to_string()),
+        ("auth", session.auth.to_stored()),
     ];
     if let Some(ua) = &session.client.user_agent {
         fields.push(("ua", ua.as_str().to_owned()));
@@ -174,6 +175,12 @@ fn decode(mut fields: HashMap<String, String>) -> Result<Session, StoreError> {
         user_agent: fields.remove("ua").map(UserAgent::from),
         ip,
     };
+    // A session written before the field existed was made by password, at its creation.
+    let auth = match fields.remove("auth") {
+        Some(text) => AuthContext::from_stored(&text)
+            .ok_or_else(|| corrupt(format!("session authentication context {text:?}")))?,
+        None => AuthContext::password(created_at),
+    };
     Ok(Session {
         handle,
         user_id,
@@ -186,6 +193,7 @@ fn decode(mut fields: HashMap<String, String>) -> Result<Session, StoreError> {
         client,
         data,
         data_version,
+        auth,
     })
 }
 
@@ -370,6 +378,28 @@ impl SessionStore for RedisStore {
         )
         .await?;
         Ok(replaced == 1)
+    }
+
+    async fn set_session_auth(
+        &self,
+        handle: &SessionHandle,
+        auth: &AuthContext,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let Some((hash, user)) = self.resolve_handle(&mut conn, handle).await? else {
+            return Ok(false);
+        };
+        let written: i64 = call(
+            "set session auth",
+            SESSION_AUTH
+                .call()
+                .key(self.keys.session(&user, &hash))
+                .arg(handle.as_str())
+                .arg(auth.to_stored())
+                .run(&mut conn),
+        )
+        .await?;
+        Ok(written == 1)
     }
 
     async fn delete_session(&self, handle: &SessionHandle) -> Result<bool, StoreError> {

@@ -15,6 +15,7 @@ pub(crate) mod mail;
 pub(crate) mod refresh;
 pub(crate) mod revocations;
 pub(crate) mod rows;
+pub(crate) mod second_factor;
 pub(crate) mod sessions;
 mod stores;
 pub(crate) mod users;
@@ -60,7 +61,8 @@ pub(crate) struct Dialect {
     /// The ids of the disabled users, `id`, in order.
     pub disabled_user_ids: &'static str,
     /// Inserts a session: handle, user, secret hash, CSRF token, created, last seen, expires,
-    /// absolute expiry, user agent, IP, data (JSON text), data version.
+    /// absolute expiry, user agent, IP, data (JSON text), data version, authentication context
+    /// (its stored form).
     pub insert_session: &'static str,
     /// Replaces a session's data if its version is still the one expected, bumping the version:
     /// data (JSON text), handle, expected version.

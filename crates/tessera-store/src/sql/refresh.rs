@@ -11,7 +11,7 @@ use super::{Columns, Db, Tx, rows, sql_count, sql_limit};
 /// both tables use, `generation`, is renamed, so rows are read by bare name either way.
 pub(crate) const FAMILY_COLUMNS: &str = "f.id, f.user_id, f.model, f.created_at, f.last_used_at, \
      f.expires_at, f.absolute_expires_at, f.revoked_at, f.revoked_reason, f.user_agent, f.ip, \
-     f.generation AS family_generation, f.dpop_jkt";
+     f.generation AS family_generation, f.dpop_jkt, f.auth_context";
 
 /// Token columns, qualified like [`FAMILY_COLUMNS`].
 pub(crate) const TOKEN_COLUMNS: &str =
@@ -48,11 +48,13 @@ pub(crate) async fn create_family<D: Db>(
         )));
     }
     let ip = family.client.ip.map(|ip| ip.to_string());
+    let auth = family.auth.to_stored();
     let mut tx = db.begin().await?;
     tx.execute(
         "INSERT INTO refresh_families (id, user_id, model, created_at, last_used_at, \
          expires_at, absolute_expires_at, revoked_at, revoked_reason, user_agent, ip, generation, \
-         dpop_jkt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         dpop_jkt, auth_context) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         &[
             family.id.as_str().into(),
             family.user_id.as_str().into(),
@@ -72,6 +74,7 @@ pub(crate) async fn create_family<D: Db>(
             ip.as_deref().into(),
             i64::from(family.generation).into(),
             family.dpop_jkt.as_deref().into(),
+            auth.as_str().into(),
         ],
     )
     .await?;
@@ -284,4 +287,18 @@ pub(crate) async fn delete_expired_families<D: Db>(
         )
         .await?;
     Ok(sql_count(deleted))
+}
+
+pub(crate) async fn set_family_auth<D: Db>(
+    db: &D,
+    id: &FamilyId,
+    auth: &tessera_core::AuthContext,
+) -> Result<bool, StoreError> {
+    let changed = db
+        .execute(
+            "UPDATE refresh_families SET auth_context = $1 WHERE id = $2 AND revoked_at IS NULL",
+            &[auth.to_stored().as_str().into(), id.as_str().into()],
+        )
+        .await?;
+    Ok(changed > 0)
 }

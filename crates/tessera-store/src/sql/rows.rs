@@ -5,10 +5,10 @@
 use std::fmt;
 
 use tessera_core::{
-    AllowedToken, ClientInfo, CsrfToken, EmailAddress, EventKind, FamilyId, KeyStatus, LoginModel,
-    MailId, QueuedMail, RefreshFamily, RefreshTokenRecord, RevocationEntry, Revoked, SecurityEvent,
-    Session, SessionHandle, SigningAlgorithm, StoreError, StoredKey, Timestamp, TokenHash, User,
-    UserAgent, UserEmail, UserId, Username,
+    AllowedToken, AuthContext, ClientInfo, CsrfToken, EmailAddress, EventKind, FamilyId, KeyStatus,
+    LoginChallenge, LoginModel, MailId, QueuedMail, RefreshFamily, RefreshTokenRecord,
+    RevocationEntry, Revoked, SecurityEvent, Session, SessionHandle, SigningAlgorithm, StoreError,
+    StoredKey, Timestamp, TokenHash, TotpFactor, User, UserAgent, UserEmail, UserId, Username,
 };
 
 use super::Columns;
@@ -49,6 +49,16 @@ fn client(row: &impl Columns) -> Result<ClientInfo, StoreError> {
         user_agent: row.optional_text("user_agent")?.map(UserAgent::from),
         ip,
     })
+}
+
+/// The `auth_context` column; a login stored before it existed was made by password at
+/// `created_at`.
+fn auth_context(row: &impl Columns, created_at: Timestamp) -> Result<AuthContext, StoreError> {
+    match row.optional_text("auth_context")? {
+        Some(text) => AuthContext::from_stored(&text)
+            .ok_or_else(|| corrupt("authentication context", format!("{text:?}"))),
+        None => Ok(AuthContext::password(created_at)),
+    }
 }
 
 /// From `users`: the dialect's user columns, with `roles` as JSON text.
@@ -95,6 +105,7 @@ pub(crate) fn session(row: &impl Columns) -> Result<Session, StoreError> {
         client: client(row)?,
         data: serde_json::from_str(&data).map_err(|e| corrupt("session data", e))?,
         data_version: row.int("data_version")?,
+        auth: auth_context(row, millis(row, "created_at")?)?,
     })
 }
 
@@ -133,6 +144,36 @@ pub(crate) fn family(row: &impl Columns) -> Result<RefreshFamily, StoreError> {
         client: client(row)?,
         generation: generation(row, "family_generation")?,
         dpop_jkt: row.optional_text("dpop_jkt")?,
+        auth: auth_context(row, millis(row, "created_at")?)?,
+    })
+}
+
+/// From `login_challenges`: [`CHALLENGE_COLUMNS`](super::second_factor::CHALLENGE_COLUMNS).
+pub(crate) fn challenge(row: &impl Columns) -> Result<LoginChallenge, StoreError> {
+    let model = row.text("model")?;
+    Ok(LoginChallenge {
+        hash: token_hash(row, "hash", "challenge hash")?,
+        user_id: UserId::from_stored(row.text("user_id")?),
+        model: LoginModel::parse(&model)
+            .ok_or_else(|| corrupt("challenge login model", format!("unknown model {model:?}")))?,
+        user_not_before: millis(row, "user_not_before")?,
+        client: client(row)?,
+        created_at: millis(row, "created_at")?,
+        expires_at: millis(row, "expires_at")?,
+        attempts: u32::try_from(row.int("attempts")?)
+            .map_err(|e| corrupt("challenge attempts", e))?,
+        dpop_jkt: row.optional_text("dpop_jkt")?,
+    })
+}
+
+/// From `totp_factors`: [`TOTP_COLUMNS`](super::second_factor::TOTP_COLUMNS).
+pub(crate) fn totp_factor(row: &impl Columns) -> Result<TotpFactor, StoreError> {
+    Ok(TotpFactor {
+        user_id: UserId::from_stored(row.text("user_id")?),
+        sealed_secret: row.bytes("sealed_secret")?,
+        created_at: millis(row, "created_at")?,
+        confirmed_at: optional_millis(row, "confirmed_at")?,
+        last_step: row.optional_int("last_step")?,
     })
 }
 

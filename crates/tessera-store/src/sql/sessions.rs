@@ -1,13 +1,16 @@
 //! [`SessionStore`](tessera_core::SessionStore) in SQL.
 
 use serde_json::Value;
-use tessera_core::{Session, SessionHandle, StoreError, Timestamp, TokenHash, UserAgent, UserId};
+use tessera_core::{
+    AuthContext, Session, SessionHandle, StoreError, Timestamp, TokenHash, UserAgent, UserId,
+};
 
 use super::{Columns, Db, json_error, rows, sql_count, sql_limit};
 
 pub(crate) async fn create_session<D: Db>(db: &D, session: &Session) -> Result<(), StoreError> {
     let data = serde_json::to_string(&session.data).map_err(json_error)?;
     let ip = session.client.ip.map(|ip| ip.to_string());
+    let auth = session.auth.to_stored();
     db.execute(
         D::DIALECT.insert_session,
         &[
@@ -28,6 +31,7 @@ pub(crate) async fn create_session<D: Db>(db: &D, session: &Session) -> Result<(
             ip.as_deref().into(),
             data.as_str().into(),
             session.data_version.into(),
+            auth.as_str().into(),
         ],
     )
     .await?;
@@ -86,6 +90,20 @@ pub(crate) async fn replace_session_data<D: Db>(
                 handle.as_str().into(),
                 expected_version.into(),
             ],
+        )
+        .await?;
+    Ok(changed > 0)
+}
+
+pub(crate) async fn set_session_auth<D: Db>(
+    db: &D,
+    handle: &SessionHandle,
+    auth: &AuthContext,
+) -> Result<bool, StoreError> {
+    let changed = db
+        .execute(
+            "UPDATE sessions SET auth_context = $1 WHERE handle = $2",
+            &[auth.to_stored().as_str().into(), handle.as_str().into()],
         )
         .await?;
     Ok(changed > 0)

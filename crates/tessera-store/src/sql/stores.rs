@@ -214,6 +214,14 @@ macro_rules! impl_store_traits {
                     .await
             }
 
+            async fn set_session_auth(
+                &self,
+                handle: &tessera_core::SessionHandle,
+                auth: &tessera_core::AuthContext,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::sessions::set_session_auth(self, handle, auth).await
+            }
+
             async fn delete_session(
                 &self,
                 handle: &tessera_core::SessionHandle,
@@ -284,6 +292,14 @@ macro_rules! impl_store_traits {
 
         #[async_trait::async_trait]
         impl tessera_core::RefreshStore for $store {
+            async fn set_family_auth(
+                &self,
+                id: &tessera_core::FamilyId,
+                auth: &tessera_core::AuthContext,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::refresh::set_family_auth(self, id, auth).await
+            }
+
             async fn create_family(
                 &self,
                 family: &tessera_core::RefreshFamily,
@@ -428,6 +444,105 @@ macro_rules! impl_store_traits {
                 limit: usize,
             ) -> Result<Vec<tessera_core::SecurityEvent>, tessera_core::StoreError> {
                 $crate::sql::events::events(self, before, limit).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tessera_core::SecondFactorStore for $store {
+            async fn put_pending_totp(
+                &self,
+                factor: &tessera_core::TotpFactor,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::second_factor::put_pending_totp(self, factor).await
+            }
+
+            async fn totp_factor(
+                &self,
+                user: &tessera_core::UserId,
+            ) -> Result<Option<tessera_core::TotpFactor>, tessera_core::StoreError> {
+                $crate::sql::second_factor::totp_factor(self, user).await
+            }
+
+            async fn confirm_totp(
+                &self,
+                user: &tessera_core::UserId,
+                step: i64,
+                recovery_codes: &[tessera_core::TokenHash],
+                at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::second_factor::confirm_totp(self, user, step, recovery_codes, at).await
+            }
+
+            async fn use_totp_step(
+                &self,
+                user: &tessera_core::UserId,
+                step: i64,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::second_factor::use_totp_step(self, user, step).await
+            }
+
+            async fn delete_totp(
+                &self,
+                user: &tessera_core::UserId,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::second_factor::delete_totp(self, user).await
+            }
+
+            async fn replace_recovery_codes(
+                &self,
+                user: &tessera_core::UserId,
+                codes: &[tessera_core::TokenHash],
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::second_factor::replace_recovery_codes(self, user, codes).await
+            }
+
+            async fn spend_recovery_code(
+                &self,
+                user: &tessera_core::UserId,
+                hash: &tessera_core::TokenHash,
+            ) -> Result<Option<usize>, tessera_core::StoreError> {
+                $crate::sql::second_factor::spend_recovery_code(self, user, hash).await
+            }
+
+            async fn recovery_codes_left(
+                &self,
+                user: &tessera_core::UserId,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::second_factor::recovery_codes_left(self, user).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl tessera_core::ChallengeStore for $store {
+            async fn create_challenge(
+                &self,
+                challenge: &tessera_core::LoginChallenge,
+            ) -> Result<(), tessera_core::StoreError> {
+                $crate::sql::second_factor::create_challenge(self, challenge).await
+            }
+
+            async fn attempt_challenge(
+                &self,
+                hash: &tessera_core::TokenHash,
+                now: tessera_core::Timestamp,
+                max_attempts: u32,
+            ) -> Result<Option<tessera_core::LoginChallenge>, tessera_core::StoreError> {
+                $crate::sql::second_factor::attempt_challenge(self, hash, now, max_attempts).await
+            }
+
+            async fn consume_challenge(
+                &self,
+                hash: &tessera_core::TokenHash,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::second_factor::consume_challenge(self, hash).await
+            }
+
+            async fn delete_expired_challenges(
+                &self,
+                now: tessera_core::Timestamp,
+                limit: usize,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::second_factor::delete_expired_challenges(self, now, limit).await
             }
         }
 
