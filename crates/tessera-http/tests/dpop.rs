@@ -27,6 +27,7 @@ on_every_backend!(
     bad_proofs_are_clear_problems,
     a_copy_of_a_bound_token_cannot_end_or_show_its_login,
     proofs_are_recorded_only_once_the_credentials_were_right,
+    a_login_with_a_second_factor_keeps_its_key,
 );
 
 /// A client with a DPoP key, talking to `app`.
@@ -685,4 +686,104 @@ async fn proofs_are_recorded_only_once_the_credentials_were_right(backend: Backe
     assert_eq!(r.status(), StatusCode::OK);
     let logins: Value = r.json().await.unwrap();
     assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
+}
+
+async fn a_login_with_a_second_factor_keeps_its_key(backend: Backend) {
+    use tessera_core::TotpSecret;
+
+    let app = TestApp::spawn(backend).await;
+    register(&app, "alice").await;
+    // TOTP set up from a bearer login.
+    let r = app
+        .request(Method::POST, "/v1/token")
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let bearer: Value = r.json().await.unwrap();
+    let bearer = bearer["access_token"].as_str().unwrap().to_owned();
+    let r = app
+        .request(Method::POST, "/v1/account/totp")
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    let enrolment: Value = r.json().await.unwrap();
+    let secret = TotpSecret::from_base32(enrolment["secret"].as_str().unwrap()).unwrap();
+    let r = app
+        .request(Method::POST, "/v1/account/totp/confirm")
+        .bearer_auth(&bearer)
+        .json(&json!({"code": secret.code_at(app.clock.now())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    app.clock.advance(Duration::from_secs(30));
+
+    // A DPoP login answers with a challenge…
+    let client = Client::es256(&app);
+    let r = client.login("alice", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let challenge: Value = r.json().await.unwrap();
+    assert_eq!(challenge["second_factor_required"], true);
+    let challenge = challenge["challenge"].as_str().unwrap().to_owned();
+    let complete = |proof: Option<String>| {
+        let mut request = app
+            .request(Method::POST, "/v1/login/second-factor")
+            .json(&json!({"challenge": challenge, "code": secret.code_at(app.clock.now())}));
+        if let Some(proof) = proof {
+            request = request.header("dpop", proof);
+        }
+        request.send()
+    };
+    // …which only the same key completes: not without a proof, not with another key (and
+    // neither attempt uses the challenge up).
+    let r = complete(None).await.unwrap();
+    assert_eq!(
+        problem(r, StatusCode::BAD_REQUEST).await["error"],
+        "invalid_dpop_proof"
+    );
+    let thief = Client::es256(&app);
+    let r = complete(Some(thief.proof(
+        "POST",
+        "/v1/login/second-factor",
+        None,
+        None,
+    )))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = complete(Some(client.proof(
+        "POST",
+        "/v1/login/second-factor",
+        None,
+        None,
+    )))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let pair: Value = r.json().await.unwrap();
+    assert_eq!(pair["token_type"], "DPoP");
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims(&access)["cnf"]["jkt"], client.key.thumbprint());
+    assert_eq!(claims(&access)["acr"], "aal2");
+
+    // A step-up on the bound login, with its proof, gives a token bound to the same key.
+    app.clock.advance(Duration::from_secs(30));
+    let r = app
+        .request(Method::POST, "/v1/account/step-up")
+        .header("authorization", format!("DPoP {access}"))
+        .header(
+            "dpop",
+            client.proof("POST", "/v1/account/step-up", Some(&access), None),
+        )
+        .json(&json!({"code": secret.code_at(app.clock.now())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let stepped: Value = r.json().await.unwrap();
+    assert_eq!(stepped["token_type"], "DPoP");
+    let fresh = stepped["access_token"].as_str().unwrap();
+    assert_eq!(claims(fresh)["cnf"]["jkt"], client.key.thumbprint());
 }

@@ -478,7 +478,7 @@ pub struct SteppedUp {
     /// in its access cookie instead; a session is updated in place.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
-    /// `Bearer`, with `access_token`.
+    /// `Bearer`, or `DPoP` for a login bound to a DPoP key, with `access_token`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
     /// Seconds until `access_token` (or the hybrid access cookie) expires.
@@ -547,7 +547,7 @@ pub async fn step_up(
         Some(access) => Json(SteppedUp {
             authentication,
             access_token: Some(access.access_token),
-            token_type: Some("Bearer"),
+            token_type: Some(if access.dpop_bound { "DPoP" } else { "Bearer" }),
             expires_in: Some(access.expires_in),
         })
         .into_response(),
