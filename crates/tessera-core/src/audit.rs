@@ -84,6 +84,10 @@ pub enum EventKind {
     RecoveryCodesRegenerated,
     /// A logged-in user used their second factor again (step-up); the detail names the login.
     SteppedUp,
+    /// A login (session or refresh family) was used from a new network and a new user agent at
+    /// once: likely a copied credential. The detail has the login, where it is used now and
+    /// where it was made, and the policy applied (`record` or `step_up`).
+    LoginContextChanged,
 }
 
 impl EventKind {
@@ -120,6 +124,7 @@ impl EventKind {
             EventKind::RecoveryCodeUsed => "recovery_code_used",
             EventKind::RecoveryCodesRegenerated => "recovery_codes_regenerated",
             EventKind::SteppedUp => "stepped_up",
+            EventKind::LoginContextChanged => "login_context_changed",
         }
     }
 
@@ -157,6 +162,7 @@ impl EventKind {
             EventKind::RecoveryCodeUsed,
             EventKind::RecoveryCodesRegenerated,
             EventKind::SteppedUp,
+            EventKind::LoginContextChanged,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

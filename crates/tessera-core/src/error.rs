@@ -37,6 +37,16 @@ pub enum Error {
     /// a bearer login; binding one takes a login with a proof.
     #[error("this login was made without DPoP: log in with a DPoP proof to bind it to a key")]
     DpopNotBound,
+    /// The login is used from a new network and user agent at once, and the server wants a
+    /// second factor used within `max_age` before it goes on (`accounts.new_context =
+    /// "step_up"`).
+    #[error(
+        "this login is used from a new network and user agent: a recent second factor is required"
+    )]
+    LoginMoved {
+        /// How recent the second factor must be.
+        max_age: std::time::Duration,
+    },
     /// No valid credential was presented.
     #[error("authentication required")]
     Unauthenticated,

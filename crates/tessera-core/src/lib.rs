@@ -20,6 +20,7 @@ pub mod email;
 pub mod error;
 pub mod feed;
 pub mod follower;
+pub mod login_context;
 pub mod logins;
 pub mod mail;
 pub mod mail_templates;

@@ -174,6 +174,7 @@ pub struct Logins {
     max_per_user: usize,
     second_factors: SecondFactors,
     challenges: Arc<dyn crate::store::ChallengeStore>,
+    contexts: crate::login_context::LoginContexts,
 }
 
 impl Logins {
@@ -194,6 +195,7 @@ impl Logins {
         let events = stores.events.clone();
         let throttle = Arc::new(throttle);
         let audit = Audit::new(events, Arc::clone(&clock));
+        let contexts = tokens.contexts().clone();
         let second_factors = SecondFactors::new(
             stores.second_factors.clone(),
             master_key,
@@ -213,7 +215,13 @@ impl Logins {
             max_per_user,
             second_factors,
             challenges: stores.challenges.clone(),
+            contexts,
         }
+    }
+
+    /// Binding hints: logins used from a new network and user agent at once.
+    pub fn contexts(&self) -> &crate::login_context::LoginContexts {
+        &self.contexts
     }
 
     /// Second factors: enrolment, removal, and the code check.

@@ -231,6 +231,8 @@ pub struct SecondFactorConfig {
     /// Whether the admin routes need a recent second factor even from admins who have none
     /// (they must enrol one first).
     pub admin_requires_second_factor: bool,
+    /// What a login used from a new network and user agent at once must do.
+    pub new_context: crate::login_context::NewContextPolicy,
 }
 
 impl Default for SecondFactorConfig {
@@ -241,6 +243,7 @@ impl Default for SecondFactorConfig {
             challenge_max_attempts: 5,
             privileged_max_age: Duration::from_secs(10 * 60),
             admin_requires_second_factor: false,
+            new_context: crate::login_context::NewContextPolicy::Record,
         }
     }
 }

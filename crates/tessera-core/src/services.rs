@@ -203,6 +203,11 @@ impl Services {
             master_key.clone(),
             clock.clone(),
             token_config,
+            crate::login_context::LoginContexts::new(
+                config.second_factor.new_context,
+                Audit::new(stores.events.clone(), clock.clone()),
+            ),
+            config.second_factor.privileged_max_age,
         ));
         let logins = Logins::new(
             accounts.clone(),

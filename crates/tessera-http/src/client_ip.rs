@@ -20,6 +20,13 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts, state))
+    }
+}
+
+impl ClientIp {
+    /// The client's address of a request with these parts.
+    pub(crate) fn of(parts: &Parts, state: &AppState) -> Self {
         let socket = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -36,11 +43,11 @@ impl FromRequestParts<AppState> for ClientIp {
             .map(|v| v.to_str().unwrap_or("garbage"))
             .collect();
         let forwarded = (!lines.is_empty()).then(|| lines.join(","));
-        Ok(Self(client_ip(
+        Self(client_ip(
             &state.0.config.trusted_proxies,
             socket,
             forwarded.as_deref(),
-        )))
+        ))
     }
 }
 

@@ -117,6 +117,17 @@ impl ApiError {
         )
     }
 
+    /// 401 for a login used from a new network and user agent at once, when the server wants a
+    /// recent second factor before it goes on (`accounts.new_context = "step_up"`).
+    pub fn login_moved(max_age: std::time::Duration) -> Self {
+        let seconds = max_age.as_secs();
+        let mut refusal = Self::step_up_required(max_age);
+        refusal.detail = format!(
+            "this login is being used from a new network and a new browser or app at once: use your second factor at POST /v1/account/step-up (with {{\"code\": \"…\"}}, within {seconds} s of using it), or log in again"
+        );
+        refusal
+    }
+
     /// 401 for a caller who is logged in but whose second factor is not recent enough for this
     /// action (step-up, RFC 9470): the challenge says `insufficient_user_authentication`, the
     /// `max_age` (seconds) the action needs and the `acr` to reach. Cookie clients read the same
@@ -211,6 +222,7 @@ impl From<Error> for ApiError {
                  signed with that key (the refresh token was not used up)",
             )
             .with_oauth_error("invalid_dpop_proof"),
+            Error::LoginMoved { max_age } => Self::login_moved(max_age),
             Error::DpopNotBound => Self::bad_request(
                 "invalid-dpop-proof",
                 "this refresh token belongs to a login made without DPoP: refresh it without a \

@@ -190,6 +190,10 @@ pub(crate) struct AccountsSection {
     /// Whether admin routes need a recent second factor from every admin, even one who has
     /// none yet (who must set one up first).
     pub admin_requires_second_factor: bool,
+    /// A login (session, or refresh family at refresh) used from a new network and a new user
+    /// agent at once: `record` (audit log only, the default) or `step_up` (it must show a second
+    /// factor used within `privileged_max_age`; without one, the user logs in again).
+    pub new_context: tessera_core::login_context::NewContextPolicy,
     /// How long a login challenge (password right, second factor awaited) waits for its code.
     #[serde(with = "humantime_serde")]
     pub second_factor_challenge_lifetime: Duration,
@@ -213,6 +217,7 @@ impl Default for AccountsSection {
             verification_lifetime: Duration::from_secs(48 * 3600),
             privileged_max_age: Duration::from_secs(10 * 60),
             admin_requires_second_factor: false,
+            new_context: tessera_core::login_context::NewContextPolicy::Record,
             second_factor_challenge_lifetime: Duration::from_secs(5 * 60),
             second_factor_max_attempts: 5,
             totp_issuer: None,
@@ -1167,6 +1172,7 @@ impl Config {
             challenge_max_attempts: self.accounts.second_factor_max_attempts,
             privileged_max_age: self.accounts.privileged_max_age,
             admin_requires_second_factor: self.accounts.admin_requires_second_factor,
+            new_context: self.accounts.new_context,
         }
     }
 

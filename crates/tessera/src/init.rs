@@ -333,6 +333,14 @@ pub(crate) fn render(a: Answers) -> String {
     line("# Admin routes need a recent second factor from every admin (who must set one up).");
     line("# admin_requires_second_factor = true");
     line("# second_factor_challenge_lifetime = \"5m\"");
+    line("# A login used from a new network and a new browser at once (a copied cookie, most");
+    line("# likely) is written to the audit log; \"step_up\" also makes it show a recent second");
+    line("# factor (or log in again) before it goes on.");
+    if a.high_security {
+        line("new_context = \"step_up\"");
+    } else {
+        line("# new_context = \"step_up\"");
+    }
     line("");
     line("# Mail for account recovery and address verification: set the SMTP server to turn them");
     line("# on (the password is best given as TESSERA_EMAIL__SMTP_PASSWORD).");

@@ -239,6 +239,10 @@ pub struct Tokens {
     clock: Arc<dyn Clock>,
     config: TokenConfig,
     dpop: Dpop,
+    contexts: crate::login_context::LoginContexts,
+    /// How recent a second factor a login used from a new place must show
+    /// (`accounts.privileged_max_age`), with [`NewContextPolicy::StepUp`](crate::login_context::NewContextPolicy::StepUp).
+    privileged_max_age: Duration,
 }
 
 /// Bytes the verified-token cache holds by default (about 100k tokens).
@@ -259,6 +263,8 @@ impl Tokens {
         master_key: MasterKey,
         clock: Arc<dyn Clock>,
         config: TokenConfig,
+        contexts: crate::login_context::LoginContexts,
+        privileged_max_age: Duration,
     ) -> Self {
         let verifier = Verifier::new(
             Arc::clone(&keyring),
@@ -286,7 +292,14 @@ impl Tokens {
             clock,
             config,
             dpop,
+            contexts,
+            privileged_max_age,
         }
+    }
+
+    /// Binding hints: logins used from a new network and user agent at once.
+    pub fn contexts(&self) -> &crate::login_context::LoginContexts {
+        &self.contexts
     }
 
     /// DPoP: proof checks with replay detection, server nonces.
@@ -491,7 +504,7 @@ impl Tokens {
     ///
     /// A login bound to a DPoP key is refused here: see [`Tokens::refresh_with_proof`].
     pub async fn refresh(&self, presented: &RefreshToken) -> Result<TokenPair, Error> {
-        self.refresh_with_proof(presented, None).await
+        self.refresh_with_proof(presented, None, None).await
     }
 
     /// [`Tokens::refresh`] for a request with a DPoP proof: `dpop_jkt` is the thumbprint of the
@@ -499,11 +512,16 @@ impl Tokens {
     /// only with a proof of that key: otherwise the attempt is refused and recorded, and the token
     /// is not used up (its owner goes on). The new access token is bound to the proof's key
     /// whenever there is one.
+    ///
+    /// `seen` is the client refreshing: a login refreshed from a new network and user agent at
+    /// once is recorded, and with `accounts.new_context = "step_up"` refused
+    /// ([`Error::LoginMoved`], the token not used up) unless its last second factor is recent.
     #[tracing::instrument(skip_all)]
     pub async fn refresh_with_proof(
         &self,
         presented: &RefreshToken,
         dpop_jkt: Option<&str>,
+        seen: Option<&ClientInfo>,
     ) -> Result<TokenPair, Error> {
         let hash = presented.hash();
         let Some((record, family)) = self.refresh.refresh_token(&hash).await? else {
@@ -532,6 +550,26 @@ impl Tokens {
         // works for. The client logs in with a proof instead.
         if family.dpop_jkt.is_none() && dpop_jkt.is_some() {
             return Err(Error::DpopNotBound);
+        }
+        if let Some(seen) = seen
+            && self
+                .contexts
+                .observe(
+                    family.id.as_str(),
+                    &family.user_id,
+                    family.model,
+                    &family.client,
+                    seen,
+                )
+                .await
+            && self.contexts.policy() == crate::login_context::NewContextPolicy::StepUp
+            && !family
+                .auth
+                .second_factor_within(now, self.privileged_max_age)
+        {
+            return Err(Error::LoginMoved {
+                max_age: self.privileged_max_age,
+            });
         }
         let user = match self.users.user_by_id(&family.user_id).await? {
             Some(user) if user.is_active() => user,

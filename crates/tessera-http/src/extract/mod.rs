@@ -546,15 +546,22 @@ impl FromRequestParts<AppState> for ClientMeta {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts, state))
+    }
+}
+
+impl ClientMeta {
+    /// The client of a request with these parts.
+    pub(crate) fn of(parts: &Parts, state: &AppState) -> Self {
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(UserAgent::new);
-        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
-        Ok(Self {
+        let ClientIp(ip) = ClientIp::of(parts, state);
+        Self {
             ip,
             info: ClientInfo { user_agent, ip },
-        })
+        }
     }
 }

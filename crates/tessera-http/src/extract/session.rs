@@ -109,6 +109,7 @@ impl SessionAuth {
         if unsafe_method {
             csrf::check_session_token(&parts.headers, &session.csrf_token)?;
         }
+        check_context(parts, state, &session, &user).await?;
         if !state.sessions().record_activity(&mut session).await? {
             return Err(ApiError::unauthenticated());
         }
@@ -118,6 +119,45 @@ impl SessionAuth {
             secret,
         })
     }
+}
+
+/// Binding hints: a session used from a new network and user agent at once is recorded; with
+/// `accounts.new_context = "step_up"` it is refused unless its second factor is recent, on every
+/// route but the step-up itself (where it shows one).
+async fn check_context(
+    parts: &Parts,
+    state: &AppState,
+    session: &Session,
+    user: &User,
+) -> Result<(), ApiError> {
+    let seen = super::ClientMeta::of(parts, state).info;
+    let contexts = state.logins().contexts();
+    if !contexts
+        .observe(
+            session.handle.as_str(),
+            &user.id,
+            tessera_core::LoginModel::Session,
+            &session.client,
+            &seen,
+        )
+        .await
+    {
+        return Ok(());
+    }
+    let max_age = state.logins().second_factors().config().privileged_max_age;
+    let stepping_up = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|path| path.as_str().ends_with("/v1/account/step-up"));
+    if contexts.policy() == tessera_core::login_context::NewContextPolicy::StepUp
+        && !stepping_up
+        && !session
+            .auth
+            .second_factor_within(state.tokens().now(), max_age)
+    {
+        return Err(ApiError::login_moved(max_age));
+    }
+    Ok(())
 }
 
 /// The device token in the browser's device cookie, if any (see

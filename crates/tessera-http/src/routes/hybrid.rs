@@ -201,10 +201,14 @@ pub async fn current(State(state): State<AppState>, login: HybridLogin) -> Json<
 )]
 pub async fn refresh(
     State(state): State<AppState>,
+    client: crate::extract::ClientMeta,
     HybridRefresh { presented }: HybridRefresh,
     jar: CookieJar,
 ) -> Result<impl IntoResponse, ApiError> {
-    let pair = state.tokens().refresh(&presented).await?;
+    let pair = state
+        .tokens()
+        .refresh_with_proof(&presented, None, Some(&client.info))
+        .await?;
     let body = session_body(&state, &pair.user, &pair);
     Ok((
         jar.add(access_cookie(state.cookies(), &pair))

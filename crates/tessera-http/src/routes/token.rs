@@ -11,7 +11,6 @@ use tessera_core::{LoginModel, RefreshToken};
 use utoipa::ToSchema;
 
 use super::Credentials;
-use crate::client_ip::ClientIp;
 use crate::extract::dpop::TokenEndpointProof;
 use crate::extract::{AuthUser, ClientMeta, ServiceClient};
 use crate::json::{ApiJson, JsonOrForm};
@@ -149,11 +148,11 @@ pub(crate) fn token_login_body(login: tessera_core::TokenLogin) -> TokenResponse
 )]
 pub async fn refresh(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    client: ClientMeta,
     proof: TokenEndpointProof,
     JsonOrForm(body): JsonOrForm<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    state.throttle().spend_refresh(ip).await?;
+    state.throttle().spend_refresh(client.ip).await?;
     if body
         .grant_type
         .as_deref()
@@ -170,7 +169,7 @@ pub async fn refresh(
     proof.record(&state).await?;
     let pair = state
         .tokens()
-        .refresh_with_proof(&token, proof.thumbprint())
+        .refresh_with_proof(&token, proof.thumbprint(), Some(&client.info))
         .await?;
     Ok(Json(pair.into()))
 }
