@@ -178,6 +178,8 @@ fn check_code(code: &str) -> Result<(), ApiError> {
         ServiceProblems,
     )
 )]
+// Each argument is an extractor: what the route reads from the request, said where it is read.
+#[allow(clippy::too_many_arguments)]
 pub async fn complete_login(
     State(state): State<AppState>,
     SessionCookie(previous_session): SessionCookie,
