@@ -450,7 +450,13 @@ impl SecondFactors {
         let (codes, hashes) = new_recovery_codes()?;
         if !self
             .store
-            .confirm_totp(&user.id, step, &hashes, self.clock.now())
+            .confirm_totp(
+                &user.id,
+                &factor.sealed_secret,
+                step,
+                &hashes,
+                self.clock.now(),
+            )
             .await?
         {
             // Removed, replaced or confirmed by another request meanwhile.
@@ -726,12 +732,16 @@ mod tests {
         async fn confirm_totp(
             &self,
             _: &UserId,
+            sealed_secret: &[u8],
             step: i64,
             codes: &[TokenHash],
             at: Timestamp,
         ) -> Result<bool, StoreError> {
             let mut slot = self.factor.lock().unwrap();
-            let Some(factor) = slot.as_mut().filter(|f| f.confirmed_at.is_none()) else {
+            let Some(factor) = slot
+                .as_mut()
+                .filter(|f| f.confirmed_at.is_none() && f.sealed_secret == sealed_secret)
+            else {
                 return Ok(false);
             };
             factor.confirmed_at = Some(at);

@@ -263,10 +263,12 @@ pub trait SecondFactorStore: Send + Sync + 'static {
 
     /// Confirms the user's unconfirmed factor in one step: sets `confirmed_at`, records `step`
     /// as the last used one, and replaces the user's recovery codes with `recovery_codes`.
-    /// `false` (nothing written) when there is no unconfirmed factor.
+    /// `false` (nothing written) when there is no unconfirmed factor, or when it is not the one
+    /// whose code was checked (`sealed_secret`: a new enrolment replaced it meanwhile).
     async fn confirm_totp(
         &self,
         user: &UserId,
+        sealed_secret: &[u8],
         step: i64,
         recovery_codes: &[TokenHash],
         at: Timestamp,

@@ -218,8 +218,8 @@ impl From<Error> for ApiError {
             ),
             Error::DpopKeyRequired => Self::bad_request(
                 "invalid-dpop-proof",
-                "this refresh token belongs to a login bound to a DPoP key: send a DPoP proof \
-                 signed with that key (the refresh token was not used up)",
+                "this login is bound to a DPoP key: send a DPoP proof signed with that key \
+                 (nothing was used up)",
             )
             .with_oauth_error("invalid_dpop_proof"),
             Error::LoginMoved { max_age } => Self::login_moved(max_age),

@@ -713,7 +713,7 @@ async fn a_login_with_a_second_factor_keeps_its_key(backend: Backend) {
     let r = app
         .request(Method::POST, "/v1/account/totp/confirm")
         .bearer_auth(&bearer)
-        .json(&json!({"code": secret.code_at(app.clock.now())}))
+        .json(&json!({"code": secret.code_at(app.clock.now()), "current_password": PASSWORD}))
         .send()
         .await
         .unwrap();

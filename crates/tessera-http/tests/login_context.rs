@@ -140,7 +140,7 @@ async fn enrol(app: &TestApp, cookie: &str, csrf: &str) -> TotpSecret {
     let body: Value = r.json().await.unwrap();
     let secret = TotpSecret::from_base32(body["secret"].as_str().unwrap()).unwrap();
     let r = post("/v1/account/totp/confirm")
-        .json(&json!({"code": secret.code_at(app.clock.now())}))
+        .json(&json!({"code": secret.code_at(app.clock.now()), "current_password": PASSWORD}))
         .send()
         .await
         .unwrap();

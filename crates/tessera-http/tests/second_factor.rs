@@ -67,15 +67,23 @@ async fn enrol(app: &TestApp, cred: &Cred<'_>, username: &str) -> (TotpSecret, V
     assert_eq!(status["totp_pending"], true);
 
     let wrong = send(app, cred, Method::POST, "/v1/account/totp/confirm")
-        .json(&json!({"code": wrong_code(&code_now(app, &secret))}))
+        .json(&json!({"code": wrong_code(&code_now(app, &secret)), "current_password": PASSWORD}))
         .send()
         .await
         .unwrap();
     let wrong = problem(wrong, StatusCode::UNAUTHORIZED).await;
     assert_eq!(wrong["type"], "urn:tessera:problem:invalid-second-factor");
 
+    // A copied session or token alone cannot set a second factor up: the password is needed.
     let r = send(app, cred, Method::POST, "/v1/account/totp/confirm")
-        .json(&json!({"code": code_now(app, &secret)}))
+        .json(&json!({"code": code_now(app, &secret), "current_password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    let refused = problem(r, StatusCode::FORBIDDEN).await;
+    assert_eq!(refused["field"], "current_password");
+    let r = send(app, cred, Method::POST, "/v1/account/totp/confirm")
+        .json(&json!({"code": code_now(app, &secret), "current_password": PASSWORD}))
         .send()
         .await
         .unwrap();

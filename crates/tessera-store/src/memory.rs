@@ -1116,13 +1116,16 @@ impl SecondFactorStore for MemoryStore {
     async fn confirm_totp(
         &self,
         user: &UserId,
+        sealed_secret: &[u8],
         step: i64,
         recovery_codes: &[TokenHash],
         at: Timestamp,
     ) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
         match inner.totp.get_mut(user) {
-            Some(factor) if factor.confirmed_at.is_none() => {
+            Some(factor)
+                if factor.confirmed_at.is_none() && factor.sealed_secret == sealed_secret =>
+            {
                 factor.confirmed_at = Some(at);
                 factor.last_step = Some(step);
             }

@@ -1969,7 +1969,7 @@ async fn a_second_factor_works_across_nodes() {
     let body: Value = r.json().await.unwrap();
     let secret = tessera_core::TotpSecret::from_base32(body["secret"].as_str().unwrap()).unwrap();
     let r = post(a, "/v1/account/totp/confirm")
-        .json(&json!({"code": secret.code_at(now())}))
+        .json(&json!({"code": secret.code_at(now()), "current_password": PASSWORD}))
         .send()
         .await
         .unwrap();

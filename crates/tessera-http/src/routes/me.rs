@@ -358,7 +358,8 @@ pub struct AccountDeletion {
 
 /// Delete my account.
 ///
-/// Needs the current password. The account and everything of it are erased — sessions and
+/// Needs the current password and, for an account with a second factor, that factor used within
+/// `accounts.privileged_max_age` (step up first). The account and everything of it are erased — sessions and
 /// their data, token and hybrid logins, roles, the password — and every credential of it stops
 /// working at once, on every node and at resource servers following the revocation stream. The
 /// audit log keeps the user id (not the username) and records the deletion. The username is free
@@ -370,7 +371,7 @@ pub struct AccountDeletion {
     security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 204, description = "Deleted; the session and hybrid cookies are cleared"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated, or the second factor is not recent enough (`insufficient-user-authentication`: step up first)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The password is not correct, or a cross-site request or a missing CSRF token", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
@@ -380,7 +381,7 @@ pub struct AccountDeletion {
 pub async fn delete_account(
     State(state): State<AppState>,
     jar: CookieJar,
-    auth: AuthUser,
+    Privileged(auth): Privileged,
     client: ClientMeta,
     ApiJson(body): ApiJson<AccountDeletion>,
 ) -> Result<Response, ApiError> {

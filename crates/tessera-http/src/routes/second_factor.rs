@@ -334,6 +334,19 @@ pub struct SecondFactorCode {
     pub method: Option<CodeMethod>,
 }
 
+/// The body of `POST /v1/account/totp/confirm`: the first code, and the current password (a
+/// second factor is a change no stolen session alone may make).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpConfirmation {
+    /// The six-digit code the authenticator app shows.
+    #[schema(example = "492039", min_length = 1, max_length = 64)]
+    pub code: String,
+    /// The account's current password.
+    #[schema(value_type = String, format = Password)]
+    pub current_password: tessera_core::Password,
+}
+
 /// Recovery codes, shown once.
 #[derive(Serialize, ToSchema)]
 pub struct RecoveryCodes {
@@ -351,16 +364,18 @@ fn recovery_codes(codes: Vec<RecoveryCode>) -> RecoveryCodes {
 
 /// Confirm TOTP with a first code.
 ///
-/// From now on, logins of the account need a code after the password. Answers ten single-use
-/// recovery codes, shown this once.
+/// From now on, logins of the account need a code after the password. Needs the current
+/// password too: whoever holds only a copied session or token cannot put a second factor of
+/// theirs on the account (and lock its owner out). Answers ten single-use recovery codes, shown
+/// this once.
 #[utoipa::path(
     post, path = "/v1/account/totp/confirm", tag = "second-factor",
-    request_body = SecondFactorCode,
+    request_body = TotpConfirmation,
     security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
     responses(
         (status = 200, description = "TOTP is set up", body = RecoveryCodes),
         (status = 401, description = "Not authenticated, or the code is not correct", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "A cross-site request or a missing CSRF token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The current password is not correct, or a cross-site request or a missing CSRF token", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "No enrolment waits for confirmation", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
         JsonBodyProblems,
@@ -371,9 +386,27 @@ pub async fn confirm(
     State(state): State<AppState>,
     auth: AuthUser,
     client: ClientMeta,
-    ApiJson(body): ApiJson<SecondFactorCode>,
+    ApiJson(body): ApiJson<TotpConfirmation>,
 ) -> Result<Json<RecoveryCodes>, ApiError> {
     check_code(&body.code)?;
+    // A wrong password spends the account's attempt budget, as at login.
+    let throttle = state.throttle();
+    let account = auth.user.username.as_str();
+    throttle.spend_account(account, None).await?;
+    let checked = state
+        .accounts()
+        .check_password(&auth.user, &body.current_password)
+        .await;
+    if !matches!(checked, Err(tessera_core::Error::WrongCurrentPassword)) {
+        throttle.refund_account(account, None).await?;
+    }
+    checked.map_err(|e| match e {
+        tessera_core::Error::WrongCurrentPassword => {
+            ApiError::forbidden("wrong-current-password", "current_password is not correct")
+                .with_field("current_password")
+        }
+        e => e.into(),
+    })?;
     let codes = state
         .logins()
         .second_factors()

@@ -78,14 +78,21 @@ pub async fn totp_enrolment<S: UserStore + SecondFactorStore>(store: S) {
 
     let codes: Vec<TokenHash> = (0..10).map(|_| random_hash()).collect();
     assert!(
+        !store
+            .confirm_totp(&alice.id, b"first", 7, &codes, at(T0 + 1))
+            .await
+            .expect("confirm"),
+        "the enrolment whose code was checked was replaced: nothing is confirmed"
+    );
+    assert!(
         store
-            .confirm_totp(&alice.id, 7, &codes, at(T0 + 1))
+            .confirm_totp(&alice.id, b"second", 7, &codes, at(T0 + 1))
             .await
             .expect("confirm")
     );
     assert!(
         !store
-            .confirm_totp(&alice.id, 8, &codes, at(T0 + 2))
+            .confirm_totp(&alice.id, b"second", 8, &codes, at(T0 + 2))
             .await
             .expect("confirm"),
         "confirming twice"
@@ -152,7 +159,7 @@ pub async fn totp_steps_are_used_once<S: UserStore + SecondFactorStore>(store: S
         .await
         .expect("put");
     store
-        .confirm_totp(&alice.id, 100, &[], at(T0))
+        .confirm_totp(&alice.id, b"s", 100, &[], at(T0))
         .await
         .expect("confirm");
     assert!(
@@ -187,7 +194,7 @@ pub async fn concurrent_step_use<S: UserStore + SecondFactorStore>(store: S) {
         .await
         .expect("put");
     store
-        .confirm_totp(&alice.id, 1, &[], at(T0))
+        .confirm_totp(&alice.id, b"s", 1, &[], at(T0))
         .await
         .expect("confirm");
     let store = Arc::new(store);
@@ -223,7 +230,7 @@ pub async fn recovery_codes_work_once<S: UserStore + SecondFactorStore>(store: S
         .await
         .expect("put");
     store
-        .confirm_totp(&alice.id, 1, &codes, at(T0))
+        .confirm_totp(&alice.id, b"s", 1, &codes, at(T0))
         .await
         .expect("confirm");
     assert_eq!(
@@ -280,7 +287,7 @@ pub async fn concurrent_recovery_code_use<S: UserStore + SecondFactorStore>(stor
         .await
         .expect("put");
     store
-        .confirm_totp(&alice.id, 1, &[code], at(T0))
+        .confirm_totp(&alice.id, b"s", 1, &[code], at(T0))
         .await
         .expect("confirm");
     let store = Arc::new(store);
@@ -305,7 +312,7 @@ pub async fn second_factors_of_a_deleted_user<S: UserStore + SecondFactorStore +
         .await
         .expect("put");
     store
-        .confirm_totp(&alice.id, 1, &[code], at(T0))
+        .confirm_totp(&alice.id, b"s", 1, &[code], at(T0))
         .await
         .expect("confirm");
     let waiting = challenge(&alice.id, T0 + HOUR);

@@ -89,6 +89,7 @@ pub(crate) async fn totp_factor<D: Db>(
 pub(crate) async fn confirm_totp<D: Db>(
     db: &D,
     user: &UserId,
+    sealed_secret: &[u8],
     step: i64,
     recovery_codes: &[TokenHash],
     at: Timestamp,
@@ -100,8 +101,13 @@ pub(crate) async fn confirm_totp<D: Db>(
     let confirmed = tx
         .execute(
             "UPDATE totp_factors SET confirmed_at = $2, last_step = $3 \
-             WHERE user_id = $1 AND confirmed_at IS NULL",
-            &[user.as_str().into(), at.into(), step.into()],
+             WHERE user_id = $1 AND confirmed_at IS NULL AND sealed_secret = $4",
+            &[
+                user.as_str().into(),
+                at.into(),
+                step.into(),
+                sealed_secret.into(),
+            ],
         )
         .await?;
     if confirmed == 0 {

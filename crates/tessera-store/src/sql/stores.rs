@@ -466,11 +466,20 @@ macro_rules! impl_store_traits {
             async fn confirm_totp(
                 &self,
                 user: &tessera_core::UserId,
+                sealed_secret: &[u8],
                 step: i64,
                 recovery_codes: &[tessera_core::TokenHash],
                 at: tessera_core::Timestamp,
             ) -> Result<bool, tessera_core::StoreError> {
-                $crate::sql::second_factor::confirm_totp(self, user, step, recovery_codes, at).await
+                $crate::sql::second_factor::confirm_totp(
+                    self,
+                    user,
+                    sealed_secret,
+                    step,
+                    recovery_codes,
+                    at,
+                )
+                .await
             }
 
             async fn use_totp_step(
