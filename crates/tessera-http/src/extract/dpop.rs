@@ -253,6 +253,26 @@ impl TokenEndpointProof {
         self.0.as_ref().map(|proof| proof.thumbprint.as_str())
     }
 
+    /// Records the proof of a request that has just made a login (`made`, its family, for the
+    /// token models): a proof used before is refused, and voids that login.
+    pub async fn record_for_login(
+        &self,
+        state: &AppState,
+        made: Option<&tessera_core::FamilyId>,
+    ) -> Result<(), ApiError> {
+        let refusal = match self.record(state).await {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        if let Some(family) = made {
+            state
+                .tokens()
+                .revoke_family(family, "DPoP proof replayed")
+                .await?;
+        }
+        Err(refusal)
+    }
+
     /// Records the proof, on every node: a proof that was used before is refused.
     pub async fn record(&self, state: &AppState) -> Result<(), ApiError> {
         match &self.0 {

@@ -130,6 +130,14 @@ async fn check_context(
     session: &Session,
     user: &User,
 ) -> Result<(), ApiError> {
+    // Every request with a session passes here: the address alone first, and the user agent
+    // read only when the network changed (the rare case).
+    let crate::client_ip::ClientIp(ip) = crate::client_ip::ClientIp::of(parts, state);
+    if !matches!((session.client.ip, ip), (Some(a), Some(b))
+        if !tessera_core::login_context::same_network(a, b))
+    {
+        return Ok(());
+    }
     let seen = super::ClientMeta::of(parts, state).info;
     let contexts = state.logins().contexts();
     if !contexts

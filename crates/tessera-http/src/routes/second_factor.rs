@@ -208,15 +208,11 @@ pub async fn complete_login(
         .await?;
     // As at the login route: recorded once the code was right; a proof used before voids the
     // login it just completed.
-    if let Err(refusal) = proof.record(&state).await {
-        if let CompletedLogin::Tokens(_, login) = &completed {
-            state
-                .tokens()
-                .revoke_family(&login.pair.family_id, "DPoP proof replayed")
-                .await?;
-        }
-        return Err(refusal);
-    }
+    let made = match &completed {
+        CompletedLogin::Tokens(_, login) => Some(&login.pair.family_id),
+        CompletedLogin::Session(_) => None,
+    };
+    proof.record_for_login(&state, made).await?;
     Ok(match completed {
         CompletedLogin::Session(login) => {
             crate::routes::session::session_login_response(&state, jar, login)

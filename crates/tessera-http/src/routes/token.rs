@@ -97,15 +97,11 @@ pub async fn login(
     // Recorded once the password was right (the login spent the address's and the account's
     // budgets first), so nobody without a password can fill the replay store. A proof used
     // before voids the login it just made.
-    if let Err(refusal) = proof.record(&state).await {
-        if let tessera_core::LoginStep::Done(login) = &step {
-            state
-                .tokens()
-                .revoke_family(&login.pair.family_id, "DPoP proof replayed")
-                .await?;
-        }
-        return Err(refusal);
-    }
+    let made = match &step {
+        tessera_core::LoginStep::Done(login) => Some(&login.pair.family_id),
+        tessera_core::LoginStep::SecondFactor(_) => None,
+    };
+    proof.record_for_login(&state, made).await?;
     Ok(match step {
         tessera_core::LoginStep::Done(login) => Json(token_login_body(login)).into_response(),
         tessera_core::LoginStep::SecondFactor(pending) => Json(
