@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 
-/// A second factor, named by its method. Passkeys (`webauthn`) will be one more.
+/// A second factor, named by its method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SecondFactorMethod {
@@ -18,6 +18,8 @@ pub enum SecondFactorMethod {
     Totp,
     /// One of the single-use recovery codes handed out when TOTP was confirmed.
     RecoveryCode,
+    /// A passkey (WebAuthn) assertion, with user verification.
+    Webauthn,
 }
 
 impl SecondFactorMethod {
@@ -26,21 +28,23 @@ impl SecondFactorMethod {
         match self {
             Self::Totp => "totp",
             Self::RecoveryCode => "recovery_code",
+            Self::Webauthn => "webauthn",
         }
     }
 
     /// The method named by [`as_str`](Self::as_str); `None` for an unknown name.
     pub fn parse(name: &str) -> Option<Self> {
-        [Self::Totp, Self::RecoveryCode]
+        [Self::Totp, Self::RecoveryCode, Self::Webauthn]
             .into_iter()
             .find(|m| m.as_str() == name)
     }
 
     /// Its Authentication Method Reference (RFC 8176). A recovery code is a one-time password
-    /// as much as a TOTP code is.
+    /// as much as a TOTP code is; a passkey is a hardware-secured key (`hwk`).
     pub fn amr(self) -> &'static str {
         match self {
             Self::Totp | Self::RecoveryCode => "otp",
+            Self::Webauthn => "hwk",
         }
     }
 }
@@ -49,6 +53,18 @@ impl fmt::Display for SecondFactorMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// What a login began with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstFactor {
+    /// The account's password.
+    #[default]
+    Password,
+    /// A passkey alone (passwordless): an assertion with user verification, which is two
+    /// factors in one (the key, and the PIN or biometric that unlocked it).
+    Passkey,
 }
 
 /// The assurance level a login has reached, as its `acr` value.
@@ -72,6 +88,10 @@ pub const ACR_SECOND_FACTOR: &str = "aal2";
 /// assert_eq!(stepped_up.amr(), ["pwd", "otp", "mfa"]);
 /// assert_eq!(stepped_up.acr(), "aal2");
 /// assert_eq!(stepped_up.auth_time, later);
+///
+/// let passwordless = AuthContext::passkey(login);
+/// assert_eq!(passwordless.amr(), ["hwk", "user", "mfa"]);
+/// assert_eq!(passwordless.acr(), "aal2");
 /// let now = Timestamp::from_unix_millis(1_600_000);
 /// assert!(stepped_up.second_factor_within(now, Duration::from_secs(600)));
 /// assert!(!stepped_up.second_factor_within(now, Duration::from_secs(60)));
@@ -85,8 +105,11 @@ pub const ACR_SECOND_FACTOR: &str = "aal2";
 pub struct AuthContext {
     /// When the user last authenticated for this login: the login, or the latest step-up.
     pub auth_time: Timestamp,
-    /// The second factor used at `auth_time`; `None` for a password-only login.
+    /// The second factor used at `auth_time`; `None` for a password-only login. A passwordless
+    /// passkey login counts its passkey here too (it is multi-factor by itself).
     pub second_factor: Option<SecondFactorMethod>,
+    /// What the login began with.
+    pub first_factor: FirstFactor,
 }
 
 impl AuthContext {
@@ -95,6 +118,16 @@ impl AuthContext {
         Self {
             auth_time: at,
             second_factor: None,
+            first_factor: FirstFactor::Password,
+        }
+    }
+
+    /// A passwordless login by passkey (with user verification), at `at`.
+    pub fn passkey(at: Timestamp) -> Self {
+        Self {
+            auth_time: at,
+            second_factor: Some(SecondFactorMethod::Webauthn),
+            first_factor: FirstFactor::Passkey,
         }
     }
 
@@ -104,17 +137,21 @@ impl AuthContext {
         Self {
             auth_time: at,
             second_factor: Some(method),
+            first_factor: self.first_factor,
         }
     }
 
-    /// The `amr` values (RFC 8176): `pwd`, and with a second factor its method and `mfa`.
-    /// Static, so answering with them allocates nothing.
+    /// The `amr` values (RFC 8176): `pwd`, and with a second factor its method and `mfa`; a
+    /// passwordless passkey login is `hwk` (the key) and `user` (verified by its PIN or
+    /// biometric), which is `mfa` by itself. Static, so answering with them allocates nothing.
     pub fn amr(&self) -> &'static [&'static str] {
-        match self.second_factor.map(SecondFactorMethod::amr) {
-            None => &["pwd"],
-            Some("otp") => &["pwd", "otp", "mfa"],
-            // Every method so far is a one-time password; a new one adds its own arm.
-            Some(_) => &["pwd", "mfa"],
+        use SecondFactorMethod::{RecoveryCode, Totp, Webauthn};
+        match (self.first_factor, self.second_factor) {
+            (FirstFactor::Password, None) => &["pwd"],
+            (FirstFactor::Password, Some(Totp | RecoveryCode)) => &["pwd", "otp", "mfa"],
+            (FirstFactor::Password, Some(Webauthn)) => &["pwd", "hwk", "mfa"],
+            (FirstFactor::Passkey, None | Some(Webauthn)) => &["hwk", "user", "mfa"],
+            (FirstFactor::Passkey, Some(Totp | RecoveryCode)) => &["hwk", "user", "otp", "mfa"],
         }
     }
 
@@ -143,6 +180,7 @@ impl AuthContext {
         let stored = Stored {
             auth_time: self.auth_time.unix_millis(),
             factor: self.second_factor,
+            first: self.first_factor,
         };
         // A struct of numbers and a unit enum always encodes.
         serde_json::to_string(&stored).unwrap_or_default()
@@ -154,6 +192,7 @@ impl AuthContext {
         Some(Self {
             auth_time: Timestamp::from_unix_millis(stored.auth_time),
             second_factor: stored.factor,
+            first_factor: stored.first,
         })
     }
 }
@@ -164,6 +203,13 @@ struct Stored {
     auth_time: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     factor: Option<SecondFactorMethod>,
+    /// Absent for a password login (and every login stored before passkeys existed).
+    #[serde(default, skip_serializing_if = "is_password")]
+    first: FirstFactor,
+}
+
+fn is_password(first: &FirstFactor) -> bool {
+    *first == FirstFactor::Password
 }
 
 #[cfg(test)]
@@ -185,6 +231,16 @@ mod tests {
         assert_eq!(
             AuthContext::from_stored(&stepped.to_stored()),
             Some(stepped)
+        );
+        let passkey = AuthContext::passkey(at);
+        assert_eq!(
+            AuthContext::from_stored(&passkey.to_stored()),
+            Some(passkey)
+        );
+        assert_eq!(
+            AuthContext::from_stored(r#"{"auth_time":1,"factor":"totp"}"#).map(|a| a.first_factor),
+            Some(FirstFactor::Password),
+            "a login stored before passkeys began with the password"
         );
         assert_eq!(
             AuthContext::from_stored(r#"{"auth_time":1,"factor":"sms"}"#),

@@ -88,6 +88,9 @@ pub enum Error {
     /// cross-site login.
     #[error("a cross-site request cannot complete a browser login")]
     CrossSite,
+    /// This server offers no passkeys: its public URL has no domain name to bind them to.
+    #[error("this server offers no passkeys: its public URL has no domain name to bind them to")]
+    PasskeysUnavailable,
     /// This server sends no mail (no transport configured), so nothing that needs it can be done.
     #[error("this server sends no mail")]
     MailUnavailable,

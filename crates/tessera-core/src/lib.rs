@@ -25,6 +25,7 @@ pub mod logins;
 pub mod mail;
 pub mod mail_templates;
 pub mod merge_patch;
+pub mod passkey;
 pub mod password;
 pub mod request_id;
 pub mod second_factor;
@@ -40,26 +41,27 @@ pub mod user_cache;
 pub use account_mail::{AccountMail, AccountMailConfig};
 pub use accounts::{Accounts, AccountsConfig, Registration, UnverifiedLogins};
 pub use audit::{EventKind, NewEvent, SecurityEvent};
-pub use auth_context::{AuthContext, SecondFactorMethod};
+pub use auth_context::{AuthContext, FirstFactor, SecondFactorMethod};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use email::{AccountCode, CodePurpose, CodeVerified, EmailAddress, UserEmail};
 pub use error::{Error, StoreError};
 pub use feed::{Change, ChangeFeed, FeedEvent, LocalFeed};
 pub use logins::{
-    CompletedLogin, CurrentLogin, LoginAttempt, LoginInfo, LoginStep, Logins, PendingLogin,
-    SecondFactorAttempt, SessionLogin, TokenLogin,
+    CompletedLogin, CurrentLogin, LoginAttempt, LoginInfo, LoginStep, Logins, PasskeyLoginAttempt,
+    PendingLogin, SecondFactorAttempt, SessionLogin, TokenLogin,
 };
 pub use mail::{
     MailId, MailMessage, MailStore, MailTransport, Mailer, MailerConfig, QueuedMail, SendError,
 };
 pub use mail_templates::{MailKind, MailTemplates};
+pub use passkey::{PasskeyConfig, Passkeys, StoredPasskey};
 pub use password::{
     Argon2Params, DEFAULT_HASHING_NICENESS, HashingLimits, Password, PasswordHasher, PasswordPolicy,
 };
 pub use request_id::RequestId;
 pub use second_factor::{
-    LoginChallenge, RecoveryCode, SecondFactorConfig, SecondFactorStatus, SecondFactors,
-    TotpEnrolment, TotpFactor, TotpSecret,
+    FactorProof, LoginChallenge, Occasion, RecoveryCode, SecondFactorConfig, SecondFactorStatus,
+    SecondFactors, TotpEnrolment, TotpFactor, TotpSecret,
 };
 pub use secret::{ChallengeSecret, CsrfToken, OneTimeCode, RefreshToken, SessionId, TokenHash};
 pub use services::{BuildError, PasswordsConfig, Services, ServicesConfig};

@@ -16,7 +16,7 @@ use crate::auth_context::{AuthContext, SecondFactorMethod};
 use crate::clock::{Clock, Timestamp};
 use crate::error::Error;
 use crate::password::Password;
-use crate::second_factor::{LoginChallenge, SecondFactors};
+use crate::second_factor::{FactorProof, LoginChallenge, Occasion, SecondFactors};
 use crate::secret::{ChallengeSecret, RefreshToken, SessionId};
 use crate::session::{ClientInfo, Session, SessionHandle, Sessions};
 use crate::store::{RefreshStore, Stores, UserDeletion};
@@ -124,16 +124,17 @@ pub struct PendingLogin {
     pub methods: Vec<SecondFactorMethod>,
     /// How long the challenge waits.
     pub expires_in: std::time::Duration,
+    /// For an account with a passkey: the options to assert one, bound to this challenge.
+    pub passkey:
+        Option<Box<crate::passkey::Ceremony<webauthn_rs::prelude::RequestChallengeResponse>>>,
 }
 
 /// A second-factor code sent to complete a login.
 pub struct SecondFactorAttempt<'a> {
     /// The challenge the login answered with, in its wire form.
     pub challenge: &'a str,
-    /// The TOTP code or a recovery code.
-    pub code: &'a str,
-    /// Which kind of code it is; guessed from its shape when absent.
-    pub method: Option<SecondFactorMethod>,
+    /// The code, or the passkey's answer.
+    pub proof: FactorProof<'a>,
     /// The client's address, whose attempt budget a wrong code spends.
     pub ip: Option<IpAddr>,
     /// The client as it describes itself now: it must be the one that logged in.
@@ -150,6 +151,43 @@ pub struct SecondFactorAttempt<'a> {
     /// started with a proof completes only with a proof of the same key, and its tokens are
     /// bound to it.
     pub dpop_jkt: Option<&'a str>,
+}
+
+/// A passwordless login: a passkey's answer to a ceremony.
+pub struct PasskeyLoginAttempt<'a> {
+    /// The sealed ceremony that came with the options.
+    pub ceremony: &'a str,
+    /// The authenticator's answer.
+    pub credential: &'a webauthn_rs::prelude::PublicKeyCredential,
+    /// The model to log in with.
+    pub model: LoginModel,
+    /// The client's address, whose attempt budget every try spends.
+    pub ip: Option<IpAddr>,
+    /// What the new login records about the client.
+    pub client: ClientInfo,
+    /// Whether the request is same-origin: a browser login (session, hybrid) is made only
+    /// from the server's own origin.
+    pub same_origin: bool,
+    /// The session the browser already has, which a session login replaces.
+    pub replacing_session: Option<&'a SessionId>,
+    /// The refresh token of the hybrid login the browser already has, which a hybrid login
+    /// replaces.
+    pub replacing_refresh: Option<&'a RefreshToken>,
+    /// The thumbprint of the key of the request's verified DPoP proof (token model): the
+    /// login's tokens are bound to it.
+    pub dpop_jkt: Option<&'a str>,
+}
+
+/// The login a browser already has, which a new one replaces.
+struct Replacing<'a> {
+    session: Option<&'a SessionId>,
+    refresh: Option<&'a RefreshToken>,
+}
+
+/// What a passkey ceremony of a login challenge is bound to: the challenge's hash.
+fn challenge_binding(hash: &crate::secret::TokenHash) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.as_bytes())
 }
 
 /// A login completed with its second factor: what the model it started in answers with.
@@ -190,12 +228,19 @@ impl Logins {
         max_per_user: usize,
         master_key: crate::token::MasterKey,
         second_factors: crate::second_factor::SecondFactorConfig,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let families = stores.refresh.clone();
         let events = stores.events.clone();
         let throttle = Arc::new(throttle);
         let audit = Audit::new(events, Arc::clone(&clock));
         let contexts = tokens.contexts().clone();
+        let passkeys = crate::passkey::Passkeys::new(
+            second_factors.passkeys.as_ref(),
+            stores.second_factors.clone(),
+            stores.proofs.clone(),
+            master_key.clone(),
+            Arc::clone(&clock),
+        )?;
         let second_factors = SecondFactors::new(
             stores.second_factors.clone(),
             master_key,
@@ -203,8 +248,9 @@ impl Logins {
             Arc::clone(&throttle),
             audit.clone(),
             second_factors,
+            passkeys,
         );
-        Self {
+        Ok(Self {
             accounts,
             sessions,
             tokens,
@@ -216,7 +262,7 @@ impl Logins {
             second_factors,
             challenges: stores.challenges.clone(),
             contexts,
-        }
+        })
     }
 
     /// Binding hints: logins used from a new network and user agent at once.
@@ -389,9 +435,10 @@ impl Logins {
             store.consume_challenge(&hash).await?;
             return Err(refused("the account changed").await);
         };
+        let binding = challenge_binding(&hash);
         let method = self
             .second_factors
-            .verify(&user, attempt.code, attempt.method, attempt.ip, "login")
+            .verify(&user, attempt.proof, attempt.ip, Occasion::Login(&binding))
             .await?;
         if !store.consume_challenge(&hash).await? {
             // Met by a concurrent request with another code a moment ago: that one logged in.
@@ -399,14 +446,125 @@ impl Logins {
         }
         let now = self.clock.now();
         let auth = AuthContext::password(challenge.created_at).with_second_factor(method, now);
-        let client = challenge.client.clone();
+        self.make_login(
+            user,
+            began,
+            challenge.client.clone(),
+            auth,
+            challenge.model,
+            Replacing {
+                session: attempt.replacing_session,
+                refresh: attempt.replacing_refresh,
+            },
+            dpop_jkt,
+        )
+        .await
+    }
+
+    /// Logs in with a passkey alone (passwordless): checks the authenticator's answer to a
+    /// ceremony from [`Passkeys::passwordless_options`](crate::passkey::Passkeys::passwordless_options)
+    /// and makes the login in `model`, as a password login would have. Every attempt spends the
+    /// address's budget; one that does not verify (an unknown passkey, a wrong signature, a used
+    /// ceremony) answers [`Error::InvalidCredentials`], as a wrong password does.
+    pub async fn login_passkey(
+        &self,
+        attempt: PasskeyLoginAttempt<'_>,
+    ) -> Result<CompletedLogin, Error> {
+        let model = attempt.model;
+        if model != LoginModel::Token && !attempt.same_origin {
+            return Err(Error::CrossSite);
+        }
+        self.throttle.spend_address(attempt.ip).await?;
+        // Before the account is read (see `login`).
+        let began = self.clock.now();
+        let verified = self
+            .second_factors
+            .passkeys()
+            .verify_passwordless(attempt.ceremony, attempt.credential)
+            .await?;
+        let user = match verified {
+            Some(id) => self.accounts.user(&id).await?.filter(User::is_active),
+            None => None,
+        };
+        metrics::counter!(
+            "tessera_logins_total",
+            "model" => model.as_str(),
+            "outcome" => if user.is_some() { "success" } else { "failure" },
+        )
+        .increment(1);
+        let Some(user) = user else {
+            metrics::counter!("tessera_passkey_failures_total").increment(1);
+            self.record(
+                EventKind::LoginFailed,
+                None,
+                json!({"model": model, "method": "passkey", "ip": attempt.ip}),
+            )
+            .await;
+            return Err(Error::InvalidCredentials);
+        };
+        if self.accounts.refuses_unverified(&user) {
+            self.record(
+                EventKind::LoginFailed,
+                Some(&user.id),
+                json!({"model": model, "method": "passkey", "reason": "email_not_verified", "ip": attempt.ip}),
+            )
+            .await;
+            return Err(Error::EmailNotVerified);
+        }
+        self.record(
+            EventKind::LoginSucceeded,
+            Some(&user.id),
+            json!({"model": model, "method": "passkey", "ip": attempt.ip}),
+        )
+        .await;
+        let auth = AuthContext::passkey(self.clock.now());
+        self.make_login(
+            user,
+            began,
+            attempt.client,
+            auth,
+            model,
+            Replacing {
+                session: attempt.replacing_session,
+                refresh: attempt.replacing_refresh,
+            },
+            attempt.dpop_jkt,
+        )
+        .await
+    }
+
+    /// Options to step up with a passkey (see [`Logins::step_up`]).
+    pub async fn step_up_options(
+        &self,
+        user: &UserId,
+    ) -> Result<crate::passkey::Ceremony<webauthn_rs::prelude::RequestChallengeResponse>, Error>
+    {
+        self.second_factors
+            .passkeys()
+            .assertion_options(user, crate::passkey::CeremonyPurpose::StepUp, "")
+            .await
+    }
+
+    /// Makes a login whose every factor was checked, in `model`: a session, or a token pair
+    /// (bound to `dpop_jkt` for the token model).
+    #[allow(clippy::too_many_arguments)]
+    async fn make_login(
+        &self,
+        user: User,
+        began: Timestamp,
+        client: ClientInfo,
+        auth: AuthContext,
+        model: LoginModel,
+        replacing: Replacing<'_>,
+        dpop_jkt: Option<&str>,
+    ) -> Result<CompletedLogin, Error> {
         let account = crate::throttle::normalize_account(user.username.as_str());
         let device_token = self.tokens.keyring().device_token(&account)?;
-        Ok(match challenge.model {
+        Ok(match model {
             LoginModel::Session => {
                 let (secret, session) = self
                     .finish(&user, began, client, auth, async |user, client, auth| {
-                        self.start_session(user, client, auth, attempt.replacing_session)
+                        self.start_session(user, client, auth, replacing.session)
                             .await
                     })
                     .await?;
@@ -425,7 +583,7 @@ impl Logins {
                             client,
                             auth,
                             model,
-                            attempt.replacing_refresh,
+                            replacing.refresh,
                             dpop_jkt.filter(|_| model == LoginModel::Token),
                         )
                         .await
@@ -454,6 +612,22 @@ impl Logins {
         let config = self.second_factors.config();
         let methods = self.second_factors.status(&user.id).await?.methods();
         let secret = ChallengeSecret::generate()?;
+        let passkey = if methods.contains(&SecondFactorMethod::Webauthn)
+            && self.second_factors.passkeys().enabled()
+        {
+            Some(Box::new(
+                self.second_factors
+                    .passkeys()
+                    .assertion_options(
+                        &user.id,
+                        crate::passkey::CeremonyPurpose::SecondFactor,
+                        &challenge_binding(&secret.hash()),
+                    )
+                    .await?,
+            ))
+        } else {
+            None
+        };
         let now = self.clock.now();
         self.challenges
             .create_challenge(&LoginChallenge {
@@ -472,6 +646,7 @@ impl Logins {
             challenge: secret,
             methods,
             expires_in: config.challenge_lifetime,
+            passkey,
         })
     }
 
@@ -483,13 +658,12 @@ impl Logins {
         user: &User,
         login: &CurrentLogin,
         current: AuthContext,
-        code: &str,
-        method: Option<SecondFactorMethod>,
+        proof: FactorProof<'_>,
         ip: Option<IpAddr>,
     ) -> Result<(AuthContext, Option<crate::token::SteppedUpAccess>), Error> {
         let method = self
             .second_factors
-            .verify(user, code, method, ip, "step_up")
+            .verify(user, proof, ip, Occasion::StepUp)
             .await?;
         let auth = current.with_second_factor(method, self.clock.now());
         let access = match login {

@@ -1,6 +1,6 @@
-//! Second factors: TOTP (RFC 6238) with single-use recovery codes, enrolled and removed by the
-//! user; the code check shared by the login challenge and step-up. Later methods (passkeys)
-//! plug in beside TOTP under their own [`SecondFactorMethod`].
+//! Second factors: TOTP (RFC 6238) with single-use recovery codes, and passkeys (WebAuthn, see
+//! [`crate::passkey`]), enrolled and removed by the user; the check shared by the login
+//! challenge and step-up.
 //!
 //! The TOTP secret is sealed with the master key at rest (the store never sees it in the clear);
 //! recovery codes are stored as SHA-256 hashes, like session ids (80 random bits each, so a hash
@@ -20,6 +20,7 @@ use crate::audit::{Audit, EventKind};
 use crate::auth_context::SecondFactorMethod;
 use crate::clock::{Clock, Timestamp};
 use crate::error::{Error, StoreError};
+use crate::passkey::{CeremonyPurpose, Passkeys, StoredPasskey};
 use crate::secret::TokenHash;
 use crate::session::ClientInfo;
 use crate::store::SecondFactorStore;
@@ -233,6 +234,8 @@ pub struct SecondFactorConfig {
     pub admin_requires_second_factor: bool,
     /// What a login used from a new network and user agent at once must do.
     pub new_context: crate::login_context::NewContextPolicy,
+    /// Where passkeys are valid; `None`: this server offers none.
+    pub passkeys: Option<crate::passkey::PasskeyConfig>,
 }
 
 impl Default for SecondFactorConfig {
@@ -244,6 +247,7 @@ impl Default for SecondFactorConfig {
             privileged_max_age: Duration::from_secs(10 * 60),
             admin_requires_second_factor: false,
             new_context: crate::login_context::NewContextPolicy::Record,
+            passkeys: None,
         }
     }
 }
@@ -268,6 +272,9 @@ impl SecondFactorConfig {
         }
         if self.privileged_max_age.is_zero() {
             return Err(("privileged_max_age", "must be positive".into()));
+        }
+        if let Some(passkeys) = &self.passkeys {
+            passkeys.build().map_err(|e| ("passkey_rp_id", e))?;
         }
         Ok(())
     }
@@ -296,12 +303,17 @@ pub struct SecondFactorStatus {
     pub totp_pending: bool,
     /// Unused recovery codes.
     pub recovery_codes_left: usize,
+    /// Registered passkeys.
+    pub passkeys: usize,
 }
 
 impl SecondFactorStatus {
     /// The methods a login challenge accepts (empty: no second factor).
     pub fn methods(&self) -> Vec<SecondFactorMethod> {
         let mut methods = Vec::new();
+        if self.passkeys > 0 {
+            methods.push(SecondFactorMethod::Webauthn);
+        }
         if self.totp {
             methods.push(SecondFactorMethod::Totp);
             if self.recovery_codes_left > 0 {
@@ -312,10 +324,58 @@ impl SecondFactorStatus {
     }
 }
 
+/// What is shown as a second factor: a code, or a passkey's answer to a ceremony.
+#[derive(Clone, Copy)]
+pub enum FactorProof<'a> {
+    /// A TOTP code or a recovery code; `method` says which (guessed from its shape when
+    /// absent).
+    Code {
+        /// The code as typed.
+        code: &'a str,
+        /// Which kind of code it is.
+        method: Option<SecondFactorMethod>,
+    },
+    /// An assertion of one of the account's passkeys.
+    Passkey {
+        /// The sealed ceremony that came with the options.
+        ceremony: &'a str,
+        /// The authenticator's answer (`PublicKeyCredential` as JSON).
+        credential: &'a webauthn_rs::prelude::PublicKeyCredential,
+    },
+}
+
+/// When a second factor is checked: a login waiting for it (named by its challenge, which a
+/// passkey ceremony is bound to), or a step-up.
+#[derive(Clone, Copy, Debug)]
+pub enum Occasion<'a> {
+    /// Completing the login whose challenge has this binding.
+    Login(&'a str),
+    /// A step-up of a login.
+    StepUp,
+}
+
+impl Occasion<'_> {
+    /// Its name in the audit log.
+    pub fn during(&self) -> &'static str {
+        match self {
+            Self::Login(_) => "login",
+            Self::StepUp => "step_up",
+        }
+    }
+
+    fn ceremony(&self) -> (CeremonyPurpose, &str) {
+        match self {
+            Self::Login(binding) => (CeremonyPurpose::SecondFactor, binding),
+            Self::StepUp => (CeremonyPurpose::StepUp, ""),
+        }
+    }
+}
+
 /// The second-factor service.
 #[derive(Clone)]
 pub struct SecondFactors {
     store: Arc<dyn SecondFactorStore>,
+    passkeys: Passkeys,
     key: MasterKey,
     clock: Arc<dyn Clock>,
     throttle: Arc<Throttle>,
@@ -350,9 +410,11 @@ impl SecondFactors {
         throttle: Arc<Throttle>,
         audit: Audit,
         config: SecondFactorConfig,
+        passkeys: Passkeys,
     ) -> Self {
         Self {
             store,
+            passkeys,
             key,
             clock,
             throttle,
@@ -364,6 +426,11 @@ impl SecondFactors {
     /// The settings this service runs with.
     pub fn config(&self) -> &SecondFactorConfig {
         &self.config
+    }
+
+    /// Passkeys: registration and the ceremonies.
+    pub fn passkeys(&self) -> &Passkeys {
+        &self.passkeys
     }
 
     /// What second factors `user` has.
@@ -379,16 +446,84 @@ impl SecondFactors {
             totp,
             totp_pending: factor.is_some() && !totp,
             recovery_codes_left,
+            passkeys: self.passkeys.count(user).await?,
         })
     }
 
-    /// Whether `user` must present a second factor at login.
+    /// Whether `user` must present a second factor at login: a confirmed TOTP factor, or a
+    /// passkey.
     pub async fn required(&self, user: &UserId) -> Result<bool, Error> {
-        Ok(self
+        if self
             .store
             .totp_factor(user)
             .await?
-            .is_some_and(|f| f.confirmed_at.is_some()))
+            .is_some_and(|f| f.confirmed_at.is_some())
+        {
+            return Ok(true);
+        }
+        Ok(self.passkeys.count(user).await? > 0)
+    }
+
+    /// Registers a passkey (see [`Passkeys::register`]), audited.
+    pub async fn register_passkey(
+        &self,
+        user: &User,
+        ceremony: &str,
+        credential: &webauthn_rs::prelude::RegisterPublicKeyCredential,
+        name: Option<&str>,
+    ) -> Result<StoredPasskey, Error> {
+        let passkey = self
+            .passkeys
+            .register(user, ceremony, credential, name)
+            .await?;
+        self.audit
+            .record(
+                EventKind::SecondFactorEnrolled,
+                Some(&user.id),
+                json!({"method": SecondFactorMethod::Webauthn, "passkey": passkey.id}),
+            )
+            .await;
+        Ok(passkey)
+    }
+
+    /// Removes one passkey of `user` (`by`: who did it), audited; `false` when there is no such
+    /// passkey.
+    pub async fn remove_passkey(
+        &self,
+        user: &UserId,
+        id: &str,
+        by: Option<&UserId>,
+    ) -> Result<bool, Error> {
+        let removed = self.passkeys.remove(user, id).await?;
+        if removed {
+            self.audit
+                .record(
+                    EventKind::SecondFactorRemoved,
+                    Some(user),
+                    json!({"method": SecondFactorMethod::Webauthn, "passkey": id, "by": by}),
+                )
+                .await;
+        }
+        Ok(removed)
+    }
+
+    /// Removes every passkey of `user` (an operator's rescue), audited; returns how many.
+    pub async fn remove_passkeys(
+        &self,
+        user: &UserId,
+        by: Option<&UserId>,
+    ) -> Result<usize, Error> {
+        let removed = self.passkeys.remove_all(user).await?;
+        if removed > 0 {
+            self.audit
+                .record(
+                    EventKind::SecondFactorRemoved,
+                    Some(user),
+                    json!({"method": SecondFactorMethod::Webauthn, "count": removed, "by": by}),
+                )
+                .await;
+        }
+        Ok(removed)
     }
 
     /// Starts TOTP enrolment: a new secret, stored sealed and unconfirmed (replacing an
@@ -506,20 +641,38 @@ impl SecondFactors {
         Ok(codes)
     }
 
-    /// Checks a second-factor code of `user` and uses it up: a TOTP code's time step, or a
-    /// recovery code. `method` says which it is; without it, six digits are a TOTP code and
-    /// anything else a recovery code. Wrong codes spend the address's and the account's attempt
-    /// budgets (as wrong passwords do) and are audited; `during` names the occasion for the
-    /// audit log (`login`, `step_up`). Returns the method that matched.
+    /// Checks a second factor of `user` and uses it up: a TOTP code's time step, a recovery
+    /// code, or a passkey ceremony. For a code, `method` says which it is; without it, six
+    /// digits are a TOTP code and anything else a recovery code. Failures spend the address's
+    /// and the account's attempt budgets (as wrong passwords do) and are audited; `occasion`
+    /// says when it is checked (and is what a passkey ceremony must be bound to). Returns the
+    /// method that matched.
     pub async fn verify(
         &self,
         user: &User,
-        code: &str,
-        method: Option<SecondFactorMethod>,
+        proof: FactorProof<'_>,
         ip: Option<IpAddr>,
-        during: &'static str,
+        occasion: Occasion<'_>,
     ) -> Result<SecondFactorMethod, Error> {
-        let code = code.trim();
+        let during = occasion.during();
+        let (code, method) = match proof {
+            FactorProof::Code { code, method } => (code.trim(), method),
+            FactorProof::Passkey {
+                ceremony,
+                credential,
+            } => {
+                let (purpose, binding) = occasion.ceremony();
+                self.guarded(user, ip, during, async || {
+                    Ok(self
+                        .passkeys
+                        .verify(&user.id, purpose, binding, ceremony, credential)
+                        .await?
+                        .then_some(()))
+                })
+                .await?;
+                return Ok(SecondFactorMethod::Webauthn);
+            }
+        };
         let method = method.unwrap_or(
             if code.len() == TOTP_DIGITS as usize && code.bytes().all(|b| b.is_ascii_digit()) {
                 SecondFactorMethod::Totp
@@ -561,6 +714,8 @@ impl SecondFactors {
                             .await?
                             .map(Some))
                     }
+                    // A passkey is not a code.
+                    SecondFactorMethod::Webauthn => Ok(None),
                 }
             })
             .await?;
@@ -782,6 +937,38 @@ mod tests {
         async fn recovery_codes_left(&self, _: &UserId) -> Result<usize, StoreError> {
             Ok(self.codes.lock().unwrap().len())
         }
+        // Passkeys are tested against the real stores (tessera-store's conformance) and end to
+        // end (tessera-http's passkey tests); this user has none.
+        async fn add_passkey(&self, _: &StoredPasskey, _: usize) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn passkeys_of(&self, _: &UserId) -> Result<Vec<StoredPasskey>, StoreError> {
+            Ok(Vec::new())
+        }
+        async fn passkey_by_credential(
+            &self,
+            _: &[u8],
+        ) -> Result<Option<StoredPasskey>, StoreError> {
+            Ok(None)
+        }
+        async fn passkey_used(
+            &self,
+            _: &[u8],
+            _: &str,
+            _: u32,
+            _: Timestamp,
+        ) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn rename_passkey(&self, _: &UserId, _: &str, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn delete_passkey(&self, _: &UserId, _: &str) -> Result<bool, StoreError> {
+            Ok(false)
+        }
+        async fn delete_passkeys(&self, _: &UserId) -> Result<usize, StoreError> {
+            Ok(0)
+        }
     }
 
     struct NoEvents;
@@ -807,8 +994,17 @@ mod tests {
         let clock = crate::clock::ManualClock::starting_at_millis(1_700_000_000_000);
         let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
         let (key, _) = MasterKey::generate().unwrap();
+        let store: Arc<dyn SecondFactorStore> = Arc::new(OneUser::default());
+        let passkeys = Passkeys::new(
+            None,
+            Arc::clone(&store),
+            Arc::new(crate::token::dpop::SeenProofs::default()),
+            key.clone(),
+            Arc::clone(&clock_dyn),
+        )
+        .unwrap();
         let service = SecondFactors::new(
-            Arc::new(OneUser::default()),
+            store,
             key,
             Arc::clone(&clock_dyn),
             Arc::new(Throttle::new(
@@ -817,6 +1013,7 @@ mod tests {
             )),
             Audit::new(Arc::new(NoEvents), clock_dyn),
             SecondFactorConfig::default(),
+            passkeys,
         );
         let user = User {
             id: UserId::generate().unwrap(),
@@ -841,7 +1038,16 @@ mod tests {
             .unwrap();
         assert_eq!(codes.len(), RECOVERY_CODES);
         assert!(service.required(&user.id).await.unwrap());
-        let verify = async |code: &str| service.verify(&user, code, None, None, "test").await;
+        let verify = async |code: &str| {
+            service
+                .verify(
+                    &user,
+                    FactorProof::Code { code, method: None },
+                    None,
+                    Occasion::StepUp,
+                )
+                .await
+        };
 
         // The confirming code's step is used.
         assert!(matches!(
@@ -882,10 +1088,12 @@ mod tests {
             service
                 .verify(
                     &user,
-                    codes[4].as_str(),
-                    Some(SecondFactorMethod::Totp),
+                    FactorProof::Code {
+                        code: codes[4].as_str(),
+                        method: Some(SecondFactorMethod::Totp)
+                    },
                     None,
-                    "test"
+                    Occasion::StepUp,
                 )
                 .await
                 .is_err()

@@ -108,6 +108,9 @@ pub enum BuildError {
     /// The revocation list could not be read from the store.
     #[error("loading the revocation list: {0}")]
     Revocations(Error),
+    /// The passkey relying party was refused (an id that is not the domain of its origins).
+    #[error("passkeys: {0}")]
+    Passkeys(String),
 }
 
 /// Every core service of one node, sharing one set of stores. Cheap to clone.
@@ -219,7 +222,8 @@ impl Services {
             config.max_logins_per_user,
             master_key.clone(),
             config.second_factor,
-        );
+        )
+        .map_err(BuildError::Passkeys)?;
         let audit = Audit::new(stores.events.clone(), clock.clone());
         let mailer = Mailer::new(
             stores.mail.clone(),

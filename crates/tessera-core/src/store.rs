@@ -16,6 +16,7 @@ use crate::clock::Timestamp;
 use crate::email::{AccountCode, CodeVerified, EmailAddress};
 use crate::error::StoreError;
 use crate::mail::MailStore;
+use crate::passkey::StoredPasskey;
 use crate::second_factor::{LoginChallenge, TotpFactor};
 use crate::secret::TokenHash;
 use crate::session::{Session, SessionHandle};
@@ -301,6 +302,41 @@ pub trait SecondFactorStore: Send + Sync + 'static {
 
     /// How many unused recovery codes the user has.
     async fn recovery_codes_left(&self, user: &UserId) -> Result<usize, StoreError>;
+
+    /// Registers a passkey, in one step: `false` (nothing written) when its credential id is
+    /// registered already (to any account), the user is gone, or the user has `max` passkeys.
+    async fn add_passkey(&self, passkey: &StoredPasskey, max: usize) -> Result<bool, StoreError>;
+
+    /// The user's passkeys, oldest first.
+    async fn passkeys_of(&self, user: &UserId) -> Result<Vec<StoredPasskey>, StoreError>;
+
+    /// The passkey with this credential id, whoever's it is.
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<StoredPasskey>, StoreError>;
+
+    /// Records a use of a passkey: its new credential state, signature counter and time, in one
+    /// atomic step, only if `sign_count` is ahead of the stored counter or both are 0 (an
+    /// authenticator without a counter). `false` (nothing written) otherwise, or when the
+    /// passkey is gone: of two uses with one counter value, one gets `true`.
+    async fn passkey_used(
+        &self,
+        credential_id: &[u8],
+        credential: &str,
+        sign_count: u32,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
+    /// Renames one passkey of the user; `false` when the user has no passkey with this id.
+    async fn rename_passkey(&self, user: &UserId, id: &str, name: &str)
+    -> Result<bool, StoreError>;
+
+    /// Deletes one passkey of the user; `false` when the user has no passkey with this id.
+    async fn delete_passkey(&self, user: &UserId, id: &str) -> Result<bool, StoreError>;
+
+    /// Deletes every passkey of the user; returns how many.
+    async fn delete_passkeys(&self, user: &UserId) -> Result<usize, StoreError>;
 }
 
 /// Login challenges: a correct password waiting for its second factor. Short-lived state, like

@@ -24,6 +24,7 @@ use crate::extract::{CookieNames, SESSION_COOKIE};
         (name = "hybrid", description = "The hybrid model: the access token in an HttpOnly cookie, plus a CSRF token"),
         (name = "account", description = "A user's own logins (any model) and password"),
         (name = "second-factor", description = "TOTP and recovery codes: enrolment, completing a login with the second factor, and step-up"),
+        (name = "passkeys", description = "Passkeys (WebAuthn): registration, passwordless login, and a passkey as the second factor of a login or a step-up"),
         (name = "admin", description = "For users with the admin role; privileged (an admin with a second factor must have used it recently)"),
         (name = "ops", description = "Health and readiness"),
     )

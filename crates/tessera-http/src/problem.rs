@@ -271,6 +271,12 @@ impl From<Error> for ApiError {
                 "cross-site-request",
                 "a browser login (session or hybrid) is completed only from this server's own origin",
             ),
+            Error::PasskeysUnavailable => Self::new(
+                StatusCode::NOT_FOUND,
+                "passkeys-unavailable",
+                "this server offers no passkeys: its public URL has no domain name to bind them \
+                 to (an IP address cannot be a relying party)",
+            ),
             Error::MailUnavailable => Self::new(
                 StatusCode::NOT_FOUND,
                 "mail-unavailable",

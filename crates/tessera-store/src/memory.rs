@@ -102,6 +102,8 @@ struct Inner {
     events: Vec<SecurityEvent>,
 
     totp: HashMap<UserId, TotpFactor>,
+    /// Registered passkeys, in the order they were added.
+    passkeys: Vec<tessera_core::StoredPasskey>,
     /// Each user's unused recovery codes.
     recovery_codes: HashMap<UserId, HashSet<TokenHash>>,
     challenges: HashMap<TokenHash, LoginChallenge>,
@@ -394,6 +396,7 @@ impl UserStore for MemoryStore {
         }
         inner.sessions.remove_of_user(id, None);
         inner.totp.remove(id);
+        inner.passkeys.retain(|p| p.user_id != *id);
         inner.recovery_codes.remove(id);
         let challenges: Vec<TokenHash> = inner
             .challenges
@@ -1193,6 +1196,114 @@ impl SecondFactorStore for MemoryStore {
             .recovery_codes
             .get(user)
             .map_or(0, HashSet::len))
+    }
+
+    async fn add_passkey(
+        &self,
+        passkey: &tessera_core::StoredPasskey,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        if !inner.users.contains_key(&passkey.user_id)
+            || inner
+                .passkeys
+                .iter()
+                .any(|p| p.credential_id == passkey.credential_id)
+            || inner
+                .passkeys
+                .iter()
+                .filter(|p| p.user_id == passkey.user_id)
+                .count()
+                >= max
+        {
+            return Ok(false);
+        }
+        inner.passkeys.push(passkey.clone());
+        Ok(true)
+    }
+
+    async fn passkeys_of(
+        &self,
+        user: &UserId,
+    ) -> Result<Vec<tessera_core::StoredPasskey>, StoreError> {
+        Ok(self
+            .lock()?
+            .passkeys
+            .iter()
+            .filter(|p| p.user_id == *user)
+            .cloned()
+            .collect())
+    }
+
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<tessera_core::StoredPasskey>, StoreError> {
+        Ok(self
+            .lock()?
+            .passkeys
+            .iter()
+            .find(|p| p.credential_id == credential_id)
+            .cloned())
+    }
+
+    async fn passkey_used(
+        &self,
+        credential_id: &[u8],
+        credential: &str,
+        sign_count: u32,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner
+            .passkeys
+            .iter_mut()
+            .find(|p| p.credential_id == credential_id)
+        {
+            Some(p) if sign_count > p.sign_count || (sign_count == 0 && p.sign_count == 0) => {
+                p.credential = credential.to_owned();
+                p.sign_count = sign_count;
+                p.last_used_at = Some(at);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn rename_passkey(
+        &self,
+        user: &UserId,
+        id: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        match inner
+            .passkeys
+            .iter_mut()
+            .find(|p| p.user_id == *user && p.id == id)
+        {
+            Some(p) => {
+                p.name = name.to_owned();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn delete_passkey(&self, user: &UserId, id: &str) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let before = inner.passkeys.len();
+        inner
+            .passkeys
+            .retain(|p| !(p.user_id == *user && p.id == id));
+        Ok(inner.passkeys.len() < before)
+    }
+
+    async fn delete_passkeys(&self, user: &UserId) -> Result<usize, StoreError> {
+        let mut inner = self.lock()?;
+        let before = inner.passkeys.len();
+        inner.passkeys.retain(|p| p.user_id != *user);
+        Ok(before - inner.passkeys.len())
     }
 }
 

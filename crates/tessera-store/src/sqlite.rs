@@ -252,6 +252,11 @@ fn migrator() -> Migrator {
             "second factor",
             include_str!("../migrations/sqlite/0008_second_factor.sql"),
         ),
+        migration(
+            9,
+            "passkeys",
+            include_str!("../migrations/sqlite/0009_passkeys.sql"),
+        ),
     ])
 }
 

@@ -202,6 +202,11 @@ pub(crate) struct AccountsSection {
     /// The issuer authenticator apps show beside the username (`otpauth://totp/<issuer>:…`).
     /// Default: the host of `public_url`.
     pub totp_issuer: Option<String>,
+    /// The domain passkeys are bound to (the WebAuthn relying party id): the host of
+    /// `public_url`, or a parent domain of it so that passkeys work on its other subdomains too.
+    /// Default: the host of `public_url`; with an IP address there, no passkeys are offered.
+    /// Cannot change once passkeys are registered (they would stop working).
+    pub passkey_rp_id: Option<String>,
 }
 
 impl Default for AccountsSection {
@@ -221,6 +226,7 @@ impl Default for AccountsSection {
             second_factor_challenge_lifetime: Duration::from_secs(5 * 60),
             second_factor_max_attempts: 5,
             totp_issuer: None,
+            passkey_rp_id: None,
         }
     }
 }
@@ -1173,7 +1179,25 @@ impl Config {
             privileged_max_age: self.accounts.privileged_max_age,
             admin_requires_second_factor: self.accounts.admin_requires_second_factor,
             new_context: self.accounts.new_context,
+            passkeys: self.passkey_config(),
         }
+    }
+
+    /// Where passkeys are valid: `public_url`'s origin and the trusted origins on the relying
+    /// party's domain. `None` when `public_url`'s host is an IP address and no
+    /// `accounts.passkey_rp_id` is set.
+    fn passkey_config(&self) -> Option<tessera_core::PasskeyConfig> {
+        let name = self
+            .accounts
+            .totp_issuer
+            .clone()
+            .unwrap_or_else(|| self.public_host());
+        tessera_core::PasskeyConfig::for_public_url(
+            &self.public_url,
+            self.accounts.passkey_rp_id.as_deref(),
+            &name,
+            &self.http.trusted_origins,
+        )
     }
 
     /// The host of `public_url` (what names this server to a person).

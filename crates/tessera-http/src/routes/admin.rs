@@ -230,7 +230,7 @@ pub async fn list_users(
 
 /// The user a URL names. An id that is not in the shape of ours names no user, as an unknown one
 /// does: the same 404, without a store lookup.
-async fn target(state: &AppState, id: &str) -> Result<tessera_core::User, ApiError> {
+pub(crate) async fn target(state: &AppState, id: &str) -> Result<tessera_core::User, ApiError> {
     let user = match UserId::parse(id) {
         Some(id) => state.accounts().user(&id).await?,
         None => None,

@@ -6,6 +6,7 @@ pub mod hybrid;
 pub mod me;
 pub mod ops;
 pub mod pages;
+pub mod passkey;
 pub mod playground;
 pub mod revocations;
 pub mod second_factor;

@@ -2,12 +2,13 @@
 //! with a challenge, and step-up (using the second factor again on a login that has one).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::{Deserialize, Serialize};
 use tessera_core::logins::{CompletedLogin, PendingLogin, SecondFactorAttempt};
+use tessera_core::second_factor::FactorProof;
 use tessera_core::{AuthContext, LoginModel, RecoveryCode, SecondFactorMethod, Timestamp};
 use utoipa::ToSchema;
 
@@ -28,12 +29,18 @@ pub struct SecondFactorRequired {
     pub second_factor_required: bool,
     /// Send it back with the code. Single use; only its hash is stored.
     pub challenge: String,
-    /// What the account can complete the login with: `totp`, `recovery_code`.
+    /// What the account can complete the login with: `webauthn` (a passkey), `totp`,
+    /// `recovery_code`.
     #[schema(example = json!(["totp", "recovery_code"]))]
     pub methods: Vec<String>,
     /// Seconds until the challenge lapses (then log in again).
     #[schema(example = 300)]
     pub expires_in: u64,
+    /// For an account with a passkey: the options to assert one (for
+    /// `navigator.credentials.get`) and the ceremony to send back with the answer to
+    /// `POST /v1/login/second-factor/passkey`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passkey: Option<crate::routes::passkey::AssertionOptions>,
 }
 
 impl From<PendingLogin> for SecondFactorRequired {
@@ -47,6 +54,7 @@ impl From<PendingLogin> for SecondFactorRequired {
                 .map(|m| m.as_str().to_owned())
                 .collect(),
             expires_in: pending.expires_in.as_secs(),
+            passkey: pending.passkey.map(|c| (*c).into()),
         }
     }
 }
@@ -182,27 +190,128 @@ fn check_code(code: &str) -> Result<(), ApiError> {
 #[allow(clippy::too_many_arguments)]
 pub async fn complete_login(
     State(state): State<AppState>,
-    SessionCookie(previous_session): SessionCookie,
-    HybridRefreshCookie(previous_refresh): HybridRefreshCookie,
-    client: ClientMeta,
-    headers: axum::http::HeaderMap,
-    jar: CookieJar,
-    crate::extract::OptionalDpopProof(proof): crate::extract::OptionalDpopProof,
+    browser: BrowserLogin,
+    proof: crate::extract::OptionalDpopProof,
     ApiJson(body): ApiJson<SecondFactorLogin>,
 ) -> Result<Response, ApiError> {
     check_code(&body.code)?;
-    let same_origin = check_same_origin(&headers, &state.0.trusted_origins).is_ok();
+    complete(
+        &state,
+        browser,
+        proof,
+        &body.challenge,
+        FactorProof::Code {
+            code: &body.code,
+            method: body.method.map(Into::into),
+        },
+    )
+    .await
+}
+
+/// The body of `POST /v1/login/second-factor/passkey`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactorPasskeyLogin {
+    /// The `challenge` the login answered with.
+    #[schema(min_length = 43, max_length = 43)]
+    pub challenge: String,
+    /// The `passkey.ceremony` the login answered with.
+    pub ceremony: String,
+    /// What `navigator.credentials.get` returned, as JSON (`PublicKeyCredential.toJSON()`).
+    #[schema(value_type = Object)]
+    pub credential: Box<webauthn_rs::prelude::PublicKeyCredential>,
+}
+
+/// Complete a login with a passkey.
+///
+/// For an account with a passkey, the login's answer carries `passkey.options` for
+/// `navigator.credentials.get` and a `passkey.ceremony`. Send the ceremony back here with the
+/// authenticator's answer and the login's `challenge`: the answer is what the model's login
+/// route would have answered. An answer that does not verify spends the attempt budgets like a
+/// wrong code; a ceremony works once.
+#[utoipa::path(
+    post, path = "/v1/login/second-factor/passkey", tag = "passkeys",
+    params(("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449) for this request: required, of the same key, when the login was started with one")),
+    request_body = SecondFactorPasskeyLogin,
+    responses(
+        (status = 200, description = "Logged in, as the login's model answers", body = CompletedLoginAnswer),
+        (status = 400, description = "The DPoP proof is missing (for a login started with one), invalid, replayed or of another key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The passkey's answer does not verify, or the ceremony is unknown, expired or used (`invalid-second-factor`), or the challenge is unknown, used, expired or burnt (`invalid-challenge`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A cross-site request for a browser login", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "This server offers no passkeys", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn complete_login_passkey(
+    State(state): State<AppState>,
+    browser: BrowserLogin,
+    proof: crate::extract::OptionalDpopProof,
+    ApiJson(body): ApiJson<SecondFactorPasskeyLogin>,
+) -> Result<Response, ApiError> {
+    complete(
+        &state,
+        browser,
+        proof,
+        &body.challenge,
+        FactorProof::Passkey {
+            ceremony: &body.ceremony,
+            credential: &body.credential,
+        },
+    )
+    .await
+}
+
+/// What a browser brings to a login: the login it has already (which the new one replaces),
+/// who it is, whether the request is same-origin, and its cookie jar.
+pub struct BrowserLogin {
+    pub(crate) previous_session: Option<tessera_core::SessionId>,
+    pub(crate) previous_refresh: Option<tessera_core::RefreshToken>,
+    pub(crate) client: ClientMeta,
+    pub(crate) same_origin: bool,
+    pub(crate) jar: CookieJar,
+}
+
+impl FromRequestParts<AppState> for BrowserLogin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let Ok(SessionCookie(previous_session)) =
+            SessionCookie::from_request_parts(parts, state).await;
+        let Ok(HybridRefreshCookie(previous_refresh)) =
+            HybridRefreshCookie::from_request_parts(parts, state).await;
+        let jar = CookieJar::from_headers(&parts.headers);
+        Ok(Self {
+            previous_session,
+            previous_refresh,
+            client: ClientMeta::of(parts, state),
+            same_origin: check_same_origin(&parts.headers, &state.0.trusted_origins).is_ok(),
+            jar,
+        })
+    }
+}
+
+async fn complete(
+    state: &AppState,
+    browser: BrowserLogin,
+    crate::extract::OptionalDpopProof(proof): crate::extract::OptionalDpopProof,
+    challenge: &str,
+    factor: FactorProof<'_>,
+) -> Result<Response, ApiError> {
     let completed = state
         .logins()
         .complete_second_factor(SecondFactorAttempt {
-            challenge: &body.challenge,
-            code: &body.code,
-            method: body.method.map(Into::into),
-            ip: client.ip,
-            client: client.info,
-            same_origin,
-            replacing_session: previous_session.as_ref(),
-            replacing_refresh: previous_refresh.as_ref(),
+            challenge,
+            proof: factor,
+            ip: browser.client.ip,
+            client: browser.client.info,
+            same_origin: browser.same_origin,
+            replacing_session: browser.previous_session.as_ref(),
+            replacing_refresh: browser.previous_refresh.as_ref(),
             dpop_jkt: proof.thumbprint(),
         })
         .await?;
@@ -212,18 +321,27 @@ pub async fn complete_login(
         CompletedLogin::Tokens(_, login) => Some(&login.pair.family_id),
         CompletedLogin::Session(_) => None,
     };
-    proof.record_for_login(&state, made).await?;
-    Ok(match completed {
+    proof.record_for_login(state, made).await?;
+    Ok(login_answer(state, browser.jar, completed))
+}
+
+/// The answer of a completed login, in the model it was made in.
+pub(crate) fn login_answer(
+    state: &AppState,
+    jar: CookieJar,
+    completed: CompletedLogin,
+) -> Response {
+    match completed {
         CompletedLogin::Session(login) => {
-            crate::routes::session::session_login_response(&state, jar, login)
+            crate::routes::session::session_login_response(state, jar, login)
         }
         CompletedLogin::Tokens(LoginModel::Hybrid, login) => {
-            crate::routes::hybrid::hybrid_login_response(&state, jar, login)
+            crate::routes::hybrid::hybrid_login_response(state, jar, login)
         }
         CompletedLogin::Tokens(_, login) => {
             Json(crate::routes::token::token_login_body(login)).into_response()
         }
-    })
+    }
 }
 
 /// A user's second factors.
@@ -235,6 +353,8 @@ pub struct SecondFactorStatusView {
     pub totp_pending: bool,
     /// How many unused recovery codes are left.
     pub recovery_codes_left: usize,
+    /// How many passkeys are registered (each is a second factor too).
+    pub passkeys: usize,
     /// The methods a login challenge accepts (empty without a second factor).
     pub methods: Vec<String>,
 }
@@ -262,6 +382,7 @@ pub async fn status(
         totp: status.totp,
         totp_pending: status.totp_pending,
         recovery_codes_left: status.recovery_codes_left,
+        passkeys: status.passkeys,
         methods: status
             .methods()
             .iter()
@@ -385,14 +506,26 @@ pub async fn confirm(
     ApiJson(body): ApiJson<TotpConfirmation>,
 ) -> Result<Json<RecoveryCodes>, ApiError> {
     check_code(&body.code)?;
-    // A wrong password spends the account's attempt budget, as at login.
+    check_current_password(&state, &auth.user, &body.current_password).await?;
+    let codes = state
+        .logins()
+        .second_factors()
+        .confirm_totp(&auth.user, &body.code, client.ip)
+        .await?;
+    Ok(Json(recovery_codes(codes)))
+}
+
+/// Checks the caller's current password before a new second factor goes on the account: a
+/// wrong one spends the account's attempt budget, as at login, and answers 403.
+pub(crate) async fn check_current_password(
+    state: &AppState,
+    user: &tessera_core::User,
+    password: &tessera_core::Password,
+) -> Result<(), ApiError> {
     let throttle = state.throttle();
-    let account = auth.user.username.as_str();
+    let account = user.username.as_str();
     throttle.spend_account(account, None).await?;
-    let checked = state
-        .accounts()
-        .check_password(&auth.user, &body.current_password)
-        .await;
+    let checked = state.accounts().check_password(user, password).await;
     if !matches!(checked, Err(tessera_core::Error::WrongCurrentPassword)) {
         throttle.refund_account(account, None).await?;
     }
@@ -402,13 +535,7 @@ pub async fn confirm(
                 .with_field("current_password")
         }
         e => e.into(),
-    })?;
-    let codes = state
-        .logins()
-        .second_factors()
-        .confirm_totp(&auth.user, &body.code, client.ip)
-        .await?;
-    Ok(Json(recovery_codes(codes)))
+    })
 }
 
 /// Remove TOTP.
@@ -472,11 +599,12 @@ pub async fn regenerate_recovery_codes(
 /// How a login was authenticated.
 #[derive(Serialize, ToSchema)]
 pub struct AuthenticationView {
-    /// Authentication Method References (RFC 8176): `pwd`, plus `otp` and `mfa` with a second
-    /// factor.
+    /// Authentication Method References (RFC 8176): `pwd`, plus `otp` (a code) or `hwk` (a
+    /// passkey) and `mfa` with a second factor; `hwk`, `user` and `mfa` for a passwordless
+    /// passkey login.
     #[schema(example = json!(["pwd", "otp", "mfa"]))]
     pub amr: Vec<String>,
-    /// `aal1` (password) or `aal2` (with a second factor).
+    /// `aal1` (password) or `aal2` (with a second factor, or a passkey).
     #[schema(example = "aal2")]
     pub acr: String,
     /// When the user last authenticated for this login: the login, or the latest step-up.
@@ -547,14 +675,107 @@ pub async fn step_up(
     ApiJson(body): ApiJson<SecondFactorCode>,
 ) -> Result<Response, ApiError> {
     check_code(&body.code)?;
+    stepped_up(
+        &state,
+        &auth,
+        &client,
+        jar,
+        FactorProof::Code {
+            code: &body.code,
+            method: body.method.map(Into::into),
+        },
+    )
+    .await
+}
+
+/// Options to step up with a passkey.
+///
+/// The options for `navigator.credentials.get` (the account's passkeys) and a `ceremony` to
+/// send back with the authenticator's answer to `POST /v1/account/step-up/passkey`, within five
+/// minutes, once.
+#[utoipa::path(
+    post, path = "/v1/account/step-up/passkey/options", tag = "passkeys",
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
+    responses(
+        (status = 200, body = crate::routes::passkey::AssertionOptions),
+        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A cross-site request or a missing CSRF token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "This server offers no passkeys", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The account has no passkey", body = Problem, content_type = "application/problem+json"),
+        ServiceProblems,
+    )
+)]
+pub async fn step_up_passkey_options(
+    State(state): State<AppState>,
+    auth: AuthUser,
+) -> Result<Json<crate::routes::passkey::AssertionOptions>, ApiError> {
+    let options = state.logins().step_up_options(&auth.user.id).await?;
+    Ok(Json(options.into()))
+}
+
+/// The body of `POST /v1/account/step-up/passkey`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyAssertion {
+    /// The `ceremony` that came with the options.
+    pub ceremony: String,
+    /// What `navigator.credentials.get` returned, as JSON (`PublicKeyCredential.toJSON()`).
+    #[schema(value_type = Object)]
+    pub credential: Box<webauthn_rs::prelude::PublicKeyCredential>,
+}
+
+/// Step up with a passkey.
+///
+/// As `POST /v1/account/step-up`, with a passkey's answer to the options of
+/// `POST /v1/account/step-up/passkey/options` instead of a code.
+#[utoipa::path(
+    post, path = "/v1/account/step-up/passkey", tag = "passkeys",
+    request_body = PasskeyAssertion,
+    security(("bearer" = []), ("session_cookie" = [], "csrf_token" = []), ("hybrid_cookies" = [], "csrf_token" = [])),
+    responses(
+        (status = 200, body = SteppedUp),
+        (status = 401, description = "Not authenticated, or the passkey's answer does not verify, or the ceremony is unknown, expired or used (`invalid-second-factor`)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A cross-site request or a missing CSRF token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "This server offers no passkeys", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn step_up_passkey(
+    State(state): State<AppState>,
+    auth: AuthUser,
+    client: ClientMeta,
+    jar: CookieJar,
+    ApiJson(body): ApiJson<PasskeyAssertion>,
+) -> Result<Response, ApiError> {
+    stepped_up(
+        &state,
+        &auth,
+        &client,
+        jar,
+        FactorProof::Passkey {
+            ceremony: &body.ceremony,
+            credential: &body.credential,
+        },
+    )
+    .await
+}
+
+async fn stepped_up(
+    state: &AppState,
+    auth: &AuthUser,
+    client: &ClientMeta,
+    jar: CookieJar,
+    proof: FactorProof<'_>,
+) -> Result<Response, ApiError> {
     let (context, access) = state
         .logins()
         .step_up(
             &auth.user,
             &auth.login(),
             auth.auth_context(),
-            &body.code,
-            body.method.map(Into::into),
+            proof,
             client.ip,
         )
         .await?;

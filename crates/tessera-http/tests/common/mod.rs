@@ -194,7 +194,14 @@ impl TestApp {
                 verification_url: format!("{origin}/account/verify"),
                 ..tessera_core::AccountMailConfig::default()
             },
-            second_factor: options.second_factor,
+            second_factor: tessera_core::SecondFactorConfig {
+                // Passkeys on the app's own origin, as the server binary derives them from
+                // `public_url`, unless the test set them.
+                passkeys: options.second_factor.passkeys.clone().or_else(|| {
+                    tessera_core::PasskeyConfig::for_public_url(&origin, None, "Tessera test", &[])
+                }),
+                ..options.second_factor
+            },
             ..ServicesConfig::default()
         };
         let services = Services::build(

@@ -185,6 +185,11 @@ fn migrator() -> Migrator {
             "second factor",
             include_str!("../../migrations/postgres/0006_second_factor.sql"),
         ),
+        migration(
+            7,
+            "passkeys",
+            include_str!("../../migrations/postgres/0007_passkeys.sql"),
+        ),
     ])
 }
 

@@ -12,6 +12,7 @@ pub(crate) mod email;
 pub(crate) mod events;
 pub(crate) mod keys;
 pub(crate) mod mail;
+pub(crate) mod passkeys;
 pub(crate) mod refresh;
 pub(crate) mod revocations;
 pub(crate) mod rows;

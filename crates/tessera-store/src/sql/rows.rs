@@ -22,7 +22,7 @@ pub(crate) fn corrupt(what: &str, detail: impl fmt::Display) -> StoreError {
     StoreError::Other(format!("stored {what} does not decode: {detail}"))
 }
 
-fn millis(row: &impl Columns, name: &str) -> Result<Timestamp, StoreError> {
+pub(crate) fn millis(row: &impl Columns, name: &str) -> Result<Timestamp, StoreError> {
     row.int(name).map(Timestamp::from_unix_millis)
 }
 

@@ -519,6 +519,63 @@ macro_rules! impl_store_traits {
             ) -> Result<usize, tessera_core::StoreError> {
                 $crate::sql::second_factor::recovery_codes_left(self, user).await
             }
+
+            async fn add_passkey(
+                &self,
+                passkey: &tessera_core::StoredPasskey,
+                max: usize,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::passkeys::add_passkey(self, passkey, max).await
+            }
+
+            async fn passkeys_of(
+                &self,
+                user: &tessera_core::UserId,
+            ) -> Result<Vec<tessera_core::StoredPasskey>, tessera_core::StoreError> {
+                $crate::sql::passkeys::passkeys_of(self, user).await
+            }
+
+            async fn passkey_by_credential(
+                &self,
+                credential_id: &[u8],
+            ) -> Result<Option<tessera_core::StoredPasskey>, tessera_core::StoreError> {
+                $crate::sql::passkeys::passkey_by_credential(self, credential_id).await
+            }
+
+            async fn passkey_used(
+                &self,
+                credential_id: &[u8],
+                credential: &str,
+                sign_count: u32,
+                at: tessera_core::Timestamp,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::passkeys::passkey_used(self, credential_id, credential, sign_count, at)
+                    .await
+            }
+
+            async fn rename_passkey(
+                &self,
+                user: &tessera_core::UserId,
+                id: &str,
+                name: &str,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::passkeys::rename_passkey(self, user, id, name).await
+            }
+
+            async fn delete_passkey(
+                &self,
+                user: &tessera_core::UserId,
+                id: &str,
+            ) -> Result<bool, tessera_core::StoreError> {
+                $crate::sql::passkeys::delete_passkey(self, user, id).await
+            }
+
+            async fn delete_passkeys(
+                &self,
+                user: &tessera_core::UserId,
+            ) -> Result<usize, tessera_core::StoreError> {
+                $crate::sql::passkeys::delete_passkeys(self, user).await
+            }
         }
 
         #[async_trait::async_trait]

@@ -1,0 +1,580 @@
+//! Passkeys over HTTP with a software authenticator (webauthn-authenticator-rs's `SoftPasskey`,
+//! a real authenticator that makes P-256 keys and signs in process): registration, a passkey
+//! as the second factor of a password login in every model, step-up, and what is refused (a
+//! wrong password at registration, a ceremony used twice or bound to another login, an
+//! assertion for another origin, a passkey of another account). Passwordless login with a
+//! discoverable passkey is tested in Chromium (`passkey_browser.rs`): the software passkey
+//! keeps no credentials of its own.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::{Backend, Browser, Options, PASSWORD, TestApp, problem, session_cookie};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tessera_core::SecondFactorConfig;
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+
+/// A user's authenticator, answering for the app's origin.
+struct Authenticator {
+    inner: SoftPasskey,
+    origin: Url,
+}
+
+impl Authenticator {
+    fn new(app: &TestApp) -> Self {
+        Self::for_origin(&app.origin)
+    }
+
+    fn for_origin(origin: &str) -> Self {
+        Self {
+            // `true`: it reports the user verified (as a PIN or a fingerprint would).
+            inner: SoftPasskey::new(true),
+            origin: Url::parse(origin).unwrap(),
+        }
+    }
+
+    /// What `navigator.credentials.create` would answer to `options`.
+    fn create(&mut self, options: &Value) -> Value {
+        let options: CreationChallengeResponse = serde_json::from_value(options.clone()).unwrap();
+        let credential = self
+            .inner
+            .do_registration(self.origin.clone(), options)
+            .expect("the authenticator registers");
+        serde_json::to_value(credential).unwrap()
+    }
+
+    /// What `navigator.credentials.get` would answer to `options`.
+    fn get(&mut self, options: &Value) -> Value {
+        let options: RequestChallengeResponse = serde_json::from_value(options.clone()).unwrap();
+        let credential = self
+            .inner
+            .do_authentication(self.origin.clone(), options)
+            .expect("the authenticator asserts");
+        serde_json::to_value(credential).unwrap()
+    }
+}
+
+fn segment(token: &str, i: usize) -> Value {
+    let part = token.split('.').nth(i).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+/// Registers a passkey of `authenticator` for the caller, named `name`; returns its view.
+async fn register(
+    app: &TestApp,
+    browser: &Browser,
+    authenticator: &mut Authenticator,
+    name: &str,
+) -> Value {
+    let r = app
+        .as_browser(browser, Method::POST, "/v1/account/passkeys/options", true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let options: Value = r.json().await.unwrap();
+    let public_key = &options["options"]["publicKey"];
+    assert_eq!(public_key["rp"]["id"], "localhost");
+    assert_eq!(
+        public_key["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    assert_eq!(
+        public_key["authenticatorSelection"]["residentKey"],
+        "preferred"
+    );
+    let credential = authenticator.create(&options["options"]);
+
+    // A copied session alone cannot add a passkey: the password is needed.
+    let r = app
+        .as_browser(browser, Method::POST, "/v1/account/passkeys", true)
+        .json(&json!({"ceremony": options["ceremony"], "credential": credential, "name": name, "current_password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(r, StatusCode::FORBIDDEN).await["field"],
+        "current_password"
+    );
+    let r = app
+        .as_browser(browser, Method::POST, "/v1/account/passkeys", true)
+        .json(&json!({"ceremony": options["ceremony"], "credential": credential, "name": name, "current_password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let view: Value = r.json().await.unwrap();
+    assert_eq!(view["name"], name);
+    assert!(view["id"].as_str().unwrap().starts_with("pky_"));
+    assert!(
+        view.get("credential").is_none() && view.get("public_key").is_none(),
+        "no key material in the answer: {view}"
+    );
+
+    // The same answer again: for a login whose second factor is fresh, the ceremony is used;
+    // for a password-only login, the account now has a second factor, so adding a passkey is
+    // privileged and needs it first.
+    let r = app
+        .as_browser(browser, Method::POST, "/v1/account/passkeys", true)
+        .json(&json!({"ceremony": options["ceremony"], "credential": credential, "current_password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let fresh = browser.login["session"]["authentication"]["acr"] == "aal2";
+    if fresh {
+        assert_eq!(
+            problem(r, StatusCode::UNPROCESSABLE_ENTITY).await["field"],
+            "ceremony"
+        );
+    } else {
+        assert_eq!(
+            problem(r, StatusCode::UNAUTHORIZED).await["type"],
+            "urn:tessera:problem:insufficient-user-authentication"
+        );
+    }
+    view
+}
+
+/// Logs in with the password at `path`: the answer must be a challenge offering a passkey.
+async fn challenge(app: &TestApp, path: &str, username: &str) -> Value {
+    let r = app
+        .request(Method::POST, path)
+        .json(&json!({"username": username, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        session_cookie(&r).is_none(),
+        "no credential before the passkey"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["second_factor_required"], true, "{body}");
+    assert!(
+        body["methods"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("webauthn")),
+        "{body}"
+    );
+    assert!(body["passkey"]["ceremony"].is_string(), "{body}");
+    body
+}
+
+async fn complete(app: &TestApp, challenge: &Value, credential: &Value) -> reqwest::Response {
+    app.request(Method::POST, "/v1/login/second-factor/passkey")
+        .json(&json!({
+            "challenge": challenge["challenge"],
+            "ceremony": challenge["passkey"]["ceremony"],
+            "credential": credential,
+        }))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn a_passkey_is_the_second_factor_of_every_model(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let alice = app.user_with_session("alice").await;
+    let mut key = Authenticator::new(&app);
+    register(&app, &alice, &mut key, "Laptop").await;
+
+    let status: Value = app
+        .as_browser(&alice, Method::GET, "/v1/account/totp", false)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["passkeys"], 1);
+    assert_eq!(status["methods"], json!(["webauthn"]));
+
+    // Token model: the passkey completes the login; the tokens say how.
+    let c = challenge(&app, "/v1/token", "alice").await;
+    let credential = key.get(&c["passkey"]["options"]);
+    let r = complete(&app, &c, &credential).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let pair: Value = r.json().await.unwrap();
+    let claims = segment(pair["access_token"].as_str().unwrap(), 1);
+    assert_eq!(claims["amr"], json!(["pwd", "hwk", "mfa"]));
+    assert_eq!(claims["acr"], "aal2");
+    // The same answer again: the challenge is used.
+    let again = complete(&app, &c, &credential).await;
+    assert_eq!(
+        problem(again, StatusCode::UNAUTHORIZED).await["type"],
+        "urn:tessera:problem:invalid-challenge"
+    );
+    // Replayed to another login of the same account: its ceremony is bound to the first.
+    let other = challenge(&app, "/v1/token", "alice").await;
+    let replay = app
+        .request(Method::POST, "/v1/login/second-factor/passkey")
+        .json(&json!({
+            "challenge": other["challenge"],
+            "ceremony": c["passkey"]["ceremony"],
+            "credential": credential,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(replay, StatusCode::UNAUTHORIZED).await["type"],
+        "urn:tessera:problem:invalid-second-factor"
+    );
+    // An answer to this login's options, but for the wrong ceremony of it: refused too.
+    let stale = key.get(&other["passkey"]["options"]);
+    let crossed = app
+        .request(Method::POST, "/v1/login/second-factor/passkey")
+        .json(&json!({
+            "challenge": other["challenge"],
+            "ceremony": c["passkey"]["ceremony"],
+            "credential": stale,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crossed.status(), StatusCode::UNAUTHORIZED);
+
+    // Session model, with a correct answer.
+    let c = challenge(&app, "/v1/session/login", "alice").await;
+    let r = complete(&app, &c, &key.get(&c["passkey"]["options"])).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(session_cookie(&r).is_some());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["session"]["authentication"]["amr"],
+        json!(["pwd", "hwk", "mfa"])
+    );
+
+    // Hybrid model.
+    let c = challenge(&app, "/v1/hybrid/login", "alice").await;
+    let r = complete(&app, &c, &key.get(&c["passkey"]["options"])).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookies: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("__Host-tessera-at=")),
+        "{cookies:?}"
+    );
+
+    // The list shows it, used, with no key material.
+    let list: Value = app
+        .as_browser(&alice, Method::GET, "/v1/account/passkeys", false)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let passkeys = list["passkeys"].as_array().unwrap();
+    assert_eq!(passkeys.len(), 1);
+    assert_eq!(passkeys[0]["name"], "Laptop");
+    assert!(passkeys[0]["last_used_at"].is_string());
+}
+
+async fn what_a_passkey_answer_must_be(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let alice = app.user_with_session("alice").await;
+    let mut key = Authenticator::new(&app);
+    register(&app, &alice, &mut key, "Key").await;
+    let bob = app.user_with_session("bob").await;
+    let mut bobs_key = Authenticator::new(&app);
+    register(&app, &bob, &mut bobs_key, "Bob's").await;
+
+    // An answer made on another origin of the same host (another app's page on another port;
+    // the browser lets it ask for this site's passkeys, the server must not take it): refused.
+    let c = challenge(&app, "/v1/token", "alice").await;
+    let mut phished = Authenticator {
+        inner: key.inner,
+        origin: Url::parse("http://localhost:9").unwrap(),
+    };
+    let credential = phished.get(&c["passkey"]["options"]);
+    let key_back = phished.inner;
+    let r = complete(&app, &c, &credential).await;
+    assert_eq!(
+        problem(r, StatusCode::UNAUTHORIZED).await["type"],
+        "urn:tessera:problem:invalid-second-factor"
+    );
+    let mut key = Authenticator {
+        inner: key_back,
+        origin: Url::parse(&app.origin).unwrap(),
+    };
+
+    // Bob's passkey, answering a ceremony of bob's, cannot complete alice's login.
+    let c = challenge(&app, "/v1/token", "alice").await;
+    let bobs_login = challenge(&app, "/v1/token", "bob").await;
+    let bobs_answer = bobs_key.get(&bobs_login["passkey"]["options"]);
+    let r = app
+        .request(Method::POST, "/v1/login/second-factor/passkey")
+        .json(&json!({
+            "challenge": c["challenge"],
+            "ceremony": bobs_login["passkey"]["ceremony"],
+            "credential": bobs_answer,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Alice still completes her login with her own passkey (the refusal spent an attempt only).
+    let r = complete(&app, &c, &key.get(&c["passkey"]["options"])).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // Malformed bodies: a clear 4xx, never a panic.
+    for body in [
+        json!({"challenge": c["challenge"], "ceremony": "x", "credential": {"id": 1}}),
+        json!({"challenge": c["challenge"], "ceremony": "x"}),
+        json!({"challenge": c["challenge"], "ceremony": "x", "credential": {}, "extra": 1}),
+    ] {
+        let r = app
+            .request(Method::POST, "/v1/login/second-factor/passkey")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == StatusCode::UNPROCESSABLE_ENTITY || r.status() == StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            r.status()
+        );
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{body}"
+        );
+    }
+    // A ceremony that is not one of ours, for a passwordless login: 401 like a wrong password.
+    let options: Value = app
+        .request(Method::POST, "/v1/login/passkey/options")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let forged = URL_SAFE_NO_PAD.encode([7u8; 80]);
+    let any_answer = key.get(&c["passkey"]["options"]);
+    let r = app
+        .request(Method::POST, "/v1/login/passkey")
+        .json(&json!({"ceremony": forged, "credential": any_answer, "model": "token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(r, StatusCode::UNAUTHORIZED).await["type"],
+        "urn:tessera:problem:invalid-credentials"
+    );
+    // A real passwordless ceremony, answered by a passkey that names no user: refused.
+    let r = app
+        .request(Method::POST, "/v1/login/passkey")
+        .json(&json!({"ceremony": options["ceremony"], "credential": any_answer, "model": "token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+async fn step_up_with_a_passkey(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            second_factor: SecondFactorConfig {
+                privileged_max_age: Duration::from_secs(120),
+                ..SecondFactorConfig::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = app.user_with_session("alice").await;
+    let mut key = Authenticator::new(&app);
+    let first = register(&app, &alice, &mut key, "First").await;
+
+    // A login with the passkey as its second factor.
+    let c = challenge(&app, "/v1/session/login", "alice").await;
+    let r = complete(&app, &c, &key.get(&c["passkey"]["options"])).await;
+    let cookie = session_cookie(&r).unwrap();
+    let body: Value = r.json().await.unwrap();
+    let browser = Browser {
+        cookie: Some(cookie.value),
+        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+        login: body,
+    };
+    // A second passkey, while the factor is fresh; it is refused once the factor is stale.
+    let mut second_key = Authenticator::new(&app);
+    register(&app, &browser, &mut second_key, "Second").await;
+    app.clock.advance(Duration::from_secs(300));
+    let path = format!("/v1/account/passkeys/{}", first["id"].as_str().unwrap());
+    let r = app
+        .as_browser(&browser, Method::DELETE, &path, true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(r, StatusCode::UNAUTHORIZED).await["type"],
+        "urn:tessera:problem:insufficient-user-authentication"
+    );
+    let r = app
+        .as_browser(&browser, Method::POST, "/v1/account/passkeys/options", true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Step up with either passkey: the options list both.
+    let options: Value = app
+        .as_browser(
+            &browser,
+            Method::POST,
+            "/v1/account/step-up/passkey/options",
+            true,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        options["options"]["publicKey"]["allowCredentials"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let answer = second_key.get(&options["options"]);
+    let r = app
+        .as_browser(&browser, Method::POST, "/v1/account/step-up/passkey", true)
+        .json(&json!({"ceremony": options["ceremony"], "credential": answer}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let stepped: Value = r.json().await.unwrap();
+    assert_eq!(
+        stepped["authentication"]["amr"],
+        json!(["pwd", "hwk", "mfa"])
+    );
+    // The answer again: its ceremony is used.
+    let r = app
+        .as_browser(&browser, Method::POST, "/v1/account/step-up/passkey", true)
+        .json(&json!({"ceremony": options["ceremony"], "credential": answer}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(r, StatusCode::UNAUTHORIZED).await["type"],
+        "urn:tessera:problem:invalid-second-factor"
+    );
+
+    // Fresh again: the first passkey goes, and no longer completes a login.
+    let r = app
+        .as_browser(&browser, Method::DELETE, &path, true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = app
+        .as_browser(&browser, Method::DELETE, &path, true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = app
+        .as_browser(
+            &browser,
+            Method::PATCH,
+            "/v1/account/passkeys/pky_unknown",
+            true,
+        )
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "no such passkey id");
+    let c = challenge(&app, "/v1/token", "alice").await;
+    assert_eq!(
+        c["passkey"]["options"]["publicKey"]["allowCredentials"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = complete(&app, &c, &second_key.get(&c["passkey"]["options"])).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // An admin can take every passkey off an account (a user who lost them): the password
+    // alone logs in again.
+    let list: Value = app
+        .as_browser(&browser, Method::GET, "/v1/account/passkeys", false)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["passkeys"][0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .as_browser(
+            &browser,
+            Method::PATCH,
+            &format!("/v1/account/passkeys/{id}"),
+            true,
+        )
+        .json(&json!({"name": "Phone"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    app.accounts
+        .create(
+            "root",
+            &tessera_core::Password::new(PASSWORD),
+            vec!["admin".into()],
+        )
+        .await
+        .unwrap();
+    let root: Value = app
+        .request(Method::POST, "/v1/token")
+        .json(&json!({"username": "root", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let alice_id = browser.login["user"]["id"].as_str().unwrap();
+    let r = app
+        .request(
+            Method::DELETE,
+            &format!("/v1/admin/users/{alice_id}/passkeys"),
+        )
+        .bearer_auth(root["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["removed"], 1);
+    let r = app
+        .request(Method::POST, "/v1/session/login")
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert!(session_cookie(&r).is_some(), "the password alone logs in");
+}
+
+on_every_backend!(
+    a_passkey_is_the_second_factor_of_every_model,
+    what_a_passkey_answer_must_be,
+    step_up_with_a_passkey,
+);
