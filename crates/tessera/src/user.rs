@@ -103,6 +103,13 @@ pub(crate) enum UserCommand {
         /// A username or a user id (usr_…).
         user: String,
     },
+    /// Remove every passkey of an account, for a user who lost them: they no longer log in,
+    /// nor count as a second factor. Check who asks first: it is what someone holding only the
+    /// password would ask for.
+    RemovePasskeys {
+        /// A username or a user id (usr_…).
+        user: String,
+    },
     /// Delete an account and everything of it: its sessions and their data, its token and hybrid
     /// logins, its roles and password. Every credential of it stops working at once, on running
     /// servers too; the audit log keeps the user id, not the username, and records the deletion.
@@ -221,6 +228,28 @@ pub(crate) fn run(config: Config, command: UserCommand) -> anyhow::Result<()> {
             } else {
                 anyhow::bail!("{} has no TOTP set up", user.username)
             }
+        }),
+        UserCommand::RemovePasskeys { user } => with_app(&config, async |app| {
+            let user = find_user(app, &user).await?;
+            let removed = app
+                .logins
+                .second_factors()
+                .remove_passkeys(&user.id, None)
+                .await?;
+            if removed == 0 {
+                anyhow::bail!("{} has no passkey", user.username)
+            }
+            let still = if app.logins.second_factors().required(&user.id).await? {
+                "TOTP is still required at login"
+            } else {
+                "the password alone logs in"
+            };
+            eprintln!(
+                "{}: {removed} passkey{} removed; {still}",
+                user.username,
+                if removed == 1 { "" } else { "s" }
+            );
+            Ok(())
         }),
         UserCommand::Roles { user, roles } => with_app(&config, async |app| {
             let user = find_user(app, &user).await?;
