@@ -102,7 +102,7 @@ struct Inner {
     events: Vec<SecurityEvent>,
 
     totp: HashMap<UserId, TotpFactor>,
-    /// Registered passkeys, in the order they were added.
+    /// Registered passkeys, in the order they were added (listed oldest first).
     passkeys: Vec<tessera_core::StoredPasskey>,
     /// Each user's unused recovery codes.
     recovery_codes: HashMap<UserId, HashSet<TokenHash>>,
@@ -1226,13 +1226,16 @@ impl SecondFactorStore for MemoryStore {
         &self,
         user: &UserId,
     ) -> Result<Vec<tessera_core::StoredPasskey>, StoreError> {
-        Ok(self
+        let mut passkeys: Vec<_> = self
             .lock()?
             .passkeys
             .iter()
             .filter(|p| p.user_id == *user)
             .cloned()
-            .collect())
+            .collect();
+        // Oldest first, as SQL orders them: the order they were added in need not be that.
+        passkeys.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(passkeys)
     }
 
     async fn passkey_by_credential(

@@ -621,6 +621,7 @@ mod tests {
             let store = SqliteStore::open(&path).await.unwrap();
             // Back to the schema as released with version 1, with a user in it.
             for table in [
+                "passkeys",
                 "login_challenges",
                 "recovery_codes",
                 "totp_factors",

@@ -37,6 +37,7 @@ pub mod events;
 pub mod health;
 pub mod keys;
 pub mod mail;
+pub mod passkeys;
 pub mod proofs;
 pub mod refresh;
 pub mod revocations;
@@ -132,7 +133,8 @@ where
     email::concurrent_code_writes(make().await).await;
 }
 
-/// The [`SecondFactorStore`] checks, each on a fresh store from `make`.
+/// The [`SecondFactorStore`] checks (TOTP, recovery codes, passkeys), each on a fresh store from
+/// `make`.
 pub async fn second_factor_conformance<S, F, Fut>(make: F)
 where
     S: UserStore + SecondFactorStore + ChallengeStore,
@@ -145,6 +147,15 @@ where
     second_factor::recovery_codes_work_once(make().await).await;
     second_factor::concurrent_recovery_code_use(make().await).await;
     second_factor::second_factors_of_a_deleted_user(make().await).await;
+    passkeys::passkeys_round_trip(make().await).await;
+    passkeys::passkey_credential_ids_are_unique(make().await).await;
+    passkeys::passkey_limit(make().await).await;
+    passkeys::concurrent_passkey_adds(make().await).await;
+    passkeys::concurrent_adds_of_one_credential(make().await).await;
+    passkeys::passkey_counters_move_forward(make().await).await;
+    passkeys::concurrent_passkey_use(make().await).await;
+    passkeys::passkey_rename_and_delete(make().await).await;
+    passkeys::passkeys_of_a_deleted_user(make().await).await;
 }
 
 /// The [`ChallengeStore`] checks, each on a fresh store from `make`.
@@ -308,9 +319,8 @@ async fn with_user<S: UserStore>(store: &S, name: &str) -> User {
 /// ```
 ///
 /// A backend that holds only some of the stores names the groups it runs (`health`, `users`,
-/// `email`, `sessions`, `keys`, `refresh`, `revocations`, `events`, `mail`, `deletion`,
-/// `second_factor`, `challenges`; all of
-/// them by default):
+/// `email`, `sessions`, `keys`, `refresh`, `revocations`, `events`, `mail`, `deletion`, `proofs`,
+/// `second_factor` (TOTP, recovery codes and passkeys), `challenges`; all of them by default):
 /// `conformance_tests!([sessions, revocations] make_store().await)`. When every test needs setup
 /// and teardown around its store, give a body instead, in which `check` runs the test's check on
 /// the store it is given:
@@ -378,6 +388,7 @@ macro_rules! __conformance_group {
     };
     (second_factor $($run:tt)+) => {
         $crate::__conformance_checks!(second_factor [totp_enrolment, totp_steps_are_used_once, concurrent_step_use, recovery_codes_work_once, concurrent_recovery_code_use, second_factors_of_a_deleted_user] $($run)+);
+        $crate::__conformance_checks!(passkeys [passkeys_round_trip, passkey_credential_ids_are_unique, passkey_limit, concurrent_passkey_adds, concurrent_adds_of_one_credential, passkey_counters_move_forward, concurrent_passkey_use, passkey_rename_and_delete, passkeys_of_a_deleted_user] $($run)+);
     };
     (challenges $($run:tt)+) => {
         $crate::__conformance_checks!(challenges [challenges, concurrent_challenge_use, challenge_sweep] $($run)+);
