@@ -175,6 +175,31 @@ impl AuthContext {
             .is_some_and(|at| now.since(at) <= max_age)
     }
 
+    /// The context an access token describes by its `amr` and `acr` claims, `auth_time` being
+    /// its `auth_time` (or its issue time). The inverse of [`amr`](Self::amr) and
+    /// [`acr`](Self::acr): a token of a passkey login says so as its login's session does. A
+    /// token signed before `amr` existed, with `aal2`, reads as a TOTP code (it was the only
+    /// second factor then).
+    pub fn from_token(amr: Option<&[String]>, acr: Option<&str>, auth_time: Timestamp) -> Self {
+        let has = |m: &str| amr.is_some_and(|amr| amr.iter().any(|a| a == m));
+        let first_factor = if !has("pwd") && has("hwk") && has("user") {
+            FirstFactor::Passkey
+        } else {
+            FirstFactor::Password
+        };
+        let second_factor = match acr {
+            Some(ACR_SECOND_FACTOR) if has("otp") => Some(SecondFactorMethod::Totp),
+            Some(ACR_SECOND_FACTOR) if has("hwk") => Some(SecondFactorMethod::Webauthn),
+            Some(ACR_SECOND_FACTOR) => Some(SecondFactorMethod::Totp),
+            _ => None,
+        };
+        Self {
+            auth_time,
+            second_factor,
+            first_factor,
+        }
+    }
+
     /// The stored form: compact JSON of milliseconds and the method's name.
     pub fn to_stored(&self) -> String {
         let stored = Stored {
@@ -215,6 +240,41 @@ fn is_password(first: &FirstFactor) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_describes_its_login_as_the_login_does() {
+        let at = Timestamp::from_unix_millis(1_700_000_000_000);
+        let later = at.saturating_add(Duration::from_secs(60));
+        let password = AuthContext::password(at);
+        let passkey = AuthContext::passkey(at);
+        for context in [
+            password,
+            password.with_second_factor(SecondFactorMethod::Totp, later),
+            password.with_second_factor(SecondFactorMethod::Webauthn, later),
+            passkey,
+            passkey.with_second_factor(SecondFactorMethod::Webauthn, later),
+            passkey.with_second_factor(SecondFactorMethod::Totp, later),
+        ] {
+            let amr: Vec<String> = context.amr().iter().map(|m| (*m).to_owned()).collect();
+            let read = AuthContext::from_token(Some(&amr), Some(context.acr()), context.auth_time);
+            assert_eq!(read.amr(), context.amr(), "{context:?}");
+            assert_eq!(read.acr(), context.acr(), "{context:?}");
+            assert_eq!(read.first_factor, context.first_factor, "{context:?}");
+        }
+        // A recovery code is `otp` in a token, as a TOTP code is.
+        let recovery = password.with_second_factor(SecondFactorMethod::RecoveryCode, later);
+        let amr: Vec<String> = recovery.amr().iter().map(|m| (*m).to_owned()).collect();
+        assert_eq!(
+            AuthContext::from_token(Some(&amr), Some("aal2"), later).amr(),
+            ["pwd", "otp", "mfa"]
+        );
+        // Tokens signed before `amr`: the password, and TOTP with `aal2`.
+        assert_eq!(AuthContext::from_token(None, None, at), password);
+        assert_eq!(
+            AuthContext::from_token(None, Some("aal2"), at).amr(),
+            ["pwd", "otp", "mfa"]
+        );
+    }
 
     #[test]
     fn the_stored_form_round_trips_and_refuses_what_it_does_not_know() {

@@ -205,6 +205,21 @@ async fn a_passkey_is_the_second_factor_of_every_model(backend: Backend) {
     let claims = segment(pair["access_token"].as_str().unwrap(), 1);
     assert_eq!(claims["amr"], json!(["pwd", "hwk", "mfa"]));
     assert_eq!(claims["acr"], "aal2");
+    // `/v1/me` reads the token as the token says: the passkey, not a code.
+    let me: Value = app
+        .request(Method::GET, "/v1/me")
+        .bearer_auth(pair["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["auth"]["authentication"]["amr"],
+        json!(["pwd", "hwk", "mfa"]),
+        "{me}"
+    );
     // The same answer again: the challenge is used.
     let again = complete(&app, &c, &credential).await;
     assert_eq!(

@@ -61,8 +61,9 @@ pub struct AccessClaims {
     /// by that key, as `Authorization: DPoP`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<crate::token::dpop::Confirmation>,
-    /// How the user authenticated (RFC 8176 values): `["pwd"]`, or `["pwd", "otp", "mfa"]`
-    /// with a second factor. Absent in tokens signed before it existed.
+    /// How the user authenticated (RFC 8176 values): `["pwd"]`, `["pwd", "otp", "mfa"]` or
+    /// `["pwd", "hwk", "mfa"]` with a second factor, `["hwk", "user", "mfa"]` for a passkey
+    /// alone. Absent in tokens signed before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amr: Option<Vec<String>>,
     /// The assurance level reached: `aal1` (password) or `aal2` (with a second factor).

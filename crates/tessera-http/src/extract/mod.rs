@@ -248,7 +248,7 @@ impl AuthUser {
     }
 
     /// How the caller authenticated for this login: its session's record, or what its access
-    /// token says (`auth_time`, `acr`; a token without them is read as a password login at its
+    /// token says (`auth_time`, `amr`, `acr`; a token without them is read as a password login at its
     /// issue time).
     pub fn auth_context(&self) -> tessera_core::AuthContext {
         match &self.model {
@@ -260,12 +260,11 @@ impl AuthUser {
                         .auth_time
                         .map_or(claims.iat_ms, |s| s.saturating_mul(1000)),
                 );
-                let mut context = tessera_core::AuthContext::password(at);
-                if claims.acr.as_deref() == Some(tessera_core::auth_context::ACR_SECOND_FACTOR) {
-                    // Which one a token does not say (`otp` covers both); the time is what counts.
-                    context.second_factor = Some(tessera_core::SecondFactorMethod::Totp);
-                }
-                context
+                tessera_core::AuthContext::from_token(
+                    claims.amr.as_deref(),
+                    claims.acr.as_deref(),
+                    at,
+                )
             }
         }
     }

@@ -47,13 +47,29 @@ function whoami(result) {
     : "nobody";
 }
 
+// What a completed login of `model` leaves in this page (a password login's answer, or one
+// completed with a passkey).
+function loggedIn(model, body) {
+  if (model === "session") { state.sessionCsrf = body.csrf_token; ended.session = false; }
+  if (model === "token") { state.access = body.access_token; state.refresh = body.refresh_token; ended.access = null; }
+  if (model === "hybrid") { state.hybridCsrf = body.csrf_token; ended.hybrid = null; }
+  held(model);
+}
+
+const loginPaths = { session: "/v1/session/login", token: "/v1/token", hybrid: "/v1/hybrid/login" };
+
+// A password login; an account with a second factor answers with a challenge instead.
+async function passwordLogin(model) {
+  const r = await call("POST", loginPaths[model], { json: credentials() });
+  if (r.status !== 200) return;
+  if (r.body.second_factor_required) await secondFactor(model, r.body);
+  else loggedIn(model, r.body);
+}
+
 const actions = {
   async "register"() { await call("POST", "/v1/users", { json: credentials() }); },
 
-  async "session-login"() {
-    const r = await call("POST", "/v1/session/login", { json: credentials() });
-    if (r.status === 200) { state.sessionCsrf = r.body.csrf_token; ended.session = false; held("session"); }
-  },
+  "session-login": () => passwordLogin("session"),
   async "session-me"() { whoami(await call("GET", "/v1/me")); },
   async "session-logout"() {
     const r = await call("DELETE", "/v1/session", { headers: { "x-csrf-token": state.sessionCsrf || "" } });
@@ -63,13 +79,7 @@ const actions = {
   },
   async "session-held"() { await held("session"); },
 
-  async "token-login"() {
-    const r = await call("POST", "/v1/token", { json: credentials() });
-    if (r.status === 200) {
-      state.access = r.body.access_token; state.refresh = r.body.refresh_token; ended.access = null;
-      held("token");
-    }
-  },
+  "token-login": () => passwordLogin("token"),
   async "token-me"() {
     whoami(await call("GET", "/v1/me", { headers: state.access ? { authorization: `Bearer ${state.access}` } : {} }));
   },
@@ -85,10 +95,7 @@ const actions = {
   },
   async "token-held"() { await held("token"); },
 
-  async "hybrid-login"() {
-    const r = await call("POST", "/v1/hybrid/login", { json: credentials() });
-    if (r.status === 200) { state.hybridCsrf = r.body.csrf_token; ended.hybrid = null; held("hybrid"); }
-  },
+  "hybrid-login": () => passwordLogin("hybrid"),
   async "hybrid-me"() { whoami(await call("GET", "/v1/me")); },
   async "hybrid-refresh"() {
     const r = await call("POST", "/v1/hybrid/refresh", { headers: { "x-csrf-token": state.hybridCsrf || "" } });
@@ -110,7 +117,139 @@ const actions = {
   "session-xss": () => injected("session"),
   "token-xss": () => injected("token"),
   "hybrid-xss": () => injected("hybrid"),
+
+  "passkey-add": () => addPasskey(),
+  "passkey-list": () => listPasskeys(),
+  "passkey-login": () => passkeyLogin(),
 };
+
+// ---- Passkeys ---------------------------------------------------------------------------------
+
+// Says how the last passkey step went; `kind` is "error" or "done" when it ended, "busy" before.
+function passkeySays(kind, text) {
+  const out = $("passkey-status");
+  out.textContent = text;
+  out.dataset.kind = kind;
+}
+
+// A refused request: the problem document's detail (every error of this server is one).
+function refused(r, what) {
+  const detail = r.body && typeof r.body === "object" && (r.body.detail || r.body.title);
+  passkeySays("error", `${what}: ${detail || `the server answered ${r.status}`}`);
+}
+
+// The headers of an account request: the token if this page holds one, else its cookie login's
+// CSRF token (the hybrid login's first, as the server reads the cookies).
+function accountHeaders() {
+  if (state.access) return { authorization: `Bearer ${state.access}` };
+  return { "x-csrf-token": state.hybridCsrf || state.sessionCsrf || "" };
+}
+
+// Asks the browser (and through it the authenticator) to make (`create`) or use (`get`) a
+// passkey for the server's options; the answer as JSON, or null after saying why not.
+async function askAuthenticator(kind, options) {
+  const api = window.PublicKeyCredential;
+  if (!api || !api.parseCreationOptionsFromJSON || !navigator.credentials) {
+    passkeySays("error", "This browser cannot use passkeys here: they need a secure context (https, or http://localhost) and a browser with WebAuthn's JSON methods.");
+    return null;
+  }
+  const what = `navigator.credentials.${kind}`;
+  try {
+    const credential = kind === "create"
+      ? await navigator.credentials.create({ publicKey: api.parseCreationOptionsFromJSON(options.publicKey) })
+      : await navigator.credentials.get({ publicKey: api.parseRequestOptionsFromJSON(options.publicKey) });
+    log("WebAuthn", what, "done", { id: credential.id, authenticatorAttachment: credential.authenticatorAttachment });
+    return credential.toJSON();
+  } catch (e) {
+    log("WebAuthn", what, e.name, e.message);
+    passkeySays("error", `The passkey was not ${kind === "create" ? "made" : "used"} (${e.name}): ${e.message}`);
+    return null;
+  }
+}
+
+async function addPasskey() {
+  const password = $("passkey-password").value;
+  if (!password) { passkeySays("error", "Adding a passkey needs the account's current password."); return; }
+  passkeySays("busy", "Asking the server for registration options…");
+  const options = await call("POST", "/v1/account/passkeys/options", { headers: accountHeaders() });
+  if (options.status !== 200) { refused(options, "No passkey added"); return; }
+  passkeySays("busy", "Waiting for your authenticator…");
+  const credential = await askAuthenticator("create", options.body.options);
+  if (!credential) return;
+  const r = await call("POST", "/v1/account/passkeys", {
+    headers: accountHeaders(),
+    json: { ceremony: options.body.ceremony, credential, name: $("passkey-name").value, current_password: password },
+  });
+  if (r.status !== 201) { refused(r, "No passkey added"); return; }
+  $("passkey-password").value = "";
+  passkeySays("done", `Added the passkey "${r.body.name}". It now logs in alone, and password logins ask for it.`);
+  await listPasskeys();
+}
+
+async function listPasskeys() {
+  const r = await call("GET", "/v1/account/passkeys", { headers: accountHeaders() });
+  const list = $("passkey-list");
+  list.textContent = "";
+  if (r.status !== 200) { refused(r, "No list"); return; }
+  for (const p of r.body.passkeys) {
+    const li = document.createElement("li");
+    li.dataset.id = p.id;
+    li.textContent = `${p.name}: added ${p.created_at}, ${p.last_used_at ? `last used ${p.last_used_at}` : "never used"} `;
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "Remove";
+    remove.addEventListener("click", () => removePasskey(p));
+    li.append(remove);
+    list.append(li);
+  }
+  if (r.body.passkeys.length === 0) {
+    const li = document.createElement("li");
+    li.textContent = "This account has no passkey.";
+    list.append(li);
+  }
+  list.dataset.count = String(r.body.passkeys.length);
+}
+
+async function removePasskey(passkey) {
+  const r = await call("DELETE", `/v1/account/passkeys/${encodeURIComponent(passkey.id)}`, { headers: accountHeaders() });
+  if (r.status !== 204) { refused(r, `"${passkey.name}" stays`); return; }
+  passkeySays("done", `Removed the passkey "${passkey.name}".`);
+  await listPasskeys();
+}
+
+// Passwordless: no username; the authenticator offers the passkeys it keeps for this site.
+async function passkeyLogin() {
+  const model = $("passkey-model").value;
+  passkeySays("busy", "Asking the server for login options…");
+  const options = await call("POST", "/v1/login/passkey/options");
+  if (options.status !== 200) { refused(options, "Not logged in"); return; }
+  passkeySays("busy", "Waiting for your authenticator…");
+  const credential = await askAuthenticator("get", options.body.options);
+  if (!credential) return;
+  const r = await call("POST", "/v1/login/passkey", { json: { ceremony: options.body.ceremony, credential, model } });
+  if (r.status !== 200) { refused(r, "Not logged in"); return; }
+  loggedIn(model, r.body);
+  const who = r.body.user ? ` as ${r.body.user.username}` : "";
+  passkeySays("done", `Logged in${who} with the passkey alone (${model} model).`);
+}
+
+// A password login that answered with a challenge: completes it with a passkey when the account
+// has one; this page takes no TOTP or recovery code.
+async function secondFactor(model, challenge) {
+  if (!challenge.passkey) {
+    passkeySays("error", `The password was right, but this account also asks for a second factor that this playground does not take (${challenge.methods.join(", ")}): it completes a login with a passkey only. Complete it from an API client (POST /v1/login/second-factor with the challenge and the code), or use an account with a passkey.`);
+    return;
+  }
+  passkeySays("busy", "The password was right; this account asks for its passkey too. Waiting for your authenticator…");
+  const credential = await askAuthenticator("get", challenge.passkey.options);
+  if (!credential) return;
+  const r = await call("POST", "/v1/login/second-factor/passkey", {
+    json: { challenge: challenge.challenge, ceremony: challenge.passkey.ceremony, credential },
+  });
+  if (r.status !== 200) { refused(r, "Not logged in"); return; }
+  loggedIn(model, r.body);
+  passkeySays("done", `Logged in with the password and the passkey (${model} model).`);
+}
 
 // ---- What the server holds -----------------------------------------------------------------
 

@@ -321,6 +321,54 @@ impl Chromium {
         }
     }
 
+    /// Adds a virtual authenticator to the browser (WebDriver's WebAuthn extension): from then
+    /// on `navigator.credentials` talks to it, with no prompt. `options` are the extension's
+    /// (`protocol`, `transport`, `hasResidentKey`, `isUserVerified`, …). Returns its id.
+    pub(crate) async fn add_virtual_authenticator(&self, options: Value) -> String {
+        let v = self
+            .command(
+                reqwest::Method::POST,
+                "/webauthn/authenticator",
+                Some(options),
+            )
+            .await;
+        v.as_str().expect("an authenticator id").to_owned()
+    }
+
+    /// The credentials a virtual authenticator holds (`credentialId`, `isResidentCredential`,
+    /// `rpId`, `userHandle`, `signCount`, …).
+    pub(crate) async fn authenticator_credentials(&self, authenticator: &str) -> Vec<Value> {
+        let v = self
+            .command(
+                reqwest::Method::GET,
+                &format!("/webauthn/authenticator/{authenticator}/credentials"),
+                None,
+            )
+            .await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Whether a virtual authenticator reports the user verified (as a PIN or fingerprint
+    /// would) from now on.
+    pub(crate) async fn set_user_verified(&self, authenticator: &str, verified: bool) {
+        self.command(
+            reqwest::Method::POST,
+            &format!("/webauthn/authenticator/{authenticator}/uv"),
+            Some(json!({"isUserVerified": verified})),
+        )
+        .await;
+    }
+
+    /// Takes a virtual authenticator away.
+    pub(crate) async fn remove_virtual_authenticator(&self, authenticator: &str) {
+        self.command(
+            reqwest::Method::DELETE,
+            &format!("/webauthn/authenticator/{authenticator}"),
+            None,
+        )
+        .await;
+    }
+
     /// Ends the WebDriver session with a blocking request, since `Drop` cannot await.
     fn end_session_blocking(&self) {
         let Some(session) = &self.session else { return };
