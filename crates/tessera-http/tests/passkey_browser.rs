@@ -321,6 +321,10 @@ async fn the_playground_registers_and_logs_in_with_a_passkey_in_chromium() {
     chromium.set_user_verified(&authenticator, true).await;
     let (kind, text) = page.passkey("passkey-login").await;
     assert_eq!(kind, "done", "{text}");
+    // The page's step-up: the login shows the passkey again.
+    let (kind, text) = page.passkey("passkey-step-up").await;
+    assert_eq!(kind, "done", "{text}");
+    assert!(text.starts_with("Stepped up: hwk, user, mfa at "), "{text}");
     page.passkey("passkey-list").await;
     chromium.click("#passkey-list li button").await;
     chromium

@@ -121,6 +121,7 @@ const actions = {
   "passkey-add": () => addPasskey(),
   "passkey-list": () => listPasskeys(),
   "passkey-login": () => passkeyLogin(),
+  "passkey-step-up": () => passkeyStepUp(),
 };
 
 // ---- Passkeys ---------------------------------------------------------------------------------
@@ -215,6 +216,25 @@ async function removePasskey(passkey) {
   if (r.status !== 204) { refused(r, `"${passkey.name}" stays`); return; }
   passkeySays("done", `Removed the passkey "${passkey.name}".`);
   await listPasskeys();
+}
+
+// Step-up: the current login shows a passkey again, for the privileged actions (removing or
+// adding a passkey, changing the password) that need a recent second factor.
+async function passkeyStepUp() {
+  passkeySays("busy", "Asking the server for step-up options…");
+  const options = await call("POST", "/v1/account/step-up/passkey/options", { headers: accountHeaders() });
+  if (options.status !== 200) { refused(options, "Not stepped up"); return; }
+  passkeySays("busy", "Waiting for your authenticator…");
+  const credential = await askAuthenticator("get", options.body.options);
+  if (!credential) return;
+  const r = await call("POST", "/v1/account/step-up/passkey", {
+    headers: accountHeaders(),
+    json: { ceremony: options.body.ceremony, credential },
+  });
+  if (r.status !== 200) { refused(r, "Not stepped up"); return; }
+  // A token login gets a fresh access token carrying the new authentication time.
+  if (r.body.access_token) state.access = r.body.access_token;
+  passkeySays("done", `Stepped up: ${r.body.authentication.amr.join(", ")} at ${r.body.authentication.auth_time}.`);
 }
 
 // Passwordless: no username; the authenticator offers the passkeys it keeps for this site.
