@@ -2045,3 +2045,327 @@ async fn a_second_factor_works_across_nodes() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// Passkeys across nodes. Every node has the same `public_url` ([`PUBLIC_URL`]), as nodes
+/// behind one load balancer do, and as they must: it is the tokens' issuer too. So they have
+/// one relying party (`localhost`) and one origin, where the user's browser is, and an answer
+/// made for one node's options is one every node accepts. (Listing one node's origin in the
+/// others' `http.trusted_origins` instead would need a `public_url`, so an issuer, per node.)
+/// A ceremony is sealed, not stored: options from one node are finished on another. It works
+/// once across all of them: its use is recorded in Redis, where DPoP proofs are, so an answer
+/// replayed to any other node is refused, for a registration, a login's second factor, a
+/// step-up and a passwordless login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_passkey_ceremony_works_once_across_nodes() {
+    require_services().await;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::new(Redis::Shared);
+    // As an operator does before the nodes start: this also makes the first signing key, which
+    // nodes started at once on an empty database would each make on their own (and a token of
+    // one would be refused by the others until they reload their keys).
+    cluster.add_admin("root");
+    cluster.start_nodes();
+    let http = Http::new();
+    let (a, b, c) = (cluster.node("A"), cluster.node("B"), cluster.node("C"));
+    let mut key = harness::Passkey::new(PUBLIC_URL);
+    let post = |node: &Node, path: &str| http.0.post(format!("{}{path}", node.base));
+    let problem_type = async |r: reqwest::Response| {
+        let body: Value = r.json().await.unwrap();
+        body["type"].as_str().unwrap_or_default().to_owned()
+    };
+
+    http.register(a, "fern").await;
+    let password_only = http.token_login(a, "fern").await;
+
+    // Registered with options from A, the answer finished on B.
+    let r = post(a, "/v1/account/passkeys/options")
+        .bearer_auth(&password_only.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "registration options on A");
+    let registration: Value = r.json().await.unwrap();
+    assert_eq!(
+        registration["options"]["publicKey"]["rp"]["id"],
+        "localhost"
+    );
+    let created = key.create(&registration["options"]);
+    let register = json!({
+        "ceremony": registration["ceremony"],
+        "credential": created,
+        "name": "Laptop",
+        "current_password": PASSWORD,
+    });
+    let r = post(b, "/v1/account/passkeys")
+        .bearer_auth(&password_only.access)
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "A's registration on B: {body}");
+    for node in [a, b, c] {
+        let list: Value = http
+            .0
+            .get(format!("{}/v1/account/passkeys", node.base))
+            .bearer_auth(&password_only.access)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            list["passkeys"].as_array().map(Vec::len),
+            Some(1),
+            "the passkey on {}: {list}",
+            node.name
+        );
+    }
+
+    // A password login on A is answered with passkey options; B completes it, and the very
+    // same request is refused by A and C afterwards.
+    let password_login = async |node: &Node| {
+        let r = post(node, "/v1/token")
+            .json(&json!({"username": "fern", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "password login on {}",
+            node.name
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["second_factor_required"], true, "{body}");
+        assert!(body["passkey"]["ceremony"].is_string(), "{body}");
+        body
+    };
+    let completion = |challenge: &Value, credential: &Value| {
+        json!({
+            "challenge": challenge["challenge"],
+            "ceremony": challenge["passkey"]["ceremony"],
+            "credential": credential,
+        })
+    };
+    let challenge = password_login(a).await;
+    let answer = completion(&challenge, &key.get(&challenge["passkey"]["options"]));
+    let r = post(b, "/v1/login/second-factor/passkey")
+        .json(&answer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "A's login completed on B");
+    let pair: Value = r.json().await.unwrap();
+    let fresh = pair["access_token"].as_str().unwrap().to_owned();
+    for node in [a, c] {
+        let r = post(node, "/v1/login/second-factor/passkey")
+            .json(&answer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "the completion replayed on {}",
+            node.name
+        );
+    }
+
+    // A replayed answer is refused twice over: by its ceremony, and by the authenticator's
+    // signature counter, which it does not move forward. Synced passkeys have no counter (it
+    // stays 0), and the software one has: so each ceremony is also spent on one node by an
+    // answer that does not verify (made on another origin; the counter is not recorded), and
+    // a right answer to it is then refused on another node, by the ceremony alone.
+    let elsewhere = webauthn_rs::prelude::Url::parse("http://localhost:9").unwrap();
+
+    // The login's ceremony, spent on C, is refused on A while the login's challenge is open.
+    let challenge = password_login(a).await;
+    let phished = key.get_on(&elsewhere, &challenge["passkey"]["options"]);
+    let r = post(c, "/v1/login/second-factor/passkey")
+        .json(&completion(&challenge, &phished))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "another origin's answer"
+    );
+    assert_eq!(
+        problem_type(r).await,
+        "urn:tessera:problem:invalid-second-factor"
+    );
+    let right = key.get(&challenge["passkey"]["options"]);
+    let r = post(a, "/v1/login/second-factor/passkey")
+        .json(&completion(&challenge, &right))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a login's ceremony spent on C, on A"
+    );
+    assert_eq!(
+        problem_type(r).await,
+        "urn:tessera:problem:invalid-second-factor"
+    );
+
+    // The registration's ceremony was spent on B: its answer replayed to A by a login that may
+    // register passkeys (its second factor is fresh) is refused for the ceremony (not as a
+    // passkey registered already).
+    let r = post(a, "/v1/account/passkeys")
+        .bearer_auth(&fresh)
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "the registration replayed on A"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "ceremony", "{body}");
+
+    // Step-up: options from B, answered on A; the same request is refused on B and C.
+    let step_up_options = async |node: &Node| {
+        let r = post(node, "/v1/account/step-up/passkey/options")
+            .bearer_auth(&password_only.access)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "step-up options on {}",
+            node.name
+        );
+        r.json::<Value>().await.unwrap()
+    };
+    let step_up = async |node: &Node, body: &Value| {
+        let r = post(node, "/v1/account/step-up/passkey")
+            .bearer_auth(&password_only.access)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json::<Value>().await.unwrap())
+    };
+    let options = step_up_options(b).await;
+    let answer =
+        json!({"ceremony": options["ceremony"], "credential": key.get(&options["options"])});
+    let (status, stepped) = step_up(a, &answer).await;
+    assert_eq!(status, StatusCode::OK, "step-up on A: {stepped}");
+    assert_eq!(
+        stepped["authentication"]["amr"],
+        json!(["pwd", "hwk", "mfa"])
+    );
+    for node in [b, c] {
+        let (status, body) = step_up(node, &answer).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the step-up replayed on {}",
+            node.name
+        );
+        assert_eq!(body["type"], "urn:tessera:problem:invalid-second-factor");
+    }
+    // Spent on A by another origin's answer, the ceremony is refused on B.
+    let options = step_up_options(c).await;
+    let phished = json!({"ceremony": options["ceremony"], "credential": key.get_on(&elsewhere, &options["options"])});
+    let (status, _) = step_up(a, &phished).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "another origin's step-up");
+    let right =
+        json!({"ceremony": options["ceremony"], "credential": key.get(&options["options"])});
+    let (status, body) = step_up(b, &right).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a step-up ceremony spent on A, on B"
+    );
+    assert_eq!(body["type"], "urn:tessera:problem:invalid-second-factor");
+
+    // A passwordless login: options from C, answered on A; the same request is refused on B
+    // and C.
+    let user_handle = &registration["options"]["publicKey"]["user"]["id"];
+    let passwordless_options = async || {
+        let r = post(c, "/v1/login/passkey/options").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "passwordless options on C");
+        r.json::<Value>().await.unwrap()
+    };
+    let passwordless = async |node: &Node, body: &Value| {
+        let r = post(node, "/v1/login/passkey")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json::<Value>().await.unwrap())
+    };
+    let options = passwordless_options().await;
+    let answer = json!({
+        "ceremony": options["ceremony"],
+        "credential": key.get_discoverable(&options["options"], &created["id"], user_handle),
+        "model": "token",
+    });
+    let (status, pair) = passwordless(a, &answer).await;
+    assert_eq!(status, StatusCode::OK, "passwordless login on A: {pair}");
+    let claims = pair["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["amr"], json!(["hwk", "user", "mfa"]));
+    for node in [b, c] {
+        let (status, body) = passwordless(node, &answer).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "the passwordless login replayed on {}",
+            node.name
+        );
+        assert_eq!(body["type"], "urn:tessera:problem:invalid-credentials");
+    }
+    // Spent on A by another origin's answer, the ceremony is refused on B.
+    let options = passwordless_options().await;
+    let phished = json!({
+        "ceremony": options["ceremony"],
+        "credential": key.get_discoverable_on(&elsewhere, &options["options"], &created["id"], user_handle),
+        "model": "token",
+    });
+    let (status, _) = passwordless(a, &phished).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "another origin's login");
+    let right = json!({
+        "ceremony": options["ceremony"],
+        "credential": key.get_discoverable(&options["options"], &created["id"], user_handle),
+        "model": "token",
+    });
+    let (status, body) = passwordless(b, &right).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a passwordless ceremony spent on A, on B"
+    );
+    assert_eq!(body["type"], "urn:tessera:problem:invalid-credentials");
+    // The same answer with fresh options is taken: the refusal was the ceremony's.
+    let options = passwordless_options().await;
+    let fresh_answer = json!({
+        "ceremony": options["ceremony"],
+        "credential": key.get_discoverable(&options["options"], &created["id"], user_handle),
+        "model": "token",
+    });
+    let (status, body) = passwordless(b, &fresh_answer).await;
+    assert_eq!(status, StatusCode::OK, "a passwordless login on B: {body}");
+}

@@ -351,6 +351,127 @@ async fn user_commands_work_on_a_stopped_server_and_reach_a_running_one_at_once(
     }
 }
 
+/// A password login: the JSON answer (tokens, or a second-factor challenge).
+async fn password_login(client: &reqwest::Client, server: &Node, user: &str) -> Value {
+    let r = client
+        .post(server.url("/v1/token"))
+        .json(&json!({"username": user, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "password login of {user}");
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn passkeys_removed_from_the_command_line_leave_the_password_alone_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let dana = add_user(dir, NO_ENV, "dana", false, PASSWORD);
+    let server = Node::start(dir, &[], NO_ENV);
+    let client = reqwest::Client::new();
+
+    // A passkey, registered through the running server by a software authenticator on the
+    // server's public origin (the default `public_url`).
+    let mut key = harness::Passkey::new("http://localhost:8080");
+    let login = password_login(&client, &server, "dana").await;
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    let r = client
+        .post(server.url("/v1/account/passkeys/options"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "registration options");
+    let options: Value = r.json().await.unwrap();
+    let r = client
+        .post(server.url("/v1/account/passkeys"))
+        .bearer_auth(&access)
+        .json(&json!({
+            "ceremony": options["ceremony"],
+            "credential": key.create(&options["options"]),
+            "name": "Phone",
+            "current_password": PASSWORD,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "registration");
+
+    // A password login now needs the passkey.
+    let challenge = password_login(&client, &server, "dana").await;
+    assert_eq!(challenge["second_factor_required"], true, "{challenge}");
+    assert_eq!(challenge["methods"], json!(["webauthn"]), "{challenge}");
+
+    // Removed from the command line (by name); the running server lets the password alone in
+    // at once, and the passkey no longer completes a login begun before.
+    let (success, _, err) = cli(dir, &["user", "remove-passkeys", "dana"]);
+    assert!(success, "{err}");
+    assert!(err.contains("dana: 1 passkey removed"), "{err}");
+    assert!(err.contains("the password alone logs in"), "{err}");
+    at_once("a password login needs no second factor", || async {
+        password_login(&client, &server, "dana").await["access_token"].is_string()
+    })
+    .await;
+    let r = client
+        .post(server.url("/v1/login/second-factor/passkey"))
+        .json(&json!({
+            "challenge": challenge["challenge"],
+            "ceremony": challenge["passkey"]["ceremony"],
+            "credential": key.get(&challenge["passkey"]["options"]),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the removed passkey completes no login"
+    );
+    let list: Value = client
+        .get(server.url("/v1/account/passkeys"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["passkeys"], json!([]), "{list}");
+
+    // Again (by id): nothing to remove, said clearly. An unknown user: named.
+    let err = refused(dir, &["user", "remove-passkeys", &dana]);
+    assert!(err.contains("dana has no passkey"), "{err}");
+    let err = refused(dir, &["user", "remove-passkeys", "nobody"]);
+    assert!(err.contains("nobody"), "{err}");
+    assert!(server.stop().success());
+
+    // The audit log records the removal, by the command line (no admin).
+    add_user(dir, NO_ENV, "root", true, PASSWORD);
+    let server = Node::start(dir, &[], NO_ENV);
+    let admin = token_login(&client, &server, "root", PASSWORD).await;
+    let events: Value = client
+        .get(server.url("/v1/admin/events?limit=200"))
+        .bearer_auth(admin["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let removed: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "second_factor_removed")
+        .collect();
+    assert_eq!(removed.len(), 1, "{events}");
+    assert_eq!(removed[0]["user_id"], dana.as_str());
+    assert_eq!(removed[0]["detail"]["method"], "webauthn");
+    assert_eq!(removed[0]["detail"]["count"], 1);
+    assert!(removed[0]["detail"]["by"].is_null(), "{events}");
+}
+
 #[tokio::test]
 async fn keys_rotated_from_the_command_line_are_in_the_running_servers_jwks_at_once() {
     let dir = tempfile::tempdir().unwrap();

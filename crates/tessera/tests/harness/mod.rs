@@ -5,7 +5,9 @@
 //! - [`Node`]: `tessera serve` as a child process, on a spare port or a fixed one, with its log
 //!   kept, stopped gracefully (SIGTERM) or killed (SIGKILL), and killed when dropped;
 //! - [`Redis`] and [`Postgres`]: throwaway backing services of a test's own, on spare ports, that
-//!   it may stop and start again without disturbing the shared services other tests use.
+//!   it may stop and start again without disturbing the shared services other tests use;
+//! - [`Passkey`]: a user's passkey (a software authenticator), answering passkey options as a
+//!   browser on a given origin does.
 //!
 //! Everything is stopped and removed when its guard is dropped, on panic too. What a test sets
 //! up (its configuration, its cluster, its gateway) stays in the test's own file. Each test
@@ -587,6 +589,92 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Passkeys
+
+/// A user's passkey: webauthn-authenticator-rs's software authenticator (a P-256 key made and
+/// used in process, which reports the user verified, as a PIN or a fingerprint would), answering
+/// as a browser on `origin` does.
+pub(crate) struct Passkey {
+    key: webauthn_authenticator_rs::softpasskey::SoftPasskey,
+    origin: webauthn_rs::prelude::Url,
+}
+
+impl Passkey {
+    /// A new authenticator, holding no credential yet, for pages on `origin`.
+    pub(crate) fn new(origin: &str) -> Self {
+        Self {
+            key: webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true),
+            origin: webauthn_rs::prelude::Url::parse(origin).expect("an origin"),
+        }
+    }
+
+    /// What `navigator.credentials.create` answers to `options` (`{"publicKey": …}`), as JSON.
+    pub(crate) fn create(&mut self, options: &serde_json::Value) -> serde_json::Value {
+        use webauthn_authenticator_rs::WebauthnAuthenticator;
+        let options = serde_json::from_value(options.clone()).expect("creation options");
+        let credential = self
+            .key
+            .do_registration(self.origin.clone(), options)
+            .expect("the authenticator registers");
+        serde_json::to_value(credential).unwrap()
+    }
+
+    /// What `navigator.credentials.get` answers to `options` (`{"publicKey": …}`), as JSON.
+    pub(crate) fn get(&mut self, options: &serde_json::Value) -> serde_json::Value {
+        let origin = self.origin.clone();
+        self.get_on(&origin, options)
+    }
+
+    /// What `navigator.credentials.get` answers to `options` on a page of another origin (a
+    /// phishing page on the same host, say): an answer the server must refuse.
+    pub(crate) fn get_on(
+        &mut self,
+        origin: &webauthn_rs::prelude::Url,
+        options: &serde_json::Value,
+    ) -> serde_json::Value {
+        use webauthn_authenticator_rs::WebauthnAuthenticator;
+        let options = serde_json::from_value(options.clone()).expect("request options");
+        let credential = self
+            .key
+            .do_authentication(origin.clone(), options)
+            .expect("the authenticator asserts");
+        serde_json::to_value(credential).unwrap()
+    }
+
+    /// What a discoverable passkey answers to passwordless options, which name no credential.
+    /// The software authenticator keeps no list of its credentials, so the caller names the
+    /// one it registered (`credential_id`, the registration answer's `id`), and the answer
+    /// carries the account's user handle (`user_handle`, the registration options'
+    /// `publicKey.user.id`), as a discoverable passkey's does. The handle is not signed by
+    /// the authenticator: the server checks it against the credential's account.
+    pub(crate) fn get_discoverable(
+        &mut self,
+        options: &serde_json::Value,
+        credential_id: &serde_json::Value,
+        user_handle: &serde_json::Value,
+    ) -> serde_json::Value {
+        let origin = self.origin.clone();
+        self.get_discoverable_on(&origin, options, credential_id, user_handle)
+    }
+
+    /// [`Passkey::get_discoverable`] on a page of another origin.
+    pub(crate) fn get_discoverable_on(
+        &mut self,
+        origin: &webauthn_rs::prelude::Url,
+        options: &serde_json::Value,
+        credential_id: &serde_json::Value,
+        user_handle: &serde_json::Value,
+    ) -> serde_json::Value {
+        let mut options = options.clone();
+        options["publicKey"]["allowCredentials"] =
+            serde_json::json!([{"type": "public-key", "id": credential_id}]);
+        let mut answer = self.get_on(origin, &options);
+        answer["response"]["userHandle"] = user_handle.clone();
+        answer
     }
 }
 
