@@ -36,9 +36,19 @@ impl Follower {
         // A gap was heard but re-reading after it failed: retry the re-read, not just a refresh.
         let mut gap_pending = false;
         let mut next_reread = tokio::time::Instant::now() + ANNOUNCEMENT_LOSS_BOUND;
+        let mut first = true;
         loop {
             let mut events = match feed.subscribe().await {
-                Ok(events) => events,
+                Ok(events) => {
+                    // Once listening, the keys are read again: a node started at the same moment
+                    // on an empty store may have made its first key after this node loaded its
+                    // own, and announced it before this node listened. From here on, every new
+                    // key is announced to this node.
+                    if std::mem::take(&mut first) {
+                        self.reload_keys().await;
+                    }
+                    events
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot subscribe to the change feed; retrying");
                     self.lose(&mut lost);

@@ -187,7 +187,8 @@ impl Services {
         )
         .await
         .map_err(BuildError::Keys)?
-        .with_feed(stores.feed.clone());
+        .with_feed(stores.feed.clone())
+        .await;
         let revocations = Revocations::load(
             stores.revocations.clone(),
             token_config.revocation,

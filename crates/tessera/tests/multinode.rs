@@ -2369,3 +2369,31 @@ async fn a_passkey_ceremony_works_once_across_nodes() {
     let (status, body) = passwordless(b, &fresh_answer).await;
     assert_eq!(status, StatusCode::OK, "a passwordless login on B: {body}");
 }
+
+/// Three nodes started at the same moment on an empty store may each make a first signing key
+/// (none finds an active one). Each announces the key it made, and each reads the keys again
+/// once it listens to the feed, so a token signed on any node verifies on every other one at
+/// its first use, not only after a background reload that the first such request would miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_started_together_on_an_empty_store_accept_each_others_tokens_at_once() {
+    require_services().await;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    for round in 0..3 {
+        let mut cluster = Cluster::new(Redis::Shared);
+        cluster.start_nodes();
+        let http = Http::new();
+        let names = ["A", "B", "C"];
+        http.register(cluster.node("A"), "frank").await;
+        for signer in names {
+            let pair = http.token_login(cluster.node(signer), "frank").await;
+            for verifier in names {
+                assert_eq!(
+                    http.me_with_bearer(cluster.node(verifier), &pair.access)
+                        .await,
+                    StatusCode::OK,
+                    "round {round}: a token of {signer} at its first use on {verifier}"
+                );
+            }
+        }
+    }
+}

@@ -187,6 +187,8 @@ pub struct KeyRing {
     verify_after_rotation: Duration,
     keys: RwLock<Arc<KeySet>>,
     feed: Option<Arc<dyn crate::feed::ChangeFeed>>,
+    /// Whether loading created a key, which [`with_feed`](Self::with_feed) then announces.
+    created_at_load: bool,
     /// One reload at a time: a slow reload that read the store earlier must not install its
     /// older picture over a newer one.
     reloading: tokio::sync::Mutex<()>,
@@ -216,6 +218,7 @@ impl KeyRing {
             algorithm,
             verify_after_rotation,
             feed: None,
+            created_at_load: false,
             reloading: tokio::sync::Mutex::new(()),
             last_eager_reload: std::sync::atomic::AtomicI64::new(0),
             keys: RwLock::new(Arc::new(set.unwrap_or_else(|| KeySet {
@@ -227,7 +230,12 @@ impl KeyRing {
         if !has_active {
             ring.rotate().await?;
         }
-        Ok(ring)
+        Ok(ring.created_at_load(!has_active))
+    }
+
+    fn created_at_load(mut self, created: bool) -> Self {
+        self.created_at_load = created;
+        self
     }
 
     fn build(stored: &[StoredKey], master: &MasterKey) -> Result<Option<KeySet>, Error> {
@@ -258,8 +266,14 @@ impl KeyRing {
     }
 
     /// Publishes rotations and retirements on `feed`, so other nodes reload their keys at once.
-    pub fn with_feed(mut self, feed: Arc<dyn crate::feed::ChangeFeed>) -> Self {
+    /// A key [`load`](Self::load) created (a first start, or a new algorithm) is announced now:
+    /// nodes started at the same moment on an empty store each make one, and each must learn
+    /// the others' before a token signed with them arrives.
+    pub async fn with_feed(mut self, feed: Arc<dyn crate::feed::ChangeFeed>) -> Self {
         self.feed = Some(feed);
+        if self.created_at_load {
+            self.keys_changed().await;
+        }
         self
     }
 
