@@ -446,7 +446,7 @@ impl SecondFactors {
             totp,
             totp_pending: factor.is_some() && !totp,
             recovery_codes_left,
-            passkeys: self.passkeys.count(user).await?,
+            passkeys: self.usable_passkeys(user).await?,
         })
     }
 
@@ -461,7 +461,18 @@ impl SecondFactors {
         {
             return Ok(true);
         }
-        Ok(self.passkeys.count(user).await? > 0)
+        Ok(self.usable_passkeys(user).await? > 0)
+    }
+
+    /// How many passkeys `user` can use here: none on a server that offers no passkeys (its
+    /// public URL has no domain), so that passkeys registered under another configuration do
+    /// not ask for a second factor that cannot be given.
+    async fn usable_passkeys(&self, user: &UserId) -> Result<usize, Error> {
+        if self.passkeys.enabled() {
+            self.passkeys.count(user).await
+        } else {
+            Ok(0)
+        }
     }
 
     /// Registers a passkey (see [`Passkeys::register`]), audited.
