@@ -73,6 +73,11 @@ pub enum Error {
     /// account without a second factor. One answer for all of them.
     #[error("the second-factor code is not correct")]
     InvalidSecondFactor,
+    /// A passkey's answer, given as a second factor (login challenge, step-up), that does not
+    /// verify: another challenge or origin, no user verification, a used or expired ceremony, a
+    /// passkey of another account. One answer for all of them.
+    #[error("the passkey's answer does not verify")]
+    PasskeyRefused,
     /// A login challenge that is unknown, already used, expired, or burnt by wrong codes. One
     /// answer for all: the client starts the login again.
     #[error("the login challenge is unknown, used, or expired; log in again")]

@@ -5,8 +5,9 @@
 //! authenticator answers. The state between them (the challenge, the credentials allowed) does
 //! not go into a store: it is sealed with the master key (AES-256-GCM, bound to what the ceremony
 //! is for and whose it is) and travels with the client as `ceremony`, so any node can finish
-//! it. It lapses after [`CEREMONY_LIFETIME`] and works once: its id is recorded, on every node,
-//! in the store that refuses replayed DPoP proofs.
+//! it. It lapses after [`CEREMONY_LIFETIME`] and works once: its id is recorded, on every node
+//! and across restarts, in the store that refuses replayed DPoP proofs
+//! ([`ProofReplayStore::first_use_durable`]).
 //!
 //! Credentials are public keys: stored as they are (no secret), with their signature counter,
 //! which only moves forward (a counter that goes back means a cloned authenticator).
@@ -36,6 +37,9 @@ use crate::user::{User, UserId};
 pub const CEREMONY_LIFETIME: Duration = Duration::from_secs(5 * 60);
 /// The longest name a passkey may be given.
 pub const MAX_NAME_CHARS: usize = 64;
+/// The longest credential id kept (WebAuthn allows 1023 bytes; real authenticators use 16 to
+/// about 250).
+pub const MAX_CREDENTIAL_ID_LEN: usize = 1023;
 /// The most passkeys one account may register.
 pub const MAX_PASSKEYS: usize = 20;
 
@@ -304,6 +308,12 @@ impl Passkeys {
     ) -> Result<StoredPasskey, Error> {
         let rp = self.rp()?;
         let name = passkey_name(name)?;
+        if credential.type_ != "public-key" {
+            return Err(Error::invalid(
+                "credential",
+                "the credential's type must be \"public-key\"",
+            ));
+        }
         let state: PasskeyRegistration = self
             .open(CeremonyPurpose::Register, user.id.as_str(), ceremony)
             .await?;
@@ -315,6 +325,14 @@ impl Passkeys {
                     format!("the authenticator's answer was refused: {e}"),
                 )
             })?;
+        if !(1..=MAX_CREDENTIAL_ID_LEN).contains(&passkey.cred_id().len()) {
+            return Err(Error::invalid(
+                "credential",
+                format!(
+                    "the authenticator's credential id must be 1 to {MAX_CREDENTIAL_ID_LEN} bytes long"
+                ),
+            ));
+        }
         let stored = StoredPasskey {
             id: crate::secret::random_public_id("pky_")?,
             user_id: user.id.clone(),
@@ -373,6 +391,9 @@ impl Passkeys {
         credential: &PublicKeyCredential,
     ) -> Result<bool, Error> {
         let rp = self.rp()?;
+        if credential.type_ != "public-key" {
+            return Ok(false);
+        }
         let state: PasskeyAuthentication =
             match self.open(purpose, &bound(user, binding), ceremony).await {
                 Ok(state) => state,
@@ -413,6 +434,9 @@ impl Passkeys {
         credential: &PublicKeyCredential,
     ) -> Result<Option<UserId>, Error> {
         let rp = self.rp()?;
+        if credential.type_ != "public-key" {
+            return Ok(None);
+        }
         let state: DiscoverableAuthentication =
             match self.open(CeremonyPurpose::Passwordless, "", ceremony).await {
                 Ok(state) => state,
@@ -460,6 +484,9 @@ impl Passkeys {
 
     /// Renames a passkey of `user`; `false` when there is no such passkey.
     pub async fn rename(&self, user: &UserId, id: &str, name: &str) -> Result<bool, Error> {
+        if name.trim().is_empty() {
+            return Err(Error::invalid("name", "a passkey's name cannot be empty"));
+        }
         let name = passkey_name(Some(name))?;
         Ok(self.store.rename_passkey(user, id, &name).await?)
     }
@@ -528,7 +555,7 @@ impl Passkeys {
             .chain_update(opened.id.as_bytes())
             .finalize()
             .into();
-        if !self.used.first_use(&name, expires, now).await? {
+        if !self.used.first_use_durable(&name, expires, now).await? {
             return Err(refused());
         }
         Ok(opened.state)

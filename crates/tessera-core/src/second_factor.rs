@@ -680,7 +680,11 @@ impl SecondFactors {
                         .await?
                         .then_some(()))
                 })
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    Error::InvalidSecondFactor => Error::PasskeyRefused,
+                    e => e,
+                })?;
                 return Ok(SecondFactorMethod::Webauthn);
             }
         };

@@ -521,6 +521,20 @@ pub trait ProofReplayStore: Send + Sync + 'static {
     /// Forgets records that expired at or before `now`; returns how many (an estimate where the
     /// store expires them by itself).
     async fn purge_expired_proofs(&self, now: Timestamp) -> Result<usize, StoreError>;
+
+    /// [`first_use`](Self::first_use), recorded where it outlives the process and is seen by
+    /// every process on the same store: for what stays usable longer than a DPoP proof (a
+    /// passkey ceremony, five minutes), which a restart must not make usable again. Stores whose
+    /// `first_use` is durable already (a database, Redis) need not override it; one that keeps
+    /// DPoP proofs in memory for speed (SQLite) writes these to disk.
+    async fn first_use_durable(
+        &self,
+        key: &[u8; 32],
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.first_use(key, expires_at, now).await
+    }
 }
 
 /// The audit trail.

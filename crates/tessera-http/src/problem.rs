@@ -123,7 +123,7 @@ impl ApiError {
         let seconds = max_age.as_secs();
         let mut refusal = Self::step_up_required(max_age);
         refusal.detail = format!(
-            "this login is being used from a new network and a new browser or app at once: use your second factor at POST /v1/account/step-up (with {{\"code\": \"…\"}}, within {seconds} s of using it), or log in again"
+            "this login is being used from a new network and a new browser or app at once: use your second factor at POST /v1/account/step-up (with {{\"code\": \"…\"}}) or POST /v1/account/step-up/passkey (a passkey), within {seconds} s of using it, or log in again"
         );
         refusal
     }
@@ -144,7 +144,7 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             "insufficient-user-authentication",
             format!(
-                "this action needs your second factor, used within the last {seconds} s: use it again at POST /v1/account/step-up (with {{\"code\": \"…\"}}), then repeat the request; without a second factor, set one up at POST /v1/account/totp first"
+                "this action needs your second factor, used within the last {seconds} s: use it again at POST /v1/account/step-up (with {{\"code\": \"…\"}}) or POST /v1/account/step-up/passkey (a passkey), then repeat the request; without a second factor, set one up first (POST /v1/account/totp, or a passkey at POST /v1/account/passkeys/options)"
             ),
         );
         match HeaderValue::from_str(&challenge) {
@@ -260,6 +260,12 @@ impl From<Error> for ApiError {
                 "the second-factor code is not correct (a TOTP code works once, within about 30 s either side of its time; a recovery code works once)",
             )
             .with_field("code"),
+            Error::PasskeyRefused => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid-second-factor",
+                "the passkey's answer does not verify: it must answer options asked for this very login or step-up, once, within five minutes, from this site, with user verification (ask for new options)",
+            )
+            .with_field("credential"),
             Error::InvalidChallenge => Self::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid-challenge",

@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Backend, Browser, Options, PASSWORD, TestApp, problem, session_cookie};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tessera_core::SecondFactorConfig;
+use tessera_core::{Clock, SecondFactorConfig};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
@@ -49,6 +49,20 @@ impl Authenticator {
         serde_json::to_value(credential).unwrap()
     }
 
+    /// What a discoverable passkey answers to passwordless options (which name no
+    /// credential): the software authenticator keeps no list of its credentials, so the test
+    /// names the one it registered, and the answer carries the account's user handle (the
+    /// registration options' `user.id`), as a discoverable passkey's answer does. The handle is
+    /// not signed: the server checks it against the credential's account.
+    fn get_discoverable(&mut self, options: &Value, registered: &Registered) -> Value {
+        let mut options = options.clone();
+        options["publicKey"]["allowCredentials"] =
+            json!([{"type": "public-key", "id": registered.credential_id}]);
+        let mut answer = self.get(&options);
+        answer["response"]["userHandle"] = registered.user_handle.clone();
+        answer
+    }
+
     /// What `navigator.credentials.get` would answer to `options`.
     fn get(&mut self, options: &Value) -> Value {
         let options: RequestChallengeResponse = serde_json::from_value(options.clone()).unwrap();
@@ -65,13 +79,20 @@ fn segment(token: &str, i: usize) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
-/// Registers a passkey of `authenticator` for the caller, named `name`; returns its view.
+/// A registered passkey: the server's view, and what the authenticator keeps of it.
+struct Registered {
+    view: Value,
+    credential_id: Value,
+    user_handle: Value,
+}
+
+/// Registers a passkey of `authenticator` for the caller, named `name`.
 async fn register(
     app: &TestApp,
     browser: &Browser,
     authenticator: &mut Authenticator,
     name: &str,
-) -> Value {
+) -> Registered {
     let r = app
         .as_browser(browser, Method::POST, "/v1/account/passkeys/options", true)
         .send()
@@ -138,7 +159,11 @@ async fn register(
             "urn:tessera:problem:insufficient-user-authentication"
         );
     }
-    view
+    Registered {
+        view,
+        credential_id: credential["id"].clone(),
+        user_handle: public_key["user"]["id"].clone(),
+    }
 }
 
 /// Logs in with the password at `path`: the answer must be a challenge offering a passkey.
@@ -428,7 +453,10 @@ async fn step_up_with_a_passkey(backend: Backend) {
     let mut second_key = Authenticator::new(&app);
     register(&app, &browser, &mut second_key, "Second").await;
     app.clock.advance(Duration::from_secs(300));
-    let path = format!("/v1/account/passkeys/{}", first["id"].as_str().unwrap());
+    let path = format!(
+        "/v1/account/passkeys/{}",
+        first.view["id"].as_str().unwrap()
+    );
     let r = app
         .as_browser(&browser, Method::DELETE, &path, true)
         .send()
@@ -588,8 +616,340 @@ async fn step_up_with_a_passkey(backend: Backend) {
     assert!(session_cookie(&r).is_some(), "the password alone logs in");
 }
 
+/// Passwordless logins keep every rule a login has: `tokens.require_dpop` (no bearer token from
+/// a passkey either), the authentication context through a step-up of a token login (the login
+/// began with the passkey, never a password), and a name is never emptied.
+async fn passwordless_logins_keep_the_rules(backend: Backend) {
+    use tessera_core::token::dpop::DpopConfig;
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            tokens: tessera_core::token::TokenConfig {
+                dpop: DpopConfig {
+                    required: true,
+                    ..DpopConfig::default()
+                },
+                ..tessera_core::token::TokenConfig::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = app.user_with_session("alice").await;
+    let mut key = Authenticator::new(&app);
+    let registered = register(&app, &alice, &mut key, "Key").await;
+    let passwordless = async |key: &mut Authenticator, model: &str, dpop: Option<String>| {
+        let options: Value = app
+            .request(Method::POST, "/v1/login/passkey/options")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let answer = key.get_discoverable(&options["options"], &registered);
+        let mut request = app
+            .request(Method::POST, "/v1/login/passkey")
+            .json(&json!({"ceremony": options["ceremony"], "credential": answer, "model": model}));
+        if let Some(proof) = dpop {
+            request = request.header("dpop", proof);
+        }
+        request.send().await.unwrap()
+    };
+    // Without a proof, the token model gives nothing, as POST /v1/token does not.
+    let r = passwordless(&mut key, "token", None).await;
+    assert_eq!(
+        problem(r, StatusCode::BAD_REQUEST).await["type"],
+        "urn:tessera:problem:invalid-dpop-proof"
+    );
+    // With one, a bound pair.
+    let proof_key = tessera_dpop::ProofKey::generate_ed25519().unwrap();
+    let proof = proof_key
+        .proof_at(
+            "POST",
+            &format!("{}/v1/login/passkey", app.origin),
+            None,
+            None,
+            app.clock.now().unix_seconds(),
+        )
+        .unwrap();
+    let r = passwordless(&mut key, "token", Some(proof)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let pair: Value = r.json().await.unwrap();
+    assert_eq!(pair["token_type"], "DPoP");
+    let claims = segment(pair["access_token"].as_str().unwrap(), 1);
+    assert_eq!(claims["amr"], json!(["hwk", "user", "mfa"]));
+    assert!(claims["cnf"]["jkt"].is_string());
+    // The session model is not bound by DPoP.
+    let r = passwordless(&mut key, "session", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A token login by passkey alone, stepped up with the passkey: still no password in it.
+    let app = TestApp::spawn(backend).await;
+    let bob = app.user_with_session("bob").await;
+    let mut key = Authenticator::new(&app);
+    let registered = register(&app, &bob, &mut key, "Key").await;
+    let options: Value = app
+        .request(Method::POST, "/v1/login/passkey/options")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answer = key.get_discoverable(&options["options"], &registered);
+    let pair: Value = app
+        .request(Method::POST, "/v1/login/passkey")
+        .json(&json!({"ceremony": options["ceremony"], "credential": answer, "model": "token"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = pair["access_token"].as_str().unwrap();
+    let me: Value = app
+        .request(Method::GET, "/v1/me")
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["auth"]["authentication"]["amr"],
+        json!(["hwk", "user", "mfa"])
+    );
+    let options: Value = app
+        .request(Method::POST, "/v1/account/step-up/passkey/options")
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answer = key.get(&options["options"]);
+    let stepped: Value = app
+        .request(Method::POST, "/v1/account/step-up/passkey")
+        .bearer_auth(access)
+        .json(&json!({"ceremony": options["ceremony"], "credential": answer}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stepped["authentication"]["amr"],
+        json!(["hwk", "user", "mfa"])
+    );
+    let claims = segment(stepped["access_token"].as_str().unwrap(), 1);
+    assert_eq!(claims["amr"], json!(["hwk", "user", "mfa"]), "{claims}");
+    let refreshed: Value = app
+        .request(Method::POST, "/v1/token/refresh")
+        .json(&json!({"refresh_token": pair["refresh_token"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let claims = segment(refreshed["access_token"].as_str().unwrap(), 1);
+    assert_eq!(claims["amr"], json!(["hwk", "user", "mfa"]), "{claims}");
+
+    // A name is never emptied; an answer of the wrong type is not a passkey's.
+    let path = format!(
+        "/v1/account/passkeys/{}",
+        registered.view["id"].as_str().unwrap()
+    );
+    let r = app
+        .request(Method::PATCH, &path)
+        .bearer_auth(refreshed["access_token"].as_str().unwrap())
+        .json(&json!({"name": "  "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(r, StatusCode::UNPROCESSABLE_ENTITY).await["field"],
+        "name"
+    );
+    let options: Value = app
+        .request(Method::POST, "/v1/login/passkey/options")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut answer = key.get_discoverable(&options["options"], &registered);
+    answer["type"] = json!("password");
+    let r = app
+        .request(Method::POST, "/v1/login/passkey")
+        .json(&json!({"ceremony": options["ceremony"], "credential": answer, "model": "token"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// With `accounts.new_context = "step_up"`, a session used from a new network and browser must
+/// show a recent second factor: a passkey does, at the passkey step-up routes, from the new place.
+async fn a_moved_session_steps_up_with_a_passkey(backend: Backend) {
+    const HOME: (&str, &str) = (
+        "192.0.2.10",
+        "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0",
+    );
+    const ELSEWHERE: (&str, &str) = ("198.51.100.7", "Mozilla/5.0 (Macintosh) Safari/605.1.15");
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            http: tessera_http::HttpConfig {
+                trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+                ..tessera_http::HttpConfig::default()
+            },
+            second_factor: SecondFactorConfig {
+                new_context: tessera_core::login_context::NewContextPolicy::StepUp,
+                privileged_max_age: Duration::from_secs(120),
+                ..SecondFactorConfig::default()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let from = |method: Method, path: &str, place: (&str, &str), browser: &Browser| {
+        app.as_browser(browser, method, path, true)
+            .header("x-forwarded-for", place.0)
+            .header("user-agent", place.1)
+    };
+    let alice = app.user_with_session("alice").await;
+    let mut key = Authenticator::new(&app);
+    register(&app, &alice, &mut key, "Key").await;
+    // A session login at home, with the passkey as its second factor.
+    let r = app
+        .request(Method::POST, "/v1/session/login")
+        .header("x-forwarded-for", HOME.0)
+        .header("user-agent", HOME.1)
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let c: Value = r.json().await.unwrap();
+    let r = app
+        .request(Method::POST, "/v1/login/second-factor/passkey")
+        .header("x-forwarded-for", HOME.0)
+        .header("user-agent", HOME.1)
+        .json(&json!({
+            "challenge": c["challenge"],
+            "ceremony": c["passkey"]["ceremony"],
+            "credential": key.get(&c["passkey"]["options"]),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = session_cookie(&r).unwrap();
+    let body: Value = r.json().await.unwrap();
+    let session = Browser {
+        cookie: Some(cookie.value),
+        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+        login: body,
+    };
+    app.clock.advance(Duration::from_secs(300));
+    // Used from elsewhere, with a stale second factor: refused, and told how to go on.
+    let r = from(Method::GET, "/v1/me", ELSEWHERE, &session)
+        .send()
+        .await
+        .unwrap();
+    let refused = problem(r, StatusCode::UNAUTHORIZED).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/account/step-up/passkey"),
+        "{refused}"
+    );
+    // The passkey step-up works from there.
+    let r = from(
+        Method::POST,
+        "/v1/account/step-up/passkey/options",
+        ELSEWHERE,
+        &session,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let options: Value = r.json().await.unwrap();
+    let r = from(
+        Method::POST,
+        "/v1/account/step-up/passkey",
+        ELSEWHERE,
+        &session,
+    )
+    .json(&json!({"ceremony": options["ceremony"], "credential": key.get(&options["options"])}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = from(Method::GET, "/v1/me", ELSEWHERE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Refused registrations spend the account's attempt budget, as wrong passwords do: a client
+/// cannot send malformed attestations without end.
+async fn refused_registrations_are_throttled(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            throttle: tessera_core::ThrottleConfig {
+                per_account: tessera_core::Rate {
+                    burst: 3,
+                    per_minute: 1,
+                },
+                ..common::relaxed_throttle()
+            },
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = app.user_with_session("alice").await;
+    let mut key = Authenticator::new(&app);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let options: Value = app
+            .as_browser(&alice, Method::POST, "/v1/account/passkeys/options", true)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut credential = key.create(&options["options"]);
+        // Another challenge's answer: the client data no longer matches the ceremony.
+        credential["response"]["clientDataJSON"] = json!(URL_SAFE_NO_PAD.encode(
+            br#"{"type":"webauthn.create","challenge":"AAAA","origin":"http://localhost"}"#
+        ));
+        let r = app
+            .as_browser(&alice, Method::POST, "/v1/account/passkeys", true)
+            .json(&json!({"ceremony": options["ceremony"], "credential": credential, "current_password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [422, 422, 422, 429]);
+}
+
 on_every_backend!(
+    refused_registrations_are_throttled,
     a_passkey_is_the_second_factor_of_every_model,
     what_a_passkey_answer_must_be,
     step_up_with_a_passkey,
+    passwordless_logins_keep_the_rules,
+    a_moved_session_steps_up_with_a_passkey,
 );

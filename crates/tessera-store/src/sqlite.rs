@@ -257,6 +257,11 @@ fn migrator() -> Migrator {
             "passkeys",
             include_str!("../migrations/sqlite/0009_passkeys.sql"),
         ),
+        migration(
+            10,
+            "single uses",
+            include_str!("../migrations/sqlite/0010_single_uses.sql"),
+        ),
     ])
 }
 
@@ -414,7 +419,36 @@ impl tessera_core::ProofReplayStore for SqliteStore {
         &self,
         now: tessera_core::Timestamp,
     ) -> Result<usize, StoreError> {
-        self.proofs.purge_expired_proofs(now).await
+        let durable = sql::Db::execute(
+            self,
+            "DELETE FROM single_uses WHERE expires_at <= $1",
+            &[now.into()],
+        )
+        .await?;
+        Ok(self
+            .proofs
+            .purge_expired_proofs(now)
+            .await?
+            .saturating_add(sql_count(durable)))
+    }
+
+    async fn first_use_durable(
+        &self,
+        key: &[u8; 32],
+        expires_at: tessera_core::Timestamp,
+        now: tessera_core::Timestamp,
+    ) -> Result<bool, StoreError> {
+        // One statement, atomic for every process on the file: a row is written when there was
+        // none, or when the one there had expired; a live one is left alone.
+        let written = sql::Db::execute(
+            self,
+            "INSERT INTO single_uses (key, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE single_uses.expires_at <= $3",
+            &[key.as_slice().into(), expires_at.into(), now.into()],
+        )
+        .await?;
+        Ok(written == 1)
     }
 }
 
@@ -613,6 +647,45 @@ mod tests {
         store.close().await;
     }
 
+    /// What is used once durably stays used for another process on the file and after a
+    /// restart, until it expires; DPoP proofs stay in the process that saw them.
+    #[tokio::test]
+    async fn single_uses_outlive_the_process_that_recorded_them() {
+        use tessera_core::ProofReplayStore;
+        let dir = TempDir::new("single-uses");
+        let path = dir.0.join("tessera.db");
+        let now = tessera_core::Timestamp::from_unix_millis(1_764_400_000_000);
+        let until = tessera_core::Timestamp::from_unix_millis(1_764_400_300_000);
+        let first = SqliteStore::open(&path).await.unwrap();
+        assert!(first.first_use_durable(&[1; 32], until, now).await.unwrap());
+        assert!(!first.first_use_durable(&[1; 32], until, now).await.unwrap());
+        let other = SqliteStore::open(&path).await.unwrap();
+        assert!(
+            !other.first_use_durable(&[1; 32], until, now).await.unwrap(),
+            "another process on the file sees the use"
+        );
+        drop(first);
+        let restarted = SqliteStore::open(&path).await.unwrap();
+        assert!(
+            !restarted
+                .first_use_durable(&[1; 32], until, now)
+                .await
+                .unwrap()
+        );
+        // Expired: usable again, and swept.
+        assert!(
+            restarted
+                .first_use_durable(&[1; 32], until, until)
+                .await
+                .unwrap()
+        );
+        let later = tessera_core::Timestamp::from_unix_millis(1_764_401_000_000);
+        assert!(restarted.purge_expired_proofs(later).await.unwrap() >= 1);
+        // A DPoP proof's record is the process's own.
+        assert!(restarted.first_use(&[2; 32], until, now).await.unwrap());
+        assert!(other.first_use(&[2; 32], until, now).await.unwrap());
+    }
+
     #[tokio::test]
     async fn a_version_1_database_is_upgraded() {
         let dir = TempDir::new("upgrade");
@@ -621,6 +694,7 @@ mod tests {
             let store = SqliteStore::open(&path).await.unwrap();
             // Back to the schema as released with version 1, with a user in it.
             for table in [
+                "single_uses",
                 "passkeys",
                 "login_challenges",
                 "recovery_codes",

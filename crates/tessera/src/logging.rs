@@ -18,7 +18,7 @@ use crate::config::{Config, LogFormat};
 /// Installs the global subscriber: `log.filter`, `log.format`, standard error (with colours on a
 /// terminal, for lines outside a request).
 pub(crate) fn init(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log.filter);
+    let filter = tracing_subscriber::EnvFilter::new(with_quiet_crates(&config.log.filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -43,6 +43,18 @@ pub(crate) fn init(config: &Config) {
                 })
                 .init();
         }
+    }
+}
+
+/// The WebAuthn crates log what they refuse at error level, with the bytes they were sent: a
+/// client could fill the log with its malformed passkey answers (and their public keys). The
+/// server says why it refused an answer in its own words (the problem document, the audit log),
+/// so they are silenced, unless the filter names them (to debug a ceremony).
+fn with_quiet_crates(filter: &str) -> String {
+    if filter.contains("webauthn") {
+        filter.to_owned()
+    } else {
+        format!("{filter},webauthn_rs=off,webauthn_rs_core=off,webauthn_rs_proto=off")
     }
 }
 

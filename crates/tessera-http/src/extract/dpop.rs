@@ -273,6 +273,16 @@ impl TokenEndpointProof {
         Err(refusal)
     }
 
+    /// For a route that makes token-model logins besides others (a passkey login names its
+    /// model in the body): with `tokens.require_dpop`, a token login without a proof is refused
+    /// as at `POST /v1/token`.
+    pub fn require_for_token_login(&self, state: &AppState) -> Result<(), ApiError> {
+        if self.0.is_none() && state.tokens().dpop().config().required {
+            return Err(token_endpoint_error(state, DpopError::Missing));
+        }
+        Ok(())
+    }
+
     /// Records the proof, on every node: a proof that was used before is refused.
     pub async fn record(&self, state: &AppState) -> Result<(), ApiError> {
         match &self.0 {

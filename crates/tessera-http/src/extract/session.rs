@@ -156,7 +156,16 @@ async fn check_context(
     let stepping_up = parts
         .extensions
         .get::<axum::extract::MatchedPath>()
-        .is_some_and(|path| path.as_str().ends_with("/v1/account/step-up"));
+        .is_some_and(|path| {
+            let path = path.as_str();
+            [
+                "/v1/account/step-up",
+                "/v1/account/step-up/passkey",
+                "/v1/account/step-up/passkey/options",
+            ]
+            .iter()
+            .any(|route| path.ends_with(route))
+        });
     if contexts.policy() == tessera_core::login_context::NewContextPolicy::StepUp
         && !stepping_up
         && !session

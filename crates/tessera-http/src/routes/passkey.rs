@@ -197,7 +197,7 @@ pub async fn register(
     ApiJson(body): ApiJson<PasskeyRegistration>,
 ) -> Result<(StatusCode, Json<PasskeyView>), ApiError> {
     check_current_password(&state, &auth.user, &body.current_password).await?;
-    let passkey = state
+    let registered = state
         .logins()
         .second_factors()
         .register_passkey(
@@ -206,8 +206,16 @@ pub async fn register(
             &body.credential,
             body.name.as_deref(),
         )
-        .await?;
-    Ok((StatusCode::CREATED, Json(passkey.into())))
+        .await;
+    if let Err(tessera_core::Error::Invalid { .. }) = &registered {
+        // A refused answer spends the account's attempt budget, as a wrong password does: a
+        // client cannot send the server malformed attestations without end.
+        state
+            .throttle()
+            .spend_account(auth.user.username.as_str(), None)
+            .await?;
+    }
+    Ok((StatusCode::CREATED, Json(registered?.into())))
 }
 
 /// The body of `PATCH /v1/account/passkeys/{id}`.
@@ -363,7 +371,7 @@ pub struct PasskeyLogin {
     request_body = PasskeyLogin,
     responses(
         (status = 200, description = "Logged in, as the model's login answers", body = CompletedLoginAnswer),
-        (status = 400, description = "The DPoP proof is invalid or replayed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The DPoP proof is invalid or replayed, or missing for a token login where the server requires DPoP (`tokens.require_dpop`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The passkey's answer does not verify, the passkey is unknown, or the ceremony is unknown, expired or used", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A cross-site request for a browser login, or an unverified email address where logins need one", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "This server offers no passkeys", body = Problem, content_type = "application/problem+json"),
@@ -379,6 +387,9 @@ pub async fn login(
     ApiJson(body): ApiJson<PasskeyLogin>,
 ) -> Result<Response, ApiError> {
     let model = LoginModel::from(body.model);
+    if model == LoginModel::Token {
+        proof.require_for_token_login(&state)?;
+    }
     let completed = state
         .logins()
         .login_passkey(PasskeyLoginAttempt {
