@@ -533,6 +533,43 @@ impl Logins {
         .await
     }
 
+    /// New passkey options for a login that waits for its second factor: a passkey's answer
+    /// that was refused used up the options the login came with, and the password need not be
+    /// typed again. Asking counts as one of the challenge's attempts (so it cannot be asked for
+    /// without end), from the client the challenge was given to only.
+    /// [`Error::InvalidChallenge`] for a challenge that is unknown, used, expired or burnt, or
+    /// from another client; [`Error::Conflict`] when the account has no passkey.
+    pub async fn second_factor_passkey_options(
+        &self,
+        challenge: &str,
+        client: &ClientInfo,
+    ) -> Result<crate::passkey::Ceremony<webauthn_rs::prelude::RequestChallengeResponse>, Error>
+    {
+        let config = self.second_factors.config();
+        let Some(secret) = ChallengeSecret::parse(challenge.trim()) else {
+            return Err(Error::InvalidChallenge);
+        };
+        let hash = secret.hash();
+        let Some(challenge) = self
+            .challenges
+            .attempt_challenge(&hash, self.clock.now(), config.challenge_max_attempts)
+            .await?
+        else {
+            return Err(Error::InvalidChallenge);
+        };
+        if challenge.client.user_agent != client.user_agent {
+            return Err(Error::InvalidChallenge);
+        }
+        self.second_factors
+            .passkeys()
+            .assertion_options(
+                &challenge.user_id,
+                crate::passkey::CeremonyPurpose::SecondFactor,
+                &challenge_binding(&hash),
+            )
+            .await
+    }
+
     /// Options to step up with a passkey (see [`Logins::step_up`]).
     pub async fn step_up_options(
         &self,

@@ -92,6 +92,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(state: AppState) -> Router<S> {
         .routes(routes!(routes::second_factor::regenerate_recovery_codes))
         .routes(routes!(routes::second_factor::step_up))
         .routes(routes!(routes::second_factor::complete_login_passkey))
+        .routes(routes!(routes::second_factor::login_passkey_options))
         .routes(routes!(routes::second_factor::step_up_passkey_options))
         .routes(routes!(routes::second_factor::step_up_passkey))
         .routes(routes!(routes::passkey::list, routes::passkey::register))

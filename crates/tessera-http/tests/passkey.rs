@@ -349,6 +349,48 @@ async fn what_a_passkey_answer_must_be(backend: Backend) {
         inner: key_back,
         origin: Url::parse(&app.origin).unwrap(),
     };
+    // The refused answer used the login's options up; new ones for the same login, without the
+    // password again (from the client that logged in only), complete it.
+    let fresh = |challenge: &Value, agent: &str| {
+        app.request(Method::POST, "/v1/login/second-factor/passkey/options")
+            .header("user-agent", agent)
+            .json(&json!({"challenge": challenge["challenge"]}))
+    };
+    let r = fresh(&c, "another client").send().await.unwrap();
+    assert_eq!(
+        problem(r, StatusCode::UNAUTHORIZED).await["type"],
+        "urn:tessera:problem:invalid-challenge"
+    );
+    let r = app
+        .request(Method::POST, "/v1/login/second-factor/passkey/options")
+        .json(&json!({"challenge": URL_SAFE_NO_PAD.encode([9u8; 32])}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = app
+        .request(Method::POST, "/v1/login/second-factor/passkey/options")
+        .json(&json!({"challenge": c["challenge"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let renewed: Value = r.json().await.unwrap();
+    let r = complete(
+        &app,
+        &json!({"challenge": c["challenge"], "passkey": renewed}),
+        &key.get(&renewed["options"]),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // The login is made: the challenge is gone, and so is the asking.
+    let r = app
+        .request(Method::POST, "/v1/login/second-factor/passkey/options")
+        .json(&json!({"challenge": c["challenge"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     // Bob's passkey, answering a ceremony of bob's, cannot complete alice's login.
     let c = challenge(&app, "/v1/token", "alice").await;

@@ -263,6 +263,45 @@ pub async fn complete_login_passkey(
     .await
 }
 
+/// The body of `POST /v1/login/second-factor/passkey/options`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRef {
+    /// The `challenge` the login answered with.
+    #[schema(min_length = 43, max_length = 43)]
+    pub challenge: String,
+}
+
+/// New passkey options for a login that waits for its second factor.
+///
+/// The login's answer carries passkey options that work once: after a passkey's answer was
+/// refused (or the options lapsed), ask here for new ones rather than typing the password
+/// again. Asking counts as one of the challenge's attempts; only the client that logged in may
+/// ask.
+#[utoipa::path(
+    post, path = "/v1/login/second-factor/passkey/options", tag = "passkeys",
+    request_body = ChallengeRef,
+    responses(
+        (status = 200, body = crate::routes::passkey::AssertionOptions),
+        (status = 401, description = "The challenge is unknown, used, expired or burnt, or was given to another client (`invalid-challenge`)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "This server offers no passkeys", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The account has no passkey", body = Problem, content_type = "application/problem+json"),
+        JsonBodyProblems,
+        ServiceProblems,
+    )
+)]
+pub async fn login_passkey_options(
+    State(state): State<AppState>,
+    client: ClientMeta,
+    ApiJson(body): ApiJson<ChallengeRef>,
+) -> Result<Json<crate::routes::passkey::AssertionOptions>, ApiError> {
+    let options = state
+        .logins()
+        .second_factor_passkey_options(&body.challenge, &client.info)
+        .await?;
+    Ok(Json(options.into()))
+}
+
 /// What a browser brings to a login: the login it has already (which the new one replaces),
 /// who it is, whether the request is same-origin, and its cookie jar.
 pub struct BrowserLogin {
