@@ -100,11 +100,33 @@ impl Username {
     /// assert!(Username::parse("alice smith").is_err());
     /// // A Cyrillic "а" among Latin letters is refused, not taken for "alice".
     /// assert!(Username::parse("\u{430}lice").is_err());
+    /// // A capital that lowercases to a letter composing with the next one: composed, once.
+    /// let greek = Username::parse("\u{389}\u{345}\u{345}")?;
+    /// assert_eq!(greek.as_str(), "\u{1fc4}\u{345}");
+    /// assert_eq!(Username::parse(greek.as_str())?, greek);
     /// # Ok::<(), tessera_core::Error>(())
     /// ```
     pub fn parse(raw: &str) -> Result<Self, Error> {
         use unicode_normalization::UnicodeNormalization;
-        let normalized: String = raw.nfkc().collect::<String>().to_lowercase();
+        // Lowercasing can undo the normal form (a capital with an accent lowercases to a letter
+        // that composes with what follows it), so both are applied until neither changes the
+        // name: parsing a parsed name gives it back.
+        let mut normalized: String = raw.nfkc().collect();
+        let mut stable = false;
+        for _ in 0..4 {
+            let next: String = normalized.to_lowercase().nfkc().collect();
+            if next == normalized {
+                stable = true;
+                break;
+            }
+            normalized = next;
+        }
+        if !stable {
+            return Err(Error::invalid(
+                "username",
+                "has no stable normal form (NFKC and lower case)",
+            ));
+        }
         let count = normalized.chars().count();
         if count == 0 {
             return Err(Error::invalid("username", "must not be empty"));
