@@ -391,15 +391,17 @@ impl Passkeys {
         credential: &PublicKeyCredential,
     ) -> Result<bool, Error> {
         let rp = self.rp()?;
-        if credential.type_ != "public-key" {
+        let Some(state) = self
+            .open_for_answer::<PasskeyAuthentication>(
+                purpose,
+                &bound(user, binding),
+                ceremony,
+                credential,
+            )
+            .await?
+        else {
             return Ok(false);
-        }
-        let state: PasskeyAuthentication =
-            match self.open(purpose, &bound(user, binding), ceremony).await {
-                Ok(state) => state,
-                Err(Error::Invalid { .. }) => return Ok(false),
-                Err(e) => return Err(e),
-            };
+        };
         let Ok(result) = rp.finish_passkey_authentication(credential, &state) else {
             return Ok(false);
         };
@@ -434,15 +436,17 @@ impl Passkeys {
         credential: &PublicKeyCredential,
     ) -> Result<Option<UserId>, Error> {
         let rp = self.rp()?;
-        if credential.type_ != "public-key" {
+        let Some(state) = self
+            .open_for_answer::<DiscoverableAuthentication>(
+                CeremonyPurpose::Passwordless,
+                "",
+                ceremony,
+                credential,
+            )
+            .await?
+        else {
             return Ok(None);
-        }
-        let state: DiscoverableAuthentication =
-            match self.open(CeremonyPurpose::Passwordless, "", ceremony).await {
-                Ok(state) => state,
-                Err(Error::Invalid { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            };
+        };
         let Ok((handle, credential_id)) = rp.identify_discoverable_authentication(credential)
         else {
             return Ok(None);
@@ -521,6 +525,26 @@ impl Passkeys {
             .map_err(|e| Error::Internal(format!("encoding a passkey ceremony: {e}")))?;
         let sealed = self.key.seal(&label(purpose, owner), &plain)?;
         Ok(URL_SAFE_NO_PAD.encode(sealed))
+    }
+
+    /// The state of the ceremony an assertion answers, used up; `None` when the answer is not
+    /// a passkey's or the ceremony is refused (see [`open`](Self::open)): the answer does not
+    /// verify.
+    async fn open_for_answer<S: DeserializeOwned>(
+        &self,
+        purpose: CeremonyPurpose,
+        owner: &str,
+        ceremony: &str,
+        credential: &PublicKeyCredential,
+    ) -> Result<Option<S>, Error> {
+        if credential.type_ != "public-key" {
+            return Ok(None);
+        }
+        match self.open(purpose, owner, ceremony).await {
+            Ok(state) => Ok(Some(state)),
+            Err(Error::Invalid { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens a ceremony and uses it up. [`Error::Invalid`] (field `ceremony`) when it is not

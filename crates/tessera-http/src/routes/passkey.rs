@@ -404,12 +404,7 @@ pub async fn login(
             dpop_jkt: proof.thumbprint().filter(|_| model == LoginModel::Token),
         })
         .await?;
-    let made = match &completed {
-        tessera_core::CompletedLogin::Tokens(_, login) => Some(&login.pair.family_id),
-        tessera_core::CompletedLogin::Session(_) => None,
-    };
-    proof.record_for_login(&state, made).await?;
-    Ok(login_answer(&state, browser.jar, completed))
+    login_answer(&state, browser.jar, &proof, completed).await
 }
 
 /// How many passkeys went.

@@ -354,23 +354,24 @@ async fn complete(
             dpop_jkt: proof.thumbprint(),
         })
         .await?;
-    // As at the login route: recorded once the code was right; a proof used before voids the
-    // login it just completed.
+    login_answer(state, browser.jar, &proof, completed).await
+}
+
+/// The answer of a completed login, in the model it was made in. The request's DPoP proof is
+/// recorded first, as at the login route: once the credentials were right, and a proof used
+/// before voids the login it just completed.
+pub(crate) async fn login_answer(
+    state: &AppState,
+    jar: CookieJar,
+    proof: &crate::extract::TokenEndpointProof,
+    completed: CompletedLogin,
+) -> Result<Response, ApiError> {
     let made = match &completed {
         CompletedLogin::Tokens(_, login) => Some(&login.pair.family_id),
         CompletedLogin::Session(_) => None,
     };
     proof.record_for_login(state, made).await?;
-    Ok(login_answer(state, browser.jar, completed))
-}
-
-/// The answer of a completed login, in the model it was made in.
-pub(crate) fn login_answer(
-    state: &AppState,
-    jar: CookieJar,
-    completed: CompletedLogin,
-) -> Response {
-    match completed {
+    Ok(match completed {
         CompletedLogin::Session(login) => {
             crate::routes::session::session_login_response(state, jar, login)
         }
@@ -380,7 +381,7 @@ pub(crate) fn login_answer(
         CompletedLogin::Tokens(_, login) => {
             Json(crate::routes::token::token_login_body(login)).into_response()
         }
-    }
+    })
 }
 
 /// A user's second factors.
